@@ -1,0 +1,368 @@
+//! The two backends. Their SQL is identical (positional `$N` parameters, `RETURNING`, integer
+//! timestamps work on both), so one macro writes both impls and they cannot drift apart; what
+//! differs (connection setup, migrations, how a write transaction starts) is spelled out per
+//! backend below.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+use crate::{AuditEvent, NewKey, Reservation, Result, SshKey, Store, StoreError, User};
+
+/// SQLite backend: one file, WAL mode so the admin CLI and the server can use it at once.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+/// Postgres backend.
+#[derive(Clone, Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `url` and migrates it.
+    pub async fn open(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        sqlx::migrate!("../../migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+impl PostgresStore {
+    /// Connects to `url` and migrates the database (migrations take an advisory lock, so
+    /// several nodes starting at once are safe).
+    pub async fn open(url: &str) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        sqlx::migrate!("../../migrations/postgres").run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+/// `SELECT` of keys joined with their owner's name, followed by `$tail`.
+macro_rules! key_select {
+    ($tail:literal) => {
+        concat!(
+            "SELECT k.id, k.user_id, u.name AS user_name, k.fingerprint, k.algorithm, ",
+            "k.public_key, k.comment, k.created_at FROM ssh_keys k JOIN users u ON u.id = k.user_id",
+            $tail
+        )
+    };
+}
+
+/// `SELECT` of reservations joined with their holder's name, followed by `$tail`.
+macro_rules! res_select {
+    ($tail:literal) => {
+        concat!(
+            "SELECT r.id, r.name, r.user_id, u.name AS user_name, r.created_at ",
+            "FROM reservations r JOIN users u ON u.id = r.user_id",
+            $tail
+        )
+    };
+}
+
+fn unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// Writes the audit row for a mutation inside the mutation's transaction.
+macro_rules! audit {
+    ($tx:expr, $actor:expr, $action:expr, $subject:expr, $user:expr, $detail:expr) => {
+        sqlx::query(
+            "INSERT INTO audit_events (at, actor, action, subject, user_id, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(crate::now())
+        .bind($actor)
+        .bind($action)
+        .bind($subject)
+        .bind($user)
+        .bind($detail)
+        .execute(&mut *$tx)
+        .await?
+    };
+}
+
+macro_rules! impl_store {
+    ($ty:ty, $begin:literal) => {
+        impl $ty {
+            async fn require_user(
+                tx: &mut sqlx::Transaction<'static, <$ty as Backend>::Db>,
+                name: &str,
+            ) -> Result<User> {
+                sqlx::query_as::<_, User>(
+                    "SELECT id, name, is_admin, disabled, created_at FROM users WHERE name = $1",
+                )
+                .bind(name)
+                .fetch_optional(&mut **tx)
+                .await?
+                .ok_or_else(|| StoreError::NoSuchUser(name.to_owned()))
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl Store for $ty {
+            async fn create_user(&self, actor: &str, name: &str, is_admin: bool) -> Result<User> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                let user = sqlx::query_as::<_, User>(
+                    "INSERT INTO users (name, is_admin, disabled, created_at) VALUES ($1, $2, FALSE, $3) \
+                     RETURNING id, name, is_admin, disabled, created_at",
+                )
+                .bind(name)
+                .bind(is_admin)
+                .bind(crate::now())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| {
+                    if unique_violation(&e) {
+                        StoreError::UserExists(name.to_owned())
+                    } else {
+                        e.into()
+                    }
+                })?;
+                let detail = if is_admin { "admin" } else { "" };
+                audit!(tx, actor, "user.add", name, Some(user.id), detail);
+                tx.commit().await?;
+                Ok(user)
+            }
+
+            async fn list_users(&self) -> Result<Vec<User>> {
+                Ok(sqlx::query_as::<_, User>(
+                    "SELECT id, name, is_admin, disabled, created_at FROM users ORDER BY id",
+                )
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn user_by_name(&self, name: &str) -> Result<Option<User>> {
+                Ok(sqlx::query_as::<_, User>(
+                    "SELECT id, name, is_admin, disabled, created_at FROM users WHERE name = $1",
+                )
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn user_by_id(&self, id: i64) -> Result<Option<User>> {
+                Ok(sqlx::query_as::<_, User>(
+                    "SELECT id, name, is_admin, disabled, created_at FROM users WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn set_user_disabled(&self, actor: &str, name: &str, disabled: bool) -> Result<User> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                let user = sqlx::query_as::<_, User>(
+                    "UPDATE users SET disabled = $1 WHERE name = $2 \
+                     RETURNING id, name, is_admin, disabled, created_at",
+                )
+                .bind(disabled)
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::NoSuchUser(name.to_owned()))?;
+                let action = if disabled { "user.disable" } else { "user.enable" };
+                audit!(tx, actor, action, name, Some(user.id), "");
+                tx.commit().await?;
+                Ok(user)
+            }
+
+            async fn add_key(&self, actor: &str, user: &str, key: &NewKey) -> Result<SshKey> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                let owner = Self::require_user(&mut tx, user).await?;
+                let existing: Option<(String,)> = sqlx::query_as(
+                    "SELECT u.name FROM ssh_keys k JOIN users u ON u.id = k.user_id WHERE k.fingerprint = $1",
+                )
+                .bind(&key.fingerprint)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some((owner,)) = existing {
+                    return Err(StoreError::KeyExists { fingerprint: key.fingerprint.clone(), owner });
+                }
+                let id: (i64,) = sqlx::query_as(
+                    "INSERT INTO ssh_keys (user_id, fingerprint, algorithm, public_key, comment, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                )
+                .bind(owner.id)
+                .bind(&key.fingerprint)
+                .bind(&key.algorithm)
+                .bind(&key.public_key)
+                .bind(&key.comment)
+                .bind(crate::now())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| {
+                    if unique_violation(&e) {
+                        StoreError::KeyExists { fingerprint: key.fingerprint.clone(), owner: owner.name.clone() }
+                    } else {
+                        e.into()
+                    }
+                })?;
+                audit!(tx, actor, "key.add", &key.fingerprint, Some(owner.id), &key.algorithm);
+                let row = sqlx::query_as::<_, SshKey>(key_select!(" WHERE k.id = $1"))
+                    .bind(id.0)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(row)
+            }
+
+            async fn list_keys(&self, user: Option<&str>) -> Result<Vec<SshKey>> {
+                Ok(sqlx::query_as::<_, SshKey>(key_select!(" WHERE ($1 IS NULL OR u.name = $1) ORDER BY k.id"
+                ))
+                .bind(user)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn remove_key(&self, actor: &str, fingerprint: &str) -> Result<SshKey> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                let key = sqlx::query_as::<_, SshKey>(key_select!(" WHERE k.fingerprint = $1"))
+                    .bind(fingerprint)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or_else(|| StoreError::NoSuchKey(fingerprint.to_owned()))?;
+                sqlx::query("DELETE FROM ssh_keys WHERE id = $1").bind(key.id).execute(&mut *tx).await?;
+                audit!(tx, actor, "key.remove", fingerprint, Some(key.user_id), "");
+                tx.commit().await?;
+                Ok(key)
+            }
+
+            async fn key_by_fingerprint(&self, fingerprint: &str) -> Result<Option<(SshKey, User)>> {
+                let Some(key) = sqlx::query_as::<_, SshKey>(key_select!(" WHERE k.fingerprint = $1"))
+                    .bind(fingerprint)
+                    .fetch_optional(&self.pool)
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let user = self.user_by_id(key.user_id).await?;
+                Ok(user.map(|u| (key, u)))
+            }
+
+            async fn reserve(&self, actor: &str, user: &str, name: &str) -> Result<Reservation> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                let owner = Self::require_user(&mut tx, user).await?;
+                let select = res_select!(" WHERE r.name = $1");
+                if let Some(held) = sqlx::query_as::<_, Reservation>(select).bind(name).fetch_optional(&mut *tx).await? {
+                    return if held.user_id == owner.id {
+                        Ok(held)
+                    } else {
+                        Err(StoreError::NameTaken { name: name.to_owned(), owner_id: held.user_id })
+                    };
+                }
+                sqlx::query("INSERT INTO reservations (name, user_id, created_at) VALUES ($1, $2, $3)")
+                    .bind(name)
+                    .bind(owner.id)
+                    .bind(crate::now())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| {
+                        if unique_violation(&e) {
+                            // Lost a race with another writer between our check and insert.
+                            StoreError::NameTaken { name: name.to_owned(), owner_id: -1 }
+                        } else {
+                            e.into()
+                        }
+                    })?;
+                audit!(tx, actor, "name.reserve", name, Some(owner.id), "");
+                let row = sqlx::query_as::<_, Reservation>(select).bind(name).fetch_one(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(row)
+            }
+
+            async fn release(&self, actor: &str, name: &str) -> Result<Reservation> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                let held = sqlx::query_as::<_, Reservation>(res_select!(" WHERE r.name = $1"))
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or_else(|| StoreError::NoSuchReservation(name.to_owned()))?;
+                sqlx::query("DELETE FROM reservations WHERE id = $1").bind(held.id).execute(&mut *tx).await?;
+                audit!(tx, actor, "name.release", name, Some(held.user_id), "");
+                tx.commit().await?;
+                Ok(held)
+            }
+
+            async fn reservation(&self, name: &str) -> Result<Option<Reservation>> {
+                Ok(sqlx::query_as::<_, Reservation>(res_select!(" WHERE r.name = $1"))
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn list_reservations(&self, user: Option<&str>) -> Result<Vec<Reservation>> {
+                Ok(sqlx::query_as::<_, Reservation>(res_select!(" WHERE ($1 IS NULL OR u.name = $1) ORDER BY r.name"
+                ))
+                .bind(user)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn record(&self, e: &AuditEvent) -> Result<i64> {
+                let id: (i64,) = sqlx::query_as(
+                    "INSERT INTO audit_events (at, actor, action, subject, user_id, detail) \
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                )
+                .bind(e.at)
+                .bind(&e.actor)
+                .bind(&e.action)
+                .bind(&e.subject)
+                .bind(e.user_id)
+                .bind(&e.detail)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(id.0)
+            }
+
+            async fn events_since(&self, after: i64, limit: i64) -> Result<Vec<AuditEvent>> {
+                Ok(sqlx::query_as::<_, AuditEvent>(
+                    "SELECT id, at, actor, action, subject, user_id, detail FROM audit_events \
+                     WHERE id > $1 ORDER BY id LIMIT $2",
+                )
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn last_event_id(&self) -> Result<i64> {
+                let id: (Option<i64>,) = sqlx::query_as("SELECT MAX(id) FROM audit_events")
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(id.0.unwrap_or(0))
+            }
+        }
+    };
+}
+
+/// Names each backend's database type for the shared macro.
+trait Backend {
+    type Db: sqlx::Database;
+}
+impl Backend for SqliteStore {
+    type Db = sqlx::Sqlite;
+}
+impl Backend for PostgresStore {
+    type Db = sqlx::Postgres;
+}
+
+
+// SQLite takes the write lock up front so two writers (server and CLI) never deadlock upgrading
+// a read transaction; Postgres row locks need no such care.
+impl_store!(SqliteStore, "BEGIN IMMEDIATE");
+impl_store!(PostgresStore, "BEGIN");

@@ -1,0 +1,44 @@
+//! What can go wrong in the store, worded for the person at the CLI or in the SSH session.
+
+/// A store failure. The variants other than `Database`/`Migrate` are the caller's mistakes and
+/// their messages are safe to show to users.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// `create_user` with a name in use.
+    #[error("user {0:?} already exists")]
+    UserExists(String),
+    /// A user name that is not in the store.
+    #[error("no user named {0:?}")]
+    NoSuchUser(String),
+    /// `add_key` with a fingerprint that is already registered.
+    #[error("key {fingerprint} is already registered to user {owner:?}")]
+    KeyExists {
+        /// The key's fingerprint.
+        fingerprint: String,
+        /// Who holds it.
+        owner: String,
+    },
+    /// A fingerprint that is not in the store.
+    #[error("no key with fingerprint {0}")]
+    NoSuchKey(String),
+    /// `reserve` of a name held by another user.
+    #[error("name {name:?} is reserved by another user")]
+    NameTaken {
+        /// The contested name.
+        name: String,
+        /// Its holder's user id (not shown to other tenants).
+        owner_id: i64,
+    },
+    /// `release` of a name nobody holds.
+    #[error("name {0:?} is not reserved")]
+    NoSuchReservation(String),
+    /// A database URL with an unknown scheme.
+    #[error("database url {0:?} is neither sqlite:// nor postgres://")]
+    BadUrl(String),
+    /// The database said no.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed to apply.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}

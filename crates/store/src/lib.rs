@@ -1,0 +1,88 @@
+//! Warren's persistent state, behind one [`Store`] trait.
+//!
+//! Everything a restart must not lose lives here: users, their SSH keys, reserved names and an
+//! append-only audit log. Two backends implement the same trait with the same SQL (atuin's
+//! pattern): SQLite for the zero-setup single box, Postgres for production and several nodes.
+//! Each has its own migrations under `migrations/{sqlite,postgres}`, applied by [`open`].
+//!
+//! Every mutation writes its audit event in the same transaction, so the log is complete and a
+//! running broker can tail it ([`Store::events_since`]) to apply changes made by the admin CLI
+//! from another process without a restart.
+#![warn(missing_docs)]
+
+mod backend;
+mod error;
+mod types;
+
+pub use backend::{PostgresStore, SqliteStore};
+pub use error::StoreError;
+pub use types::{AuditEvent, NewKey, Reservation, SshKey, User};
+
+use std::sync::Arc;
+
+/// Result alias for store operations.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The persistent state of a broker. Implementations are cheap to share (`Arc<dyn Store>`) and
+/// safe to use from several processes at once (the server and the admin CLI).
+///
+/// `actor` on mutations names who did it (`cli`, `ssh:alice`) and goes to the audit log.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates a user; names are unique.
+    async fn create_user(&self, actor: &str, name: &str, is_admin: bool) -> Result<User>;
+    /// All users, oldest first.
+    async fn list_users(&self) -> Result<Vec<User>>;
+    /// One user by name.
+    async fn user_by_name(&self, name: &str) -> Result<Option<User>>;
+    /// One user by id.
+    async fn user_by_id(&self, id: i64) -> Result<Option<User>>;
+    /// Disables or re-enables a user. A running broker drops a disabled user's sessions.
+    async fn set_user_disabled(&self, actor: &str, name: &str, disabled: bool) -> Result<User>;
+
+    /// Registers a public key for a user; a fingerprint can belong to one user only.
+    async fn add_key(&self, actor: &str, user: &str, key: &NewKey) -> Result<SshKey>;
+    /// Keys of one user, or of everyone when `user` is `None`.
+    async fn list_keys(&self, user: Option<&str>) -> Result<Vec<SshKey>>;
+    /// Removes a key by fingerprint; returns what was removed.
+    async fn remove_key(&self, actor: &str, fingerprint: &str) -> Result<SshKey>;
+    /// The key with this fingerprint and its owner: the authentication lookup.
+    async fn key_by_fingerprint(&self, fingerprint: &str) -> Result<Option<(SshKey, User)>>;
+
+    /// Reserves `name` for `user`. Reserving a name the user already holds is a no-op that
+    /// returns the existing reservation; a name held by someone else is [`StoreError::NameTaken`].
+    async fn reserve(&self, actor: &str, user: &str, name: &str) -> Result<Reservation>;
+    /// Releases a reservation; returns what was released.
+    async fn release(&self, actor: &str, name: &str) -> Result<Reservation>;
+    /// The reservation of one name, if any.
+    async fn reservation(&self, name: &str) -> Result<Option<Reservation>>;
+    /// Reservations of one user, or of everyone when `user` is `None`.
+    async fn list_reservations(&self, user: Option<&str>) -> Result<Vec<Reservation>>;
+
+    /// Appends an event that is not tied to a mutation above (a tunnel bound, a name refused).
+    async fn record(&self, event: &AuditEvent) -> Result<i64>;
+    /// Events with an id above `after`, oldest first, at most `limit`.
+    async fn events_since(&self, after: i64, limit: i64) -> Result<Vec<AuditEvent>>;
+    /// The id of the newest event (0 when there is none): where a tail starts.
+    async fn last_event_id(&self) -> Result<i64>;
+}
+
+/// Opens the store named by `url` (`sqlite://PATH` or `postgres://…`), creating a SQLite file if
+/// missing, and applies pending migrations.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Arc::new(PostgresStore::open(url).await?))
+    } else {
+        Err(StoreError::BadUrl(url.to_owned()))
+    }
+}
+
+/// Seconds since the Unix epoch; the store keeps times as plain integers on both backends.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
