@@ -1,0 +1,52 @@
+//! The live routing table: the seam between the SSH server and the edge.
+//!
+//! The SSH side [`Registry::bind`]s a name to an [`Endpoint`] (something that can open a byte
+//! stream to the owner's local service); the edge [`Registry::lookup`]s a name per visitor
+//! connection and asks the endpoint for a stream. Neither knows the other. Lookups read an
+//! `arc-swap` snapshot, so the hot path takes no lock; binds and unbinds (rare) copy the map
+//! under a mutex.
+//!
+//! The registry also remembers, for a grace period, names whose owner just went away: visitors
+//! get "back soon" instead of "unknown", nobody else can take the name meanwhile, and the same
+//! key asking again for a random name gets the same one back ([`Registry::sticky`]).
+#![warn(missing_docs)]
+
+pub mod names;
+mod table;
+
+pub use table::{BindError, Lookup, Registry, Route, SessionId, StickyKey};
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A bidirectional byte stream to a tunnel owner's local service.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
+/// A boxed [`Stream`], what an [`Endpoint`] hands out.
+pub type BoxStream = Pin<Box<dyn Stream>>;
+
+/// Why an endpoint could not produce a stream. The edge turns each into a different page.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The owner's client could not connect to its local target (nothing listening there).
+    #[error("the tunnel's local service refused the connection: {0}")]
+    Refused(String),
+    /// The owner's session is gone or did not answer in time.
+    #[error("the tunnel is not reachable: {0}")]
+    Unreachable(String),
+}
+
+/// Where a live name leads: implemented by the SSH server for each bound forward.
+#[async_trait::async_trait]
+pub trait Endpoint: Send + Sync + 'static {
+    /// Opens a new stream to the owner's local service on behalf of `visitor`.
+    async fn open(&self, visitor: SocketAddr) -> Result<BoxStream, OpenError>;
+    /// Shows a line of text to the owner (their SSH session), never blocking: lines may be
+    /// dropped if the owner's terminal does not keep up.
+    fn notify(&self, line: String);
+    /// How the owner asked for this forward, for the owner's log lines ("localhost:41234").
+    fn describe(&self) -> String;
+}

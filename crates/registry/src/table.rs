@@ -1,0 +1,336 @@
+//! The table itself: live routes, parked names and sticky random names.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::sync::Semaphore;
+
+use crate::Endpoint;
+
+/// Identifies one SSH connection; a name bound by it is released when it ends.
+pub type SessionId = u64;
+
+/// One live name.
+pub struct Route {
+    /// The label (`chat`).
+    pub name: String,
+    /// Owner's user id.
+    pub owner: i64,
+    /// The SSH connection serving it.
+    pub session: SessionId,
+    /// Where visitors go.
+    pub endpoint: Arc<dyn Endpoint>,
+    /// Caps concurrent visitor connections to this tunnel; the edge answers 503 past it.
+    pub connections: Arc<Semaphore>,
+    /// Visitor requests served, for the session summary and metrics.
+    pub requests: AtomicU64,
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route")
+            .field("name", &self.name)
+            .field("owner", &self.owner)
+            .field("session", &self.session)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a visitor's host leads to.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// A live tunnel.
+    Live(Arc<Route>),
+    /// The owner went away less than a grace period ago; try again in this long.
+    Parked {
+        /// Until the grace period ends.
+        retry_after: Duration,
+    },
+    /// No tunnel and none expected.
+    Unknown,
+}
+
+/// Why a bind was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BindError {
+    /// Another tenant has the name live, or parked within its grace period.
+    #[error("name {0:?} is in use by another user")]
+    Taken(String),
+}
+
+/// Identifies "the same random forward" across reconnects. OpenSSH does not tell the server the
+/// local target of `-R 0:localhost:8096`, so the best stable identity is the key, the bind
+/// address it sent, and the forward's position among the session's random forwards.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StickyKey {
+    /// Fingerprint of the authenticating key.
+    pub key: String,
+    /// Bind address from `tcpip-forward` (`localhost`, ``, …).
+    pub address: String,
+    /// 0 for the session's first random forward, 1 for the second, …
+    pub ordinal: u32,
+}
+
+#[derive(Clone)]
+enum Entry {
+    Live(Arc<Route>),
+    Parked { owner: i64, until: Instant },
+}
+
+/// The live routing table. Cheap to share behind an `Arc`.
+pub struct Registry {
+    snapshot: ArcSwap<HashMap<String, Entry>>,
+    /// Serialises writers (copy-on-write of the snapshot). Held only for map surgery, never
+    /// across an await.
+    write: Mutex<()>,
+    sticky: Mutex<HashMap<StickyKey, (String, Instant)>>,
+    grace: Duration,
+    max_connections: usize,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").field("routes", &self.snapshot.load().len()).finish()
+    }
+}
+
+impl Registry {
+    /// A table whose owners keep names for `grace` after they go away, and whose tunnels take
+    /// at most `max_connections` visitor connections at once.
+    pub fn new(grace: Duration, max_connections: usize) -> Self {
+        Self {
+            snapshot: ArcSwap::from_pointee(HashMap::new()),
+            write: Mutex::new(()),
+            sticky: Mutex::new(HashMap::new()),
+            grace,
+            max_connections: max_connections.max(1),
+        }
+    }
+
+    /// The grace period names are kept for after their owner goes away.
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
+    /// What `name` leads to right now. Lock-free.
+    pub fn lookup(&self, name: &str) -> Lookup {
+        match self.snapshot.load().get(name) {
+            Some(Entry::Live(route)) => Lookup::Live(route.clone()),
+            Some(Entry::Parked { until, .. }) => {
+                let now = Instant::now();
+                if *until > now { Lookup::Parked { retry_after: *until - now } } else { Lookup::Unknown }
+            }
+            None => Lookup::Unknown,
+        }
+    }
+
+    /// Whether `name` is live or parked for someone other than `owner` (a random name must
+    /// avoid both).
+    pub fn is_free_for(&self, name: &str, owner: i64) -> bool {
+        match self.snapshot.load().get(name) {
+            None => true,
+            Some(Entry::Live(r)) => r.owner == owner,
+            Some(Entry::Parked { owner: o, until }) => *o == owner || *until <= Instant::now(),
+        }
+    }
+
+    /// Binds `name` to `endpoint` for `owner`'s `session`. A name the same owner holds from
+    /// another (stale) session is taken over at once; the displaced route is returned so its
+    /// session can be told.
+    pub fn bind(
+        &self,
+        name: &str,
+        owner: i64,
+        session: SessionId,
+        endpoint: Arc<dyn Endpoint>,
+    ) -> Result<(Arc<Route>, Option<Arc<Route>>), BindError> {
+        let route = Arc::new(Route {
+            name: name.to_owned(),
+            owner,
+            session,
+            endpoint,
+            connections: Arc::new(Semaphore::new(self.max_connections)),
+            requests: AtomicU64::new(0),
+        });
+        let displaced = self.update(|map| {
+            let displaced = match map.get(name) {
+                Some(Entry::Live(r)) if r.owner != owner => return Err(BindError::Taken(name.to_owned())),
+                Some(Entry::Parked { owner: o, until }) if *o != owner && *until > Instant::now() => {
+                    return Err(BindError::Taken(name.to_owned()));
+                }
+                Some(Entry::Live(r)) if r.session != session => Some(r.clone()),
+                _ => None,
+            };
+            map.insert(name.to_owned(), Entry::Live(route.clone()));
+            Ok(displaced)
+        })?;
+        Ok((route, displaced))
+    }
+
+    /// Unbinds `name` if `session` still serves it, parking it for the grace period. Returns
+    /// whether anything changed (a name taken over by a newer session is left alone).
+    pub fn unbind(&self, name: &str, session: SessionId) -> bool {
+        let until = Instant::now() + self.grace;
+        self.update(|map| match map.get(name) {
+            Some(Entry::Live(r)) if r.session == session => {
+                let owner = r.owner;
+                map.insert(name.to_owned(), Entry::Parked { owner, until });
+                Ok(true)
+            }
+            _ => Ok(false),
+        })
+        .unwrap_or(false)
+    }
+
+    /// Removes every live route of `owner` without parking them (the owner was disabled).
+    pub fn drop_owner(&self, owner: i64) -> Vec<Arc<Route>> {
+        self.update(|map| {
+            let gone: Vec<_> = map
+                .iter()
+                .filter_map(|(_, e)| match e {
+                    Entry::Live(r) if r.owner == owner => Some(r.clone()),
+                    _ => None,
+                })
+                .collect();
+            for r in &gone {
+                map.remove(&r.name);
+            }
+            map.retain(|_, e| !matches!(e, Entry::Parked { owner: o, .. } if *o == owner));
+            Ok(gone)
+        })
+        .unwrap_or_default()
+    }
+
+    /// Live routes, for listings.
+    pub fn routes(&self) -> Vec<Arc<Route>> {
+        self.snapshot
+            .load()
+            .values()
+            .filter_map(|e| match e {
+                Entry::Live(r) => Some(r.clone()),
+                Entry::Parked { .. } => None,
+            })
+            .collect()
+    }
+
+    /// The random name this forward had before, if it is still within the grace period.
+    pub fn sticky(&self, key: &StickyKey) -> Option<String> {
+        let sticky = self.sticky.lock().unwrap_or_else(|p| p.into_inner());
+        sticky.get(key).filter(|(_, until)| *until > Instant::now()).map(|(n, _)| n.clone())
+    }
+
+    /// Remembers (or refreshes) the random name of a forward; kept until a grace period after
+    /// it was last refreshed, which the SSH side does when the forward ends.
+    pub fn remember(&self, key: StickyKey, name: &str) {
+        let mut sticky = self.sticky.lock().unwrap_or_else(|p| p.into_inner());
+        sticky.insert(key, (name.to_owned(), Instant::now() + self.grace));
+    }
+
+    /// Drops expired parked names and sticky entries; call now and then.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let _ = self.update(|map| {
+            map.retain(|_, e| !matches!(e, Entry::Parked { until, .. } if *until <= now));
+            Ok(())
+        });
+        let mut sticky = self.sticky.lock().unwrap_or_else(|p| p.into_inner());
+        sticky.retain(|_, (_, until)| *until > now);
+    }
+
+    /// Copy-on-write: clone the map, let `f` edit it, publish it if `f` succeeded.
+    fn update<T>(&self, f: impl FnOnce(&mut HashMap<String, Entry>) -> Result<T, BindError>) -> Result<T, BindError> {
+        // A poisoned lock only means another writer panicked mid-edit of its private copy;
+        // the published snapshot is intact, so carry on.
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = HashMap::clone(&self.snapshot.load());
+        let out = f(&mut map)?;
+        self.snapshot.store(Arc::new(map));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BoxStream, OpenError};
+    use std::net::SocketAddr;
+
+    struct Nowhere;
+    #[async_trait::async_trait]
+    impl Endpoint for Nowhere {
+        async fn open(&self, _: SocketAddr) -> Result<BoxStream, OpenError> {
+            Err(OpenError::Unreachable("test".into()))
+        }
+        fn notify(&self, _: String) {}
+        fn describe(&self) -> String {
+            "nowhere".into()
+        }
+    }
+
+    fn ep() -> Arc<dyn Endpoint> {
+        Arc::new(Nowhere)
+    }
+
+    #[test]
+    fn bind_lookup_unbind_park() {
+        let reg = Registry::new(Duration::from_secs(60), 10);
+        assert!(matches!(reg.lookup("a"), Lookup::Unknown));
+        reg.bind("a", 1, 100, ep()).expect("bind");
+        assert!(matches!(reg.lookup("a"), Lookup::Live(r) if r.owner == 1));
+        assert!(reg.unbind("a", 100));
+        assert!(matches!(reg.lookup("a"), Lookup::Parked { retry_after } if retry_after <= Duration::from_secs(60)));
+        // Parked names stay with their owner.
+        assert_eq!(reg.bind("a", 2, 200, ep()).map(|_| ()), Err(BindError::Taken("a".into())));
+        reg.bind("a", 1, 101, ep()).expect("owner rebinds");
+    }
+
+    #[test]
+    fn other_tenants_are_refused_and_owner_takes_over() {
+        let reg = Registry::new(Duration::from_secs(60), 10);
+        reg.bind("a", 1, 100, ep()).expect("bind");
+        assert_eq!(reg.bind("a", 2, 200, ep()).map(|_| ()), Err(BindError::Taken("a".into())));
+        let (_, displaced) = reg.bind("a", 1, 101, ep()).expect("takeover");
+        assert_eq!(displaced.map(|r| r.session), Some(100));
+        // The stale session ending does not unbind the new one.
+        assert!(!reg.unbind("a", 100));
+        assert!(matches!(reg.lookup("a"), Lookup::Live(r) if r.session == 101));
+    }
+
+    #[test]
+    fn grace_expiry_frees_names() {
+        let reg = Registry::new(Duration::ZERO, 10);
+        reg.bind("a", 1, 100, ep()).expect("bind");
+        reg.unbind("a", 100);
+        assert!(matches!(reg.lookup("a"), Lookup::Unknown));
+        assert!(reg.is_free_for("a", 2));
+        reg.bind("a", 2, 200, ep()).expect("free after grace");
+        reg.sweep();
+    }
+
+    #[test]
+    fn drop_owner_removes_everything() {
+        let reg = Registry::new(Duration::from_secs(60), 10);
+        reg.bind("a", 1, 100, ep()).expect("a");
+        reg.bind("b", 1, 100, ep()).expect("b");
+        reg.bind("c", 2, 200, ep()).expect("c");
+        let mut gone: Vec<_> = reg.drop_owner(1).iter().map(|r| r.name.clone()).collect();
+        gone.sort();
+        assert_eq!(gone, ["a", "b"]);
+        assert!(matches!(reg.lookup("a"), Lookup::Unknown));
+        assert_eq!(reg.routes().len(), 1);
+    }
+
+    #[test]
+    fn sticky_names_expire() {
+        let key = StickyKey { key: "SHA256:x".into(), address: "localhost".into(), ordinal: 0 };
+        let reg = Registry::new(Duration::from_secs(60), 10);
+        reg.remember(key.clone(), "brave-otter-1");
+        assert_eq!(reg.sticky(&key).as_deref(), Some("brave-otter-1"));
+        let reg = Registry::new(Duration::ZERO, 10);
+        reg.remember(key.clone(), "brave-otter-1");
+        assert_eq!(reg.sticky(&key), None);
+    }
+}
