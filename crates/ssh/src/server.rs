@@ -1,0 +1,159 @@
+//! The accept loop and the state every connection shares.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use russh::keys::PrivateKey;
+use russh::server::Config;
+use russh::{MethodKind, MethodSet};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info_span, warn};
+use warren_registry::Registry;
+use warren_store::Store;
+
+use crate::handler::Connection;
+use crate::sessions::Sessions;
+
+/// The SSH server's part of the broker configuration.
+#[derive(Debug, Clone)]
+pub struct SshSettings {
+    /// Base domain names are bound under (`localhost` → `NAME.localhost`).
+    pub domain: String,
+    /// Scheme of the printed URLs (`http` or `https`).
+    pub public_scheme: String,
+    /// Port of the printed URLs; omitted when it is the scheme's default.
+    pub public_port: u16,
+    /// Whether `-R NAME:80:…` may claim a free name for the requesting user.
+    pub auto_claim: bool,
+    /// Server keepalive interval; a client that misses `keepalive_max` in a row is dropped.
+    pub keepalive_interval: Duration,
+    /// See `keepalive_interval`.
+    pub keepalive_max: usize,
+    /// A connection that has not authenticated by then is closed.
+    pub auth_timeout: Duration,
+}
+
+impl SshSettings {
+    /// The public URL of a bound name, as printed to its owner.
+    pub fn url_for(&self, name: &str) -> String {
+        let default_port = match self.public_scheme.as_str() {
+            "https" => 443,
+            _ => 80,
+        };
+        if self.public_port == default_port {
+            format!("{}://{}.{}", self.public_scheme, name, self.domain)
+        } else {
+            format!("{}://{}.{}:{}", self.public_scheme, name, self.domain, self.public_port)
+        }
+    }
+}
+
+/// What every SSH connection shares.
+pub struct SshServer {
+    pub(crate) settings: SshSettings,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) sessions: Arc<Sessions>,
+    config: Arc<Config>,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for SshServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshServer").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+impl SshServer {
+    /// Builds the shared state with `host_key` as the server's identity.
+    pub fn new(
+        settings: SshSettings,
+        host_key: PrivateKey,
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+        sessions: Arc<Sessions>,
+    ) -> Self {
+        let config = Config {
+            server_id: russh::SshId::Standard(format!("SSH-2.0-warren_{}", env!("CARGO_PKG_VERSION")).into()),
+            // keyboard-interactive is offered only to tell a refused key why (see handler).
+            methods: MethodSet::from(&[MethodKind::PublicKey, MethodKind::KeyboardInteractive][..]),
+            auth_rejection_time: Duration::from_millis(100),
+            auth_rejection_time_initial: Some(Duration::ZERO),
+            keys: vec![host_key],
+            // russh's 600 s default would cut idle tunnels; liveness comes from keepalives.
+            inactivity_timeout: None,
+            keepalive_interval: Some(settings.keepalive_interval),
+            keepalive_max: settings.keepalive_max,
+            // We set TCP_NODELAY ourselves on accept.
+            nodelay: true,
+            ..Config::default()
+        };
+        Self { settings, store, registry, sessions, config: Arc::new(config), next_id: AtomicU64::new(1) }
+    }
+}
+
+/// Serves SSH on `listener` until `shutdown` is cancelled; live sessions are then told the
+/// server is going away.
+pub async fn run(listener: TcpListener, shutdown: CancellationToken, server: Arc<SshServer>) -> std::io::Result<()> {
+    loop {
+        let (socket, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    warn!(error = %e, "ssh accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        // OpenSSH sets TCP_NODELAY only for sessions with a pty; without it on our side too,
+        // every `ssh -N` tunnel pays a Nagle + delayed-ACK stall per small write.
+        let _ = socket.set_nodelay(true);
+        let id = server.next_id.fetch_add(1, Ordering::Relaxed);
+        let server = server.clone();
+        let shutdown = shutdown.clone();
+        let span = info_span!("ssh", session = id, %peer);
+        tokio::spawn(
+            async move {
+                let authed = Arc::new(AtomicBool::new(false));
+                let handler = Connection::new(server.clone(), id, peer, authed.clone());
+                let session = match russh::server::run_stream(server.config.clone(), socket, handler).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        debug!(error = %e, "ssh handshake failed");
+                        return;
+                    }
+                };
+                let handle = session.handle();
+                let auth_deadline = tokio::time::sleep(server.settings.auth_timeout);
+                tokio::pin!(auth_deadline);
+                tokio::pin!(session);
+                loop {
+                    tokio::select! {
+                        result = &mut session => {
+                            if let Err(e) = result {
+                                debug!(error = %e, "ssh session ended with error");
+                            }
+                            return;
+                        }
+                        _ = &mut auth_deadline, if !authed.load(Ordering::Relaxed) => {
+                            let _ = handle.disconnect(russh::Disconnect::ByApplication,
+                                "authentication timed out".into(), String::new()).await;
+                            return;
+                        }
+                        _ = shutdown.cancelled() => {
+                            let _ = handle.disconnect(russh::Disconnect::ByApplication,
+                                "the broker is shutting down".into(), String::new()).await;
+                            return;
+                        }
+                    }
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
