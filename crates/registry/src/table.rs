@@ -1,6 +1,6 @@
 //! The table itself: live routes, parked names and sticky random names.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -49,6 +49,8 @@ pub enum Lookup {
         /// Until the grace period ends.
         retry_after: Duration,
     },
+    /// Reserved by someone who is not connected.
+    Offline,
     /// No tunnel and none expected.
     Unknown,
 }
@@ -87,6 +89,9 @@ pub struct Registry {
     /// across an await.
     write: Mutex<()>,
     sticky: Mutex<HashMap<StickyKey, (String, Instant)>>,
+    /// Reserved names, mirrored from the store so an offline owner's name answers 502 rather
+    /// than 404 without a database query per visitor.
+    reserved: ArcSwap<HashSet<String>>,
     grace: Duration,
     max_connections: usize,
 }
@@ -105,6 +110,7 @@ impl Registry {
             snapshot: ArcSwap::from_pointee(HashMap::new()),
             write: Mutex::new(()),
             sticky: Mutex::new(HashMap::new()),
+            reserved: ArcSwap::from_pointee(HashSet::new()),
             grace,
             max_connections: max_connections.max(1),
         }
@@ -118,13 +124,21 @@ impl Registry {
     /// What `name` leads to right now. Lock-free.
     pub fn lookup(&self, name: &str) -> Lookup {
         match self.snapshot.load().get(name) {
-            Some(Entry::Live(route)) => Lookup::Live(route.clone()),
+            Some(Entry::Live(route)) => return Lookup::Live(route.clone()),
             Some(Entry::Parked { until, .. }) => {
                 let now = Instant::now();
-                if *until > now { Lookup::Parked { retry_after: *until - now } } else { Lookup::Unknown }
+                if *until > now {
+                    return Lookup::Parked { retry_after: *until - now };
+                }
             }
-            None => Lookup::Unknown,
+            None => {}
         }
+        if self.reserved.load().contains(name) { Lookup::Offline } else { Lookup::Unknown }
+    }
+
+    /// Replaces the mirror of reserved names (at start, and whenever the store changes).
+    pub fn set_reserved(&self, names: HashSet<String>) {
+        self.reserved.store(std::sync::Arc::new(names));
     }
 
     /// Whether `name` is live or parked for someone other than `owner` (a random name must
@@ -297,6 +311,16 @@ mod tests {
         // The stale session ending does not unbind the new one.
         assert!(!reg.unbind("a", 100));
         assert!(matches!(reg.lookup("a"), Lookup::Live(r) if r.session == 101));
+    }
+
+    #[test]
+    fn reserved_names_without_tunnel_are_offline() {
+        let reg = Registry::new(Duration::ZERO, 10);
+        reg.set_reserved(HashSet::from(["chat".to_owned()]));
+        assert!(matches!(reg.lookup("chat"), Lookup::Offline));
+        assert!(matches!(reg.lookup("other"), Lookup::Unknown));
+        reg.bind("chat", 1, 100, ep()).expect("bind");
+        assert!(matches!(reg.lookup("chat"), Lookup::Live(_)));
     }
 
     #[test]

@@ -1,0 +1,116 @@
+//! From a visitor's Host header to a tunnel name, refusing anything odd.
+
+/// Why a Host was refused (the visitor gets 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// No Host header and no authority in the request target.
+    #[error("the request has no Host")]
+    Missing,
+    /// Not UTF-8, userinfo (`@`), bad port, empty labels, characters no hostname has.
+    #[error("the Host header is not a valid host name")]
+    Invalid,
+}
+
+/// What a valid Host names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `NAME.domain`: the tunnel `NAME`.
+    Tunnel(String),
+    /// A valid host that is not one of our tunnels (the apex, another domain, nested names).
+    Elsewhere(String),
+}
+
+/// Normalises `raw` (case-insensitive, port and trailing dot ignored) and maps it under
+/// `domain`. Returns the cleaned host too, for pages and logs.
+pub fn route_label(raw: &[u8], domain: &str) -> Result<(Target, String), HostError> {
+    let s = std::str::from_utf8(raw).map_err(|_| HostError::Invalid)?.trim();
+    if s.is_empty() {
+        return Err(HostError::Missing);
+    }
+    let host = match s.rsplit_once(':') {
+        // Bracketed IPv6 literals have colons of their own.
+        _ if s.starts_with('[') => {
+            let end = s.find(']').ok_or(HostError::Invalid)?;
+            let rest = &s[end + 1..];
+            if !rest.is_empty() {
+                check_port(rest.strip_prefix(':').ok_or(HostError::Invalid)?)?;
+            }
+            return Ok((Target::Elsewhere(s[..=end].to_ascii_lowercase()), s[..=end].to_ascii_lowercase()));
+        }
+        Some((h, port)) => {
+            check_port(port)?;
+            h
+        }
+        None => s,
+    };
+    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    if host.is_empty()
+        || host.len() > 253
+        || host.split('.').any(|l| l.is_empty() || l.len() > 63)
+        || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+    {
+        return Err(HostError::Invalid);
+    }
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    let target = match host.strip_suffix(&domain).and_then(|p| p.strip_suffix('.')) {
+        Some(label) if !label.contains('.') => Target::Tunnel(label.to_owned()),
+        _ => Target::Elsewhere(host.clone()),
+    };
+    Ok((target, host))
+}
+
+fn check_port(port: &str) -> Result<(), HostError> {
+    if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(HostError::Invalid);
+    }
+    port.parse::<u16>().map(|_| ()).map_err(|_| HostError::Invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn label(raw: &str) -> Result<Target, HostError> {
+        route_label(raw.as_bytes(), "example.com").map(|(t, _)| t)
+    }
+
+    #[test]
+    fn normalises() {
+        let chat = Ok(Target::Tunnel("chat".into()));
+        assert_eq!(label("chat.example.com"), chat);
+        assert_eq!(label("CHAT.Example.COM"), chat);
+        assert_eq!(label("chat.example.com:8080"), chat);
+        assert_eq!(label("chat.example.com."), chat);
+        assert_eq!(label("chat.example.com.:443"), chat);
+    }
+
+    #[test]
+    fn elsewhere() {
+        assert!(matches!(label("example.com"), Ok(Target::Elsewhere(_))));
+        assert!(matches!(label("a.b.example.com"), Ok(Target::Elsewhere(_))));
+        assert!(matches!(label("chat.example.org"), Ok(Target::Elsewhere(_))));
+        assert!(matches!(label("chatexample.com"), Ok(Target::Elsewhere(_))));
+        assert!(matches!(label("[::1]:80"), Ok(Target::Elsewhere(_))));
+    }
+
+    #[test]
+    fn refuses_tricks() {
+        for bad in [
+            "chat.example.com:8080:80",
+            "chat.example.com:abc",
+            "chat.example.com:99999",
+            "chat.example.com:",
+            "user@chat.example.com",
+            "chat.example.com@evil.com",
+            "chat..example.com",
+            "chat.example.com/x",
+            "chat example.com",
+            "[::1",
+            "[::1]x",
+        ] {
+            assert_eq!(label(bad), Err(HostError::Invalid), "{bad}");
+        }
+        assert_eq!(route_label(b"ch\xffat.example.com", "example.com"), Err(HostError::Invalid));
+        assert_eq!(label(""), Err(HostError::Missing));
+    }
+}

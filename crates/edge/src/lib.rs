@@ -1,0 +1,129 @@
+//! The public edge: where visitors arrive.
+//!
+//! Each visitor connection is served by hyper as HTTP/1.1. Every request is parsed, routed by
+//! its Host through the [registry](warren_registry) to a live tunnel, given `X-Forwarded-*` and
+//! `Forwarded` headers, logged to the tunnel owner's session and counted. Requests on one visitor
+//! connection reuse one upstream connection (a `forwarded-tcpip` channel) to the owner's
+//! service; bodies stream both ways; `Upgrade` (WebSocket) responses are spliced byte for byte
+//! with no idle cut. Failures are answered with a page that says whose side failed.
+#![warn(missing_docs)]
+
+mod host;
+mod io;
+mod pages;
+mod proxy;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info_span, warn};
+use warren_registry::Registry;
+
+pub use host::{HostError, route_label};
+pub use ipnet::IpNet;
+
+/// The edge's part of the broker configuration.
+#[derive(Debug, Clone)]
+pub struct EdgeSettings {
+    /// Base domain; `NAME.domain` routes to the tunnel `NAME`.
+    pub domain: String,
+    /// Request head size limit in bytes (hyper answers 431 past it; at least 8192).
+    pub max_header_bytes: usize,
+    /// Header count limit (431 past it).
+    pub max_headers: usize,
+    /// A visitor that has not sent a complete request head by then gets 408.
+    pub header_read_timeout: Duration,
+    /// Peers whose `X-Forwarded-*` / `Forwarded` headers are kept and extended; everyone
+    /// else's are replaced.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Default for EdgeSettings {
+    fn default() -> Self {
+        Self {
+            domain: "localhost".into(),
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            header_read_timeout: Duration::from_secs(20),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// What every visitor connection shares.
+#[derive(Debug)]
+pub struct Edge {
+    pub(crate) settings: EdgeSettings,
+    pub(crate) registry: Arc<Registry>,
+}
+
+impl Edge {
+    /// An edge routing through `registry`.
+    pub fn new(settings: EdgeSettings, registry: Arc<Registry>) -> Self {
+        Self { settings, registry }
+    }
+
+    pub(crate) fn trusts(&self, peer: &SocketAddr) -> bool {
+        self.settings.trusted_proxies.iter().any(|n| n.contains(&peer.ip()))
+    }
+}
+
+/// Serves plain HTTP visitors on `listener` until `shutdown` is cancelled.
+pub async fn run(listener: TcpListener, shutdown: CancellationToken, edge: Arc<Edge>) -> std::io::Result<()> {
+    loop {
+        let (socket, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = socket.set_nodelay(true);
+        let edge = edge.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(
+            async move {
+                tokio::select! {
+                    _ = serve_visitor(edge, socket, peer) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+            }
+            .instrument(info_span!("visitor", %peer)),
+        );
+    }
+}
+
+async fn serve_visitor(edge: Arc<Edge>, socket: tokio::net::TcpStream, peer: SocketAddr) {
+    let io = io::VisitorIo::new(socket);
+    let conn_state = Arc::new(proxy::ConnState::new(edge.clone(), peer, "http"));
+    let service = {
+        let conn_state = conn_state.clone();
+        hyper::service::service_fn(move |req| proxy::handle(conn_state.clone(), req))
+    };
+    let s = &edge.settings;
+    let result = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(s.header_read_timeout)
+        .max_buf_size(s.max_header_bytes.max(8192))
+        .max_headers(s.max_headers)
+        .serve_connection(TokioIo::new(io.clone()), service)
+        .with_upgrades()
+        .await;
+    if let Err(e) = result {
+        if e.is_timeout() && conn_state.requests() == 0 {
+            // The visitor never finished its first request head: a slowloris or a stalled
+            // client. Say so instead of vanishing.
+            io.write_final(pages::REQUEST_TIMEOUT).await;
+        } else {
+            debug!(error = %e, "visitor connection ended with error");
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! One visitor connection's requests, proxied into a tunnel.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::debug;
+use warren_registry::{Lookup, OpenError, Route};
+
+use crate::Edge;
+use crate::host::{HostError, Target, route_label};
+use crate::pages::{Body, page, retry_page};
+
+/// State of one visitor connection: its upstream connection is reused request after request.
+pub(crate) struct ConnState {
+    edge: Arc<Edge>,
+    peer: SocketAddr,
+    proto: &'static str,
+    requests: AtomicU64,
+    /// Taken out for the duration of a request; HTTP/1.1 requests on one connection are
+    /// sequential, so there is no contention. Never held across an await.
+    upstream: Mutex<Option<Upstream>>,
+}
+
+struct Upstream {
+    route: Arc<Route>,
+    sender: SendRequest<Incoming>,
+    /// One of the tunnel's connection slots, held while this visitor connection uses it.
+    permit: OwnedSemaphorePermit,
+}
+
+impl ConnState {
+    pub(crate) fn new(edge: Arc<Edge>, peer: SocketAddr, proto: &'static str) -> Self {
+        Self { edge, peer, proto, requests: AtomicU64::new(0), upstream: Mutex::new(None) }
+    }
+
+    /// Requests seen on this connection so far.
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    fn take_upstream(&self) -> Option<Upstream> {
+        self.upstream.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    fn put_upstream(&self, up: Upstream) {
+        *self.upstream.lock().unwrap_or_else(|p| p.into_inner()) = Some(up);
+    }
+}
+
+/// hyper's service function: route, proxy, answer. Never fails: every problem is a page.
+pub(crate) async fn handle(state: Arc<ConnState>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    state.requests.fetch_add(1, Ordering::Relaxed);
+    let raw = match req.uri().authority() {
+        // Absolute-form targets win over Host (RFC 9112 §3.2.2).
+        Some(a) => a.as_str().as_bytes().to_vec(),
+        None => req.headers().get(header::HOST).map(|h| h.as_bytes().to_vec()).unwrap_or_default(),
+    };
+    let (target, host) = match route_label(&raw, &state.edge.settings.domain) {
+        Ok(x) => x,
+        Err(HostError::Missing) => {
+            return Ok(page(StatusCode::BAD_REQUEST, "Bad request", "The request did not say which host it is for."));
+        }
+        Err(HostError::Invalid) => {
+            return Ok(page(StatusCode::BAD_REQUEST, "Bad request", "The Host header is not a valid host name."));
+        }
+    };
+    let label = match target {
+        Target::Tunnel(label) => label,
+        Target::Elsewhere(_) => return Ok(no_tunnel(&host)),
+    };
+    Ok(match state.edge.registry.lookup(&label) {
+        Lookup::Live(route) => proxy(&state, route, req, &host).await,
+        Lookup::Parked { retry_after } => retry_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Tunnel reconnecting",
+            &format!("The tunnel for {host} dropped a moment ago; its owner's client is expected back. Try again shortly."),
+            retry_after.as_secs().min(30),
+        ),
+        Lookup::Offline => page(
+            StatusCode::BAD_GATEWAY,
+            "Tunnel offline",
+            &format!("{host} is reserved, but its owner is not connected right now."),
+        ),
+        Lookup::Unknown => no_tunnel(&host),
+    })
+}
+
+fn no_tunnel(host: &str) -> Response<Body> {
+    page(StatusCode::NOT_FOUND, "No tunnel here", &format!("There is no tunnel at {host}."))
+}
+
+async fn proxy(state: &ConnState, route: Arc<Route>, mut req: Request<Incoming>, host: &str) -> Response<Body> {
+    let started = Instant::now();
+    let line = RequestLine::of(&req);
+    let mut up = match upstream_for(state, &route).await {
+        Ok(up) => up,
+        Err(resp) => return resp.finish(&route, &line, started),
+    };
+    let visitor_upgrade = upgrade_token(req.headers()).map(|token| (token, hyper::upgrade::on(&mut req)));
+    let (mut parts, body) = req.into_parts();
+    parts.uri = origin_form(&parts.uri);
+    parts.version = Version::HTTP_11;
+    let original_host = parts.headers.get(header::HOST).cloned();
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some((token, _)) = &visitor_upgrade {
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, token.clone());
+    }
+    if original_host.is_none() {
+        if let Ok(v) = HeaderValue::from_str(host) {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    add_forwarded(&mut parts.headers, state, host);
+
+    let mut resp = match up.sender.send_request(Request::from_parts(parts, body)).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            debug!(error = %e, "upstream request failed");
+            return Failure::Owner(
+                "The tunnel's service closed the connection without answering.".into(),
+                "the local service closed the connection without answering".into(),
+            )
+            .finish(&route, &line, started);
+        }
+    };
+    route.requests.fetch_add(1, Ordering::Relaxed);
+    route.endpoint.notify(line.log(resp.status(), started));
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some((_, visitor)) = visitor_upgrade {
+            let origin = hyper::upgrade::on(&mut resp);
+            let permit = up.permit;
+            tokio::spawn(async move {
+                let _permit = permit;
+                if let (Ok(v), Ok(o)) = (visitor.await, origin.await) {
+                    let (mut v, mut o) = (TokioIo::new(v), TokioIo::new(o));
+                    // No idle timeout: WebSockets may sit quiet for hours.
+                    let _ = tokio::io::copy_bidirectional(&mut v, &mut o).await;
+                }
+            });
+            return resp.map(|b| b.boxed());
+        }
+    }
+    state.put_upstream(up);
+    strip_hop_by_hop(resp.headers_mut());
+    resp.map(|b| b.boxed())
+}
+
+/// The visitor connection's upstream if it still serves `route`, else a new one.
+async fn upstream_for(state: &ConnState, route: &Arc<Route>) -> Result<Upstream, Failure> {
+    if let Some(mut up) = state.take_upstream() {
+        if Arc::ptr_eq(&up.route, route) && up.sender.ready().await.is_ok() {
+            return Ok(up);
+        }
+    }
+    let permit = route.connections.clone().try_acquire_owned().map_err(|_| Failure::Busy)?;
+    let stream = route.endpoint.open(state.peer).await.map_err(|e| match e {
+        OpenError::Refused(why) => Failure::Owner(
+            "The tunnel is up, but nothing answered on the owner's side (connection refused).".into(),
+            format!("{why}: is your local service running?"),
+        ),
+        OpenError::Unreachable(why) => Failure::Unreachable(why),
+    })?;
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| Failure::Unreachable(e.to_string()))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            debug!(error = %e, "upstream connection ended");
+        }
+    });
+    Ok(Upstream { route: route.clone(), sender, permit })
+}
+
+/// Why a request could not be proxied.
+enum Failure {
+    /// The tunnel's connection limit is reached.
+    Busy,
+    /// The owner's side failed: (visitor text, owner text).
+    Owner(String, String),
+    /// The SSH session did not give us a stream.
+    Unreachable(String),
+}
+
+impl Failure {
+    fn finish(self, route: &Route, line: &RequestLine, started: Instant) -> Response<Body> {
+        let resp = match &self {
+            Failure::Busy => retry_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Tunnel busy",
+                "This tunnel has too many open connections right now. Try again shortly.",
+                1,
+            ),
+            Failure::Owner(visitor, _) => page(StatusCode::BAD_GATEWAY, "Bad gateway", visitor),
+            Failure::Unreachable(_) => {
+                page(StatusCode::BAD_GATEWAY, "Tunnel unreachable", "The tunnel's SSH session did not answer.")
+            }
+        };
+        let mut log = line.log(resp.status(), started);
+        match self {
+            Failure::Owner(_, owner) => log.push_str(&format!(" ({owner})")),
+            Failure::Unreachable(why) => log.push_str(&format!(" ({why})")),
+            Failure::Busy => log.push_str(" (too many connections)"),
+        }
+        route.endpoint.notify(log);
+        resp
+    }
+}
+
+/// Method and path of a request, made safe for the owner's terminal.
+struct RequestLine {
+    method: String,
+    path: String,
+}
+
+impl RequestLine {
+    fn of<B>(req: &Request<B>) -> Self {
+        let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let mut clean: String = path.chars().map(|c| if c.is_control() { '?' } else { c }).take(120).collect();
+        if path.len() > 120 {
+            clean.push('…');
+        }
+        Self { method: req.method().as_str().chars().take(16).collect(), path: clean }
+    }
+
+    fn log(&self, status: StatusCode, started: Instant) -> String {
+        format!("{} {} {} {}ms", self.method, self.path, status.as_u16(), started.elapsed().as_millis())
+    }
+}
+
+fn origin_form(uri: &Uri) -> Uri {
+    uri.path_and_query()
+        .map(|pq| Uri::from(pq.clone()))
+        .unwrap_or_else(|| Uri::from_static("/"))
+}
+
+/// The `Upgrade` value if the request asks for a protocol switch (WebSocket or any other).
+fn upgrade_token(headers: &HeaderMap) -> Option<HeaderValue> {
+    let upgrade = headers.get(header::UPGRADE)?;
+    let wants = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    wants.then(|| upgrade.clone())
+}
+
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including any the `Connection` header names (RFC 9110 §7.6.1).
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in HOP_BY_HOP.iter().chain(named.iter()) {
+        headers.remove(name);
+    }
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Sets `X-Forwarded-*`, `X-Real-IP` and `Forwarded`. A visitor's own values are dropped
+/// unless the peer is a trusted proxy, whose chain is extended instead.
+fn add_forwarded(headers: &mut HeaderMap, state: &ConnState, host: &str) {
+    let trusted = state.edge.trusts(&state.peer);
+    let ip = state.peer.ip();
+    let joined = |headers: &HeaderMap, name: &HeaderName| -> Option<String> {
+        let parts: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+        (!parts.is_empty()).then(|| parts.join(", "))
+    };
+    let (xff, fwd, proto, xhost, real) = if trusted {
+        (
+            joined(headers, &X_FORWARDED_FOR),
+            joined(headers, &header::FORWARDED),
+            headers.get(&X_FORWARDED_PROTO).cloned(),
+            headers.get(&X_FORWARDED_HOST).cloned(),
+            headers.get(&X_REAL_IP).cloned(),
+        )
+    } else {
+        (None, None, None, None, None)
+    };
+    for name in [&X_FORWARDED_FOR, &header::FORWARDED, &X_FORWARDED_PROTO, &X_FORWARDED_HOST, &X_REAL_IP] {
+        headers.remove(name);
+    }
+    let xff = match xff {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip.to_string(),
+    };
+    let node = if ip.is_ipv6() { format!("\"[{ip}]\"") } else { ip.to_string() };
+    let element = format!("for={node};proto={};host=\"{host}\"", state.proto);
+    let fwd = match fwd {
+        Some(prev) => format!("{prev}, {element}"),
+        None => element,
+    };
+    let set = |headers: &mut HeaderMap, name: HeaderName, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    };
+    set(headers, X_FORWARDED_FOR, xff);
+    set(headers, header::FORWARDED, fwd);
+    headers.insert(X_FORWARDED_PROTO, proto.unwrap_or(HeaderValue::from_static(state.proto)));
+    match xhost {
+        Some(v) => {
+            headers.insert(X_FORWARDED_HOST, v);
+        }
+        None => set(headers, X_FORWARDED_HOST, host.to_owned()),
+    }
+    match real {
+        Some(v) => {
+            headers.insert(X_REAL_IP, v);
+        }
+        None => set(headers, X_REAL_IP, ip.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn detects_upgrades() {
+        let mut h = HeaderMap::new();
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(upgrade_token(&h).is_none());
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        assert_eq!(upgrade_token(&h).as_ref().map(|v| v.as_bytes()), Some(&b"websocket"[..]));
+    }
+
+    #[test]
+    fn origin_form_drops_authority() {
+        let uri: Uri = "http://chat.example.com/a?b=1".parse().expect("uri");
+        assert_eq!(origin_form(&uri), "/a?b=1");
+        let uri: Uri = "http://chat.example.com".parse().expect("uri");
+        assert_eq!(origin_form(&uri), "/");
+    }
+}
