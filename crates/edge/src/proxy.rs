@@ -154,6 +154,8 @@ async fn proxy(state: &ConnState, route: Arc<Route>, mut req: Request<Incoming>,
     }
     state.put_upstream(up);
     strip_hop_by_hop(resp.headers_mut());
+    // We speak HTTP/1.1 to the visitor whatever the origin spoke to us.
+    *resp.version_mut() = Version::HTTP_11;
     resp.map(|b| b.boxed())
 }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use russh::keys::HashAlg;
 use russh::server::{Auth, ChannelOpenHandle, Handler, Msg, PublicKeyOffer, Response, Session, VerifiedPublicKey};
-use russh::{Channel, ChannelId};
+use russh::{Channel, ChannelId, MethodKind, MethodSet};
 use tracing::{debug, info, warn};
 use warren_registry::{BindError, SessionId, StickyKey, names};
 use warren_store::{AuditEvent, StoreError, User};
@@ -211,7 +211,12 @@ impl Handler for Connection {
         response: Option<Response<'a>>,
     ) -> Result<Auth, Self::Error> {
         if response.is_some() {
-            return Ok(Auth::reject());
+            // Said once; take keyboard-interactive off the table so OpenSSH does not ask again
+            // (it would retry NumberOfPasswordPrompts times).
+            return Ok(Auth::Reject {
+                proceed_with_methods: Some(MethodSet::from(&[MethodKind::PublicKey][..])),
+                partial_success: false,
+            });
         }
         let text = self.refusal.clone().unwrap_or_else(|| {
             "Warren: log in with an SSH key registered by the operator (broker key add USER <your .pub file>).".into()

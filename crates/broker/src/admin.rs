@@ -1,0 +1,178 @@
+//! The admin CLI. Each command is one store call; the running server learns of it by tailing
+//! the audit log (see `watch`).
+
+use std::io::Read;
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use warren_ssh::parse_public_key;
+
+use crate::config::Config;
+use crate::serve::open_store;
+
+const ACTOR: &str = "cli";
+
+/// `broker user …`
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Add a user.
+    Add {
+        /// Login name (lowercase letters, digits, '-', '_', '.').
+        name: String,
+        /// May administer others (console).
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List users.
+    List,
+    /// Disable a user: their live tunnels drop at once and they cannot log in.
+    Disable {
+        /// The user.
+        name: String,
+    },
+    /// Re-enable a disabled user.
+    Enable {
+        /// The user.
+        name: String,
+    },
+}
+
+/// `broker key …`
+#[derive(Debug, Subcommand)]
+pub enum KeyCmd {
+    /// Register a public key for a user, from a .pub file (or authorized_keys) or `-` for stdin.
+    Add {
+        /// The user.
+        user: String,
+        /// File with OpenSSH public key lines, or `-`.
+        file: String,
+    },
+    /// List keys.
+    List {
+        /// Only this user's.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Remove a key by fingerprint (SHA256:…); sessions using it are dropped.
+    Rm {
+        /// As printed by `broker key list` or `ssh-keygen -l`.
+        fingerprint: String,
+    },
+}
+
+fn check_user_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+    if !ok {
+        bail!("user name {name:?}: use 1-64 of lowercase letters, digits, '-', '_', '.'");
+    }
+    Ok(())
+}
+
+pub async fn user(config: &Config, cmd: UserCmd) -> Result<()> {
+    let store = open_store(config).await?;
+    match cmd {
+        UserCmd::Add { name, admin } => {
+            check_user_name(&name)?;
+            let u = store.create_user(ACTOR, &name, admin).await?;
+            println!("added user {}{}", u.name, if u.is_admin { " (admin)" } else { "" });
+        }
+        UserCmd::List => {
+            let users = store.list_users().await?;
+            println!("{:<24} {:<6} {:<9} {:>5} {:>6}", "USER", "ADMIN", "STATUS", "KEYS", "NAMES");
+            let keys = store.list_keys(None).await?;
+            let names = store.list_reservations(None).await?;
+            for u in users {
+                println!(
+                    "{:<24} {:<6} {:<9} {:>5} {:>6}",
+                    u.name,
+                    if u.is_admin { "yes" } else { "no" },
+                    if u.disabled { "disabled" } else { "active" },
+                    keys.iter().filter(|k| k.user_id == u.id).count(),
+                    names.iter().filter(|r| r.user_id == u.id).count(),
+                );
+            }
+        }
+        UserCmd::Disable { name } => {
+            store.set_user_disabled(ACTOR, &name, true).await?;
+            println!("disabled {name}; a running broker drops their tunnels within a few seconds");
+        }
+        UserCmd::Enable { name } => {
+            store.set_user_disabled(ACTOR, &name, false).await?;
+            println!("enabled {name}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn key(config: &Config, cmd: KeyCmd) -> Result<()> {
+    let store = open_store(config).await?;
+    match cmd {
+        KeyCmd::Add { user, file } => {
+            let text = if file == "-" {
+                let mut s = String::new();
+                std::io::stdin().read_to_string(&mut s).context("reading the key from stdin")?;
+                s
+            } else {
+                std::fs::read_to_string(&file).with_context(|| format!("cannot read {file}"))?
+            };
+            let lines: Vec<&str> =
+                text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+            if lines.is_empty() {
+                bail!("{file}: no public key found");
+            }
+            if lines.iter().any(|l| l.contains("PRIVATE KEY")) {
+                bail!("{file} is a private key; give the .pub file instead");
+            }
+            for line in lines {
+                let key = parse_public_key(line).with_context(|| format!("{file}"))?;
+                let k = store.add_key(ACTOR, &user, &key).await?;
+                println!("added {} {} for {}", k.algorithm, k.fingerprint, k.user_name);
+            }
+        }
+        KeyCmd::List { user } => {
+            println!("{:<16} {:<52} {:<20} COMMENT", "USER", "FINGERPRINT", "TYPE");
+            for k in store.list_keys(user.as_deref()).await? {
+                println!("{:<16} {:<52} {:<20} {}", k.user_name, k.fingerprint, k.algorithm, k.comment);
+            }
+        }
+        KeyCmd::Rm { fingerprint } => {
+            let k = store.remove_key(ACTOR, &fingerprint).await?;
+            println!("removed {} of {}", k.fingerprint, k.user_name);
+        }
+    }
+    Ok(())
+}
+
+pub async fn reserve(config: &Config, user: &str, name: &str) -> Result<()> {
+    warren_registry::names::validate(name)?;
+    let store = open_store(config).await?;
+    match store.reserve(ACTOR, user, name).await {
+        Ok(r) => {
+            println!("reserved {} for {}", r.name, r.user_name);
+            Ok(())
+        }
+        Err(warren_store::StoreError::NameTaken { owner_id, .. }) => {
+            let owner = store.user_by_id(owner_id).await?.map(|u| u.name).unwrap_or_else(|| "another user".into());
+            bail!("name {name:?} is already reserved by {owner}")
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn release(config: &Config, name: &str) -> Result<()> {
+    let store = open_store(config).await?;
+    let r = store.release(ACTOR, name).await?;
+    println!("released {} (was {}'s)", r.name, r.user_name);
+    Ok(())
+}
+
+pub async fn names(config: &Config, user: Option<&str>) -> Result<()> {
+    let store = open_store(config).await?;
+    println!("{:<32} USER", "NAME");
+    for r in store.list_reservations(user).await? {
+        println!("{:<32} {}", r.name, r.user_name);
+    }
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! `broker`: Warren's one program. `broker serve` runs the tunnel server; the other commands
+//! administer the same database, safely while the server runs (it picks changes up live).
+
+mod admin;
+mod config;
+mod serve;
+mod watch;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, SettingsArgs};
+
+#[derive(Debug, Parser)]
+#[command(name = "broker", version, about = "Warren: your own ngrok on a small VPS, for plain `ssh -R`.")]
+struct Cli {
+    #[command(flatten)]
+    settings: SettingsArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the broker: SSH for tunnel owners, HTTP for visitors.
+    Serve,
+    /// Apply database migrations and exit (serve does this on start too).
+    Migrate,
+    /// Manage users.
+    #[command(subcommand)]
+    User(admin::UserCmd),
+    /// Manage SSH public keys.
+    #[command(subcommand)]
+    Key(admin::KeyCmd),
+    /// Reserve a name for a user: NAME.DOMAIN becomes theirs alone.
+    Reserve {
+        /// The user.
+        user: String,
+        /// The name (a DNS label: lowercase letters, digits, '-').
+        name: String,
+    },
+    /// Release a reserved name.
+    Release {
+        /// The name.
+        name: String,
+    },
+    /// List reserved names.
+    Names {
+        /// Only this user's.
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let config = Config::load(&cli.settings)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Serve => serve::serve(config).await,
+            Command::Migrate => {
+                serve::open_store(&config).await?;
+                println!("migrations applied to {}", config.database_url.redacted());
+                Ok(())
+            }
+            Command::User(cmd) => admin::user(&config, cmd).await,
+            Command::Key(cmd) => admin::key(&config, cmd).await,
+            Command::Reserve { user, name } => admin::reserve(&config, &user, &name).await,
+            Command::Release { name } => admin::release(&config, &name).await,
+            Command::Names { user } => admin::names(&config, user.as_deref()).await,
+        }
+    })
+}

@@ -1,0 +1,113 @@
+//! `broker serve`: wire the store, registry, SSH server and edge together and run until told
+//! to stop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use warren_edge::{Edge, EdgeSettings};
+use warren_registry::Registry;
+use warren_ssh::{Sessions, SshServer, SshSettings};
+use warren_store::Store;
+
+use crate::config::Config;
+
+/// Opens the configured store, creating the SQLite file's folder if needed.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
+    let url = &config.database_url.0;
+    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        let path = path.split('?').next().unwrap_or(path);
+        if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+    }
+    warren_store::open(url).await.with_context(|| format!("cannot open database {}", config.database_url.redacted()))
+}
+
+pub async fn serve(config: Config) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log).context("log: bad filter")?;
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let store = open_store(&config).await?;
+    let host_key = warren_ssh::load_or_create_host_key(&config.data_dir.join("ssh_host_ed25519_key"))?;
+    let fingerprint = warren_ssh::host_key_fingerprint(&host_key);
+
+    let ssh_listener = TcpListener::bind(config.ssh_addr).await.with_context(|| format!("ssh_addr: cannot listen on {}", config.ssh_addr))?;
+    let http_listener =
+        TcpListener::bind(config.http_addr).await.with_context(|| format!("http_addr: cannot listen on {}", config.http_addr))?;
+    let ssh_addr = ssh_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+
+    let registry = Arc::new(Registry::new(config.grace, config.max_tunnel_connections));
+    let sessions = Arc::new(Sessions::default());
+    let ssh_settings = SshSettings {
+        domain: config.domain.clone(),
+        public_scheme: config.public_scheme.clone(),
+        public_port: config.public_port.unwrap_or(http_addr.port()),
+        auto_claim: config.auto_claim,
+        keepalive_interval: config.keepalive,
+        keepalive_max: config.keepalive_max,
+        auth_timeout: Duration::from_secs(30),
+    };
+    let example_url = ssh_settings.url_for("NAME");
+    let ssh = Arc::new(SshServer::new(ssh_settings, host_key, store.clone(), registry.clone(), sessions.clone()));
+    let edge = Arc::new(Edge::new(
+        EdgeSettings {
+            domain: config.domain.clone(),
+            max_header_bytes: config.max_header_bytes,
+            max_headers: config.max_headers,
+            header_read_timeout: config.header_timeout,
+            trusted_proxies: config.trusted_proxies.clone(),
+        },
+        registry.clone(),
+    ));
+
+    let shutdown = CancellationToken::new();
+    let watcher = crate::watch::Watcher::start(store.clone(), registry.clone(), sessions.clone()).await?;
+    let tasks = tokio_util::task::TaskTracker::new();
+    tasks.spawn(warren_ssh::run(ssh_listener, shutdown.clone(), ssh));
+    tasks.spawn(warren_edge::run(http_listener, shutdown.clone(), edge));
+    tasks.spawn(watcher.run(shutdown.clone()));
+    tasks.close();
+
+    // Stable lines on stdout: people read them, and the test harness finds the ports here.
+    println!("Warren broker {} ready", env!("CARGO_PKG_VERSION"));
+    println!("  ssh   {ssh_addr}  host key {fingerprint}");
+    println!("  http  {http_addr}  tunnels at {example_url}");
+    println!("  data  {}  database {}", config.data_dir.display(), config.database_url.redacted());
+    println!("Try: ssh -p {} -R 0:localhost:8000 tunnel@{}", ssh_addr.port(), ssh_addr.ip());
+    info!(%ssh_addr, %http_addr, host_key = %fingerprint, "listening");
+
+    wait_for_signal().await;
+    info!("shutting down");
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
