@@ -1,1 +1,11 @@
-//! placeholder
+//! End-to-end tests: the real `broker` binary on port 0, driven by the real OpenSSH client,
+//! serving a real origin to a visitor over HTTP. Each test has its own broker, so they run in
+//! parallel.
+
+mod admin;
+mod client;
+mod harness;
+mod hostile;
+mod origin;
+mod transfer;
+mod tunnels;

@@ -121,7 +121,8 @@ async fn proxy(state: &ConnState, route: Arc<Route>, mut req: Request<Incoming>,
             parts.headers.insert(header::HOST, v);
         }
     }
-    add_forwarded(&mut parts.headers, state, host);
+    let public_host = original_host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or(host).to_owned();
+    add_forwarded(&mut parts.headers, state, &public_host);
 
     let mut resp = match up.sender.send_request(Request::from_parts(parts, body)).await {
         Ok(resp) => resp,

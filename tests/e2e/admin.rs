@@ -1,0 +1,181 @@
+//! The admin CLI against the same database, live changes, and restarts on both backends.
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::client::get;
+use crate::harness::{DEADLINE, Db, Ssh, TestBroker, eventually, keygen};
+use crate::origin::Origin;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_rejects_bad_input_with_clear_errors_and_changes_nothing() -> Result<()> {
+    let broker = TestBroker::start().await?;
+    broker.cli_ok(&["user", "add", "alice"])?;
+    let junk = broker.dir.path().join("junk.pub");
+    std::fs::write(&junk, "this is not a key\n")?;
+    let private = keygen(broker.dir.path(), "x", "ed25519")?;
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["user", "add", "alice"], "already exists"),
+        (vec!["user", "add", "Bad Name"], "user name"),
+        (vec!["user", "disable", "nobody"], "no user named"),
+        (vec!["key", "add", "alice", junk.to_str().unwrap_or("")], "not an OpenSSH public key"),
+        (vec!["key", "add", "alice", private.to_str().unwrap_or("")], "private key"),
+        (vec!["key", "add", "alice", "/nonexistent.pub"], "cannot read"),
+        (vec!["key", "rm", "SHA256:nope"], "no key with fingerprint"),
+        (vec!["reserve", "alice", "www"], "reserved by the operator"),
+        (vec!["reserve", "alice", "UPPER"], "lowercase"),
+        (vec!["reserve", "nobody", "chat"], "no user named"),
+        (vec!["release", "chat"], "not reserved"),
+    ];
+    for (args, want) in cases {
+        let out = broker.cli(&args)?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let pubkey = format!("{}.pub", keygen(broker.dir.path(), "bob", "ed25519")?.display());
+    broker.cli_ok(&["user", "add", "bob"])?;
+    broker.cli_ok(&["key", "add", "bob", &pubkey])?;
+    let out = broker.cli(&["key", "add", "alice", &pubkey])?;
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already registered to user \"bob\""));
+    broker.cli_ok(&["reserve", "bob", "chat"])?;
+    let out = broker.cli(&["reserve", "alice", "chat"])?;
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already reserved by bob"));
+    let users = broker.cli_ok(&["user", "list"])?;
+    assert_eq!(users.lines().count(), 3, "{users}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_errors_name_the_key() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cfg = dir.path().join("broker.toml");
+    std::fs::write(&cfg, "ssh_adr = \"127.0.0.1:1\"\n")?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_broker"))
+        .args(["--config", cfg.to_str().unwrap_or(""), "user", "list"])
+        .output()?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ssh_adr"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_broker"))
+        .env("BROKER_HTTP_ADDR", "not-an-address")
+        .args(["user", "list"])
+        .output()?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--http-addr"), "{}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_key_is_refused_with_one_line_that_says_how_to_register() -> Result<()> {
+    let broker = TestBroker::start().await?;
+    let stranger = keygen(broker.dir.path(), "stranger", "ed25519")?;
+    let mut ssh = Ssh::spawn(&broker, &stranger, &["-R", "0:localhost:9"])?;
+    let status = ssh.exit(DEADLINE).await?;
+    assert!(!status.success());
+    let errs = ssh.err.lock().map(|e| e.clone()).unwrap_or_default();
+    let told: Vec<_> = errs.iter().filter(|l| l.contains("is not registered")).collect();
+    assert_eq!(told.len(), 1, "{errs:?}");
+    assert!(told[0].contains("broker key add"), "{errs:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsa_and_ecdsa_keys_work() -> Result<()> {
+    let broker = TestBroker::start().await?;
+    broker.cli_ok(&["user", "add", "carol"])?;
+    let origin = Origin::start("C").await?;
+    for kind in ["rsa", "ecdsa"] {
+        let key = keygen(broker.dir.path(), "carol", kind)?;
+        broker.cli_ok(&["key", "add", "carol", &format!("{}.pub", key.display())])?;
+        let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("{kind}-app:80:{}", origin.target())])?;
+        ssh.url(0).await?;
+        assert_eq!(get(&broker.url(&format!("{kind}-app"))).await?.status, 200);
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabling_a_user_drops_their_tunnels_live() -> Result<()> {
+    let broker = TestBroker::start().await?;
+    let key = broker.user_with_key("alice")?;
+    let origin = Origin::start("A").await?;
+    let mut ssh = Ssh::spawn(&broker, &key, &["-R", &format!("0:{}", origin.target())])?;
+    let url = ssh.url(0).await?;
+    assert_eq!(get(&url).await?.status, 200);
+    broker.cli_ok(&["user", "disable", "alice"])?;
+    ssh.exit(DEADLINE).await?;
+    assert_eq!(get(&url).await?.status, 404);
+    // And they cannot come back.
+    let mut again = Ssh::spawn(&broker, &key, &["-R", &format!("0:{}", origin.target())])?;
+    assert!(!again.exit(DEADLINE).await?.success());
+    assert!(again.all_output().contains("is disabled"), "{}", again.all_output());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_key_drops_its_sessions() -> Result<()> {
+    let broker = TestBroker::start().await?;
+    let key = broker.user_with_key("alice")?;
+    let origin = Origin::start("A").await?;
+    let mut ssh = Ssh::spawn(&broker, &key, &["-R", &format!("0:{}", origin.target())])?;
+    ssh.url(0).await?;
+    let listing = broker.cli_ok(&["key", "list", "--user", "alice"])?;
+    let fp = listing.split_whitespace().find(|w| w.starts_with("SHA256:")).unwrap_or_default().to_owned();
+    broker.cli_ok(&["key", "rm", &fp])?;
+    ssh.exit(DEADLINE).await?;
+    Ok(())
+}
+
+async fn survives_restart(db: Db) -> Result<()> {
+    let mut broker = TestBroker::start_with(db, &[]).await?;
+    let key = broker.user_with_key("alice")?;
+    broker.cli_ok(&["user", "add", "bob", "--admin"])?;
+    broker.cli_ok(&["reserve", "alice", "chat"])?;
+    let origin = Origin::start("A").await?;
+    {
+        let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("auto:80:{}", origin.target())])?;
+        ssh.url(0).await?;
+    }
+    broker.restart()?;
+    let users = broker.cli_ok(&["user", "list"])?;
+    assert!(users.contains("alice") && users.contains("bob"), "{users}");
+    assert!(broker.cli_ok(&["key", "list"])?.contains("alice"));
+    let names = broker.cli_ok(&["names"])?;
+    assert!(names.contains("chat") && names.contains("auto"), "{names}");
+    // Reserved names answer "offline" right after the restart, and the same key works.
+    assert_eq!(get(&broker.url("chat")).await?.status, 502);
+    let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("chat:80:{}", origin.target())])?;
+    ssh.url(0).await?;
+    assert_eq!(get(&broker.url("chat")).await?.body, "hello from A");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_everything_on_sqlite() -> Result<()> {
+    survives_restart(Db::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_everything_on_postgres() -> Result<()> {
+    survives_restart(Db::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_backend_serves_tunnels_and_sees_cli_changes() -> Result<()> {
+    let broker = TestBroker::start_with(Db::Postgres, &[]).await?;
+    let key = broker.user_with_key("alice")?;
+    let origin = Origin::start("A").await?;
+    let mut ssh = Ssh::spawn(&broker, &key, &["-R", &format!("pg:80:{}", origin.target())])?;
+    ssh.url(0).await?;
+    assert_eq!(get(&broker.url("pg")).await?.status, 200);
+    broker.cli_ok(&["reserve", "alice", "later"])?;
+    eventually("reservation seen by the running broker", DEADLINE, || {
+        let url = broker.url("later");
+        async move { get(&url).await.ok().filter(|r| r.status == 502) }
+    })
+    .await?;
+    broker.cli_ok(&["user", "disable", "alice"])?;
+    ssh.exit(Duration::from_secs(20)).await?;
+    Ok(())
+}

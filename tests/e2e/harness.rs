@@ -1,0 +1,349 @@
+//! Test harness: the real `broker` binary on port 0, real OpenSSH clients, an origin server.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Polls `f` until it returns `Some`, or fails after `deadline`.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = f().await {
+            return Ok(v);
+        }
+        if Instant::now() > end {
+            bail!("timed out waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Which database a broker runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// A running broker process with its own data dir (and Postgres database).
+pub struct TestBroker {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub db_url: String,
+    pub ssh_port: u16,
+    pub http_port: u16,
+    extra: Vec<String>,
+    pg: Option<(String, String)>,
+}
+
+impl TestBroker {
+    pub async fn start() -> Result<Self> {
+        Self::start_with(Db::Sqlite, &[]).await
+    }
+
+    pub async fn start_with(db: Db, extra: &[&str]) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let (db_url, pg) = match db {
+            Db::Sqlite => (format!("sqlite://{}", dir.path().join("warren.db").display()), None),
+            Db::Postgres => {
+                let (url, admin, name) = create_pg_database().await?;
+                (url, Some((admin, name)))
+            }
+        };
+        let mut b = Self {
+            child: None,
+            dir,
+            db_url,
+            ssh_port: 0,
+            http_port: 0,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            pg,
+        };
+        b.spawn()?;
+        Ok(b)
+    }
+
+    fn base_command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_broker"));
+        cmd.env_remove("BROKER_CONFIG")
+            .env("BROKER_DATA_DIR", self.dir.path())
+            .env("BROKER_DATABASE_URL", &self.db_url);
+        cmd
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let mut cmd = self.base_command();
+        cmd.args(["--ssh-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log", "warn"])
+            .args(&self.extra)
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().context("spawn broker")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut ssh, mut http) = (0u16, 0u16);
+        for line in lines.by_ref() {
+            let line = line?;
+            let port = |l: &str| -> Option<u16> { l.split_whitespace().nth(1)?.rsplit(':').next()?.parse().ok() };
+            if line.starts_with("  ssh ") {
+                ssh = port(&line).unwrap_or(0);
+            } else if line.starts_with("  http ") {
+                http = port(&line).unwrap_or(0);
+            }
+            if ssh != 0 && http != 0 {
+                break;
+            }
+        }
+        if ssh == 0 || http == 0 {
+            let _ = child.kill();
+            bail!("broker did not print its ports");
+        }
+        // Keep draining stdout so the broker never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        self.child = Some(child);
+        self.ssh_port = ssh;
+        self.http_port = http;
+        Ok(())
+    }
+
+    /// Stops and starts the broker on the same data dir and database (new ports).
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.spawn()
+    }
+
+    /// Stops the broker (SIGTERM, then kill).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let end = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < end {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// (VmRSS, VmHWM) of the broker in KiB.
+    pub fn memory_kib(&self) -> Result<(u64, u64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        Ok((field("VmRSS:"), field("VmHWM:")))
+    }
+
+    /// Runs an admin command against this broker's database.
+    pub fn cli(&self, args: &[&str]) -> Result<std::process::Output> {
+        Ok(self.base_command().args(args).stdin(Stdio::null()).output()?)
+    }
+
+    /// Runs an admin command that must succeed; returns its stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.cli(args)?;
+        if !out.status.success() {
+            bail!("broker {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Creates a user with a fresh ed25519 key; returns the private key path.
+    pub fn user_with_key(&self, name: &str) -> Result<PathBuf> {
+        self.cli_ok(&["user", "add", name])?;
+        let key = keygen(self.dir.path(), name, "ed25519")?;
+        self.cli_ok(&["key", "add", name, &format!("{}.pub", key.display())])?;
+        Ok(key)
+    }
+
+    pub fn url(&self, name: &str) -> String {
+        format!("http://{name}.localhost:{}", self.http_port)
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        self.stop();
+        if let Some((admin, db)) = self.pg.take() {
+            let _ = std::thread::spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    rt.block_on(async {
+                        use sqlx::Connection;
+                        if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                            let sql = format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)");
+                            let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut c).await;
+                        }
+                    });
+                }
+            })
+            .join();
+        }
+    }
+}
+
+async fn create_pg_database() -> Result<(String, String, String)> {
+    use sqlx::Connection;
+    let admin =
+        std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let name = format!("warren_e2e_{:016x}", rand::random::<u64>());
+    let mut c = sqlx::PgConnection::connect(&admin).await.context("Postgres at DATABASE_URL")?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut c).await?;
+    let base = admin.rsplit_once('/').map(|(b, _)| b).context("DATABASE_URL has no database part")?;
+    Ok((format!("{base}/{name}"), admin, name))
+}
+
+/// `ssh-keygen -t KIND` into `dir/NAME`; returns the private key path.
+pub fn keygen(dir: &Path, name: &str, kind: &str) -> Result<PathBuf> {
+    let path = dir.join(format!("{name}-{kind}-{:08x}", rand::random::<u32>()));
+    let mut cmd = Command::new("ssh-keygen");
+    cmd.args(["-q", "-N", "", "-t", kind, "-f"]).arg(&path);
+    if kind == "rsa" {
+        cmd.args(["-b", "2048"]);
+    }
+    let st = cmd.status().context("ssh-keygen")?;
+    if !st.success() {
+        bail!("ssh-keygen failed");
+    }
+    Ok(path)
+}
+
+/// A real OpenSSH client process.
+pub struct Ssh {
+    child: tokio::process::Child,
+    stdin: Option<tokio::process::ChildStdin>,
+    pub out: Arc<Mutex<Vec<String>>>,
+    pub err: Arc<Mutex<Vec<String>>>,
+}
+
+impl Ssh {
+    /// `ssh -p PORT -i KEY ARGS… tunnel@127.0.0.1` with stdin as a pipe (a session, no pty).
+    pub fn spawn(broker: &TestBroker, key: &Path, args: &[&str]) -> Result<Self> {
+        Self::spawn_port(broker.ssh_port, key, args)
+    }
+
+    pub fn spawn_port(port: u16, key: &Path, args: &[&str]) -> Result<Self> {
+        let mut cmd = tokio::process::Command::new("ssh");
+        cmd.args(["-F", "/dev/null", "-T", "-i"])
+            .arg(key)
+            .args([
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "ExitOnForwardFailure=yes",
+                "-o",
+                "ServerAliveInterval=0",
+                "-p",
+                &port.to_string(),
+            ])
+            .args(args)
+            .arg("tunnel@127.0.0.1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().context("spawn ssh")?;
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let err = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().context("stdout")?;
+        let stderr = child.stderr.take().context("stderr")?;
+        for (stream, sink) in [
+            (Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Unpin + Send>, out.clone()),
+            (Box::new(stderr), err.clone()),
+        ] {
+            tokio::spawn(async move {
+                let mut lines = tokio::io::BufReader::new(stream).lines();
+                while let Ok(Some(l)) = lines.next_line().await {
+                    sink.lock().expect("lock").push(l.trim_end_matches('\r').to_owned());
+                }
+            });
+        }
+        let stdin = child.stdin.take();
+        Ok(Self { child, stdin, out, err })
+    }
+
+    /// Waits for a stdout line containing `needle`.
+    pub async fn line(&self, needle: &str) -> Result<String> {
+        let out = self.out.clone();
+        let err = self.err.clone();
+        eventually(&format!("ssh output containing {needle:?}"), DEADLINE, || {
+            let found = out.lock().expect("lock").iter().find(|l| l.contains(needle)).cloned();
+            async move { found }
+        })
+        .await
+        .with_context(|| format!("stdout: {:?}\nstderr: {:?}", out.lock().map(|v| v.clone()), err.lock().map(|v| v.clone())))
+    }
+
+    /// Waits for a stderr line containing `needle`.
+    pub async fn err_line(&self, needle: &str) -> Result<String> {
+        let err = self.err.clone();
+        eventually(&format!("ssh stderr containing {needle:?}"), DEADLINE, || {
+            let found = err.lock().expect("lock").iter().find(|l| l.contains(needle)).cloned();
+            async move { found }
+        })
+        .await
+        .with_context(|| format!("stderr: {:?}", err.lock().map(|v| v.clone())))
+    }
+
+    /// The `n`th printed tunnel URL (0-based), waiting for it.
+    pub async fn url(&self, n: usize) -> Result<String> {
+        let out = self.out.clone();
+        let line = eventually("tunnel URL", DEADLINE, || {
+            let urls: Vec<String> = out.lock().expect("lock").iter().filter(|l| l.contains(" -> forward ")).cloned().collect();
+            async move { urls.get(n).cloned() }
+        })
+        .await
+        .with_context(|| format!("stdout: {:?}\nstderr: {:?}", self.out.lock().map(|v| v.clone()), self.err.lock().map(|v| v.clone())))?;
+        Ok(line.split_whitespace().next().unwrap_or_default().to_owned())
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<()> {
+        let stdin = self.stdin.as_mut().context("stdin closed")?;
+        stdin.write_all(bytes).await?;
+        stdin.flush().await?;
+        Ok(())
+    }
+
+    /// Waits for the client to exit.
+    pub async fn exit(&mut self, within: Duration) -> Result<std::process::ExitStatus> {
+        Ok(tokio::time::timeout(within, self.child.wait()).await.context("ssh did not exit")??)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    pub fn all_output(&self) -> String {
+        format!("stdout: {:?}\nstderr: {:?}", self.out.lock().map(|v| v.clone()), self.err.lock().map(|v| v.clone()))
+    }
+}

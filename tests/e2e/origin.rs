@@ -1,0 +1,160 @@
+//! The tunnel owner's local service: a small hyper server with a few useful routes.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use anyhow::Result;
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// Byte `i` of the deterministic test payload.
+pub fn pattern(i: u64) -> u8 {
+    (i.wrapping_mul(31).wrapping_add(7) % 251) as u8
+}
+
+/// A chunk of the payload starting at `offset`.
+pub fn chunk(offset: u64, len: usize) -> Bytes {
+    (0..len as u64).map(|j| pattern(offset + j)).collect::<Vec<u8>>().into()
+}
+
+/// SHA-256 of the first `n` payload bytes.
+pub fn pattern_sha256(n: u64) -> String {
+    let mut h = Sha256::new();
+    let mut off = 0;
+    while off < n {
+        let len = (n - off).min(64 * 1024) as usize;
+        h.update(chunk(off, len));
+        off += len as u64;
+    }
+    hex::encode(h.finalize())
+}
+
+pub struct Origin {
+    pub port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Origin {
+    /// Starts an origin whose `/` answers `hello from TAG`.
+    pub async fn start(tag: &str) -> Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let tag = tag.to_owned();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((sock, peer)) = listener.accept().await else { continue };
+                let tag = tag.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| serve(tag.clone(), peer, req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(sock), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Ok(Self { port, task })
+    }
+
+    pub fn target(&self) -> String {
+        format!("localhost:{}", self.port)
+    }
+}
+
+fn text(s: impl Into<String>) -> Response<Body> {
+    Response::new(Full::new(Bytes::from(s.into())).boxed())
+}
+
+async fn serve(tag: String, _peer: SocketAddr, mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_owned();
+    if path == "/" {
+        return Ok(text(format!("hello from {tag}")));
+    }
+    if path == "/headers" {
+        let mut out = String::new();
+        for (k, v) in req.headers() {
+            out.push_str(&format!("{}: {}\n", k, String::from_utf8_lossy(v.as_bytes())));
+        }
+        return Ok(text(out));
+    }
+    if let Some(n) = path.strip_prefix("/bytes/") {
+        let n: u64 = n.parse().unwrap_or(0);
+        let stream = futures::stream::unfold(0u64, move |off| async move {
+            if off >= n {
+                return None;
+            }
+            let len = (n - off).min(64 * 1024) as usize;
+            Some((Ok::<_, Infallible>(Frame::data(chunk(off, len))), off + len as u64))
+        });
+        let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+        resp.headers_mut().insert("content-length", n.into());
+        return Ok(resp);
+    }
+    if path == "/upload" {
+        let mut body = req.into_body();
+        let mut h = Sha256::new();
+        let mut len = 0u64;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => {
+                    if let Some(d) = f.data_ref() {
+                        len += d.len() as u64;
+                        h.update(d);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        return Ok(text(format!("{len} {}", hex::encode(h.finalize()))));
+    }
+    if path == "/ws" {
+        let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+            let mut r = text("not a websocket request");
+            *r.status_mut() = StatusCode::BAD_REQUEST;
+            return Ok(r);
+        };
+        let upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(io) = upgrade.await {
+                let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                    TokioIo::new(io),
+                    tokio_tungstenite::tungstenite::protocol::Role::Server,
+                    None,
+                )
+                .await;
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_close() {
+                        break;
+                    }
+                    if ws.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let mut r = Response::new(Full::new(Bytes::new()).boxed());
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        r.headers_mut().insert("upgrade", "websocket".parse().expect("hv"));
+        r.headers_mut().insert("connection", "upgrade".parse().expect("hv"));
+        r.headers_mut().insert("sec-websocket-accept", accept.parse().expect("hv"));
+        return Ok(r);
+    }
+    let mut r = text("no such path");
+    *r.status_mut() = StatusCode::NOT_FOUND;
+    Ok(r)
+}

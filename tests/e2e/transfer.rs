@@ -1,0 +1,106 @@
+//! Bodies and upgrades: WebSocket round trips, and 200 MB each way with flat broker memory.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Empty, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::harness::{Ssh, TestBroker};
+use crate::origin::{Origin, chunk, pattern_sha256};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_echo_through_the_tunnel() -> Result<()> {
+    let broker = TestBroker::start().await?;
+    let key = broker.user_with_key("alice")?;
+    let origin = Origin::start("A").await?;
+    let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("ws:80:{}", origin.target())])?;
+    ssh.url(0).await?;
+    let url = format!("ws://ws.localhost:{}/ws", broker.http_port);
+    let sock = tokio::net::TcpStream::connect(("127.0.0.1", broker.http_port)).await?;
+    let (mut ws, resp) = tokio_tungstenite::client_async(url.as_str(), sock).await?;
+    assert_eq!(resp.status(), 101);
+    for i in 0..20 {
+        let text = format!("hello {i}");
+        ws.send(Message::text(text.clone())).await?;
+        let got = tokio::time::timeout(Duration::from_secs(10), ws.next()).await?.context("closed")??;
+        assert_eq!(got.into_text()?.as_str(), text);
+    }
+    let blob: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+    ws.send(Message::binary(blob.clone())).await?;
+    let got = tokio::time::timeout(Duration::from_secs(10), ws.next()).await?.context("closed")??;
+    assert_eq!(got.into_data().as_ref(), blob.as_slice());
+    // No idle cut: quiet for a while, then still alive.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ws.send(Message::text("still here")).await?;
+    let got = tokio::time::timeout(Duration::from_secs(10), ws.next()).await?.context("closed")??;
+    assert_eq!(got.into_text()?.as_str(), "still here");
+    ssh.line("GET /ws 101").await?;
+    Ok(())
+}
+
+const BIG: u64 = 200 * 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_megabytes_each_way_arrive_intact_with_flat_memory() -> Result<()> {
+    let broker = TestBroker::start().await?;
+    let key = broker.user_with_key("alice")?;
+    let origin = Origin::start("A").await?;
+    let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("big:80:{}", origin.target())])?;
+    ssh.url(0).await?;
+    let host = format!("big.localhost:{}", broker.http_port);
+    // Warm up, then take the baseline.
+    assert_eq!(crate::client::get(&format!("http://{host}/")).await?.status, 200);
+    let (rss_before, _) = broker.memory_kib()?;
+
+    // Download.
+    let sock = tokio::net::TcpStream::connect(("127.0.0.1", broker.http_port)).await?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(sock)).await?;
+    tokio::spawn(conn);
+    let req = hyper::Request::get(format!("/bytes/{BIG}")).header("host", &host).body(Empty::<Bytes>::new())?;
+    let resp = send.send_request(req).await?;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut h = Sha256::new();
+    let mut n = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Some(d) = frame?.data_ref() {
+            n += d.len() as u64;
+            h.update(d);
+        }
+    }
+    assert_eq!(n, BIG);
+    let expected = pattern_sha256(BIG);
+    assert_eq!(hex::encode(h.finalize()), expected, "download corrupted");
+
+    // Upload, streamed.
+    let stream = futures::stream::unfold(0u64, |off| async move {
+        if off >= BIG {
+            return None;
+        }
+        let len = (BIG - off).min(256 * 1024) as usize;
+        Some((Ok::<_, std::convert::Infallible>(Frame::data(chunk(off, len))), off + len as u64))
+    });
+    let req = hyper::Request::post("/upload")
+        .header("host", &host)
+        .header("content-length", BIG)
+        .body(StreamBody::new(stream))?;
+    let sock = tokio::net::TcpStream::connect(("127.0.0.1", broker.http_port)).await?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(sock)).await?;
+    tokio::spawn(conn);
+    let resp = send.send_request(req).await?;
+    assert_eq!(resp.status(), 200);
+    let text = String::from_utf8(resp.into_body().collect().await?.to_bytes().to_vec())?;
+    assert_eq!(text, format!("{BIG} {expected}"), "upload corrupted");
+
+    let (_, peak) = broker.memory_kib()?;
+    let growth_mib = peak.saturating_sub(rss_before) / 1024;
+    eprintln!("broker RSS before {} MiB, peak {} MiB", rss_before / 1024, peak / 1024);
+    assert!(growth_mib < 64, "broker memory grew by {growth_mib} MiB moving 400 MB");
+    Ok(())
+}
