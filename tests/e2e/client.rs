@@ -53,5 +53,6 @@ pub async fn raw(port: u16, bytes: &[u8], wait: Duration) -> Result<String> {
 
 /// The status code of a raw HTTP response, if it is one.
 pub fn status_of(raw: &str) -> Option<u16> {
-    raw.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+    let rest = raw.strip_prefix("HTTP/1.1 ").or_else(|| raw.strip_prefix("HTTP/1.0 "))?;
+    rest.get(..3)?.parse().ok()
 }

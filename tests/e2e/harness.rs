@@ -84,7 +84,8 @@ impl TestBroker {
 
     fn spawn(&mut self) -> Result<()> {
         let mut cmd = self.base_command();
-        cmd.args(["--ssh-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log", "warn"])
+        let log = std::env::var("WARREN_TEST_LOG").unwrap_or_else(|_| "warn".into());
+        cmd.args(["--ssh-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log", &log])
             .args(&self.extra)
             .arg("serve")
             .stdout(Stdio::piped())
@@ -246,7 +247,9 @@ impl Ssh {
 
     pub fn spawn_port(port: u16, key: &Path, args: &[&str]) -> Result<Self> {
         let mut cmd = tokio::process::Command::new("ssh");
-        cmd.args(["-F", "/dev/null", "-T", "-i"])
+        // Test-specific options first: for OpenSSH the first value given wins.
+        cmd.args(args)
+            .args(["-F", "/dev/null", "-T", "-i"])
             .arg(key)
             .args([
                 "-o",
@@ -262,7 +265,6 @@ impl Ssh {
                 "-p",
                 &port.to_string(),
             ])
-            .args(args)
             .arg("tunnel@127.0.0.1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

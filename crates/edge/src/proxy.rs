@@ -144,10 +144,13 @@ async fn proxy(state: &ConnState, route: Arc<Route>, mut req: Request<Incoming>,
             let permit = up.permit;
             tokio::spawn(async move {
                 let _permit = permit;
-                if let (Ok(v), Ok(o)) = (visitor.await, origin.await) {
+                let (v, o) = (visitor.await, origin.await);
+                debug!(visitor = v.is_ok(), origin = o.is_ok(), "upgrade");
+                if let (Ok(v), Ok(o)) = (v, o) {
                     let (mut v, mut o) = (TokioIo::new(v), TokioIo::new(o));
                     // No idle timeout: WebSockets may sit quiet for hours.
-                    let _ = tokio::io::copy_bidirectional(&mut v, &mut o).await;
+                    let r = tokio::io::copy_bidirectional(&mut v, &mut o).await;
+                    debug!(?r, "splice ended");
                 }
             });
             return resp.map(|b| b.boxed());

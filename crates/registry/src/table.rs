@@ -136,6 +136,15 @@ impl Registry {
         if self.reserved.load().contains(name) { Lookup::Offline } else { Lookup::Unknown }
     }
 
+    /// Adds one name to the mirror of reserved names (a claim made by this process).
+    pub fn mark_reserved(&self, name: &str) {
+        self.reserved.rcu(|set| {
+            let mut set = HashSet::clone(set);
+            set.insert(name.to_owned());
+            set
+        });
+    }
+
     /// Replaces the mirror of reserved names (at start, and whenever the store changes).
     pub fn set_reserved(&self, names: HashSet<String>) {
         self.reserved.store(std::sync::Arc::new(names));

@@ -67,6 +67,8 @@ pub(crate) struct Connection {
     refusal: Option<String>,
     console: Console,
     forwards: HashMap<(String, u32), Forward>,
+    /// The client's session channel, the only one whose input we interpret.
+    session_channel: Option<ChannelId>,
     random_count: u32,
     next_port: u32,
 }
@@ -83,6 +85,7 @@ impl Connection {
             refusal: None,
             console: Console::spawn(),
             forwards: HashMap::new(),
+            session_channel: None,
             random_count: 0,
             next_port: FIRST_ALLOCATED_PORT,
         }
@@ -156,10 +159,14 @@ impl Connection {
         names::validate(label).map_err(|e| e.to_string())?;
         let store = &self.server.store;
         match store.reservation(label).await {
-            Ok(Some(r)) if r.user_id == user.id => Ok(()),
+            Ok(Some(r)) if r.user_id == user.id => {
+                self.server.registry.mark_reserved(label);
+                Ok(())
+            }
             Ok(Some(_)) => Err(format!("name {label:?} is reserved by another user")),
             Ok(None) if self.server.settings.auto_claim => match store.reserve(&self.actor(), &user.name, label).await {
                 Ok(_) => {
+                    self.server.registry.mark_reserved(label);
                     self.console.line(format!("claimed the name {label:?} for {}", user.name));
                     Ok(())
                 }
@@ -239,7 +246,13 @@ impl Handler for Connection {
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if self.session_channel.is_some() {
+            // One terminal per connection is plenty.
+            reply.reject(russh::ChannelOpenFailure::AdministrativelyProhibited).await;
+            return Ok(());
+        }
         reply.accept().await;
+        self.session_channel = Some(channel.id());
         self.console.attach(channel.id(), session.handle());
         if self.forwards.is_empty() {
             self.console.line(
@@ -274,8 +287,10 @@ impl Handler for Connection {
     }
 
     async fn data(&mut self, channel: ChannelId, data: &[u8], session: &mut Session) -> Result<(), Self::Error> {
-        // Ctrl-C or Ctrl-D from a terminal: end the session, and with it the tunnels.
-        if data.contains(&3) || data.contains(&4) {
+        // Ctrl-C or Ctrl-D typed in the session: end it, and with it the tunnels. (This
+        // callback also sees every byte of visitor traffic on forwarded channels: those are
+        // not ours to interpret.)
+        if Some(channel) == self.session_channel && (data.contains(&3) || data.contains(&4)) {
             session.data(channel, &b"Closing your tunnels. Bye.\r\n"[..])?;
             session.exit_status_request(channel, 0)?;
             session.eof(channel)?;
