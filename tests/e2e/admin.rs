@@ -19,9 +19,18 @@ async fn cli_rejects_bad_input_with_clear_errors_and_changes_nothing() -> Result
         (vec!["user", "add", "alice"], "already exists"),
         (vec!["user", "add", "Bad Name"], "user name"),
         (vec!["user", "disable", "nobody"], "no user named"),
-        (vec!["key", "add", "alice", junk.to_str().unwrap_or("")], "not an OpenSSH public key"),
-        (vec!["key", "add", "alice", private.to_str().unwrap_or("")], "private key"),
-        (vec!["key", "add", "alice", "/nonexistent.pub"], "cannot read"),
+        (
+            vec!["key", "add", "alice", junk.to_str().unwrap_or("")],
+            "not an OpenSSH public key",
+        ),
+        (
+            vec!["key", "add", "alice", private.to_str().unwrap_or("")],
+            "private key",
+        ),
+        (
+            vec!["key", "add", "alice", "/nonexistent.pub"],
+            "cannot read",
+        ),
         (vec!["key", "rm", "SHA256:nope"], "no key with fingerprint"),
         (vec!["reserve", "alice", "www"], "reserved by the operator"),
         (vec!["reserve", "alice", "UPPER"], "lowercase"),
@@ -34,7 +43,10 @@ async fn cli_rejects_bad_input_with_clear_errors_and_changes_nothing() -> Result
         assert!(!out.status.success(), "{args:?} succeeded");
         assert!(err.contains(want), "{args:?}: {err}");
     }
-    let pubkey = format!("{}.pub", keygen(broker.dir.path(), "bob", "ed25519")?.display());
+    let pubkey = format!(
+        "{}.pub",
+        keygen(broker.dir.path(), "bob", "ed25519")?.display()
+    );
     broker.cli_ok(&["user", "add", "bob"])?;
     broker.cli_ok(&["key", "add", "bob", &pubkey])?;
     let out = broker.cli(&["key", "add", "alice", &pubkey])?;
@@ -56,13 +68,21 @@ async fn config_errors_name_the_key() -> Result<()> {
         .args(["--config", cfg.to_str().unwrap_or(""), "user", "list"])
         .output()?;
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("ssh_adr"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ssh_adr"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_broker"))
         .env("BROKER_HTTP_ADDR", "not-an-address")
         .args(["user", "list"])
         .output()?;
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--http-addr"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--http-addr"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }
 
@@ -74,7 +94,10 @@ async fn unknown_key_is_refused_with_one_line_that_says_how_to_register() -> Res
     let status = ssh.exit(DEADLINE).await?;
     assert!(!status.success());
     let errs = ssh.err.lock().map(|e| e.clone()).unwrap_or_default();
-    let told: Vec<_> = errs.iter().filter(|l| l.contains("is not registered")).collect();
+    let told: Vec<_> = errs
+        .iter()
+        .filter(|l| l.contains("is not registered"))
+        .collect();
     assert_eq!(told.len(), 1, "{errs:?}");
     assert!(told[0].contains("broker key add"), "{errs:?}");
     Ok(())
@@ -88,7 +111,11 @@ async fn rsa_and_ecdsa_keys_work() -> Result<()> {
     for kind in ["rsa", "ecdsa"] {
         let key = keygen(broker.dir.path(), "carol", kind)?;
         broker.cli_ok(&["key", "add", "carol", &format!("{}.pub", key.display())])?;
-        let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("{kind}-app:80:{}", origin.target())])?;
+        let ssh = Ssh::spawn(
+            &broker,
+            &key,
+            &["-R", &format!("{kind}-app:80:{}", origin.target())],
+        )?;
         ssh.url(0).await?;
         assert_eq!(get(&broker.url(&format!("{kind}-app"))).await?.status, 200);
     }
@@ -109,7 +136,11 @@ async fn disabling_a_user_drops_their_tunnels_live() -> Result<()> {
     // And they cannot come back.
     let mut again = Ssh::spawn(&broker, &key, &["-R", &format!("0:{}", origin.target())])?;
     assert!(!again.exit(DEADLINE).await?.success());
-    assert!(again.all_output().contains("is disabled"), "{}", again.all_output());
+    assert!(
+        again.all_output().contains("is disabled"),
+        "{}",
+        again.all_output()
+    );
     Ok(())
 }
 
@@ -121,7 +152,11 @@ async fn removing_a_key_drops_its_sessions() -> Result<()> {
     let mut ssh = Ssh::spawn(&broker, &key, &["-R", &format!("0:{}", origin.target())])?;
     ssh.url(0).await?;
     let listing = broker.cli_ok(&["key", "list", "--user", "alice"])?;
-    let fp = listing.split_whitespace().find(|w| w.starts_with("SHA256:")).unwrap_or_default().to_owned();
+    let fp = listing
+        .split_whitespace()
+        .find(|w| w.starts_with("SHA256:"))
+        .unwrap_or_default()
+        .to_owned();
     broker.cli_ok(&["key", "rm", &fp])?;
     ssh.exit(DEADLINE).await?;
     Ok(())
@@ -134,7 +169,11 @@ async fn survives_restart(db: Db) -> Result<()> {
     broker.cli_ok(&["reserve", "alice", "chat"])?;
     let origin = Origin::start("A").await?;
     {
-        let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("auto:80:{}", origin.target())])?;
+        let ssh = Ssh::spawn(
+            &broker,
+            &key,
+            &["-R", &format!("auto:80:{}", origin.target())],
+        )?;
         ssh.url(0).await?;
     }
     broker.restart()?;
@@ -145,7 +184,11 @@ async fn survives_restart(db: Db) -> Result<()> {
     assert!(names.contains("chat") && names.contains("auto"), "{names}");
     // Reserved names answer "offline" right after the restart, and the same key works.
     assert_eq!(get(&broker.url("chat")).await?.status, 502);
-    let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("chat:80:{}", origin.target())])?;
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("chat:80:{}", origin.target())],
+    )?;
     ssh.url(0).await?;
     assert_eq!(get(&broker.url("chat")).await?.body, "hello from A");
     Ok(())
@@ -166,7 +209,11 @@ async fn postgres_backend_serves_tunnels_and_sees_cli_changes() -> Result<()> {
     let broker = TestBroker::start_with(Db::Postgres, &[]).await?;
     let key = broker.user_with_key("alice")?;
     let origin = Origin::start("A").await?;
-    let mut ssh = Ssh::spawn(&broker, &key, &["-R", &format!("pg:80:{}", origin.target())])?;
+    let mut ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("pg:80:{}", origin.target())],
+    )?;
     ssh.url(0).await?;
     assert_eq!(get(&broker.url("pg")).await?.status, 200);
     broker.cli_ok(&["reserve", "alice", "later"])?;

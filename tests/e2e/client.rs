@@ -28,17 +28,25 @@ pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Result<Resp> {
     let sock = TcpStream::connect(("127.0.0.1", port)).await?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(sock)).await?;
     tokio::spawn(conn);
-    let mut req = Request::get(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")).header("host", host);
+    let mut req =
+        Request::get(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")).header("host", host);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = tokio::time::timeout(Duration::from_secs(30), send.send_request(req.body(Empty::<Bytes>::new())?))
-        .await
-        .context("response timed out")??;
+    let resp = tokio::time::timeout(
+        Duration::from_secs(30),
+        send.send_request(req.body(Empty::<Bytes>::new())?),
+    )
+    .await
+    .context("response timed out")??;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp.into_body().collect().await?.to_bytes();
-    Ok(Resp { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+    Ok(Resp {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
 }
 
 /// Writes `bytes` to the HTTP port and returns what comes back until the server closes or
@@ -53,6 +61,8 @@ pub async fn raw(port: u16, bytes: &[u8], wait: Duration) -> Result<String> {
 
 /// The status code of a raw HTTP response, if it is one.
 pub fn status_of(raw: &str) -> Option<u16> {
-    let rest = raw.strip_prefix("HTTP/1.1 ").or_else(|| raw.strip_prefix("HTTP/1.0 "))?;
+    let rest = raw
+        .strip_prefix("HTTP/1.1 ")
+        .or_else(|| raw.strip_prefix("HTTP/1.0 "))?;
     rest.get(..3)?.parse().ok()
 }

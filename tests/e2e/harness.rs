@@ -55,7 +55,10 @@ impl TestBroker {
     pub async fn start_with(db: Db, extra: &[&str]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let (db_url, pg) = match db {
-            Db::Sqlite => (format!("sqlite://{}", dir.path().join("warren.db").display()), None),
+            Db::Sqlite => (
+                format!("sqlite://{}", dir.path().join("warren.db").display()),
+                None,
+            ),
             Db::Postgres => {
                 let (url, admin, name) = create_pg_database().await?;
                 (url, Some((admin, name)))
@@ -85,18 +88,32 @@ impl TestBroker {
     fn spawn(&mut self) -> Result<()> {
         let mut cmd = self.base_command();
         let log = std::env::var("WARREN_TEST_LOG").unwrap_or_else(|_| "warn".into());
-        cmd.args(["--ssh-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log", &log])
-            .args(&self.extra)
-            .arg("serve")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        cmd.args([
+            "--ssh-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--log",
+            &log,
+        ])
+        .args(&self.extra)
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
         let mut child = cmd.spawn().context("spawn broker")?;
         let stdout = child.stdout.take().context("stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         let (mut ssh, mut http) = (0u16, 0u16);
         for line in lines.by_ref() {
             let line = line?;
-            let port = |l: &str| -> Option<u16> { l.split_whitespace().nth(1)?.rsplit(':').next()?.parse().ok() };
+            let port = |l: &str| -> Option<u16> {
+                l.split_whitespace()
+                    .nth(1)?
+                    .rsplit(':')
+                    .next()?
+                    .parse()
+                    .ok()
+            };
             if line.starts_with("  ssh ") {
                 ssh = port(&line).unwrap_or(0);
             } else if line.starts_with("  http ") {
@@ -160,14 +177,21 @@ impl TestBroker {
 
     /// Runs an admin command against this broker's database.
     pub fn cli(&self, args: &[&str]) -> Result<std::process::Output> {
-        Ok(self.base_command().args(args).stdin(Stdio::null()).output()?)
+        Ok(self
+            .base_command()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()?)
     }
 
     /// Runs an admin command that must succeed; returns its stdout.
     pub fn cli_ok(&self, args: &[&str]) -> Result<String> {
         let out = self.cli(args)?;
         if !out.status.success() {
-            bail!("broker {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "broker {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -190,7 +214,10 @@ impl Drop for TestBroker {
         self.stop();
         if let Some((admin, db)) = self.pg.take() {
             let _ = std::thread::spawn(move || {
-                if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
                     rt.block_on(async {
                         use sqlx::Connection;
                         if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
@@ -207,12 +234,19 @@ impl Drop for TestBroker {
 
 async fn create_pg_database() -> Result<(String, String, String)> {
     use sqlx::Connection;
-    let admin =
-        std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let admin = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let name = format!("warren_e2e_{:016x}", rand::random::<u64>());
-    let mut c = sqlx::PgConnection::connect(&admin).await.context("Postgres at DATABASE_URL")?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut c).await?;
-    let base = admin.rsplit_once('/').map(|(b, _)| b).context("DATABASE_URL has no database part")?;
+    let mut c = sqlx::PgConnection::connect(&admin)
+        .await
+        .context("Postgres at DATABASE_URL")?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut c)
+        .await?;
+    let base = admin
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .context("DATABASE_URL has no database part")?;
     Ok((format!("{base}/{name}"), admin, name))
 }
 
@@ -276,39 +310,73 @@ impl Ssh {
         let stdout = child.stdout.take().context("stdout")?;
         let stderr = child.stderr.take().context("stderr")?;
         for (stream, sink) in [
-            (Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Unpin + Send>, out.clone()),
+            (
+                Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                out.clone(),
+            ),
             (Box::new(stderr), err.clone()),
         ] {
             tokio::spawn(async move {
                 let mut lines = tokio::io::BufReader::new(stream).lines();
                 while let Ok(Some(l)) = lines.next_line().await {
-                    sink.lock().expect("lock").push(l.trim_end_matches('\r').to_owned());
+                    sink.lock()
+                        .expect("lock")
+                        .push(l.trim_end_matches('\r').to_owned());
                 }
             });
         }
         let stdin = child.stdin.take();
-        Ok(Self { child, stdin, out, err })
+        Ok(Self {
+            child,
+            stdin,
+            out,
+            err,
+        })
     }
 
     /// Waits for a stdout line containing `needle`.
     pub async fn line(&self, needle: &str) -> Result<String> {
         let out = self.out.clone();
         let err = self.err.clone();
-        eventually(&format!("ssh output containing {needle:?}"), DEADLINE, || {
-            let found = out.lock().expect("lock").iter().find(|l| l.contains(needle)).cloned();
-            async move { found }
-        })
+        eventually(
+            &format!("ssh output containing {needle:?}"),
+            DEADLINE,
+            || {
+                let found = out
+                    .lock()
+                    .expect("lock")
+                    .iter()
+                    .find(|l| l.contains(needle))
+                    .cloned();
+                async move { found }
+            },
+        )
         .await
-        .with_context(|| format!("stdout: {:?}\nstderr: {:?}", out.lock().map(|v| v.clone()), err.lock().map(|v| v.clone())))
+        .with_context(|| {
+            format!(
+                "stdout: {:?}\nstderr: {:?}",
+                out.lock().map(|v| v.clone()),
+                err.lock().map(|v| v.clone())
+            )
+        })
     }
 
     /// Waits for a stderr line containing `needle`.
     pub async fn err_line(&self, needle: &str) -> Result<String> {
         let err = self.err.clone();
-        eventually(&format!("ssh stderr containing {needle:?}"), DEADLINE, || {
-            let found = err.lock().expect("lock").iter().find(|l| l.contains(needle)).cloned();
-            async move { found }
-        })
+        eventually(
+            &format!("ssh stderr containing {needle:?}"),
+            DEADLINE,
+            || {
+                let found = err
+                    .lock()
+                    .expect("lock")
+                    .iter()
+                    .find(|l| l.contains(needle))
+                    .cloned();
+                async move { found }
+            },
+        )
         .await
         .with_context(|| format!("stderr: {:?}", err.lock().map(|v| v.clone())))
     }
@@ -317,12 +385,28 @@ impl Ssh {
     pub async fn url(&self, n: usize) -> Result<String> {
         let out = self.out.clone();
         let line = eventually("tunnel URL", DEADLINE, || {
-            let urls: Vec<String> = out.lock().expect("lock").iter().filter(|l| l.contains(" -> forward ")).cloned().collect();
+            let urls: Vec<String> = out
+                .lock()
+                .expect("lock")
+                .iter()
+                .filter(|l| l.contains(" -> forward "))
+                .cloned()
+                .collect();
             async move { urls.get(n).cloned() }
         })
         .await
-        .with_context(|| format!("stdout: {:?}\nstderr: {:?}", self.out.lock().map(|v| v.clone()), self.err.lock().map(|v| v.clone())))?;
-        Ok(line.split_whitespace().next().unwrap_or_default().to_owned())
+        .with_context(|| {
+            format!(
+                "stdout: {:?}\nstderr: {:?}",
+                self.out.lock().map(|v| v.clone()),
+                self.err.lock().map(|v| v.clone())
+            )
+        })?;
+        Ok(line
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned())
     }
 
     pub async fn send(&mut self, bytes: &[u8]) -> Result<()> {
@@ -334,7 +418,9 @@ impl Ssh {
 
     /// Waits for the client to exit.
     pub async fn exit(&mut self, within: Duration) -> Result<std::process::ExitStatus> {
-        Ok(tokio::time::timeout(within, self.child.wait()).await.context("ssh did not exit")??)
+        Ok(tokio::time::timeout(within, self.child.wait())
+            .await
+            .context("ssh did not exit")??)
     }
 
     pub fn pid(&self) -> u32 {
@@ -346,6 +432,10 @@ impl Ssh {
     }
 
     pub fn all_output(&self) -> String {
-        format!("stdout: {:?}\nstderr: {:?}", self.out.lock().map(|v| v.clone()), self.err.lock().map(|v| v.clone()))
+        format!(
+            "stdout: {:?}\nstderr: {:?}",
+            self.out.lock().map(|v| v.clone()),
+            self.err.lock().map(|v| v.clone())
+        )
     }
 }

@@ -16,7 +16,11 @@ async fn broker_with_tunnel() -> Result<(TestBroker, Ssh, Origin)> {
     let broker = TestBroker::start_with(Db::Sqlite, &["--header-timeout-secs", "2"]).await?;
     let key = broker.user_with_key("alice")?;
     let origin = Origin::start("A").await?;
-    let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("app:80:{}", origin.target())])?;
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("app:80:{}", origin.target())],
+    )?;
     ssh.url(0).await?;
     Ok((broker, ssh, origin))
 }
@@ -48,7 +52,12 @@ async fn hostile_hosts_get_400_or_404() -> Result<()> {
         req.extend_from_slice(&host);
         req.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
         let resp = raw(p, &req, WAIT).await?;
-        assert_eq!(status_of(&resp), Some(want), "Host {:?} -> {resp}", String::from_utf8_lossy(&host));
+        assert_eq!(
+            status_of(&resp),
+            Some(want),
+            "Host {:?} -> {resp}",
+            String::from_utf8_lossy(&host)
+        );
     }
     // Case, trailing dot and port are ignored.
     let req = format!("GET / HTTP/1.1\r\nHost: APP.LocalHost.:{p}\r\nConnection: close\r\n\r\n");
@@ -67,7 +76,10 @@ async fn hostile_hosts_get_400_or_404() -> Result<()> {
 async fn oversized_and_numerous_headers_get_431() -> Result<()> {
     let (broker, _ssh, _origin) = broker_with_tunnel().await?;
     let p = broker.http_port;
-    let big = format!("GET / HTTP/1.1\r\nHost: app.localhost\r\nX-Big: {}\r\n\r\n", "a".repeat(100 * 1024));
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: app.localhost\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
     assert_eq!(status_of(&raw(p, big.as_bytes(), WAIT).await?), Some(431));
     let mut many = String::from("GET / HTTP/1.1\r\nHost: app.localhost\r\n");
     for i in 0..10_000 {
@@ -82,7 +94,10 @@ async fn oversized_and_numerous_headers_get_431() -> Result<()> {
     }
     count.push_str("\r\n");
     assert_eq!(status_of(&raw(p, count.as_bytes(), WAIT).await?), Some(431));
-    assert_eq!(status_of(&raw(p, b"NOT HTTP AT ALL\r\n\r\n", WAIT).await?), Some(400));
+    assert_eq!(
+        status_of(&raw(p, b"NOT HTTP AT ALL\r\n\r\n", WAIT).await?),
+        Some(400)
+    );
     still_serves(&broker).await
 }
 
@@ -92,7 +107,8 @@ async fn slowloris_gets_408_while_others_are_served() -> Result<()> {
     let p = broker.http_port;
     let started = Instant::now();
     let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", p)).await?;
-    slow.write_all(b"GET / HTTP/1.1\r\nHost: app.localhost\r\nX-A: ").await?;
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: app.localhost\r\nX-A: ")
+        .await?;
     // While it dribbles, others are served.
     still_serves(&broker).await?;
     let mut out = Vec::new();
@@ -118,12 +134,45 @@ async fn slowloris_gets_408_while_others_are_served() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_the_ssh_port_changes_nothing() -> Result<()> {
     let (broker, _ssh, _origin) = broker_with_tunnel().await?;
-    for junk in [&b"GET / HTTP/1.1\r\n\r\n"[..], b"SSH-2.0-x\r\n\x00\x00\x00\x05garbage-packet", &[0xffu8; 4096][..]] {
+    for junk in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        b"SSH-2.0-x\r\n\x00\x00\x00\x05garbage-packet",
+        &[0xffu8; 4096][..],
+    ] {
         let resp = raw(broker.ssh_port, junk, WAIT).await?;
         // The server identifies itself and then hangs up; it never crashes.
-        assert!(resp.is_empty() || resp.starts_with("SSH-2.0-warren"), "{resp}");
+        assert!(
+            resp.is_empty() || resp.starts_with("SSH-2.0-warren"),
+            "{resp}"
+        );
     }
     // A connection that never speaks is closed by the auth timeout rather than held forever;
     // meanwhile the real tunnel keeps working.
+    still_serves(&broker).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_connections_are_closed_but_tunnels_outlive_the_deadline() -> Result<()> {
+    let broker = TestBroker::start_with(Db::Sqlite, &["--auth-timeout-secs", "2"]).await?;
+    let key = broker.user_with_key("alice")?;
+    let origin = Origin::start("A").await?;
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("app:80:{}", origin.target())],
+    )?;
+    ssh.url(0).await?;
+    // A client that connects and never authenticates is hung up on.
+    let started = Instant::now();
+    let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", broker.ssh_port)).await?;
+    idle.write_all(b"SSH-2.0-OpenSSH_9.2\r\n").await?;
+    let mut sink = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), idle.read_to_end(&mut sink)).await??;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2),
+        "closed too early: {waited:?}"
+    );
+    // The authenticated tunnel, older than the deadline, still serves.
     still_serves(&broker).await
 }

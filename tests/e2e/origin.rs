@@ -22,7 +22,10 @@ pub fn pattern(i: u64) -> u8 {
 
 /// A chunk of the payload starting at `offset`.
 pub fn chunk(offset: u64, len: usize) -> Bytes {
-    (0..len as u64).map(|j| pattern(offset + j)).collect::<Vec<u8>>().into()
+    (0..len as u64)
+        .map(|j| pattern(offset + j))
+        .collect::<Vec<u8>>()
+        .into()
 }
 
 /// SHA-256 of the first `n` payload bytes.
@@ -56,7 +59,9 @@ impl Origin {
         let tag = tag.to_owned();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((sock, peer)) = listener.accept().await else { continue };
+                let Ok((sock, peer)) = listener.accept().await else {
+                    continue;
+                };
                 let tag = tag.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| serve(tag.clone(), peer, req));
@@ -79,7 +84,11 @@ fn text(s: impl Into<String>) -> Response<Body> {
     Response::new(Full::new(Bytes::from(s.into())).boxed())
 }
 
-async fn serve(tag: String, _peer: SocketAddr, mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn serve(
+    tag: String,
+    _peer: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
     if path == "/" {
         return Ok(text(format!("hello from {tag}")));
@@ -87,7 +96,11 @@ async fn serve(tag: String, _peer: SocketAddr, mut req: Request<Incoming>) -> Re
     if path == "/headers" {
         let mut out = String::new();
         for (k, v) in req.headers() {
-            out.push_str(&format!("{}: {}\n", k, String::from_utf8_lossy(v.as_bytes())));
+            out.push_str(&format!(
+                "{}: {}\n",
+                k,
+                String::from_utf8_lossy(v.as_bytes())
+            ));
         }
         return Ok(text(out));
     }
@@ -98,7 +111,10 @@ async fn serve(tag: String, _peer: SocketAddr, mut req: Request<Incoming>) -> Re
                 return None;
             }
             let len = (n - off).min(64 * 1024) as usize;
-            Some((Ok::<_, Infallible>(Frame::data(chunk(off, len))), off + len as u64))
+            Some((
+                Ok::<_, Infallible>(Frame::data(chunk(off, len))),
+                off + len as u64,
+            ))
         });
         let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
         resp.headers_mut().insert("content-length", n.into());
@@ -149,9 +165,12 @@ async fn serve(tag: String, _peer: SocketAddr, mut req: Request<Incoming>) -> Re
         let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
         let mut r = Response::new(Full::new(Bytes::new()).boxed());
         *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        r.headers_mut().insert("upgrade", "websocket".parse().expect("hv"));
-        r.headers_mut().insert("connection", "upgrade".parse().expect("hv"));
-        r.headers_mut().insert("sec-websocket-accept", accept.parse().expect("hv"));
+        r.headers_mut()
+            .insert("upgrade", "websocket".parse().expect("hv"));
+        r.headers_mut()
+            .insert("connection", "upgrade".parse().expect("hv"));
+        r.headers_mut()
+            .insert("sec-websocket-accept", accept.parse().expect("hv"));
         return Ok(r);
     }
     let mut r = text("no such path");

@@ -19,7 +19,11 @@ async fn websocket_echo_through_the_tunnel() -> Result<()> {
     let broker = TestBroker::start().await?;
     let key = broker.user_with_key("alice")?;
     let origin = Origin::start("A").await?;
-    let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("ws:80:{}", origin.target())])?;
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("ws:80:{}", origin.target())],
+    )?;
     ssh.url(0).await?;
     let url = format!("ws://ws.localhost:{}/ws", broker.http_port);
     let sock = tokio::net::TcpStream::connect(("127.0.0.1", broker.http_port)).await?;
@@ -28,17 +32,23 @@ async fn websocket_echo_through_the_tunnel() -> Result<()> {
     for i in 0..20 {
         let text = format!("hello {i}");
         ws.send(Message::text(text.clone())).await?;
-        let got = tokio::time::timeout(Duration::from_secs(10), ws.next()).await?.context("closed")??;
+        let got = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await?
+            .context("closed")??;
         assert_eq!(got.into_text()?.as_str(), text);
     }
     let blob: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
     ws.send(Message::binary(blob.clone())).await?;
-    let got = tokio::time::timeout(Duration::from_secs(10), ws.next()).await?.context("closed")??;
+    let got = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await?
+        .context("closed")??;
     assert_eq!(got.into_data().as_ref(), blob.as_slice());
     // No idle cut: quiet for a while, then still alive.
     tokio::time::sleep(Duration::from_secs(2)).await;
     ws.send(Message::text("still here")).await?;
-    let got = tokio::time::timeout(Duration::from_secs(10), ws.next()).await?.context("closed")??;
+    let got = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await?
+        .context("closed")??;
     assert_eq!(got.into_text()?.as_str(), "still here");
     ssh.line("GET /ws 101").await?;
     Ok(())
@@ -51,18 +61,27 @@ async fn two_hundred_megabytes_each_way_arrive_intact_with_flat_memory() -> Resu
     let broker = TestBroker::start().await?;
     let key = broker.user_with_key("alice")?;
     let origin = Origin::start("A").await?;
-    let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("big:80:{}", origin.target())])?;
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("big:80:{}", origin.target())],
+    )?;
     ssh.url(0).await?;
     let host = format!("big.localhost:{}", broker.http_port);
     // Warm up, then take the baseline.
-    assert_eq!(crate::client::get(&format!("http://{host}/")).await?.status, 200);
+    assert_eq!(
+        crate::client::get(&format!("http://{host}/")).await?.status,
+        200
+    );
     let (rss_before, _) = broker.memory_kib()?;
 
     // Download.
     let sock = tokio::net::TcpStream::connect(("127.0.0.1", broker.http_port)).await?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(sock)).await?;
     tokio::spawn(conn);
-    let req = hyper::Request::get(format!("/bytes/{BIG}")).header("host", &host).body(Empty::<Bytes>::new())?;
+    let req = hyper::Request::get(format!("/bytes/{BIG}"))
+        .header("host", &host)
+        .body(Empty::<Bytes>::new())?;
     let resp = send.send_request(req).await?;
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
@@ -84,7 +103,10 @@ async fn two_hundred_megabytes_each_way_arrive_intact_with_flat_memory() -> Resu
             return None;
         }
         let len = (BIG - off).min(256 * 1024) as usize;
-        Some((Ok::<_, std::convert::Infallible>(Frame::data(chunk(off, len))), off + len as u64))
+        Some((
+            Ok::<_, std::convert::Infallible>(Frame::data(chunk(off, len))),
+            off + len as u64,
+        ))
     });
     let req = hyper::Request::post("/upload")
         .header("host", &host)
@@ -100,7 +122,14 @@ async fn two_hundred_megabytes_each_way_arrive_intact_with_flat_memory() -> Resu
 
     let (_, peak) = broker.memory_kib()?;
     let growth_mib = peak.saturating_sub(rss_before) / 1024;
-    eprintln!("broker RSS before {} MiB, peak {} MiB", rss_before / 1024, peak / 1024);
-    assert!(growth_mib < 64, "broker memory grew by {growth_mib} MiB moving 400 MB");
+    eprintln!(
+        "broker RSS before {} MiB, peak {} MiB",
+        rss_before / 1024,
+        peak / 1024
+    );
+    assert!(
+        growth_mib < 64,
+        "broker memory grew by {growth_mib} MiB moving 400 MB"
+    );
     Ok(())
 }

@@ -15,11 +15,17 @@ async fn random_forward_prints_a_url_that_serves_the_origin() -> Result<()> {
     let origin = Origin::start("alice's app").await?;
     let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("0:{}", origin.target())])?;
     let url = ssh.url(0).await?;
-    assert!(url.starts_with("http://") && url.ends_with(&format!(".localhost:{}", broker.http_port)), "{url}");
+    assert!(
+        url.starts_with("http://") && url.ends_with(&format!(".localhost:{}", broker.http_port)),
+        "{url}"
+    );
     // OpenSSH got an allocated port, as RFC 4254 wants for port 0.
     ssh.err_line("Allocated port").await?;
     let resp = get(&format!("{url}/")).await?;
-    assert_eq!((resp.status, resp.body.as_str()), (200, "hello from alice's app"));
+    assert_eq!(
+        (resp.status, resp.body.as_str()),
+        (200, "hello from alice's app")
+    );
     // The owner sees the request in the session.
     let line = ssh.line("GET / 200").await?;
     assert!(line.ends_with("ms"), "{line}");
@@ -31,13 +37,26 @@ async fn named_and_random_forwards_in_one_session() -> Result<()> {
     let broker = TestBroker::start().await?;
     let key = broker.user_with_key("alice")?;
     let (a, b) = (Origin::start("A").await?, Origin::start("B").await?);
-    let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("chat:80:{}", a.target()), "-R", &format!("0:{}", b.target())])?;
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &[
+            "-R",
+            &format!("chat:80:{}", a.target()),
+            "-R",
+            &format!("0:{}", b.target()),
+        ],
+    )?;
     let first = ssh.url(0).await?;
     let second = ssh.url(1).await?;
     let urls = [first, second];
     let chat = broker.url("chat");
     assert!(urls.contains(&chat), "{urls:?}");
-    let random = urls.iter().find(|u| **u != chat).cloned().unwrap_or_default();
+    let random = urls
+        .iter()
+        .find(|u| **u != chat)
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(get(&chat).await?.body, "hello from A");
     assert_eq!(get(&random).await?.body, "hello from B");
     // The name was claimed for alice.
@@ -55,7 +74,16 @@ async fn session_end_unbinds_and_visitors_see_why() -> Result<()> {
     let broker = TestBroker::start_with(crate::harness::Db::Sqlite, &["--grace-secs", "0"]).await?;
     let key = broker.user_with_key("alice")?;
     let origin = Origin::start("A").await?;
-    let mut ssh = Ssh::spawn(&broker, &key, &["-R", &format!("0:{}", origin.target()), "-R", &format!("named:80:{}", origin.target())])?;
+    let mut ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &[
+            "-R",
+            &format!("0:{}", origin.target()),
+            "-R",
+            &format!("named:80:{}", origin.target()),
+        ],
+    )?;
     let url = ssh.url(0).await?;
     ssh.url(1).await?;
     let named = broker.url("named");
@@ -87,7 +115,11 @@ async fn within_grace_visitors_get_503_and_the_same_key_gets_the_same_name() -> 
         async move { get(&url).await.ok().filter(|r| r.status == 503) }
     })
     .await?;
-    let retry: u64 = resp.headers.get("retry-after").and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0);
+    let retry: u64 = resp
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(0);
     assert!(retry >= 1, "Retry-After {retry}");
     let second = Ssh::spawn(&broker, &key, &["-R", &spec])?;
     assert_eq!(second.url(0).await?, url, "reconnect got a different name");
@@ -100,11 +132,19 @@ async fn a_new_session_of_the_owner_takes_over_a_stale_one() -> Result<()> {
     let broker = TestBroker::start().await?;
     let key = broker.user_with_key("alice")?;
     let (old_origin, new_origin) = (Origin::start("old").await?, Origin::start("new").await?);
-    let old = Ssh::spawn(&broker, &key, &["-R", &format!("app:80:{}", old_origin.target())])?;
+    let old = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("app:80:{}", old_origin.target())],
+    )?;
     old.url(0).await?;
     let url = broker.url("app");
     assert_eq!(get(&url).await?.body, "hello from old");
-    let new = Ssh::spawn(&broker, &key, &["-R", &format!("app:80:{}", new_origin.target())])?;
+    let new = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("app:80:{}", new_origin.target())],
+    )?;
     new.url(0).await?;
     assert_eq!(get(&url).await?.body, "hello from new");
     old.line("taken over").await?;
@@ -122,11 +162,19 @@ async fn another_tenants_reserved_name_is_refused() -> Result<()> {
     let bob = broker.user_with_key("bob")?;
     broker.cli_ok(&["reserve", "bob", "shop"])?;
     let origin = Origin::start("alice").await?;
-    let mut ssh = Ssh::spawn(&broker, &alice, &["-R", &format!("shop:80:{}", origin.target())])?;
+    let mut ssh = Ssh::spawn(
+        &broker,
+        &alice,
+        &["-R", &format!("shop:80:{}", origin.target())],
+    )?;
     // ExitOnForwardFailure: the refusal reaches scripts as a non-zero exit.
     let status = ssh.exit(DEADLINE).await?;
     assert!(!status.success());
-    assert!(ssh.all_output().contains("remote port forwarding failed"), "{}", ssh.all_output());
+    assert!(
+        ssh.all_output().contains("remote port forwarding failed"),
+        "{}",
+        ssh.all_output()
+    );
     // Bob's name is still offline-but-his, not alice's (the CLI's change reaches the
     // running broker through the audit log within a second or so).
     eventually("shop offline", DEADLINE, || {
@@ -135,11 +183,24 @@ async fn another_tenants_reserved_name_is_refused() -> Result<()> {
     })
     .await?;
     // In a session without ExitOnForwardFailure the reason is printed.
-    let ssh = Ssh::spawn(&broker, &alice, &["-o", "ExitOnForwardFailure=no", "-R", &format!("shop:80:{}", origin.target())])?;
+    let ssh = Ssh::spawn(
+        &broker,
+        &alice,
+        &[
+            "-o",
+            "ExitOnForwardFailure=no",
+            "-R",
+            &format!("shop:80:{}", origin.target()),
+        ],
+    )?;
     ssh.line("reserved by another user").await?;
     // Bob can use it.
     let bob_origin = Origin::start("bob").await?;
-    let b = Ssh::spawn(&broker, &bob, &["-R", &format!("shop:80:{}", bob_origin.target())])?;
+    let b = Ssh::spawn(
+        &broker,
+        &bob,
+        &["-R", &format!("shop:80:{}", bob_origin.target())],
+    )?;
     b.url(0).await?;
     assert_eq!(get(&broker.url("shop")).await?.body, "hello from bob");
     Ok(())
@@ -154,7 +215,16 @@ async fn invalid_names_and_unsupported_ports_are_refused_with_reasons() -> Resul
     let ssh = Ssh::spawn(
         &broker,
         &key,
-        &["-o", "ExitOnForwardFailure=no", "-R", &format!("www:80:{t}"), "-R", &format!("Bad_Name:80:{t}"), "-R", &format!("x:8443:{t}")],
+        &[
+            "-o",
+            "ExitOnForwardFailure=no",
+            "-R",
+            &format!("www:80:{t}"),
+            "-R",
+            &format!("Bad_Name:80:{t}"),
+            "-R",
+            &format!("x:8443:{t}"),
+        ],
     )?;
     ssh.line("\"www\" is reserved by the operator").await?;
     ssh.line("may only use lowercase letters").await?;
@@ -164,13 +234,28 @@ async fn invalid_names_and_unsupported_ports_are_refused_with_reasons() -> Resul
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_claim_off_requires_a_reservation() -> Result<()> {
-    let broker = TestBroker::start_with(crate::harness::Db::Sqlite, &["--auto-claim", "false"]).await?;
+    let broker =
+        TestBroker::start_with(crate::harness::Db::Sqlite, &["--auto-claim", "false"]).await?;
     let key = broker.user_with_key("alice")?;
     let origin = Origin::start("A").await?;
-    let ssh = Ssh::spawn(&broker, &key, &["-o", "ExitOnForwardFailure=no", "-R", &format!("chat:80:{}", origin.target())])?;
-    ssh.line("not reserved for you; ask the operator: broker reserve alice chat").await?;
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &[
+            "-o",
+            "ExitOnForwardFailure=no",
+            "-R",
+            &format!("chat:80:{}", origin.target()),
+        ],
+    )?;
+    ssh.line("not reserved for you; ask the operator: broker reserve alice chat")
+        .await?;
     broker.cli_ok(&["reserve", "alice", "chat"])?;
-    let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("chat:80:{}", origin.target())])?;
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("chat:80:{}", origin.target())],
+    )?;
     ssh.url(0).await?;
     assert_eq!(get(&broker.url("chat")).await?.status, 200);
     Ok(())
@@ -186,17 +271,39 @@ async fn cancel_tcpip_forward_unbinds_one_forward() -> Result<()> {
     let ssh = Ssh::spawn(
         &broker,
         &key,
-        &["-o", "ControlMaster=yes", "-o", &ctl_opt, "-R", &format!("one:80:{}", origin.target()), "-R", &format!("two:80:{}", origin.target())],
+        &[
+            "-o",
+            "ControlMaster=yes",
+            "-o",
+            &ctl_opt,
+            "-R",
+            &format!("one:80:{}", origin.target()),
+            "-R",
+            &format!("two:80:{}", origin.target()),
+        ],
     )?;
     ssh.url(1).await?;
     assert_eq!(get(&broker.url("one")).await?.status, 200);
     let out = tokio::process::Command::new("ssh")
-        .args(["-F", "/dev/null", "-o", &ctl_opt, "-O", "cancel", "-R", &format!("one:80:{}", origin.target())])
+        .args([
+            "-F",
+            "/dev/null",
+            "-o",
+            &ctl_opt,
+            "-O",
+            "cancel",
+            "-R",
+            &format!("one:80:{}", origin.target()),
+        ])
         .arg(format!("-p{}", broker.ssh_port))
         .arg("tunnel@127.0.0.1")
         .output()
         .await?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     ssh.line("closed http://one.").await?;
     // Parked for the owner (grace), not served; the other forward still works.
     assert_eq!(get(&broker.url("one")).await?.status, 503);
@@ -228,7 +335,11 @@ async fn ssh_dash_n_works_and_nothing_is_printed() -> Result<()> {
     let broker = TestBroker::start().await?;
     let key = broker.user_with_key("alice")?;
     let origin = Origin::start("A").await?;
-    let ssh = Ssh::spawn(&broker, &key, &["-N", "-R", &format!("quiet:80:{}", origin.target())])?;
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &["-N", "-R", &format!("quiet:80:{}", origin.target())],
+    )?;
     let url = broker.url("quiet");
     let resp = eventually("-N tunnel serves", DEADLINE, || {
         let url = url.clone();
@@ -263,52 +374,103 @@ async fn forwarded_headers_are_set_and_visitor_values_not_trusted() -> Result<()
     let broker = TestBroker::start().await?;
     let key = broker.user_with_key("alice")?;
     let origin = Origin::start("A").await?;
-    let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("hdr:80:{}", origin.target())])?;
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("hdr:80:{}", origin.target())],
+    )?;
     ssh.url(0).await?;
     let url = format!("{}/headers", broker.url("hdr"));
-    let seen = get_headers(&url, &[("x-forwarded-for", "6.6.6.6"), ("forwarded", "for=6.6.6.6")]).await?;
-    assert_eq!(seen.get("x-forwarded-for").map(String::as_str), Some("127.0.0.1"));
-    assert_eq!(seen.get("x-forwarded-proto").map(String::as_str), Some("http"));
+    let seen = get_headers(
+        &url,
+        &[("x-forwarded-for", "6.6.6.6"), ("forwarded", "for=6.6.6.6")],
+    )
+    .await?;
+    assert_eq!(
+        seen.get("x-forwarded-for").map(String::as_str),
+        Some("127.0.0.1")
+    );
+    assert_eq!(
+        seen.get("x-forwarded-proto").map(String::as_str),
+        Some("http")
+    );
     let public_host = format!("hdr.localhost:{}", broker.http_port);
     assert_eq!(seen.get("x-forwarded-host"), Some(&public_host));
-    assert_eq!(seen["forwarded"], format!("for=127.0.0.1;proto=http;host=\"{public_host}\""));
+    assert_eq!(
+        seen["forwarded"],
+        format!("for=127.0.0.1;proto=http;host=\"{public_host}\"")
+    );
     assert_eq!(seen.get("x-real-ip").map(String::as_str), Some("127.0.0.1"));
     assert!(!seen["forwarded"].contains("6.6.6.6"));
     assert_eq!(seen.get("host"), Some(&public_host));
 
     // From a trusted proxy the chain is extended instead.
     drop(ssh);
-    let broker = TestBroker::start_with(crate::harness::Db::Sqlite, &["--trusted-proxies", "127.0.0.1"]).await?;
+    let broker = TestBroker::start_with(
+        crate::harness::Db::Sqlite,
+        &["--trusted-proxies", "127.0.0.1"],
+    )
+    .await?;
     let key = broker.user_with_key("alice")?;
-    let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("hdr:80:{}", origin.target())])?;
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("hdr:80:{}", origin.target())],
+    )?;
     ssh.url(0).await?;
     let url = format!("{}/headers", broker.url("hdr"));
-    let seen = get_headers(&url, &[("x-forwarded-for", "6.6.6.6"), ("x-forwarded-proto", "https")]).await?;
+    let seen = get_headers(
+        &url,
+        &[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+        ],
+    )
+    .await?;
     assert_eq!(seen["x-forwarded-for"], "6.6.6.6, 127.0.0.1");
     assert_eq!(seen["x-forwarded-proto"], "https");
     Ok(())
 }
 
-async fn get_headers(url: &str, extra: &[(&str, &str)]) -> Result<std::collections::HashMap<String, String>> {
+async fn get_headers(
+    url: &str,
+    extra: &[(&str, &str)],
+) -> Result<std::collections::HashMap<String, String>> {
     let resp = crate::client::get_with(url, extra).await?;
     assert_eq!(resp.status, 200, "{}", resp.body);
-    Ok(resp.body.lines().filter_map(|l| l.split_once(": ")).map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
+    Ok(resp
+        .body
+        .lines()
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_tunnel_connection_limit_answers_503() -> Result<()> {
-    let broker = TestBroker::start_with(crate::harness::Db::Sqlite, &["--max-tunnel-connections", "2"]).await?;
+    let broker = TestBroker::start_with(
+        crate::harness::Db::Sqlite,
+        &["--max-tunnel-connections", "2"],
+    )
+    .await?;
     let key = broker.user_with_key("alice")?;
     let origin = Origin::start("A").await?;
-    let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("busy:80:{}", origin.target())])?;
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("busy:80:{}", origin.target())],
+    )?;
     ssh.url(0).await?;
     // Two keep-alive visitor connections hold both slots.
     let mut held = Vec::new();
     for _ in 0..2 {
         let sock = tokio::net::TcpStream::connect(("127.0.0.1", broker.http_port)).await?;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(sock)).await?;
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(sock)).await?;
         tokio::spawn(conn);
-        let req = hyper::Request::get("/").header("host", format!("busy.localhost:{}", broker.http_port)).body(http_body_util::Empty::<bytes::Bytes>::new())?;
+        let req = hyper::Request::get("/")
+            .header("host", format!("busy.localhost:{}", broker.http_port))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())?;
         let resp = send.send_request(req).await?;
         assert_eq!(resp.status(), 200);
         held.push(send);
@@ -331,7 +493,14 @@ async fn a_frozen_client_is_noticed_and_its_names_unbound() -> Result<()> {
     // (the default, 15 s x 4, notices within about a minute).
     let broker = TestBroker::start_with(
         crate::harness::Db::Sqlite,
-        &["--keepalive-secs", "1", "--keepalive-max", "2", "--grace-secs", "0"],
+        &[
+            "--keepalive-secs",
+            "1",
+            "--keepalive-max",
+            "2",
+            "--grace-secs",
+            "0",
+        ],
     )
     .await?;
     let key = broker.user_with_key("alice")?;
@@ -340,13 +509,17 @@ async fn a_frozen_client_is_noticed_and_its_names_unbound() -> Result<()> {
     let url = ssh.url(0).await?;
     assert_eq!(get(&url).await?.status, 200);
     let pid = ssh.pid().to_string();
-    std::process::Command::new("kill").args(["-STOP", &pid]).status()?;
+    std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()?;
     let result = eventually("frozen client dropped", Duration::from_secs(30), || {
         let url = url.clone();
         async move { get(&url).await.ok().filter(|r| r.status == 404) }
     })
     .await;
-    std::process::Command::new("kill").args(["-CONT", &pid]).status()?;
+    std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()?;
     result?;
     Ok(())
 }

@@ -63,7 +63,9 @@ pub enum KeyCmd {
 fn check_user_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
     if !ok {
         bail!("user name {name:?}: use 1-64 of lowercase letters, digits, '-', '_', '.'");
     }
@@ -76,11 +78,18 @@ pub async fn user(config: &Config, cmd: UserCmd) -> Result<()> {
         UserCmd::Add { name, admin } => {
             check_user_name(&name)?;
             let u = store.create_user(ACTOR, &name, admin).await?;
-            println!("added user {}{}", u.name, if u.is_admin { " (admin)" } else { "" });
+            println!(
+                "added user {}{}",
+                u.name,
+                if u.is_admin { " (admin)" } else { "" }
+            );
         }
         UserCmd::List => {
             let users = store.list_users().await?;
-            println!("{:<24} {:<6} {:<9} {:>5} {:>6}", "USER", "ADMIN", "STATUS", "KEYS", "NAMES");
+            println!(
+                "{:<24} {:<6} {:<9} {:>5} {:>6}",
+                "USER", "ADMIN", "STATUS", "KEYS", "NAMES"
+            );
             let keys = store.list_keys(None).await?;
             let names = store.list_reservations(None).await?;
             for u in users {
@@ -112,13 +121,18 @@ pub async fn key(config: &Config, cmd: KeyCmd) -> Result<()> {
         KeyCmd::Add { user, file } => {
             let text = if file == "-" {
                 let mut s = String::new();
-                std::io::stdin().read_to_string(&mut s).context("reading the key from stdin")?;
+                std::io::stdin()
+                    .read_to_string(&mut s)
+                    .context("reading the key from stdin")?;
                 s
             } else {
                 std::fs::read_to_string(&file).with_context(|| format!("cannot read {file}"))?
             };
-            let lines: Vec<&str> =
-                text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+            let lines: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .collect();
             if lines.is_empty() {
                 bail!("{file}: no public key found");
             }
@@ -126,15 +140,24 @@ pub async fn key(config: &Config, cmd: KeyCmd) -> Result<()> {
                 bail!("{file} is a private key; give the .pub file instead");
             }
             for line in lines {
-                let key = parse_public_key(line).with_context(|| format!("{file}"))?;
+                let key = parse_public_key(line).with_context(|| file.to_string())?;
                 let k = store.add_key(ACTOR, &user, &key).await?;
-                println!("added {} {} for {}", k.algorithm, k.fingerprint, k.user_name);
+                println!(
+                    "added {} {} for {}",
+                    k.algorithm, k.fingerprint, k.user_name
+                );
             }
         }
         KeyCmd::List { user } => {
-            println!("{:<16} {:<52} {:<20} COMMENT", "USER", "FINGERPRINT", "TYPE");
+            println!(
+                "{:<16} {:<52} {:<20} COMMENT",
+                "USER", "FINGERPRINT", "TYPE"
+            );
             for k in store.list_keys(user.as_deref()).await? {
-                println!("{:<16} {:<52} {:<20} {}", k.user_name, k.fingerprint, k.algorithm, k.comment);
+                println!(
+                    "{:<16} {:<52} {:<20} {}",
+                    k.user_name, k.fingerprint, k.algorithm, k.comment
+                );
             }
         }
         KeyCmd::Rm { fingerprint } => {
@@ -154,7 +177,11 @@ pub async fn reserve(config: &Config, user: &str, name: &str) -> Result<()> {
             Ok(())
         }
         Err(warren_store::StoreError::NameTaken { owner_id, .. }) => {
-            let owner = store.user_by_id(owner_id).await?.map(|u| u.name).unwrap_or_else(|| "another user".into());
+            let owner = store
+                .user_by_id(owner_id)
+                .await?
+                .map(|u| u.name)
+                .unwrap_or_else(|| "another user".into());
             bail!("name {name:?} is already reserved by {owner}")
         }
         Err(e) => Err(e.into()),

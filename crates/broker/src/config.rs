@@ -35,7 +35,12 @@ pub struct SettingsArgs {
     #[arg(long, global = true, env = "BROKER_DOMAIN")]
     pub domain: Option<String>,
     /// Scheme of the URLs printed to users [default: http].
-    #[arg(long, global = true, env = "BROKER_PUBLIC_SCHEME", value_name = "SCHEME")]
+    #[arg(
+        long,
+        global = true,
+        env = "BROKER_PUBLIC_SCHEME",
+        value_name = "SCHEME"
+    )]
     pub public_scheme: Option<String>,
     /// Port of the URLs printed to users [default: the HTTP listener's port].
     #[arg(long, global = true, env = "BROKER_PUBLIC_PORT", value_name = "PORT")]
@@ -47,26 +52,54 @@ pub struct SettingsArgs {
     #[arg(long, global = true, env = "BROKER_GRACE_SECS", value_name = "SECS")]
     pub grace_secs: Option<u64>,
     /// Concurrent visitor connections per tunnel [default: 256].
-    #[arg(long, global = true, env = "BROKER_MAX_TUNNEL_CONNECTIONS", value_name = "N")]
+    #[arg(
+        long,
+        global = true,
+        env = "BROKER_MAX_TUNNEL_CONNECTIONS",
+        value_name = "N"
+    )]
     pub max_tunnel_connections: Option<usize>,
     /// Request head size limit in bytes [default: 32768].
-    #[arg(long, global = true, env = "BROKER_MAX_HEADER_BYTES", value_name = "BYTES")]
+    #[arg(
+        long,
+        global = true,
+        env = "BROKER_MAX_HEADER_BYTES",
+        value_name = "BYTES"
+    )]
     pub max_header_bytes: Option<usize>,
     /// Request header count limit [default: 100].
     #[arg(long, global = true, env = "BROKER_MAX_HEADERS", value_name = "N")]
     pub max_headers: Option<usize>,
     /// Seconds a visitor has to send a request head [default: 20].
-    #[arg(long, global = true, env = "BROKER_HEADER_TIMEOUT_SECS", value_name = "SECS")]
+    #[arg(
+        long,
+        global = true,
+        env = "BROKER_HEADER_TIMEOUT_SECS",
+        value_name = "SECS"
+    )]
     pub header_timeout_secs: Option<u64>,
     /// Comma-separated IPs/CIDRs whose X-Forwarded-* headers are trusted [default: none].
     #[arg(long, global = true, env = "BROKER_TRUSTED_PROXIES", value_delimiter = ',', value_name = "CIDRS", value_parser = parse_net)]
     pub trusted_proxies: Option<Vec<IpNet>>,
     /// Seconds between SSH keepalives [default: 15].
-    #[arg(long, global = true, env = "BROKER_KEEPALIVE_SECS", value_name = "SECS")]
+    #[arg(
+        long,
+        global = true,
+        env = "BROKER_KEEPALIVE_SECS",
+        value_name = "SECS"
+    )]
     pub keepalive_secs: Option<u64>,
     /// Unanswered keepalives before a client counts as dead [default: 4].
     #[arg(long, global = true, env = "BROKER_KEEPALIVE_MAX", value_name = "N")]
     pub keepalive_max: Option<usize>,
+    /// Seconds a new SSH connection has to authenticate [default: 30].
+    #[arg(
+        long,
+        global = true,
+        env = "BROKER_AUTH_TIMEOUT_SECS",
+        value_name = "SECS"
+    )]
+    pub auth_timeout_secs: Option<u64>,
     /// Log filter, as RUST_LOG [default: info].
     #[arg(long, global = true, env = "BROKER_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -92,6 +125,7 @@ struct FileSettings {
     trusted_proxies: Option<Vec<String>>,
     keepalive_secs: Option<u64>,
     keepalive_max: Option<usize>,
+    auth_timeout_secs: Option<u64>,
     log: Option<String>,
 }
 
@@ -162,6 +196,8 @@ pub struct Config {
     pub keepalive: Duration,
     /// Missed keepalives before a client is dropped.
     pub keepalive_max: usize,
+    /// Deadline for SSH authentication.
+    pub auth_timeout: Duration,
     /// Log filter.
     pub log: String,
 }
@@ -174,33 +210,64 @@ impl Config {
             None => FileSettings::default(),
         };
         let a = args.clone();
-        let data_dir = a.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("warren-data"));
+        let data_dir = a
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("warren-data"));
         let database_url = a
             .database_url
             .or(file.database_url)
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("warren.db").display()));
-        if !(database_url.starts_with("sqlite:") || database_url.starts_with("postgres:") || database_url.starts_with("postgresql:")) {
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres:")
+            || database_url.starts_with("postgresql:"))
+        {
             bail!("database_url: expected sqlite://PATH or postgres://…, got {database_url:?}");
         }
-        let domain = a.domain.or(file.domain).unwrap_or_else(|| "localhost".into()).trim_end_matches('.').to_ascii_lowercase();
-        if domain.is_empty() || domain.split('.').any(|l| warren_registry::names::validate(l).is_err() && l != "localhost") {
+        let domain = a
+            .domain
+            .or(file.domain)
+            .unwrap_or_else(|| "localhost".into())
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        if domain.is_empty()
+            || domain
+                .split('.')
+                .any(|l| warren_registry::names::validate(l).is_err() && l != "localhost")
+        {
             bail!("domain: {domain:?} is not a valid domain name");
         }
-        let public_scheme = a.public_scheme.or(file.public_scheme).unwrap_or_else(|| "http".into());
+        let public_scheme = a
+            .public_scheme
+            .or(file.public_scheme)
+            .unwrap_or_else(|| "http".into());
         if public_scheme != "http" && public_scheme != "https" {
             bail!("public_scheme: expected http or https, got {public_scheme:?}");
         }
-        let max_header_bytes = a.max_header_bytes.or(file.max_header_bytes).unwrap_or(32 * 1024);
+        let max_header_bytes = a
+            .max_header_bytes
+            .or(file.max_header_bytes)
+            .unwrap_or(32 * 1024);
         if max_header_bytes < 8192 {
             bail!("max_header_bytes: must be at least 8192, got {max_header_bytes}");
         }
         let positive = |name: &str, v: u64| -> Result<u64> {
-            if v == 0 { bail!("{name}: must be greater than 0") } else { Ok(v) }
+            if v == 0 {
+                bail!("{name}: must be greater than 0")
+            } else {
+                Ok(v)
+            }
         };
         Ok(Self {
             database_url: Secret(database_url),
-            ssh_addr: a.ssh_addr.or(file.ssh_addr).unwrap_or_else(|| ([127, 0, 0, 1], 2222).into()),
-            http_addr: a.http_addr.or(file.http_addr).unwrap_or_else(|| ([127, 0, 0, 1], 8080).into()),
+            ssh_addr: a
+                .ssh_addr
+                .or(file.ssh_addr)
+                .unwrap_or_else(|| ([127, 0, 0, 1], 2222).into()),
+            http_addr: a
+                .http_addr
+                .or(file.http_addr)
+                .unwrap_or_else(|| ([127, 0, 0, 1], 8080).into()),
             domain,
             public_scheme,
             public_port: a.public_port.or(file.public_port),
@@ -208,13 +275,20 @@ impl Config {
             grace: Duration::from_secs(a.grace_secs.or(file.grace_secs).unwrap_or(600)),
             max_tunnel_connections: positive(
                 "max_tunnel_connections",
-                a.max_tunnel_connections.or(file.max_tunnel_connections).unwrap_or(256) as u64,
+                a.max_tunnel_connections
+                    .or(file.max_tunnel_connections)
+                    .unwrap_or(256) as u64,
             )? as usize,
             max_header_bytes,
-            max_headers: positive("max_headers", a.max_headers.or(file.max_headers).unwrap_or(100) as u64)? as usize,
+            max_headers: positive(
+                "max_headers",
+                a.max_headers.or(file.max_headers).unwrap_or(100) as u64,
+            )? as usize,
             header_timeout: Duration::from_secs(positive(
                 "header_timeout_secs",
-                a.header_timeout_secs.or(file.header_timeout_secs).unwrap_or(20),
+                a.header_timeout_secs
+                    .or(file.header_timeout_secs)
+                    .unwrap_or(20),
             )?),
             trusted_proxies: match (a.trusted_proxies, file.trusted_proxies) {
                 (Some(nets), _) => nets,
@@ -225,8 +299,18 @@ impl Config {
                     .map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))?,
                 (None, None) => Vec::new(),
             },
-            keepalive: Duration::from_secs(positive("keepalive_secs", a.keepalive_secs.or(file.keepalive_secs).unwrap_or(15))?),
-            keepalive_max: positive("keepalive_max", a.keepalive_max.or(file.keepalive_max).unwrap_or(4) as u64)? as usize,
+            keepalive: Duration::from_secs(positive(
+                "keepalive_secs",
+                a.keepalive_secs.or(file.keepalive_secs).unwrap_or(15),
+            )?),
+            keepalive_max: positive(
+                "keepalive_max",
+                a.keepalive_max.or(file.keepalive_max).unwrap_or(4) as u64,
+            )? as usize,
+            auth_timeout: Duration::from_secs(positive(
+                "auth_timeout_secs",
+                a.auth_timeout_secs.or(file.auth_timeout_secs).unwrap_or(30),
+            )?),
             log: a.log.or(file.log).unwrap_or_else(|| "info".into()),
             data_dir,
         })
@@ -234,7 +318,8 @@ impl Config {
 }
 
 fn read_file(path: &Path) -> Result<FileSettings> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
 }
 
@@ -246,7 +331,10 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("broker.toml");
         std::fs::write(&path, toml)?;
-        Config::load(&SettingsArgs { config: Some(path), ..args })
+        Config::load(&SettingsArgs {
+            config: Some(path),
+            ..args
+        })
     }
 
     #[test]
@@ -263,8 +351,14 @@ mod tests {
 
     #[test]
     fn flags_win_over_file() -> Result<()> {
-        let args = SettingsArgs { domain: Some("flag.example".into()), ..Default::default() };
-        let c = with_file("domain = \"file.example\"\nssh_addr = \"127.0.0.1:2022\"\n", args)?;
+        let args = SettingsArgs {
+            domain: Some("flag.example".into()),
+            ..Default::default()
+        };
+        let c = with_file(
+            "domain = \"file.example\"\nssh_addr = \"127.0.0.1:2022\"\n",
+            args,
+        )?;
         assert_eq!(c.domain, "flag.example");
         assert_eq!(c.ssh_addr.port(), 2022);
         Ok(())
@@ -272,11 +366,20 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
-        let err = format!("{:#}", with_file("sshaddr = \"x\"\n", SettingsArgs::default()).err().expect("error"));
+        let err = format!(
+            "{:#}",
+            with_file("sshaddr = \"x\"\n", SettingsArgs::default()).expect_err("error")
+        );
         assert!(err.contains("sshaddr"), "{err}");
-        let err = format!("{:#}", with_file("ssh_addr = \"nope\"\n", SettingsArgs::default()).err().expect("error"));
+        let err = format!(
+            "{:#}",
+            with_file("ssh_addr = \"nope\"\n", SettingsArgs::default()).expect_err("error")
+        );
         assert!(err.contains("ssh_addr"), "{err}");
-        let err = format!("{:#}", with_file("public_scheme = \"ftp\"\n", SettingsArgs::default()).err().expect("error"));
+        let err = format!(
+            "{:#}",
+            with_file("public_scheme = \"ftp\"\n", SettingsArgs::default()).expect_err("error")
+        );
         assert!(err.contains("public_scheme"), "{err}");
     }
 

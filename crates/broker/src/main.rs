@@ -12,7 +12,11 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, SettingsArgs};
 
 #[derive(Debug, Parser)]
-#[command(name = "broker", version, about = "Warren: your own ngrok on a small VPS, for plain `ssh -R`.")]
+#[command(
+    name = "broker",
+    version,
+    about = "Warren: your own ngrok on a small VPS, for plain `ssh -R`."
+)]
 struct Cli {
     #[command(flatten)]
     settings: SettingsArgs,
@@ -65,7 +69,9 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     let config = Config::load(&cli.settings)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         match cli.command {
             Command::Serve => serve::serve(config).await,

@@ -18,28 +18,44 @@ use crate::config::Config;
 /// Opens the configured store, creating the SQLite file's folder if needed.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
     let url = &config.database_url.0;
-    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
         let path = path.split('?').next().unwrap_or(path);
-        if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        if let Some(dir) = std::path::Path::new(path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
         }
     }
-    warren_store::open(url).await.with_context(|| format!("cannot open database {}", config.database_url.redacted()))
+    warren_store::open(url)
+        .await
+        .with_context(|| format!("cannot open database {}", config.database_url.redacted()))
 }
 
 pub async fn serve(config: Config) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log).context("log: bad filter")?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let store = open_store(&config).await?;
-    let host_key = warren_ssh::load_or_create_host_key(&config.data_dir.join("ssh_host_ed25519_key"))?;
+    let host_key =
+        warren_ssh::load_or_create_host_key(&config.data_dir.join("ssh_host_ed25519_key"))?;
     let fingerprint = warren_ssh::host_key_fingerprint(&host_key);
 
-    let ssh_listener = TcpListener::bind(config.ssh_addr).await.with_context(|| format!("ssh_addr: cannot listen on {}", config.ssh_addr))?;
-    let http_listener =
-        TcpListener::bind(config.http_addr).await.with_context(|| format!("http_addr: cannot listen on {}", config.http_addr))?;
+    let ssh_listener = TcpListener::bind(config.ssh_addr)
+        .await
+        .with_context(|| format!("ssh_addr: cannot listen on {}", config.ssh_addr))?;
+    let http_listener = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("http_addr: cannot listen on {}", config.http_addr))?;
     let ssh_addr = ssh_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
 
@@ -52,10 +68,16 @@ pub async fn serve(config: Config) -> Result<()> {
         auto_claim: config.auto_claim,
         keepalive_interval: config.keepalive,
         keepalive_max: config.keepalive_max,
-        auth_timeout: Duration::from_secs(30),
+        auth_timeout: config.auth_timeout,
     };
     let example_url = ssh_settings.url_for("NAME");
-    let ssh = Arc::new(SshServer::new(ssh_settings, host_key, store.clone(), registry.clone(), sessions.clone()));
+    let ssh = Arc::new(SshServer::new(
+        ssh_settings,
+        host_key,
+        store.clone(),
+        registry.clone(),
+        sessions.clone(),
+    ));
     let edge = Arc::new(Edge::new(
         EdgeSettings {
             domain: config.domain.clone(),
@@ -68,7 +90,8 @@ pub async fn serve(config: Config) -> Result<()> {
     ));
 
     let shutdown = CancellationToken::new();
-    let watcher = crate::watch::Watcher::start(store.clone(), registry.clone(), sessions.clone()).await?;
+    let watcher =
+        crate::watch::Watcher::start(store.clone(), registry.clone(), sessions.clone()).await?;
     let tasks = tokio_util::task::TaskTracker::new();
     tasks.spawn(warren_ssh::run(ssh_listener, shutdown.clone(), ssh));
     tasks.spawn(warren_edge::run(http_listener, shutdown.clone(), edge));
@@ -79,8 +102,16 @@ pub async fn serve(config: Config) -> Result<()> {
     println!("Warren broker {} ready", env!("CARGO_PKG_VERSION"));
     println!("  ssh   {ssh_addr}  host key {fingerprint}");
     println!("  http  {http_addr}  tunnels at {example_url}");
-    println!("  data  {}  database {}", config.data_dir.display(), config.database_url.redacted());
-    println!("Try: ssh -p {} -R 0:localhost:8000 tunnel@{}", ssh_addr.port(), ssh_addr.ip());
+    println!(
+        "  data  {}  database {}",
+        config.data_dir.display(),
+        config.database_url.redacted()
+    );
+    println!(
+        "Try: ssh -p {} -R 0:localhost:8000 tunnel@{}",
+        ssh_addr.port(),
+        ssh_addr.ip()
+    );
     info!(%ssh_addr, %http_addr, host_key = %fingerprint, "listening");
 
     wait_for_signal().await;

@@ -27,9 +27,18 @@ pub struct Watcher {
 
 impl Watcher {
     /// Loads the current reservations and remembers where the log ends.
-    pub async fn start(store: Arc<dyn Store>, registry: Arc<Registry>, sessions: Arc<Sessions>) -> Result<Self> {
+    pub async fn start(
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+        sessions: Arc<Sessions>,
+    ) -> Result<Self> {
         let cursor = store.last_event_id().await?;
-        let w = Self { store, registry, sessions, cursor };
+        let w = Self {
+            store,
+            registry,
+            sessions,
+            cursor,
+        };
         w.reload_reserved().await?;
         Ok(w)
     }
@@ -56,12 +65,18 @@ impl Watcher {
                 "user.disable" => {
                     if let Some(uid) = e.user_id {
                         let routes = self.registry.drop_owner(uid);
-                        let n = self.sessions.disconnect_user(uid, "your account was disabled").await;
+                        let n = self
+                            .sessions
+                            .disconnect_user(uid, "your account was disabled")
+                            .await;
                         info!(user = %e.subject, sessions = n, tunnels = routes.len(), "user disabled: tunnels dropped");
                     }
                 }
                 "key.remove" => {
-                    let n = self.sessions.disconnect_key(&e.subject, "your key was removed").await;
+                    let n = self
+                        .sessions
+                        .disconnect_key(&e.subject, "your key was removed")
+                        .await;
                     info!(key = %e.subject, sessions = n, "key removed: sessions dropped");
                 }
                 "name.reserve" | "name.release" => names_changed = true,
@@ -76,7 +91,13 @@ impl Watcher {
     }
 
     async fn reload_reserved(&self) -> Result<()> {
-        let names: HashSet<String> = self.store.list_reservations(None).await?.into_iter().map(|r| r.name).collect();
+        let names: HashSet<String> = self
+            .store
+            .list_reservations(None)
+            .await?
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
         self.registry.set_reserved(names);
         Ok(())
     }

@@ -23,7 +23,9 @@ pub enum Target {
 /// Normalises `raw` (case-insensitive, port and trailing dot ignored) and maps it under
 /// `domain`. Returns the cleaned host too, for pages and logs.
 pub fn route_label(raw: &[u8], domain: &str) -> Result<(Target, String), HostError> {
-    let s = std::str::from_utf8(raw).map_err(|_| HostError::Invalid)?.trim();
+    let s = std::str::from_utf8(raw)
+        .map_err(|_| HostError::Invalid)?
+        .trim();
     if s.is_empty() {
         return Err(HostError::Missing);
     }
@@ -35,7 +37,10 @@ pub fn route_label(raw: &[u8], domain: &str) -> Result<(Target, String), HostErr
             if !rest.is_empty() {
                 check_port(rest.strip_prefix(':').ok_or(HostError::Invalid)?)?;
             }
-            return Ok((Target::Elsewhere(s[..=end].to_ascii_lowercase()), s[..=end].to_ascii_lowercase()));
+            return Ok((
+                Target::Elsewhere(s[..=end].to_ascii_lowercase()),
+                s[..=end].to_ascii_lowercase(),
+            ));
         }
         Some((h, port)) => {
             check_port(port)?;
@@ -47,7 +52,9 @@ pub fn route_label(raw: &[u8], domain: &str) -> Result<(Target, String), HostErr
     if host.is_empty()
         || host.len() > 253
         || host.split('.').any(|l| l.is_empty() || l.len() > 63)
-        || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
     {
         return Err(HostError::Invalid);
     }
@@ -63,7 +70,9 @@ fn check_port(port: &str) -> Result<(), HostError> {
     if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
         return Err(HostError::Invalid);
     }
-    port.parse::<u16>().map(|_| ()).map_err(|_| HostError::Invalid)
+    port.parse::<u16>()
+        .map(|_| ())
+        .map_err(|_| HostError::Invalid)
 }
 
 #[cfg(test)]
@@ -88,7 +97,10 @@ mod tests {
     fn elsewhere() {
         assert!(matches!(label("example.com"), Ok(Target::Elsewhere(_))));
         assert!(matches!(label("a.b.example.com"), Ok(Target::Elsewhere(_))));
-        assert!(matches!(label("chat.example.org"), Ok(Target::Elsewhere(_))));
+        assert!(matches!(
+            label("chat.example.org"),
+            Ok(Target::Elsewhere(_))
+        ));
         assert!(matches!(label("chatexample.com"), Ok(Target::Elsewhere(_))));
         assert!(matches!(label("[::1]:80"), Ok(Target::Elsewhere(_))));
     }
@@ -110,7 +122,10 @@ mod tests {
         ] {
             assert_eq!(label(bad), Err(HostError::Invalid), "{bad}");
         }
-        assert_eq!(route_label(b"ch\xffat.example.com", "example.com"), Err(HostError::Invalid));
+        assert_eq!(
+            route_label(b"ch\xffat.example.com", "example.com"),
+            Err(HostError::Invalid)
+        );
         assert_eq!(label(""), Err(HostError::Missing));
     }
 }

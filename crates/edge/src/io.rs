@@ -19,7 +19,9 @@ pub(crate) struct VisitorIo {
 
 impl VisitorIo {
     pub(crate) fn new(stream: TcpStream) -> Self {
-        Self { inner: Arc::new(stream) }
+        Self {
+            inner: Arc::new(stream),
+        }
     }
 
     /// Writes a last response (best effort) and closes our side.
@@ -33,7 +35,11 @@ impl VisitorIo {
 }
 
 impl AsyncRead for VisitorIo {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         loop {
             ready!(self.inner.poll_read_ready(cx))?;
             match self.inner.try_read(buf.initialize_unfilled()) {
@@ -49,7 +55,11 @@ impl AsyncRead for VisitorIo {
 }
 
 impl AsyncWrite for VisitorIo {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         loop {
             ready!(self.inner.poll_write_ready(cx))?;
             match self.inner.try_write(buf) {

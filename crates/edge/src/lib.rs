@@ -68,12 +68,19 @@ impl Edge {
     }
 
     pub(crate) fn trusts(&self, peer: &SocketAddr) -> bool {
-        self.settings.trusted_proxies.iter().any(|n| n.contains(&peer.ip()))
+        self.settings
+            .trusted_proxies
+            .iter()
+            .any(|n| n.contains(&peer.ip()))
     }
 }
 
 /// Serves plain HTTP visitors on `listener` until `shutdown` is cancelled.
-pub async fn run(listener: TcpListener, shutdown: CancellationToken, edge: Arc<Edge>) -> std::io::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    edge: Arc<Edge>,
+) -> std::io::Result<()> {
     loop {
         let (socket, peer) = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),

@@ -8,11 +8,14 @@ use http_body_util::{BodyExt, Full, combinators::BoxBody};
 pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
 
 /// Written raw when a visitor never finished its request head.
-pub(crate) const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\n\
+pub(crate) const REQUEST_TIMEOUT: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\n\
 connection: close\r\ncontent-length: 45\r\n\r\nThe request headers did not arrive in time.\r\n";
 
 pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// An HTML page with a title and one paragraph; `detail` is escaped here.
@@ -29,15 +32,24 @@ pub(crate) fn page(status: StatusCode, title: &str, detail: &str) -> Response<Bo
     let mut resp = Response::new(full(html));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
 
 /// A page with `Retry-After`.
-pub(crate) fn retry_page(status: StatusCode, title: &str, detail: &str, secs: u64) -> Response<Body> {
+pub(crate) fn retry_page(
+    status: StatusCode,
+    title: &str,
+    detail: &str,
+    secs: u64,
+) -> Response<Body> {
     let mut resp = page(status, title, detail);
-    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
     resp
 }
 
@@ -60,7 +72,10 @@ fn escape(s: &str) -> String {
 mod tests {
     #[test]
     fn escapes_markup() {
-        assert_eq!(super::escape("<script>&\"'"), "&lt;script&gt;&amp;&quot;&#39;");
+        assert_eq!(
+            super::escape("<script>&\"'"),
+            "&lt;script&gt;&amp;&quot;&#39;"
+        );
     }
 
     #[test]

@@ -40,7 +40,13 @@ struct Upstream {
 
 impl ConnState {
     pub(crate) fn new(edge: Arc<Edge>, peer: SocketAddr, proto: &'static str) -> Self {
-        Self { edge, peer, proto, requests: AtomicU64::new(0), upstream: Mutex::new(None) }
+        Self {
+            edge,
+            peer,
+            proto,
+            requests: AtomicU64::new(0),
+            upstream: Mutex::new(None),
+        }
     }
 
     /// Requests seen on this connection so far.
@@ -49,7 +55,10 @@ impl ConnState {
     }
 
     fn take_upstream(&self) -> Option<Upstream> {
-        self.upstream.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.upstream
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     fn put_upstream(&self, up: Upstream) {
@@ -58,20 +67,35 @@ impl ConnState {
 }
 
 /// hyper's service function: route, proxy, answer. Never fails: every problem is a page.
-pub(crate) async fn handle(state: Arc<ConnState>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub(crate) async fn handle(
+    state: Arc<ConnState>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     state.requests.fetch_add(1, Ordering::Relaxed);
     let raw = match req.uri().authority() {
         // Absolute-form targets win over Host (RFC 9112 §3.2.2).
         Some(a) => a.as_str().as_bytes().to_vec(),
-        None => req.headers().get(header::HOST).map(|h| h.as_bytes().to_vec()).unwrap_or_default(),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .map(|h| h.as_bytes().to_vec())
+            .unwrap_or_default(),
     };
     let (target, host) = match route_label(&raw, &state.edge.settings.domain) {
         Ok(x) => x,
         Err(HostError::Missing) => {
-            return Ok(page(StatusCode::BAD_REQUEST, "Bad request", "The request did not say which host it is for."));
+            return Ok(page(
+                StatusCode::BAD_REQUEST,
+                "Bad request",
+                "The request did not say which host it is for.",
+            ));
         }
         Err(HostError::Invalid) => {
-            return Ok(page(StatusCode::BAD_REQUEST, "Bad request", "The Host header is not a valid host name."));
+            return Ok(page(
+                StatusCode::BAD_REQUEST,
+                "Bad request",
+                "The Host header is not a valid host name.",
+            ));
         }
     };
     let label = match target {
@@ -83,7 +107,9 @@ pub(crate) async fn handle(state: Arc<ConnState>, req: Request<Incoming>) -> Res
         Lookup::Parked { retry_after } => retry_page(
             StatusCode::SERVICE_UNAVAILABLE,
             "Tunnel reconnecting",
-            &format!("The tunnel for {host} dropped a moment ago; its owner's client is expected back. Try again shortly."),
+            &format!(
+                "The tunnel for {host} dropped a moment ago; its owner's client is expected back. Try again shortly."
+            ),
             retry_after.as_secs().min(30),
         ),
         Lookup::Offline => page(
@@ -96,35 +122,55 @@ pub(crate) async fn handle(state: Arc<ConnState>, req: Request<Incoming>) -> Res
 }
 
 fn no_tunnel(host: &str) -> Response<Body> {
-    page(StatusCode::NOT_FOUND, "No tunnel here", &format!("There is no tunnel at {host}."))
+    page(
+        StatusCode::NOT_FOUND,
+        "No tunnel here",
+        &format!("There is no tunnel at {host}."),
+    )
 }
 
-async fn proxy(state: &ConnState, route: Arc<Route>, mut req: Request<Incoming>, host: &str) -> Response<Body> {
+async fn proxy(
+    state: &ConnState,
+    route: Arc<Route>,
+    mut req: Request<Incoming>,
+    host: &str,
+) -> Response<Body> {
     let started = Instant::now();
     let line = RequestLine::of(&req);
     let mut up = match upstream_for(state, &route).await {
         Ok(up) => up,
         Err(resp) => return resp.finish(&route, &line, started),
     };
-    let visitor_upgrade = upgrade_token(req.headers()).map(|token| (token, hyper::upgrade::on(&mut req)));
+    let visitor_upgrade =
+        upgrade_token(req.headers()).map(|token| (token, hyper::upgrade::on(&mut req)));
     let (mut parts, body) = req.into_parts();
     parts.uri = origin_form(&parts.uri);
     parts.version = Version::HTTP_11;
     let original_host = parts.headers.get(header::HOST).cloned();
     strip_hop_by_hop(&mut parts.headers);
     if let Some((token, _)) = &visitor_upgrade {
-        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, token.clone());
     }
-    if original_host.is_none() {
-        if let Ok(v) = HeaderValue::from_str(host) {
-            parts.headers.insert(header::HOST, v);
-        }
+    if original_host.is_none()
+        && let Ok(v) = HeaderValue::from_str(host)
+    {
+        parts.headers.insert(header::HOST, v);
     }
-    let public_host = original_host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or(host).to_owned();
+    let public_host = original_host
+        .as_ref()
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or(host)
+        .to_owned();
     add_forwarded(&mut parts.headers, state, &public_host);
 
-    let mut resp = match up.sender.send_request(Request::from_parts(parts, body)).await {
+    let mut resp = match up
+        .sender
+        .send_request(Request::from_parts(parts, body))
+        .await
+    {
         Ok(resp) => resp,
         Err(e) => {
             debug!(error = %e, "upstream request failed");
@@ -138,23 +184,23 @@ async fn proxy(state: &ConnState, route: Arc<Route>, mut req: Request<Incoming>,
     route.requests.fetch_add(1, Ordering::Relaxed);
     route.endpoint.notify(line.log(resp.status(), started));
 
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some((_, visitor)) = visitor_upgrade {
-            let origin = hyper::upgrade::on(&mut resp);
-            let permit = up.permit;
-            tokio::spawn(async move {
-                let _permit = permit;
-                let (v, o) = (visitor.await, origin.await);
-                debug!(visitor = v.is_ok(), origin = o.is_ok(), "upgrade");
-                if let (Ok(v), Ok(o)) = (v, o) {
-                    let (mut v, mut o) = (TokioIo::new(v), TokioIo::new(o));
-                    // No idle timeout: WebSockets may sit quiet for hours.
-                    let r = tokio::io::copy_bidirectional(&mut v, &mut o).await;
-                    debug!(?r, "splice ended");
-                }
-            });
-            return resp.map(|b| b.boxed());
-        }
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some((_, visitor)) = visitor_upgrade
+    {
+        let origin = hyper::upgrade::on(&mut resp);
+        let permit = up.permit;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let (v, o) = (visitor.await, origin.await);
+            debug!(visitor = v.is_ok(), origin = o.is_ok(), "upgrade");
+            if let (Ok(v), Ok(o)) = (v, o) {
+                let (mut v, mut o) = (TokioIo::new(v), TokioIo::new(o));
+                // No idle timeout: WebSockets may sit quiet for hours.
+                let r = tokio::io::copy_bidirectional(&mut v, &mut o).await;
+                debug!(?r, "splice ended");
+            }
+        });
+        return resp.map(|b| b.boxed());
     }
     state.put_upstream(up);
     strip_hop_by_hop(resp.headers_mut());
@@ -165,15 +211,21 @@ async fn proxy(state: &ConnState, route: Arc<Route>, mut req: Request<Incoming>,
 
 /// The visitor connection's upstream if it still serves `route`, else a new one.
 async fn upstream_for(state: &ConnState, route: &Arc<Route>) -> Result<Upstream, Failure> {
-    if let Some(mut up) = state.take_upstream() {
-        if Arc::ptr_eq(&up.route, route) && up.sender.ready().await.is_ok() {
-            return Ok(up);
-        }
+    if let Some(mut up) = state.take_upstream()
+        && Arc::ptr_eq(&up.route, route)
+        && up.sender.ready().await.is_ok()
+    {
+        return Ok(up);
     }
-    let permit = route.connections.clone().try_acquire_owned().map_err(|_| Failure::Busy)?;
+    let permit = route
+        .connections
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| Failure::Busy)?;
     let stream = route.endpoint.open(state.peer).await.map_err(|e| match e {
         OpenError::Refused(why) => Failure::Owner(
-            "The tunnel is up, but nothing answered on the owner's side (connection refused).".into(),
+            "The tunnel is up, but nothing answered on the owner's side (connection refused)."
+                .into(),
             format!("{why}: is your local service running?"),
         ),
         OpenError::Unreachable(why) => Failure::Unreachable(why),
@@ -187,7 +239,11 @@ async fn upstream_for(state: &ConnState, route: &Arc<Route>) -> Result<Upstream,
             debug!(error = %e, "upstream connection ended");
         }
     });
-    Ok(Upstream { route: route.clone(), sender, permit })
+    Ok(Upstream {
+        route: route.clone(),
+        sender,
+        permit,
+    })
 }
 
 /// Why a request could not be proxied.
@@ -210,9 +266,11 @@ impl Failure {
                 1,
             ),
             Failure::Owner(visitor, _) => page(StatusCode::BAD_GATEWAY, "Bad gateway", visitor),
-            Failure::Unreachable(_) => {
-                page(StatusCode::BAD_GATEWAY, "Tunnel unreachable", "The tunnel's SSH session did not answer.")
-            }
+            Failure::Unreachable(_) => page(
+                StatusCode::BAD_GATEWAY,
+                "Tunnel unreachable",
+                "The tunnel's SSH session did not answer.",
+            ),
         };
         let mut log = line.log(resp.status(), started);
         match self {
@@ -233,16 +291,33 @@ struct RequestLine {
 
 impl RequestLine {
     fn of<B>(req: &Request<B>) -> Self {
-        let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let mut clean: String = path.chars().map(|c| if c.is_control() { '?' } else { c }).take(120).collect();
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let mut clean: String = path
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .take(120)
+            .collect();
         if path.len() > 120 {
             clean.push('…');
         }
-        Self { method: req.method().as_str().chars().take(16).collect(), path: clean }
+        Self {
+            method: req.method().as_str().chars().take(16).collect(),
+            path: clean,
+        }
     }
 
     fn log(&self, status: StatusCode, started: Instant) -> String {
-        format!("{} {} {} {}ms", self.method, self.path, status.as_u16(), started.elapsed().as_millis())
+        format!(
+            "{} {} {} {}ms",
+            self.method,
+            self.path,
+            status.as_u16(),
+            started.elapsed().as_millis()
+        )
     }
 }
 
@@ -299,7 +374,11 @@ fn add_forwarded(headers: &mut HeaderMap, state: &ConnState, host: &str) {
     let trusted = state.edge.trusts(&state.peer);
     let ip = state.peer.ip();
     let joined = |headers: &HeaderMap, name: &HeaderName| -> Option<String> {
-        let parts: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+        let parts: Vec<&str> = headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
         (!parts.is_empty()).then(|| parts.join(", "))
     };
     let (xff, fwd, proto, xhost, real) = if trusted {
@@ -313,14 +392,24 @@ fn add_forwarded(headers: &mut HeaderMap, state: &ConnState, host: &str) {
     } else {
         (None, None, None, None, None)
     };
-    for name in [&X_FORWARDED_FOR, &header::FORWARDED, &X_FORWARDED_PROTO, &X_FORWARDED_HOST, &X_REAL_IP] {
+    for name in [
+        &X_FORWARDED_FOR,
+        &header::FORWARDED,
+        &X_FORWARDED_PROTO,
+        &X_FORWARDED_HOST,
+        &X_REAL_IP,
+    ] {
         headers.remove(name);
     }
     let xff = match xff {
         Some(prev) => format!("{prev}, {ip}"),
         None => ip.to_string(),
     };
-    let node = if ip.is_ipv6() { format!("\"[{ip}]\"") } else { ip.to_string() };
+    let node = if ip.is_ipv6() {
+        format!("\"[{ip}]\"")
+    } else {
+        ip.to_string()
+    };
     let element = format!("for={node};proto={};host=\"{host}\"", state.proto);
     let fwd = match fwd {
         Some(prev) => format!("{prev}, {element}"),
@@ -333,7 +422,10 @@ fn add_forwarded(headers: &mut HeaderMap, state: &ConnState, host: &str) {
     };
     set(headers, X_FORWARDED_FOR, xff);
     set(headers, header::FORWARDED, fwd);
-    headers.insert(X_FORWARDED_PROTO, proto.unwrap_or(HeaderValue::from_static(state.proto)));
+    headers.insert(
+        X_FORWARDED_PROTO,
+        proto.unwrap_or(HeaderValue::from_static(state.proto)),
+    );
     match xhost {
         Some(v) => {
             headers.insert(X_FORWARDED_HOST, v);
@@ -355,10 +447,16 @@ mod tests {
     #[test]
     fn strips_hop_by_hop_and_connection_named_headers() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         h.insert("x-kept", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
@@ -370,8 +468,14 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         assert!(upgrade_token(&h).is_none());
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
-        assert_eq!(upgrade_token(&h).as_ref().map(|v| v.as_bytes()), Some(&b"websocket"[..]));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        assert_eq!(
+            upgrade_token(&h).as_ref().map(|v| v.as_bytes()),
+            Some(&b"websocket"[..])
+        );
     }
 
     #[test]

@@ -5,9 +5,33 @@ use rand::RngExt;
 /// Labels no tenant may take: they belong to the operator's own services or would confuse
 /// visitors and certificate validation.
 pub const RESERVED: &[&str] = &[
-    "www", "console", "api", "admin", "_acme-challenge", "mail", "smtp", "imap", "pop", "ns", "ns1",
-    "ns2", "dns", "ftp", "localhost", "status", "dashboard", "static", "assets", "autoconfig",
-    "autodiscover", "broker", "warren", "ssh", "tunnel", "wpad", "isatap",
+    "www",
+    "console",
+    "api",
+    "admin",
+    "_acme-challenge",
+    "mail",
+    "smtp",
+    "imap",
+    "pop",
+    "ns",
+    "ns1",
+    "ns2",
+    "dns",
+    "ftp",
+    "localhost",
+    "status",
+    "dashboard",
+    "static",
+    "assets",
+    "autoconfig",
+    "autodiscover",
+    "broker",
+    "warren",
+    "ssh",
+    "tunnel",
+    "wpad",
+    "isatap",
 ];
 
 /// Why a label was refused.
@@ -40,7 +64,10 @@ pub fn validate(name: &str) -> Result<(), NameError> {
     if name.len() > 63 {
         return Err(NameError::TooLong(name.to_owned()));
     }
-    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
         return Err(NameError::BadChars(name.to_owned()));
     }
     if name.starts_with('-') || name.ends_with('-') {
@@ -89,9 +116,15 @@ mod tests {
     #[test]
     fn refuses_bad_labels() {
         assert_eq!(validate(""), Err(NameError::Empty));
-        assert!(matches!(validate(&"a".repeat(64)), Err(NameError::TooLong(_))));
+        assert!(matches!(
+            validate(&"a".repeat(64)),
+            Err(NameError::TooLong(_))
+        ));
         for bad in ["Chat", "a.b", "a_b", "é", "a b", "a@b", "*"] {
-            assert!(matches!(validate(bad), Err(NameError::BadChars(_))), "{bad}");
+            assert!(
+                matches!(validate(bad), Err(NameError::BadChars(_))),
+                "{bad}"
+            );
         }
         assert!(matches!(validate("-a"), Err(NameError::EdgeHyphen(_))));
         assert!(matches!(validate("a-"), Err(NameError::EdgeHyphen(_))));

@@ -98,7 +98,9 @@ pub struct Registry {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry").field("routes", &self.snapshot.load().len()).finish()
+        f.debug_struct("Registry")
+            .field("routes", &self.snapshot.load().len())
+            .finish()
     }
 }
 
@@ -128,12 +130,18 @@ impl Registry {
             Some(Entry::Parked { until, .. }) => {
                 let now = Instant::now();
                 if *until > now {
-                    return Lookup::Parked { retry_after: *until - now };
+                    return Lookup::Parked {
+                        retry_after: *until - now,
+                    };
                 }
             }
             None => {}
         }
-        if self.reserved.load().contains(name) { Lookup::Offline } else { Lookup::Unknown }
+        if self.reserved.load().contains(name) {
+            Lookup::Offline
+        } else {
+            Lookup::Unknown
+        }
     }
 
     /// Adds one name to the mirror of reserved names (a claim made by this process).
@@ -180,8 +188,12 @@ impl Registry {
         });
         let displaced = self.update(|map| {
             let displaced = match map.get(name) {
-                Some(Entry::Live(r)) if r.owner != owner => return Err(BindError::Taken(name.to_owned())),
-                Some(Entry::Parked { owner: o, until }) if *o != owner && *until > Instant::now() => {
+                Some(Entry::Live(r)) if r.owner != owner => {
+                    return Err(BindError::Taken(name.to_owned()));
+                }
+                Some(Entry::Parked { owner: o, until })
+                    if *o != owner && *until > Instant::now() =>
+                {
                     return Err(BindError::Taken(name.to_owned()));
                 }
                 Some(Entry::Live(r)) if r.session != session => Some(r.clone()),
@@ -212,8 +224,8 @@ impl Registry {
     pub fn drop_owner(&self, owner: i64) -> Vec<Arc<Route>> {
         self.update(|map| {
             let gone: Vec<_> = map
-                .iter()
-                .filter_map(|(_, e)| match e {
+                .values()
+                .filter_map(|e| match e {
                     Entry::Live(r) if r.owner == owner => Some(r.clone()),
                     _ => None,
                 })
@@ -242,7 +254,10 @@ impl Registry {
     /// The random name this forward had before, if it is still within the grace period.
     pub fn sticky(&self, key: &StickyKey) -> Option<String> {
         let sticky = self.sticky.lock().unwrap_or_else(|p| p.into_inner());
-        sticky.get(key).filter(|(_, until)| *until > Instant::now()).map(|(n, _)| n.clone())
+        sticky
+            .get(key)
+            .filter(|(_, until)| *until > Instant::now())
+            .map(|(n, _)| n.clone())
     }
 
     /// Remembers (or refreshes) the random name of a forward; kept until a grace period after
@@ -264,7 +279,10 @@ impl Registry {
     }
 
     /// Copy-on-write: clone the map, let `f` edit it, publish it if `f` succeeded.
-    fn update<T>(&self, f: impl FnOnce(&mut HashMap<String, Entry>) -> Result<T, BindError>) -> Result<T, BindError> {
+    fn update<T>(
+        &self,
+        f: impl FnOnce(&mut HashMap<String, Entry>) -> Result<T, BindError>,
+    ) -> Result<T, BindError> {
         // A poisoned lock only means another writer panicked mid-edit of its private copy;
         // the published snapshot is intact, so carry on.
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
@@ -304,9 +322,14 @@ mod tests {
         reg.bind("a", 1, 100, ep()).expect("bind");
         assert!(matches!(reg.lookup("a"), Lookup::Live(r) if r.owner == 1));
         assert!(reg.unbind("a", 100));
-        assert!(matches!(reg.lookup("a"), Lookup::Parked { retry_after } if retry_after <= Duration::from_secs(60)));
+        assert!(
+            matches!(reg.lookup("a"), Lookup::Parked { retry_after } if retry_after <= Duration::from_secs(60))
+        );
         // Parked names stay with their owner.
-        assert_eq!(reg.bind("a", 2, 200, ep()).map(|_| ()), Err(BindError::Taken("a".into())));
+        assert_eq!(
+            reg.bind("a", 2, 200, ep()).map(|_| ()),
+            Err(BindError::Taken("a".into()))
+        );
         reg.bind("a", 1, 101, ep()).expect("owner rebinds");
     }
 
@@ -314,7 +337,10 @@ mod tests {
     fn other_tenants_are_refused_and_owner_takes_over() {
         let reg = Registry::new(Duration::from_secs(60), 10);
         reg.bind("a", 1, 100, ep()).expect("bind");
-        assert_eq!(reg.bind("a", 2, 200, ep()).map(|_| ()), Err(BindError::Taken("a".into())));
+        assert_eq!(
+            reg.bind("a", 2, 200, ep()).map(|_| ()),
+            Err(BindError::Taken("a".into()))
+        );
         let (_, displaced) = reg.bind("a", 1, 101, ep()).expect("takeover");
         assert_eq!(displaced.map(|r| r.session), Some(100));
         // The stale session ending does not unbind the new one.
@@ -358,7 +384,11 @@ mod tests {
 
     #[test]
     fn sticky_names_expire() {
-        let key = StickyKey { key: "SHA256:x".into(), address: "localhost".into(), ordinal: 0 };
+        let key = StickyKey {
+            key: "SHA256:x".into(),
+            address: "localhost".into(),
+            ordinal: 0,
+        };
         let reg = Registry::new(Duration::from_secs(60), 10);
         reg.remember(key.clone(), "brave-otter-1");
         assert_eq!(reg.sticky(&key).as_deref(), Some("brave-otter-1"));

@@ -67,7 +67,9 @@ async fn write_loop(mut rx: mpsc::Receiver<Msg>, dropped: Arc<AtomicU64>) {
                     let n = dropped.swap(0, Ordering::Relaxed);
                     let mut text = String::new();
                     if n > 0 {
-                        text.push_str(&format!("({n} lines dropped: the terminal did not keep up)\r\n"));
+                        text.push_str(&format!(
+                            "({n} lines dropped: the terminal did not keep up)\r\n"
+                        ));
                     }
                     text.push_str(&line);
                     text.push_str("\r\n");

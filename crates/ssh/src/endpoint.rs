@@ -32,11 +32,13 @@ impl Endpoint for SshEndpoint {
         );
         match tokio::time::timeout(OPEN_TIMEOUT, open).await {
             Ok(Ok(channel)) => Ok(Box::pin(channel.into_stream())),
-            Ok(Err(SshError::ChannelOpenFailure(ChannelOpenFailure::ConnectFailed))) => {
-                Err(OpenError::Refused(format!("nothing answered behind {}", self.describe())))
-            }
+            Ok(Err(SshError::ChannelOpenFailure(ChannelOpenFailure::ConnectFailed))) => Err(
+                OpenError::Refused(format!("nothing answered behind {}", self.describe())),
+            ),
             Ok(Err(e)) => Err(OpenError::Unreachable(e.to_string())),
-            Err(_) => Err(OpenError::Unreachable("the SSH client did not answer in time".into())),
+            Err(_) => Err(OpenError::Unreachable(
+                "the SSH client did not answer in time".into(),
+            )),
         }
     }
 
@@ -45,6 +47,14 @@ impl Endpoint for SshEndpoint {
     }
 
     fn describe(&self) -> String {
-        format!("{}:{}", if self.address.is_empty() { "*" } else { &self.address }, self.port)
+        format!(
+            "{}:{}",
+            if self.address.is_empty() {
+                "*"
+            } else {
+                &self.address
+            },
+            self.port
+        )
     }
 }

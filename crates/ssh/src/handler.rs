@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use russh::keys::HashAlg;
-use russh::server::{Auth, ChannelOpenHandle, Handler, Msg, PublicKeyOffer, Response, Session, VerifiedPublicKey};
+use russh::server::{
+    Auth, ChannelOpenHandle, Handler, Msg, PublicKeyOffer, Response, Session, VerifiedPublicKey,
+};
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
 use tracing::{debug, info, warn};
 use warren_registry::{BindError, SessionId, StickyKey, names};
@@ -36,7 +38,10 @@ enum Ask {
 
 /// Maps OpenSSH's `-R [bind_address:]port:…` onto what Warren serves.
 fn classify(address: &str, port: u32, domain: &str) -> Ask {
-    let wildcard = matches!(address, "" | "localhost" | "0.0.0.0" | "127.0.0.1" | "::" | "::1" | "*");
+    let wildcard = matches!(
+        address,
+        "" | "localhost" | "0.0.0.0" | "127.0.0.1" | "::" | "::1" | "*"
+    );
     match (wildcard, port) {
         (true, 0 | 80) => Ask::Random,
         (true, p) => Ask::Refuse(format!(
@@ -48,7 +53,9 @@ fn classify(address: &str, port: u32, domain: &str) -> Ask {
             let label = lower.strip_suffix(&format!(".{domain}")).unwrap_or(lower);
             Ask::Named(label.to_owned())
         }
-        (false, 443) => Ask::Refuse(format!("{address}:443: TLS passthrough is not enabled on this broker")),
+        (false, 443) => Ask::Refuse(format!(
+            "{address}:443: TLS passthrough is not enabled on this broker"
+        )),
         (false, p) => Ask::Refuse(format!(
             "{address}:{p}: named tunnels use port 80 (-R {address}:80:localhost:PORT)"
         )),
@@ -74,7 +81,12 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    pub(crate) fn new(server: Arc<SshServer>, id: SessionId, peer: SocketAddr, authed: Arc<AtomicBool>) -> Self {
+    pub(crate) fn new(
+        server: Arc<SshServer>,
+        id: SessionId,
+        peer: SocketAddr,
+        authed: Arc<AtomicBool>,
+    ) -> Self {
         Self {
             server,
             id,
@@ -97,7 +109,10 @@ impl Connection {
         match self.server.store.key_by_fingerprint(&fp).await {
             Ok(Some((_, user))) if !user.disabled => Some(user),
             Ok(Some((_, user))) => {
-                self.refusal = Some(format!("Warren: user {:?} is disabled; ask the operator.", user.name));
+                self.refusal = Some(format!(
+                    "Warren: user {:?} is disabled; ask the operator.",
+                    user.name
+                ));
                 None
             }
             Ok(None) => {
@@ -108,7 +123,9 @@ impl Connection {
             }
             Err(e) => {
                 warn!(error = %e, "key lookup failed");
-                self.refusal = Some("Warren: the broker cannot check keys right now; try again shortly.".into());
+                self.refusal = Some(
+                    "Warren: the broker cannot check keys right now; try again shortly.".into(),
+                );
                 None
             }
         }
@@ -122,7 +139,12 @@ impl Connection {
     }
 
     async fn audit(&self, action: &str, subject: &str, detail: String) {
-        let mut e = AuditEvent::new(&self.actor(), action, subject, self.user.as_ref().map(|u| u.id));
+        let mut e = AuditEvent::new(
+            &self.actor(),
+            action,
+            subject,
+            self.user.as_ref().map(|u| u.id),
+        );
         e.detail = detail;
         if let Err(err) = self.server.store.record(&e).await {
             warn!(error = %err, "audit write failed");
@@ -132,10 +154,10 @@ impl Connection {
     /// Picks a free random name, preferring the one this forward had before.
     async fn random_name(&self, user: &User, sticky: &StickyKey) -> Result<String, String> {
         let reg = &self.server.registry;
-        if let Some(name) = reg.sticky(sticky) {
-            if reg.is_free_for(&name, user.id) {
-                return Ok(name);
-            }
+        if let Some(name) = reg.sticky(sticky)
+            && reg.is_free_for(&name, user.id)
+        {
+            return Ok(name);
         }
         for _ in 0..32 {
             let name = names::random();
@@ -164,18 +186,23 @@ impl Connection {
                 Ok(())
             }
             Ok(Some(_)) => Err(format!("name {label:?} is reserved by another user")),
-            Ok(None) if self.server.settings.auto_claim => match store.reserve(&self.actor(), &user.name, label).await {
-                Ok(_) => {
-                    self.server.registry.mark_reserved(label);
-                    self.console.line(format!("claimed the name {label:?} for {}", user.name));
-                    Ok(())
+            Ok(None) if self.server.settings.auto_claim => {
+                match store.reserve(&self.actor(), &user.name, label).await {
+                    Ok(_) => {
+                        self.server.registry.mark_reserved(label);
+                        self.console
+                            .line(format!("claimed the name {label:?} for {}", user.name));
+                        Ok(())
+                    }
+                    Err(StoreError::NameTaken { .. }) => {
+                        Err(format!("name {label:?} is reserved by another user"))
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "claim failed");
+                        Err("the broker cannot reach its database; try again shortly".into())
+                    }
                 }
-                Err(StoreError::NameTaken { .. }) => Err(format!("name {label:?} is reserved by another user")),
-                Err(e) => {
-                    warn!(error = %e, "claim failed");
-                    Err("the broker cannot reach its database; try again shortly".into())
-                }
-            },
+            }
             Ok(None) => Err(format!(
                 "name {label:?} is not reserved for you; ask the operator: broker reserve {} {label}",
                 user.name
@@ -191,14 +218,22 @@ impl Connection {
 impl Handler for Connection {
     type Error = russh::Error;
 
-    async fn auth_publickey_offered(&mut self, _user: &str, offer: PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
         Ok(match self.check_key(offer.public_key).await {
             Some(_) => Auth::Accept,
             None => Auth::reject(),
         })
     }
 
-    async fn auth_publickey(&mut self, _user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
+    async fn auth_publickey(
+        &mut self,
+        _user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
         match self.check_key(key.public_key).await {
             Some(user) => {
                 let fp = key.public_key.fingerprint(HashAlg::Sha256).to_string();
@@ -229,13 +264,19 @@ impl Handler for Connection {
             "Warren: log in with an SSH key registered by the operator (broker key add USER <your .pub file>).".into()
         });
         // Zero prompts: OpenSSH prints the instruction and answers at once, no tty needed.
-        Ok(Auth::Partial { name: "".into(), instructions: text.into(), prompts: Vec::new().into() })
+        Ok(Auth::Partial {
+            name: "".into(),
+            instructions: text.into(),
+            prompts: Vec::new().into(),
+        })
     }
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
         if let (Some(user), Some(key)) = (&self.user, &self.key) {
             self.authed.store(true, Ordering::Relaxed);
-            self.server.sessions.insert(self.id, user.id, key.clone(), session.handle());
+            self.server
+                .sessions
+                .insert(self.id, user.id, key.clone(), session.handle());
         }
         Ok(())
     }
@@ -248,7 +289,9 @@ impl Handler for Connection {
     ) -> Result<(), Self::Error> {
         if self.session_channel.is_some() {
             // One terminal per connection is plenty.
-            reply.reject(russh::ChannelOpenFailure::AdministrativelyProhibited).await;
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
             return Ok(());
         }
         reply.accept().await;
@@ -277,16 +320,30 @@ impl Handler for Connection {
         session.channel_success(channel)
     }
 
-    async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         session.channel_success(channel)
     }
 
-    async fn exec_request(&mut self, channel: ChannelId, _data: &[u8], session: &mut Session) -> Result<(), Self::Error> {
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         // No commands are run; the channel just shows the tunnel log.
         session.channel_success(channel)
     }
 
-    async fn data(&mut self, channel: ChannelId, data: &[u8], session: &mut Session) -> Result<(), Self::Error> {
+    async fn data(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         // Ctrl-C or Ctrl-D typed in the session: end it, and with it the tunnels. (This
         // callback also sees every byte of visitor traffic on forwarded channels: those are
         // not ours to interpret.)
@@ -299,12 +356,20 @@ impl Handler for Connection {
         Ok(())
     }
 
-    async fn tcpip_forward(&mut self, address: &str, port: &mut u32, session: &mut Session) -> Result<bool, Self::Error> {
-        let Some(user) = self.user.clone() else { return Ok(false) };
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let Some(user) = self.user.clone() else {
+            return Ok(false);
+        };
         let ask = classify(address, *port, &self.server.settings.domain);
         let (name, sticky) = match ask {
             Ask::Refuse(why) => {
-                self.console.line(format!("refused -R {address}:{port}: {why}"));
+                self.console
+                    .line(format!("refused -R {address}:{port}: {why}"));
                 return Ok(false);
             }
             Ask::Random => {
@@ -319,7 +384,8 @@ impl Handler for Connection {
                         (n, Some(sticky))
                     }
                     Err(why) => {
-                        self.console.line(format!("refused -R {address}:{port}: {why}"));
+                        self.console
+                            .line(format!("refused -R {address}:{port}: {why}"));
                         return Ok(false);
                     }
                 }
@@ -327,7 +393,8 @@ impl Handler for Connection {
             Ask::Named(label) => match self.authorize_name(&user, &label).await {
                 Ok(()) => (label, None),
                 Err(why) => {
-                    self.console.line(format!("refused -R {address}:{port}: {why}"));
+                    self.console
+                        .line(format!("refused -R {address}:{port}: {why}"));
                     self.audit("tunnel.refuse", &label, why).await;
                     return Ok(false);
                 }
@@ -346,29 +413,53 @@ impl Handler for Connection {
         match self.server.registry.bind(&name, user.id, self.id, endpoint) {
             Ok((_, displaced)) => {
                 if let Some(old) = displaced {
-                    old.endpoint.notify(format!("{name} was taken over by a newer session of yours"));
+                    old.endpoint
+                        .notify(format!("{name} was taken over by a newer session of yours"));
                 }
                 if let Some(key) = &sticky {
                     self.server.registry.remember(key.clone(), &name);
                 }
                 let url = self.server.settings.url_for(&name);
                 info!(%name, user = %user.name, "tunnel bound");
-                self.console.line(format!("{url} -> forward {}:{}", display_addr(address), port));
-                self.forwards.insert((address.to_owned(), *port), Forward { name: name.clone(), sticky });
-                self.audit("tunnel.bind", &name, format!("{address}:{port}")).await;
+                self.console.line(format!(
+                    "{url} -> forward {}:{}",
+                    display_addr(address),
+                    port
+                ));
+                self.forwards.insert(
+                    (address.to_owned(), *port),
+                    Forward {
+                        name: name.clone(),
+                        sticky,
+                    },
+                );
+                self.audit("tunnel.bind", &name, format!("{address}:{port}"))
+                    .await;
                 Ok(true)
             }
             Err(BindError::Taken(_)) => {
-                self.console.line(format!("refused -R {address}:{port}: name {name:?} is in use by another user"));
+                self.console.line(format!(
+                    "refused -R {address}:{port}: name {name:?} is in use by another user"
+                ));
                 Ok(false)
             }
         }
     }
 
-    async fn cancel_tcpip_forward(&mut self, address: &str, port: u32, _session: &mut Session) -> Result<bool, Self::Error> {
-        let Some(fwd) = self.forwards.remove(&(address.to_owned(), port)) else { return Ok(false) };
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let Some(fwd) = self.forwards.remove(&(address.to_owned(), port)) else {
+            return Ok(false);
+        };
         self.release(&fwd);
-        self.console.line(format!("closed {}", self.server.settings.url_for(&fwd.name)));
+        self.console.line(format!(
+            "closed {}",
+            self.server.settings.url_for(&fwd.name)
+        ));
         self.audit("tunnel.unbind", &fwd.name, String::new()).await;
         Ok(true)
     }
@@ -409,11 +500,29 @@ mod tests {
         assert_eq!(classify("localhost", 0, "localhost"), Ask::Random);
         assert_eq!(classify("", 0, "example.com"), Ask::Random);
         assert_eq!(classify("localhost", 80, "example.com"), Ask::Random);
-        assert_eq!(classify("chat", 80, "example.com"), Ask::Named("chat".into()));
-        assert_eq!(classify("chat.example.com", 80, "example.com"), Ask::Named("chat".into()));
-        assert_eq!(classify("chat", 0, "example.com"), Ask::Named("chat".into()));
-        assert!(matches!(classify("chat", 443, "example.com"), Ask::Refuse(_)));
-        assert!(matches!(classify("chat", 8080, "example.com"), Ask::Refuse(_)));
-        assert!(matches!(classify("localhost", 22, "example.com"), Ask::Refuse(_)));
+        assert_eq!(
+            classify("chat", 80, "example.com"),
+            Ask::Named("chat".into())
+        );
+        assert_eq!(
+            classify("chat.example.com", 80, "example.com"),
+            Ask::Named("chat".into())
+        );
+        assert_eq!(
+            classify("chat", 0, "example.com"),
+            Ask::Named("chat".into())
+        );
+        assert!(matches!(
+            classify("chat", 443, "example.com"),
+            Ask::Refuse(_)
+        ));
+        assert!(matches!(
+            classify("chat", 8080, "example.com"),
+            Ask::Refuse(_)
+        ));
+        assert!(matches!(
+            classify("localhost", 22, "example.com"),
+            Ask::Refuse(_)
+        ));
     }
 }

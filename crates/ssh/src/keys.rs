@@ -38,14 +38,17 @@ pub enum KeyError {
 /// `SHA256:` fingerprint, the same one `ssh-keygen -l` prints.
 pub fn parse_public_key(line: &str) -> Result<NewKey, KeyError> {
     let line = line.trim();
-    let mut key = PublicKey::from_openssh(line).map_err(|e| KeyError::BadPublicKey(e.to_string()))?;
+    let mut key =
+        PublicKey::from_openssh(line).map_err(|e| KeyError::BadPublicKey(e.to_string()))?;
     match key.algorithm() {
         Algorithm::Ed25519 | Algorithm::Ecdsa { .. } | Algorithm::Rsa { .. } => {}
         other => return Err(KeyError::Unsupported(other.as_str().to_owned())),
     }
     let comment = key.comment().to_string();
     key.set_comment("");
-    let public_key = key.to_openssh().map_err(|e| KeyError::BadPublicKey(e.to_string()))?;
+    let public_key = key
+        .to_openssh()
+        .map_err(|e| KeyError::BadPublicKey(e.to_string()))?;
     Ok(NewKey {
         fingerprint: key.fingerprint(HashAlg::Sha256).to_string(),
         algorithm: key.algorithm().as_str().to_owned(),
@@ -59,13 +62,26 @@ pub fn parse_public_key(line: &str) -> Result<NewKey, KeyError> {
 pub fn load_or_create_host_key(path: &Path) -> Result<PrivateKey, KeyError> {
     let shown = path.display().to_string();
     if path.exists() {
-        return russh::keys::load_secret_key(path, None)
-            .map_err(|e| KeyError::HostKey { path: shown, reason: e.to_string() });
+        return russh::keys::load_secret_key(path, None).map_err(|e| KeyError::HostKey {
+            path: shown,
+            reason: e.to_string(),
+        });
     }
-    let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)
-        .map_err(|e| KeyError::Write { path: shown.clone(), reason: e.to_string() })?;
-    let pem = key.to_openssh(LineEnding::LF).map_err(|e| KeyError::Write { path: shown.clone(), reason: e.to_string() })?;
-    write_private(path, pem.as_bytes()).map_err(|e| KeyError::Write { path: shown, reason: e.to_string() })?;
+    let key =
+        PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).map_err(|e| KeyError::Write {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
+    let pem = key
+        .to_openssh(LineEnding::LF)
+        .map_err(|e| KeyError::Write {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
+    write_private(path, pem.as_bytes()).map_err(|e| KeyError::Write {
+        path: shown,
+        reason: e.to_string(),
+    })?;
     Ok(key)
 }
 
@@ -105,8 +121,14 @@ mod tests {
 
     #[test]
     fn refuses_garbage() {
-        assert!(matches!(parse_public_key("hello"), Err(KeyError::BadPublicKey(_))));
-        assert!(matches!(parse_public_key(""), Err(KeyError::BadPublicKey(_))));
+        assert!(matches!(
+            parse_public_key("hello"),
+            Err(KeyError::BadPublicKey(_))
+        ));
+        assert!(matches!(
+            parse_public_key(""),
+            Err(KeyError::BadPublicKey(_))
+        ));
     }
 
     #[test]

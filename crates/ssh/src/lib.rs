@@ -11,11 +11,12 @@
 
 mod console;
 mod endpoint;
+mod guard;
 mod handler;
 mod keys;
 mod server;
 mod sessions;
 
 pub use keys::{KeyError, host_key_fingerprint, load_or_create_host_key, parse_public_key};
-pub use server::{SshSettings, SshServer, run};
+pub use server::{SshServer, SshSettings, run};
 pub use sessions::Sessions;

@@ -13,6 +13,7 @@ use tracing::{Instrument, debug, info_span, warn};
 use warren_registry::Registry;
 use warren_store::Store;
 
+use crate::guard::AuthDeadline;
 use crate::handler::Connection;
 use crate::sessions::Sessions;
 
@@ -45,7 +46,10 @@ impl SshSettings {
         if self.public_port == default_port {
             format!("{}://{}.{}", self.public_scheme, name, self.domain)
         } else {
-            format!("{}://{}.{}:{}", self.public_scheme, name, self.domain, self.public_port)
+            format!(
+                "{}://{}.{}:{}",
+                self.public_scheme, name, self.domain, self.public_port
+            )
         }
     }
 }
@@ -62,7 +66,9 @@ pub struct SshServer {
 
 impl std::fmt::Debug for SshServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SshServer").field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("SshServer")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 
@@ -76,7 +82,9 @@ impl SshServer {
         sessions: Arc<Sessions>,
     ) -> Self {
         let config = Config {
-            server_id: russh::SshId::Standard(format!("SSH-2.0-warren_{}", env!("CARGO_PKG_VERSION")).into()),
+            server_id: russh::SshId::Standard(
+                format!("SSH-2.0-warren_{}", env!("CARGO_PKG_VERSION")).into(),
+            ),
             // keyboard-interactive is offered only to tell a refused key why (see handler).
             methods: MethodSet::from(&[MethodKind::PublicKey, MethodKind::KeyboardInteractive][..]),
             auth_rejection_time: Duration::from_millis(100),
@@ -90,13 +98,24 @@ impl SshServer {
             nodelay: true,
             ..Config::default()
         };
-        Self { settings, store, registry, sessions, config: Arc::new(config), next_id: AtomicU64::new(1) }
+        Self {
+            settings,
+            store,
+            registry,
+            sessions,
+            config: Arc::new(config),
+            next_id: AtomicU64::new(1),
+        }
     }
 }
 
 /// Serves SSH on `listener` until `shutdown` is cancelled; live sessions are then told the
 /// server is going away.
-pub async fn run(listener: TcpListener, shutdown: CancellationToken, server: Arc<SshServer>) -> std::io::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    server: Arc<SshServer>,
+) -> std::io::Result<()> {
     loop {
         let (socket, peer) = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -121,35 +140,25 @@ pub async fn run(listener: TcpListener, shutdown: CancellationToken, server: Arc
             async move {
                 let authed = Arc::new(AtomicBool::new(false));
                 let handler = Connection::new(server.clone(), id, peer, authed.clone());
-                let session = match russh::server::run_stream(server.config.clone(), socket, handler).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        debug!(error = %e, "ssh handshake failed");
-                        return;
-                    }
-                };
+                let socket = AuthDeadline::new(socket, authed, server.settings.auth_timeout);
+                let session =
+                    match russh::server::run_stream(server.config.clone(), socket, handler).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            debug!(error = %e, "ssh handshake failed");
+                            return;
+                        }
+                    };
                 let handle = session.handle();
-                let auth_deadline = tokio::time::sleep(server.settings.auth_timeout);
-                tokio::pin!(auth_deadline);
-                tokio::pin!(session);
-                loop {
-                    tokio::select! {
-                        result = &mut session => {
-                            if let Err(e) = result {
-                                debug!(error = %e, "ssh session ended with error");
-                            }
-                            return;
+                tokio::select! {
+                    result = session => {
+                        if let Err(e) = result {
+                            debug!(error = %e, "ssh session ended");
                         }
-                        _ = &mut auth_deadline, if !authed.load(Ordering::Relaxed) => {
-                            let _ = handle.disconnect(russh::Disconnect::ByApplication,
-                                "authentication timed out".into(), String::new()).await;
-                            return;
-                        }
-                        _ = shutdown.cancelled() => {
-                            let _ = handle.disconnect(russh::Disconnect::ByApplication,
-                                "the broker is shutting down".into(), String::new()).await;
-                            return;
-                        }
+                    }
+                    _ = shutdown.cancelled() => {
+                        let _ = handle.disconnect(russh::Disconnect::ByApplication,
+                            "the broker is shutting down".into(), String::new()).await;
                     }
                 }
             }

@@ -21,13 +21,22 @@ pub struct Sessions {
 
 impl std::fmt::Debug for Sessions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sessions").field("live", &self.len()).finish()
+        f.debug_struct("Sessions")
+            .field("live", &self.len())
+            .finish()
     }
 }
 
 impl Sessions {
     pub(crate) fn insert(&self, id: SessionId, user_id: i64, key: String, handle: Handle) {
-        self.lock().insert(id, Entry { user_id, key, handle });
+        self.lock().insert(
+            id,
+            Entry {
+                user_id,
+                key,
+                handle,
+            },
+        );
     }
 
     pub(crate) fn remove(&self, id: SessionId) {
@@ -46,18 +55,31 @@ impl Sessions {
 
     /// Disconnects every session of `user_id`; returns how many.
     pub async fn disconnect_user(&self, user_id: i64, reason: &str) -> usize {
-        self.disconnect_where(|e| e.user_id == user_id, reason).await
+        self.disconnect_where(|e| e.user_id == user_id, reason)
+            .await
     }
 
     /// Disconnects every session that authenticated with the key `fingerprint`.
     pub async fn disconnect_key(&self, fingerprint: &str, reason: &str) -> usize {
-        self.disconnect_where(|e| e.key == fingerprint, reason).await
+        self.disconnect_where(|e| e.key == fingerprint, reason)
+            .await
     }
 
     async fn disconnect_where(&self, pred: impl Fn(&Entry) -> bool, reason: &str) -> usize {
-        let handles: Vec<Handle> = self.lock().values().filter(|e| pred(e)).map(|e| e.handle.clone()).collect();
+        let handles: Vec<Handle> = self
+            .lock()
+            .values()
+            .filter(|e| pred(e))
+            .map(|e| e.handle.clone())
+            .collect();
         for h in &handles {
-            let _ = h.disconnect(russh::Disconnect::ByApplication, reason.to_owned(), String::new()).await;
+            let _ = h
+                .disconnect(
+                    russh::Disconnect::ByApplication,
+                    reason.to_owned(),
+                    String::new(),
+                )
+                .await;
         }
         handles.len()
     }

@@ -31,7 +31,10 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
         sqlx::migrate!("../../migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
     }
@@ -46,7 +49,9 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await?;
-        sqlx::migrate!("../../migrations/postgres").run(&pool).await?;
+        sqlx::migrate!("../../migrations/postgres")
+            .run(&pool)
+            .await?;
         Ok(Self { pool })
     }
 }
@@ -360,7 +365,6 @@ impl Backend for SqliteStore {
 impl Backend for PostgresStore {
     type Db = sqlx::Postgres;
 }
-
 
 // SQLite takes the write lock up front so two writers (server and CLI) never deadlock upgrading
 // a read transaction; Postgres row locks need no such care.

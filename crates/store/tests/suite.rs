@@ -19,7 +19,9 @@ impl Drop for Fixture {
         if let Some((admin, db)) = self.pg_drop.take() {
             // Best effort: a leftover test database is harmless, and pools close on drop.
             std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
                 if let Ok(rt) = rt {
                     rt.block_on(async {
                         use sqlx::Connection;
@@ -38,7 +40,12 @@ async fn sqlite() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("warren.db").display());
     let store = warren_store::open(&url).await.expect("open sqlite");
-    Fixture { store, url, _dir: Some(dir), pg_drop: None }
+    Fixture {
+        store,
+        url,
+        _dir: Some(dir),
+        pg_drop: None,
+    }
 }
 
 async fn postgres() -> Fixture {
@@ -49,13 +56,21 @@ async fn postgres() -> Fixture {
     let mut c = sqlx::PgConnection::connect(&admin)
         .await
         .expect("Postgres must be reachable at DATABASE_URL (see README: running the tests)");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}"))).execute(&mut c).await.expect("create db");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .execute(&mut c)
+        .await
+        .expect("create db");
     let url = match admin.rsplit_once('/') {
         Some((base, _)) => format!("{base}/{db}"),
         None => panic!("DATABASE_URL has no database part"),
     };
     let store = warren_store::open(&url).await.expect("open postgres");
-    Fixture { store, url, _dir: None, pg_drop: Some((admin, db)) }
+    Fixture {
+        store,
+        url,
+        _dir: None,
+        pg_drop: Some((admin, db)),
+    }
 }
 
 fn key(fp: &str) -> NewKey {
@@ -96,40 +111,96 @@ both!(users_are_unique_and_listed, |fx| {
         Err(StoreError::UserExists(n)) => assert_eq!(n, "alice"),
         other => panic!("expected UserExists, got {other:?}"),
     }
-    let names: Vec<_> = s.list_users().await.expect("list").into_iter().map(|u| u.name).collect();
+    let names: Vec<_> = s
+        .list_users()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
     assert_eq!(names, ["alice", "bob"]);
 });
 
 both!(disable_and_enable, |fx| {
     let s = &fx.store;
     s.create_user("cli", "alice", false).await.expect("alice");
-    assert!(s.set_user_disabled("cli", "alice", true).await.expect("disable").disabled);
-    assert!(s.user_by_name("alice").await.expect("get").expect("some").disabled);
-    assert!(!s.set_user_disabled("cli", "alice", false).await.expect("enable").disabled);
-    assert!(matches!(s.set_user_disabled("cli", "nobody", true).await, Err(StoreError::NoSuchUser(_))));
+    assert!(
+        s.set_user_disabled("cli", "alice", true)
+            .await
+            .expect("disable")
+            .disabled
+    );
+    assert!(
+        s.user_by_name("alice")
+            .await
+            .expect("get")
+            .expect("some")
+            .disabled
+    );
+    assert!(
+        !s.set_user_disabled("cli", "alice", false)
+            .await
+            .expect("enable")
+            .disabled
+    );
+    assert!(matches!(
+        s.set_user_disabled("cli", "nobody", true).await,
+        Err(StoreError::NoSuchUser(_))
+    ));
 });
 
 both!(keys_have_one_owner, |fx| {
     let s = &fx.store;
     s.create_user("cli", "alice", false).await.expect("alice");
     s.create_user("cli", "bob", false).await.expect("bob");
-    let k = s.add_key("cli", "alice", &key("SHA256:aaa")).await.expect("add");
-    assert_eq!((k.user_name.as_str(), k.comment.as_str()), ("alice", "laptop"));
+    let k = s
+        .add_key("cli", "alice", &key("SHA256:aaa"))
+        .await
+        .expect("add");
+    assert_eq!(
+        (k.user_name.as_str(), k.comment.as_str()),
+        ("alice", "laptop")
+    );
     match s.add_key("cli", "bob", &key("SHA256:aaa")).await {
         Err(StoreError::KeyExists { owner, .. }) => assert_eq!(owner, "alice"),
         other => panic!("expected KeyExists, got {other:?}"),
     }
-    assert!(matches!(s.add_key("cli", "carol", &key("SHA256:ccc")).await, Err(StoreError::NoSuchUser(_))));
-    s.add_key("cli", "bob", &key("SHA256:bbb")).await.expect("bob's");
-    let (found, owner) = s.key_by_fingerprint("SHA256:bbb").await.expect("lookup").expect("found");
-    assert_eq!((found.fingerprint.as_str(), owner.name.as_str()), ("SHA256:bbb", "bob"));
-    assert!(s.key_by_fingerprint("SHA256:zzz").await.expect("lookup").is_none());
+    assert!(matches!(
+        s.add_key("cli", "carol", &key("SHA256:ccc")).await,
+        Err(StoreError::NoSuchUser(_))
+    ));
+    s.add_key("cli", "bob", &key("SHA256:bbb"))
+        .await
+        .expect("bob's");
+    let (found, owner) = s
+        .key_by_fingerprint("SHA256:bbb")
+        .await
+        .expect("lookup")
+        .expect("found");
+    assert_eq!(
+        (found.fingerprint.as_str(), owner.name.as_str()),
+        ("SHA256:bbb", "bob")
+    );
+    assert!(
+        s.key_by_fingerprint("SHA256:zzz")
+            .await
+            .expect("lookup")
+            .is_none()
+    );
     assert_eq!(s.list_keys(None).await.expect("all").len(), 2);
     assert_eq!(s.list_keys(Some("alice")).await.expect("alice's").len(), 1);
     let removed = s.remove_key("cli", "SHA256:aaa").await.expect("rm");
     assert_eq!(removed.user_name, "alice");
-    assert!(matches!(s.remove_key("cli", "SHA256:aaa").await, Err(StoreError::NoSuchKey(_))));
-    assert!(s.list_keys(Some("alice")).await.expect("alice's").is_empty());
+    assert!(matches!(
+        s.remove_key("cli", "SHA256:aaa").await,
+        Err(StoreError::NoSuchKey(_))
+    ));
+    assert!(
+        s.list_keys(Some("alice"))
+            .await
+            .expect("alice's")
+            .is_empty()
+    );
 });
 
 both!(reservations_are_exclusive, |fx| {
@@ -139,15 +210,31 @@ both!(reservations_are_exclusive, |fx| {
     let r = s.reserve("cli", "alice", "chat").await.expect("reserve");
     assert_eq!((r.name.as_str(), r.user_name.as_str()), ("chat", "alice"));
     // Idempotent for the holder.
-    assert_eq!(s.reserve("cli", "alice", "chat").await.expect("again").id, r.id);
+    assert_eq!(
+        s.reserve("cli", "alice", "chat").await.expect("again").id,
+        r.id
+    );
     match s.reserve("cli", "bob", "chat").await {
         Err(StoreError::NameTaken { owner_id, .. }) => assert_eq!(owner_id, alice.id),
         other => panic!("expected NameTaken, got {other:?}"),
     }
-    assert_eq!(s.reservation("chat").await.expect("get").expect("held").user_id, alice.id);
-    assert_eq!(s.list_reservations(Some("bob")).await.expect("bob's").len(), 0);
+    assert_eq!(
+        s.reservation("chat")
+            .await
+            .expect("get")
+            .expect("held")
+            .user_id,
+        alice.id
+    );
+    assert_eq!(
+        s.list_reservations(Some("bob")).await.expect("bob's").len(),
+        0
+    );
     s.release("cli", "chat").await.expect("release");
-    assert!(matches!(s.release("cli", "chat").await, Err(StoreError::NoSuchReservation(_))));
+    assert!(matches!(
+        s.release("cli", "chat").await,
+        Err(StoreError::NoSuchReservation(_))
+    ));
     s.reserve("cli", "bob", "chat").await.expect("now bob's");
 });
 
@@ -156,15 +243,26 @@ both!(every_mutation_is_audited_in_order, |fx| {
     assert_eq!(s.last_event_id().await.expect("empty"), 0);
     s.create_user("cli", "alice", false).await.expect("alice");
     let mark = s.last_event_id().await.expect("mark");
-    s.add_key("cli", "alice", &key("SHA256:aaa")).await.expect("key");
-    s.reserve("ssh:alice", "alice", "chat").await.expect("reserve");
-    s.set_user_disabled("cli", "alice", true).await.expect("disable");
-    s.record(&AuditEvent::new("ssh:alice", "tunnel.bind", "chat", None)).await.expect("record");
+    s.add_key("cli", "alice", &key("SHA256:aaa"))
+        .await
+        .expect("key");
+    s.reserve("ssh:alice", "alice", "chat")
+        .await
+        .expect("reserve");
+    s.set_user_disabled("cli", "alice", true)
+        .await
+        .expect("disable");
+    s.record(&AuditEvent::new("ssh:alice", "tunnel.bind", "chat", None))
+        .await
+        .expect("record");
     // A failed mutation leaves no event.
     assert!(s.reserve("cli", "nobody", "x").await.is_err());
     let events = s.events_since(mark, 100).await.expect("tail");
     let actions: Vec<_> = events.iter().map(|e| e.action.as_str()).collect();
-    assert_eq!(actions, ["key.add", "name.reserve", "user.disable", "tunnel.bind"]);
+    assert_eq!(
+        actions,
+        ["key.add", "name.reserve", "user.disable", "tunnel.bind"]
+    );
     assert_eq!(events[1].actor, "ssh:alice");
     assert!(events.windows(2).all(|w| w[0].id < w[1].id));
     assert_eq!(s.events_since(mark, 2).await.expect("limited").len(), 2);
@@ -173,12 +271,24 @@ both!(every_mutation_is_audited_in_order, |fx| {
 both!(data_survives_reopen, |fx| {
     let s = &fx.store;
     s.create_user("cli", "alice", false).await.expect("alice");
-    s.add_key("cli", "alice", &key("SHA256:aaa")).await.expect("key");
+    s.add_key("cli", "alice", &key("SHA256:aaa"))
+        .await
+        .expect("key");
     s.reserve("cli", "alice", "chat").await.expect("reserve");
-    let again = warren_store::open(&fx.url).await.expect("reopen (migrations are idempotent)");
+    let again = warren_store::open(&fx.url)
+        .await
+        .expect("reopen (migrations are idempotent)");
     assert_eq!(again.list_users().await.expect("users").len(), 1);
     assert_eq!(again.list_keys(None).await.expect("keys").len(), 1);
-    assert_eq!(again.reservation("chat").await.expect("res").expect("held").user_name, "alice");
+    assert_eq!(
+        again
+            .reservation("chat")
+            .await
+            .expect("res")
+            .expect("held")
+            .user_name,
+        "alice"
+    );
 });
 
 both!(concurrent_writers_do_not_fail, |fx| {
@@ -189,7 +299,9 @@ both!(concurrent_writers_do_not_fail, |fx| {
     let mut tasks = Vec::new();
     for i in 0..20 {
         let st = if i % 2 == 0 { s.clone() } else { other.clone() };
-        tasks.push(tokio::spawn(async move { st.reserve("cli", "alice", &format!("name{i}")).await }));
+        tasks.push(tokio::spawn(async move {
+            st.reserve("cli", "alice", &format!("name{i}")).await
+        }));
     }
     for t in tasks {
         t.await.expect("join").expect("reserve");
