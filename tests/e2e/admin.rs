@@ -226,3 +226,68 @@ async fn postgres_backend_serves_tunnels_and_sees_cli_changes() -> Result<()> {
     ssh.exit(Duration::from_secs(20)).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_and_key_from_stdin() -> Result<()> {
+    let broker = TestBroker::start().await?;
+    assert!(broker.cli_ok(&["migrate"])?.contains("migrations applied"));
+    broker.cli_ok(&["user", "add", "dana"])?;
+    let key = keygen(broker.dir.path(), "dana", "ed25519")?;
+    let pubkey = std::fs::read(format!("{}.pub", key.display()))?;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_broker"))
+        .env("BROKER_DATA_DIR", broker.dir.path())
+        .env("BROKER_DATABASE_URL", &broker.db_url)
+        .args(["key", "add", "dana", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().ok_or_else(|| anyhow::anyhow!("stdin"))?;
+        stdin.write_all(&pubkey)?;
+    }
+    let out = child.wait_with_output()?;
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("added ssh-ed25519 SHA256:"));
+    let origin = Origin::start("D").await?;
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("dana:80:{}", origin.target())],
+    )?;
+    ssh.url(0).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binds_and_unbinds_are_audited() -> Result<()> {
+    let broker = TestBroker::start().await?;
+    let key = broker.user_with_key("erin")?;
+    let origin = Origin::start("E").await?;
+    let mut ssh = Ssh::spawn(&broker, &key, &["-R", &format!("0:{}", origin.target())])?;
+    let url = ssh.url(0).await?;
+    let name = url
+        .trim_start_matches("http://")
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    ssh.kill().await;
+    let store = warren_store::open(&broker.db_url).await?;
+    eventually("unbind audited", DEADLINE, || {
+        let store = store.clone();
+        let name = name.clone();
+        async move {
+            let events = store.events_since(0, 1000).await.ok()?;
+            let bound = events
+                .iter()
+                .any(|e| e.action == "tunnel.bind" && e.subject == name && e.actor == "ssh:erin");
+            let unbound = events
+                .iter()
+                .any(|e| e.action == "tunnel.unbind" && e.subject == name);
+            (bound && unbound).then_some(())
+        }
+    })
+    .await?;
+    Ok(())
+}

@@ -156,8 +156,17 @@ async fn a_new_session_of_the_owner_takes_over_a_stale_one() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_tenants_reserved_name_is_refused() -> Result<()> {
-    let broker = TestBroker::start().await?;
+async fn another_tenants_reserved_name_is_refused_on_sqlite() -> Result<()> {
+    tenant_isolation(crate::harness::Db::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenants_reserved_name_is_refused_on_postgres() -> Result<()> {
+    tenant_isolation(crate::harness::Db::Postgres).await
+}
+
+async fn tenant_isolation(db: crate::harness::Db) -> Result<()> {
+    let broker = TestBroker::start_with(db, &[]).await?;
     let alice = broker.user_with_key("alice")?;
     let bob = broker.user_with_key("bob")?;
     broker.cli_ok(&["reserve", "bob", "shop"])?;

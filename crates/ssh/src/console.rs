@@ -55,17 +55,28 @@ impl Console {
 async fn write_loop(mut rx: mpsc::Receiver<Msg>, dropped: Arc<AtomicU64>) {
     let mut queued: Vec<String> = Vec::new();
     let mut target: Option<(ChannelId, Handle)> = None;
-    while let Some(msg) = rx.recv().await {
-        match msg {
-            Msg::Line(line) => match &target {
-                None => {
-                    if queued.len() < DEPTH {
-                        queued.push(line);
+    while let Some(first) = rx.recv().await {
+        // Batch whatever else is already waiting into one SSH packet: under load a busy tunnel
+        // logs thousands of requests a second, and one packet per line would cost the owner's
+        // ssh client more than the requests themselves.
+        let mut batch = vec![first];
+        while batch.len() < 64 {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        let mut text = String::new();
+        for msg in batch {
+            match msg {
+                Msg::Line(line) => {
+                    if target.is_none() {
+                        if queued.len() < DEPTH {
+                            queued.push(line);
+                        }
+                        continue;
                     }
-                }
-                Some((id, handle)) => {
                     let n = dropped.swap(0, Ordering::Relaxed);
-                    let mut text = String::new();
                     if n > 0 {
                         text.push_str(&format!(
                             "({n} lines dropped: the terminal did not keep up)\r\n"
@@ -73,21 +84,19 @@ async fn write_loop(mut rx: mpsc::Receiver<Msg>, dropped: Arc<AtomicU64>) {
                     }
                     text.push_str(&line);
                     text.push_str("\r\n");
-                    if handle.data(*id, text.into_bytes()).await.is_err() {
-                        return;
-                    }
                 }
-            },
-            Msg::Attach(id, handle) => {
-                if !queued.is_empty() {
-                    let mut text = queued.join("\r\n");
-                    text.push_str("\r\n");
-                    queued.clear();
-                    if handle.data(id, text.into_bytes()).await.is_err() {
-                        return;
+                Msg::Attach(id, handle) => {
+                    for line in queued.drain(..) {
+                        text.push_str(&line);
+                        text.push_str("\r\n");
                     }
+                    target = Some((id, handle));
                 }
-                target = Some((id, handle));
+            }
+        }
+        if let (Some((id, handle)), false) = (&target, text.is_empty()) {
+            if handle.data(*id, text.into_bytes()).await.is_err() {
+                return;
             }
         }
     }

@@ -482,6 +482,20 @@ impl Drop for Connection {
         }
         if !self.forwards.is_empty() {
             debug!(n = self.forwards.len(), peer = %self.peer, "session ended, names parked");
+            // Record the unbinds; Drop cannot await, so the writes go to a task.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let store = self.server.store.clone();
+                let actor = self.actor();
+                let user_id = self.user.as_ref().map(|u| u.id);
+                let names: Vec<String> = self.forwards.values().map(|f| f.name.clone()).collect();
+                rt.spawn(async move {
+                    for name in names {
+                        let mut e = AuditEvent::new(&actor, "tunnel.unbind", &name, user_id);
+                        e.detail = "session ended".into();
+                        let _ = store.record(&e).await;
+                    }
+                });
+            }
         }
         self.server.sessions.remove(self.id);
     }
