@@ -94,10 +94,10 @@ async fn write_loop(mut rx: mpsc::Receiver<Msg>, dropped: Arc<AtomicU64>) {
                 }
             }
         }
-        if let (Some((id, handle)), false) = (&target, text.is_empty()) {
-            if handle.data(*id, text.into_bytes()).await.is_err() {
-                return;
-            }
+        if let (Some((id, handle)), false) = (&target, text.is_empty())
+            && handle.data(*id, text.into_bytes()).await.is_err()
+        {
+            return;
         }
     }
 }
