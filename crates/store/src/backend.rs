@@ -9,7 +9,10 @@ use std::time::Duration;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
-use crate::{AuditEvent, NewKey, Reservation, Result, SshKey, Store, StoreError, User};
+use crate::{
+    AcmeAccount, AuditEvent, Certificate, NewCertificate, NewKey, Reservation, Result, SshKey,
+    Store, StoreError, User,
+};
 
 /// SQLite backend: one file, WAL mode so the admin CLI and the server can use it at once.
 #[derive(Clone, Debug)]
@@ -75,6 +78,14 @@ macro_rules! res_select {
             "FROM reservations r JOIN users u ON u.id = r.user_id",
             $tail
         )
+    };
+}
+
+/// The columns of [`Certificate`], in its field order, for `SELECT` and `RETURNING`.
+macro_rules! cert_columns {
+    () => {
+        "id, name, chain_pem, private_key, not_before, not_after, issuer, challenge, last_error, \
+         last_attempt, next_attempt, updated_at"
     };
 }
 
@@ -350,6 +361,112 @@ macro_rules! impl_store {
                     .fetch_one(&self.pool)
                     .await?;
                 Ok(id.0.unwrap_or(0))
+            }
+
+            async fn acme_account(&self, directory_url: &str) -> Result<Option<AcmeAccount>> {
+                Ok(sqlx::query_as::<_, AcmeAccount>(
+                    "SELECT id, directory_url, credentials, created_at, updated_at \
+                     FROM acme_accounts WHERE directory_url = $1",
+                )
+                .bind(directory_url)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn put_acme_account(&self, actor: &str, directory_url: &str, credentials: &str) -> Result<AcmeAccount> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                let account = sqlx::query_as::<_, AcmeAccount>(
+                    "INSERT INTO acme_accounts (directory_url, credentials, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $3) ON CONFLICT (directory_url) DO UPDATE \
+                     SET credentials = excluded.credentials, updated_at = excluded.updated_at \
+                     RETURNING id, directory_url, credentials, created_at, updated_at",
+                )
+                .bind(directory_url)
+                .bind(credentials)
+                .bind(crate::now())
+                .fetch_one(&mut *tx)
+                .await?;
+                audit!(tx, actor, "acme.account", directory_url, None::<i64>, "");
+                tx.commit().await?;
+                Ok(account)
+            }
+
+            async fn put_certificate(&self, actor: &str, c: &NewCertificate) -> Result<Certificate> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                let now = crate::now();
+                let row = sqlx::query_as::<_, Certificate>(concat!(
+                    "INSERT INTO certificates (name, chain_pem, private_key, not_before, not_after, \
+                     issuer, challenge, last_error, last_attempt, next_attempt, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $8) \
+                     ON CONFLICT (name) DO UPDATE SET chain_pem = excluded.chain_pem, \
+                     private_key = excluded.private_key, not_before = excluded.not_before, \
+                     not_after = excluded.not_after, issuer = excluded.issuer, \
+                     challenge = excluded.challenge, last_error = NULL, \
+                     last_attempt = excluded.last_attempt, next_attempt = excluded.next_attempt, \
+                     updated_at = excluded.updated_at RETURNING ",
+                    cert_columns!()
+                ))
+                .bind(&c.name)
+                .bind(&c.chain_pem)
+                .bind(&c.private_key)
+                .bind(c.not_before)
+                .bind(c.not_after)
+                .bind(&c.issuer)
+                .bind(&c.challenge)
+                .bind(now)
+                .bind(c.next_attempt)
+                .fetch_one(&mut *tx)
+                .await?;
+                audit!(tx, actor, "cert.issue", &c.name, None::<i64>, &c.issuer);
+                tx.commit().await?;
+                Ok(row)
+            }
+
+            async fn certificate(&self, name: &str) -> Result<Option<Certificate>> {
+                Ok(sqlx::query_as::<_, Certificate>(concat!(
+                    "SELECT ", cert_columns!(), " FROM certificates WHERE name = $1"
+                ))
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn list_certificates(&self) -> Result<Vec<Certificate>> {
+                Ok(sqlx::query_as::<_, Certificate>(concat!(
+                    "SELECT ", cert_columns!(), " FROM certificates ORDER BY name"
+                ))
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn delete_certificate(&self, actor: &str, name: &str) -> Result<Certificate> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                let row = sqlx::query_as::<_, Certificate>(concat!(
+                    "DELETE FROM certificates WHERE name = $1 RETURNING ", cert_columns!()
+                ))
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::NoSuchCertificate(name.to_owned()))?;
+                audit!(tx, actor, "cert.delete", name, None::<i64>, "");
+                tx.commit().await?;
+                Ok(row)
+            }
+
+            async fn record_certificate_failure(&self, name: &str, error: &str, next_attempt: i64) -> Result<Certificate> {
+                Ok(sqlx::query_as::<_, Certificate>(concat!(
+                    "INSERT INTO certificates (name, last_error, last_attempt, next_attempt, updated_at) \
+                     VALUES ($1, $2, $3, $4, $3) ON CONFLICT (name) DO UPDATE \
+                     SET last_error = excluded.last_error, last_attempt = excluded.last_attempt, \
+                     next_attempt = excluded.next_attempt, updated_at = excluded.updated_at RETURNING ",
+                    cert_columns!()
+                ))
+                .bind(name)
+                .bind(error)
+                .bind(crate::now())
+                .bind(next_attempt)
+                .fetch_one(&self.pool)
+                .await?)
             }
         }
     };

@@ -32,6 +32,9 @@ pub enum StoreError {
     /// `release` of a name nobody holds.
     #[error("name {0:?} is not reserved")]
     NoSuchReservation(String),
+    /// `delete_certificate` of a name with no certificate row.
+    #[error("no certificate for {0:?}")]
+    NoSuchCertificate(String),
     /// A database URL with an unknown scheme.
     #[error("database url {0:?} is neither sqlite:// nor postgres://")]
     BadUrl(String),

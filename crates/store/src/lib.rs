@@ -1,7 +1,7 @@
 //! Warren's persistent state, behind one [`Store`] trait.
 //!
-//! Everything a restart must not lose lives here: users, their SSH keys, reserved names and an
-//! append-only audit log. Two backends implement the same trait with the same SQL (atuin's
+//! Everything a restart must not lose lives here: users, their SSH keys, reserved names, ACME
+//! accounts and certificates, and an append-only audit log. Two backends implement the same trait with the same SQL (atuin's
 //! pattern): SQLite for the zero-setup single box, Postgres for production and several nodes.
 //! Each has its own migrations under `migrations/{sqlite,postgres}`, applied by [`open`].
 //!
@@ -16,7 +16,9 @@ mod types;
 
 pub use backend::{PostgresStore, SqliteStore};
 pub use error::StoreError;
-pub use types::{AuditEvent, NewKey, Reservation, SshKey, User};
+pub use types::{
+    AcmeAccount, AuditEvent, Certificate, NewCertificate, NewKey, Reservation, SshKey, User,
+};
 
 use std::sync::Arc;
 
@@ -65,6 +67,38 @@ pub trait Store: Send + Sync + 'static {
     async fn events_since(&self, after: i64, limit: i64) -> Result<Vec<AuditEvent>>;
     /// The id of the newest event (0 when there is none): where a tail starts.
     async fn last_event_id(&self) -> Result<i64>;
+
+    /// The ACME account stored for a CA directory, if any.
+    async fn acme_account(&self, directory_url: &str) -> Result<Option<AcmeAccount>>;
+    /// Stores the account for a CA directory, replacing a previous one (the last writer wins:
+    /// two nodes creating an account at once both end up using the stored one on next start).
+    /// `credentials` is opaque: the caller encrypts it.
+    async fn put_acme_account(
+        &self,
+        actor: &str,
+        directory_url: &str,
+        credentials: &str,
+    ) -> Result<AcmeAccount>;
+
+    /// Stores an issued certificate, replacing the previous one for the name in one statement
+    /// (readers see the old or the new certificate, never a mix), and clears its last error.
+    async fn put_certificate(&self, actor: &str, cert: &NewCertificate) -> Result<Certificate>;
+    /// The row for one certificate name, if any.
+    async fn certificate(&self, name: &str) -> Result<Option<Certificate>>;
+    /// Every certificate row, by name.
+    async fn list_certificates(&self) -> Result<Vec<Certificate>>;
+    /// Forgets a certificate name; returns what was removed.
+    async fn delete_certificate(&self, actor: &str, name: &str) -> Result<Certificate>;
+    /// Records a failed order for `name`: sets its last error, the attempt time (now) and when to
+    /// try again, leaving any stored certificate untouched (it keeps being served). Creates the
+    /// row, without a certificate, when the name has none yet. Not audited: retries would flood
+    /// the log.
+    async fn record_certificate_failure(
+        &self,
+        name: &str,
+        error: &str,
+        next_attempt: i64,
+    ) -> Result<Certificate>;
 }
 
 /// Opens the store named by `url` (`sqlite://PATH` or `postgres://…`), creating a SQLite file if

@@ -98,3 +98,78 @@ impl AuditEvent {
         }
     }
 }
+
+/// The ACME account used with one CA directory. Created on first use and reused after, so a
+/// broker does not open a new account at the CA on every start.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AcmeAccount {
+    /// Stable id.
+    pub id: i64,
+    /// The CA's directory URL: one account per CA.
+    pub directory_url: String,
+    /// The account's credentials, encrypted by the caller; opaque to the store.
+    pub credentials: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds of the last replacement.
+    pub updated_at: i64,
+}
+
+/// A certificate as issued, to store with [`crate::Store::put_certificate`]. Replacing a row
+/// clears its `last_error`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCertificate {
+    /// `chat.example.com` or `*.example.com`, lowercase.
+    pub name: String,
+    /// The leaf and its intermediates, PEM.
+    pub chain_pem: String,
+    /// The leaf's private key, encrypted by the caller; opaque to the store.
+    pub private_key: String,
+    /// Unix seconds.
+    pub not_before: i64,
+    /// Unix seconds.
+    pub not_after: i64,
+    /// The issuer's distinguished name, for display.
+    pub issuer: String,
+    /// How it was validated: `http-01`, `tls-alpn-01`, `dns-01`, or `manual`.
+    pub challenge: String,
+    /// When to renew it (Unix seconds).
+    pub next_attempt: Option<i64>,
+}
+
+/// One managed certificate name and what the manager knows about it. The certificate columns
+/// are `None` until the first order for the name succeeds (its failures are recorded before).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Certificate {
+    /// Stable id.
+    pub id: i64,
+    /// `chat.example.com` or `*.example.com`.
+    pub name: String,
+    /// The leaf and its intermediates, PEM.
+    pub chain_pem: Option<String>,
+    /// The encrypted private key.
+    pub private_key: Option<String>,
+    /// Unix seconds.
+    pub not_before: Option<i64>,
+    /// Unix seconds.
+    pub not_after: Option<i64>,
+    /// The issuer's distinguished name.
+    pub issuer: Option<String>,
+    /// The challenge kind that validated the current certificate.
+    pub challenge: Option<String>,
+    /// Why the last attempt failed; `None` after a success.
+    pub last_error: Option<String>,
+    /// Unix seconds of the last order attempt, successful or not.
+    pub last_attempt: Option<i64>,
+    /// When the manager acts next (renewal or retry), Unix seconds.
+    pub next_attempt: Option<i64>,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+impl Certificate {
+    /// The stored chain and encrypted key, when a certificate has been issued.
+    pub fn material(&self) -> Option<(&str, &str)> {
+        Some((self.chain_pem.as_deref()?, self.private_key.as_deref()?))
+    }
+}

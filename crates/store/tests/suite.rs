@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use warren_store::{AuditEvent, NewKey, Store, StoreError};
+use warren_store::{AuditEvent, NewCertificate, NewKey, Store, StoreError};
 
 /// A store on one backend that cleans up after itself.
 struct Fixture {
@@ -79,6 +79,19 @@ fn key(fp: &str) -> NewKey {
         algorithm: "ssh-ed25519".into(),
         public_key: format!("ssh-ed25519 AAAA{fp}"),
         comment: "laptop".into(),
+    }
+}
+
+fn cert(name: &str, serial: &str) -> NewCertificate {
+    NewCertificate {
+        name: name.to_owned(),
+        chain_pem: format!("-----BEGIN CERTIFICATE-----\n{serial}\n-----END CERTIFICATE-----\n"),
+        private_key: format!("sealed:{serial}"),
+        not_before: 1_000,
+        not_after: 2_000,
+        issuer: "CN=Test CA".into(),
+        challenge: "http-01".into(),
+        next_attempt: Some(1_666),
     }
 }
 
@@ -307,4 +320,116 @@ both!(concurrent_writers_do_not_fail, |fx| {
         t.await.expect("join").expect("reserve");
     }
     assert_eq!(s.list_reservations(None).await.expect("list").len(), 20);
+});
+
+both!(acme_account_is_one_per_directory, |fx| {
+    let s = &fx.store;
+    let dir = "https://acme.example/dir";
+    assert!(s.acme_account(dir).await.expect("get").is_none());
+    let a = s
+        .put_acme_account("acme", dir, "sealed-1")
+        .await
+        .expect("put");
+    assert_eq!(a.credentials, "sealed-1");
+    let b = s
+        .put_acme_account("acme", dir, "sealed-2")
+        .await
+        .expect("replace");
+    assert_eq!((b.id, b.credentials.as_str()), (a.id, "sealed-2"));
+    s.put_acme_account("acme", "https://other/dir", "x")
+        .await
+        .expect("other CA");
+    let got = s.acme_account(dir).await.expect("get").expect("stored");
+    assert_eq!(got, b);
+    let actions: Vec<_> = s
+        .events_since(0, 10)
+        .await
+        .expect("events")
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(actions, ["acme.account"; 3]);
+});
+
+both!(certificates_upsert_list_delete, |fx| {
+    let s = &fx.store;
+    assert!(
+        s.certificate("chat.example.com")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    let first = s
+        .put_certificate("acme", &cert("chat.example.com", "one"))
+        .await
+        .expect("put");
+    assert_eq!(
+        first.material(),
+        Some((cert("x", "one").chain_pem.as_str(), "sealed:one"))
+    );
+    assert_eq!(
+        (first.not_after, first.next_attempt),
+        (Some(2_000), Some(1_666))
+    );
+    assert!(first.last_error.is_none() && first.last_attempt.is_some());
+    let second = s
+        .put_certificate("acme", &cert("chat.example.com", "two"))
+        .await
+        .expect("replace");
+    assert_eq!(second.id, first.id);
+    assert_eq!(second.private_key.as_deref(), Some("sealed:two"));
+    s.put_certificate("acme", &cert("*.example.com", "wild"))
+        .await
+        .expect("wildcard");
+    let names: Vec<_> = s
+        .list_certificates()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["*.example.com", "chat.example.com"]);
+    let gone = s
+        .delete_certificate("cli", "chat.example.com")
+        .await
+        .expect("delete");
+    assert_eq!(gone.private_key.as_deref(), Some("sealed:two"));
+    assert!(matches!(
+        s.delete_certificate("cli", "chat.example.com").await,
+        Err(StoreError::NoSuchCertificate(_))
+    ));
+    assert_eq!(s.list_certificates().await.expect("list").len(), 1);
+});
+
+both!(certificate_failures_keep_the_certificate, |fx| {
+    let s = &fx.store;
+    // A first order that fails leaves a row without a certificate.
+    let failed = s
+        .record_certificate_failure("new.example.com", "connection refused", 5_000)
+        .await
+        .expect("record");
+    assert!(failed.material().is_none());
+    assert_eq!(failed.last_error.as_deref(), Some("connection refused"));
+    assert_eq!(failed.next_attempt, Some(5_000));
+    // A renewal that fails keeps the certificate being served.
+    s.put_certificate("acme", &cert("chat.example.com", "one"))
+        .await
+        .expect("put");
+    let row = s
+        .record_certificate_failure("chat.example.com", "rate limited", 9_000)
+        .await
+        .expect("record");
+    assert_eq!(row.private_key.as_deref(), Some("sealed:one"));
+    assert_eq!(row.not_after, Some(2_000));
+    assert_eq!(
+        (row.last_error.as_deref(), row.next_attempt),
+        (Some("rate limited"), Some(9_000))
+    );
+    // Success clears the error.
+    let ok = s
+        .put_certificate("acme", &cert("new.example.com", "fresh"))
+        .await
+        .expect("issued at last");
+    assert!(ok.last_error.is_none());
+    assert_eq!(ok.next_attempt, Some(1_666));
 });
