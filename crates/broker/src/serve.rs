@@ -66,6 +66,8 @@ pub async fn serve(config: Config) -> Result<()> {
         public_scheme: config.public_scheme.clone(),
         public_port: config.public_port.unwrap_or(http_addr.port()),
         auto_claim: config.auto_claim,
+        tls_passthrough: false,
+        public_tls_port: 443,
         keepalive_interval: config.keepalive,
         keepalive_max: config.keepalive_max,
         auth_timeout: config.auth_timeout,
@@ -85,6 +87,8 @@ pub async fn serve(config: Config) -> Result<()> {
             max_headers: config.max_headers,
             header_read_timeout: config.header_timeout,
             trusted_proxies: config.trusted_proxies.clone(),
+            redirect_https_port: None,
+            hsts_max_age: None,
         },
         registry.clone(),
     ));

@@ -12,6 +12,8 @@ mod host;
 mod io;
 mod pages;
 mod proxy;
+mod rewind;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use warren_registry::Registry;
 
 pub use host::{HostError, route_label};
 pub use ipnet::IpNet;
+pub use tls::run_tls;
 
 /// The edge's part of the broker configuration.
 #[derive(Debug, Clone)]
@@ -40,6 +43,11 @@ pub struct EdgeSettings {
     /// Peers whose `X-Forwarded-*` / `Forwarded` headers are kept and extended; everyone
     /// else's are replaced.
     pub trusted_proxies: Vec<IpNet>,
+    /// When set, plain HTTP requests are redirected (308) to HTTPS on this public port, except
+    /// ACME HTTP-01 challenges.
+    pub redirect_https_port: Option<u16>,
+    /// `Strict-Transport-Security: max-age=N` on HTTPS responses when set.
+    pub hsts_max_age: Option<u64>,
 }
 
 impl Default for EdgeSettings {
@@ -50,21 +58,44 @@ impl Default for EdgeSettings {
             max_headers: 100,
             header_read_timeout: Duration::from_secs(20),
             trusted_proxies: Vec::new(),
+            redirect_https_port: None,
+            hsts_max_age: None,
         }
     }
 }
 
+/// Answers ACME HTTP-01 challenges: token → key authorization.
+pub type Http01Responder = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// What every visitor connection shares.
-#[derive(Debug)]
 pub struct Edge {
     pub(crate) settings: EdgeSettings,
     pub(crate) registry: Arc<Registry>,
+    pub(crate) acme_http01: Option<Http01Responder>,
+}
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edge")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Edge {
     /// An edge routing through `registry`.
     pub fn new(settings: EdgeSettings, registry: Arc<Registry>) -> Self {
-        Self { settings, registry }
+        Self {
+            settings,
+            registry,
+            acme_http01: None,
+        }
+    }
+
+    /// Lets the HTTP listener answer `/.well-known/acme-challenge/TOKEN`.
+    pub fn with_http01(mut self, responder: Http01Responder) -> Self {
+        self.acme_http01 = Some(responder);
+        self
     }
 
     pub(crate) fn trusts(&self, peer: &SocketAddr) -> bool {
@@ -110,7 +141,7 @@ pub async fn run(
 
 async fn serve_visitor(edge: Arc<Edge>, socket: tokio::net::TcpStream, peer: SocketAddr) {
     let io = io::VisitorIo::new(socket);
-    let conn_state = Arc::new(proxy::ConnState::new(edge.clone(), peer, "http"));
+    let conn_state = Arc::new(proxy::ConnState::new(edge.clone(), peer, "http", None));
     let service = {
         let conn_state = conn_state.clone();
         hyper::service::service_fn(move |req| proxy::handle(conn_state.clone(), req))

@@ -14,22 +14,27 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
-use warren_registry::{Lookup, OpenError, Route};
+use warren_registry::{Lookup, OpenError, Route, RouteKind};
 
 use crate::Edge;
 use crate::host::{HostError, Target, route_label};
 use crate::pages::{Body, page, retry_page};
 
-/// State of one visitor connection: its upstream connection is reused request after request.
+/// State of one visitor connection: its upstream connections are reused request after request.
 pub(crate) struct ConnState {
     edge: Arc<Edge>,
     peer: SocketAddr,
     proto: &'static str,
+    /// The SNI of a TLS connection; requests for another tunnel get 421.
+    sni_label: Option<String>,
     requests: AtomicU64,
-    /// Taken out for the duration of a request; HTTP/1.1 requests on one connection are
-    /// sequential, so there is no contention. Never held across an await.
-    upstream: Mutex<Option<Upstream>>,
+    /// Idle upstream connections. HTTP/1.1 uses at most one; HTTP/2 multiplexes, so several
+    /// requests may each hold one at once. Never locked across an await.
+    idle: Mutex<Vec<Upstream>>,
 }
+
+/// Idle upstreams kept per visitor connection (HTTP/2 may have many requests in flight).
+const MAX_IDLE: usize = 8;
 
 struct Upstream {
     route: Arc<Route>,
@@ -39,13 +44,19 @@ struct Upstream {
 }
 
 impl ConnState {
-    pub(crate) fn new(edge: Arc<Edge>, peer: SocketAddr, proto: &'static str) -> Self {
+    pub(crate) fn new(
+        edge: Arc<Edge>,
+        peer: SocketAddr,
+        proto: &'static str,
+        sni_label: Option<String>,
+    ) -> Self {
         Self {
             edge,
             peer,
             proto,
+            sni_label,
             requests: AtomicU64::new(0),
-            upstream: Mutex::new(None),
+            idle: Mutex::new(Vec::new()),
         }
     }
 
@@ -54,15 +65,19 @@ impl ConnState {
         self.requests.load(Ordering::Relaxed)
     }
 
-    fn take_upstream(&self) -> Option<Upstream> {
-        self.upstream
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+    fn take_upstream(&self, route: &Arc<Route>) -> Option<Upstream> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        // Upstreams of another route (the visitor switched hosts, or the name was re-bound)
+        // are of no further use.
+        idle.retain(|u| Arc::ptr_eq(&u.route, route));
+        idle.pop()
     }
 
     fn put_upstream(&self, up: Upstream) {
-        *self.upstream.lock().unwrap_or_else(|p| p.into_inner()) = Some(up);
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(up);
+        }
     }
 }
 
@@ -71,7 +86,20 @@ pub(crate) async fn handle(
     state: Arc<ConnState>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    let tls = state.sni_label.is_some() || state.proto == "https";
+    let mut resp = route(&state, req).await;
+    if tls && let Some(max_age) = state.edge.settings.hsts_max_age {
+        if let Ok(v) = HeaderValue::from_str(&format!("max-age={max_age}")) {
+            resp.headers_mut()
+                .insert(header::STRICT_TRANSPORT_SECURITY, v);
+        }
+    }
+    Ok(resp)
+}
+
+async fn route(state: &Arc<ConnState>, req: Request<Incoming>) -> Response<Body> {
     state.requests.fetch_add(1, Ordering::Relaxed);
+    let edge = &state.edge;
     let raw = match req.uri().authority() {
         // Absolute-form targets win over Host (RFC 9112 §3.2.2).
         Some(a) => a.as_str().as_bytes().to_vec(),
@@ -81,29 +109,72 @@ pub(crate) async fn handle(
             .map(|h| h.as_bytes().to_vec())
             .unwrap_or_default(),
     };
-    let (target, host) = match route_label(&raw, &state.edge.settings.domain) {
+    let (target, host) = match route_label(&raw, &edge.settings.domain) {
         Ok(x) => x,
         Err(HostError::Missing) => {
-            return Ok(page(
+            return page(
                 StatusCode::BAD_REQUEST,
                 "Bad request",
                 "The request did not say which host it is for.",
-            ));
+            );
         }
         Err(HostError::Invalid) => {
-            return Ok(page(
+            return page(
                 StatusCode::BAD_REQUEST,
                 "Bad request",
                 "The Host header is not a valid host name.",
-            ));
+            );
         }
     };
+    // ACME HTTP-01 answers come first and are never redirected (RFC 8555 §8.3).
+    if state.proto == "http"
+        && let Some(token) = req
+            .uri()
+            .path()
+            .strip_prefix("/.well-known/acme-challenge/")
+    {
+        return match edge.acme_http01.as_ref().and_then(|f| f(token)) {
+            Some(key_auth) => {
+                let mut resp = Response::new(crate::pages::full(key_auth));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                resp
+            }
+            None => page(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "No such ACME challenge.",
+            ),
+        };
+    }
     let label = match target {
         Target::Tunnel(label) => label,
-        Target::Elsewhere(_) => return Ok(no_tunnel(&host)),
+        Target::Elsewhere(_) => return no_tunnel(&host),
     };
-    Ok(match state.edge.registry.lookup(&label) {
-        Lookup::Live(route) => proxy(&state, route, req, &host).await,
+    if let Some(sni) = &state.sni_label
+        && *sni != label
+    {
+        // A connection set up for one tunnel's name must not carry another's requests.
+        return page(
+            StatusCode::MISDIRECTED_REQUEST,
+            "Misdirected request",
+            &format!("This connection was opened for another host than {host}."),
+        );
+    }
+    if state.proto == "http"
+        && let Some(https_port) = edge.settings.redirect_https_port
+    {
+        return redirect_to_https(&host, https_port, req.uri());
+    }
+    match edge.registry.lookup(&label) {
+        Lookup::Live(route) if route.kind == RouteKind::TlsPassthrough => page(
+            StatusCode::MISDIRECTED_REQUEST,
+            "TLS only",
+            &format!("{host} is served over HTTPS by its owner directly."),
+        ),
+        Lookup::Live(route) => proxy(state, route, req, &host).await,
         Lookup::Parked { retry_after } => retry_page(
             StatusCode::SERVICE_UNAVAILABLE,
             "Tunnel reconnecting",
@@ -118,7 +189,26 @@ pub(crate) async fn handle(
             &format!("{host} is reserved, but its owner is not connected right now."),
         ),
         Lookup::Unknown => no_tunnel(&host),
-    })
+    }
+}
+
+/// 308 keeps the method and body, unlike 301/302.
+fn redirect_to_https(host: &str, port: u16, uri: &Uri) -> Response<Body> {
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let location = if port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{port}{path}")
+    };
+    let mut resp = page(
+        StatusCode::PERMANENT_REDIRECT,
+        "Moved to HTTPS",
+        &format!("This site is at {location}."),
+    );
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
 }
 
 fn no_tunnel(host: &str) -> Response<Body> {
@@ -211,11 +301,10 @@ async fn proxy(
 
 /// The visitor connection's upstream if it still serves `route`, else a new one.
 async fn upstream_for(state: &ConnState, route: &Arc<Route>) -> Result<Upstream, Failure> {
-    if let Some(mut up) = state.take_upstream()
-        && Arc::ptr_eq(&up.route, route)
-        && up.sender.ready().await.is_ok()
-    {
-        return Ok(up);
+    while let Some(mut up) = state.take_upstream(route) {
+        if up.sender.ready().await.is_ok() {
+            return Ok(up);
+        }
     }
     let permit = route
         .connections

@@ -14,7 +14,7 @@
 pub mod names;
 mod table;
 
-pub use table::{BindError, Lookup, Registry, Route, SessionId, StickyKey};
+pub use table::{BindError, Lookup, Registry, Route, RouteKind, SessionId, StickyKey};
 
 use std::net::SocketAddr;
 use std::pin::Pin;

@@ -13,6 +13,16 @@ use crate::Endpoint;
 /// Identifies one SSH connection; a name bound by it is released when it ends.
 pub type SessionId = u64;
 
+/// What a live name carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    /// HTTP: the edge parses requests (and terminates TLS) and speaks HTTP/1.1 to the owner.
+    Http,
+    /// TLS passthrough: the edge routes by SNI and relays the encrypted bytes untouched; the
+    /// owner's service holds its own certificate.
+    TlsPassthrough,
+}
+
 /// One live name.
 pub struct Route {
     /// The label (`chat`).
@@ -21,6 +31,8 @@ pub struct Route {
     pub owner: i64,
     /// The SSH connection serving it.
     pub session: SessionId,
+    /// HTTP or TLS passthrough.
+    pub kind: RouteKind,
     /// Where visitors go.
     pub endpoint: Arc<dyn Endpoint>,
     /// Caps concurrent visitor connections to this tunnel; the edge answers 503 past it.
@@ -176,12 +188,14 @@ impl Registry {
         name: &str,
         owner: i64,
         session: SessionId,
+        kind: RouteKind,
         endpoint: Arc<dyn Endpoint>,
     ) -> Result<(Arc<Route>, Option<Arc<Route>>), BindError> {
         let route = Arc::new(Route {
             name: name.to_owned(),
             owner,
             session,
+            kind,
             endpoint,
             connections: Arc::new(Semaphore::new(self.max_connections)),
             requests: AtomicU64::new(0),
@@ -319,7 +333,7 @@ mod tests {
     fn bind_lookup_unbind_park() {
         let reg = Registry::new(Duration::from_secs(60), 10);
         assert!(matches!(reg.lookup("a"), Lookup::Unknown));
-        reg.bind("a", 1, 100, ep()).expect("bind");
+        reg.bind("a", 1, 100, RouteKind::Http, ep()).expect("bind");
         assert!(matches!(reg.lookup("a"), Lookup::Live(r) if r.owner == 1));
         assert!(reg.unbind("a", 100));
         assert!(
@@ -327,21 +341,24 @@ mod tests {
         );
         // Parked names stay with their owner.
         assert_eq!(
-            reg.bind("a", 2, 200, ep()).map(|_| ()),
+            reg.bind("a", 2, 200, RouteKind::Http, ep()).map(|_| ()),
             Err(BindError::Taken("a".into()))
         );
-        reg.bind("a", 1, 101, ep()).expect("owner rebinds");
+        reg.bind("a", 1, 101, RouteKind::Http, ep())
+            .expect("owner rebinds");
     }
 
     #[test]
     fn other_tenants_are_refused_and_owner_takes_over() {
         let reg = Registry::new(Duration::from_secs(60), 10);
-        reg.bind("a", 1, 100, ep()).expect("bind");
+        reg.bind("a", 1, 100, RouteKind::Http, ep()).expect("bind");
         assert_eq!(
-            reg.bind("a", 2, 200, ep()).map(|_| ()),
+            reg.bind("a", 2, 200, RouteKind::Http, ep()).map(|_| ()),
             Err(BindError::Taken("a".into()))
         );
-        let (_, displaced) = reg.bind("a", 1, 101, ep()).expect("takeover");
+        let (_, displaced) = reg
+            .bind("a", 1, 101, RouteKind::Http, ep())
+            .expect("takeover");
         assert_eq!(displaced.map(|r| r.session), Some(100));
         // The stale session ending does not unbind the new one.
         assert!(!reg.unbind("a", 100));
@@ -354,27 +371,29 @@ mod tests {
         reg.set_reserved(HashSet::from(["chat".to_owned()]));
         assert!(matches!(reg.lookup("chat"), Lookup::Offline));
         assert!(matches!(reg.lookup("other"), Lookup::Unknown));
-        reg.bind("chat", 1, 100, ep()).expect("bind");
+        reg.bind("chat", 1, 100, RouteKind::Http, ep())
+            .expect("bind");
         assert!(matches!(reg.lookup("chat"), Lookup::Live(_)));
     }
 
     #[test]
     fn grace_expiry_frees_names() {
         let reg = Registry::new(Duration::ZERO, 10);
-        reg.bind("a", 1, 100, ep()).expect("bind");
+        reg.bind("a", 1, 100, RouteKind::Http, ep()).expect("bind");
         reg.unbind("a", 100);
         assert!(matches!(reg.lookup("a"), Lookup::Unknown));
         assert!(reg.is_free_for("a", 2));
-        reg.bind("a", 2, 200, ep()).expect("free after grace");
+        reg.bind("a", 2, 200, RouteKind::Http, ep())
+            .expect("free after grace");
         reg.sweep();
     }
 
     #[test]
     fn drop_owner_removes_everything() {
         let reg = Registry::new(Duration::from_secs(60), 10);
-        reg.bind("a", 1, 100, ep()).expect("a");
-        reg.bind("b", 1, 100, ep()).expect("b");
-        reg.bind("c", 2, 200, ep()).expect("c");
+        reg.bind("a", 1, 100, RouteKind::Http, ep()).expect("a");
+        reg.bind("b", 1, 100, RouteKind::Http, ep()).expect("b");
+        reg.bind("c", 2, 200, RouteKind::Http, ep()).expect("c");
         let mut gone: Vec<_> = reg.drop_owner(1).iter().map(|r| r.name.clone()).collect();
         gone.sort();
         assert_eq!(gone, ["a", "b"]);

@@ -11,7 +11,7 @@ use russh::server::{
 };
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
 use tracing::{debug, info, warn};
-use warren_registry::{BindError, SessionId, StickyKey, names};
+use warren_registry::{BindError, RouteKind, SessionId, StickyKey, names};
 use warren_store::{AuditEvent, StoreError, User};
 
 use crate::console::Console;
@@ -32,12 +32,13 @@ struct Forward {
 #[derive(Debug, PartialEq, Eq)]
 enum Ask {
     Random,
-    Named(String),
+    Named(String, RouteKind),
     Refuse(String),
 }
 
-/// Maps OpenSSH's `-R [bind_address:]port:…` onto what Warren serves.
-fn classify(address: &str, port: u32, domain: &str) -> Ask {
+/// Maps OpenSSH's `-R [bind_address:]port:…` onto what Warren serves: port 80 (or 0) is HTTP,
+/// 443 a TLS passthrough (when the broker has an HTTPS listener).
+fn classify(address: &str, port: u32, domain: &str, passthrough: bool) -> Ask {
     let wildcard = matches!(
         address,
         "" | "localhost" | "0.0.0.0" | "127.0.0.1" | "::" | "::1" | "*"
@@ -48,14 +49,20 @@ fn classify(address: &str, port: u32, domain: &str) -> Ask {
             "port {p}: this broker serves HTTP tunnels; use -R 0:localhost:PORT for a random name \
              or -R NAME:80:localhost:PORT for a named one"
         )),
-        (false, 0 | 80) => {
+        (false, 0 | 80 | 443) => {
             let lower = address.trim_end_matches('.');
-            let label = lower.strip_suffix(&format!(".{domain}")).unwrap_or(lower);
-            Ask::Named(label.to_owned())
+            let label = lower
+                .strip_suffix(&format!(".{domain}"))
+                .unwrap_or(lower)
+                .to_owned();
+            match port {
+                443 if passthrough => Ask::Named(label, RouteKind::TlsPassthrough),
+                443 => Ask::Refuse(format!(
+                    "{address}:443: TLS passthrough needs the broker's HTTPS listener, which is off"
+                )),
+                _ => Ask::Named(label, RouteKind::Http),
+            }
         }
-        (false, 443) => Ask::Refuse(format!(
-            "{address}:443: TLS passthrough is not enabled on this broker"
-        )),
         (false, p) => Ask::Refuse(format!(
             "{address}:{p}: named tunnels use port 80 (-R {address}:80:localhost:PORT)"
         )),
@@ -365,8 +372,9 @@ impl Handler for Connection {
         let Some(user) = self.user.clone() else {
             return Ok(false);
         };
-        let ask = classify(address, *port, &self.server.settings.domain);
-        let (name, sticky) = match ask {
+        let settings = &self.server.settings;
+        let ask = classify(address, *port, &settings.domain, settings.tls_passthrough);
+        let (name, sticky, kind) = match ask {
             Ask::Refuse(why) => {
                 self.console
                     .line(format!("refused -R {address}:{port}: {why}"));
@@ -381,7 +389,7 @@ impl Handler for Connection {
                 match self.random_name(&user, &sticky).await {
                     Ok(n) => {
                         self.random_count += 1;
-                        (n, Some(sticky))
+                        (n, Some(sticky), RouteKind::Http)
                     }
                     Err(why) => {
                         self.console
@@ -390,8 +398,8 @@ impl Handler for Connection {
                     }
                 }
             }
-            Ask::Named(label) => match self.authorize_name(&user, &label).await {
-                Ok(()) => (label, None),
+            Ask::Named(label, kind) => match self.authorize_name(&user, &label).await {
+                Ok(()) => (label, None, kind),
                 Err(why) => {
                     self.console
                         .line(format!("refused -R {address}:{port}: {why}"));
@@ -410,7 +418,11 @@ impl Handler for Connection {
             port: *port,
             console: self.console.clone(),
         });
-        match self.server.registry.bind(&name, user.id, self.id, endpoint) {
+        match self
+            .server
+            .registry
+            .bind(&name, user.id, self.id, kind, endpoint)
+        {
             Ok((_, displaced)) => {
                 if let Some(old) = displaced {
                     old.endpoint
@@ -419,7 +431,10 @@ impl Handler for Connection {
                 if let Some(key) = &sticky {
                     self.server.registry.remember(key.clone(), &name);
                 }
-                let url = self.server.settings.url_for(&name);
+                let url = match kind {
+                    RouteKind::Http => self.server.settings.url_for(&name),
+                    RouteKind::TlsPassthrough => self.server.settings.tls_url_for(&name),
+                };
                 info!(%name, user = %user.name, "tunnel bound");
                 self.console.line(format!(
                     "{url} -> forward {}:{}",
@@ -511,32 +526,23 @@ mod tests {
 
     #[test]
     fn classifies_openssh_requests() {
-        assert_eq!(classify("localhost", 0, "localhost"), Ask::Random);
-        assert_eq!(classify("", 0, "example.com"), Ask::Random);
-        assert_eq!(classify("localhost", 80, "example.com"), Ask::Random);
+        let http = |n: &str| Ask::Named(n.into(), RouteKind::Http);
+        let c = |a: &str, p: u32| classify(a, p, "example.com", true);
+        assert_eq!(c("localhost", 0), Ask::Random);
+        assert_eq!(c("", 0), Ask::Random);
+        assert_eq!(c("localhost", 80), Ask::Random);
+        assert_eq!(c("chat", 80), http("chat"));
+        assert_eq!(c("chat.example.com", 80), http("chat"));
+        assert_eq!(c("chat", 0), http("chat"));
         assert_eq!(
-            classify("chat", 80, "example.com"),
-            Ask::Named("chat".into())
-        );
-        assert_eq!(
-            classify("chat.example.com", 80, "example.com"),
-            Ask::Named("chat".into())
-        );
-        assert_eq!(
-            classify("chat", 0, "example.com"),
-            Ask::Named("chat".into())
+            c("chat", 443),
+            Ask::Named("chat".into(), RouteKind::TlsPassthrough)
         );
         assert!(matches!(
-            classify("chat", 443, "example.com"),
+            classify("chat", 443, "example.com", false),
             Ask::Refuse(_)
         ));
-        assert!(matches!(
-            classify("chat", 8080, "example.com"),
-            Ask::Refuse(_)
-        ));
-        assert!(matches!(
-            classify("localhost", 22, "example.com"),
-            Ask::Refuse(_)
-        ));
+        assert!(matches!(c("chat", 8080), Ask::Refuse(_)));
+        assert!(matches!(c("localhost", 22), Ask::Refuse(_)));
     }
 }

@@ -28,6 +28,10 @@ pub struct SshSettings {
     pub public_port: u16,
     /// Whether `-R NAME:80:…` may claim a free name for the requesting user.
     pub auto_claim: bool,
+    /// Whether `-R NAME:443:…` (TLS passthrough) is offered: only with an HTTPS listener.
+    pub tls_passthrough: bool,
+    /// Port of the HTTPS listener as printed in passthrough URLs.
+    pub public_tls_port: u16,
     /// Server keepalive interval; a client that misses `keepalive_max` in a row is dropped.
     pub keepalive_interval: Duration,
     /// See `keepalive_interval`.
@@ -50,6 +54,17 @@ impl SshSettings {
                 "{}://{}.{}:{}",
                 self.public_scheme, name, self.domain, self.public_port
             )
+        }
+    }
+}
+
+impl SshSettings {
+    /// The public URL of a TLS passthrough name.
+    pub fn tls_url_for(&self, name: &str) -> String {
+        if self.public_tls_port == 443 {
+            format!("https://{}.{}", name, self.domain)
+        } else {
+            format!("https://{}.{}:{}", name, self.domain, self.public_tls_port)
         }
     }
 }

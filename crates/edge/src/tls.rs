@@ -1,0 +1,210 @@
+//! HTTPS for visitors. The ClientHello is read first so the SNI can route: a name bound for
+//! TLS passthrough gets the raw bytes (ClientHello replayed) and holds its own certificate;
+//! everything else is terminated here with the configured rustls config (whose resolver picks
+//! the certificate by SNI) and served as HTTP/1.1 or HTTP/2, as the browser prefers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::ServerConfig;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info_span, warn};
+use warren_registry::{Lookup, Route, RouteKind};
+
+use crate::Edge;
+use crate::host::{Target, route_label};
+use crate::proxy::{self, ConnState};
+use crate::rewind::Rewind;
+
+/// A ClientHello larger than this is not one we will route.
+const MAX_HELLO: usize = 64 * 1024;
+
+/// Serves HTTPS visitors on `listener` until `shutdown` is cancelled.
+pub async fn run_tls(
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    edge: Arc<Edge>,
+    config: Arc<ServerConfig>,
+) -> std::io::Result<()> {
+    loop {
+        let (socket, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "https accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = socket.set_nodelay(true);
+        let edge = edge.clone();
+        let config = config.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(
+            async move {
+                tokio::select! {
+                    _ = serve(edge, config, socket, peer) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+            }
+            .instrument(info_span!("tls visitor", %peer)),
+        );
+    }
+}
+
+async fn serve(
+    edge: Arc<Edge>,
+    config: Arc<ServerConfig>,
+    mut socket: TcpStream,
+    peer: SocketAddr,
+) {
+    let hello = tokio::time::timeout(
+        edge.settings.header_read_timeout,
+        read_client_hello(&mut socket),
+    )
+    .await;
+    let (sni, raw) = match hello {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => {
+            debug!(error = %e, "no usable ClientHello");
+            return;
+        }
+        Err(_) => {
+            debug!("ClientHello timed out");
+            return;
+        }
+    };
+    let label =
+        sni.as_deref()
+            .and_then(|s| match route_label(s.as_bytes(), &edge.settings.domain) {
+                Ok((Target::Tunnel(label), _)) => Some(label),
+                _ => None,
+            });
+    if let Some(label) = &label
+        && let Lookup::Live(route) = edge.registry.lookup(label)
+        && route.kind == RouteKind::TlsPassthrough
+    {
+        passthrough(route, socket, raw, peer).await;
+        return;
+    }
+    let tls = match tokio_rustls::TlsAcceptor::from(config)
+        .accept(Rewind::new(raw, socket))
+        .await
+    {
+        Ok(tls) => tls,
+        Err(e) => {
+            // No certificate for this name, a protocol error, or an ACME TLS-ALPN-01
+            // validation that is done: rustls has sent its alert.
+            debug!(error = %e, "TLS handshake ended");
+            return;
+        }
+    };
+    if tls.get_ref().1.alpn_protocol() == Some(b"acme-tls/1") {
+        // RFC 8737: the handshake itself was the answer.
+        return;
+    }
+    let state = Arc::new(ConnState::new(
+        edge.clone(),
+        peer,
+        "https",
+        Some(label.unwrap_or_default()),
+    ));
+    let service = {
+        let state = state.clone();
+        hyper::service::service_fn(move |req| proxy::handle(state.clone(), req))
+    };
+    let s = &edge.settings;
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(s.header_read_timeout)
+        .max_buf_size(s.max_header_bytes.max(8192))
+        .max_headers(s.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(s.max_header_bytes as u32)
+        .max_concurrent_streams(128)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    if let Err(e) = builder
+        .serve_connection_with_upgrades(TokioIo::new(tls), service)
+        .await
+    {
+        debug!(error = %e, "https visitor connection ended with error");
+    }
+}
+
+/// Reads until a whole ClientHello is in; returns its SNI and every byte read.
+async fn read_client_hello(socket: &mut TcpStream) -> std::io::Result<(Option<String>, Vec<u8>)> {
+    let mut acceptor = rustls::server::Acceptor::default();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = socket.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if raw.len() > MAX_HELLO {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "ClientHello too large",
+            ));
+        }
+        let mut rd = &buf[..n];
+        while !rd.is_empty() {
+            acceptor.read_tls(&mut rd)?;
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => {
+                let sni = accepted
+                    .client_hello()
+                    .server_name()
+                    .map(|s| s.to_ascii_lowercase());
+                return Ok((sni, raw));
+            }
+            Ok(None) => continue,
+            Err((e, _alert)) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    e.to_string(),
+                ));
+            }
+        }
+    }
+}
+
+/// Relays the visitor's encrypted bytes to the owner's service, ClientHello first.
+async fn passthrough(route: Arc<Route>, mut socket: TcpStream, hello: Vec<u8>, peer: SocketAddr) {
+    let Ok(_permit) = route.connections.clone().try_acquire_owned() else {
+        debug!("passthrough tunnel at its connection limit");
+        return;
+    };
+    let started = std::time::Instant::now();
+    let mut upstream = match route.endpoint.open(peer).await {
+        Ok(s) => s,
+        Err(e) => {
+            route
+                .endpoint
+                .notify(format!("TLS connection from {peer} failed: {e}"));
+            return;
+        }
+    };
+    route
+        .requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut visitor = Rewind::new(hello, &mut socket);
+    let result = tokio::io::copy_bidirectional(&mut visitor, &mut upstream).await;
+    let (up, down) = result.unwrap_or((0, 0));
+    route.endpoint.notify(format!(
+        "TLS {peer} {}s {up}B up {down}B down",
+        started.elapsed().as_secs()
+    ));
+}
