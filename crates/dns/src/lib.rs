@@ -20,9 +20,11 @@
 pub mod builtin;
 mod error;
 mod names;
+pub mod rfc2136;
 
 pub use builtin::{BuiltinDns, BuiltinSettings};
 pub use error::DnsError;
+pub use rfc2136::{Rfc2136, Rfc2136Settings, TsigAlgorithm};
 
 use std::net::IpAddr;
 

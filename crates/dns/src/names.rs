@@ -35,7 +35,6 @@ pub(crate) fn name_in_zone(input: &str, zone: &Name) -> Result<Name, DnsError> {
 }
 
 /// A name without its trailing dot, the way HTTP APIs spell it.
-#[allow(dead_code)] // used by the Cloudflare provider, next
 pub(crate) fn without_dot(name: &Name) -> String {
     let s = name.to_ascii();
     match s.strip_suffix('.') {

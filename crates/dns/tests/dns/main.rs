@@ -3,4 +3,6 @@
 //! One test binary; every server listens on 127.0.0.1 port 0, so tests run in parallel.
 
 mod builtin;
+mod knot;
+mod rfc2136;
 mod support;

@@ -1,8 +1,7 @@
 //! Shared test helpers: a real DNS client (hickory) over UDP or TCP, `kdig`, polling.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hickory_net::client::{Client, ClientHandle};
 use hickory_net::runtime::TokioRuntimeProvider;
@@ -27,6 +26,18 @@ pub async fn query(
     name: &str,
     rtype: RecordType,
 ) -> Message {
+    try_query(server, transport, name, rtype)
+        .await
+        .unwrap_or_else(|e| panic!("{transport:?} query for {name} to {server} failed: {e}"))
+}
+
+/// Like [`query`], returning the client's error instead of failing the test.
+pub async fn try_query(
+    server: SocketAddr,
+    transport: Transport,
+    name: &str,
+    rtype: RecordType,
+) -> Result<Message, hickory_net::NetError> {
     let provider = TokioRuntimeProvider::default();
     let timeout = Duration::from_secs(5);
     let mut client = match transport {
@@ -40,7 +51,7 @@ pub async fn query(
         }
         Transport::Tcp => {
             let (connect, sender) = TcpClientStream::new(server, None, Some(timeout), provider);
-            let stream = connect.await.expect("TCP connect to the DNS server");
+            let stream = connect.await?;
             let (client, bg) =
                 Client::<TokioRuntimeProvider>::with_timeout(stream, sender, timeout);
             tokio::spawn(bg);
@@ -48,11 +59,8 @@ pub async fn query(
         }
     };
     let name = Name::from_ascii(name).expect("test name");
-    let response = client
-        .query(name, DNSClass::IN, rtype)
-        .await
-        .unwrap_or_else(|e| panic!("{transport:?} query to {server} failed: {e}"));
-    response.into_message()
+    let response = client.query(name, DNSClass::IN, rtype).await?;
+    Ok(response.into_message())
 }
 
 /// The answer section's data as sorted strings ("192.0.2.1", "\"txt value\"").
@@ -72,23 +80,6 @@ pub fn answer_strings(m: &Message) -> Vec<String> {
         .collect();
     out.sort();
     out
-}
-
-/// Polls `check` until it returns `Some`, failing the test after `within`.
-#[allow(dead_code)] // used by the Knot tests, next
-pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Runs `kdig` (Debian package knot-dnsutils) and returns its output.
