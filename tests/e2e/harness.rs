@@ -43,6 +43,7 @@ pub struct TestBroker {
     pub db_url: String,
     pub ssh_port: u16,
     pub http_port: u16,
+    pub https_port: u16,
     extra: Vec<String>,
     pg: Option<(String, String)>,
 }
@@ -70,6 +71,7 @@ impl TestBroker {
             db_url,
             ssh_port: 0,
             http_port: 0,
+            https_port: 0,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             pg,
         };
@@ -93,6 +95,8 @@ impl TestBroker {
             "127.0.0.1:0",
             "--http-addr",
             "127.0.0.1:0",
+            "--https-addr",
+            "127.0.0.1:0",
             "--log",
             &log,
         ])
@@ -103,7 +107,7 @@ impl TestBroker {
         let mut child = cmd.spawn().context("spawn broker")?;
         let stdout = child.stdout.take().context("stdout")?;
         let mut lines = BufReader::new(stdout).lines();
-        let (mut ssh, mut http) = (0u16, 0u16);
+        let (mut ssh, mut http, mut https) = (0u16, 0u16, 0u16);
         for line in lines.by_ref() {
             let line = line?;
             let port = |l: &str| -> Option<u16> {
@@ -118,12 +122,14 @@ impl TestBroker {
                 ssh = port(&line).unwrap_or(0);
             } else if line.starts_with("  http ") {
                 http = port(&line).unwrap_or(0);
+            } else if line.starts_with("  https ") {
+                https = port(&line).unwrap_or(0);
             }
-            if ssh != 0 && http != 0 {
+            if ssh != 0 && http != 0 && https != 0 {
                 break;
             }
         }
-        if ssh == 0 || http == 0 {
+        if ssh == 0 || http == 0 || https == 0 {
             let _ = child.kill();
             bail!("broker did not print its ports");
         }
@@ -132,6 +138,7 @@ impl TestBroker {
         self.child = Some(child);
         self.ssh_port = ssh;
         self.http_port = http;
+        self.https_port = https;
         Ok(())
     }
 

@@ -6,6 +6,7 @@ mod admin;
 mod client;
 mod harness;
 mod hostile;
+mod https;
 mod origin;
 mod transfer;
 mod tunnels;

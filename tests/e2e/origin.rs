@@ -75,6 +75,36 @@ impl Origin {
         Ok(Self { port, task })
     }
 
+    /// Like [`Origin::start`], but speaking TLS with its own certificate (for passthrough).
+    pub async fn start_tls(
+        tag: &str,
+        config: std::sync::Arc<rustls::ServerConfig>,
+    ) -> Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let tag = tag.to_owned();
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((sock, peer)) = listener.accept().await else {
+                    continue;
+                };
+                let tag = tag.clone();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(sock).await else {
+                        return;
+                    };
+                    let svc = hyper::service::service_fn(move |req| serve(tag.clone(), peer, req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        Ok(Self { port, task })
+    }
+
     pub fn target(&self) -> String {
         format!("localhost:{}", self.port)
     }

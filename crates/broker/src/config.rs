@@ -31,6 +31,32 @@ pub struct SettingsArgs {
     /// HTTP listener for visitors [default: 127.0.0.1:8080].
     #[arg(long, global = true, env = "BROKER_HTTP_ADDR", value_name = "ADDR")]
     pub http_addr: Option<SocketAddr>,
+    /// HTTPS listener for visitors (TLS termination and passthrough) [default: 127.0.0.1:8443].
+    #[arg(long, global = true, env = "BROKER_HTTPS_ADDR", value_name = "ADDR")]
+    pub https_addr: Option<SocketAddr>,
+    /// Operator-supplied certificate chain (PEM), served for the names it covers.
+    #[arg(long, global = true, env = "BROKER_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, global = true, env = "BROKER_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Port of printed https:// URLs [default: the HTTPS listener's port].
+    #[arg(
+        long,
+        global = true,
+        env = "BROKER_PUBLIC_TLS_PORT",
+        value_name = "PORT"
+    )]
+    pub public_tls_port: Option<u16>,
+    /// Send Strict-Transport-Security with this max-age on HTTPS responses [default: off].
+    #[arg(long, global = true, env = "BROKER_HSTS_MAX_AGE", value_name = "SECS")]
+    pub hsts_max_age: Option<u64>,
+    /// Public ports for raw TCP tunnels (`-R tcp:0:…`), as FIRST-LAST [default: 20000-20999].
+    #[arg(long, global = true, env = "BROKER_TCP_PORTS", value_name = "RANGE")]
+    pub tcp_ports: Option<String>,
+    /// Address raw TCP tunnel ports listen on [default: the HTTP listener's address].
+    #[arg(long, global = true, env = "BROKER_TCP_ADDR", value_name = "IP")]
+    pub tcp_addr: Option<std::net::IpAddr>,
     /// Base domain: tunnels are NAME.DOMAIN [default: localhost].
     #[arg(long, global = true, env = "BROKER_DOMAIN")]
     pub domain: Option<String>,
@@ -113,6 +139,13 @@ struct FileSettings {
     database_url: Option<String>,
     ssh_addr: Option<SocketAddr>,
     http_addr: Option<SocketAddr>,
+    https_addr: Option<SocketAddr>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    public_tls_port: Option<u16>,
+    hsts_max_age: Option<u64>,
+    tcp_ports: Option<String>,
+    tcp_addr: Option<std::net::IpAddr>,
     domain: Option<String>,
     public_scheme: Option<String>,
     public_port: Option<u16>,
@@ -127,6 +160,20 @@ struct FileSettings {
     keepalive_max: Option<usize>,
     auth_timeout_secs: Option<u64>,
     log: Option<String>,
+}
+
+/// `FIRST-LAST` (inclusive) or a single port.
+fn parse_range(s: &str) -> std::result::Result<std::ops::RangeInclusive<u16>, String> {
+    let bad = || format!("{s:?} is not a port range like 20000-20999");
+    let (a, b) = s.trim().split_once('-').unwrap_or((s.trim(), s.trim()));
+    let (a, b): (u16, u16) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok(a..=b)
 }
 
 /// An IP network (`10.0.0.0/8`) or a single address (`10.0.0.1`).
@@ -172,6 +219,18 @@ pub struct Config {
     pub ssh_addr: SocketAddr,
     /// HTTP listener.
     pub http_addr: SocketAddr,
+    /// HTTPS listener.
+    pub https_addr: SocketAddr,
+    /// Operator-supplied certificate (chain, key).
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+    /// Port of printed https URLs; `None` means the HTTPS listener's actual port.
+    pub public_tls_port: Option<u16>,
+    /// HSTS max-age, if any.
+    pub hsts_max_age: Option<u64>,
+    /// Raw TCP tunnel ports.
+    pub tcp_ports: std::ops::RangeInclusive<u16>,
+    /// Where raw TCP tunnel ports listen.
+    pub tcp_addr: std::net::IpAddr,
     /// Base domain.
     pub domain: String,
     /// Scheme of printed URLs.
@@ -251,6 +310,21 @@ impl Config {
         if max_header_bytes < 8192 {
             bail!("max_header_bytes: must be at least 8192, got {max_header_bytes}");
         }
+        let tls_files = match (a.tls_cert.or(file.tls_cert), a.tls_key.or(file.tls_key)) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => bail!("tls_cert and tls_key: give both or neither"),
+        };
+        let tcp_ports = parse_range(
+            &a.tcp_ports
+                .or(file.tcp_ports)
+                .unwrap_or_else(|| "20000-20999".into()),
+        )
+        .map_err(|e| anyhow::anyhow!("tcp_ports: {e}"))?;
+        let http_addr: SocketAddr = a
+            .http_addr
+            .or(file.http_addr)
+            .unwrap_or_else(|| ([127, 0, 0, 1], 8080).into());
         let positive = |name: &str, v: u64| -> Result<u64> {
             if v == 0 {
                 bail!("{name}: must be greater than 0")
@@ -264,10 +338,16 @@ impl Config {
                 .ssh_addr
                 .or(file.ssh_addr)
                 .unwrap_or_else(|| ([127, 0, 0, 1], 2222).into()),
-            http_addr: a
-                .http_addr
-                .or(file.http_addr)
-                .unwrap_or_else(|| ([127, 0, 0, 1], 8080).into()),
+            http_addr,
+            https_addr: a
+                .https_addr
+                .or(file.https_addr)
+                .unwrap_or_else(|| ([127, 0, 0, 1], 8443).into()),
+            tls_files,
+            public_tls_port: a.public_tls_port.or(file.public_tls_port),
+            hsts_max_age: a.hsts_max_age.or(file.hsts_max_age),
+            tcp_ports,
+            tcp_addr: a.tcp_addr.or(file.tcp_addr).unwrap_or(http_addr.ip()),
             domain,
             public_scheme,
             public_port: a.public_port.or(file.public_port),

@@ -8,10 +8,11 @@ use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
-use warren_edge::{Edge, EdgeSettings};
+use warren_edge::{Edge, EdgeSettings, TcpPorts};
 use warren_registry::Registry;
 use warren_ssh::{Sessions, SshServer, SshSettings};
 use warren_store::Store;
+use warren_tls::{CertStore, Challenges, Resolver};
 
 use crate::config::Config;
 
@@ -56,8 +57,27 @@ pub async fn serve(config: Config) -> Result<()> {
     let http_listener = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("http_addr: cannot listen on {}", config.http_addr))?;
+    let https_listener = TcpListener::bind(config.https_addr)
+        .await
+        .with_context(|| format!("https_addr: cannot listen on {}", config.https_addr))?;
     let ssh_addr = ssh_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
+    let https_addr = https_listener.local_addr()?;
+
+    let certs = Arc::new(CertStore::new());
+    let challenges = Arc::new(Challenges::new());
+    let tls_on = config.tls_files.is_some();
+    if let Some((chain, key)) = &config.tls_files {
+        let (key, info) = warren_tls::load_pem_files(chain, key)
+            .with_context(|| format!("tls_cert/tls_key: cannot use {}", chain.display()))?;
+        let key = Arc::new(key);
+        for name in &info.names {
+            certs.insert(name, key.clone());
+        }
+        info!(names = ?info.names, not_after = info.not_after, "serving the operator's certificate");
+    }
+    let tls_config =
+        warren_tls::server_config(Arc::new(Resolver::new(certs.clone(), challenges.clone())));
 
     let registry = Arc::new(Registry::new(config.grace, config.max_tunnel_connections));
     let sessions = Arc::new(Sessions::default());
@@ -66,39 +86,66 @@ pub async fn serve(config: Config) -> Result<()> {
         public_scheme: config.public_scheme.clone(),
         public_port: config.public_port.unwrap_or(http_addr.port()),
         auto_claim: config.auto_claim,
-        tls_passthrough: false,
-        public_tls_port: 443,
+        tls_passthrough: true,
+        public_tls_port: config.public_tls_port.unwrap_or(https_addr.port()),
         keepalive_interval: config.keepalive,
         keepalive_max: config.keepalive_max,
         auth_timeout: config.auth_timeout,
     };
     let example_url = ssh_settings.url_for("NAME");
-    let ssh = Arc::new(SshServer::new(
-        ssh_settings,
-        host_key,
-        store.clone(),
-        registry.clone(),
-        sessions.clone(),
-    ));
-    let edge = Arc::new(Edge::new(
-        EdgeSettings {
-            domain: config.domain.clone(),
-            max_header_bytes: config.max_header_bytes,
-            max_headers: config.max_headers,
-            header_read_timeout: config.header_timeout,
-            trusted_proxies: config.trusted_proxies.clone(),
-            redirect_https_port: None,
-            hsts_max_age: None,
-        },
-        registry.clone(),
-    ));
-
     let shutdown = CancellationToken::new();
+    let tcp_ports = Arc::new(TcpPorts::new(
+        config.tcp_addr,
+        config.tcp_ports.clone(),
+        config.domain.clone(),
+        registry.clone(),
+        shutdown.clone(),
+    ));
+    let ssh = Arc::new(
+        SshServer::new(
+            ssh_settings,
+            host_key,
+            store.clone(),
+            registry.clone(),
+            sessions.clone(),
+        )
+        .with_tcp_ports(tcp_ports),
+    );
+    let edge = Arc::new(
+        Edge::new(
+            EdgeSettings {
+                domain: config.domain.clone(),
+                max_header_bytes: config.max_header_bytes,
+                max_headers: config.max_headers,
+                header_read_timeout: config.header_timeout,
+                trusted_proxies: config.trusted_proxies.clone(),
+                redirect_https_port: tls_on
+                    .then(|| config.public_tls_port.unwrap_or(https_addr.port())),
+                hsts_max_age: config.hsts_max_age,
+            },
+            registry.clone(),
+        )
+        .with_http01({
+            let challenges = challenges.clone();
+            Arc::new(move |token: &str| challenges.http01(token))
+        }),
+    );
+
     let watcher =
         crate::watch::Watcher::start(store.clone(), registry.clone(), sessions.clone()).await?;
     let tasks = tokio_util::task::TaskTracker::new();
     tasks.spawn(warren_ssh::run(ssh_listener, shutdown.clone(), ssh));
-    tasks.spawn(warren_edge::run(http_listener, shutdown.clone(), edge));
+    tasks.spawn(warren_edge::run(
+        http_listener,
+        shutdown.clone(),
+        edge.clone(),
+    ));
+    tasks.spawn(warren_edge::run_tls(
+        https_listener,
+        shutdown.clone(),
+        edge,
+        tls_config,
+    ));
     tasks.spawn(watcher.run(shutdown.clone()));
     tasks.close();
 
@@ -106,6 +153,20 @@ pub async fn serve(config: Config) -> Result<()> {
     println!("Warren broker {} ready", env!("CARGO_PKG_VERSION"));
     println!("  ssh   {ssh_addr}  host key {fingerprint}");
     println!("  http  {http_addr}  tunnels at {example_url}");
+    println!(
+        "  https {https_addr}  TLS passthrough with -R NAME:443:…{}",
+        if tls_on {
+            ", certificates from tls_cert"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "  tcp   {}:{}-{}  raw TCP with -R tcp:0:…",
+        config.tcp_addr,
+        config.tcp_ports.start(),
+        config.tcp_ports.end()
+    );
     println!(
         "  data  {}  database {}",
         config.data_dir.display(),

@@ -13,6 +13,7 @@ mod io;
 mod pages;
 mod proxy;
 mod rewind;
+mod tcp;
 mod tls;
 
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ use warren_registry::Registry;
 
 pub use host::{HostError, route_label};
 pub use ipnet::IpNet;
+pub use tcp::TcpPorts;
 pub use tls::run_tls;
 
 /// The edge's part of the broker configuration.

@@ -88,11 +88,12 @@ pub(crate) async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let tls = state.sni_label.is_some() || state.proto == "https";
     let mut resp = route(&state, req).await;
-    if tls && let Some(max_age) = state.edge.settings.hsts_max_age {
-        if let Ok(v) = HeaderValue::from_str(&format!("max-age={max_age}")) {
-            resp.headers_mut()
-                .insert(header::STRICT_TRANSPORT_SECURITY, v);
-        }
+    if tls
+        && let Some(max_age) = state.edge.settings.hsts_max_age
+        && let Ok(v) = HeaderValue::from_str(&format!("max-age={max_age}"))
+    {
+        resp.headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, v);
     }
     Ok(resp)
 }

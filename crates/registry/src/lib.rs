@@ -14,7 +14,17 @@
 pub mod names;
 mod table;
 
-pub use table::{BindError, Lookup, Registry, Route, RouteKind, SessionId, StickyKey};
+pub use table::{BindError, Lookup, Registry, Route, RouteKind, SessionId, StickyKey, tcp_name};
+
+/// Opens public TCP ports for raw TCP tunnels. Implemented by the edge (which owns listeners);
+/// the SSH server asks it for a port before binding the route `tcp:PORT`.
+pub trait PortAllocator: Send + Sync + 'static {
+    /// Starts listening on `preferred` if given (or keeps listening, if it already does), else
+    /// on a free port of the configured range; returns the port.
+    fn allocate(&self, preferred: Option<u16>) -> Result<u16, String>;
+    /// The host name printed in `tcp://HOST:PORT`.
+    fn public_host(&self) -> String;
+}
 
 use std::net::SocketAddr;
 use std::pin::Pin;

@@ -21,6 +21,14 @@ pub enum RouteKind {
     /// TLS passthrough: the edge routes by SNI and relays the encrypted bytes untouched; the
     /// owner's service holds its own certificate.
     TlsPassthrough,
+    /// Raw TCP on a public port; the route's name is [`tcp_name`]`(port)`.
+    Tcp,
+}
+
+/// The registry name of the raw TCP tunnel on `port` (TCP routes share the table with names;
+/// the colon keeps them apart from any DNS label).
+pub fn tcp_name(port: u16) -> String {
+    format!("tcp:{port}")
 }
 
 /// One live name.

@@ -11,7 +11,7 @@ use russh::server::{
 };
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
 use tracing::{debug, info, warn};
-use warren_registry::{BindError, RouteKind, SessionId, StickyKey, names};
+use warren_registry::{BindError, RouteKind, SessionId, StickyKey, names, tcp_name};
 use warren_store::{AuditEvent, StoreError, User};
 
 use crate::console::Console;
@@ -33,12 +33,21 @@ struct Forward {
 enum Ask {
     Random,
     Named(String, RouteKind),
+    /// `-R tcp:PORT:…`: a raw TCP tunnel on a public port (0: any port of the range).
+    Tcp(Option<u16>),
     Refuse(String),
 }
 
 /// Maps OpenSSH's `-R [bind_address:]port:…` onto what Warren serves: port 80 (or 0) is HTTP,
 /// 443 a TLS passthrough (when the broker has an HTTPS listener).
 fn classify(address: &str, port: u32, domain: &str, passthrough: bool) -> Ask {
+    if address == "tcp" {
+        return match u16::try_from(port) {
+            Ok(0) => Ask::Tcp(None),
+            Ok(p) => Ask::Tcp(Some(p)),
+            Err(_) => Ask::Refuse(format!("port {port} is not a TCP port")),
+        };
+    }
     let wildcard = matches!(
         address,
         "" | "localhost" | "0.0.0.0" | "127.0.0.1" | "::" | "::1" | "*"
@@ -84,6 +93,7 @@ pub(crate) struct Connection {
     /// The client's session channel, the only one whose input we interpret.
     session_channel: Option<ChannelId>,
     random_count: u32,
+    tcp_count: u32,
     next_port: u32,
 }
 
@@ -106,6 +116,7 @@ impl Connection {
             forwards: HashMap::new(),
             session_channel: None,
             random_count: 0,
+            tcp_count: 0,
             next_port: FIRST_ALLOCATED_PORT,
         }
     }
@@ -398,6 +409,19 @@ impl Handler for Connection {
                     }
                 }
             }
+            Ask::Tcp(preferred) => match self.tcp_port(preferred) {
+                Ok((port_name, sticky)) => {
+                    if *port == 0 {
+                        *port = u32::from(port_name.1);
+                    }
+                    (port_name.0, Some(sticky), RouteKind::Tcp)
+                }
+                Err(why) => {
+                    self.console
+                        .line(format!("refused -R {address}:{port}: {why}"));
+                    return Ok(false);
+                }
+            },
             Ask::Named(label, kind) => match self.authorize_name(&user, &label).await {
                 Ok(()) => (label, None, kind),
                 Err(why) => {
@@ -434,6 +458,15 @@ impl Handler for Connection {
                 let url = match kind {
                     RouteKind::Http => self.server.settings.url_for(&name),
                     RouteKind::TlsPassthrough => self.server.settings.tls_url_for(&name),
+                    RouteKind::Tcp => format!(
+                        "tcp://{}:{}",
+                        self.server
+                            .tcp_ports
+                            .as_ref()
+                            .map(|p| p.public_host())
+                            .unwrap_or_default(),
+                        name.trim_start_matches("tcp:")
+                    ),
                 };
                 info!(%name, user = %user.name, "tunnel bound");
                 self.console.line(format!(
@@ -481,6 +514,33 @@ impl Handler for Connection {
 }
 
 impl Connection {
+    /// A public TCP port for `-R tcp:…`: the one asked for, else the one this forward had
+    /// before (within the grace period), else any free one.
+    fn tcp_port(&mut self, preferred: Option<u16>) -> Result<((String, u16), StickyKey), String> {
+        let ports = self
+            .server
+            .tcp_ports
+            .clone()
+            .ok_or("raw TCP tunnels are not enabled on this broker")?;
+        let sticky = StickyKey {
+            key: self.key.clone().unwrap_or_default(),
+            address: "tcp".into(),
+            ordinal: self.tcp_count,
+        };
+        let remembered = self
+            .server
+            .registry
+            .sticky(&sticky)
+            .and_then(|n| n.trim_start_matches("tcp:").parse::<u16>().ok());
+        let port = match (preferred, remembered) {
+            (Some(p), _) => ports.allocate(Some(p))?,
+            (None, Some(p)) => ports.allocate(Some(p)).or_else(|_| ports.allocate(None))?,
+            (None, None) => ports.allocate(None)?,
+        };
+        self.tcp_count += 1;
+        Ok(((tcp_name(port), port), sticky))
+    }
+
     fn release(&self, fwd: &Forward) {
         self.server.registry.unbind(&fwd.name, self.id);
         if let Some(key) = &fwd.sticky {
@@ -544,5 +604,7 @@ mod tests {
         ));
         assert!(matches!(c("chat", 8080), Ask::Refuse(_)));
         assert!(matches!(c("localhost", 22), Ask::Refuse(_)));
+        assert_eq!(c("tcp", 0), Ask::Tcp(None));
+        assert_eq!(c("tcp", 40100), Ask::Tcp(Some(40100)));
     }
 }

@@ -10,7 +10,7 @@ use russh::{MethodKind, MethodSet};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
-use warren_registry::Registry;
+use warren_registry::{PortAllocator, Registry};
 use warren_store::Store;
 
 use crate::guard::AuthDeadline;
@@ -75,6 +75,7 @@ pub struct SshServer {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) sessions: Arc<Sessions>,
+    pub(crate) tcp_ports: Option<Arc<dyn PortAllocator>>,
     config: Arc<Config>,
     next_id: AtomicU64,
 }
@@ -118,9 +119,18 @@ impl SshServer {
             store,
             registry,
             sessions,
+            tcp_ports: None,
             config: Arc::new(config),
             next_id: AtomicU64::new(1),
         }
+    }
+}
+
+impl SshServer {
+    /// Enables raw TCP tunnels (`-R tcp:0:…`) on ports from `ports`.
+    pub fn with_tcp_ports(mut self, ports: Arc<dyn PortAllocator>) -> Self {
+        self.tcp_ports = Some(ports);
+        self
     }
 }
 

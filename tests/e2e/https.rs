@@ -1,0 +1,218 @@
+//! HTTPS at the edge: termination with HTTP/1.1 and HTTP/2 (real curl), redirect, HSTS,
+//! TLS passthrough by SNI, and raw TCP tunnels.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::client::get;
+use crate::harness::{Db, Ssh, TestBroker};
+use crate::origin::Origin;
+
+/// A self-signed certificate for `names`, written as PEM files into `dir`.
+fn self_signed(dir: &Path, stem: &str, names: &[&str]) -> Result<(PathBuf, PathBuf)> {
+    let ck = rcgen::generate_simple_self_signed(
+        names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+    )?;
+    let cert = dir.join(format!("{stem}.crt"));
+    let key = dir.join(format!("{stem}.key"));
+    std::fs::write(&cert, ck.cert.pem())?;
+    std::fs::write(&key, ck.signing_key.serialize_pem())?;
+    Ok((cert, key))
+}
+
+/// `curl` over HTTPS to 127.0.0.1, as a browser would reach `https://HOST:PORT/PATH`.
+/// Returns (http_version, status, body).
+async fn curl(
+    host: &str,
+    port: u16,
+    path: &str,
+    ca: &Path,
+    extra: &[&str],
+) -> Result<(String, u16, String)> {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(ca)
+        .args([
+            "--resolve",
+            &format!("{host}:{port}:127.0.0.1"),
+            "-w",
+            "\n%{http_version} %{http_code}",
+        ])
+        .args(extra)
+        .arg(format!("https://{host}:{port}{path}"))
+        .output()
+        .await?;
+    if !out.status.success() {
+        bail!("curl failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, tail) = text.rsplit_once('\n').context("curl output")?;
+    let (version, code) = tail.split_once(' ').context("curl -w")?;
+    Ok((version.to_owned(), code.parse()?, body.to_owned()))
+}
+
+async fn tls_broker(extra: &[&str]) -> Result<(TestBroker, PathBuf)> {
+    let certs = tempfile::tempdir()?.keep();
+    // OpenSSL will not match a wildcard directly under a single-label TLD, so name the host.
+    let (cert, key) = self_signed(&certs, "edge", &["app.localhost", "localhost"])?;
+    let mut args = vec![
+        "--tls-cert",
+        cert.to_str().unwrap_or(""),
+        "--tls-key",
+        key.to_str().unwrap_or(""),
+    ];
+    args.extend_from_slice(extra);
+    let broker = TestBroker::start_with(Db::Sqlite, &args).await?;
+    Ok((broker, cert))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_terminates_with_http1_and_http2() -> Result<()> {
+    let (broker, ca) = tls_broker(&["--hsts-max-age", "300"]).await?;
+    let key = broker.user_with_key("alice")?;
+    let origin = Origin::start("A").await?;
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("app:80:{}", origin.target())],
+    )?;
+    ssh.url(0).await?;
+    let (v, code, body) =
+        curl("app.localhost", broker.https_port, "/", &ca, &["--http1.1"]).await?;
+    assert_eq!(
+        (v.as_str(), code, body.as_str()),
+        ("1.1", 200, "hello from A")
+    );
+    let (v, code, body) = curl("app.localhost", broker.https_port, "/", &ca, &["--http2"]).await?;
+    assert_eq!(
+        (v.as_str(), code, body.as_str()),
+        ("2", 200, "hello from A")
+    );
+    // The origin learns the visitor came over HTTPS.
+    let (_, _, headers) = curl(
+        "app.localhost",
+        broker.https_port,
+        "/headers",
+        &ca,
+        &["--http2"],
+    )
+    .await?;
+    assert!(headers.contains("x-forwarded-proto: https"), "{headers}");
+    // HSTS on HTTPS responses.
+    let (_, _, head) = curl("app.localhost", broker.https_port, "/", &ca, &["-I"]).await?;
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("strict-transport-security: max-age=300"),
+        "{head}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_redirects_to_https_except_acme_challenges() -> Result<()> {
+    let (broker, _ca) = tls_broker(&[]).await?;
+    let resp = get(&format!(
+        "http://app.localhost:{}/a/b?c=1",
+        broker.http_port
+    ))
+    .await?;
+    assert_eq!(resp.status, 308);
+    assert_eq!(
+        resp.headers.get("location").and_then(|v| v.to_str().ok()),
+        Some(format!("https://app.localhost:{}/a/b?c=1", broker.https_port).as_str())
+    );
+    let resp = get(&format!(
+        "http://app.localhost:{}/.well-known/acme-challenge/nope",
+        broker.http_port
+    ))
+    .await?;
+    assert_eq!(resp.status, 404);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_sni_is_refused_promptly() -> Result<()> {
+    // The broker has no certificate at all: handshakes fail with an alert, never hang.
+    let broker = TestBroker::start().await?;
+    let dir = tempfile::tempdir()?;
+    let (ca, _) = self_signed(dir.path(), "x", &["nobody.localhost"])?;
+    let started = std::time::Instant::now();
+    let err = curl("nobody.localhost", broker.https_port, "/", &ca, &[])
+        .await
+        .err()
+        .context("handshake should fail")?;
+    assert!(started.elapsed() < Duration::from_secs(5), "{err}");
+    // Garbage instead of a ClientHello is dropped too.
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", broker.https_port)).await?;
+    sock.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), sock.read_to_end(&mut buf)).await??;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_passthrough_routes_by_sni_to_the_owners_certificate() -> Result<()> {
+    let broker = TestBroker::start().await?;
+    let key = broker.user_with_key("alice")?;
+    let dir = tempfile::tempdir()?;
+    let ck = rcgen::generate_simple_self_signed(vec!["secure.localhost".to_string()])?;
+    let ca = dir.path().join("owner.crt");
+    std::fs::write(&ca, ck.cert.pem())?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![ck.cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der())
+            .map_err(anyhow::Error::msg)?,
+    )?;
+    let origin = Origin::start_tls("owner's TLS", Arc::new(config)).await?;
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("secure:443:{}", origin.target())],
+    )?;
+    let url = ssh.url(0).await?;
+    assert_eq!(
+        url,
+        format!("https://secure.localhost:{}", broker.https_port)
+    );
+    // curl trusts only the owner's certificate: the broker did not terminate.
+    let (_, code, body) = curl("secure.localhost", broker.https_port, "/", &ca, &[]).await?;
+    assert_eq!((code, body.as_str()), (200, "hello from owner's TLS"));
+    ssh.line("TLS 127.0.0.1").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_tcp_tunnel_gets_a_public_port() -> Result<()> {
+    let broker = TestBroker::start_with(Db::Sqlite, &["--tcp-ports", "21000-21999"]).await?;
+    let key = broker.user_with_key("alice")?;
+    let origin = Origin::start("raw").await?;
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("tcp:0:{}", origin.target())],
+    )?;
+    let url = ssh.url(0).await?;
+    let port: u16 = url.rsplit(':').next().context("port")?.parse()?;
+    assert!((21000..=21999).contains(&port), "{url}");
+    assert!(url.starts_with("tcp://localhost:"), "{url}");
+    // OpenSSH was told the real port.
+    ssh.err_line(&format!("Allocated port {port}")).await?;
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    sock.write_all(b"GET / HTTP/1.1\r\nHost: whatever\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut out)).await??;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.ends_with("hello from raw"), "{text}");
+    // A name-less, Host-less protocol works the same: the bytes are not parsed.
+    Ok(())
+}
