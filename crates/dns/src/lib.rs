@@ -18,11 +18,13 @@
 #![warn(missing_docs)]
 
 pub mod builtin;
+pub mod cloudflare;
 mod error;
 mod names;
 pub mod rfc2136;
 
 pub use builtin::{BuiltinDns, BuiltinSettings};
+pub use cloudflare::{Cloudflare, CloudflareSettings};
 pub use error::DnsError;
 pub use rfc2136::{Rfc2136, Rfc2136Settings, TsigAlgorithm};
 

@@ -7,7 +7,7 @@
 //! only in memory: after a restart the broker publishes them again.
 //!
 //! Why hand-rolled on `hickory-proto` instead of `hickory-server`: everything this server
-//! answers is decided by one small pure function ([`answer`]) over an `arc-swap` snapshot, so
+//! answers is decided by one small pure function (`answer::respond`) over an `arc-swap` snapshot, so
 //! the hot path takes no lock and the whole behaviour (NXDOMAIN vs NODATA, empty non-terminals,
 //! wildcards, REFUSED outside the zone) is visible in one file and unit-testable without
 //! sockets. `hickory-server` would have us adapt this to its `ZoneHandler`/`Catalog` traits

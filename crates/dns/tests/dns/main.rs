@@ -3,6 +3,8 @@
 //! One test binary; every server listens on 127.0.0.1 port 0, so tests run in parallel.
 
 mod builtin;
+mod cloudflare;
+mod cloudflare_api;
 mod knot;
 mod rfc2136;
 mod support;

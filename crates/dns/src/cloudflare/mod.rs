@@ -1,0 +1,251 @@
+//! Cloudflare: the zone lives at Cloudflare and records change through its v4 HTTP API.
+//!
+//! Each operation lists the records at the name (following pagination), compares them with
+//! what is wanted, and issues only the creates, updates (`PUT`) and deletes needed, so calling
+//! it twice changes nothing the second time. Records are created unproxied (`proxied: false`:
+//! tunnel names must resolve to the broker, not to Cloudflare's proxies) with automatic TTL.
+//! The zone's id is looked up once by name and cached.
+//!
+//! The API token needs `Zone:Read` (to find the zone id) and `DNS:Edit` on the zone.
+
+mod api;
+
+use std::net::IpAddr;
+
+use arc_swap::ArcSwapOption;
+use hickory_proto::rr::Name;
+use reqwest::Method;
+
+use crate::names::{name_in_zone, parse_name, without_dot};
+use crate::{DnsError, DnsProvider, Secret};
+
+use api::{
+    Api, CallError, IDENTICAL_RECORD_EXISTS, KIND, RECORD_DOES_NOT_EXIST, Record, RecordBody, Zone,
+    quote_txt, unquote_txt,
+};
+
+/// Cloudflare's production API.
+pub const DEFAULT_API_BASE: &str = "https://api.cloudflare.com/client/v4";
+
+/// Which zone, with which token; built by the binary from its configuration.
+#[derive(Debug, Clone)]
+pub struct CloudflareSettings {
+    /// The API's base URL: [`DEFAULT_API_BASE`] except in tests.
+    pub api_base: String,
+    /// An API token with `Zone:Read` and `DNS:Edit` on the zone (sent as a bearer token).
+    pub token: Secret,
+    /// The zone's name as Cloudflare shows it, e.g. `example.com`.
+    pub zone: String,
+}
+
+impl CloudflareSettings {
+    /// Settings for Cloudflare's production API.
+    pub fn new(token: impl Into<Secret>, zone: impl Into<String>) -> Self {
+        Self {
+            api_base: DEFAULT_API_BASE.into(),
+            token: token.into(),
+            zone: zone.into(),
+        }
+    }
+}
+
+/// Changes records in one Cloudflare zone.
+pub struct Cloudflare {
+    api: Api,
+    zone: Name,
+    /// The zone's id, once found. Lock-free; two first calls may both look it up, harmlessly.
+    zone_id: ArcSwapOption<String>,
+}
+
+impl std::fmt::Debug for Cloudflare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cloudflare")
+            .field("zone", &without_dot(&self.zone))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cloudflare {
+    /// Checks the settings and prepares the HTTP client. Nothing is sent yet: a wrong token
+    /// or an unknown zone shows on the first change.
+    pub fn new(settings: CloudflareSettings) -> Result<Self, DnsError> {
+        Ok(Self {
+            api: Api::new(&settings.api_base, settings.token)?,
+            zone: parse_name(&settings.zone)?,
+            zone_id: ArcSwapOption::empty(),
+        })
+    }
+
+    async fn zone_id(&self) -> Result<std::sync::Arc<String>, DnsError> {
+        if let Some(id) = self.zone_id.load_full() {
+            return Ok(id);
+        }
+        let zone = without_dot(&self.zone);
+        let zones: Vec<Zone> = self
+            .api
+            .list_all("zones", &[("name", &zone)])
+            .await
+            .map_err(CallError::into_dns_error)?;
+        let found = zones
+            .into_iter()
+            .find(|z| z.name.eq_ignore_ascii_case(&zone))
+            .ok_or(DnsError::ZoneNotFound {
+                provider: KIND,
+                zone: zone.clone(),
+            })?;
+        tracing::debug!(zone = %zone, id = %found.id, "cloudflare zone found");
+        let id = std::sync::Arc::new(found.id);
+        self.zone_id.store(Some(id.clone()));
+        Ok(id)
+    }
+
+    /// All records of `rtype` at `name` (every page).
+    async fn list(&self, zone_id: &str, rtype: &str, name: &str) -> Result<Vec<Record>, DnsError> {
+        let path = format!("zones/{zone_id}/dns_records");
+        self.api
+            .list_all(&path, &[("type", rtype), ("name", name)])
+            .await
+            .map_err(CallError::into_dns_error)
+    }
+
+    async fn create(&self, zone_id: &str, body: &RecordBody<'_>) -> Result<(), DnsError> {
+        let url = self.api.url(&format!("zones/{zone_id}/dns_records"), &[])?;
+        match self
+            .api
+            .call::<serde_json::Value>(Method::POST, url, Some(body))
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Someone (a concurrent call of ours) created it meanwhile: that is what we wanted.
+            Err(e) if e.has_code(IDENTICAL_RECORD_EXISTS) => Ok(()),
+            Err(e) => Err(e.into_dns_error()),
+        }
+    }
+
+    async fn replace(
+        &self,
+        zone_id: &str,
+        id: &str,
+        body: &RecordBody<'_>,
+    ) -> Result<(), DnsError> {
+        let url = self
+            .api
+            .url(&format!("zones/{zone_id}/dns_records/{id}"), &[])?;
+        self.api
+            .call::<serde_json::Value>(Method::PUT, url, Some(body))
+            .await
+            .map(|_| ())
+            .map_err(CallError::into_dns_error)
+    }
+
+    async fn delete(&self, zone_id: &str, id: &str) -> Result<(), DnsError> {
+        let url = self
+            .api
+            .url(&format!("zones/{zone_id}/dns_records/{id}"), &[])?;
+        match self
+            .api
+            .call::<serde_json::Value>(Method::DELETE, url, None)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.has_code(RECORD_DOES_NOT_EXIST) => Ok(()),
+            Err(e) => Err(e.into_dns_error()),
+        }
+    }
+
+    /// Makes the `rtype` records at `name` exactly `wanted`, reusing records that need a new
+    /// address (PUT) before creating or deleting any.
+    async fn converge(
+        &self,
+        zone_id: &str,
+        rtype: &str,
+        name: &str,
+        wanted: &[IpAddr],
+    ) -> Result<(), DnsError> {
+        let existing = self.list(zone_id, rtype, name).await?;
+        let mut missing: Vec<IpAddr> = wanted.to_vec();
+        let mut spare: Vec<Record> = Vec::new();
+        for record in existing {
+            let current = record.content.parse::<IpAddr>().ok();
+            match current.and_then(|ip| missing.iter().position(|w| *w == ip)) {
+                Some(i) => {
+                    missing.swap_remove(i);
+                }
+                None => spare.push(record),
+            }
+        }
+        for ip in missing {
+            let content = ip.to_string();
+            let body = RecordBody {
+                rtype,
+                name,
+                content: &content,
+                ttl: 1,
+                proxied: false,
+            };
+            match spare.pop() {
+                Some(record) => self.replace(zone_id, &record.id, &body).await?,
+                None => self.create(zone_id, &body).await?,
+            }
+        }
+        for record in spare {
+            self.delete(zone_id, &record.id).await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl DnsProvider for Cloudflare {
+    async fn set_addresses(&self, fqdn: &str, addrs: &[IpAddr]) -> Result<(), DnsError> {
+        let name = without_dot(&name_in_zone(fqdn, &self.zone)?);
+        let zone_id = self.zone_id().await?;
+        let mut v4: Vec<IpAddr> = addrs.iter().copied().filter(IpAddr::is_ipv4).collect();
+        let mut v6: Vec<IpAddr> = addrs.iter().copied().filter(IpAddr::is_ipv6).collect();
+        for list in [&mut v4, &mut v6] {
+            list.sort();
+            list.dedup();
+        }
+        tracing::debug!(name = %name, "cloudflare: setting addresses");
+        self.converge(&zone_id, "A", &name, &v4).await?;
+        self.converge(&zone_id, "AAAA", &name, &v6).await
+    }
+
+    async fn remove_addresses(&self, fqdn: &str) -> Result<(), DnsError> {
+        self.set_addresses(fqdn, &[]).await
+    }
+
+    async fn add_txt(&self, fqdn: &str, value: &str) -> Result<(), DnsError> {
+        let name = without_dot(&name_in_zone(fqdn, &self.zone)?);
+        let zone_id = self.zone_id().await?;
+        let existing = self.list(&zone_id, "TXT", &name).await?;
+        if existing.iter().any(|r| unquote_txt(&r.content) == value) {
+            return Ok(());
+        }
+        let content = quote_txt(value);
+        tracing::debug!(name = %name, "cloudflare: adding TXT");
+        let body = RecordBody {
+            rtype: "TXT",
+            name: &name,
+            content: &content,
+            ttl: 1,
+            proxied: false,
+        };
+        self.create(&zone_id, &body).await
+    }
+
+    async fn remove_txt(&self, fqdn: &str, value: &str) -> Result<(), DnsError> {
+        let name = without_dot(&name_in_zone(fqdn, &self.zone)?);
+        let zone_id = self.zone_id().await?;
+        let existing = self.list(&zone_id, "TXT", &name).await?;
+        for record in existing.iter().filter(|r| unquote_txt(&r.content) == value) {
+            tracing::debug!(name = %name, "cloudflare: removing TXT");
+            self.delete(&zone_id, &record.id).await?;
+        }
+        Ok(())
+    }
+
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+}
