@@ -185,6 +185,9 @@ impl Rfc2136 {
             )));
         }
         let tsig_error = response.signature().and_then(|s| s.data.error);
+        // Only success must be proven by the answer's signature: a forged error can make a
+        // change fail, never make us believe one happened. (Servers answer TSIG failures
+        // unsigned, RFC 8945 §5.3.2, so error answers could not be verified anyway.)
         match response.response_code {
             ResponseCode::NoError => {
                 verifier.verify(&answer).map_err(|e| {
