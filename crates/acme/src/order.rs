@@ -1,0 +1,194 @@
+//! One ACME order: create it, answer its challenges, finalize with our own key, fetch the chain.
+//! Whatever happens, every challenge answer put up for it is taken down again afterwards.
+
+use std::time::Duration;
+
+use instant_acme::{
+    Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, Order, OrderStatus,
+    RetryPolicy,
+};
+use rcgen::{CertificateParams, DistinguishedName, KeyPair};
+use tracing::{debug, warn};
+use warren_dns::DnsProvider;
+use warren_tls::Challenges;
+
+use crate::{AcmeError, ChallengeKind};
+
+/// Where challenge answers go.
+pub(crate) struct Responders<'a> {
+    pub(crate) challenges: &'a Challenges,
+    pub(crate) dns: Option<&'a dyn DnsProvider>,
+}
+
+/// What a successful order yields, in PEM.
+pub(crate) struct Issued {
+    pub(crate) chain_pem: String,
+    pub(crate) key_pem: String,
+}
+
+/// Challenge answers put up during an order, to take down after it.
+#[derive(Default)]
+struct Cleanup {
+    http01_tokens: Vec<String>,
+    tls_alpn01_domains: Vec<String>,
+    txt_records: Vec<(String, String)>,
+}
+
+impl Cleanup {
+    async fn run(self, to: &Responders<'_>) {
+        for token in &self.http01_tokens {
+            to.challenges.remove_http01(token);
+        }
+        for domain in &self.tls_alpn01_domains {
+            to.challenges.remove_tls_alpn01(domain);
+        }
+        if let Some(dns) = to.dns {
+            for (fqdn, value) in &self.txt_records {
+                if let Err(e) = dns.remove_txt(fqdn, value).await {
+                    warn!(%fqdn, error = %e, "could not remove an ACME challenge TXT record");
+                }
+            }
+        }
+    }
+}
+
+/// Orders a certificate for `name` validated with `kind`, giving up after `timeout`.
+pub(crate) async fn issue(
+    account: &Account,
+    name: &str,
+    kind: ChallengeKind,
+    to: &Responders<'_>,
+    timeout: Duration,
+) -> Result<Issued, AcmeError> {
+    let mut cleanup = Cleanup::default();
+    let result = tokio::time::timeout(
+        timeout,
+        attempt(account, name, kind, to, timeout, &mut cleanup),
+    )
+    .await;
+    cleanup.run(to).await;
+    result.unwrap_or_else(|_| Err(AcmeError::Timeout(name.to_owned())))
+}
+
+async fn attempt(
+    account: &Account,
+    name: &str,
+    kind: ChallengeKind,
+    to: &Responders<'_>,
+    timeout: Duration,
+    cleanup: &mut Cleanup,
+) -> Result<Issued, AcmeError> {
+    let identifiers = [Identifier::Dns(name.to_owned())];
+    let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
+    let mut authorizations = order.authorizations();
+    while let Some(authz) = authorizations.next().await {
+        let mut authz = authz?;
+        match authz.status {
+            AuthorizationStatus::Pending => {}
+            AuthorizationStatus::Valid => continue,
+            status => {
+                return Err(AcmeError::Validation {
+                    name: name.to_owned(),
+                    detail: format!("authorization is {status:?}"),
+                });
+            }
+        }
+        let Some(mut challenge) = authz.challenge(challenge_type(kind)) else {
+            return Err(AcmeError::NoChallenge {
+                name: name.to_owned(),
+                kind,
+            });
+        };
+        let Identifier::Dns(domain) = challenge.identifier().identifier.clone() else {
+            return Err(AcmeError::InvalidName(name.to_owned()));
+        };
+        let key_auth = challenge.key_authorization();
+        match kind {
+            ChallengeKind::Http01 => {
+                cleanup.http01_tokens.push(challenge.token.clone());
+                to.challenges
+                    .add_http01(&challenge.token, key_auth.as_str());
+            }
+            ChallengeKind::TlsAlpn01 => {
+                cleanup.tls_alpn01_domains.push(domain.clone());
+                to.challenges
+                    .add_tls_alpn01(&domain, key_auth.digest().as_ref())?;
+            }
+            ChallengeKind::Dns01 => {
+                let dns = to
+                    .dns
+                    .ok_or_else(|| AcmeError::NoDnsProvider(name.to_owned()))?;
+                let fqdn = format!("_acme-challenge.{domain}");
+                let value = key_auth.dns_value();
+                // Recorded before the call: a request that fails half-way may still have
+                // created the record, and removal is idempotent.
+                cleanup.txt_records.push((fqdn.clone(), value.clone()));
+                dns.add_txt(&fqdn, &value).await?;
+            }
+        }
+        debug!(name, %domain, challenge = %kind, "challenge answer in place");
+        challenge.set_ready().await?;
+    }
+
+    let retry = RetryPolicy::new()
+        .initial_delay(Duration::from_millis(250))
+        .backoff(1.5)
+        .timeout(timeout);
+    match order.poll_ready(&retry).await {
+        Ok(OrderStatus::Ready) => {}
+        Ok(status) => {
+            return Err(validation_error(&mut order, name, format!("order is {status:?}")).await);
+        }
+        Err(instant_acme::Error::Api(problem)) => {
+            return Err(validation_error(&mut order, name, problem.to_string()).await);
+        }
+        Err(e) => return Err(e.into()),
+    }
+
+    let key = KeyPair::generate().map_err(|e| AcmeError::Internal(e.to_string()))?;
+    let mut params = CertificateParams::new(vec![name.to_owned()])
+        .map_err(|_| AcmeError::InvalidName(name.to_owned()))?;
+    params.distinguished_name = DistinguishedName::new();
+    let csr = params
+        .serialize_request(&key)
+        .map_err(|e| AcmeError::Internal(e.to_string()))?;
+    order.finalize_csr(csr.der()).await?;
+    let chain_pem = order.poll_certificate(&retry).await?;
+    Ok(Issued {
+        chain_pem,
+        key_pem: key.serialize_pem(),
+    })
+}
+
+fn challenge_type(kind: ChallengeKind) -> ChallengeType {
+    match kind {
+        ChallengeKind::Http01 => ChallengeType::Http01,
+        ChallengeKind::TlsAlpn01 => ChallengeType::TlsAlpn01,
+        ChallengeKind::Dns01 => ChallengeType::Dns01,
+    }
+}
+
+/// The CA's own words on why validation failed: the problems on the order's challenges, else
+/// `fallback`.
+async fn validation_error(order: &mut Order, name: &str, fallback: String) -> AcmeError {
+    let mut problems = Vec::new();
+    let mut authorizations = order.authorizations();
+    while let Some(Ok(mut authz)) = authorizations.next().await {
+        let Ok(state) = authz.refresh().await else {
+            continue;
+        };
+        for challenge in &state.challenges {
+            if let Some(problem) = &challenge.error {
+                problems.push(problem.to_string());
+            }
+        }
+    }
+    AcmeError::Validation {
+        name: name.to_owned(),
+        detail: if problems.is_empty() {
+            fallback
+        } else {
+            problems.join("; ")
+        },
+    }
+}

@@ -1,0 +1,344 @@
+//! The certificate manager against a real ACME CA (Pebble), one private CA, DNS server and
+//! set of ports per test so they run in parallel. Needs the `pebble` binary (Debian package
+//! `pebble`, or `PEBBLE=/path/to/pebble`).
+
+mod harness;
+
+use std::time::Duration;
+
+use harness::{Env, ZONE, eventually, leaf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use warren_acme::{AcmeError, ChallengeKind};
+use warren_tls::cert_info_der;
+
+/// Issues `name` with `kind`, then checks a verified TLS connection gets it.
+async fn issue_and_connect(env: &Env, kind: ChallengeKind, name: &str, sni: &str) {
+    let manager = env.manager(kind);
+    let status = manager
+        .ensure(name)
+        .await
+        .unwrap_or_else(|e| panic!("issue {name}: {e}\n{}", env.pebble.log()));
+    assert_eq!(status.name, name);
+    assert!(status.last_error.is_none());
+    assert!(
+        status
+            .issuer
+            .as_deref()
+            .is_some_and(|i| i.contains("Pebble")),
+        "{status:?}"
+    );
+    let not_after = status.not_after.expect("not_after");
+    let next = status.next_attempt.expect("renewal scheduled");
+    assert!(next > warren_store::now() && next < not_after, "{status:?}");
+
+    let roots = env.pebble.issuing_root().await;
+    let tls = env
+        .connect(sni, &roots)
+        .await
+        .expect("verified TLS connection");
+    assert_eq!(cert_info_der(&leaf(&tls)).expect("leaf").names, [name]);
+    assert!(env.challenges.is_empty(), "challenge answers cleaned up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http01_issues_stores_encrypted_and_serves() {
+    let env = Env::start().await;
+    let name = format!("chat.{ZONE}");
+    env.add_host(&name).await;
+    issue_and_connect(&env, ChallengeKind::Http01, &name, &name).await;
+
+    // The key is sealed in the database, and the key file is private.
+    let row = env
+        .store
+        .certificate(&name)
+        .await
+        .expect("row")
+        .expect("stored");
+    let sealed = row.private_key.as_deref().expect("key");
+    assert!(sealed.starts_with("v1:") && !sealed.contains("PRIVATE KEY"));
+    assert_eq!(row.challenge.as_deref(), Some("http-01"));
+    let raw = std::fs::read(env.db_url.trim_start_matches("sqlite://")).expect("db file");
+    assert!(
+        !String::from_utf8_lossy(&raw).contains("PRIVATE KEY"),
+        "no plaintext key in the db"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&env.key_path)
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    // A restart: a fresh CertStore gets the stored certificate back from `load`.
+    let fresh = Env::start().await; // other ports; only its empty CertStore is used here
+    let manager = warren_acme::CertManager::new(
+        env.settings(ChallengeKind::Http01),
+        env.store.clone(),
+        fresh.certs.clone(),
+        fresh.challenges.clone(),
+        None,
+    );
+    assert_eq!(manager.load().await.expect("load"), 1);
+    assert_eq!(fresh.certs.names(), [name]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_alpn01_issues_and_serves() {
+    let env = Env::start().await;
+    let name = format!("alpn.{ZONE}");
+    env.add_host(&name).await;
+    issue_and_connect(&env, ChallengeKind::TlsAlpn01, &name, &name).await;
+    let row = env
+        .store
+        .certificate(&name)
+        .await
+        .expect("row")
+        .expect("stored");
+    assert_eq!(row.challenge.as_deref(), Some("tls-alpn-01"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_uses_dns01_and_cleans_its_txt_record() {
+    let env = Env::start().await;
+    // Configured for HTTP-01: the wildcard still goes through DNS-01.
+    let name = format!("*.{ZONE}");
+    issue_and_connect(
+        &env,
+        ChallengeKind::Http01,
+        &name,
+        &format!("anything.{ZONE}"),
+    )
+    .await;
+    assert_eq!(*env.dns.txt_added.lock().expect("lock"), 1);
+    assert!(
+        env.dns.live_txt.lock().expect("lock").is_empty(),
+        "TXT removed"
+    );
+    let row = env
+        .store
+        .certificate(&name)
+        .await
+        .expect("row")
+        .expect("stored");
+    assert_eq!(row.challenge.as_deref(), Some("dns-01"));
+    // One label only: a deeper name is not covered.
+    let roots = env.pebble.issuing_root().await;
+    assert!(env.connect(&format!("a.b.{ZONE}"), &roots).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_without_dns_provider_is_an_error_on_record() {
+    let env = Env::start().await;
+    let manager = warren_acme::CertManager::new(
+        env.settings(ChallengeKind::Http01),
+        env.store.clone(),
+        env.certs.clone(),
+        env.challenges.clone(),
+        None,
+    );
+    let name = format!("*.{ZONE}");
+    assert!(matches!(
+        manager.ensure(&name).await,
+        Err(AcmeError::NoDnsProvider(_))
+    ));
+    let status = manager.status().await.expect("status");
+    assert_eq!(status.len(), 1);
+    assert!(
+        status[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("DNS provider"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_renewal_swaps_the_certificate_and_open_connections_keep_working() {
+    let env = Env::start().await;
+    let name = format!("renew.{ZONE}");
+    env.add_host(&name).await;
+    let manager = env.manager(ChallengeKind::Http01);
+    let first = manager.ensure(&name).await.expect("issue");
+    let roots = env.pebble.issuing_root().await;
+    let mut open = env.connect(&name, &roots).await.expect("connect");
+    let old_leaf = leaf(&open);
+
+    let renewed = manager.force_renew(&name).await.expect("renew");
+    assert!(renewed.last_error.is_none());
+    assert!(renewed.not_after >= first.not_after);
+
+    let fresh = env.connect(&name, &roots).await.expect("connect again");
+    assert_ne!(
+        leaf(&fresh),
+        old_leaf,
+        "new handshakes get the renewed certificate"
+    );
+    open.write_all(b"still here")
+        .await
+        .expect("write on the old connection");
+    let mut buf = [0u8; 10];
+    open.read_exact(&mut buf)
+        .await
+        .expect("read on the old connection");
+    assert_eq!(&buf, b"still here");
+    assert_eq!(env.certs.names(), [name]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_account_is_created_once_and_reused() {
+    let env = Env::start().await;
+    for host in ["one", "two"] {
+        env.add_host(&format!("{host}.{ZONE}")).await;
+    }
+    env.manager(ChallengeKind::Http01)
+        .ensure(&format!("one.{ZONE}"))
+        .await
+        .expect("first manager");
+    let stored = env
+        .store
+        .acme_account(&env.pebble.directory_url)
+        .await
+        .expect("get")
+        .expect("account stored");
+    assert!(
+        !stored.credentials.contains("key_pkcs8"),
+        "credentials are sealed"
+    );
+    // A second manager on the same store (a restart) restores the account.
+    env.manager(ChallengeKind::Http01)
+        .ensure(&format!("two.{ZONE}"))
+        .await
+        .expect("second manager");
+    let again = env
+        .store
+        .acme_account(&env.pebble.directory_url)
+        .await
+        .expect("get")
+        .expect("account stored");
+    assert_eq!(again, stored, "no new account");
+    let created = env
+        .store
+        .events_since(0, 1000)
+        .await
+        .expect("events")
+        .into_iter()
+        .filter(|e| e.action == "acme.account")
+        .count();
+    assert_eq!(created, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ca_down_records_the_error_backs_off_and_keeps_serving() {
+    let mut env = Env::start().await;
+    let name = format!("steady.{ZONE}");
+    env.add_host(&name).await;
+    let manager = env.manager(ChallengeKind::Http01);
+    manager.ensure(&name).await.expect("issue");
+    let roots = env.pebble.issuing_root().await;
+    let served = leaf(&env.connect(&name, &roots).await.expect("connect"));
+
+    env.pebble.stop().await;
+    let before = warren_store::now();
+    let err = manager.force_renew(&name).await.expect_err("CA is down");
+    assert!(matches!(err, AcmeError::Ca(_)), "{err:?}");
+    let status = manager.status().await.expect("status");
+    let row = status.iter().find(|s| s.name == name).expect("row");
+    assert!(row.last_error.is_some(), "{row:?}");
+    let next = row.next_attempt.expect("retry scheduled");
+    assert!(next >= before + 60, "backoff of at least a minute: {row:?}");
+    assert!(
+        row.not_after.is_some(),
+        "the certificate is still on record"
+    );
+    let still = leaf(&env.connect(&name, &roots).await.expect("still served"));
+    assert_eq!(still, served);
+
+    // A new name fails too, and asking again right away does not go to the CA.
+    let other = format!("new.{ZONE}");
+    assert!(matches!(
+        manager.ensure(&other).await,
+        Err(AcmeError::Ca(_))
+    ));
+    match manager.ensure(&other).await {
+        Err(AcmeError::BackingOff { until, .. }) => assert!(until > warren_store::now()),
+        other => panic!("expected BackingOff, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ca_rejection_is_recorded_and_challenges_are_cleaned() {
+    let env = Env::start().await;
+    // No A record: Pebble cannot reach us and refuses the authorization.
+    let name = format!("ghost.{ZONE}");
+    let manager = env.manager(ChallengeKind::Http01);
+    let err = manager.ensure(&name).await.expect_err("must fail");
+    assert!(matches!(err, AcmeError::Validation { .. }), "{err:?}");
+    assert!(env.challenges.is_empty());
+    let status = manager.status().await.expect("status");
+    assert_eq!(status.len(), 1);
+    let s = &status[0];
+    assert!(
+        s.last_error.as_deref().is_some_and(|e| e.contains(&name)),
+        "{s:?}"
+    );
+    assert!(
+        s.next_attempt.is_some_and(|t| t > warren_store::now()),
+        "{s:?}"
+    );
+    assert!(s.not_after.is_none() && env.certs.names().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_task_works_requests_and_renews_when_due() {
+    let env = Env::start().await;
+    let name = format!("bg.{ZONE}");
+    env.add_host(&name).await;
+    let manager = env.manager(ChallengeKind::Http01);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(manager.clone().run(shutdown.clone()));
+
+    manager.request(&name);
+    let first = eventually(30, "requested certificate", || async {
+        let row = env.store.certificate(&name).await.ok()??;
+        row.material()?;
+        Some(row)
+    })
+    .await;
+    assert_eq!(env.certs.names(), [name.as_str()]);
+
+    // Make it due now, as if two thirds of its lifetime had passed.
+    let due = warren_store::NewCertificate {
+        name: name.clone(),
+        chain_pem: first.chain_pem.clone().expect("chain"),
+        private_key: first.private_key.clone().expect("key"),
+        not_before: first.not_before.expect("nb"),
+        not_after: first.not_after.expect("na"),
+        issuer: first.issuer.clone().expect("issuer"),
+        challenge: "http-01".into(),
+        next_attempt: Some(warren_store::now() - 1),
+    };
+    env.store
+        .put_certificate("test", &due)
+        .await
+        .expect("make due");
+    manager.request(&name); // wakes the task
+    let renewed = eventually(30, "renewal", || async {
+        let row = env.store.certificate(&name).await.ok()??;
+        (row.chain_pem != first.chain_pem).then_some(row)
+    })
+    .await;
+    assert!(
+        renewed
+            .next_attempt
+            .is_some_and(|t| t > warren_store::now())
+    );
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("run stops on shutdown")
+        .expect("join");
+}
