@@ -90,20 +90,17 @@ impl TestBroker {
     fn spawn(&mut self) -> Result<()> {
         let mut cmd = self.base_command();
         let log = std::env::var("WARREN_TEST_LOG").unwrap_or_else(|_| "warn".into());
-        cmd.args([
-            "--ssh-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--https-addr",
-            "127.0.0.1:0",
-            "--log",
-            &log,
-        ])
-        .args(&self.extra)
-        .arg("serve")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        // Port 0 everywhere, unless the test picked an address itself.
+        for flag in ["--ssh-addr", "--http-addr", "--https-addr"] {
+            if !self.extra.iter().any(|a| a == flag) {
+                cmd.args([flag, "127.0.0.1:0"]);
+            }
+        }
+        cmd.args(["--log", &log])
+            .args(&self.extra)
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         let mut child = cmd.spawn().context("spawn broker")?;
         let stdout = child.stdout.take().context("stdout")?;
         let mut lines = BufReader::new(stdout).lines();

@@ -8,5 +8,6 @@ mod harness;
 mod hostile;
 mod https;
 mod origin;
+mod public;
 mod transfer;
 mod tunnels;

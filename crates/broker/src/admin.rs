@@ -203,3 +203,74 @@ pub async fn names(config: &Config, user: Option<&str>) -> Result<()> {
     }
     Ok(())
 }
+
+/// `broker certs …`
+#[derive(Debug, Subcommand)]
+pub enum CertsCmd {
+    /// List certificates: name, issuer, expiry, last error, next attempt.
+    List,
+}
+
+fn when(t: Option<i64>) -> String {
+    match t {
+        None => "-".into(),
+        Some(t) => {
+            let d = t - warren_store::now();
+            let (n, unit) = if d.abs() >= 86400 {
+                (d / 86400, "d")
+            } else if d.abs() >= 3600 {
+                (d / 3600, "h")
+            } else {
+                (d / 60, "m")
+            };
+            if d >= 0 {
+                format!("in {n}{unit}")
+            } else {
+                format!("{}{unit} ago", -n)
+            }
+        }
+    }
+}
+
+pub async fn certs(config: &Config, cmd: CertsCmd) -> Result<()> {
+    let store = open_store(config).await?;
+    match cmd {
+        CertsCmd::List => {
+            println!(
+                "{:<32} {:<36} {:<10} {:<10} LAST ERROR",
+                "NAME", "ISSUER", "EXPIRES", "NEXT TRY"
+            );
+            for c in store.list_certificates().await? {
+                println!(
+                    "{:<32} {:<36} {:<10} {:<10} {}",
+                    c.name,
+                    c.issuer.as_deref().unwrap_or("-"),
+                    when(c.not_after),
+                    when(c.next_attempt),
+                    c.last_error.as_deref().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn events(config: &Config, limit: i64) -> Result<()> {
+    let store = open_store(config).await?;
+    let last = store.last_event_id().await?;
+    let events = store
+        .events_since((last - limit.max(1)).max(0), limit.max(1))
+        .await?;
+    for e in events {
+        println!(
+            "{:>6} {} {:<12} {:<14} {} {}",
+            e.id,
+            when(Some(e.at)),
+            e.actor,
+            e.action,
+            e.subject,
+            e.detail
+        );
+    }
+    Ok(())
+}

@@ -3,6 +3,7 @@
 
 mod admin;
 mod config;
+mod public;
 mod serve;
 mod watch;
 
@@ -48,6 +49,15 @@ enum Command {
         /// The name.
         name: String,
     },
+    /// Certificates: each name, issuer, expiry and last error.
+    #[command(subcommand)]
+    Certs(admin::CertsCmd),
+    /// The audit log, newest last: who bound, claimed, released what; DNS and other errors.
+    Events {
+        /// How many of the newest events.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
     /// List reserved names.
     Names {
         /// Only this user's.
@@ -85,6 +95,8 @@ fn run(cli: Cli) -> Result<()> {
             Command::Reserve { user, name } => admin::reserve(&config, &user, &name).await,
             Command::Release { name } => admin::release(&config, &name).await,
             Command::Names { user } => admin::names(&config, user.as_deref()).await,
+            Command::Certs(cmd) => admin::certs(&config, cmd).await,
+            Command::Events { limit } => admin::events(&config, limit).await,
         }
     })
 }

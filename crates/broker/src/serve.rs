@@ -66,7 +66,7 @@ pub async fn serve(config: Config) -> Result<()> {
 
     let certs = Arc::new(CertStore::new());
     let challenges = Arc::new(Challenges::new());
-    let tls_on = config.tls_files.is_some();
+    let tls_on = config.tls_files.is_some() || config.public.acme.is_some();
     if let Some((chain, key)) = &config.tls_files {
         let (key, info) = warren_tls::load_pem_files(chain, key)
             .with_context(|| format!("tls_cert/tls_key: cannot use {}", chain.display()))?;
@@ -84,7 +84,14 @@ pub async fn serve(config: Config) -> Result<()> {
     let ssh_settings = SshSettings {
         domain: config.domain.clone(),
         public_scheme: config.public_scheme.clone(),
-        public_port: config.public_port.unwrap_or(http_addr.port()),
+        public_port: if config.public_scheme == "https" {
+            config
+                .public_tls_port
+                .or(config.public_port)
+                .unwrap_or(https_addr.port())
+        } else {
+            config.public_port.unwrap_or(http_addr.port())
+        },
         auto_claim: config.auto_claim,
         tls_passthrough: true,
         public_tls_port: config.public_tls_port.unwrap_or(https_addr.port()),
@@ -94,6 +101,7 @@ pub async fn serve(config: Config) -> Result<()> {
     };
     let example_url = ssh_settings.url_for("NAME");
     let shutdown = CancellationToken::new();
+    let tasks = tokio_util::task::TaskTracker::new();
     let tcp_ports = Arc::new(TcpPorts::new(
         config.tcp_addr,
         config.tcp_ports.clone(),
@@ -131,9 +139,19 @@ pub async fn serve(config: Config) -> Result<()> {
         }),
     );
 
+    let (public, public_info) = crate::public::Public::start(
+        &config,
+        store.clone(),
+        registry.clone(),
+        certs.clone(),
+        challenges.clone(),
+        &tasks,
+        &shutdown,
+    )
+    .await?;
     let watcher =
-        crate::watch::Watcher::start(store.clone(), registry.clone(), sessions.clone()).await?;
-    let tasks = tokio_util::task::TaskTracker::new();
+        crate::watch::Watcher::start(public, store.clone(), registry.clone(), sessions.clone())
+            .await?;
     tasks.spawn(warren_ssh::run(ssh_listener, shutdown.clone(), ssh));
     tasks.spawn(warren_edge::run(
         http_listener,
@@ -155,7 +173,7 @@ pub async fn serve(config: Config) -> Result<()> {
     println!("  http  {http_addr}  tunnels at {example_url}");
     println!(
         "  https {https_addr}  TLS passthrough with -R NAME:443:…{}",
-        if tls_on {
+        if config.tls_files.is_some() {
             ", certificates from tls_cert"
         } else {
             ""
@@ -167,6 +185,8 @@ pub async fn serve(config: Config) -> Result<()> {
         config.tcp_ports.start(),
         config.tcp_ports.end()
     );
+    println!("  dns   {}", public_info.dns);
+    println!("  acme  {}", public_info.acme);
     println!(
         "  data  {}  database {}",
         config.data_dir.display(),

@@ -16,10 +16,13 @@ use warren_registry::Registry;
 use warren_ssh::Sessions;
 use warren_store::Store;
 
+use crate::public::Public;
+
 const POLL: Duration = Duration::from_secs(1);
 
 pub struct Watcher {
     store: Arc<dyn Store>,
+    public: Arc<Public>,
     registry: Arc<Registry>,
     sessions: Arc<Sessions>,
     cursor: i64,
@@ -28,12 +31,14 @@ pub struct Watcher {
 impl Watcher {
     /// Loads the current reservations and remembers where the log ends.
     pub async fn start(
+        public: Arc<Public>,
         store: Arc<dyn Store>,
         registry: Arc<Registry>,
         sessions: Arc<Sessions>,
     ) -> Result<Self> {
         let cursor = store.last_event_id().await?;
         let w = Self {
+            public,
             store,
             registry,
             sessions,
@@ -54,6 +59,7 @@ impl Watcher {
                 warn!(error = %e, "cannot read the audit log; retrying");
             }
             self.registry.sweep();
+            self.public.tick().await;
         }
     }
 
@@ -79,7 +85,28 @@ impl Watcher {
                         .await;
                     info!(key = %e.subject, sessions = n, "key removed: sessions dropped");
                 }
-                "name.reserve" | "name.release" => names_changed = true,
+                "name.reserve" => {
+                    names_changed = true;
+                    self.public.name_up(&e.subject, true);
+                }
+                "name.release" => {
+                    names_changed = true;
+                    if !matches!(
+                        self.registry.lookup(&e.subject),
+                        warren_registry::Lookup::Live(_)
+                    ) {
+                        self.public.name_down(&e.subject);
+                    }
+                }
+                "tunnel.bind" if !e.subject.starts_with("tcp:") => {
+                    let reserved = self.registry.is_reserved(&e.subject);
+                    self.public.name_up(&e.subject, reserved);
+                }
+                "tunnel.unbind"
+                    if !e.subject.starts_with("tcp:") && !self.registry.is_reserved(&e.subject) =>
+                {
+                    self.public.name_fading(&e.subject);
+                }
                 _ => {}
             }
             self.cursor = e.id;

@@ -173,6 +173,11 @@ impl Registry {
         });
     }
 
+    /// Whether `name` is reserved (per the mirror).
+    pub fn is_reserved(&self, name: &str) -> bool {
+        self.reserved.load().contains(name)
+    }
+
     /// Replaces the mirror of reserved names (at start, and whenever the store changes).
     pub fn set_reserved(&self, names: HashSet<String>) {
         self.reserved.store(std::sync::Arc::new(names));

@@ -1,0 +1,186 @@
+//! Every setting as one optional field: a flag (and, through clap, a `BROKER_*` variable) and a
+//! TOML key at once, so the three sources cannot drift apart. `merge` lays flags over the file.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::Args;
+use serde::Deserialize;
+use warren_edge::IpNet;
+
+/// Declares the settings struct and its `merge` from one list of fields.
+macro_rules! settings {
+    ($( $(#[$meta:meta])* $field:ident : $ty:ty ),* $(,)?) => {
+        /// Settings from flags, `BROKER_*` variables or the TOML file; all optional (absent
+        /// ones fall back to the next source, then to the defaults in `Config::load`).
+        #[derive(Debug, Default, Clone, Args, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct SettingsArgs {
+            /// TOML config file.
+            #[arg(long, global = true, env = "BROKER_CONFIG", value_name = "FILE")]
+            #[serde(skip)]
+            pub config: Option<PathBuf>,
+            $( $(#[$meta])* pub $field: Option<$ty>, )*
+        }
+
+        impl SettingsArgs {
+            /// `self` (flags and variables) over `file`.
+            pub fn merge(self, file: SettingsArgs) -> SettingsArgs {
+                SettingsArgs { config: self.config, $( $field: self.$field.or(file.$field), )* }
+            }
+        }
+    };
+}
+
+settings! {
+    /// Where the SQLite database, the SSH host key and the certificate key live [default: ./warren-data].
+    #[arg(long, global = true, env = "BROKER_DATA_DIR", value_name = "DIR")]
+    data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://…` [default: sqlite://DATA_DIR/warren.db].
+    #[arg(long, global = true, env = "BROKER_DATABASE_URL", value_name = "URL")]
+    database_url: String,
+    /// SSH listener [default: 127.0.0.1:2222].
+    #[arg(long, global = true, env = "BROKER_SSH_ADDR", value_name = "ADDR")]
+    ssh_addr: SocketAddr,
+    /// HTTP listener for visitors [default: 127.0.0.1:8080].
+    #[arg(long, global = true, env = "BROKER_HTTP_ADDR", value_name = "ADDR")]
+    http_addr: SocketAddr,
+    /// HTTPS listener for visitors (termination and passthrough) [default: 127.0.0.1:8443].
+    #[arg(long, global = true, env = "BROKER_HTTPS_ADDR", value_name = "ADDR")]
+    https_addr: SocketAddr,
+    /// Operator-supplied certificate chain (PEM), served for the names it covers.
+    #[arg(long, global = true, env = "BROKER_TLS_CERT", value_name = "FILE")]
+    tls_cert: PathBuf,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, global = true, env = "BROKER_TLS_KEY", value_name = "FILE")]
+    tls_key: PathBuf,
+    /// Base domain: tunnels are NAME.DOMAIN [default: localhost].
+    #[arg(long, global = true, env = "BROKER_DOMAIN")]
+    domain: String,
+    /// Scheme of the URLs printed to users [default: https when certificates are configured, else http].
+    #[arg(long, global = true, env = "BROKER_PUBLIC_SCHEME", value_name = "SCHEME")]
+    public_scheme: String,
+    /// Port of printed http:// URLs [default: the HTTP listener's port].
+    #[arg(long, global = true, env = "BROKER_PUBLIC_PORT", value_name = "PORT")]
+    public_port: u16,
+    /// Port of printed https:// URLs [default: the HTTPS listener's port].
+    #[arg(long, global = true, env = "BROKER_PUBLIC_TLS_PORT", value_name = "PORT")]
+    public_tls_port: u16,
+    /// Send Strict-Transport-Security with this max-age on HTTPS responses [default: off].
+    #[arg(long, global = true, env = "BROKER_HSTS_MAX_AGE", value_name = "SECS")]
+    hsts_max_age: u64,
+    /// Public ports for raw TCP tunnels (`-R tcp:0:…`), FIRST-LAST [default: 20000-20999].
+    #[arg(long, global = true, env = "BROKER_TCP_PORTS", value_name = "RANGE")]
+    tcp_ports: String,
+    /// Address the raw TCP ports listen on [default: the HTTP listener's address].
+    #[arg(long, global = true, env = "BROKER_TCP_ADDR", value_name = "IP")]
+    tcp_addr: IpAddr,
+    /// Let `-R NAME:80:…` claim a free NAME for the user [default: true].
+    #[arg(long, global = true, env = "BROKER_AUTO_CLAIM", value_name = "BOOL")]
+    auto_claim: bool,
+    /// Seconds a name stays with its owner after the tunnel drops [default: 600].
+    #[arg(long, global = true, env = "BROKER_GRACE_SECS", value_name = "SECS")]
+    grace_secs: u64,
+    /// Concurrent visitor connections per tunnel [default: 256].
+    #[arg(long, global = true, env = "BROKER_MAX_TUNNEL_CONNECTIONS", value_name = "N")]
+    max_tunnel_connections: usize,
+    /// Request head size limit in bytes [default: 32768].
+    #[arg(long, global = true, env = "BROKER_MAX_HEADER_BYTES", value_name = "BYTES")]
+    max_header_bytes: usize,
+    /// Request header count limit [default: 100].
+    #[arg(long, global = true, env = "BROKER_MAX_HEADERS", value_name = "N")]
+    max_headers: usize,
+    /// Seconds a visitor has to send a request head [default: 20].
+    #[arg(long, global = true, env = "BROKER_HEADER_TIMEOUT_SECS", value_name = "SECS")]
+    header_timeout_secs: u64,
+    /// Comma-separated IPs/CIDRs whose X-Forwarded-* headers are trusted [default: none].
+    #[arg(long, global = true, env = "BROKER_TRUSTED_PROXIES", value_delimiter = ',', value_name = "CIDRS", value_parser = parse_net)]
+    #[serde(default, deserialize_with = "nets")]
+    trusted_proxies: Vec<IpNet>,
+    /// Seconds between SSH keepalives [default: 15].
+    #[arg(long, global = true, env = "BROKER_KEEPALIVE_SECS", value_name = "SECS")]
+    keepalive_secs: u64,
+    /// Unanswered keepalives before a client counts as dead [default: 4].
+    #[arg(long, global = true, env = "BROKER_KEEPALIVE_MAX", value_name = "N")]
+    keepalive_max: usize,
+    /// Seconds a new SSH connection has to authenticate [default: 30].
+    #[arg(long, global = true, env = "BROKER_AUTH_TIMEOUT_SECS", value_name = "SECS")]
+    auth_timeout_secs: u64,
+    /// ACME directory URL; unset means no certificates are ordered [default: unset].
+    #[arg(long, global = true, env = "BROKER_ACME_DIRECTORY", value_name = "URL")]
+    acme_directory: String,
+    /// Extra root CA (PEM) trusted for the ACME server's own HTTPS (e.g. Pebble's).
+    #[arg(long, global = true, env = "BROKER_ACME_ROOT_CA", value_name = "FILE")]
+    acme_root_ca: PathBuf,
+    /// Contact e-mail given to the CA.
+    #[arg(long, global = true, env = "BROKER_ACME_EMAIL", value_name = "EMAIL")]
+    acme_email: String,
+    /// Challenge for per-name certificates: http-01, tls-alpn-01 or dns-01 [default: http-01].
+    #[arg(long, global = true, env = "BROKER_ACME_CHALLENGE", value_name = "KIND")]
+    acme_challenge: String,
+    /// Order one wildcard *.DOMAIN (DNS-01) for random names [default: true with a DNS provider].
+    #[arg(long, global = true, env = "BROKER_ACME_WILDCARD", value_name = "BOOL")]
+    acme_wildcard: bool,
+    /// Base64 32-byte key encrypting certificate keys at rest [default: DATA_DIR/cert-key, generated].
+    #[arg(long, global = true, env = "BROKER_CERT_KEY", value_name = "BASE64")]
+    cert_key: String,
+    /// DNS provider: builtin, cloudflare, rfc2136 or none [default: none].
+    #[arg(long, global = true, env = "BROKER_DNS_PROVIDER", value_name = "KIND")]
+    dns_provider: String,
+    /// Where the built-in DNS server listens (UDP and TCP) [default: 127.0.0.1:5353].
+    #[arg(long, global = true, env = "BROKER_DNS_ADDR", value_name = "ADDR")]
+    dns_addr: SocketAddr,
+    /// NS host names the built-in server announces [default: ns1.DOMAIN].
+    #[arg(long, global = true, env = "BROKER_DNS_NS", value_delimiter = ',', value_name = "NAMES")]
+    dns_ns: Vec<String>,
+    /// What A records point at.
+    #[arg(long, global = true, env = "BROKER_PUBLIC_IPV4", value_name = "IP")]
+    public_ipv4: Ipv4Addr,
+    /// What AAAA records point at.
+    #[arg(long, global = true, env = "BROKER_PUBLIC_IPV6", value_name = "IP")]
+    public_ipv6: Ipv6Addr,
+    /// Cloudflare API token (Zone:Read, DNS:Edit).
+    #[arg(long, global = true, env = "BROKER_CLOUDFLARE_TOKEN", value_name = "TOKEN")]
+    cloudflare_token: String,
+    /// Cloudflare zone name [default: DOMAIN].
+    #[arg(long, global = true, env = "BROKER_CLOUDFLARE_ZONE", value_name = "ZONE")]
+    cloudflare_zone: String,
+    /// Cloudflare API base URL [default: https://api.cloudflare.com/client/v4].
+    #[arg(long, global = true, env = "BROKER_CLOUDFLARE_API", value_name = "URL")]
+    cloudflare_api: String,
+    /// RFC 2136 server (BIND, Knot, PowerDNS) accepting TSIG-signed updates.
+    #[arg(long, global = true, env = "BROKER_RFC2136_SERVER", value_name = "ADDR")]
+    rfc2136_server: SocketAddr,
+    /// RFC 2136 zone [default: DOMAIN].
+    #[arg(long, global = true, env = "BROKER_RFC2136_ZONE", value_name = "ZONE")]
+    rfc2136_zone: String,
+    /// TSIG key name.
+    #[arg(long, global = true, env = "BROKER_RFC2136_KEY_NAME", value_name = "NAME")]
+    rfc2136_key_name: String,
+    /// TSIG secret, base64.
+    #[arg(long, global = true, env = "BROKER_RFC2136_SECRET", value_name = "BASE64")]
+    rfc2136_secret: String,
+    /// TSIG algorithm: hmac-sha256, hmac-sha384 or hmac-sha512 [default: hmac-sha256].
+    #[arg(long, global = true, env = "BROKER_RFC2136_ALGORITHM", value_name = "ALG")]
+    rfc2136_algorithm: String,
+    /// Log filter, as RUST_LOG [default: info].
+    #[arg(long, global = true, env = "BROKER_LOG", value_name = "FILTER")]
+    log: String,
+}
+
+/// An IP network (`10.0.0.0/8`) or a single address (`10.0.0.1`).
+pub fn parse_net(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is not an IP address or CIDR network"))
+}
+
+fn nets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<IpNet>>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    list.iter()
+        .map(|s| parse_net(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}

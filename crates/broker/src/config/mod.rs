@@ -1,0 +1,340 @@
+//! The broker's configuration: one typed struct, from a TOML file, `BROKER_*` variables and
+//! flags, in that order of precedence (flags win). Every flag `--foo-bar` has the variable
+//! `BROKER_FOO_BAR` and the TOML key `foo_bar`. Unknown keys and bad values are errors that name
+//! the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+mod args;
+mod public;
+
+use anyhow::{Context, Result, bail};
+use warren_edge::IpNet;
+
+pub use args::SettingsArgs;
+pub use public::{DnsConfig, PublicConfig};
+
+/// A string whose `Debug` does not show it (database URLs carry passwords).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MASKED")
+    }
+}
+
+impl Secret {
+    /// The URL with any password replaced, for logs.
+    pub fn redacted(&self) -> String {
+        match (self.0.find("://"), self.0.rfind('@')) {
+            (Some(s), Some(at)) if at > s => {
+                let creds = &self.0[s + 3..at];
+                let user = creds.split(':').next().unwrap_or("");
+                format!("{}{}:***{}", &self.0[..s + 3], user, &self.0[at..])
+            }
+            _ => self.0.clone(),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Data directory (created if missing).
+    pub data_dir: PathBuf,
+    /// Database URL.
+    pub database_url: Secret,
+    /// SSH listener.
+    pub ssh_addr: SocketAddr,
+    /// HTTP listener.
+    pub http_addr: SocketAddr,
+    /// HTTPS listener.
+    pub https_addr: SocketAddr,
+    /// Operator-supplied certificate (chain, key).
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+    /// Port of printed https URLs; `None` means the HTTPS listener's actual port.
+    pub public_tls_port: Option<u16>,
+    /// HSTS max-age, if any.
+    pub hsts_max_age: Option<u64>,
+    /// Raw TCP tunnel ports.
+    pub tcp_ports: std::ops::RangeInclusive<u16>,
+    /// Where raw TCP tunnel ports listen.
+    pub tcp_addr: std::net::IpAddr,
+    /// Base domain.
+    pub domain: String,
+    /// Scheme of printed URLs.
+    pub public_scheme: String,
+    /// Port of printed URLs; `None` means the HTTP listener's actual port.
+    pub public_port: Option<u16>,
+    /// Auto-claim of free names.
+    pub auto_claim: bool,
+    /// Grace period.
+    pub grace: Duration,
+    /// Per-tunnel visitor connection cap.
+    pub max_tunnel_connections: usize,
+    /// Request head size limit.
+    pub max_header_bytes: usize,
+    /// Header count limit.
+    pub max_headers: usize,
+    /// Request head deadline.
+    pub header_timeout: Duration,
+    /// Trusted proxies.
+    pub trusted_proxies: Vec<IpNet>,
+    /// SSH keepalive interval.
+    pub keepalive: Duration,
+    /// Missed keepalives before a client is dropped.
+    pub keepalive_max: usize,
+    /// Deadline for SSH authentication.
+    pub auth_timeout: Duration,
+    /// Log filter.
+    pub log: String,
+    /// DNS and certificates: what going public needs.
+    pub public: PublicConfig,
+}
+
+impl Config {
+    /// Merges file < env < flags (clap has already put flags over variables) and validates.
+    pub fn load(args: &SettingsArgs) -> Result<Self> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => SettingsArgs::default(),
+        };
+        let a = args.clone().merge(file);
+        let data_dir = a
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("warren-data"));
+        let database_url = a
+            .database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("warren.db").display()));
+        if !["sqlite:", "postgres:", "postgresql:"]
+            .iter()
+            .any(|p| database_url.starts_with(p))
+        {
+            bail!("database_url: expected sqlite://PATH or postgres://…, got {database_url:?}");
+        }
+        let domain = a
+            .domain
+            .clone()
+            .unwrap_or_else(|| "localhost".into())
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        // DNS label rules; the reserved words are for tenants' names, not the operator's domain.
+        let label_ok = |l: &str| {
+            matches!(
+                warren_registry::names::validate(l),
+                Ok(()) | Err(warren_registry::names::NameError::Reserved(_))
+            )
+        };
+        if domain.is_empty() || !domain.split('.').all(label_ok) {
+            bail!("domain: {domain:?} is not a valid domain name");
+        }
+        let max_header_bytes = a.max_header_bytes.unwrap_or(32 * 1024);
+        if max_header_bytes < 8192 {
+            bail!("max_header_bytes: must be at least 8192, got {max_header_bytes}");
+        }
+        let public = PublicConfig::load(&a, &domain)?;
+        let tls_files = match (a.tls_cert, a.tls_key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => bail!("tls_cert and tls_key: give both or neither"),
+        };
+        let tcp_ports = parse_range(a.tcp_ports.as_deref().unwrap_or("20000-20999"))
+            .map_err(|e| anyhow::anyhow!("tcp_ports: {e}"))?;
+        let http_addr = a.http_addr.unwrap_or_else(|| ([127, 0, 0, 1], 8080).into());
+        let tls_sources = tls_files.is_some() || public.acme.is_some();
+        let public_scheme = a
+            .public_scheme
+            .unwrap_or_else(|| if tls_sources { "https" } else { "http" }.into());
+        if public_scheme != "http" && public_scheme != "https" {
+            bail!("public_scheme: expected http or https, got {public_scheme:?}");
+        }
+        let positive = |name: &str, v: u64| -> Result<u64> {
+            if v == 0 {
+                bail!("{name}: must be greater than 0")
+            } else {
+                Ok(v)
+            }
+        };
+        Ok(Self {
+            database_url: Secret(database_url),
+            ssh_addr: a.ssh_addr.unwrap_or_else(|| ([127, 0, 0, 1], 2222).into()),
+            http_addr,
+            https_addr: a
+                .https_addr
+                .unwrap_or_else(|| ([127, 0, 0, 1], 8443).into()),
+            tls_files,
+            public_tls_port: a.public_tls_port,
+            hsts_max_age: a.hsts_max_age,
+            tcp_ports,
+            tcp_addr: a.tcp_addr.unwrap_or(http_addr.ip()),
+            domain,
+            public_scheme,
+            public_port: a.public_port,
+            auto_claim: a.auto_claim.unwrap_or(true),
+            grace: Duration::from_secs(a.grace_secs.unwrap_or(600)),
+            max_tunnel_connections: positive(
+                "max_tunnel_connections",
+                a.max_tunnel_connections.unwrap_or(256) as u64,
+            )? as usize,
+            max_header_bytes,
+            max_headers: positive("max_headers", a.max_headers.unwrap_or(100) as u64)? as usize,
+            header_timeout: Duration::from_secs(positive(
+                "header_timeout_secs",
+                a.header_timeout_secs.unwrap_or(20),
+            )?),
+            trusted_proxies: a.trusted_proxies.unwrap_or_default(),
+            keepalive: Duration::from_secs(positive(
+                "keepalive_secs",
+                a.keepalive_secs.unwrap_or(15),
+            )?),
+            keepalive_max: positive("keepalive_max", a.keepalive_max.unwrap_or(4) as u64)? as usize,
+            auth_timeout: Duration::from_secs(positive(
+                "auth_timeout_secs",
+                a.auth_timeout_secs.unwrap_or(30),
+            )?),
+            log: a.log.unwrap_or_else(|| "info".into()),
+            public,
+            data_dir,
+        })
+    }
+}
+
+/// `FIRST-LAST` (inclusive) or a single port.
+fn parse_range(s: &str) -> std::result::Result<std::ops::RangeInclusive<u16>, String> {
+    let bad = || format!("{s:?} is not a port range like 20000-20999");
+    let (a, b) = s.trim().split_once('-').unwrap_or((s.trim(), s.trim()));
+    let (a, b): (u16, u16) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok(a..=b)
+}
+
+fn read_file(path: &Path) -> Result<SettingsArgs> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_file(toml: &str, args: SettingsArgs) -> Result<Config> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("broker.toml");
+        std::fs::write(&path, toml)?;
+        Config::load(&SettingsArgs {
+            config: Some(path),
+            ..args
+        })
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_setup() -> Result<()> {
+        let c = Config::load(&SettingsArgs::default())?;
+        assert_eq!(c.ssh_addr.to_string(), "127.0.0.1:2222");
+        assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.domain, "localhost");
+        assert_eq!(c.database_url.0, "sqlite://warren-data/warren.db");
+        assert_eq!(c.https_addr.to_string(), "127.0.0.1:8443");
+        assert!(c.public.acme.is_none() && matches!(c.public.dns, DnsConfig::None));
+        assert!(c.auto_claim);
+        assert_eq!(c.grace, Duration::from_secs(600));
+        Ok(())
+    }
+
+    #[test]
+    fn flags_win_over_file() -> Result<()> {
+        let args = SettingsArgs {
+            domain: Some("flag.example".into()),
+            ..Default::default()
+        };
+        let c = with_file(
+            "domain = \"file.example\"\nssh_addr = \"127.0.0.1:2022\"\n",
+            args,
+        )?;
+        assert_eq!(c.domain, "flag.example");
+        assert_eq!(c.ssh_addr.port(), 2022);
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let err = format!(
+            "{:#}",
+            with_file("sshaddr = \"x\"\n", SettingsArgs::default()).expect_err("error")
+        );
+        assert!(err.contains("sshaddr"), "{err}");
+        let err = format!(
+            "{:#}",
+            with_file("ssh_addr = \"nope\"\n", SettingsArgs::default()).expect_err("error")
+        );
+        assert!(err.contains("ssh_addr"), "{err}");
+        let err = format!(
+            "{:#}",
+            with_file("public_scheme = \"ftp\"\n", SettingsArgs::default()).expect_err("error")
+        );
+        assert!(err.contains("public_scheme"), "{err}");
+    }
+
+    #[test]
+    fn lists_and_public_settings_from_the_file() -> Result<()> {
+        let c = with_file(
+            "trusted_proxies = [\"10.0.0.0/8\", \"192.168.1.1\"]\ndns_provider = \"builtin\"\npublic_ipv4 = \"203.0.113.7\"\nacme_directory = \"https://ca.test/dir\"\n",
+            SettingsArgs::default(),
+        )?;
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert!(matches!(c.public.dns, DnsConfig::Builtin { .. }));
+        let acme = c.public.acme.as_ref().expect("acme");
+        assert!(
+            acme.wildcard,
+            "a DNS provider turns the wildcard on by default"
+        );
+        assert_eq!(
+            c.public_scheme, "https",
+            "certificates make printed URLs https"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn public_settings_are_checked() {
+        let err = |toml: &str| {
+            format!(
+                "{:#}",
+                with_file(toml, SettingsArgs::default()).expect_err("error")
+            )
+        };
+        assert!(err("dns_provider = \"route53\"\n").contains("dns_provider"));
+        assert!(err("dns_provider = \"builtin\"\n").contains("public_ipv4"));
+        assert!(
+            err("dns_provider = \"cloudflare\"\npublic_ipv4 = \"1.2.3.4\"\n")
+                .contains("cloudflare_token")
+        );
+        assert!(
+            err("acme_directory = \"https://x\"\nacme_challenge = \"dns-01\"\n")
+                .contains("acme_challenge")
+        );
+        assert!(
+            err("acme_directory = \"https://x\"\nacme_wildcard = true\n").contains("acme_wildcard")
+        );
+        assert!(err("tls_cert = \"/x\"\n").contains("tls_key"));
+        assert!(err("tcp_ports = \"9-1\"\n").contains("tcp_ports"));
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        let s = Secret("postgres://warren:hunter2@db/warren".into());
+        assert_eq!(format!("{s:?}"), "MASKED");
+        assert_eq!(s.redacted(), "postgres://warren:***@db/warren");
+    }
+}

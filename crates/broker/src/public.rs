@@ -1,0 +1,330 @@
+//! Going public: DNS records and certificates follow the names tenants reserve and bind.
+//!
+//! The watcher (which tails the audit log) calls [`Public::name_up`] when a name is reserved
+//! or bound and [`Public::name_down`] when it is released (random names: once their grace
+//! period is over). DNS changes are kept as a desired state per name and applied by
+//! [`Public::tick`], which retries failures with backoff and writes every outcome to the audit
+//! log (`dns.set`, `dns.remove`, `dns.error`), so nothing a provider half-did goes unaccounted.
+//! Certificates are the ACME manager's business: a reserved name gets its own, random names are
+//! covered by the wildcard when there is one.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+use warren_acme::{AcmeSettings, CertManager, KeyCipher};
+use warren_dns::{
+    BuiltinDns, BuiltinSettings, Cloudflare, CloudflareSettings, DnsProvider, Rfc2136,
+    Rfc2136Settings,
+};
+use warren_registry::{Lookup, Registry};
+use warren_store::{AuditEvent, Store};
+use warren_tls::{CertStore, Challenges};
+
+use crate::config::{Config, DnsConfig};
+
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Present,
+    Absent,
+}
+
+struct Pending {
+    want: Want,
+    due: Instant,
+    failures: u32,
+    last_error: Option<String>,
+}
+
+/// DNS and certificate provisioning for the running broker.
+pub struct Public {
+    domain: String,
+    addrs: Vec<IpAddr>,
+    dns: Option<Arc<dyn DnsProvider>>,
+    acme: Option<Arc<CertManager>>,
+    wildcard: bool,
+    store: Arc<dyn Store>,
+    registry: Arc<Registry>,
+    grace: Duration,
+    pending: Mutex<HashMap<String, Pending>>,
+    /// Random names that went away: checked once their grace period is over.
+    fading: Mutex<HashMap<String, Instant>>,
+}
+
+/// What `serve` prints about DNS.
+pub struct PublicInfo {
+    pub dns: String,
+    pub acme: String,
+}
+
+impl Public {
+    /// Builds the provider and the ACME manager, starts their tasks on `tasks`, and queues
+    /// records (and certificates) for every reserved name.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start(
+        config: &Config,
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+        certs: Arc<CertStore>,
+        challenges: Arc<Challenges>,
+        tasks: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> Result<(Arc<Self>, PublicInfo)> {
+        let p = &config.public;
+        let domain = config.domain.clone();
+        let mut dns_info = "none".to_owned();
+        let dns: Option<Arc<dyn DnsProvider>> = match &p.dns {
+            DnsConfig::None => None,
+            DnsConfig::Builtin { addr, ns } => {
+                let server = Arc::new(BuiltinDns::new(BuiltinSettings {
+                    zone: domain.clone(),
+                    ns: ns.clone(),
+                    soa_email: format!("hostmaster.{domain}"),
+                    ttl: 60,
+                    apex_addrs: p.addrs.clone(),
+                })?);
+                let (udp, tcp) = BuiltinDns::bind_sockets(*addr)
+                    .await
+                    .with_context(|| format!("dns_addr: cannot listen on {addr}"))?;
+                dns_info = format!("built-in server on {} (udp+tcp)", udp.local_addr()?);
+                tasks.spawn(server.clone().run(udp, tcp, shutdown.clone()));
+                for n in ns.iter().filter(|n| n.ends_with(&format!(".{domain}"))) {
+                    server.set_addresses(n, &p.addrs).await?;
+                }
+                Some(server)
+            }
+            DnsConfig::Cloudflare { token, zone, api } => {
+                dns_info = format!("cloudflare zone {zone}");
+                Some(Arc::new(Cloudflare::new(CloudflareSettings {
+                    api_base: api.clone(),
+                    token: token.clone(),
+                    zone: zone.clone(),
+                })?))
+            }
+            DnsConfig::Rfc2136 {
+                server,
+                zone,
+                key_name,
+                secret,
+                algorithm,
+            } => {
+                dns_info = format!("rfc2136 {server} zone {zone}");
+                Some(Arc::new(Rfc2136::new(Rfc2136Settings {
+                    server: *server,
+                    zone: zone.clone(),
+                    key_name: key_name.clone(),
+                    algorithm: *algorithm,
+                    secret: secret.clone(),
+                    ttl: 60,
+                })?))
+            }
+        };
+        let mut acme_info = "off (no acme_directory)".to_owned();
+        let acme = match &p.acme {
+            None => None,
+            Some(a) => {
+                let key = match &a.cert_key {
+                    Some(k) => KeyCipher::from_base64(k.expose())?,
+                    None => KeyCipher::load_or_create(&config.data_dir.join("cert-key"))?,
+                };
+                let mut settings = AcmeSettings::new(a.directory.clone(), key);
+                settings.challenge = a.challenge;
+                settings.email = a.email.clone();
+                if let Some(path) = &a.root_ca {
+                    settings.root_ca_pem =
+                        Some(std::fs::read_to_string(path).with_context(|| {
+                            format!("acme_root_ca: cannot read {}", path.display())
+                        })?);
+                }
+                let manager = Arc::new(CertManager::new(
+                    settings,
+                    store.clone(),
+                    certs,
+                    challenges,
+                    dns.clone(),
+                ));
+                let loaded = manager.load().await?;
+                tasks.spawn(manager.clone().run(shutdown.clone()));
+                if a.wildcard {
+                    manager.request(&format!("*.{domain}"));
+                }
+                acme_info = format!(
+                    "{} ({}{}, {loaded} certificates loaded)",
+                    a.directory,
+                    a.challenge,
+                    if a.wildcard {
+                        " + wildcard via dns-01"
+                    } else {
+                        ""
+                    }
+                );
+                Some(manager)
+            }
+        };
+        let public = Arc::new(Self {
+            wildcard: p.acme.as_ref().is_some_and(|a| a.wildcard),
+            domain,
+            addrs: p.addrs.clone(),
+            dns,
+            acme,
+            store: store.clone(),
+            registry,
+            grace: config.grace,
+            pending: Mutex::new(HashMap::new()),
+            fading: Mutex::new(HashMap::new()),
+        });
+        for r in store.list_reservations(None).await? {
+            public.name_up(&r.name, true);
+        }
+        Ok((
+            public,
+            PublicInfo {
+                dns: dns_info,
+                acme: acme_info,
+            },
+        ))
+    }
+
+    fn fqdn(&self, label: &str) -> String {
+        format!("{label}.{}", self.domain)
+    }
+
+    /// A name was reserved (`reserved`) or bound: publish it and see to its certificate.
+    pub fn name_up(&self, label: &str, reserved: bool) {
+        let fqdn = self.fqdn(label);
+        self.fading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(label);
+        self.want(&fqdn, Want::Present);
+        if let Some(acme) = &self.acme
+            && (reserved || !self.wildcard)
+        {
+            acme.request(&fqdn);
+        }
+    }
+
+    /// A name was released: withdraw its records (its certificate stays for a comeback).
+    pub fn name_down(&self, label: &str) {
+        self.want(&self.fqdn(label), Want::Absent);
+    }
+
+    /// A random name lost its tunnel: withdraw it once the grace period shows it is gone.
+    pub fn name_fading(&self, label: &str) {
+        self.fading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(label.to_owned(), Instant::now() + self.grace);
+    }
+
+    fn want(&self, fqdn: &str, want: Want) {
+        if self.dns.is_none() {
+            return;
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.insert(
+            fqdn.to_owned(),
+            Pending {
+                want,
+                due: Instant::now(),
+                failures: 0,
+                last_error: None,
+            },
+        );
+    }
+
+    /// Applies due DNS changes; called about once a second.
+    pub async fn tick(&self) {
+        let now = Instant::now();
+        let faded: Vec<String> = {
+            let mut fading = self.fading.lock().unwrap_or_else(|p| p.into_inner());
+            let due: Vec<String> = fading
+                .iter()
+                .filter(|(_, t)| **t <= now)
+                .map(|(n, _)| n.clone())
+                .collect();
+            for n in &due {
+                fading.remove(n);
+            }
+            due
+        };
+        for label in faded {
+            if matches!(self.registry.lookup(&label), Lookup::Unknown) {
+                self.name_down(&label);
+            }
+        }
+        let Some(dns) = &self.dns else { return };
+        let due: Vec<(String, Want)> = {
+            let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            pending
+                .iter()
+                .filter(|(_, p)| p.due <= now)
+                .map(|(n, p)| (n.clone(), p.want))
+                .collect()
+        };
+        for (fqdn, want) in due {
+            let result = match want {
+                Want::Present => dns.set_addresses(&fqdn, &self.addrs).await,
+                Want::Absent => dns.remove_addresses(&fqdn).await,
+            };
+            let event = {
+                let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(p) = pending.get_mut(&fqdn) else {
+                    continue;
+                };
+                if p.want != want {
+                    continue; // changed meanwhile: the next tick applies the new wish
+                }
+                match result {
+                    Ok(()) => {
+                        pending.remove(&fqdn);
+                        let action = if want == Want::Present {
+                            "dns.set"
+                        } else {
+                            "dns.remove"
+                        };
+                        Some(AuditEvent::new("broker", action, &fqdn, None))
+                    }
+                    Err(e) => {
+                        p.failures += 1;
+                        let delay = RETRY_MIN
+                            .saturating_mul(1 << p.failures.min(16))
+                            .min(RETRY_MAX);
+                        p.due = Instant::now() + delay;
+                        let text = e.to_string();
+                        warn!(%fqdn, error = %text, retry_in = ?delay, "DNS change failed");
+                        // Log the first failure and each new reason, not every retry.
+                        (p.last_error.as_deref() != Some(text.as_str())).then(|| {
+                            p.last_error = Some(text.clone());
+                            let mut ev = AuditEvent::new("broker", "dns.error", &fqdn, None);
+                            ev.detail = format!(
+                                "{} via {}: {text}",
+                                if want == Want::Present {
+                                    "set"
+                                } else {
+                                    "remove"
+                                },
+                                dns.kind()
+                            );
+                            ev
+                        })
+                    }
+                }
+            };
+            if let Some(ev) = event {
+                if ev.action != "dns.error" {
+                    info!(fqdn = %ev.subject, action = %ev.action, "DNS updated");
+                }
+                let _ = self.store.record(&ev).await;
+            }
+        }
+    }
+}
