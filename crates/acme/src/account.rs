@@ -11,7 +11,7 @@ use hyper_util::rt::TokioExecutor;
 use instant_acme::{Account, AccountCredentials, BodyWrapper, HttpClient, NewAccount};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use tracing::info;
+use tracing::{info, warn};
 use warren_store::Store;
 
 use crate::{AcmeError, AcmeSettings};
@@ -64,10 +64,16 @@ pub(crate) async fn load_or_create(
     store: &dyn Store,
 ) -> Result<Account, AcmeError> {
     let dir = &settings.directory_url;
-    if let Some(row) = store.acme_account(dir).await? {
+    let stored = store.acme_account(dir).await?.map(|row| {
         let json = settings.key.open(dir, &row.credentials)?;
-        let credentials: AccountCredentials = serde_json::from_slice(&json)
-            .map_err(|e| AcmeError::Cipher(format!("stored ACME account is unreadable: {e}")))?;
+        serde_json::from_slice::<AccountCredentials>(&json)
+            .map_err(|e| AcmeError::Cipher(format!("stored ACME account is unreadable: {e}")))
+    });
+    if let Some(Err(e)) = &stored {
+        // The key file was replaced: the old account is out of reach, start a new one.
+        warn!(directory = %dir, error = %e, "stored ACME account unusable; creating a new one");
+    }
+    if let Some(Ok(credentials)) = stored {
         let account = Account::builder_with_http(http_client(settings)?)
             .from_credentials(credentials)
             .await?;

@@ -134,7 +134,10 @@ impl CertManager {
         if let Some(row) = &row {
             if row.material().is_some() && row.not_after.is_some_and(|t| t > now()) {
                 self.sync(std::slice::from_ref(row));
-                return Ok(row.into());
+                if self.certs.get_exact(&name).is_some() {
+                    return Ok(row.into());
+                }
+                // Stored but unusable (the key file was replaced?): order a new one.
             }
             if let (Some(error), Some(until)) = (&row.last_error, row.next_attempt)
                 && until > now()
@@ -191,9 +194,9 @@ impl CertManager {
 
     /// The background task: works names queued by [`CertManager::request`], renews
     /// certificates when due, retries failures when their backoff expires, and installs
-    /// certificates another node stored. Returns when `shutdown` is cancelled (an order in
-    /// progress is abandoned; its challenge answers are not left behind in `Challenges`, but a
-    /// DNS-01 TXT record may be).
+    /// certificates another node stored. Returns when `shutdown` is cancelled; an order in
+    /// progress is abandoned (its answers are removed from `Challenges`, but a DNS-01 TXT record
+    /// may stay behind: harmless, and replaced by the next attempt's).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         info!(directory = %self.settings.directory_url, "certificate manager running");
         loop {
@@ -357,11 +360,14 @@ impl CertManager {
     /// The ACME account, restored or created on first use and kept for the process's life.
     async fn account(&self) -> Result<Account, AcmeError> {
         let mut slot = self.account.lock().await;
-        if let Some(account) = &*slot {
+        let recreate = self.account_gone.swap(false, Ordering::Relaxed);
+        if !recreate && let Some(account) = &*slot {
             return Ok(account.clone());
         }
-        let account = if self.account_gone.swap(false, Ordering::Relaxed) {
-            account::create(&self.settings, &*self.store).await?
+        let account = if recreate {
+            account::create(&self.settings, &*self.store)
+                .await
+                .inspect_err(|_| self.account_gone.store(true, Ordering::Relaxed))?
         } else {
             account::load_or_create(&self.settings, &*self.store).await?
         };
@@ -380,9 +386,6 @@ impl CertManager {
         {
             warn!("the CA does not know our ACME account any more; a new one will be created");
             self.account_gone.store(true, Ordering::Relaxed);
-            if let Ok(mut slot) = self.account.try_lock() {
-                *slot = None;
-            }
         }
     }
 

@@ -26,28 +26,43 @@ pub(crate) struct Issued {
     pub(crate) key_pem: String,
 }
 
-/// Challenge answers put up during an order, to take down after it.
-#[derive(Default)]
-struct Cleanup {
+/// Challenge answers put up during an order, to take down after it. The in-memory answers are
+/// also taken down on drop, so an order abandoned mid-way (shutdown, timeout) leaves none
+/// behind; TXT records need an `.await` and are removed by [`Cleanup::remove_txt`].
+struct Cleanup<'a> {
+    challenges: &'a Challenges,
     http01_tokens: Vec<String>,
     tls_alpn01_domains: Vec<String>,
     txt_records: Vec<(String, String)>,
 }
 
-impl Cleanup {
-    async fn run(self, to: &Responders<'_>) {
+impl<'a> Cleanup<'a> {
+    fn new(challenges: &'a Challenges) -> Self {
+        Self {
+            challenges,
+            http01_tokens: Vec::new(),
+            tls_alpn01_domains: Vec::new(),
+            txt_records: Vec::new(),
+        }
+    }
+
+    async fn remove_txt(&mut self, dns: Option<&dyn DnsProvider>) {
+        let Some(dns) = dns else { return };
+        for (fqdn, value) in self.txt_records.drain(..) {
+            if let Err(e) = dns.remove_txt(&fqdn, &value).await {
+                warn!(%fqdn, error = %e, "could not remove an ACME challenge TXT record");
+            }
+        }
+    }
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
         for token in &self.http01_tokens {
-            to.challenges.remove_http01(token);
+            self.challenges.remove_http01(token);
         }
         for domain in &self.tls_alpn01_domains {
-            to.challenges.remove_tls_alpn01(domain);
-        }
-        if let Some(dns) = to.dns {
-            for (fqdn, value) in &self.txt_records {
-                if let Err(e) = dns.remove_txt(fqdn, value).await {
-                    warn!(%fqdn, error = %e, "could not remove an ACME challenge TXT record");
-                }
-            }
+            self.challenges.remove_tls_alpn01(domain);
         }
     }
 }
@@ -60,13 +75,14 @@ pub(crate) async fn issue(
     to: &Responders<'_>,
     timeout: Duration,
 ) -> Result<Issued, AcmeError> {
-    let mut cleanup = Cleanup::default();
+    let mut cleanup = Cleanup::new(to.challenges);
     let result = tokio::time::timeout(
         timeout,
         attempt(account, name, kind, to, timeout, &mut cleanup),
     )
     .await;
-    cleanup.run(to).await;
+    cleanup.remove_txt(to.dns).await;
+    drop(cleanup);
     result.unwrap_or_else(|_| Err(AcmeError::Timeout(name.to_owned())))
 }
 
@@ -76,7 +92,7 @@ async fn attempt(
     kind: ChallengeKind,
     to: &Responders<'_>,
     timeout: Duration,
-    cleanup: &mut Cleanup,
+    cleanup: &mut Cleanup<'_>,
 ) -> Result<Issued, AcmeError> {
     let identifiers = [Identifier::Dns(name.to_owned())];
     let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;

@@ -342,3 +342,51 @@ async fn background_task_works_requests_and_renews_when_due() {
         .expect("run stops on shutdown")
         .expect("join");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_key_file_means_new_account_and_new_certificates() {
+    let env = Env::start().await;
+    let name = format!("lost.{ZONE}");
+    env.add_host(&name).await;
+    env.manager(ChallengeKind::Http01)
+        .ensure(&name)
+        .await
+        .expect("issue");
+    let before = env
+        .store
+        .certificate(&name)
+        .await
+        .expect("get")
+        .expect("row");
+
+    // A restart with a different key: nothing stored can be opened.
+    let mut settings = env.settings(ChallengeKind::Http01);
+    settings.key = warren_acme::KeyCipher::from_bytes(&[42; 32]).expect("key");
+    let certs = std::sync::Arc::new(warren_tls::CertStore::new());
+    let manager = warren_acme::CertManager::new(
+        settings,
+        env.store.clone(),
+        certs.clone(),
+        env.challenges.clone(),
+        None,
+    );
+    assert_eq!(manager.load().await.expect("load"), 0, "unusable, skipped");
+    manager.ensure(&name).await.expect("re-ordered");
+    assert_eq!(certs.names(), [name.as_str()]);
+    let after = env
+        .store
+        .certificate(&name)
+        .await
+        .expect("get")
+        .expect("row");
+    assert_ne!(after.chain_pem, before.chain_pem);
+    let accounts = env
+        .store
+        .events_since(0, 1000)
+        .await
+        .expect("events")
+        .into_iter()
+        .filter(|e| e.action == "acme.account")
+        .count();
+    assert_eq!(accounts, 2, "a new account replaced the unreadable one");
+}

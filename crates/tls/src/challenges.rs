@@ -98,7 +98,7 @@ impl Challenges {
         let map = self.tls_alpn01.load();
         match map.get(domain) {
             Some(k) => Some(k.clone()),
-            None if domain.bytes().any(|b| b.is_ascii_uppercase() || b == b'.') => {
+            None if domain.ends_with('.') || domain.bytes().any(|b| b.is_ascii_uppercase()) => {
                 map.get(&normalize(domain)).cloned()
             }
             None => None,
