@@ -205,3 +205,54 @@ async fn tls_alpn01_issues_through_the_https_listener() -> Result<()> {
     assert!(subject.contains(&format!("alpn.{ZONE}")), "{subject}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_provider_down_is_reported_and_retried() -> Result<()> {
+    // An RFC 2136 server that is not there: every change fails, visibly, and keeps being retried.
+    let dead = pebble::free_port();
+    let broker = TestBroker::start_with(
+        Db::Sqlite,
+        &[
+            "--domain",
+            ZONE,
+            "--dns-provider",
+            "rfc2136",
+            "--rfc2136-server",
+            &dead.to_string(),
+            "--rfc2136-key-name",
+            "warren",
+            "--rfc2136-secret",
+            "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0",
+            "--public-ipv4",
+            "127.0.0.1",
+        ],
+    )
+    .await?;
+    broker.cli_ok(&["user", "add", "alice"])?;
+    broker.cli_ok(&["reserve", "alice", "shop"])?;
+    let events = eventually(
+        "dns.error in the audit log",
+        Duration::from_secs(20),
+        || {
+            let listing = broker.cli_ok(&["events"]).unwrap_or_default();
+            async move { listing.contains("dns.error").then_some(listing) }
+        },
+    )
+    .await?;
+    let line = events
+        .lines()
+        .find(|l| l.contains("dns.error"))
+        .unwrap_or_default();
+    assert!(
+        line.contains(&format!("shop.{ZONE}")) && line.contains("rfc2136"),
+        "{line}"
+    );
+    // The name still works as a tunnel name: DNS trouble never blocks the data path.
+    assert_eq!(
+        crate::client::get(&format!("http://shop.{ZONE}:{}/", broker.http_port))
+            .await?
+            .status,
+        502
+    );
+    Ok(())
+}

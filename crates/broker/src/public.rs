@@ -6,7 +6,7 @@
 //! [`Public::tick`], which retries failures with backoff and writes every outcome to the audit
 //! log (`dns.set`, `dns.remove`, `dns.error`), so nothing a provider half-did goes unaccounted.
 //! Certificates are the ACME manager's business: a reserved name gets its own, random names are
-//! covered by the wildcard when there is one.
+//! covered by the wildcard when there is one; a released name's certificate is dropped.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -212,9 +212,18 @@ impl Public {
         }
     }
 
-    /// A name was released: withdraw its records (its certificate stays for a comeback).
+    /// A name was released (or a random one faded): withdraw its records and drop its
+    /// certificate, which would otherwise be renewed for nobody.
     pub fn name_down(&self, label: &str) {
-        self.want(&self.fqdn(label), Want::Absent);
+        let fqdn = self.fqdn(label);
+        self.want(&fqdn, Want::Absent);
+        if let Some(acme) = self.acme.clone() {
+            tokio::spawn(async move {
+                if let Err(e) = acme.remove(&fqdn).await {
+                    tracing::debug!(%fqdn, error = %e, "no certificate to drop");
+                }
+            });
+        }
     }
 
     /// A random name lost its tunnel: withdraw it once the grace period shows it is gone.
