@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::client::get;
-use crate::harness::{DEADLINE, Db, Ssh, TestBroker, eventually, keygen};
+use crate::harness::{DEADLINE, Db, Ssh, TestBroker, answers, eventually, keygen};
 use crate::origin::Origin;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,10 +217,12 @@ async fn postgres_backend_serves_tunnels_and_sees_cli_changes() -> Result<()> {
     ssh.url(0).await?;
     assert_eq!(get(&broker.url("pg")).await?.status, 200);
     broker.cli_ok(&["reserve", "alice", "later"])?;
-    eventually("reservation seen by the running broker", DEADLINE, || {
-        let url = broker.url("later");
-        async move { get(&url).await.ok().filter(|r| r.status == 502) }
-    })
+    answers(
+        "reservation seen by the running broker",
+        DEADLINE,
+        &broker.url("later"),
+        502,
+    )
     .await?;
     broker.cli_ok(&["user", "disable", "alice"])?;
     ssh.exit(Duration::from_secs(20)).await?;

@@ -29,6 +29,23 @@ where
     }
 }
 
+/// Polls `url` until it answers `status` (the visitor's view of a change), returning that
+/// response, or fails after `deadline`.
+pub async fn answers(
+    what: &str,
+    deadline: Duration,
+    url: &str,
+    status: u16,
+) -> Result<crate::client::Resp> {
+    eventually(what, deadline, || async move {
+        crate::client::get(url)
+            .await
+            .ok()
+            .filter(|r| r.status == status)
+    })
+    .await
+}
+
 /// Which database a broker runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Db {

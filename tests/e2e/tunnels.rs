@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::client::get;
-use crate::harness::{DEADLINE, Ssh, TestBroker, eventually};
+use crate::harness::{DEADLINE, Ssh, TestBroker, answers};
 use crate::origin::Origin;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,11 +89,7 @@ async fn session_end_unbinds_and_visitors_see_why() -> Result<()> {
     let named = broker.url("named");
     assert_eq!(get(&url).await?.status, 200);
     ssh.kill().await;
-    eventually("random name unbound", DEADLINE, || {
-        let url = url.clone();
-        async move { get(&url).await.ok().filter(|r| r.status == 404) }
-    })
-    .await?;
+    answers("random name unbound", DEADLINE, &url, 404).await?;
     // A reserved name without its owner is "offline", not unknown.
     let resp = get(&named).await?;
     assert_eq!(resp.status, 502, "{}", resp.body);
@@ -110,11 +106,7 @@ async fn within_grace_visitors_get_503_and_the_same_key_gets_the_same_name() -> 
     let mut first = Ssh::spawn(&broker, &key, &["-R", &spec])?;
     let url = first.url(0).await?;
     first.kill().await;
-    let resp = eventually("503 while the owner is away", DEADLINE, || {
-        let url = url.clone();
-        async move { get(&url).await.ok().filter(|r| r.status == 503) }
-    })
-    .await?;
+    let resp = answers("503 while the owner is away", DEADLINE, &url, 503).await?;
     let retry: u64 = resp
         .headers
         .get("retry-after")
@@ -186,11 +178,7 @@ async fn tenant_isolation(db: crate::harness::Db) -> Result<()> {
     );
     // Bob's name is still offline-but-his, not alice's (the CLI's change reaches the
     // running broker through the audit log within a second or so).
-    eventually("shop offline", DEADLINE, || {
-        let url = broker.url("shop");
-        async move { get(&url).await.ok().filter(|r| r.status == 502) }
-    })
-    .await?;
+    answers("shop offline", DEADLINE, &broker.url("shop"), 502).await?;
     // In a session without ExitOnForwardFailure the reason is printed.
     let ssh = Ssh::spawn(
         &broker,
@@ -331,11 +319,7 @@ async fn ctrl_c_in_the_session_closes_the_tunnels() -> Result<()> {
     ssh.send(&[3]).await?;
     let status = ssh.exit(DEADLINE).await?;
     assert!(status.success(), "{status:?} {}", ssh.all_output());
-    eventually("unbound after Ctrl-C", DEADLINE, || {
-        let url = url.clone();
-        async move { get(&url).await.ok().filter(|r| r.status == 404) }
-    })
-    .await?;
+    answers("unbound after Ctrl-C", DEADLINE, &url, 404).await?;
     Ok(())
 }
 
@@ -350,11 +334,7 @@ async fn ssh_dash_n_works_and_nothing_is_printed() -> Result<()> {
         &["-N", "-R", &format!("quiet:80:{}", origin.target())],
     )?;
     let url = broker.url("quiet");
-    let resp = eventually("-N tunnel serves", DEADLINE, || {
-        let url = url.clone();
-        async move { get(&url).await.ok().filter(|r| r.status == 200) }
-    })
-    .await?;
+    let resp = answers("-N tunnel serves", DEADLINE, &url, 200).await?;
     assert_eq!(resp.body, "hello from A");
     assert!(ssh.out.lock().map(|o| o.is_empty()).unwrap_or(false));
     Ok(())
@@ -488,11 +468,7 @@ async fn per_tunnel_connection_limit_answers_503() -> Result<()> {
     assert_eq!(resp.status, 503);
     assert!(resp.headers.contains_key("retry-after"));
     drop(held);
-    eventually("slot freed", DEADLINE, || {
-        let url = broker.url("busy");
-        async move { get(&url).await.ok().filter(|r| r.status == 200) }
-    })
-    .await?;
+    answers("slot freed", DEADLINE, &broker.url("busy"), 200).await?;
     Ok(())
 }
 
@@ -521,11 +497,7 @@ async fn a_frozen_client_is_noticed_and_its_names_unbound() -> Result<()> {
     std::process::Command::new("kill")
         .args(["-STOP", &pid])
         .status()?;
-    let result = eventually("frozen client dropped", Duration::from_secs(30), || {
-        let url = url.clone();
-        async move { get(&url).await.ok().filter(|r| r.status == 404) }
-    })
-    .await;
+    let result = answers("frozen client dropped", Duration::from_secs(30), &url, 404).await;
     std::process::Command::new("kill")
         .args(["-CONT", &pid])
         .status()?;

@@ -114,19 +114,7 @@ pub async fn run(
     shutdown: CancellationToken,
     edge: Arc<Edge>,
 ) -> std::io::Result<()> {
-    loop {
-        let (socket, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok(x) => x,
-                Err(e) => {
-                    warn!(error = %e, "http accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = socket.set_nodelay(true);
+    while let Some((socket, peer)) = accept(&listener, &shutdown, "http").await {
         let edge = edge.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(
@@ -138,6 +126,31 @@ pub async fn run(
             }
             .instrument(info_span!("visitor", %peer)),
         );
+    }
+    Ok(())
+}
+
+/// The next visitor connection (with TCP_NODELAY set), or `None` once `shutdown` is cancelled.
+/// Accept errors (out of file descriptors, mostly) back off briefly instead of spinning.
+pub(crate) async fn accept(
+    listener: &TcpListener,
+    shutdown: &CancellationToken,
+    what: &str,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    let _ = socket.set_nodelay(true);
+                    return Some((socket, peer));
+                }
+                Err(e) => {
+                    warn!(error = %e, "{what} accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
     }
 }
 

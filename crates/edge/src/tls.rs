@@ -12,7 +12,7 @@ use rustls::ServerConfig;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info_span};
 use warren_registry::{Lookup, Route, RouteKind};
 
 use crate::Edge;
@@ -30,19 +30,7 @@ pub async fn run_tls(
     edge: Arc<Edge>,
     config: Arc<ServerConfig>,
 ) -> std::io::Result<()> {
-    loop {
-        let (socket, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok(x) => x,
-                Err(e) => {
-                    warn!(error = %e, "https accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = socket.set_nodelay(true);
+    while let Some((socket, peer)) = crate::accept(&listener, &shutdown, "https").await {
         let edge = edge.clone();
         let config = config.clone();
         let shutdown = shutdown.clone();
@@ -56,6 +44,7 @@ pub async fn run_tls(
             .instrument(info_span!("tls visitor", %peer)),
         );
     }
+    Ok(())
 }
 
 async fn serve(
