@@ -102,6 +102,26 @@ async fn https_terminates_with_http1_and_http2() -> Result<()> {
     )
     .await?;
     assert!(headers.contains("x-forwarded-proto: https"), "{headers}");
+    // A connection made for one tunnel's name does not carry another's requests (421); the
+    // edge's own name (SNI `localhost`) is not tied to a tunnel.
+    let (_, code, _) = curl(
+        "app.localhost",
+        broker.https_port,
+        "/",
+        &ca,
+        &["-H", "Host: other.localhost"],
+    )
+    .await?;
+    assert_eq!(code, 421);
+    let (_, code, body) = curl(
+        "localhost",
+        broker.https_port,
+        "/",
+        &ca,
+        &["-H", "Host: app.localhost"],
+    )
+    .await?;
+    assert_eq!((code, body.as_str()), (200, "hello from A"));
     // HSTS on HTTPS responses.
     let (_, _, head) = curl("app.localhost", broker.https_port, "/", &ca, &["-I"]).await?;
     assert!(

@@ -86,7 +86,7 @@ pub(crate) async fn handle(
     state: Arc<ConnState>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let tls = state.sni_label.is_some() || state.proto == "https";
+    let tls = state.proto == "https";
     let mut resp = route(&state, req).await;
     if tls
         && let Some(max_age) = state.edge.settings.hsts_max_age

@@ -98,12 +98,9 @@ async fn serve(
         // RFC 8737: the handshake itself was the answer.
         return;
     }
-    let state = Arc::new(ConnState::new(
-        edge.clone(),
-        peer,
-        "https",
-        Some(label.unwrap_or_default()),
-    ));
+    // A connection opened for one tunnel's name may carry only that tunnel's requests; one
+    // opened for another name (the apex, an IP, no SNI) is not tied to a tunnel.
+    let state = Arc::new(ConnState::new(edge.clone(), peer, "https", label));
     let service = {
         let state = state.clone();
         hyper::service::service_fn(move |req| proxy::handle(state.clone(), req))
