@@ -127,7 +127,7 @@ pub async fn serve(config: Config) -> Result<()> {
                 max_headers: config.max_headers,
                 header_read_timeout: config.header_timeout,
                 trusted_proxies: config.trusted_proxies.clone(),
-                redirect_https_port: tls_on
+                redirect_https_port: (tls_on && config.https_redirect)
                     .then(|| config.public_tls_port.unwrap_or(https_addr.port())),
                 hsts_max_age: config.hsts_max_age,
             },

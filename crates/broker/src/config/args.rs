@@ -66,6 +66,9 @@ settings! {
     /// Port of printed https:// URLs [default: the HTTPS listener's port].
     #[arg(long, global = true, env = "BROKER_PUBLIC_TLS_PORT", value_name = "PORT")]
     public_tls_port: u16,
+    /// Redirect plain HTTP to HTTPS (308) when certificates are configured [default: true].
+    #[arg(long, global = true, env = "BROKER_HTTPS_REDIRECT", value_name = "BOOL")]
+    https_redirect: bool,
     /// Send Strict-Transport-Security with this max-age on HTTPS responses [default: off].
     #[arg(long, global = true, env = "BROKER_HSTS_MAX_AGE", value_name = "SECS")]
     hsts_max_age: u64,

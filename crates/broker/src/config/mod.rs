@@ -59,6 +59,8 @@ pub struct Config {
     pub public_tls_port: Option<u16>,
     /// HSTS max-age, if any.
     pub hsts_max_age: Option<u64>,
+    /// Redirect HTTP to HTTPS when certificates are configured.
+    pub https_redirect: bool,
     /// Raw TCP tunnel ports.
     pub tcp_ports: std::ops::RangeInclusive<u16>,
     /// Where raw TCP tunnel ports listen.
@@ -170,6 +172,7 @@ impl Config {
             tls_files,
             public_tls_port: a.public_tls_port,
             hsts_max_age: a.hsts_max_age,
+            https_redirect: a.https_redirect.unwrap_or(true),
             tcp_ports,
             tcp_addr: a.tcp_addr.unwrap_or(http_addr.ip()),
             domain,
