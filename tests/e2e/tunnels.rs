@@ -504,3 +504,43 @@ async fn a_frozen_client_is_noticed_and_its_names_unbound() -> Result<()> {
     result?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_visitor_connections_reuse_idle_connections_to_the_local_service() -> Result<()> {
+    let broker = TestBroker::start().await?;
+    let key = broker.user_with_key("alice")?;
+    let origin = Origin::start("A").await?;
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("pool:80:{}", origin.target())],
+    )?;
+    ssh.url(0).await?;
+    let url = format!("{}/peer", broker.url("pool"));
+    // Two visitors, one after the other, each on a new TCP connection: the second is served
+    // over the connection the first one left idle (like nginx's upstream keepalive).
+    let first = get(&url).await?.body;
+    let second = get(&url).await?.body;
+    assert_eq!(first, second);
+    // A visitor who abandons a body half-way does not leave a broken connection in the pool.
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", broker.http_port)).await?;
+    tokio::io::AsyncWriteExt::write_all(
+        &mut sock,
+        format!(
+            "GET /bytes/{} HTTP/1.1\r\nHost: pool.localhost\r\n\r\n",
+            50 << 20
+        )
+        .as_bytes(),
+    )
+    .await?;
+    let mut buf = [0u8; 4096];
+    tokio::io::AsyncReadExt::read(&mut sock, &mut buf).await?;
+    drop(sock);
+    for _ in 0..3 {
+        assert_eq!(
+            get(&format!("{}/", broker.url("pool"))).await?.body,
+            "hello from A"
+        );
+    }
+    Ok(())
+}

@@ -3,13 +3,13 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::sync::OwnedSemaphorePermit;
@@ -20,7 +20,7 @@ use crate::Edge;
 use crate::host::{HostError, Target, route_label};
 use crate::pages::{Body, page, retry_page};
 
-/// State of one visitor connection: its upstream connections are reused request after request.
+/// State of one visitor connection.
 pub(crate) struct ConnState {
     edge: Arc<Edge>,
     peer: SocketAddr,
@@ -28,19 +28,9 @@ pub(crate) struct ConnState {
     /// The SNI of a TLS connection; requests for another tunnel get 421.
     sni_label: Option<String>,
     requests: AtomicU64,
-    /// Idle upstream connections. HTTP/1.1 uses at most one; HTTP/2 multiplexes, so several
-    /// requests may each hold one at once. Never locked across an await.
-    idle: Mutex<Vec<Upstream>>,
-}
-
-/// Idle upstreams kept per visitor connection (HTTP/2 may have many requests in flight).
-const MAX_IDLE: usize = 8;
-
-struct Upstream {
-    route: Arc<Route>,
-    sender: SendRequest<Incoming>,
-    /// One of the tunnel's connection slots, held while this visitor connection uses it.
-    permit: OwnedSemaphorePermit,
+    /// The tunnel connection slots this visitor connection holds, one per tunnel it used (the
+    /// per-tunnel limit counts visitor connections). Never locked across an await.
+    slots: Mutex<Vec<(Arc<Route>, Arc<OwnedSemaphorePermit>)>>,
 }
 
 impl ConnState {
@@ -56,7 +46,7 @@ impl ConnState {
             proto,
             sni_label,
             requests: AtomicU64::new(0),
-            idle: Mutex::new(Vec::new()),
+            slots: Mutex::new(Vec::new()),
         }
     }
 
@@ -65,19 +55,105 @@ impl ConnState {
         self.requests.load(Ordering::Relaxed)
     }
 
-    fn take_upstream(&self, route: &Arc<Route>) -> Option<Upstream> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        // Upstreams of another route (the visitor switched hosts, or the name was re-bound)
-        // are of no further use.
-        idle.retain(|u| Arc::ptr_eq(&u.route, route));
-        idle.pop()
+    /// This visitor connection's slot on `route`, taken on first use.
+    fn slot(&self, route: &Arc<Route>) -> Result<Arc<OwnedSemaphorePermit>, Failure> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        // Slots of routes that are gone (re-bound, unbound) are of no further use.
+        slots.retain(|(r, _)| Arc::strong_count(r) > 1 || Arc::ptr_eq(r, route));
+        if let Some((_, permit)) = slots.iter().find(|(r, _)| Arc::ptr_eq(r, route)) {
+            return Ok(permit.clone());
+        }
+        let permit = Arc::new(
+            route
+                .connections
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| Failure::Busy)?,
+        );
+        slots.push((route.clone(), permit.clone()));
+        Ok(permit)
+    }
+}
+
+/// Idle upstream connections kept per tunnel for the next visitor.
+const MAX_IDLE: usize = 32;
+
+/// An idle upstream from the tunnel's pool, if one is still usable.
+async fn pooled(route: &Route) -> Option<SendRequest<Incoming>> {
+    loop {
+        let candidate = route.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
+        let Ok(mut sender) = candidate.downcast::<SendRequest<Incoming>>() else {
+            continue;
+        };
+        if sender.is_closed() {
+            continue;
+        }
+        // Returned at the end of its last response, it is ready at once or very nearly.
+        if let Ok(Ok(())) =
+            tokio::time::timeout(std::time::Duration::from_millis(50), sender.ready()).await
+        {
+            return Some(*sender);
+        }
+    }
+}
+
+fn return_to_pool(route: &Route, sender: SendRequest<Incoming>) {
+    let mut idle = route.idle.lock().unwrap_or_else(|p| p.into_inner());
+    if idle.len() < MAX_IDLE && !sender.is_closed() {
+        idle.push(Box::new(sender));
+    }
+}
+
+/// The origin's response body, which hands its upstream connection back to the tunnel's pool
+/// once the body has been read to the end: only then can another visitor use it without
+/// waiting on this one. A body dropped early takes its connection down with it.
+struct PooledBody {
+    inner: Incoming,
+    sender: Option<SendRequest<Incoming>>,
+    route: Weak<Route>,
+}
+
+impl PooledBody {
+    fn new(inner: Incoming, sender: SendRequest<Incoming>, route: &Arc<Route>) -> Self {
+        let mut body = Self {
+            inner,
+            sender: Some(sender),
+            route: Arc::downgrade(route),
+        };
+        if body.inner.is_end_stream() {
+            body.release();
+        }
+        body
     }
 
-    fn put_upstream(&self, up: Upstream) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < MAX_IDLE {
-            idle.push(up);
+    fn release(&mut self) {
+        if let (Some(sender), Some(route)) = (self.sender.take(), self.route.upgrade()) {
+            return_to_pool(&route, sender);
         }
+    }
+}
+
+impl hyper::body::Body for PooledBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(None) = polled {
+            self.release();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -228,8 +304,8 @@ async fn proxy(
 ) -> Response<Body> {
     let started = Instant::now();
     let line = RequestLine::of(&req);
-    let mut up = match upstream_for(state, &route).await {
-        Ok(up) => up,
+    let (permit, mut sender) = match upstream_for(state, &route).await {
+        Ok(x) => x,
         Err(resp) => return resp.finish(&route, &line, started),
     };
     let visitor_upgrade =
@@ -257,11 +333,7 @@ async fn proxy(
         .to_owned();
     add_forwarded(&mut parts.headers, state, &public_host);
 
-    let mut resp = match up
-        .sender
-        .send_request(Request::from_parts(parts, body))
-        .await
-    {
+    let mut resp = match sender.send_request(Request::from_parts(parts, body)).await {
         Ok(resp) => resp,
         Err(e) => {
             debug!(error = %e, "upstream request failed");
@@ -279,9 +351,9 @@ async fn proxy(
         && let Some((_, visitor)) = visitor_upgrade
     {
         let origin = hyper::upgrade::on(&mut resp);
-        let permit = up.permit;
+        // The upgraded connection outlives the visitor's HTTP connection: it keeps the slot.
         tokio::spawn(async move {
-            let _permit = permit;
+            let _slot = permit;
             let (v, o) = (visitor.await, origin.await);
             debug!(visitor = v.is_ok(), origin = o.is_ok(), "upgrade");
             if let (Ok(v), Ok(o)) = (v, o) {
@@ -293,25 +365,24 @@ async fn proxy(
         });
         return resp.map(|b| b.boxed());
     }
-    state.put_upstream(up);
+    drop(permit);
     strip_hop_by_hop(resp.headers_mut());
     // We speak HTTP/1.1 to the visitor whatever the origin spoke to us.
     *resp.version_mut() = Version::HTTP_11;
-    resp.map(|b| b.boxed())
+    resp.map(|b| PooledBody::new(b, sender, &route).boxed())
 }
 
 /// The visitor connection's upstream if it still serves `route`, else a new one.
-async fn upstream_for(state: &ConnState, route: &Arc<Route>) -> Result<Upstream, Failure> {
-    while let Some(mut up) = state.take_upstream(route) {
-        if up.sender.ready().await.is_ok() {
-            return Ok(up);
-        }
+/// This visitor connection's slot on the tunnel, and an upstream connection: an idle one from
+/// the tunnel's pool, or a new `forwarded-tcpip` channel.
+async fn upstream_for(
+    state: &ConnState,
+    route: &Arc<Route>,
+) -> Result<(Arc<OwnedSemaphorePermit>, SendRequest<Incoming>), Failure> {
+    let permit = state.slot(route)?;
+    if let Some(sender) = pooled(route).await {
+        return Ok((permit, sender));
     }
-    let permit = route
-        .connections
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| Failure::Busy)?;
     let stream = route.endpoint.open(state.peer).await.map_err(|e| match e {
         OpenError::Refused(why) => Failure::Owner(
             "The tunnel is up, but nothing answered on the owner's side (connection refused)."
@@ -329,11 +400,7 @@ async fn upstream_for(state: &ConnState, route: &Arc<Route>) -> Result<Upstream,
             debug!(error = %e, "upstream connection ended");
         }
     });
-    Ok(Upstream {
-        route: route.clone(),
-        sender,
-        permit,
-    })
+    Ok((permit, sender))
 }
 
 /// Why a request could not be proxied.

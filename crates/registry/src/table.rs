@@ -47,6 +47,9 @@ pub struct Route {
     pub connections: Arc<Semaphore>,
     /// Visitor requests served, for the session summary and metrics.
     pub requests: AtomicU64,
+    /// Idle upstream connections the edge keeps for reuse by later visitors (opaque here; they
+    /// close when the route is dropped). A short std mutex, never held across an await.
+    pub idle: Mutex<Vec<Box<dyn std::any::Any + Send>>>,
 }
 
 impl std::fmt::Debug for Route {
@@ -212,6 +215,7 @@ impl Registry {
             endpoint,
             connections: Arc::new(Semaphore::new(self.max_connections)),
             requests: AtomicU64::new(0),
+            idle: Mutex::new(Vec::new()),
         });
         let displaced = self.update(|map| {
             let displaced = match map.get(name) {
