@@ -3,13 +3,13 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::sync::OwnedSemaphorePermit;
@@ -31,6 +31,21 @@ pub(crate) struct ConnState {
     /// The tunnel connection slots this visitor connection holds, one per tunnel it used (the
     /// per-tunnel limit counts visitor connections). Never locked across an await.
     slots: Mutex<Vec<(Arc<Route>, Arc<OwnedSemaphorePermit>)>>,
+    /// Upstream connections this visitor connection used last, reused by its next requests
+    /// (HTTP/2 may have several in flight). Handed to the tunnel's pool when it closes.
+    idle: Mutex<Vec<(Arc<Route>, SendRequest<Incoming>)>>,
+}
+
+impl Drop for ConnState {
+    fn drop(&mut self) {
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        for (route, sender) in idle {
+            // A route only the pool still holds is gone: let its connections close.
+            if Arc::strong_count(&route) > 1 {
+                return_to_pool(&route, sender);
+            }
+        }
+    }
 }
 
 impl ConnState {
@@ -47,12 +62,26 @@ impl ConnState {
             sni_label,
             requests: AtomicU64::new(0),
             slots: Mutex::new(Vec::new()),
+            idle: Mutex::new(Vec::new()),
         }
     }
 
     /// Requests seen on this connection so far.
     pub(crate) fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    fn take_own(&self, route: &Arc<Route>) -> Option<SendRequest<Incoming>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let i = idle.iter().position(|(r, _)| Arc::ptr_eq(r, route))?;
+        Some(idle.swap_remove(i).1)
+    }
+
+    fn keep(&self, route: &Arc<Route>, sender: SendRequest<Incoming>) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push((route.clone(), sender));
+        }
     }
 
     /// This visitor connection's slot on `route`, taken on first use.
@@ -75,7 +104,7 @@ impl ConnState {
     }
 }
 
-/// Idle upstream connections kept per tunnel for the next visitor.
+/// Idle upstream connections kept per tunnel (and per visitor connection).
 const MAX_IDLE: usize = 32;
 
 /// An idle upstream from the tunnel's pool, if one is still usable.
@@ -101,59 +130,6 @@ fn return_to_pool(route: &Route, sender: SendRequest<Incoming>) {
     let mut idle = route.idle.lock().unwrap_or_else(|p| p.into_inner());
     if idle.len() < MAX_IDLE && !sender.is_closed() {
         idle.push(Box::new(sender));
-    }
-}
-
-/// The origin's response body, which hands its upstream connection back to the tunnel's pool
-/// once the body has been read to the end: only then can another visitor use it without
-/// waiting on this one. A body dropped early takes its connection down with it.
-struct PooledBody {
-    inner: Incoming,
-    sender: Option<SendRequest<Incoming>>,
-    route: Weak<Route>,
-}
-
-impl PooledBody {
-    fn new(inner: Incoming, sender: SendRequest<Incoming>, route: &Arc<Route>) -> Self {
-        let mut body = Self {
-            inner,
-            sender: Some(sender),
-            route: Arc::downgrade(route),
-        };
-        if body.inner.is_end_stream() {
-            body.release();
-        }
-        body
-    }
-
-    fn release(&mut self) {
-        if let (Some(sender), Some(route)) = (self.sender.take(), self.route.upgrade()) {
-            return_to_pool(&route, sender);
-        }
-    }
-}
-
-impl hyper::body::Body for PooledBody {
-    type Data = bytes::Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        if let std::task::Poll::Ready(None) = polled {
-            self.release();
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
     }
 }
 
@@ -366,10 +342,11 @@ async fn proxy(
         return resp.map(|b| b.boxed());
     }
     drop(permit);
+    state.keep(&route, sender);
     strip_hop_by_hop(resp.headers_mut());
     // We speak HTTP/1.1 to the visitor whatever the origin spoke to us.
     *resp.version_mut() = Version::HTTP_11;
-    resp.map(|b| PooledBody::new(b, sender, &route).boxed())
+    resp.map(|b| b.boxed())
 }
 
 /// The visitor connection's upstream if it still serves `route`, else a new one.
@@ -380,6 +357,13 @@ async fn upstream_for(
     route: &Arc<Route>,
 ) -> Result<(Arc<OwnedSemaphorePermit>, SendRequest<Incoming>), Failure> {
     let permit = state.slot(route)?;
+    // This visitor's own connection first: waiting for it to be ready only ever waits on this
+    // visitor's previous response. Then one another visitor left behind.
+    while let Some(mut sender) = state.take_own(route) {
+        if sender.ready().await.is_ok() {
+            return Ok((permit, sender));
+        }
+    }
     if let Some(sender) = pooled(route).await {
         return Ok((permit, sender));
     }
