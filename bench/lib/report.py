@@ -1,0 +1,82 @@
+"""Ratios, the printed table, and the SVG chart of a bench result."""
+
+FIGURES = ["rps", "p50_ms", "p99_ms", "cold_rps", "cold_p99_ms", "bulk_mb_s", "upload_mb_s"]
+LOWER_IS_BETTER = {"p50_ms", "p99_ms", "cold_p99_ms"}
+
+# (row, baseline) pairs reported as ratios; a pair is skipped when either row was not measured.
+COMPARISONS = [("warren", "classic"), ("warren_tls", "classic_tls"), ("warren", "raw_sshd"),
+               ("warren", "sandhole"), ("warren_tls", "sandhole_tls"), ("warren", "direct")]
+
+
+def ratios(result):
+    P = result["paths"]
+    out = {}
+    for a, b in COMPARISONS:
+        if a in P and b in P:
+            out[f"{a}_vs_{b}"] = {k: round(P[a][k] / P[b][k], 3) if P[b].get(k) else None for k in FIGURES}
+    setup = result["setup_ms"]
+    for b in ("raw_sshd", "sandhole"):
+        if b in setup:
+            out.setdefault(f"warren_vs_{b}", {})["setup_ms"] = round(setup["warren"] / setup[b], 3)
+    return out
+
+
+def print_table(result):
+    P = result["paths"]
+    print(f"{'path':<13} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'cold req/s':>10} {'cold p99':>9} "
+          f"{'down MB/s':>9} {'up MB/s':>8}")
+    for name, v in P.items():
+        print(f"{name:<13} {v['rps']:>8.0f} {v['p50_ms']:>7.2f} {v['p99_ms']:>7.2f} {v['cold_rps']:>10.0f} "
+              f"{v['cold_p99_ms']:>9.2f} {v['bulk_mb_s']:>9.0f} {v['upload_mb_s']:>8.0f}")
+    for name, r in result["ratios"].items():
+        print(f"{name:<26} " + "  ".join(f"{k} x{v}" for k, v in r.items() if k in
+                                         ("rps", "p99_ms", "cold_rps", "bulk_mb_s", "upload_mb_s", "setup_ms")))
+    print("tunnel setup (ssh start -> URL answers): " +
+          ", ".join(f"{k} {v:.0f} ms" for k, v in result["setup_ms"].items()))
+    for what, runs in result["cpu_percent"].items():
+        print(f"CPU during {what} (% of one core): " +
+              "; ".join(f"{p}: " + " ".join(f"{k} {v}" for k, v in c.items()) for p, c in runs.items()))
+    for name, idle in result["idle"].items():
+        print(f"idle tunnels on {name}: {idle['tunnels']}, RSS {idle['rss_kib_before']} -> {idle['rss_kib_idle']} KiB, "
+              f"{idle['rss_kib_per_tunnel']} KiB and {idle['cpu_ms_per_idle_tunnel_per_s']} ms CPU/s per tunnel, "
+              f"all connected in {idle['connect_s']} s")
+
+
+COLORS = {"direct": "#9e9e9e", "raw_sshd": "#8d6e63", "classic": "#e57373", "classic_tls": "#ef9a9a",
+          "sandhole": "#81c784", "sandhole_tls": "#a5d6a7", "warren": "#1e88e5", "warren_tls": "#64b5f6"}
+
+
+def chart(result, path):
+    """One SVG a person can read at a glance: a panel per figure, a bar per path."""
+    P = result["paths"]
+    panels = [("req/s, keep-alive", {k: v["rps"] for k, v in P.items()}),
+              ("p99 ms, keep-alive (lower is better)", {k: v["p99_ms"] for k, v in P.items()}),
+              ("req/s, new connection each", {k: v["cold_rps"] for k, v in P.items()}),
+              ("tunnel setup ms (lower is better)", dict(result["setup_ms"])),
+              ("download MB/s", {k: v["bulk_mb_s"] for k, v in P.items()}),
+              ("upload MB/s", {k: v["upload_mb_s"] for k, v in P.items()})]
+    idle = {k: v["rss_kib_per_tunnel"] for k, v in result["idle"].items() if v["tunnels"] <= 1000}
+    if idle:
+        panels.append(("KiB of server RSS per idle tunnel (lower is better)", idle))
+    pw, bar, gap, top = 460, 16, 5, 30
+    ph = top + len(P) * (bar + gap) + 14
+    rows_of_panels = (len(panels) + 1) // 2
+    width, height = 2 * pw + 30, rows_of_panels * (ph + 5) + 45
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+           f'font-size="12">', f'<rect width="{width}" height="{height}" fill="white"/>',
+           f'<text x="10" y="20" font-size="15" font-weight="bold">Warren, sandhole and the classic stack on one box, '
+           f'{result["when"]} (median of {result["rounds"]})</text>']
+    for i, (title, values) in enumerate(panels):
+        ox, oy = 10 + (i % 2) * (pw + 10), 35 + (i // 2) * (ph + 5)
+        out.append(f'<text x="{ox}" y="{oy + 16}" font-weight="bold">{title}</text>')
+        top_value = max(values.values() or [1]) or 1
+        for j, (name, value) in enumerate(values.items()):
+            y = oy + top + j * (bar + gap)
+            w = max(1, (pw - 200) * value / top_value)
+            out.append(f'<text x="{ox}" y="{y + 12}">{name}</text>')
+            out.append(f'<rect x="{ox + 95}" y="{y}" width="{w:.1f}" height="{bar}" fill="{COLORS.get(name, "#888")}"/>')
+            label = f"{value:,.0f}" if value >= 100 else f"{value:.2f}"
+            out.append(f'<text x="{ox + 100 + w:.1f}" y="{y + 12}">{label}</text>')
+    out.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(out))

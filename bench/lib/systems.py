@@ -1,0 +1,250 @@
+"""The systems under test, each started on 127.0.0.1 with free ports: the origin (nginx, plus an
+upload sink behind it), OpenSSH sshd, the classic nginx front, the Warren broker and sandhole."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(what, fn, timeout=30.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            if fn():
+                return
+        except Exception:
+            pass
+        time.sleep(0.02)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def http_ok(port, host, path="/1k.bin"):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Host": host})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return r.status == 200
+
+
+class Procs:
+    """Every process the bench starts, stopped in reverse order at the end."""
+
+    def __init__(self):
+        self.procs = []
+
+    def start(self, args, **kw):
+        p = subprocess.Popen(args, **kw)
+        self.procs.append(p)
+        return p
+
+    def stop_all(self):
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def start_origin(procs, tmp, bulk_bytes):
+    """nginx serving /1k.bin and /bulk.bin, and proxying /upload to a sink that reads the whole body."""
+    www = os.path.join(tmp, "www")
+    os.makedirs(www, exist_ok=True)
+    with open(os.path.join(www, "1k.bin"), "wb") as f:
+        f.write(os.urandom(1024))
+    with open(os.path.join(www, "bulk.bin"), "wb") as f:
+        chunk = os.urandom(1 << 20)
+        for _ in range(bulk_bytes >> 20):
+            f.write(chunk)
+    sink = free_port()
+    procs.start([sys.executable, os.path.join(HERE, "sink.py"), str(sink)])
+    port = free_port()
+    conf = os.path.join(tmp, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""
+daemon off; worker_processes 1; pid {tmp}/nginx.pid; error_log {tmp}/nginx.err warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off; sendfile on; tcp_nopush on; keepalive_requests 1000000;
+  client_body_temp_path {tmp}/b; proxy_temp_path {tmp}/p; fastcgi_temp_path {tmp}/f;
+  uwsgi_temp_path {tmp}/u; scgi_temp_path {tmp}/s;
+  upstream sink {{ server 127.0.0.1:{sink}; keepalive 8; }}
+  server {{
+    listen 127.0.0.1:{port}; root {www};
+    location = /upload {{
+      client_max_body_size 0; proxy_request_buffering off; proxy_http_version 1.1;
+      proxy_set_header Connection ""; proxy_pass http://sink;
+    }}
+  }}
+}}
+""")
+    procs.start(["nginx", "-c", conf, "-p", tmp], stderr=subprocess.DEVNULL)
+    wait_until("nginx", lambda: http_ok(port, "origin"))
+    return port
+
+
+def self_signed(tmp):
+    """One certificate for every TLS front (wrk and curl do not verify; what matters is the handshake cost)."""
+    cert, key = os.path.join(tmp, "tls.crt"), os.path.join(tmp, "tls.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,DNS:*.localhost",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    return cert, key
+
+
+def start_sshd(procs, tmp, pubkey):
+    """OpenSSH sshd on a free port, accepting our key, allowing -R, as people run it."""
+    os.makedirs("/run/sshd", exist_ok=True)
+    hostkey = os.path.join(tmp, "sshd_host_key")
+    subprocess.run(["ssh-keygen", "-q", "-N", "", "-t", "ed25519", "-f", hostkey], check=True)
+    auth = os.path.join(tmp, "authorized_keys")
+    shutil.copy(pubkey, auth)
+    port = free_port()
+    conf = os.path.join(tmp, "sshd_config")
+    with open(conf, "w") as f:
+        f.write(f"""Port {port}
+ListenAddress 127.0.0.1
+HostKey {hostkey}
+PidFile {tmp}/sshd.pid
+AuthorizedKeysFile {auth}
+StrictModes no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+PermitRootLogin prohibit-password
+AllowTcpForwarding yes
+""")
+    procs.start(["/usr/sbin/sshd", "-D", "-e", "-f", conf], stderr=subprocess.DEVNULL)
+    wait_until("sshd", lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True)
+    return port
+
+
+def start_classic_nginx(procs, tmp, fwd_port, cert, key):
+    """nginx in front of the sshd -R port, with the location block people deploy (kept verbatim).
+    `client_max_body_size 0` sits beside it, as anyone who lets users upload sets it."""
+    plain, tls = free_port(), free_port()
+    conf = os.path.join(tmp, "classic.conf")
+    location = f"""
+    location / {{
+        proxy_pass http://localhost:{fwd_port};
+        proxy_http_version 1.1;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection "upgrade";
+        proxy_set_header Host $host;
+        proxy_set_header X-Real-IP $remote_addr;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_read_timeout 86400;
+    }}"""
+    with open(conf, "w") as f:
+        f.write(f"""
+daemon off; worker_processes auto; pid {tmp}/classic.pid; error_log {tmp}/classic.err warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off; client_max_body_size 0;
+  client_body_temp_path {tmp}/cb; proxy_temp_path {tmp}/cp; fastcgi_temp_path {tmp}/cf;
+  uwsgi_temp_path {tmp}/cu; scgi_temp_path {tmp}/cs;
+  server {{ listen 127.0.0.1:{plain}; {location} }}
+  server {{ listen 127.0.0.1:{tls} ssl; ssl_certificate {cert}; ssl_certificate_key {key}; {location} }}
+}}
+""")
+    procs.start(["nginx", "-c", conf, "-p", tmp], stderr=subprocess.DEVNULL)
+    wait_until("classic nginx", lambda: http_ok(plain, "classic"))
+    return plain, tls
+
+
+def start_broker(procs, tmp, binary, cert, cert_key):
+    """A fresh Warren broker (embedded SQLite) with one user `bench` and a new ed25519 key."""
+    data = os.path.join(tmp, "broker")
+    env = dict(os.environ, BROKER_DATA_DIR=data, BROKER_LOG="warn")
+    env.pop("BROKER_CONFIG", None)
+    env.pop("BROKER_DATABASE_URL", None)
+    subprocess.run([binary, "user", "add", "bench"], env=env, check=True, stdout=subprocess.DEVNULL)
+    key = os.path.join(tmp, "id_ed25519")
+    if not os.path.exists(key):
+        subprocess.run(["ssh-keygen", "-q", "-N", "", "-t", "ed25519", "-f", key], check=True)
+    subprocess.run([binary, "key", "add", "bench", key + ".pub"], env=env, check=True, stdout=subprocess.DEVNULL)
+    p = procs.start([binary, "--ssh-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--https-addr", "127.0.0.1:0",
+                     "--tls-cert", cert, "--tls-key", cert_key, "--public-scheme", "http", "--https-redirect", "false",
+                     "serve"], env=env, stdout=subprocess.PIPE, text=True, preexec_fn=raise_nofile)
+    ports = {}
+    for line in p.stdout:
+        for name in ("ssh", "http", "https"):
+            if line.startswith(f"  {name} "):
+                ports[name] = int(line.split()[1].rsplit(":", 1)[1])
+        if len(ports) == 3:
+            break
+    return p, ports, key
+
+
+def raise_nofile():
+    """Idle-tunnel runs hold thousands of sockets: lift the soft fd limit to the hard one."""
+    import resource
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def sandhole_binary():
+    """sandhole from `cargo install sandhole --root bench/.tools`, or None."""
+    path = os.path.join(os.path.dirname(HERE), ".tools", "bin", "sandhole")
+    return path if os.path.exists(path) else shutil.which("sandhole")
+
+
+def install_sandhole():
+    root = os.path.join(os.path.dirname(HERE), ".tools")
+    log("installing sandhole from crates.io into bench/.tools (once; takes minutes)")
+    subprocess.run(["cargo", "install", "sandhole", "--root", root], check=True)
+    return sandhole_binary()
+
+
+SANDHOLE_DOMAIN = "sandhole.localhost"
+
+
+def start_sandhole(procs, tmp, binary, pubkey, cert, cert_key):
+    """sandhole with our key as a user key, plain HTTP and HTTPS (our certificate), no ACME."""
+    base = os.path.join(tmp, "sandhole")
+    users = os.path.join(base, "user_keys")
+    admins = os.path.join(base, "admin_keys")
+    certs = os.path.join(base, "certificates", "localhost")
+    for d in (users, admins, certs):
+        os.makedirs(d, exist_ok=True)
+    shutil.copy(pubkey, os.path.join(users, "bench.pub"))
+    shutil.copy(cert, os.path.join(certs, "fullchain.pem"))
+    shutil.copy(cert_key, os.path.join(certs, "privkey.pem"))
+    ssh, http, https = free_port(), free_port(), free_port()
+    proc = procs.start([binary, f"--domain={SANDHOLE_DOMAIN}", f"--user-keys-directory={users}",
+                 f"--admin-keys-directory={admins}", f"--certificates-directory={os.path.dirname(certs)}",
+                 f"--acme-cache-directory={os.path.join(base, 'acme')}",
+                 f"--private-key-file={os.path.join(base, 'server_key')}",
+                 "--listen-address=127.0.0.1", f"--ssh-port={ssh}", f"--http-port={http}", f"--https-port={https}",
+                 "--allow-requested-subdomains", "--bind-hostnames=none",
+                 # Every visitor and tunnel here comes from 127.0.0.1: lift the per-IP cap (64 -> its maximum).
+                 "--max-simultaneous-connections-per-ip=65535"],
+                stdout=subprocess.DEVNULL, stderr=open(os.path.join(base, "log"), "w"), preexec_fn=raise_nofile)
+    wait_until("sandhole", lambda: socket.create_connection(("127.0.0.1", ssh), timeout=1).close() or True)
+    return {"ssh": ssh, "http": http, "https": https, "proc": proc}
+
+
+def ssh_tunnel(procs, ssh_port, key, origin_port, spec, user="tunnel"):
+    """The same OpenSSH client for every tunnel: `ssh -N -R SPEC:localhost:ORIGIN`."""
+    return procs.start([
+        "ssh", "-F", "/dev/null", "-N", "-i", key, "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
+        "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ExitOnForwardFailure=yes",
+        "-p", str(ssh_port), "-R", f"{spec}:localhost:{origin_port}", f"{user}@127.0.0.1"],
+        stdin=subprocess.DEVNULL)
