@@ -19,6 +19,8 @@ use warren_store::Store;
 use crate::public::Public;
 
 const POLL: Duration = Duration::from_secs(1);
+/// Audit events read per query.
+const PAGE: i64 = 500;
 
 pub struct Watcher {
     store: Arc<dyn Store>,
@@ -55,16 +57,26 @@ impl Watcher {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            if let Err(e) = self.poll().await {
-                warn!(error = %e, "cannot read the audit log; retrying");
+            // Drain the log, not one page per tick: after a reconnect storm (10,000 binds and
+            // claims) one page a second left a `user.disable` queued behind ~40 s of binds.
+            loop {
+                match self.poll().await {
+                    Ok(n) if n == PAGE as usize => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        warn!(error = %e, "cannot read the audit log; retrying");
+                        break;
+                    }
+                }
             }
             self.registry.sweep();
             self.public.tick().await;
         }
     }
 
-    async fn poll(&mut self) -> Result<()> {
-        let events = self.store.events_since(self.cursor, 500).await?;
+    /// Handles the next page of the audit log; returns how many events it held.
+    async fn poll(&mut self) -> Result<usize> {
+        let events = self.store.events_since(self.cursor, PAGE).await?;
         let mut names_changed = false;
         for e in &events {
             match e.action.as_str() {
@@ -114,7 +126,7 @@ impl Watcher {
         if names_changed {
             self.reload_reserved().await?;
         }
-        Ok(())
+        Ok(events.len())
     }
 
     async fn reload_reserved(&self) -> Result<()> {

@@ -301,10 +301,14 @@ impl Registry {
     /// Drops expired parked names and sticky entries; call now and then.
     pub fn sweep(&self) {
         let now = Instant::now();
-        let _ = self.update(|map| {
-            map.retain(|_, e| !matches!(e, Entry::Parked { until, .. } if *until <= now));
-            Ok(())
-        });
+        let expired = |e: &Entry| matches!(e, Entry::Parked { until, .. } if *until <= now);
+        // Copy-on-write clones the whole table: only pay for it when something expired.
+        if self.snapshot.load().values().any(expired) {
+            let _ = self.update(|map| {
+                map.retain(|_, e| !expired(e));
+                Ok(())
+            });
+        }
         let mut sticky = self.sticky.lock().unwrap_or_else(|p| p.into_inner());
         sticky.retain(|_, (_, until)| *until > now);
     }
