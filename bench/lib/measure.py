@@ -140,7 +140,17 @@ def idle_tunnels(procs, server_pid, ssh_port, key, origin, n, spec, probe=None, 
             dead = [c for c in clients[-50:] if c.poll() is not None]
             if dead:
                 raise Failure(f"{len(dead)} ssh clients exited while connecting (tunnel {i + 1} of {n})")
-    wait_until(f"{n} tunnels", lambda: established(ssh_port) >= n, timeout=max(300, n / 10))
+    def all_up():
+        dead = sum(1 for c in clients if c.poll() is not None)
+        if dead:
+            raise Failure(f"{dead} of {n} ssh clients exited before all tunnels were up")
+        return established(ssh_port) >= n
+
+    end = time.time() + max(120, n / 20)
+    while not all_up():
+        if time.time() > end:
+            raise Failure(f"only {established(ssh_port)} of {n} tunnels connected")
+        time.sleep(0.5)
     up_s = time.time() - t0
     if probe:
         for i in random.sample(range(n), min(n, 20)):

@@ -55,7 +55,8 @@ def chart(result, path):
               ("tunnel setup ms (lower is better)", dict(result["setup_ms"])),
               ("download MB/s", {k: v["bulk_mb_s"] for k, v in P.items()}),
               ("upload MB/s", {k: v["upload_mb_s"] for k, v in P.items()})]
-    idle = {k: v["rss_kib_per_tunnel"] for k, v in result["idle"].items() if v["tunnels"] <= 1000}
+    idle = {k: v["rss_kib_per_tunnel"] for k, v in result["idle"].items()
+            if v["tunnels"] <= 1000 and "rss_kib_per_tunnel" in v}
     if idle:
         panels.append(("KiB of server RSS per idle tunnel (lower is better)", idle))
     pw, bar, gap, top = 460, 16, 5, 30

@@ -17,15 +17,24 @@ use crate::{
 };
 
 /// SQLite backend: one file, WAL mode so the admin CLI and the server can use it at once.
+///
+/// Writes go through their own one-connection pool: SQLite has one writer at a time, and
+/// writers that race for its lock wait in SQLite's busy handler, which sleeps in growing steps.
+/// Under a reconnect storm (10,000 sessions, two writes each) that convoy made single INSERTs
+/// take over a second and pool waits pass 15 s; queueing in the pool instead is first come,
+/// first served, with no sleeping. Reads use the other pool and never wait for the writer (WAL).
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    writer: SqlitePool,
 }
 
 /// Postgres backend.
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// The same pool: Postgres has row locks, not one writer per database.
+    writer: PgPool,
 }
 
 impl SqliteStore {
@@ -40,12 +49,16 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("../../migrations/sqlite").run(&writer).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("../../migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, writer })
     }
 }
 
@@ -61,7 +74,10 @@ impl PostgresStore {
         sqlx::migrate!("../../migrations/postgres")
             .run(&pool)
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            writer: pool.clone(),
+            pool,
+        })
     }
 }
 
@@ -137,7 +153,7 @@ macro_rules! impl_store {
         #[async_trait::async_trait]
         impl Store for $ty {
             async fn create_user(&self, actor: &str, name: &str, is_admin: bool) -> Result<User> {
-                let mut tx = self.pool.begin_with($begin).await?;
+                let mut tx = self.writer.begin_with($begin).await?;
                 let user = sqlx::query_as::<_, User>(
                     "INSERT INTO users (name, is_admin, disabled, created_at) VALUES ($1, $2, FALSE, $3) \
                      RETURNING id, name, is_admin, disabled, created_at",
@@ -187,7 +203,7 @@ macro_rules! impl_store {
             }
 
             async fn set_user_disabled(&self, actor: &str, name: &str, disabled: bool) -> Result<User> {
-                let mut tx = self.pool.begin_with($begin).await?;
+                let mut tx = self.writer.begin_with($begin).await?;
                 let user = sqlx::query_as::<_, User>(
                     "UPDATE users SET disabled = $1 WHERE name = $2 \
                      RETURNING id, name, is_admin, disabled, created_at",
@@ -204,7 +220,7 @@ macro_rules! impl_store {
             }
 
             async fn add_key(&self, actor: &str, user: &str, key: &NewKey) -> Result<SshKey> {
-                let mut tx = self.pool.begin_with($begin).await?;
+                let mut tx = self.writer.begin_with($begin).await?;
                 let owner = Self::require_user(&mut tx, user).await?;
                 let existing: Option<(String,)> = sqlx::query_as(
                     "SELECT u.name FROM ssh_keys k JOIN users u ON u.id = k.user_id WHERE k.fingerprint = $1",
@@ -252,7 +268,7 @@ macro_rules! impl_store {
             }
 
             async fn remove_key(&self, actor: &str, fingerprint: &str) -> Result<SshKey> {
-                let mut tx = self.pool.begin_with($begin).await?;
+                let mut tx = self.writer.begin_with($begin).await?;
                 let key = sqlx::query_as::<_, SshKey>(key_select!(" WHERE k.fingerprint = $1"))
                     .bind(fingerprint)
                     .fetch_optional(&mut *tx)
@@ -277,7 +293,7 @@ macro_rules! impl_store {
             }
 
             async fn reserve(&self, actor: &str, user: &str, name: &str) -> Result<Reservation> {
-                let mut tx = self.pool.begin_with($begin).await?;
+                let mut tx = self.writer.begin_with($begin).await?;
                 let owner = Self::require_user(&mut tx, user).await?;
                 let select = res_select!(" WHERE r.name = $1");
                 if let Some(held) = sqlx::query_as::<_, Reservation>(select).bind(name).fetch_optional(&mut *tx).await? {
@@ -308,7 +324,7 @@ macro_rules! impl_store {
             }
 
             async fn release(&self, actor: &str, name: &str) -> Result<Reservation> {
-                let mut tx = self.pool.begin_with($begin).await?;
+                let mut tx = self.writer.begin_with($begin).await?;
                 let held = sqlx::query_as::<_, Reservation>(res_select!(" WHERE r.name = $1"))
                     .bind(name)
                     .fetch_optional(&mut *tx)
@@ -346,7 +362,7 @@ macro_rules! impl_store {
                 .bind(&e.subject)
                 .bind(e.user_id)
                 .bind(&e.detail)
-                .fetch_one(&self.pool)
+                .fetch_one(&self.writer)
                 .await?;
                 Ok(id.0)
             }
@@ -380,7 +396,7 @@ macro_rules! impl_store {
             }
 
             async fn put_acme_account(&self, actor: &str, directory_url: &str, credentials: &str) -> Result<AcmeAccount> {
-                let mut tx = self.pool.begin_with($begin).await?;
+                let mut tx = self.writer.begin_with($begin).await?;
                 let account = sqlx::query_as::<_, AcmeAccount>(
                     "INSERT INTO acme_accounts (directory_url, credentials, created_at, updated_at) \
                      VALUES ($1, $2, $3, $3) ON CONFLICT (directory_url) DO UPDATE \
@@ -398,7 +414,7 @@ macro_rules! impl_store {
             }
 
             async fn put_certificate(&self, actor: &str, c: &NewCertificate) -> Result<Certificate> {
-                let mut tx = self.pool.begin_with($begin).await?;
+                let mut tx = self.writer.begin_with($begin).await?;
                 let now = crate::now();
                 let row = sqlx::query_as::<_, Certificate>(concat!(
                     "INSERT INTO certificates (name, chain_pem, private_key, not_before, not_after, \
@@ -446,7 +462,7 @@ macro_rules! impl_store {
             }
 
             async fn delete_certificate(&self, actor: &str, name: &str) -> Result<Certificate> {
-                let mut tx = self.pool.begin_with($begin).await?;
+                let mut tx = self.writer.begin_with($begin).await?;
                 let row = sqlx::query_as::<_, Certificate>(concat!(
                     "DELETE FROM certificates WHERE name = $1 RETURNING ", cert_columns!()
                 ))
@@ -471,7 +487,7 @@ macro_rules! impl_store {
                 .bind(error)
                 .bind(crate::now())
                 .bind(next_attempt)
-                .fetch_one(&self.pool)
+                .fetch_one(&self.writer)
                 .await?)
             }
         }
