@@ -127,6 +127,9 @@ def cpu_during(groups, fn):
     return out, {name: round((cpu_seconds(p) - before[name]) * 100 / dt, 1) for name, p in pids.items()}
 
 
+IN_FLIGHT = 200
+
+
 def idle_tunnels(procs, server_pid, ssh_port, key, origin, n, spec, probe=None, idle_s=10):
     """Server RSS and CPU per idle tunnel with `n` real OpenSSH clients connected, each with its own
     `-R spec(i)`. `probe(i)` (optional) must answer for a sample of the tunnels once all are up."""
@@ -140,6 +143,10 @@ def idle_tunnels(procs, server_pid, ssh_port, key, origin, n, spec, probe=None, 
             dead = [c for c in clients[-50:] if c.poll() is not None]
             if dead:
                 raise Failure(f"{len(dead)} ssh clients exited while connecting (tunnel {i + 1} of {n})")
+            if probe and i >= IN_FLIGHT:
+                # At most ~IN_FLIGHT sessions connecting at once: this measures tunnels held, not
+                # a reconnect storm (whose rate the server's per-session database writes bound).
+                wait_until(f"tunnel {i - IN_FLIGHT} answers", lambda: probe(i - IN_FLIGHT), timeout=120)
     def all_up():
         dead = sum(1 for c in clients if c.poll() is not None)
         if dead:

@@ -53,7 +53,9 @@ impl SqliteStore {
             .max_connections(1)
             .connect_with(options.clone())
             .await?;
-        sqlx::migrate!("../../migrations/sqlite").run(&writer).await?;
+        sqlx::migrate!("../../migrations/sqlite")
+            .run(&writer)
+            .await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)
