@@ -38,19 +38,19 @@ def wrk(port, host, seconds, tls=False, cold=False):
     return {"rps": rps, "p50_ms": pct(50), "p99_ms": pct(99), "non2xx": int(non2xx.group(1)) if non2xx else 0}
 
 
-def curl(args, expect_bytes, what):
+def curl(args, what):
     out = subprocess.run(["curl", "-s", "-k", "-w", "%{http_code} %{speed_download} %{size_download} "
                           "%{speed_upload} %{size_upload}", *args], capture_output=True, text=True).stdout.split()
     if len(out) != 5 or out[0] != "200":
         raise Failure(f"{what}: curl got {out}")
-    code, down, down_n, up, up_n = out
+    _, down, down_n, up, up_n = out
     return float(down), int(down_n), float(up), int(up_n)
 
 
 def bulk(port, host, size, tls=False):
     """One download of the origin's bulk file."""
     down, n, _, _ = curl(["-o", "/dev/null", "-H", f"Host: {host}", url(port, host, "/bulk.bin", tls)],
-                         size, f"download via {host}")
+                         f"download via {host}")
     if n != size:
         raise Failure(f"download via {host}: {n} bytes of {size}")
     return {"mb_s": down / 1e6}
@@ -60,7 +60,7 @@ def upload(port, host, path, size, tls=False):
     """One upload of `path` (PUT) to the origin's sink, which answers only once it has read it all."""
     out_file = os.path.join(os.path.dirname(path), f"upload-{os.getpid()}.txt")
     _, _, up, n = curl(["-o", out_file, "-T", path, "-H", f"Host: {host}", url(port, host, "/upload", tls)],
-                       size, f"upload via {host}")
+                       f"upload via {host}")
     with open(out_file) as f:
         answer = f.read().strip()
     if n != size or answer != f"received {size}":

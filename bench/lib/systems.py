@@ -21,7 +21,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_until(what, fn, timeout=30.0):
+def wait_until(what, fn, timeout=30.0, interval=0.02):
+    """Polls `fn` (an exception counts as "not yet") until it is true."""
     end = time.time() + timeout
     while time.time() < end:
         try:
@@ -29,7 +30,7 @@ def wait_until(what, fn, timeout=30.0):
                 return
         except Exception:
             pass
-        time.sleep(0.02)
+        time.sleep(interval)
     raise RuntimeError(f"timed out waiting for {what}")
 
 
