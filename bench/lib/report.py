@@ -14,6 +14,12 @@ def ratios(result):
     for a, b in COMPARISONS:
         if a in P and b in P:
             out[f"{a}_vs_{b}"] = {k: round(P[a][k] / P[b][k], 3) if P[b].get(k) else None for k in FIGURES}
+    # The server's own CPU per GiB moved (broker against sandhole's process).
+    gib = result.get("cpu_s_per_gib", {})
+    for what in gib:
+        w, sh = gib[what].get("warren", {}).get("broker"), gib[what].get("sandhole", {}).get("sandhole")
+        if w and sh:
+            out.setdefault("warren_vs_sandhole", {})[f"server_cpu_per_gib_{what}"] = round(w / sh, 3)
     setup = result["setup_ms"]
     for b in ("raw_sshd", "sandhole"):
         if b in setup:
@@ -30,11 +36,15 @@ def print_table(result):
               f"{v['cold_p99_ms']:>9.2f} {v['bulk_mb_s']:>9.0f} {v['upload_mb_s']:>8.0f}")
     for name, r in result["ratios"].items():
         print(f"{name:<26} " + "  ".join(f"{k} x{v}" for k, v in r.items() if k in
-                                         ("rps", "p99_ms", "cold_rps", "bulk_mb_s", "upload_mb_s", "setup_ms")))
+                                         ("rps", "p99_ms", "cold_rps", "bulk_mb_s", "upload_mb_s", "setup_ms",
+                                          "server_cpu_per_gib_download", "server_cpu_per_gib_upload")))
     print("tunnel setup (ssh start -> URL answers): " +
           ", ".join(f"{k} {v:.0f} ms" for k, v in result["setup_ms"].items()))
     for what, runs in result["cpu_percent"].items():
         print(f"CPU during {what} (% of one core): " +
+              "; ".join(f"{p}: " + " ".join(f"{k} {v}" for k, v in c.items()) for p, c in runs.items()))
+    for what, runs in result.get("cpu_s_per_gib", {}).items():
+        print(f"CPU-seconds per GiB, {what}: " +
               "; ".join(f"{p}: " + " ".join(f"{k} {v}" for k, v in c.items()) for p, c in runs.items()))
     for name, idle in result["idle"].items():
         print(f"idle tunnels on {name}: {idle['tunnels']}, RSS {idle['rss_kib_before']} -> {idle['rss_kib_idle']} KiB, "
@@ -55,6 +65,10 @@ def chart(result, path):
               ("tunnel setup ms (lower is better)", dict(result["setup_ms"])),
               ("download MB/s", {k: v["bulk_mb_s"] for k, v in P.items()}),
               ("upload MB/s", {k: v["upload_mb_s"] for k, v in P.items()})]
+    for what, runs in result.get("cpu_s_per_gib", {}).items():
+        # Server side: every watched process but the tunnel's ssh client (sshd and nginx together).
+        panels.append((f"server CPU-s per GiB, {what} (lower is better)",
+                       {p: round(sum(v for k, v in c.items() if k != "ssh_client"), 2) for p, c in runs.items()}))
     idle = {k: v["rss_kib_per_tunnel"] for k, v in result["idle"].items()
             if v["tunnels"] <= 1000 and "rss_kib_per_tunnel" in v}
     if idle:

@@ -8,6 +8,7 @@ use russh::{ChannelOpenFailure, Error as SshError};
 use warren_registry::{BoxStream, Endpoint, OpenError};
 
 use crate::console::Console;
+use crate::stream::Gathered;
 
 /// How long a client may take to accept a channel before the visitor gets a 502.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,7 +32,7 @@ impl Endpoint for SshEndpoint {
             u32::from(visitor.port()),
         );
         match tokio::time::timeout(OPEN_TIMEOUT, open).await {
-            Ok(Ok(channel)) => Ok(Box::pin(channel.into_stream())),
+            Ok(Ok(channel)) => Ok(Box::pin(Gathered::new(channel.into_stream()))),
             Ok(Err(SshError::ChannelOpenFailure(ChannelOpenFailure::ConnectFailed))) => Err(
                 OpenError::Refused(format!("nothing answered behind {}", self.describe())),
             ),

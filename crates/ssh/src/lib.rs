@@ -16,6 +16,7 @@ mod handler;
 mod keys;
 mod server;
 mod sessions;
+mod stream;
 
 pub use keys::{KeyError, host_key_fingerprint, load_or_create_host_key, parse_public_key};
 pub use server::{SshServer, SshSettings, run};
