@@ -42,8 +42,9 @@ impl Flow {
         })
     }
 
-    /// Called by the reader for every message it takes off the queue.
-    pub(crate) fn took(&self, msg: &ChannelMsg) {
+    /// Called by the reader for every message it takes off the queue, with what the queue
+    /// still holds and can hold.
+    pub(crate) fn took(&self, msg: &ChannelMsg, queued: usize, capacity: usize) {
         let Some((wake, grant_at)) = self.session.get() else {
             return;
         };
@@ -55,7 +56,9 @@ impl Flow {
         // Pairs with the fence in `ChannelRef::deliver`: either we see its backlog, or it sees
         // the room this take made.
         fence(Ordering::SeqCst);
-        if self.backlogged.load(Ordering::SeqCst)
+        // A backlog is moved on once the queue has half its room free, not one message at a
+        // time: a wake-up per packet cost the broker a quarter more CPU in a download.
+        if (self.backlogged.load(Ordering::SeqCst) && queued * 2 <= capacity)
             || (before < *grant_at && before.saturating_add(n) >= *grant_at)
         {
             wake.notify_one();

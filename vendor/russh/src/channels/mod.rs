@@ -161,7 +161,8 @@ impl ChannelReadHalf {
     pub async fn wait(&mut self) -> Option<ChannelMsg> {
         let msg = self.receiver.recv().await;
         if let Some(ref msg) = msg {
-            self.flow.took(msg);
+            self.flow
+                .took(msg, self.receiver.len(), self.receiver.max_capacity());
         }
         msg
     }

@@ -38,7 +38,9 @@ where
             Some(msg) => msg,
             None => match ready!(self.channel.borrow_mut().receiver.poll_recv(cx)) {
                 Some(msg) => {
-                    self.channel.borrow_mut().flow.took(&msg);
+                    let half = self.channel.borrow_mut();
+                    half.flow
+                        .took(&msg, half.receiver.len(), half.receiver.max_capacity());
                     (msg, 0)
                 }
                 None => return Poll::Ready(Ok(())),
