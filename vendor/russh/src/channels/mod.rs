@@ -11,7 +11,7 @@ pub mod io;
 
 mod channel_ref;
 pub use channel_ref::ChannelRef;
-pub(crate) use channel_ref::Flow;
+pub(crate) use channel_ref::{Drained, Flow};
 
 mod channel_stream;
 pub use channel_stream::ChannelStream;

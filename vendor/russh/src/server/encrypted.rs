@@ -1504,7 +1504,7 @@ impl Session {
                         },
                         None => ChannelMsg::Data { data: data.clone() },
                     };
-                    chan.deliver(msg, &self.drained, target / 4);
+                    chan.deliver(msg, &self.drained, target / 4, channel_num);
                     enc.grant_window(channel_num, chan.flow.take_grant())?;
                     self.flush()?;
                     return match ext {

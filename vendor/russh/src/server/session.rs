@@ -30,7 +30,7 @@ pub struct Session {
     pub(crate) open_global_requests: VecDeque<GlobalRequestResponse>,
     pub(crate) kex: SessionKexState<ServerKex>,
     /// Woken by channel readers when window can be re-opened or a backlog flushed (Warren's patch).
-    pub(crate) drained: Arc<tokio::sync::Notify>,
+    pub(crate) drained: Arc<crate::channels::Drained>,
 }
 
 #[derive(Debug)]
@@ -638,9 +638,11 @@ impl Session {
         let Some(enc) = self.common.encrypted.as_mut() else {
             return Ok(());
         };
-        for (id, chan) in &self.channels {
-            chan.flush_backlog();
-            enc.grant_window(*id, chan.flow.take_grant())?;
+        for id in self.drained.take_ready() {
+            if let Some(chan) = self.channels.get(&id) {
+                chan.flush_backlog();
+                enc.grant_window(id, chan.flow.take_grant())?;
+            }
         }
         Ok(())
     }
@@ -797,7 +799,7 @@ impl Session {
                     debug!("timeout");
                     return Err(crate::Error::InactivityTimeout.into());
                 }
-                () = drained.notified(), if !self.kex.active() => {
+                () = drained.notify.notified(), if !self.kex.active() => {
                     self.drain_channels()?;
                 }
                 msg = self.priority_receiver.recv(), if !self.kex.active() => {
