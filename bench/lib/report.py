@@ -80,7 +80,8 @@ def chart(result, path):
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
            f'font-size="12">', f'<rect width="{width}" height="{height}" fill="white"/>',
            f'<text x="10" y="20" font-size="15" font-weight="bold">Warren, sandhole and the classic stack on one box, '
-           f'{result["when"]} (median of {result["rounds"]})</text>']
+           f'{result["when"]} (medians of {result["rounds"]} rounds; transfers of '
+           f'{result["rounds"] * result.get("bulk_samples_per_round", 1)})</text>']
     for i, (title, values) in enumerate(panels):
         ox, oy = 10 + (i % 2) * (pw + 10), 35 + (i // 2) * (ph + 5)
         out.append(f'<text x="{ox}" y="{oy + 16}" font-weight="bold">{title}</text>')
