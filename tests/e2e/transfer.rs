@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Empty, StreamBody};
-use hyper::body::Frame;
+use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use sha2::{Digest, Sha256};
 use tokio_tungstenite::tungstenite::Message;
@@ -56,6 +56,31 @@ async fn websocket_echo_through_the_tunnel() -> Result<()> {
 
 const BIG: u64 = 200 * 1024 * 1024;
 
+/// `GET /bytes/{BIG}` on a visitor connection of its own; returns once the head is in, the body
+/// unread (a test may leave it so).
+async fn big_download(broker: &TestBroker, host: &str) -> Result<hyper::Response<Incoming>> {
+    let sock = tokio::net::TcpStream::connect(("127.0.0.1", broker.http_port)).await?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(sock)).await?;
+    tokio::spawn(conn);
+    let req = hyper::Request::get(format!("/bytes/{BIG}"))
+        .header("host", host)
+        .body(Empty::<Bytes>::new())?;
+    Ok(send.send_request(req).await?)
+}
+
+/// Reads a whole body: its length and hex SHA-256.
+async fn length_and_sha256(mut body: Incoming) -> Result<(u64, String)> {
+    let mut h = Sha256::new();
+    let mut n = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Some(d) = frame?.data_ref() {
+            n += d.len() as u64;
+            h.update(d);
+        }
+    }
+    Ok((n, hex::encode(h.finalize())))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_megabytes_each_way_arrive_intact_with_flat_memory() -> Result<()> {
     let broker = TestBroker::start().await?;
@@ -76,26 +101,12 @@ async fn two_hundred_megabytes_each_way_arrive_intact_with_flat_memory() -> Resu
     let (rss_before, _) = broker.memory_kib()?;
 
     // Download.
-    let sock = tokio::net::TcpStream::connect(("127.0.0.1", broker.http_port)).await?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(sock)).await?;
-    tokio::spawn(conn);
-    let req = hyper::Request::get(format!("/bytes/{BIG}"))
-        .header("host", &host)
-        .body(Empty::<Bytes>::new())?;
-    let resp = send.send_request(req).await?;
+    let resp = big_download(&broker, &host).await?;
     assert_eq!(resp.status(), 200);
-    let mut body = resp.into_body();
-    let mut h = Sha256::new();
-    let mut n = 0u64;
-    while let Some(frame) = body.frame().await {
-        if let Some(d) = frame?.data_ref() {
-            n += d.len() as u64;
-            h.update(d);
-        }
-    }
+    let (n, sha) = length_and_sha256(resp.into_body()).await?;
     assert_eq!(n, BIG);
     let expected = pattern_sha256(BIG);
-    assert_eq!(hex::encode(h.finalize()), expected, "download corrupted");
+    assert_eq!(sha, expected, "download corrupted");
 
     // Upload, streamed.
     let stream = futures::stream::unfold(0u64, |off| async move {
@@ -156,13 +167,7 @@ async fn a_visitor_who_stops_reading_does_not_stall_the_others() -> Result<()> {
     let (rss_before, _) = broker.memory_kib()?;
 
     // Visitor A asks for 200 MB, takes the head, and then does not read the body.
-    let sock = tokio::net::TcpStream::connect(("127.0.0.1", broker.http_port)).await?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(sock)).await?;
-    tokio::spawn(conn);
-    let req = hyper::Request::get(format!("/bytes/{BIG}"))
-        .header("host", &host)
-        .body(Empty::<Bytes>::new())?;
-    let resp = send.send_request(req).await?;
+    let resp = big_download(&broker, &host).await?;
     assert_eq!(resp.status(), 200);
 
     // Meanwhile visitor B, on the same tunnel, is answered again and again for two seconds.
@@ -189,20 +194,8 @@ async fn a_visitor_who_stops_reading_does_not_stall_the_others() -> Result<()> {
     );
 
     // A reads again and gets all 200 MB, in order.
-    let mut body = resp.into_body();
-    let mut h = Sha256::new();
-    let mut n = 0u64;
-    while let Some(frame) = body.frame().await {
-        if let Some(d) = frame?.data_ref() {
-            n += d.len() as u64;
-            h.update(d);
-        }
-    }
+    let (n, sha) = length_and_sha256(resp.into_body()).await?;
     assert_eq!(n, BIG);
-    assert_eq!(
-        hex::encode(h.finalize()),
-        pattern_sha256(BIG),
-        "A's download corrupted"
-    );
+    assert_eq!(sha, pattern_sha256(BIG), "A's download corrupted");
     Ok(())
 }
