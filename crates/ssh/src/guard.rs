@@ -8,8 +8,9 @@
 //! The same socket also acknowledges what it reads at once (`TCP_QUICKACK`). OpenSSH leaves
 //! Nagle on for `ssh -N`, so its second small write waits until the first is acknowledged; a
 //! server with nothing to say back delays that ACK by 40 ms. In the key exchange this stalled
-//! every connection (client KEXINIT, then ECDH_INIT held for the ACK: 42 ms in a packet capture),
-//! and in a tunnel it stalls a response the client forwards in more than one write.
+//! every connection (client KEXINIT, then ECDH_INIT held for the ACK: 42 ms in a packet capture).
+//! In a tunnel the same can hold back a response the client forwards in more than one write,
+//! though sequential requests showed no such stall without it (5.1 against 5.4 ms).
 
 use std::io;
 use std::pin::Pin;
