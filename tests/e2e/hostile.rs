@@ -131,6 +131,40 @@ async fn slowloris_gets_408_while_others_are_served() -> Result<()> {
     still_serves(&broker).await
 }
 
+/// The edge peeks at a visitor's first bytes to pick the tunnel's thread; a head that arrives
+/// in pieces (Host not in the first one) must still be answered, and a visitor who sends
+/// nothing must still get its 408.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_in_pieces_is_answered_and_silence_gets_408() -> Result<()> {
+    let (broker, _ssh, _origin) = broker_with_tunnel().await?;
+    let p = broker.http_port;
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", p)).await?;
+    for piece in [
+        &b"GET / HTTP/1.1\r\nHo"[..],
+        b"st: app.loc",
+        b"alhost\r\nConnection: close\r\n\r\n",
+    ] {
+        sock.write_all(piece).await?;
+        // Separate segments: the first peek sees only the first piece.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, sock.read_to_end(&mut out)).await??;
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(status_of(&text), Some(200), "{text}");
+    assert!(text.ends_with("hello from A"), "{text}");
+
+    let started = Instant::now();
+    let text = raw(p, b"", WAIT).await?;
+    assert_eq!(status_of(&text), Some(408), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "408 after {:?}",
+        started.elapsed()
+    );
+    still_serves(&broker).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_the_ssh_port_changes_nothing() -> Result<()> {
     let (broker, _ssh, _origin) = broker_with_tunnel().await?;

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 use warren_edge::{Edge, EdgeSettings, TcpPorts};
 use warren_registry::Registry;
+use warren_shards::Shards;
 use warren_ssh::{Sessions, SshServer, SshSettings};
 use warren_store::Store;
 use warren_tls::{CertStore, Challenges, Resolver};
@@ -102,13 +103,18 @@ pub async fn serve(config: Config) -> Result<()> {
     let example_url = ssh_settings.url_for("NAME");
     let shutdown = CancellationToken::new();
     let tasks = tokio_util::task::TaskTracker::new();
-    let tcp_ports = Arc::new(TcpPorts::new(
-        config.tcp_addr,
-        config.tcp_ports.clone(),
-        config.domain.clone(),
-        registry.clone(),
-        shutdown.clone(),
-    ));
+    let shards =
+        Arc::new(Shards::start(config.tunnel_threads).context("cannot start the tunnel threads")?);
+    let tcp_ports = Arc::new(
+        TcpPorts::new(
+            config.tcp_addr,
+            config.tcp_ports.clone(),
+            config.domain.clone(),
+            registry.clone(),
+            shutdown.clone(),
+        )
+        .with_shards(shards.clone()),
+    );
     let ssh = Arc::new(
         SshServer::new(
             ssh_settings,
@@ -117,7 +123,8 @@ pub async fn serve(config: Config) -> Result<()> {
             registry.clone(),
             sessions.clone(),
         )
-        .with_tcp_ports(tcp_ports),
+        .with_tcp_ports(tcp_ports)
+        .with_shards(shards.clone()),
     );
     let edge = Arc::new(
         Edge::new(
@@ -136,7 +143,8 @@ pub async fn serve(config: Config) -> Result<()> {
         .with_http01({
             let challenges = challenges.clone();
             Arc::new(move |token: &str| challenges.http01(token))
-        }),
+        })
+        .with_shards(shards),
     );
 
     let (public, public_info) = crate::public::Public::start(

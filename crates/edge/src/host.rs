@@ -75,8 +75,46 @@ fn check_port(port: &str) -> Result<(), HostError> {
         .map_err(|_| HostError::Invalid)
 }
 
+/// The Host header's value in the start of a request head, as far as it has arrived: only
+/// whole lines count, and the head's end stops the search. A routing hint, nothing more: hyper
+/// parses the request for real afterwards.
+pub(crate) fn peeked_host(head: &[u8]) -> Option<&[u8]> {
+    let whole = &head[..head.iter().rposition(|b| *b == b'\n')?];
+    let mut lines = whole.split(|b| *b == b'\n');
+    lines.next()?; // the request line
+    for line in lines {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return None;
+        }
+        if let Some((name, value)) = line.split_at_checked(5)
+            && name.eq_ignore_ascii_case(b"host:")
+        {
+            return Some(value.trim_ascii());
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_host_is_found_in_whole_lines_only() {
+        let head = b"GET / HTTP/1.1\r\nUser-Agent: x\r\nHOST:  chat.localhost:8080 \r\nAccept: */*\r\n\r\n";
+        assert_eq!(super::peeked_host(head), Some(&b"chat.localhost:8080"[..]));
+        // Cut inside the Host line: not yet known.
+        assert_eq!(super::peeked_host(b"GET / HTTP/1.1\r\nHost: cha"), None);
+        assert_eq!(super::peeked_host(b"GET / HTTP/1.1"), None);
+        // After the head's end (a body) or in the request line, "Host:" is not a header.
+        assert_eq!(
+            super::peeked_host(b"GET /Host:x HTTP/1.1\r\n\r\nHost: a\r\n"),
+            None
+        );
+        assert_eq!(super::peeked_host(b""), None);
+        assert_eq!(super::peeked_host(b"\n\n\n"), None);
+        assert_eq!(super::peeked_host(b"x\nhost:\n"), Some(&b""[..]));
+    }
+
     use super::*;
 
     fn label(raw: &str) -> Result<Target, HostError> {

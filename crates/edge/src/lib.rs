@@ -24,7 +24,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
-use warren_registry::Registry;
+use warren_registry::{Lookup, Registry};
+use warren_shards::Shards;
+
+use crate::host::Target;
 
 pub use host::{HostError, route_label};
 pub use ipnet::IpNet;
@@ -74,6 +77,7 @@ pub struct Edge {
     pub(crate) settings: EdgeSettings,
     pub(crate) registry: Arc<Registry>,
     pub(crate) acme_http01: Option<Http01Responder>,
+    pub(crate) shards: Arc<Shards>,
 }
 
 impl std::fmt::Debug for Edge {
@@ -91,6 +95,30 @@ impl Edge {
             settings,
             registry,
             acme_http01: None,
+            shards: Arc::new(Shards::inline()),
+        }
+    }
+
+    /// Serves each visitor connection on the tunnel thread of the tunnel it names (see
+    /// `warren-shards`), once its first request head or ClientHello says which.
+    pub fn with_shards(mut self, shards: Arc<Shards>) -> Self {
+        self.shards = shards;
+        self
+    }
+
+    /// The tunnel thread of the live tunnel `host` names, if any.
+    pub(crate) fn shard_for(&self, host: &[u8]) -> Option<usize> {
+        match route_label(host, &self.settings.domain) {
+            Ok((Target::Tunnel(label), _)) => self.shard_of(&label),
+            _ => None,
+        }
+    }
+
+    /// The tunnel thread of the live tunnel `label`, if any.
+    pub(crate) fn shard_of(&self, label: &str) -> Option<usize> {
+        match self.registry.lookup(label) {
+            Lookup::Live(route) => route.endpoint.shard(),
+            _ => None,
         }
     }
 
@@ -117,17 +145,54 @@ pub async fn run(
     while let Some((socket, peer)) = accept(&listener, &shutdown, "http").await {
         let edge = edge.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(
-            async move {
-                tokio::select! {
-                    _ = serve_visitor(edge, socket, peer) => {}
-                    _ = shutdown.cancelled() => {}
+        tokio::spawn(async move {
+            let shard = if edge.shards.len() > 1 {
+                match first_host(&edge, &socket).await {
+                    Some(host) => edge.shard_for(&host),
+                    None => {
+                        // Not a byte of a request head in all that time.
+                        io::VisitorIo::new(socket)
+                            .write_final(pages::REQUEST_TIMEOUT)
+                            .await;
+                        return;
+                    }
                 }
-            }
-            .instrument(info_span!("visitor", %peer)),
-        );
+            } else {
+                None
+            };
+            let shards = edge.shards.clone();
+            shards.run(shard, socket, move |socket| {
+                async move {
+                    tokio::select! {
+                        _ = serve_visitor(edge, socket, peer) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                }
+                .instrument(info_span!("visitor", %peer))
+            });
+        });
     }
     Ok(())
+}
+
+/// Waits for the start of the visitor's first request and peeks (does not consume) its Host:
+/// `None` if nothing arrived within the request head deadline, an empty host if what arrived
+/// does not name one (yet). The peek sees what one read would; a head split across packets
+/// may hide its Host, which only costs the thread choice.
+async fn first_host(edge: &Edge, socket: &tokio::net::TcpStream) -> Option<Vec<u8>> {
+    let mut buf = [0u8; 2048];
+    let peeked = tokio::time::timeout(edge.settings.header_read_timeout, socket.peek(&mut buf));
+    match peeked.await {
+        Err(_) => None,
+        Ok(Ok(n)) => Some(
+            buf.get(..n)
+                .and_then(host::peeked_host)
+                .unwrap_or_default()
+                .to_vec(),
+        ),
+        // Reset already: hyper will find out and say nothing; no page to send.
+        Ok(Err(_)) => Some(Vec::new()),
+    }
 }
 
 /// The next visitor connection (with TCP_NODELAY set), or `None` once `shutdown` is cancelled.

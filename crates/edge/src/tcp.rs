@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span};
 use warren_registry::{Lookup, PortAllocator, Registry, RouteKind, tcp_name};
+use warren_shards::Shards;
 
 /// How often an idle listener checks whether its route is gone.
 const REAP: Duration = Duration::from_secs(2);
@@ -26,6 +27,7 @@ pub struct TcpPorts {
     registry: Arc<Registry>,
     open: Arc<Mutex<HashSet<u16>>>,
     shutdown: CancellationToken,
+    shards: Arc<Shards>,
 }
 
 impl std::fmt::Debug for TcpPorts {
@@ -53,7 +55,14 @@ impl TcpPorts {
             registry,
             open: Arc::default(),
             shutdown,
+            shards: Arc::new(Shards::inline()),
         }
+    }
+
+    /// Serves each connection on its tunnel's thread (see `warren-shards`).
+    pub fn with_shards(mut self, shards: Arc<Shards>) -> Self {
+        self.shards = shards;
+        self
     }
 
     fn listen(&self, port: u16) -> std::io::Result<()> {
@@ -67,9 +76,10 @@ impl TcpPorts {
         let registry = self.registry.clone();
         let open = self.open.clone();
         let shutdown = self.shutdown.clone();
+        let shards = self.shards.clone();
         tokio::spawn(
             async move {
-                accept_loop(listener, port, registry, shutdown).await;
+                accept_loop(listener, port, registry, shutdown, shards).await;
                 open.lock().unwrap_or_else(|p| p.into_inner()).remove(&port);
                 debug!("tcp port closed");
             }
@@ -132,6 +142,7 @@ async fn accept_loop(
     port: u16,
     registry: Arc<Registry>,
     shutdown: CancellationToken,
+    shards: Arc<Shards>,
 ) {
     let name = tcp_name(port);
     let mut reap = tokio::time::interval(REAP);
@@ -145,13 +156,14 @@ async fn accept_loop(
                 }
             }
             accepted = listener.accept() => {
-                let Ok((mut socket, peer)) = accepted else { continue };
+                let Ok((socket, peer)) = accepted else { continue };
                 let _ = socket.set_nodelay(true);
                 let Lookup::Live(route) = registry.lookup(&name) else { continue };
                 if route.kind != RouteKind::Tcp {
                     continue;
                 }
-                tokio::spawn(async move {
+                let shard = route.endpoint.shard();
+                shards.run(shard, socket, move |mut socket| async move {
                     let Ok(_permit) = route.connections.clone().try_acquire_owned() else { return };
                     let started = std::time::Instant::now();
                     match route.endpoint.open(peer).await {

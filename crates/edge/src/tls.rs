@@ -34,25 +34,33 @@ pub async fn run_tls(
         let edge = edge.clone();
         let config = config.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(
-            async move {
-                tokio::select! {
-                    _ = serve(edge, config, socket, peer) => {}
-                    _ = shutdown.cancelled() => {}
+        tokio::spawn(async move {
+            let hello = tokio::select! {
+                hello = hello(&edge, socket) => hello,
+                _ = shutdown.cancelled() => return,
+            };
+            let Some((socket, label, raw)) = hello else {
+                return;
+            };
+            let shard = label.as_deref().and_then(|l| edge.shard_of(l));
+            let shards = edge.shards.clone();
+            shards.run(shard, socket, move |socket| {
+                async move {
+                    tokio::select! {
+                        _ = serve(edge, config, socket, peer, label, raw) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
                 }
-            }
-            .instrument(info_span!("tls visitor", %peer)),
-        );
+                .instrument(info_span!("tls visitor", %peer))
+            });
+        });
     }
     Ok(())
 }
 
-async fn serve(
-    edge: Arc<Edge>,
-    config: Arc<ServerConfig>,
-    mut socket: TcpStream,
-    peer: SocketAddr,
-) {
+/// Reads the ClientHello (within the request head deadline): the socket, the tunnel label its
+/// SNI names (if any) and the bytes read.
+async fn hello(edge: &Edge, mut socket: TcpStream) -> Option<(TcpStream, Option<String>, Vec<u8>)> {
     let hello = tokio::time::timeout(
         edge.settings.header_read_timeout,
         read_client_hello(&mut socket),
@@ -62,11 +70,11 @@ async fn serve(
         Ok(Ok(x)) => x,
         Ok(Err(e)) => {
             debug!(error = %e, "no usable ClientHello");
-            return;
+            return None;
         }
         Err(_) => {
             debug!("ClientHello timed out");
-            return;
+            return None;
         }
     };
     let label =
@@ -75,6 +83,19 @@ async fn serve(
                 Ok((Target::Tunnel(label), _)) => Some(label),
                 _ => None,
             });
+    Some((socket, label, raw))
+}
+
+/// The rest of a TLS visitor's connection, on its tunnel's thread: passthrough, or the
+/// handshake and HTTP.
+async fn serve(
+    edge: Arc<Edge>,
+    config: Arc<ServerConfig>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    label: Option<String>,
+    raw: Vec<u8>,
+) {
     if let Some(label) = &label
         && let Lookup::Live(route) = edge.registry.lookup(label)
         && route.kind == RouteKind::TlsPassthrough

@@ -59,4 +59,9 @@ pub trait Endpoint: Send + Sync + 'static {
     fn notify(&self, line: String);
     /// How the owner asked for this forward, for the owner's log lines ("localhost:41234").
     fn describe(&self) -> String;
+    /// The tunnel thread (`warren-shards`) the owner's session runs on, where visitors of this
+    /// forward are best served; `None` for anywhere.
+    fn shard(&self) -> Option<usize> {
+        None
+    }
 }

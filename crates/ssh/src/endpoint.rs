@@ -20,6 +20,8 @@ pub(crate) struct SshEndpoint {
     pub(crate) address: String,
     pub(crate) port: u32,
     pub(crate) console: Console,
+    /// The tunnel thread the session runs on (set where the endpoint is made: in the session).
+    pub(crate) shard: Option<usize>,
 }
 
 #[async_trait::async_trait]
@@ -45,6 +47,10 @@ impl Endpoint for SshEndpoint {
 
     fn notify(&self, line: String) {
         self.console.line(line);
+    }
+
+    fn shard(&self) -> Option<usize> {
+        self.shard
     }
 
     fn describe(&self) -> String {

@@ -23,8 +23,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
+use crate::readahead::{ReadAhead, Source};
+
 pub(crate) struct AuthDeadline {
     inner: TcpStream,
+    ahead: ReadAhead,
     authed: Arc<AtomicBool>,
     deadline: Pin<Box<Sleep>>,
 }
@@ -33,6 +36,7 @@ impl AuthDeadline {
     pub(crate) fn new(inner: TcpStream, authed: Arc<AtomicBool>, within: Duration) -> Self {
         Self {
             inner,
+            ahead: ReadAhead::default(),
             authed,
             deadline: Box::pin(tokio::time::sleep(within)),
         }
@@ -68,14 +72,16 @@ impl AsyncRead for AuthDeadline {
         if self.expired(cx) {
             return Poll::Ready(Err(timed_out()));
         }
+        let this = &mut *self;
         let before = buf.filled().len();
-        let read = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            // Linux re-enters delayed-ACK mode on its own, so this is asked after every read:
-            // it sends the pending ACK now. Best effort: a failure only costs the old delay.
-            ack_now(&self.inner);
+        let read = this.ahead.poll_read(&this.inner, cx, buf);
+        if matches!(read, Poll::Ready(Ok(Source::Socket))) && buf.filled().len() > before {
+            // Linux re-enters delayed-ACK mode on its own, so this is asked after every read
+            // from the socket: it sends the pending ACK now. Best effort: a failure only costs
+            // the old delay.
+            ack_now(&this.inner);
         }
-        read
+        read.map_ok(|_| ())
     }
 }
 

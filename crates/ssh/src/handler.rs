@@ -441,6 +441,7 @@ impl Handler for Connection {
             address: address.to_owned(),
             port: *port,
             console: self.console.clone(),
+            shard: warren_shards::Shards::current(),
         });
         match self
             .server

@@ -14,6 +14,7 @@ mod endpoint;
 mod guard;
 mod handler;
 mod keys;
+mod readahead;
 mod server;
 mod sessions;
 mod stream;

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 use warren_registry::{PortAllocator, Registry};
+use warren_shards::Shards;
 use warren_store::Store;
 
 use crate::guard::AuthDeadline;
@@ -86,6 +87,7 @@ pub struct SshServer {
     pub(crate) registry: Arc<Registry>,
     pub(crate) sessions: Arc<Sessions>,
     pub(crate) tcp_ports: Option<Arc<dyn PortAllocator>>,
+    shards: Arc<Shards>,
     config: Arc<Config>,
     next_id: AtomicU64,
 }
@@ -132,6 +134,7 @@ impl SshServer {
             registry,
             sessions,
             tcp_ports: None,
+            shards: Arc::new(Shards::inline()),
             config: Arc::new(config),
             next_id: AtomicU64::new(1),
         }
@@ -142,6 +145,13 @@ impl SshServer {
     /// Enables raw TCP tunnels (`-R tcp:0:…`) on ports from `ports`.
     pub fn with_tcp_ports(mut self, ports: Arc<dyn PortAllocator>) -> Self {
         self.tcp_ports = Some(ports);
+        self
+    }
+
+    /// Runs each session on one of `shards`' tunnel threads (in turn) instead of where it was
+    /// accepted.
+    pub fn with_shards(mut self, shards: Arc<Shards>) -> Self {
+        self.shards = shards;
         self
     }
 }
@@ -173,7 +183,8 @@ pub async fn run(
         let server = server.clone();
         let shutdown = shutdown.clone();
         let span = info_span!("ssh", session = id, %peer);
-        tokio::spawn(
+        let shards = server.shards.clone();
+        shards.run(None, socket, move |socket| {
             async move {
                 let authed = Arc::new(AtomicBool::new(false));
                 let handler = Connection::new(server.clone(), id, peer, authed.clone());
@@ -199,7 +210,7 @@ pub async fn run(
                     }
                 }
             }
-            .instrument(span),
-        );
+            .instrument(span)
+        });
     }
 }

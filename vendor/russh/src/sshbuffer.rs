@@ -384,10 +384,12 @@ impl PacketBytesWriter {
 }
 
 /// Incoming SSH packet after decryption and optional decompression.
-/// Uses Vec<u8> (not CryptoVec/mlocked) because incoming network data is not secret.
+/// Uses Bytes (not CryptoVec/mlocked) because incoming network data is not secret.
+/// Warren's patch: `Bytes`, not `Vec<u8>`, so channel data can be handed on as a slice of the
+/// packet instead of being copied out of it again.
 #[derive(Debug)]
 pub(crate) struct IncomingSshPacket {
-    pub buffer: Vec<u8>,
+    pub buffer: Bytes,
     pub seqn: Wrapping<u32>,
 }
 

@@ -106,6 +106,10 @@ settings! {
     /// Unanswered keepalives before a client counts as dead [default: 4].
     #[arg(long, global = true, env = "BROKER_KEEPALIVE_MAX", value_name = "N")]
     keepalive_max: usize,
+    /// Threads that carry tunnel traffic, each tunnel on one of them; 0 runs tunnels on the
+    /// shared work-stealing runtime instead [default: one per core].
+    #[arg(long, global = true, env = "BROKER_TUNNEL_THREADS", value_name = "N")]
+    tunnel_threads: usize,
     /// Seconds a new SSH connection has to authenticate [default: 30].
     #[arg(long, global = true, env = "BROKER_AUTH_TIMEOUT_SECS", value_name = "SECS")]
     auth_timeout_secs: u64,

@@ -89,6 +89,8 @@ pub struct Config {
     pub keepalive: Duration,
     /// Missed keepalives before a client is dropped.
     pub keepalive_max: usize,
+    /// Tunnel threads (`warren-shards`); 0 for none.
+    pub tunnel_threads: usize,
     /// Deadline for SSH authentication.
     pub auth_timeout: Duration,
     /// Log filter.
@@ -196,6 +198,9 @@ impl Config {
                 a.keepalive_secs.unwrap_or(15),
             )?),
             keepalive_max: positive("keepalive_max", a.keepalive_max.unwrap_or(4) as u64)? as usize,
+            tunnel_threads: a.tunnel_threads.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+            }),
             auth_timeout: Duration::from_secs(positive(
                 "auth_timeout_secs",
                 a.auth_timeout_secs.unwrap_or(30),
@@ -252,6 +257,12 @@ mod tests {
         assert!(c.public.acme.is_none() && matches!(c.public.dns, DnsConfig::None));
         assert!(c.auto_claim);
         assert_eq!(c.grace, Duration::from_secs(600));
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        assert_eq!(c.tunnel_threads, cores);
+        assert_eq!(
+            with_file("tunnel_threads = 0\n", SettingsArgs::default())?.tunnel_threads,
+            0
+        );
         Ok(())
     }
 

@@ -39,13 +39,26 @@ impl Session {
         handler: &mut H,
         pkt: &mut IncomingSshPacket,
     ) -> Result<(), H::Error> {
-        self.process_packet(handler, &pkt.buffer).await
+        let whole = pkt.buffer.clone();
+        self.process_packet_from(handler, &whole, Some(&whole))
+            .await
     }
 
     pub(crate) async fn process_packet<H: Handler + Send>(
         &mut self,
         handler: &mut H,
         buf: &[u8],
+    ) -> Result<(), H::Error> {
+        self.process_packet_from(handler, buf, None).await
+    }
+
+    /// Warren's patch: `whole`, when given, is the packet `buf` is, so channel data can be
+    /// handed on as a slice of it rather than a copy.
+    async fn process_packet_from<H: Handler + Send>(
+        &mut self,
+        handler: &mut H,
+        buf: &[u8],
+        whole: Option<&Bytes>,
     ) -> Result<(), H::Error> {
         let rejection_wait_until =
             tokio::time::Instant::now() + self.common.config.auth_rejection_time;
@@ -153,10 +166,10 @@ impl Session {
                         .init_compress(self.common.packet_writer.compress());
                 }
                 enc.state = EncryptedState::Authenticated;
-                self.server_read_authenticated(handler, *msg, &mut r).await
+                self.server_read_authenticated(handler, *msg, &mut r, whole).await
             }
             (EncryptedState::Authenticated, Some((msg, mut r))) => {
-                self.server_read_authenticated(handler, *msg, &mut r).await
+                self.server_read_authenticated(handler, *msg, &mut r, whole).await
             }
             _ => Ok(()),
         }
@@ -1434,11 +1447,12 @@ async fn reply_userauth_info_response(
 }
 
 impl Session {
-    async fn server_read_authenticated<H: Handler + Send, R: Reader>(
+    async fn server_read_authenticated<H: Handler + Send>(
         &mut self,
         handler: &mut H,
         msg: u8,
-        r: &mut R,
+        r: &mut &[u8],
+        whole: Option<&Bytes>,
     ) -> Result<(), H::Error> {
         match msg {
             msg::CHANNEL_OPEN => self.server_handle_channel_open(handler, r).await,
@@ -1486,7 +1500,10 @@ impl Session {
                     Some(map_err!(u32::decode(r))?)
                 };
                 trace!("handler.data {ext:?} {channel_num:?}");
-                let data = map_err!(Bytes::decode(r))?;
+                let data = match whole {
+                    Some(whole) => map_err!(data_in(r, whole))?,
+                    None => map_err!(Bytes::decode(r))?,
+                };
                 map_err!(ensure_end(r))?;
                 let target = self.target_window_size;
 
@@ -2169,4 +2186,18 @@ impl Session {
             }
         }
     }
+}
+
+/// Warren's patch: decodes a `string` from `r` as a slice of `whole`, the packet `r` reads
+/// (no zero-filled `Vec`, no copy); a copy if `r` is not within `whole` after all.
+fn data_in(r: &mut &[u8], whole: &Bytes) -> Result<Bytes, ssh_encoding::Error> {
+    let len = u32::decode(r)? as usize;
+    let (data, rest) = r.split_at_checked(len).ok_or(ssh_encoding::Error::Length)?;
+    *r = rest;
+    let start = (data.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+    Ok(if start <= whole.len() && len <= whole.len() - start {
+        whole.slice(start..start + len)
+    } else {
+        Bytes::copy_from_slice(data)
+    })
 }
