@@ -43,6 +43,8 @@ pub fn pattern_sha256(n: u64) -> String {
 pub struct Origin {
     pub port: u16,
     task: tokio::task::JoinHandle<()>,
+    /// Connections open to it right now (plain origins only).
+    open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Drop for Origin {
@@ -57,22 +59,32 @@ impl Origin {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let tag = tag.to_owned();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = open.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((sock, peer)) = listener.accept().await else {
                     continue;
                 };
                 let tag = tag.clone();
+                let counter = counter.clone();
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| serve(tag.clone(), peer, req));
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(sock), svc)
                         .with_upgrades()
                         .await;
+                    counter.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                 });
             }
         });
-        Ok(Self { port, task })
+        Ok(Self { port, task, open })
+    }
+
+    /// How many connections are open to this origin now.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Like [`Origin::start`], but speaking TLS with its own certificate (for passthrough).
@@ -102,7 +114,11 @@ impl Origin {
                 });
             }
         });
-        Ok(Self { port, task })
+        Ok(Self {
+            port,
+            task,
+            open: Default::default(),
+        })
     }
 
     pub fn target(&self) -> String {

@@ -549,5 +549,21 @@ async fn new_visitor_connections_reuse_idle_connections_to_the_local_service() -
             "hello from A"
         );
     }
+    // Idle connections are not kept for ever: the owner's ssh client pays for each open
+    // channel on every turn of its loop. Once no visitor has used them for a while, they close.
+    eventually(
+        "idle connections to the local service close",
+        DEADLINE,
+        || {
+            let open = origin.open_connections();
+            async move { (open == 0).then_some(()) }
+        },
+    )
+    .await?;
+    assert_eq!(
+        get(&format!("{}/", broker.url("pool"))).await?.body,
+        "hello from A",
+        "a new visitor is still served"
+    );
     Ok(())
 }

@@ -142,6 +142,8 @@ pub async fn run(
     shutdown: CancellationToken,
     edge: Arc<Edge>,
 ) -> std::io::Result<()> {
+    // Upstream pools are shared by HTTP and HTTPS visitors; one sweeper serves both.
+    tokio::spawn(proxy::expire_pooled(edge.clone(), shutdown.clone()));
     while let Some((socket, peer)) = accept(&listener, &shutdown, "http").await {
         let edge = edge.clone();
         let shutdown = shutdown.clone();
