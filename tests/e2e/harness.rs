@@ -402,6 +402,27 @@ impl Ssh {
         .with_context(|| format!("stderr: {:?}", err.lock().map(|v| v.clone())))
     }
 
+    /// Waits for a line containing `needle` on stdout or stderr.
+    pub async fn any_line(&self, needle: &str) -> Result<String> {
+        let (out, err) = (self.out.clone(), self.err.clone());
+        eventually(
+            &format!("ssh output containing {needle:?}"),
+            DEADLINE,
+            || {
+                let found = [&out, &err].iter().find_map(|s| {
+                    s.lock()
+                        .expect("lock")
+                        .iter()
+                        .find(|l| l.contains(needle))
+                        .cloned()
+                });
+                async move { found }
+            },
+        )
+        .await
+        .with_context(|| self.all_output())
+    }
+
     /// The `n`th printed tunnel URL (0-based), waiting for it.
     pub async fn url(&self, n: usize) -> Result<String> {
         let out = self.out.clone();

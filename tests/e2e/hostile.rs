@@ -81,6 +81,13 @@ async fn oversized_and_numerous_headers_get_431() -> Result<()> {
         "a".repeat(100 * 1024)
     );
     assert_eq!(status_of(&raw(p, big.as_bytes(), WAIT).await?), Some(431));
+    // Just over the head limit (32 KiB) and far under what one read may take in (an upload's
+    // body is read in larger pieces): the head limit still holds.
+    let over = format!(
+        "GET / HTTP/1.1\r\nHost: app.localhost\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(33 * 1024)
+    );
+    assert_eq!(status_of(&raw(p, over.as_bytes(), WAIT).await?), Some(431));
     let mut many = String::from("GET / HTTP/1.1\r\nHost: app.localhost\r\n");
     for i in 0..10_000 {
         many.push_str(&format!("X-{i}: v\r\n"));

@@ -1,7 +1,11 @@
 //! The visitor socket, shared so the edge can still answer after hyper gives up on it.
 //!
 //! hyper closes a connection whose request head did not arrive in time without a response; we
-//! want a 408 there, so hyper gets a handle to the socket and we keep another.
+//! want a 408 there, so hyper gets the socket and we keep a handle to its write half.
+//!
+//! Reads go through tokio's own read half, which reads into hyper's buffer without zero-filling
+//! it first: with uploads read in large pieces, filling each read buffer with zeros would cost
+//! as much as the copy out of the kernel.
 
 use std::io;
 use std::pin::Pin;
@@ -10,20 +14,38 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-/// A cloneable handle to a visitor's TCP stream.
-#[derive(Clone)]
+/// A visitor's TCP stream as hyper reads and writes it.
 pub(crate) struct VisitorIo {
-    inner: Arc<TcpStream>,
+    read: OwnedReadHalf,
+    write: VisitorWriter,
+}
+
+/// A handle to the visitor's side for writing, which outlives hyper's use of the stream.
+#[derive(Clone)]
+pub(crate) struct VisitorWriter {
+    inner: Arc<OwnedWriteHalf>,
 }
 
 impl VisitorIo {
     pub(crate) fn new(stream: TcpStream) -> Self {
+        let (read, write) = stream.into_split();
         Self {
-            inner: Arc::new(stream),
+            read,
+            write: VisitorWriter {
+                inner: Arc::new(write),
+            },
         }
     }
 
+    /// A handle for a last response once hyper is done with the stream.
+    pub(crate) fn writer(&self) -> VisitorWriter {
+        self.write.clone()
+    }
+}
+
+impl VisitorWriter {
     /// Writes a last response (best effort) and closes our side.
     pub(crate) async fn write_final(mut self, bytes: &[u8]) {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
@@ -32,37 +54,63 @@ impl VisitorIo {
         })
         .await;
     }
+
+    fn stream(&self) -> &TcpStream {
+        (*self.inner).as_ref()
+    }
 }
 
 impl AsyncRead for VisitorIo {
     fn poll_read(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        loop {
-            ready!(self.inner.poll_read_ready(cx))?;
-            match self.inner.try_read(buf.initialize_unfilled()) {
-                Ok(n) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        Pin::new(&mut self.read).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for VisitorIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.write).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.write).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.write).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.write).poll_shutdown(cx)
+    }
+}
+
+/// Writes through the shared write half: tokio's `try_write` takes `&self`, so the handle kept
+/// for a last response and hyper's can both write, one after the other.
+impl AsyncWrite for VisitorWriter {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         loop {
-            ready!(self.inner.poll_write_ready(cx))?;
-            match self.inner.try_write(buf) {
+            ready!(self.stream().poll_write_ready(cx))?;
+            match self.stream().try_write(buf) {
                 Ok(n) => return Poll::Ready(Ok(n)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Poll::Ready(Err(e)),
@@ -76,8 +124,8 @@ impl AsyncWrite for VisitorIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         loop {
-            ready!(self.inner.poll_write_ready(cx))?;
-            match self.inner.try_write_vectored(bufs) {
+            ready!(self.stream().poll_write_ready(cx))?;
+            match self.stream().try_write_vectored(bufs) {
                 Ok(n) => return Poll::Ready(Ok(n)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Poll::Ready(Err(e)),
@@ -94,7 +142,7 @@ impl AsyncWrite for VisitorIo {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let sock = socket2::SockRef::from(&*self.inner);
+        let sock = socket2::SockRef::from(self.stream());
         match sock.shutdown(std::net::Shutdown::Write) {
             Ok(()) => Poll::Ready(Ok(())),
             Err(e) if e.kind() == io::ErrorKind::NotConnected => Poll::Ready(Ok(())),

@@ -29,6 +29,11 @@ use warren_shards::Shards;
 
 use crate::host::Target;
 
+/// The most hyper reads from a visitor at once. Request heads are bounded separately
+/// (`max_header_bytes`); this only lets a large upload be read in large pieces: fewer reads,
+/// and fewer window updates waking the visitor's sender.
+const READ_BUF_MAX: usize = 256 * 1024;
+
 pub use host::{HostError, route_label};
 pub use ipnet::IpNet;
 pub use tcp::TcpPorts;
@@ -154,6 +159,7 @@ pub async fn run(
                     None => {
                         // Not a byte of a request head in all that time.
                         io::VisitorIo::new(socket)
+                            .writer()
                             .write_final(pages::REQUEST_TIMEOUT)
                             .await;
                         return;
@@ -223,6 +229,7 @@ pub(crate) async fn accept(
 
 async fn serve_visitor(edge: Arc<Edge>, socket: tokio::net::TcpStream, peer: SocketAddr) {
     let io = io::VisitorIo::new(socket);
+    let writer = io.writer();
     let conn_state = Arc::new(proxy::ConnState::new(edge.clone(), peer, "http", None));
     let service = {
         let conn_state = conn_state.clone();
@@ -232,16 +239,17 @@ async fn serve_visitor(edge: Arc<Edge>, socket: tokio::net::TcpStream, peer: Soc
     let result = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(s.header_read_timeout)
-        .max_buf_size(s.max_header_bytes.max(8192))
+        .max_header_size(s.max_header_bytes)
+        .max_buf_size(READ_BUF_MAX)
         .max_headers(s.max_headers)
-        .serve_connection(TokioIo::new(io.clone()), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades()
         .await;
     if let Err(e) = result {
         if e.is_timeout() && conn_state.requests() == 0 {
             // The visitor never finished its first request head: a slowloris or a stalled
             // client. Say so instead of vanishing.
-            io.write_final(pages::REQUEST_TIMEOUT).await;
+            writer.write_final(pages::REQUEST_TIMEOUT).await;
         } else {
             debug!(error = %e, "visitor connection ended with error");
         }
