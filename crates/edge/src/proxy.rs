@@ -420,7 +420,11 @@ async fn upstream_for(
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| Failure::Unreachable(e.to_string()))?;
-    tokio::spawn(async move {
+    // On the tunnel's thread, beside its SSH session, whichever thread this visitor landed on
+    // (an HTTPS visitor whose SNI names no tunnel is placed in turn). The connection outlives
+    // this visitor in the tunnel's pool, and the next visitor, on the right thread, should not
+    // pay a cross-thread wake per packet for the one before.
+    state.edge.shards.spawn(route.endpoint.shard(), async move {
         if let Err(e) = conn.with_upgrades().await {
             debug!(error = %e, "upstream connection ended");
         }

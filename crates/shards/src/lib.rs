@@ -80,6 +80,19 @@ impl Shards {
         self.handles.is_empty()
     }
 
+    /// Spawns `task` on tunnel thread `shard`; where the caller runs when `shard` is `None`, not
+    /// one of ours, or the caller's own thread.
+    pub fn spawn<Fut>(&self, shard: Option<usize>, task: Fut)
+    where
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        match shard.filter(|i| *i < self.handles.len()) {
+            #[allow(clippy::indexing_slicing)] // i < len, checked above
+            Some(i) if Self::current() != Some(i) => drop(self.handles[i].spawn(task)),
+            _ => drop(tokio::spawn(task)),
+        }
+    }
+
     /// Runs `serve(socket)` on tunnel thread `shard`, or on the next one in turn when `shard`
     /// is `None` (or not one of ours). The socket is moved to that thread's reactor, so its
     /// readiness wakes that thread only.
@@ -162,6 +175,20 @@ mod tests {
         assert_ne!(a, b);
         // Not one of ours: also in turn, not a panic.
         assert!(served_on(&shards, Some(7)).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_task_runs_on_the_thread_asked_for_or_where_it_is_spawned() {
+        let shards = Shards::start(2).expect("threads");
+        for want in [Some(1), Some(0), None, Some(7)] {
+            let (tx, rx) = oneshot::channel();
+            shards.spawn(want, async move {
+                let _ = tx.send(Shards::current());
+            });
+            let ran_on = rx.await.expect("ran");
+            // None and out-of-range: where the caller runs (the test's runtime, no tunnel thread).
+            assert_eq!(ran_on, want.filter(|i| *i < 2));
+        }
     }
 
     #[tokio::test]
