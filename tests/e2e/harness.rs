@@ -286,12 +286,15 @@ pub fn keygen(dir: &Path, name: &str, kind: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Lines a process printed, as a reader task collects them.
+type Lines = Arc<Mutex<Vec<String>>>;
+
 /// A real OpenSSH client process.
 pub struct Ssh {
     child: tokio::process::Child,
     stdin: Option<tokio::process::ChildStdin>,
-    pub out: Arc<Mutex<Vec<String>>>,
-    pub err: Arc<Mutex<Vec<String>>>,
+    pub out: Lines,
+    pub err: Lines,
 }
 
 impl Ssh {
@@ -357,59 +360,27 @@ impl Ssh {
 
     /// Waits for a stdout line containing `needle`.
     pub async fn line(&self, needle: &str) -> Result<String> {
-        let out = self.out.clone();
-        let err = self.err.clone();
-        eventually(
-            &format!("ssh output containing {needle:?}"),
-            DEADLINE,
-            || {
-                let found = out
-                    .lock()
-                    .expect("lock")
-                    .iter()
-                    .find(|l| l.contains(needle))
-                    .cloned();
-                async move { found }
-            },
-        )
-        .await
-        .with_context(|| {
-            format!(
-                "stdout: {:?}\nstderr: {:?}",
-                out.lock().map(|v| v.clone()),
-                err.lock().map(|v| v.clone())
-            )
-        })
+        self.wait_line("output", &[&self.out], needle).await
     }
 
     /// Waits for a stderr line containing `needle`.
     pub async fn err_line(&self, needle: &str) -> Result<String> {
-        let err = self.err.clone();
-        eventually(
-            &format!("ssh stderr containing {needle:?}"),
-            DEADLINE,
-            || {
-                let found = err
-                    .lock()
-                    .expect("lock")
-                    .iter()
-                    .find(|l| l.contains(needle))
-                    .cloned();
-                async move { found }
-            },
-        )
-        .await
-        .with_context(|| format!("stderr: {:?}", err.lock().map(|v| v.clone())))
+        self.wait_line("stderr", &[&self.err], needle).await
     }
 
     /// Waits for a line containing `needle` on stdout or stderr.
     pub async fn any_line(&self, needle: &str) -> Result<String> {
-        let (out, err) = (self.out.clone(), self.err.clone());
+        self.wait_line("output", &[&self.out, &self.err], needle)
+            .await
+    }
+
+    /// Waits for a line containing `needle` in any of `sinks`; on failure says all ssh printed.
+    async fn wait_line(&self, what: &str, sinks: &[&Lines], needle: &str) -> Result<String> {
         eventually(
-            &format!("ssh output containing {needle:?}"),
+            &format!("ssh {what} containing {needle:?}"),
             DEADLINE,
             || {
-                let found = [&out, &err].iter().find_map(|s| {
+                let found = sinks.iter().find_map(|s| {
                     s.lock()
                         .expect("lock")
                         .iter()
@@ -437,13 +408,7 @@ impl Ssh {
             async move { urls.get(n).cloned() }
         })
         .await
-        .with_context(|| {
-            format!(
-                "stdout: {:?}\nstderr: {:?}",
-                self.out.lock().map(|v| v.clone()),
-                self.err.lock().map(|v| v.clone())
-            )
-        })?;
+        .with_context(|| self.all_output())?;
         Ok(line
             .split_whitespace()
             .next()

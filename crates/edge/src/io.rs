@@ -12,15 +12,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncWrite, AsyncWriteExt, Join};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// A visitor's TCP stream as hyper reads and writes it.
-pub(crate) struct VisitorIo {
-    read: OwnedReadHalf,
-    write: VisitorWriter,
-}
+pub(crate) type VisitorIo = Join<OwnedReadHalf, VisitorWriter>;
 
 /// A handle to the visitor's side for writing, which outlives hyper's use of the stream.
 #[derive(Clone)]
@@ -28,21 +25,13 @@ pub(crate) struct VisitorWriter {
     inner: Arc<OwnedWriteHalf>,
 }
 
-impl VisitorIo {
-    pub(crate) fn new(stream: TcpStream) -> Self {
-        let (read, write) = stream.into_split();
-        Self {
-            read,
-            write: VisitorWriter {
-                inner: Arc::new(write),
-            },
-        }
-    }
-
-    /// A handle for a last response once hyper is done with the stream.
-    pub(crate) fn writer(&self) -> VisitorWriter {
-        self.write.clone()
-    }
+/// The stream for hyper, and a handle for a last response once hyper is done with it.
+pub(crate) fn visitor_io(stream: TcpStream) -> (VisitorIo, VisitorWriter) {
+    let (read, write) = stream.into_split();
+    let writer = VisitorWriter {
+        inner: Arc::new(write),
+    };
+    (tokio::io::join(read, writer.clone()), writer)
 }
 
 impl VisitorWriter {
@@ -57,46 +46,6 @@ impl VisitorWriter {
 
     fn stream(&self) -> &TcpStream {
         (*self.inner).as_ref()
-    }
-}
-
-impl AsyncRead for VisitorIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.read).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for VisitorIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.write).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.write).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.write).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.write).poll_shutdown(cx)
     }
 }
 

@@ -29,15 +29,15 @@ use warren_shards::Shards;
 
 use crate::host::Target;
 
-/// The most hyper reads from a visitor at once. Request heads are bounded separately
-/// (`max_header_bytes`); this only lets a large upload be read in large pieces: fewer reads,
-/// and fewer window updates waking the visitor's sender.
-const READ_BUF_MAX: usize = 256 * 1024;
-
 pub use host::{HostError, route_label};
 pub use ipnet::IpNet;
 pub use tcp::TcpPorts;
 pub use tls::run_tls;
+
+/// The most hyper reads from a visitor at once. Request heads are bounded separately
+/// (`max_header_bytes`); this only lets a large upload be read in large pieces: fewer reads,
+/// and fewer window updates waking the visitor's sender.
+const READ_BUF_MAX: usize = 256 * 1024;
 
 /// The edge's part of the broker configuration.
 #[derive(Debug, Clone)]
@@ -158,10 +158,8 @@ pub async fn run(
                     Some(host) => edge.shard_for(&host),
                     None => {
                         // Not a byte of a request head in all that time.
-                        io::VisitorIo::new(socket)
-                            .writer()
-                            .write_final(pages::REQUEST_TIMEOUT)
-                            .await;
+                        let (_, writer) = io::visitor_io(socket);
+                        writer.write_final(pages::REQUEST_TIMEOUT).await;
                         return;
                     }
                 }
@@ -228,8 +226,7 @@ pub(crate) async fn accept(
 }
 
 async fn serve_visitor(edge: Arc<Edge>, socket: tokio::net::TcpStream, peer: SocketAddr) {
-    let io = io::VisitorIo::new(socket);
-    let writer = io.writer();
+    let (io, writer) = io::visitor_io(socket);
     let conn_state = Arc::new(proxy::ConnState::new(edge.clone(), peer, "http", None));
     let service = {
         let conn_state = conn_state.clone();
