@@ -80,7 +80,10 @@ pub async fn serve(config: Config) -> Result<()> {
     let tls_config =
         warren_tls::server_config(Arc::new(Resolver::new(certs.clone(), challenges.clone())));
 
-    let registry = Arc::new(Registry::new(config.grace, config.max_tunnel_connections));
+    let registry = Arc::new(
+        Registry::new(config.grace, config.max_tunnel_connections)
+            .with_owner_limits(config.owner_limits),
+    );
     let sessions = Arc::new(Sessions::default());
     let ssh_settings = SshSettings {
         domain: config.domain.clone(),
@@ -99,6 +102,7 @@ pub async fn serve(config: Config) -> Result<()> {
         keepalive_interval: config.keepalive,
         keepalive_max: config.keepalive_max,
         auth_timeout: config.auth_timeout,
+        limits: config.session_limits,
     };
     let example_url = ssh_settings.url_for("NAME");
     let shutdown = CancellationToken::new();

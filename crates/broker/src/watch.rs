@@ -110,12 +110,13 @@ impl Watcher {
                         self.public.name_down(&e.subject);
                     }
                 }
-                "tunnel.bind" if !e.subject.starts_with("tcp:") => {
+                "tunnel.bind" if warren_registry::tcp_port(&e.subject).is_none() => {
                     let reserved = self.registry.is_reserved(&e.subject);
                     self.public.name_up(&e.subject, reserved);
                 }
                 "tunnel.unbind"
-                    if !e.subject.starts_with("tcp:") && !self.registry.is_reserved(&e.subject) =>
+                    if warren_registry::tcp_port(&e.subject).is_none()
+                        && !self.registry.is_reserved(&e.subject) =>
                 {
                     self.public.name_fading(&e.subject);
                 }

@@ -14,7 +14,10 @@
 pub mod names;
 mod table;
 
-pub use table::{BindError, Lookup, Registry, Route, RouteKind, SessionId, StickyKey, tcp_name};
+pub use table::{
+    BindError, Held, Lookup, OwnerLimits, Registry, Route, RouteKind, SessionId, StickyKey,
+    tcp_name, tcp_port,
+};
 
 /// Opens public TCP ports for raw TCP tunnels. Implemented by the edge (which owns listeners);
 /// the SSH server asks it for a port before binding the route `tcp:PORT`.

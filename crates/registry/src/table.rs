@@ -31,19 +31,54 @@ pub fn tcp_name(port: u16) -> String {
     format!("tcp:{port}")
 }
 
+/// The port of a [`tcp_name`], `None` for any other name: the only decoder of that encoding.
+pub fn tcp_port(name: &str) -> Option<u16> {
+    name.strip_prefix("tcp:")?.parse().ok()
+}
+
+/// What one tenant may hold in the table at once, so that no tenant can starve the others of
+/// names, ports or the broker's memory. Checked inside [`Registry::bind`], under the write
+/// lock, so two sessions of one user cannot both slip under a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnerLimits {
+    /// Live routes per owner, of every kind.
+    pub routes: usize,
+    /// Public TCP ports per owner, live or parked: a parked port stays unusable by anyone else
+    /// for the grace period, so it counts.
+    pub tcp_ports: usize,
+}
+
+impl OwnerLimits {
+    /// No limits (tests, and tables built without a configuration).
+    pub const NONE: Self = Self {
+        routes: usize::MAX,
+        tcp_ports: usize::MAX,
+    };
+}
+
+/// What one owner holds in the table right now ([`Registry::held_by`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Live routes.
+    pub routes: usize,
+    /// TCP ports, live or parked.
+    pub tcp_ports: usize,
+}
+
 /// One live name.
 pub struct Route {
-    /// The label (`chat`).
+    /// The label (`chat`), or [`tcp_name`] for a raw TCP tunnel.
     pub name: String,
     /// Owner's user id.
     pub owner: i64,
     /// The SSH connection serving it.
     pub session: SessionId,
-    /// HTTP or TLS passthrough.
+    /// HTTP, TLS passthrough or raw TCP.
     pub kind: RouteKind,
     /// Where visitors go.
     pub endpoint: Arc<dyn Endpoint>,
-    /// Caps concurrent visitor connections to this tunnel; the edge answers 503 past it.
+    /// Visitor connection slots: a semaphore capping concurrent visitor connections to this
+    /// tunnel; the edge answers 503 past it.
     pub connections: Arc<Semaphore>,
     /// Visitor requests served, for the session summary and metrics.
     pub requests: AtomicU64,
@@ -84,6 +119,17 @@ pub enum BindError {
     /// Another tenant has the name live, or parked within its grace period.
     #[error("name {0:?} is in use by another user")]
     Taken(String),
+    /// The owner already has [`OwnerLimits::routes`] live tunnels.
+    #[error(
+        "you already have {0} live tunnels, the most this broker allows per user (max_forwards_per_user)"
+    )]
+    TooManyRoutes(usize),
+    /// The owner already holds [`OwnerLimits::tcp_ports`] TCP ports (live or within the grace
+    /// period).
+    #[error(
+        "you already hold {0} TCP ports, the most this broker allows per user (max_tcp_ports_per_user)"
+    )]
+    TooManyTcpPorts(usize),
 }
 
 /// Identifies "the same random forward" across reconnects. OpenSSH does not tell the server the
@@ -117,6 +163,7 @@ pub struct Registry {
     reserved: ArcSwap<HashSet<String>>,
     grace: Duration,
     max_connections: usize,
+    limits: OwnerLimits,
 }
 
 impl std::fmt::Debug for Registry {
@@ -138,7 +185,25 @@ impl Registry {
             reserved: ArcSwap::from_pointee(HashSet::new()),
             grace,
             max_connections: max_connections.max(1),
+            limits: OwnerLimits::NONE,
         }
+    }
+
+    /// Enforces `limits` on every later [`Registry::bind`].
+    pub fn with_owner_limits(mut self, limits: OwnerLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The limits [`Registry::bind`] enforces.
+    pub fn owner_limits(&self) -> OwnerLimits {
+        self.limits
+    }
+
+    /// What `owner` holds right now (a scan of the table: binds are rare, and each already
+    /// copies the table).
+    pub fn held_by(&self, owner: i64) -> Held {
+        held_in(&self.snapshot.load(), owner, None)
     }
 
     /// The grace period names are kept for after their owner goes away.
@@ -186,8 +251,16 @@ impl Registry {
         self.reserved.store(std::sync::Arc::new(names));
     }
 
-    /// Whether `name` is live or parked for someone other than `owner` (a random name must
-    /// avoid both).
+    /// Whether nobody holds `name`, live or parked (what a fresh random name must be).
+    pub fn is_vacant(&self, name: &str) -> bool {
+        match self.snapshot.load().get(name) {
+            None => true,
+            Some(Entry::Live(_)) => false,
+            Some(Entry::Parked { until, .. }) => *until <= Instant::now(),
+        }
+    }
+
+    /// Whether `owner` may bind `name`: it is neither live nor parked for another owner.
     pub fn is_free_for(&self, name: &str, owner: i64) -> bool {
         match self.snapshot.load().get(name) {
             None => true,
@@ -198,7 +271,8 @@ impl Registry {
 
     /// Binds `name` to `endpoint` for `owner`'s `session`. A name the same owner holds from
     /// another (stale) session is taken over at once; the displaced route is returned so its
-    /// session can be told.
+    /// session can be told. Refused when another owner holds the name, or when it would take
+    /// `owner` past its [`OwnerLimits`] (a takeover or a re-bind of a parked name adds nothing).
     pub fn bind(
         &self,
         name: &str,
@@ -230,6 +304,13 @@ impl Registry {
                 Some(Entry::Live(r)) if r.session != session => Some(r.clone()),
                 _ => None,
             };
+            let held = held_in(map, owner, Some(name));
+            if held.routes >= self.limits.routes {
+                return Err(BindError::TooManyRoutes(held.routes));
+            }
+            if kind == RouteKind::Tcp && held.tcp_ports >= self.limits.tcp_ports {
+                return Err(BindError::TooManyTcpPorts(held.tcp_ports));
+            }
             map.insert(name.to_owned(), Entry::Live(route.clone()));
             Ok(displaced)
         })?;
@@ -328,6 +409,32 @@ impl Registry {
     }
 }
 
+/// What `owner` holds in `map`, leaving `except` out (the name about to be bound).
+fn held_in(map: &HashMap<String, Entry>, owner: i64, except: Option<&str>) -> Held {
+    let now = Instant::now();
+    let mut held = Held::default();
+    for (name, entry) in map {
+        if Some(name.as_str()) == except {
+            continue;
+        }
+        match entry {
+            Entry::Live(r) if r.owner == owner => {
+                held.routes += 1;
+                if r.kind == RouteKind::Tcp {
+                    held.tcp_ports += 1;
+                }
+            }
+            Entry::Parked { owner: o, until }
+                if *o == owner && *until > now && tcp_port(name).is_some() =>
+            {
+                held.tcp_ports += 1;
+            }
+            _ => {}
+        }
+    }
+    held
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,7 +513,17 @@ mod tests {
         assert!(reg.is_free_for("a", 2));
         reg.bind("a", 2, 200, RouteKind::Http, ep())
             .expect("free after grace");
+        reg.unbind("a", 200);
+        assert_eq!(
+            reg.snapshot.load().len(),
+            1,
+            "expired entry still in the table"
+        );
         reg.sweep();
+        assert!(
+            reg.snapshot.load().is_empty(),
+            "sweep left an expired entry"
+        );
     }
 
     #[test]
@@ -435,5 +552,63 @@ mod tests {
         let reg = Registry::new(Duration::ZERO, 10);
         reg.remember(key.clone(), "brave-otter-1");
         assert_eq!(reg.sticky(&key), None);
+    }
+
+    #[test]
+    fn owner_limits_count_live_routes_and_held_ports() {
+        let reg = Registry::new(Duration::from_secs(60), 10).with_owner_limits(OwnerLimits {
+            routes: 3,
+            tcp_ports: 1,
+        });
+        reg.bind("a", 1, 100, RouteKind::Http, ep()).expect("a");
+        reg.bind(&tcp_name(20000), 1, 100, RouteKind::Tcp, ep())
+            .expect("first port");
+        assert_eq!(
+            reg.bind(&tcp_name(20001), 1, 100, RouteKind::Tcp, ep())
+                .map(|_| ()),
+            Err(BindError::TooManyTcpPorts(1))
+        );
+        // A parked port still counts: its owner keeps it for the grace period.
+        assert!(reg.unbind(&tcp_name(20000), 100));
+        assert_eq!(
+            reg.held_by(1),
+            Held {
+                routes: 1,
+                tcp_ports: 1
+            }
+        );
+        assert_eq!(
+            reg.bind(&tcp_name(20001), 1, 101, RouteKind::Tcp, ep())
+                .map(|_| ()),
+            Err(BindError::TooManyTcpPorts(1))
+        );
+        // ...but taking the same port back adds nothing.
+        reg.bind(&tcp_name(20000), 1, 101, RouteKind::Tcp, ep())
+            .expect("own parked port back");
+        reg.bind("b", 1, 101, RouteKind::Http, ep()).expect("b");
+        assert_eq!(
+            reg.bind("c", 1, 101, RouteKind::Http, ep()).map(|_| ()),
+            Err(BindError::TooManyRoutes(3))
+        );
+        // A takeover of a name the owner holds is not a new route; other owners are unaffected.
+        reg.bind("a", 1, 102, RouteKind::Http, ep())
+            .expect("takeover");
+        reg.bind("c", 2, 200, RouteKind::Http, ep())
+            .expect("other owner");
+        assert_eq!(
+            reg.held_by(2),
+            Held {
+                routes: 1,
+                tcp_ports: 0
+            }
+        );
+    }
+
+    #[test]
+    fn tcp_names_round_trip() {
+        assert_eq!(tcp_port(&tcp_name(40100)), Some(40100));
+        assert_eq!(tcp_port("chat"), None);
+        assert_eq!(tcp_port("tcp:x"), None);
+        assert_eq!(tcp_port("tcp:70000"), None);
     }
 }

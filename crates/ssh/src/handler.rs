@@ -1,6 +1,5 @@
 //! One SSH connection: authentication, forward requests, and the session channel.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,90 +10,48 @@ use russh::server::{
 };
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
 use tracing::{debug, info, warn};
-use warren_registry::{BindError, RouteKind, SessionId, StickyKey, names, tcp_name};
-use warren_store::{AuditEvent, StoreError, User};
+use warren_registry::SessionId;
+use warren_store::{AuditEvent, User};
 
 use crate::console::Console;
-use crate::endpoint::SshEndpoint;
+use crate::forwards::Forwards;
 use crate::server::SshServer;
 
 /// Fake "allocated ports" for `-R 0:` forwards start here. Nothing listens on them: OpenSSH only
 /// needs a distinct non-zero number per forward to match our channels to its forwards.
 const FIRST_ALLOCATED_PORT: u32 = 40000;
 
-/// A forward this connection holds.
-struct Forward {
-    name: String,
-    sticky: Option<StickyKey>,
+/// What the store says of an offered key.
+enum KeyCheck {
+    /// Registered to a user who may log in.
+    Ok(User),
+    /// Registered to a disabled user. Said only once the client has proven it holds the key:
+    /// whoever has only the public key must not learn whose it is.
+    Disabled(User),
+    /// Not registered (or the store could not say): `refusal` is set.
+    Refused,
 }
 
-/// What a `tcpip-forward` request asks for.
-#[derive(Debug, PartialEq, Eq)]
-enum Ask {
-    Random,
-    Named(String, RouteKind),
-    /// `-R tcp:PORT:…`: a raw TCP tunnel on a public port (0: any port of the range).
-    Tcp(Option<u16>),
-    Refuse(String),
-}
-
-/// Maps OpenSSH's `-R [bind_address:]port:…` onto what Warren serves: port 80 (or 0) is HTTP,
-/// 443 a TLS passthrough (when the broker has an HTTPS listener).
-fn classify(address: &str, port: u32, domain: &str, passthrough: bool) -> Ask {
-    if address == "tcp" {
-        return match u16::try_from(port) {
-            Ok(0) => Ask::Tcp(None),
-            Ok(p) => Ask::Tcp(Some(p)),
-            Err(_) => Ask::Refuse(format!("port {port} is not a TCP port")),
-        };
-    }
-    let wildcard = matches!(
-        address,
-        "" | "localhost" | "0.0.0.0" | "127.0.0.1" | "::" | "::1" | "*"
-    );
-    match (wildcard, port) {
-        (true, 0 | 80) => Ask::Random,
-        (true, p) => Ask::Refuse(format!(
-            "port {p}: this broker serves HTTP tunnels; use -R 0:localhost:PORT for a random name \
-             or -R NAME:80:localhost:PORT for a named one"
-        )),
-        (false, 0 | 80 | 443) => {
-            let lower = address.trim_end_matches('.');
-            let label = lower
-                .strip_suffix(&format!(".{domain}"))
-                .unwrap_or(lower)
-                .to_owned();
-            match port {
-                443 if passthrough => Ask::Named(label, RouteKind::TlsPassthrough),
-                443 => Ask::Refuse(format!(
-                    "{address}:443: TLS passthrough needs the broker's HTTPS listener, which is off"
-                )),
-                _ => Ask::Named(label, RouteKind::Http),
-            }
-        }
-        (false, p) => Ask::Refuse(format!(
-            "{address}:{p}: named tunnels use port 80 (-R {address}:80:localhost:PORT)"
-        )),
-    }
-}
-
+/// One SSH connection's state; russh calls its [`Handler`] methods one at a time.
 pub(crate) struct Connection {
-    server: Arc<SshServer>,
-    id: SessionId,
+    pub(crate) server: Arc<SshServer>,
+    pub(crate) id: SessionId,
     peer: SocketAddr,
     authed: Arc<AtomicBool>,
     user: Option<User>,
-    key: Option<String>,
+    pub(crate) key: Option<String>,
     /// Why publickey auth failed, told via keyboard-interactive (the only way OpenSSH shows
     /// server text after the banner).
     refusal: Option<String>,
-    console: Console,
-    forwards: HashMap<(String, u32), Forward>,
+    pub(crate) console: Console,
+    pub(crate) forwards: Forwards,
     /// The client's session channel, the only one whose input we interpret.
     session_channel: Option<ChannelId>,
-    random_count: u32,
-    tcp_count: u32,
-    next_port: u32,
+    /// Random-name and TCP forwards bound so far: the ordinal of the next one's sticky key.
+    pub(crate) random_count: u32,
+    pub(crate) tcp_count: u32,
+    /// The next fake port for a `-R …:0:` forward.
+    pub(crate) next_port: u32,
 }
 
 impl Connection {
@@ -113,7 +70,7 @@ impl Connection {
             key: None,
             refusal: None,
             console: Console::spawn(),
-            forwards: HashMap::new(),
+            forwards: Forwards::default(),
             session_channel: None,
             random_count: 0,
             tcp_count: 0,
@@ -121,42 +78,36 @@ impl Connection {
         }
     }
 
-    /// Looks up an offered key; `Ok(None)` with `self.refusal` set when it may not log in.
-    async fn check_key(&mut self, key: &russh::keys::PublicKey) -> Option<User> {
+    /// Looks up an offered key. On [`KeyCheck::Refused`], `self.refusal` says why.
+    async fn check_key(&mut self, key: &russh::keys::PublicKey) -> KeyCheck {
         let fp = key.fingerprint(HashAlg::Sha256).to_string();
         match self.server.store.key_by_fingerprint(&fp).await {
-            Ok(Some((_, user))) if !user.disabled => Some(user),
-            Ok(Some((_, user))) => {
-                self.refusal = Some(format!(
-                    "Warren: user {:?} is disabled; ask the operator.",
-                    user.name
-                ));
-                None
-            }
+            Ok(Some((_, user))) if !user.disabled => KeyCheck::Ok(user),
+            Ok(Some((_, user))) => KeyCheck::Disabled(user),
             Ok(None) => {
                 self.refusal = Some(format!(
                     "Warren: key {fp} is not registered. Ask the operator to run: broker key add USER <your .pub file>"
                 ));
-                None
+                KeyCheck::Refused
             }
             Err(e) => {
                 warn!(error = %e, "key lookup failed");
                 self.refusal = Some(
                     "Warren: the broker cannot check keys right now; try again shortly.".into(),
                 );
-                None
+                KeyCheck::Refused
             }
         }
     }
 
-    fn actor(&self) -> String {
+    pub(crate) fn actor(&self) -> String {
         match &self.user {
             Some(u) => format!("ssh:{}", u.name),
             None => "ssh".into(),
         }
     }
 
-    async fn audit(&self, action: &str, subject: &str, detail: String) {
+    pub(crate) async fn audit(&self, action: &str, subject: &str, detail: String) {
         let mut e = AuditEvent::new(
             &self.actor(),
             action,
@@ -166,69 +117,6 @@ impl Connection {
         e.detail = detail;
         if let Err(err) = self.server.store.record(&e).await {
             warn!(error = %err, "audit write failed");
-        }
-    }
-
-    /// Picks a free random name, preferring the one this forward had before.
-    async fn random_name(&self, user: &User, sticky: &StickyKey) -> Result<String, String> {
-        let reg = &self.server.registry;
-        if let Some(name) = reg.sticky(sticky)
-            && reg.is_free_for(&name, user.id)
-        {
-            return Ok(name);
-        }
-        for _ in 0..32 {
-            let name = names::random();
-            if !reg.is_free_for(&name, -1) {
-                continue;
-            }
-            match self.server.store.reservation(&name).await {
-                Ok(None) => return Ok(name),
-                Ok(Some(_)) => continue,
-                Err(e) => {
-                    warn!(error = %e, "reservation lookup failed");
-                    return Err("the broker cannot reach its database; try again shortly".into());
-                }
-            }
-        }
-        Err("no free random name found; try again".into())
-    }
-
-    /// May `user` bind the named `label`? Claims it when free and auto-claim is on.
-    async fn authorize_name(&self, user: &User, label: &str) -> Result<(), String> {
-        names::validate(label).map_err(|e| e.to_string())?;
-        let store = &self.server.store;
-        match store.reservation(label).await {
-            Ok(Some(r)) if r.user_id == user.id => {
-                self.server.registry.mark_reserved(label);
-                Ok(())
-            }
-            Ok(Some(_)) => Err(format!("name {label:?} is reserved by another user")),
-            Ok(None) if self.server.settings.auto_claim => {
-                match store.reserve(&self.actor(), &user.name, label).await {
-                    Ok(_) => {
-                        self.server.registry.mark_reserved(label);
-                        self.console
-                            .line(format!("claimed the name {label:?} for {}", user.name));
-                        Ok(())
-                    }
-                    Err(StoreError::NameTaken { .. }) => {
-                        Err(format!("name {label:?} is reserved by another user"))
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "claim failed");
-                        Err("the broker cannot reach its database; try again shortly".into())
-                    }
-                }
-            }
-            Ok(None) => Err(format!(
-                "name {label:?} is not reserved for you; ask the operator: broker reserve {} {label}",
-                user.name
-            )),
-            Err(e) => {
-                warn!(error = %e, "reservation lookup failed");
-                Err("the broker cannot reach its database; try again shortly".into())
-            }
         }
     }
 }
@@ -241,9 +129,11 @@ impl Handler for Connection {
         _user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
+        // A disabled user's key is accepted here so that the client proves it holds the
+        // key; only then is it told why it may not log in (`auth_publickey`).
         Ok(match self.check_key(offer.public_key).await {
-            Some(_) => Auth::Accept,
-            None => Auth::reject(),
+            KeyCheck::Ok(_) | KeyCheck::Disabled(_) => Auth::Accept,
+            KeyCheck::Refused => Auth::reject(),
         })
     }
 
@@ -253,14 +143,21 @@ impl Handler for Connection {
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
         match self.check_key(key.public_key).await {
-            Some(user) => {
+            KeyCheck::Ok(user) => {
                 let fp = key.public_key.fingerprint(HashAlg::Sha256).to_string();
                 info!(user = %user.name, key = %fp, "authenticated");
                 self.user = Some(user);
                 self.key = Some(fp);
                 Ok(Auth::Accept)
             }
-            None => Ok(Auth::reject()),
+            KeyCheck::Disabled(user) => {
+                self.refusal = Some(format!(
+                    "Warren: user {:?} is disabled; ask the operator.",
+                    user.name
+                ));
+                Ok(Auth::reject())
+            }
+            KeyCheck::Refused => Ok(Auth::reject()),
         }
     }
 
@@ -374,6 +271,61 @@ impl Handler for Connection {
         Ok(())
     }
 
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Every request that wants a reply gets one, or the client waits forever.
+        session.channel_failure(channel)
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        debug!(subsystem = %name.chars().take(64).collect::<String>(), "subsystem refused");
+        session.channel_failure(channel)
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        _variable_name: &str,
+        _variable_value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)
+    }
+
+    async fn signal(
+        &mut self,
+        channel: ChannelId,
+        _signal: russh::Sig,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)
+    }
+
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Nothing to resize; a client that asked for a reply is told so.
+        session.channel_failure(channel)
+    }
+
     async fn tcpip_forward(
         &mut self,
         address: &str,
@@ -383,113 +335,18 @@ impl Handler for Connection {
         let Some(user) = self.user.clone() else {
             return Ok(false);
         };
-        let settings = &self.server.settings;
-        let ask = classify(address, *port, &settings.domain, settings.tls_passthrough);
-        let (name, sticky, kind) = match ask {
-            Ask::Refuse(why) => {
-                self.console
-                    .line(format!("refused -R {address}:{port}: {why}"));
-                return Ok(false);
+        let asked = *port;
+        let granted = match self.grant(&user, address, asked).await {
+            Ok(grant) => {
+                self.bind(&user, address, port, grant, session.handle())
+                    .await
             }
-            Ask::Random => {
-                let sticky = StickyKey {
-                    key: self.key.clone().unwrap_or_default(),
-                    address: address.to_owned(),
-                    ordinal: self.random_count,
-                };
-                match self.random_name(&user, &sticky).await {
-                    Ok(n) => {
-                        self.random_count += 1;
-                        (n, Some(sticky), RouteKind::Http)
-                    }
-                    Err(why) => {
-                        self.console
-                            .line(format!("refused -R {address}:{port}: {why}"));
-                        return Ok(false);
-                    }
-                }
-            }
-            Ask::Tcp(preferred) => match self.tcp_port(preferred) {
-                Ok((port_name, sticky)) => {
-                    if *port == 0 {
-                        *port = u32::from(port_name.1);
-                    }
-                    (port_name.0, Some(sticky), RouteKind::Tcp)
-                }
-                Err(why) => {
-                    self.console
-                        .line(format!("refused -R {address}:{port}: {why}"));
-                    return Ok(false);
-                }
-            },
-            Ask::Named(label, kind) => match self.authorize_name(&user, &label).await {
-                Ok(()) => (label, None, kind),
-                Err(why) => {
-                    self.console
-                        .line(format!("refused -R {address}:{port}: {why}"));
-                    self.audit("tunnel.refuse", &label, why).await;
-                    return Ok(false);
-                }
-            },
+            Err(refusal) => Err(refusal),
         };
-        if *port == 0 {
-            *port = self.next_port;
-            self.next_port += 1;
-        }
-        let endpoint = Arc::new(SshEndpoint {
-            handle: session.handle(),
-            address: address.to_owned(),
-            port: *port,
-            console: self.console.clone(),
-            shard: warren_shards::Shards::current(),
-        });
-        match self
-            .server
-            .registry
-            .bind(&name, user.id, self.id, kind, endpoint)
-        {
-            Ok((_, displaced)) => {
-                if let Some(old) = displaced {
-                    old.endpoint
-                        .notify(format!("{name} was taken over by a newer session of yours"));
-                }
-                if let Some(key) = &sticky {
-                    self.server.registry.remember(key.clone(), &name);
-                }
-                let url = match kind {
-                    RouteKind::Http => self.server.settings.url_for(&name),
-                    RouteKind::TlsPassthrough => self.server.settings.tls_url_for(&name),
-                    RouteKind::Tcp => format!(
-                        "tcp://{}:{}",
-                        self.server
-                            .tcp_ports
-                            .as_ref()
-                            .map(|p| p.public_host())
-                            .unwrap_or_default(),
-                        name.trim_start_matches("tcp:")
-                    ),
-                };
-                info!(%name, user = %user.name, "tunnel bound");
-                self.console.line(format!(
-                    "{url} -> forward {}:{}",
-                    display_addr(address),
-                    port
-                ));
-                self.forwards.insert(
-                    (address.to_owned(), *port),
-                    Forward {
-                        name: name.clone(),
-                        sticky,
-                    },
-                );
-                self.audit("tunnel.bind", &name, format!("{address}:{port}"))
-                    .await;
-                Ok(true)
-            }
-            Err(BindError::Taken(_)) => {
-                self.console.line(format!(
-                    "refused -R {address}:{port}: name {name:?} is in use by another user"
-                ));
+        match granted {
+            Ok(()) => Ok(true),
+            Err(refusal) => {
+                self.refuse(address, asked, refusal).await;
                 Ok(false)
             }
         }
@@ -501,69 +358,33 @@ impl Handler for Connection {
         port: u32,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        let Some(fwd) = self.forwards.remove(&(address.to_owned(), port)) else {
+        let Some(fwd) = self.forwards.remove(address, port) else {
             return Ok(false);
         };
         self.release(&fwd);
         self.console.line(format!(
             "closed {}",
-            self.server.settings.url_for(&fwd.name)
+            self.server.public_url(fwd.kind, &fwd.name)
         ));
         self.audit("tunnel.unbind", &fwd.name, String::new()).await;
         Ok(true)
     }
 }
 
-impl Connection {
-    /// A public TCP port for `-R tcp:…`: the one asked for, else the one this forward had
-    /// before (within the grace period), else any free one.
-    fn tcp_port(&mut self, preferred: Option<u16>) -> Result<((String, u16), StickyKey), String> {
-        let ports = self
-            .server
-            .tcp_ports
-            .clone()
-            .ok_or("raw TCP tunnels are not enabled on this broker")?;
-        let sticky = StickyKey {
-            key: self.key.clone().unwrap_or_default(),
-            address: "tcp".into(),
-            ordinal: self.tcp_count,
-        };
-        let remembered = self
-            .server
-            .registry
-            .sticky(&sticky)
-            .and_then(|n| n.trim_start_matches("tcp:").parse::<u16>().ok());
-        let port = match (preferred, remembered) {
-            (Some(p), _) => ports.allocate(Some(p))?,
-            (None, Some(p)) => ports.allocate(Some(p)).or_else(|_| ports.allocate(None))?,
-            (None, None) => ports.allocate(None)?,
-        };
-        self.tcp_count += 1;
-        Ok(((tcp_name(port), port), sticky))
-    }
-
-    fn release(&self, fwd: &Forward) {
-        self.server.registry.unbind(&fwd.name, self.id);
-        if let Some(key) = &fwd.sticky {
-            // Restart the stickiness clock from the moment the forward went away.
-            self.server.registry.remember(key.clone(), &fwd.name);
-        }
-    }
-}
-
 impl Drop for Connection {
     fn drop(&mut self) {
-        for fwd in self.forwards.values() {
+        let gone: Vec<_> = self.forwards.drain().collect();
+        for fwd in &gone {
             self.release(fwd);
         }
-        if !self.forwards.is_empty() {
-            debug!(n = self.forwards.len(), peer = %self.peer, "session ended, names parked");
+        if !gone.is_empty() {
+            debug!(n = gone.len(), peer = %self.peer, "session ended, names parked");
             // Record the unbinds; Drop cannot await, so the writes go to a task.
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 let store = self.server.store.clone();
                 let actor = self.actor();
                 let user_id = self.user.as_ref().map(|u| u.id);
-                let names: Vec<String> = self.forwards.values().map(|f| f.name.clone()).collect();
+                let names: Vec<String> = gone.into_iter().map(|f| f.name).collect();
                 rt.spawn(async move {
                     for name in names {
                         let mut e = AuditEvent::new(&actor, "tunnel.unbind", &name, user_id);
@@ -574,38 +395,5 @@ impl Drop for Connection {
             }
         }
         self.server.sessions.remove(self.id);
-    }
-}
-
-fn display_addr(address: &str) -> &str {
-    if address.is_empty() { "*" } else { address }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn classifies_openssh_requests() {
-        let http = |n: &str| Ask::Named(n.into(), RouteKind::Http);
-        let c = |a: &str, p: u32| classify(a, p, "example.com", true);
-        assert_eq!(c("localhost", 0), Ask::Random);
-        assert_eq!(c("", 0), Ask::Random);
-        assert_eq!(c("localhost", 80), Ask::Random);
-        assert_eq!(c("chat", 80), http("chat"));
-        assert_eq!(c("chat.example.com", 80), http("chat"));
-        assert_eq!(c("chat", 0), http("chat"));
-        assert_eq!(
-            c("chat", 443),
-            Ask::Named("chat".into(), RouteKind::TlsPassthrough)
-        );
-        assert!(matches!(
-            classify("chat", 443, "example.com", false),
-            Ask::Refuse(_)
-        ));
-        assert!(matches!(c("chat", 8080), Ask::Refuse(_)));
-        assert!(matches!(c("localhost", 22), Ask::Refuse(_)));
-        assert_eq!(c("tcp", 0), Ask::Tcp(None));
-        assert_eq!(c("tcp", 40100), Ask::Tcp(Some(40100)));
     }
 }

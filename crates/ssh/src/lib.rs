@@ -9,16 +9,21 @@
 //! request, like sish and localhost.run do.
 #![warn(missing_docs)]
 
+mod ask;
 mod console;
 mod endpoint;
+mod forwards;
+mod grant;
 mod guard;
 mod handler;
 mod keys;
+mod limits;
 mod readahead;
 mod server;
 mod sessions;
 mod stream;
 
 pub use keys::{KeyError, host_key_fingerprint, load_or_create_host_key, parse_public_key};
+pub use limits::SessionLimits;
 pub use server::{SshServer, SshSettings, run};
 pub use sessions::Sessions;

@@ -10,12 +10,13 @@ use russh::{MethodKind, MethodSet};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
-use warren_registry::{PortAllocator, Registry};
+use warren_registry::{PortAllocator, Registry, RouteKind, tcp_port};
 use warren_shards::Shards;
 use warren_store::Store;
 
 use crate::guard::AuthDeadline;
 use crate::handler::Connection;
+use crate::limits::{ClaimLimiter, SessionLimits};
 use crate::sessions::Sessions;
 
 /// What each channel may have in flight towards the broker. The window re-opens as the visitor
@@ -52,6 +53,8 @@ pub struct SshSettings {
     pub keepalive_max: usize,
     /// A connection that has not authenticated by then is closed.
     pub auth_timeout: Duration,
+    /// Bounds on forwards and claims per session and per user.
+    pub limits: SessionLimits,
 }
 
 impl SshSettings {
@@ -90,6 +93,8 @@ pub struct SshServer {
     pub(crate) registry: Arc<Registry>,
     pub(crate) sessions: Arc<Sessions>,
     pub(crate) tcp_ports: Option<Arc<dyn PortAllocator>>,
+    /// Auto-claims per user per hour ([`SessionLimits::claims_per_hour`]).
+    pub(crate) claims: ClaimLimiter,
     shards: Arc<Shards>,
     config: Arc<Config>,
     next_id: AtomicU64,
@@ -125,13 +130,15 @@ impl SshServer {
             inactivity_timeout: None,
             keepalive_interval: Some(settings.keepalive_interval),
             keepalive_max: settings.keepalive_max,
-            // We set TCP_NODELAY ourselves on accept.
+            // Also set on each accepted socket in `run` (before the handshake); this is russh's
+            // own copy of the setting.
             nodelay: true,
             window_size: CHANNEL_WINDOW,
             channel_buffer_size: CHANNEL_QUEUE,
             ..Config::default()
         };
         Self {
+            claims: ClaimLimiter::new(settings.limits.claims_per_hour),
             settings,
             store,
             registry,
@@ -145,6 +152,23 @@ impl SshServer {
 }
 
 impl SshServer {
+    /// The public URL of a bound route, as printed to its owner when it binds and when it
+    /// closes.
+    pub(crate) fn public_url(&self, kind: RouteKind, name: &str) -> String {
+        match kind {
+            RouteKind::Http => self.settings.url_for(name),
+            RouteKind::TlsPassthrough => self.settings.tls_url_for(name),
+            RouteKind::Tcp => format!(
+                "tcp://{}:{}",
+                self.tcp_ports
+                    .as_ref()
+                    .map(|p| p.public_host())
+                    .unwrap_or_default(),
+                tcp_port(name).unwrap_or_default()
+            ),
+        }
+    }
+
     /// Enables raw TCP tunnels (`-R tcp:0:…`) on ports from `ports`.
     pub fn with_tcp_ports(mut self, ports: Arc<dyn PortAllocator>) -> Self {
         self.tcp_ports = Some(ports);

@@ -87,6 +87,21 @@ settings! {
     /// Concurrent visitor connections per tunnel [default: 256].
     #[arg(long, global = true, env = "BROKER_MAX_TUNNEL_CONNECTIONS", value_name = "N")]
     max_tunnel_connections: usize,
+    /// Live tunnels one user may hold at once, over all sessions [default: 25].
+    #[arg(long, global = true, env = "BROKER_MAX_FORWARDS_PER_USER", value_name = "N")]
+    max_forwards_per_user: usize,
+    /// Forwards one SSH session may hold [default: 25].
+    #[arg(long, global = true, env = "BROKER_MAX_FORWARDS_PER_SESSION", value_name = "N")]
+    max_forwards_per_session: usize,
+    /// Public TCP ports one user may hold, live or within the grace period [default: 5].
+    #[arg(long, global = true, env = "BROKER_MAX_TCP_PORTS_PER_USER", value_name = "N")]
+    max_tcp_ports_per_user: usize,
+    /// Names one user may hold reserved before auto-claim refuses more [default: 50].
+    #[arg(long, global = true, env = "BROKER_MAX_NAMES_PER_USER", value_name = "N")]
+    max_names_per_user: usize,
+    /// Names one user may auto-claim per hour; 0 for no limit [default: 20].
+    #[arg(long, global = true, env = "BROKER_MAX_CLAIMS_PER_HOUR", value_name = "N")]
+    max_claims_per_hour: u32,
     /// Request head size limit in bytes [default: 32768].
     #[arg(long, global = true, env = "BROKER_MAX_HEADER_BYTES", value_name = "BYTES")]
     max_header_bytes: usize,

@@ -77,6 +77,10 @@ pub struct Config {
     pub grace: Duration,
     /// Per-tunnel visitor connection cap.
     pub max_tunnel_connections: usize,
+    /// What one tenant may hold: live tunnels and TCP ports (the registry's limits).
+    pub owner_limits: warren_registry::OwnerLimits,
+    /// Forwards per session, names and claims per user (the SSH side's limits).
+    pub session_limits: warren_ssh::SessionLimits,
     /// Request head size limit.
     pub max_header_bytes: usize,
     /// Header count limit.
@@ -186,6 +190,24 @@ impl Config {
                 "max_tunnel_connections",
                 a.max_tunnel_connections.unwrap_or(256) as u64,
             )? as usize,
+            owner_limits: warren_registry::OwnerLimits {
+                routes: positive(
+                    "max_forwards_per_user",
+                    a.max_forwards_per_user.unwrap_or(25) as u64,
+                )? as usize,
+                tcp_ports: a.max_tcp_ports_per_user.unwrap_or(5),
+            },
+            session_limits: {
+                let d = warren_ssh::SessionLimits::default();
+                warren_ssh::SessionLimits {
+                    forwards_per_session: positive(
+                        "max_forwards_per_session",
+                        a.max_forwards_per_session.unwrap_or(d.forwards_per_session) as u64,
+                    )? as usize,
+                    names_per_user: a.max_names_per_user.unwrap_or(d.names_per_user),
+                    claims_per_hour: a.max_claims_per_hour.unwrap_or(d.claims_per_hour),
+                }
+            },
             max_header_bytes,
             max_headers: positive("max_headers", a.max_headers.unwrap_or(100) as u64)? as usize,
             header_timeout: Duration::from_secs(positive(

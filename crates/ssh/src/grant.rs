@@ -1,0 +1,386 @@
+//! A `tcpip-forward` request, from the client's words to a live route: a pure [`classify`],
+//! then [`Connection::grant`] (policy and limits; writes to the store only what it has checked
+//! it may), then one [`Connection::bind`], and one [`Connection::refuse`] for every way it can
+//! fail. A refused request changes nothing: a name claimed for a bind that then fails is
+//! released again.
+
+use std::sync::Arc;
+
+use russh::server::Handle;
+use tracing::{info, warn};
+use warren_registry::{BindError, RouteKind, StickyKey, names, tcp_name, tcp_port};
+use warren_store::{StoreError, User};
+
+use crate::ask::{Ask, classify};
+use crate::endpoint::SshEndpoint;
+use crate::forwards::{Clash, Forward};
+use crate::handler::Connection;
+
+/// What a request was granted, before it is bound.
+pub(crate) struct Grant {
+    name: String,
+    kind: RouteKind,
+    sticky: Option<StickyKey>,
+    /// The port to answer with, when the broker picks it (TCP ports); `None` keeps the
+    /// request's (or picks a fake one for port 0).
+    reply_port: Option<u32>,
+    /// The name was claimed for this request: release it if the bind fails.
+    claimed: bool,
+}
+
+/// Why a request was refused: one line for the owner's session, and the name to record the
+/// refusal under in the audit log (named requests only: random ones have no name to speak of).
+pub(crate) struct Refusal {
+    why: String,
+    audit: Option<String>,
+}
+
+impl Refusal {
+    fn new(why: impl Into<String>) -> Self {
+        Self {
+            why: why.into(),
+            audit: None,
+        }
+    }
+
+    fn about(mut self, name: &str) -> Self {
+        self.audit = Some(name.to_owned());
+        self
+    }
+}
+
+const DB_DOWN: &str = "the broker cannot reach its database; try again shortly";
+
+impl Connection {
+    /// Decides what `-R address:port` gets, within the session's and the user's limits.
+    pub(crate) async fn grant(
+        &mut self,
+        user: &User,
+        address: &str,
+        port: u32,
+    ) -> Result<Grant, Refusal> {
+        if self.forwards.check_request(address, port) == Err(Clash::Request) {
+            return Err(Refusal::new(format!(
+                "{}:{port} is forwarded already in this session",
+                display_addr(address)
+            )));
+        }
+        let limits = &self.server.settings.limits;
+        if self.forwards.len() >= limits.forwards_per_session {
+            return Err(Refusal::new(format!(
+                "this session already has {} forwards, the most this broker allows \
+                 (max_forwards_per_session)",
+                self.forwards.len()
+            )));
+        }
+        let settings = &self.server.settings;
+        match classify(address, port, &settings.domain, settings.tls_passthrough) {
+            Ask::Refuse(why) => Err(Refusal::new(why)),
+            Ask::Random => {
+                let sticky = StickyKey {
+                    key: self.key.clone().unwrap_or_default(),
+                    address: address.to_owned(),
+                    ordinal: self.random_count,
+                };
+                let name = self.random_name(user, &sticky).await?;
+                Ok(Grant {
+                    name,
+                    kind: RouteKind::Http,
+                    sticky: Some(sticky),
+                    reply_port: None,
+                    claimed: false,
+                })
+            }
+            Ask::Tcp(preferred) => {
+                let (port_no, sticky) = self.tcp_port(user, preferred)?;
+                Ok(Grant {
+                    name: tcp_name(port_no),
+                    kind: RouteKind::Tcp,
+                    sticky: Some(sticky),
+                    reply_port: (port == 0).then_some(u32::from(port_no)),
+                    claimed: false,
+                })
+            }
+            Ask::Named(label, kind) => {
+                if self.forwards.holds_name(&label) {
+                    return Err(Refusal::new(format!(
+                        "{label:?} is forwarded already in this session"
+                    ))
+                    .about(&label));
+                }
+                let claimed = self
+                    .authorize_name(user, &label)
+                    .await
+                    .map_err(|r| r.about(&label))?;
+                Ok(Grant {
+                    name: label,
+                    kind,
+                    sticky: None,
+                    reply_port: None,
+                    claimed,
+                })
+            }
+        }
+    }
+
+    /// Binds a granted forward, answering the client with the port it will name it by.
+    pub(crate) async fn bind(
+        &mut self,
+        user: &User,
+        address: &str,
+        port: &mut u32,
+        grant: Grant,
+        handle: Handle,
+    ) -> Result<(), Refusal> {
+        let reply = match grant.reply_port {
+            Some(p) => p,
+            None if *port == 0 => self.next_port,
+            None => *port,
+        };
+        let endpoint = Arc::new(SshEndpoint {
+            handle,
+            address: address.to_owned(),
+            port: reply,
+            console: self.console.clone(),
+            shard: warren_shards::Shards::current(),
+        });
+        let registry = &self.server.registry;
+        let displaced = match registry.bind(&grant.name, user.id, self.id, grant.kind, endpoint) {
+            Ok((_, displaced)) => displaced,
+            Err(e) => {
+                if grant.claimed {
+                    self.unclaim(&grant.name).await;
+                }
+                let why = match e {
+                    BindError::Taken(name) => format!("name {name:?} is in use by another user"),
+                    limit => limit.to_string(),
+                };
+                return Err(Refusal::new(why).about(&grant.name));
+            }
+        };
+        let fwd = Forward {
+            name: grant.name.clone(),
+            kind: grant.kind,
+            sticky: grant.sticky.clone(),
+        };
+        if self.forwards.insert(address, reply, fwd).is_err() {
+            // `grant` checked both clashes and nothing ran in between; never leave a route
+            // that no forward owns.
+            registry.unbind(&grant.name, self.id);
+            return Err(Refusal::new(
+                "this forward clashes with another of this session",
+            ));
+        }
+        if reply == self.next_port {
+            self.next_port += 1;
+        }
+        *port = reply;
+        if let Some(old) = displaced {
+            old.endpoint.notify(format!(
+                "{} was taken over by a newer session of yours",
+                grant.name
+            ));
+        }
+        if let Some(key) = grant.sticky {
+            registry.remember(key, &grant.name);
+            match grant.kind {
+                RouteKind::Tcp => self.tcp_count += 1,
+                _ => self.random_count += 1,
+            }
+        }
+        let url = self.server.public_url(grant.kind, &grant.name);
+        info!(name = %grant.name, user = %user.name, "tunnel bound");
+        self.console.line(format!(
+            "{url} -> forward {}:{reply}",
+            display_addr(address)
+        ));
+        self.audit("tunnel.bind", &grant.name, format!("{address}:{reply}"))
+            .await;
+        Ok(())
+    }
+
+    /// Tells the owner why `-R address:port` was refused (and the audit log, for names).
+    pub(crate) async fn refuse(&self, address: &str, port: u32, refusal: Refusal) {
+        self.console
+            .line(format!("refused -R {address}:{port}: {}", refusal.why));
+        if let Some(name) = &refusal.audit {
+            self.audit("tunnel.refuse", name, refusal.why).await;
+        }
+    }
+
+    /// Picks a free random name, preferring the one this forward had before. A name is free
+    /// when nobody else holds it live or parked (the registry) and nobody else has reserved it
+    /// (the store): both are asked before it is handed out.
+    async fn random_name(&self, user: &User, sticky: &StickyKey) -> Result<String, Refusal> {
+        let reg = &self.server.registry;
+        if let Some(name) = reg.sticky(sticky)
+            && reg.is_free_for(&name, user.id)
+            && !self.forwards.holds_name(&name)
+            && self.reserved_for(&name, user).await?
+        {
+            return Ok(name);
+        }
+        for _ in 0..32 {
+            let name = names::random();
+            if !reg.is_vacant(&name) {
+                continue;
+            }
+            if self.reservation_free(&name).await? {
+                return Ok(name);
+            }
+        }
+        Err(Refusal::new("no free random name found; try again"))
+    }
+
+    /// Whether `name` is reserved by nobody or by `user`.
+    async fn reserved_for(&self, name: &str, user: &User) -> Result<bool, Refusal> {
+        match self.server.store.reservation(name).await {
+            Ok(r) => Ok(r.is_none_or(|r| r.user_id == user.id)),
+            Err(e) => {
+                warn!(error = %e, "reservation lookup failed");
+                Err(Refusal::new(DB_DOWN))
+            }
+        }
+    }
+
+    /// Whether `name` is reserved by nobody.
+    async fn reservation_free(&self, name: &str) -> Result<bool, Refusal> {
+        match self.server.store.reservation(name).await {
+            Ok(r) => Ok(r.is_none()),
+            Err(e) => {
+                warn!(error = %e, "reservation lookup failed");
+                Err(Refusal::new(DB_DOWN))
+            }
+        }
+    }
+
+    /// May `user` bind the named `label`? Claims it when free and auto-claim is on; returns
+    /// whether it claimed. Everything that could refuse is checked before the claim is
+    /// written, so a refused request leaves no reservation behind.
+    async fn authorize_name(&self, user: &User, label: &str) -> Result<bool, Refusal> {
+        names::validate(label).map_err(|e| Refusal::new(e.to_string()))?;
+        if !self.server.registry.is_free_for(label, user.id) {
+            return Err(Refusal::new(format!(
+                "name {label:?} is in use by another user"
+            )));
+        }
+        let store = &self.server.store;
+        let existing = store.reservation(label).await.map_err(|e| {
+            warn!(error = %e, "reservation lookup failed");
+            Refusal::new(DB_DOWN)
+        })?;
+        match existing {
+            Some(r) if r.user_id == user.id => {
+                self.server.registry.mark_reserved(label);
+                Ok(false)
+            }
+            Some(_) => Err(Refusal::new(format!(
+                "name {label:?} is reserved by another user"
+            ))),
+            None if self.server.settings.auto_claim => {
+                self.may_claim(user).await?;
+                match store.reserve(&self.actor(), &user.name, label).await {
+                    Ok(_) => {
+                        self.server.registry.mark_reserved(label);
+                        self.console
+                            .line(format!("claimed the name {label:?} for {}", user.name));
+                        Ok(true)
+                    }
+                    Err(StoreError::NameTaken { .. }) => Err(Refusal::new(format!(
+                        "name {label:?} is reserved by another user"
+                    ))),
+                    Err(e) => {
+                        warn!(error = %e, "claim failed");
+                        Err(Refusal::new(DB_DOWN))
+                    }
+                }
+            }
+            None => Err(Refusal::new(format!(
+                "name {label:?} is not reserved for you; ask the operator: broker reserve {} {label}",
+                user.name
+            ))),
+        }
+    }
+
+    /// The per-user bounds on claiming names: how many one holds, and how fast one claims.
+    async fn may_claim(&self, user: &User) -> Result<(), Refusal> {
+        let limits = &self.server.settings.limits;
+        let held = self
+            .server
+            .store
+            .list_reservations(Some(&user.name))
+            .await
+            .map_err(|e| {
+                warn!(error = %e, "reservation count failed");
+                Refusal::new(DB_DOWN)
+            })?
+            .len();
+        if held >= limits.names_per_user {
+            return Err(Refusal::new(format!(
+                "you already hold {held} names, the most this broker allows per user \
+                 (max_names_per_user); release one first (broker release NAME)"
+            )));
+        }
+        if let Err(wait) = self.server.claims.check(user.id) {
+            return Err(Refusal::new(format!(
+                "you claimed {} names within the last hour, the most this broker allows \
+                 (max_claims_per_hour); try again in {} s",
+                limits.claims_per_hour,
+                wait.as_secs().max(1)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Takes back a claim made for a bind that failed.
+    async fn unclaim(&self, name: &str) {
+        if let Err(e) = self.server.store.release(&self.actor(), name).await {
+            warn!(%name, error = %e, "could not release a claim whose bind failed");
+        }
+    }
+
+    /// A public TCP port for `-R tcp:…`: the one asked for, else the one this forward had
+    /// before (within the grace period), else any free one (if the user may hold another).
+    fn tcp_port(&self, user: &User, preferred: Option<u16>) -> Result<(u16, StickyKey), Refusal> {
+        let ports = self
+            .server
+            .tcp_ports
+            .clone()
+            .ok_or_else(|| Refusal::new("raw TCP tunnels are not enabled on this broker"))?;
+        let sticky = StickyKey {
+            key: self.key.clone().unwrap_or_default(),
+            address: "tcp".into(),
+            ordinal: self.tcp_count,
+        };
+        let registry = &self.server.registry;
+        let remembered = registry.sticky(&sticky).and_then(|n| tcp_port(&n));
+        let fresh = || {
+            // Checked again, atomically, by the bind; this only spares opening a listener.
+            let held = registry.held_by(user.id).tcp_ports;
+            if held >= registry.owner_limits().tcp_ports {
+                return Err(BindError::TooManyTcpPorts(held).to_string());
+            }
+            ports.allocate(None)
+        };
+        let port = match (preferred, remembered) {
+            (Some(p), _) => ports.allocate(Some(p)),
+            (None, Some(p)) => ports.allocate(Some(p)).or_else(|_| fresh()),
+            (None, None) => fresh(),
+        }
+        .map_err(Refusal::new)?;
+        Ok((port, sticky))
+    }
+
+    /// Unbinds a forward that was cancelled or whose session ended.
+    pub(crate) fn release(&self, fwd: &Forward) {
+        self.server.registry.unbind(&fwd.name, self.id);
+        if let Some(key) = &fwd.sticky {
+            // Restart the stickiness clock from the moment the forward went away.
+            self.server.registry.remember(key.clone(), &fwd.name);
+        }
+    }
+}
+
+pub(crate) fn display_addr(address: &str) -> &str {
+    if address.is_empty() { "*" } else { address }
+}
