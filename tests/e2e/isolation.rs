@@ -109,8 +109,17 @@ async fn one_name_twice_in_a_session_is_refused_and_cancelling_it_keeps_the_firs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_live_random_name_cannot_be_claimed_by_another_tenant() -> Result<()> {
-    let broker = TestBroker::start().await?;
+async fn a_live_random_name_cannot_be_claimed_by_another_tenant_on_sqlite() -> Result<()> {
+    random_name_is_not_claimable(Db::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_random_name_cannot_be_claimed_by_another_tenant_on_postgres() -> Result<()> {
+    random_name_is_not_claimable(Db::Postgres).await
+}
+
+async fn random_name_is_not_claimable(db: Db) -> Result<()> {
+    let broker = TestBroker::start_with(db, &[]).await?;
     let alice = broker.user_with_key("alice")?;
     let carol = broker.user_with_key("carol")?;
     let origin = Origin::start("alice").await?;
