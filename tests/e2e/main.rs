@@ -7,6 +7,7 @@ mod client;
 mod harness;
 mod hostile;
 mod https;
+mod integrity;
 mod isolation;
 mod origin;
 mod public;

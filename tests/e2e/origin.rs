@@ -2,6 +2,9 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use anyhow::Result;
 use bytes::Bytes;
@@ -43,8 +46,19 @@ pub fn pattern_sha256(n: u64) -> String {
 pub struct Origin {
     pub port: u16,
     task: tokio::task::JoinHandle<()>,
-    /// Connections open to it right now (plain origins only).
-    open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// What it has seen (connections: plain origins only).
+    stats: Arc<Stats>,
+}
+
+/// Counters an origin keeps, for tests to assert what reached it.
+#[derive(Default)]
+struct Stats {
+    /// Connections open right now.
+    open: AtomicUsize,
+    /// The most connections that were ever open at once.
+    max_open: AtomicUsize,
+    /// Requests it has received.
+    requests: AtomicUsize,
 }
 
 impl Drop for Origin {
@@ -59,8 +73,8 @@ impl Origin {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let tag = tag.to_owned();
-        let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = open.clone();
+        let stats = Arc::new(Stats::default());
+        let counter = stats.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((sock, peer)) = listener.accept().await else {
@@ -68,23 +82,37 @@ impl Origin {
                 };
                 let tag = tag.clone();
                 let counter = counter.clone();
-                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let now = counter.open.fetch_add(1, Ordering::SeqCst) + 1;
+                counter.max_open.fetch_max(now, Ordering::SeqCst);
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| serve(tag.clone(), peer, req));
+                    let seen = counter.clone();
+                    let svc = hyper::service::service_fn(move |req| {
+                        serve(tag.clone(), peer, seen.clone(), req)
+                    });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(sock), svc)
                         .with_upgrades()
                         .await;
-                    counter.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    counter.open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
-        Ok(Self { port, task, open })
+        Ok(Self { port, task, stats })
     }
 
     /// How many connections are open to this origin now.
     pub fn open_connections(&self) -> usize {
-        self.open.load(std::sync::atomic::Ordering::SeqCst)
+        self.stats.open.load(Ordering::SeqCst)
+    }
+
+    /// The most connections that were open to this origin at once.
+    pub fn max_open_connections(&self) -> usize {
+        self.stats.max_open.load(Ordering::SeqCst)
+    }
+
+    /// How many requests reached this origin.
+    pub fn requests(&self) -> usize {
+        self.stats.requests.load(Ordering::SeqCst)
     }
 
     /// Like [`Origin::start`], but speaking TLS with its own certificate (for passthrough).
@@ -96,6 +124,8 @@ impl Origin {
         let port = listener.local_addr()?.port();
         let tag = tag.to_owned();
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let stats = Arc::new(Stats::default());
+        let counters = stats.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((sock, peer)) = listener.accept().await else {
@@ -103,28 +133,37 @@ impl Origin {
                 };
                 let tag = tag.clone();
                 let acceptor = acceptor.clone();
+                let seen = counters.clone();
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(sock).await else {
                         return;
                     };
-                    let svc = hyper::service::service_fn(move |req| serve(tag.clone(), peer, req));
+                    let svc = hyper::service::service_fn(move |req| {
+                        serve(tag.clone(), peer, seen.clone(), req)
+                    });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tls), svc)
                         .await;
                 });
             }
         });
-        Ok(Self {
-            port,
-            task,
-            open: Default::default(),
-        })
+        Ok(Self { port, task, stats })
     }
 
     pub fn target(&self) -> String {
         format!("localhost:{}", self.port)
     }
 }
+
+/// What `/set-cookies` answers with: cookies for the parent domain, another tenant, the
+/// tunnel itself (any spelling), and none.
+pub const SET_COOKIES: [&str; 5] = [
+    "sid=attacker; Domain=localhost; Path=/; HttpOnly",
+    "other=1; Path=/; domain=.bank.localhost",
+    "own=2; Domain=.APP.localhost; Secure",
+    "host_only=3; Path=/",
+    "parent=4;Domain=.localhost.;Max-Age=60",
+];
 
 fn text(s: impl Into<String>) -> Response<Body> {
     Response::new(Full::new(Bytes::from(s.into())).boxed())
@@ -133,11 +172,35 @@ fn text(s: impl Into<String>) -> Response<Body> {
 async fn serve(
     tag: String,
     _peer: SocketAddr,
+    stats: Arc<Stats>,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    stats.requests.fetch_add(1, Ordering::SeqCst);
     let path = req.uri().path().to_owned();
     if path == "/" {
         return Ok(text(format!("hello from {tag}")));
+    }
+    if path == "/slow" {
+        // Long enough that concurrent requests overlap at the origin.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        return Ok(text("slow"));
+    }
+    if path == "/switch" {
+        // A protocol switch nobody asked for.
+        let mut r = Response::new(Full::new(Bytes::new()).boxed());
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        r.headers_mut()
+            .insert("upgrade", "surprise".parse().expect("hv"));
+        r.headers_mut()
+            .insert("connection", "upgrade".parse().expect("hv"));
+        return Ok(r);
+    }
+    if path == "/set-cookies" {
+        let mut r = text("cookies set");
+        for c in SET_COOKIES {
+            r.headers_mut().append("set-cookie", c.parse().expect("hv"));
+        }
+        return Ok(r);
     }
     if path == "/headers" {
         let mut out = String::new();

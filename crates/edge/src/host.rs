@@ -9,6 +9,12 @@ pub enum HostError {
     /// Not UTF-8, userinfo (`@`), bad port, empty labels, characters no hostname has.
     #[error("the Host header is not a valid host name")]
     Invalid,
+    /// More than one Host header: which one the origin would believe is anyone's guess.
+    #[error("the request has more than one Host header")]
+    Duplicate,
+    /// A Host header that names another host than the request target's authority routed to.
+    #[error("the Host header names another host than the request target")]
+    Mismatch,
 }
 
 /// What a valid Host names.

@@ -8,9 +8,11 @@
 //! with no idle cut. Failures are answered with a page that says whose side failed.
 #![warn(missing_docs)]
 
+mod headers;
 mod host;
 mod io;
 mod pages;
+mod pool;
 mod proxy;
 mod rewind;
 mod tcp;
@@ -148,7 +150,7 @@ pub async fn run(
     edge: Arc<Edge>,
 ) -> std::io::Result<()> {
     // Upstream pools are shared by HTTP and HTTPS visitors; one sweeper serves both.
-    tokio::spawn(proxy::expire_pooled(edge.clone(), shutdown.clone()));
+    tokio::spawn(pool::expire(edge.clone(), shutdown.clone()));
     while let Some((socket, peer)) = accept(&listener, &shutdown, "http").await {
         let edge = edge.clone();
         let shutdown = shutdown.clone();

@@ -1,4 +1,5 @@
-//! One visitor connection's requests, proxied into a tunnel.
+//! One visitor connection's requests: routed by host to a live tunnel, then proxied to its
+//! origin over an upstream connection ([`pool`]), with the headers [`headers`] rules.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -6,19 +7,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::debug;
+use tracing::{Instrument, debug};
 use warren_registry::{Lookup, OpenError, Route, RouteKind};
 
 use crate::Edge;
-use crate::host::{HostError, Target, route_label};
+use crate::headers::{self, Forwarding, RequestHost, request_host};
+use crate::host::{HostError, Target};
 use crate::pages::{Body, page, retry_page};
+use crate::pool::{self, InFlight, Upstream, VisitorUpstreams};
 
 /// State of one visitor connection.
 pub(crate) struct ConnState {
@@ -31,21 +33,8 @@ pub(crate) struct ConnState {
     /// The tunnel connection slots this visitor connection holds, one per tunnel it used (the
     /// per-tunnel limit counts visitor connections). Never locked across an await.
     slots: Mutex<Vec<(Arc<Route>, Arc<OwnedSemaphorePermit>)>>,
-    /// Upstream connections this visitor connection used last, reused by its next requests
-    /// (HTTP/2 may have several in flight). Handed to the tunnel's pool when it closes.
-    idle: Mutex<Vec<(Arc<Route>, SendRequest<Incoming>)>>,
-}
-
-impl Drop for ConnState {
-    fn drop(&mut self) {
-        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
-        for (route, sender) in idle {
-            // A route only the pool still holds is gone: let its connections close.
-            if Arc::strong_count(&route) > 1 {
-                return_to_pool(&route, sender);
-            }
-        }
-    }
+    /// The upstream connections it used last, and how many of its requests may be at one.
+    upstreams: VisitorUpstreams,
 }
 
 impl ConnState {
@@ -62,26 +51,13 @@ impl ConnState {
             sni_label,
             requests: AtomicU64::new(0),
             slots: Mutex::new(Vec::new()),
-            idle: Mutex::new(Vec::new()),
+            upstreams: VisitorUpstreams::new(),
         }
     }
 
     /// Requests seen on this connection so far.
     pub(crate) fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
-    }
-
-    fn take_own(&self, route: &Arc<Route>) -> Option<SendRequest<Incoming>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let i = idle.iter().position(|(r, _)| Arc::ptr_eq(r, route))?;
-        Some(idle.swap_remove(i).1)
-    }
-
-    fn keep(&self, route: &Arc<Route>, sender: SendRequest<Incoming>) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < MAX_IDLE {
-            idle.push((route.clone(), sender));
-        }
     }
 
     /// This visitor connection's slot on `route`, taken on first use.
@@ -101,76 +77,6 @@ impl ConnState {
         );
         slots.push((route.clone(), permit.clone()));
         Ok(permit)
-    }
-}
-
-/// Idle upstream connections kept per tunnel (and per visitor connection).
-const MAX_IDLE: usize = 32;
-
-/// How long an upstream connection waits in the tunnel's pool for a new visitor before it is
-/// closed. Short, because an idle channel is not free for the owner: OpenSSH's client walks
-/// every open channel (and polls its socket) on each turn of its loop, so a download behind
-/// 32 idle pooled channels cost the client 2.45 CPU-s/GiB instead of 1.85, and ran at 415
-/// MB/s instead of 549 (same broker, same run). Bursts (a page and its assets) reuse the pool
-/// within this; a later visitor pays one channel open.
-const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// An upstream connection in a tunnel's pool, and since when it has waited there.
-struct Pooled {
-    sender: SendRequest<Incoming>,
-    since: Instant,
-}
-
-/// An idle upstream from the tunnel's pool, if one is still usable.
-async fn pooled(route: &Route) -> Option<SendRequest<Incoming>> {
-    loop {
-        let candidate = route.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
-        let Ok(pooled) = candidate.downcast::<Pooled>() else {
-            continue;
-        };
-        let mut sender = pooled.sender;
-        if sender.is_closed() {
-            continue;
-        }
-        // Returned at the end of its last response, it is ready at once or very nearly.
-        if let Ok(Ok(())) =
-            tokio::time::timeout(std::time::Duration::from_millis(50), sender.ready()).await
-        {
-            return Some(sender);
-        }
-    }
-}
-
-fn return_to_pool(route: &Route, sender: SendRequest<Incoming>) {
-    let mut idle = route.idle.lock().unwrap_or_else(|p| p.into_inner());
-    if idle.len() < MAX_IDLE && !sender.is_closed() {
-        idle.push(Box::new(Pooled {
-            sender,
-            since: Instant::now(),
-        }));
-    }
-}
-
-/// Closes, every second, what has waited in a tunnel's pool longer than [`POOL_IDLE`] (one
-/// task for all tunnels, on the main runtime; a lock per tunnel with a pool).
-pub(crate) async fn expire_pooled(edge: Arc<Edge>, shutdown: tokio_util::sync::CancellationToken) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        for route in edge.registry.routes() {
-            route
-                .idle
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .retain(|p| {
-                    p.downcast_ref::<Pooled>()
-                        .is_some_and(|p| p.since.elapsed() < POOL_IDLE && !p.sender.is_closed())
-                });
-        }
     }
 }
 
@@ -194,31 +100,12 @@ pub(crate) async fn handle(
 async fn route(state: &Arc<ConnState>, req: Request<Incoming>) -> Response<Body> {
     state.requests.fetch_add(1, Ordering::Relaxed);
     let edge = &state.edge;
-    let raw = match req.uri().authority() {
-        // Absolute-form targets win over Host (RFC 9112 §3.2.2).
-        Some(a) => a.as_str().as_bytes().to_vec(),
-        None => req
-            .headers()
-            .get(header::HOST)
-            .map(|h| h.as_bytes().to_vec())
-            .unwrap_or_default(),
-    };
-    let (target, host) = match route_label(&raw, &edge.settings.domain) {
-        Ok(x) => x,
-        Err(HostError::Missing) => {
-            return page(
-                StatusCode::BAD_REQUEST,
-                "Bad request",
-                "The request did not say which host it is for.",
-            );
-        }
-        Err(HostError::Invalid) => {
-            return page(
-                StatusCode::BAD_REQUEST,
-                "Bad request",
-                "The Host header is not a valid host name.",
-            );
-        }
+    if req.method() == Method::CONNECT {
+        return connect_refused();
+    }
+    let host = match request_host(req.uri(), req.headers(), &edge.settings.domain) {
+        Ok(host) => host,
+        Err(e) => return bad_host(&e),
     };
     // ACME HTTP-01 answers come first and are never redirected (RFC 8555 §8.3).
     if state.proto == "http"
@@ -243,46 +130,50 @@ async fn route(state: &Arc<ConnState>, req: Request<Incoming>) -> Response<Body>
             ),
         };
     }
-    let label = match target {
+    let label = match &host.target {
         Target::Tunnel(label) => label,
-        Target::Elsewhere(_) => return no_tunnel(&host),
+        Target::Elsewhere(_) => return no_tunnel(&host.name),
     };
     if let Some(sni) = &state.sni_label
-        && *sni != label
+        && sni != label
     {
         // A connection set up for one tunnel's name must not carry another's requests.
         return page(
             StatusCode::MISDIRECTED_REQUEST,
             "Misdirected request",
-            &format!("This connection was opened for another host than {host}."),
+            &format!(
+                "This connection was opened for another host than {}.",
+                host.name
+            ),
         );
     }
     if state.proto == "http"
         && let Some(https_port) = edge.settings.redirect_https_port
     {
-        return redirect_to_https(&host, https_port, req.uri());
+        return redirect_to_https(&host.name, https_port, req.uri());
     }
-    match edge.registry.lookup(&label) {
+    let name = &host.name;
+    match edge.registry.lookup(label) {
         Lookup::Live(route) if route.kind == RouteKind::TlsPassthrough => page(
             StatusCode::MISDIRECTED_REQUEST,
             "TLS only",
-            &format!("{host} is served over HTTPS by its owner directly."),
+            &format!("{name} is served over HTTPS by its owner directly."),
         ),
         Lookup::Live(route) => proxy(state, route, req, &host).await,
         Lookup::Parked { retry_after } => retry_page(
             StatusCode::SERVICE_UNAVAILABLE,
             "Tunnel reconnecting",
             &format!(
-                "The tunnel for {host} dropped a moment ago; its owner's client is expected back. Try again shortly."
+                "The tunnel for {name} dropped a moment ago; its owner's client is expected back. Try again shortly."
             ),
             retry_after.as_secs().min(30),
         ),
         Lookup::Offline => page(
             StatusCode::BAD_GATEWAY,
             "Tunnel offline",
-            &format!("{host} is reserved, but its owner is not connected right now."),
+            &format!("{name} is reserved, but its owner is not connected right now."),
         ),
-        Lookup::Unknown => no_tunnel(&host),
+        Lookup::Unknown => no_tunnel(name),
     }
 }
 
@@ -305,6 +196,32 @@ fn redirect_to_https(host: &str, port: u16, uri: &Uri) -> Response<Body> {
     resp
 }
 
+/// 400 for a request whose host is missing, malformed or ambiguous.
+fn bad_host(e: &HostError) -> Response<Body> {
+    let why = match e {
+        HostError::Missing => "The request did not say which host it is for.",
+        HostError::Invalid => "The Host header is not a valid host name.",
+        HostError::Duplicate => "The request has more than one Host header.",
+        HostError::Mismatch => "The Host header names another host than the request's target.",
+    };
+    page(StatusCode::BAD_REQUEST, "Bad request", why)
+}
+
+/// Methods a tunnel serves: any but CONNECT.
+const ALLOW: HeaderValue = HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS");
+
+/// 405 for CONNECT: the edge is not a forward proxy, and an origin would be handed a request
+/// it cannot make sense of (`CONNECT /`).
+fn connect_refused() -> Response<Body> {
+    let mut resp = page(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Method not allowed",
+        "CONNECT is not served here: tunnels carry HTTP requests, not proxy tunnels.",
+    );
+    resp.headers_mut().insert(header::ALLOW, ALLOW);
+    resp
+}
+
 fn no_tunnel(host: &str) -> Response<Body> {
     page(
         StatusCode::NOT_FOUND,
@@ -317,40 +234,41 @@ async fn proxy(
     state: &ConnState,
     route: Arc<Route>,
     mut req: Request<Incoming>,
-    host: &str,
+    host: &RequestHost,
 ) -> Response<Body> {
     let started = Instant::now();
     let line = RequestLine::of(&req);
-    let (permit, mut sender) = match upstream_for(state, &route).await {
+    let (slot, in_flight, mut upstream) = match upstream_for(state, &route).await {
         Ok(x) => x,
-        Err(resp) => return resp.finish(&route, &line, started),
+        Err(failure) => return failure.finish(&route, &line, started),
     };
     let visitor_upgrade =
         upgrade_token(req.headers()).map(|token| (token, hyper::upgrade::on(&mut req)));
     let (mut parts, body) = req.into_parts();
     parts.uri = origin_form(&parts.uri);
     parts.version = Version::HTTP_11;
-    let original_host = parts.headers.get(header::HOST).cloned();
-    strip_hop_by_hop(&mut parts.headers);
+    let h = &mut parts.headers;
+    headers::strip_hop_by_hop(h);
+    headers::drop_underscored(h);
+    headers::join_cookies(h);
     if let Some((token, _)) = &visitor_upgrade {
-        parts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        parts.headers.insert(header::UPGRADE, token.clone());
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, token.clone());
     }
-    if original_host.is_none()
-        && let Ok(v) = HeaderValue::from_str(host)
-    {
-        parts.headers.insert(header::HOST, v);
-    }
-    let public_host = original_host
-        .as_ref()
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or(host)
-        .to_owned();
-    add_forwarded(&mut parts.headers, state, &public_host);
+    // Exactly one Host, the routed one, whatever the visitor sent beside it.
+    h.insert(header::HOST, host.value.clone());
+    let forwarding = Forwarding {
+        peer: state.peer.ip(),
+        proto: state.proto,
+        host: &host.value,
+        trusted: state.edge.trusts(&state.peer),
+    };
+    headers::add_forwarded(h, &forwarding);
 
-    let mut resp = match sender.send_request(Request::from_parts(parts, body)).await {
+    let mut resp = match upstream
+        .send_request(Request::from_parts(parts, body))
+        .await
+    {
         Ok(resp) => resp,
         Err(e) => {
             debug!(error = %e, "upstream request failed");
@@ -361,52 +279,66 @@ async fn proxy(
             .finish(&route, &line, started);
         }
     };
+    let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switched && visitor_upgrade.is_none() {
+        // The upstream connection now speaks something else: it is dropped, not kept.
+        return Failure::Owner(
+            "The tunnel's service switched protocols, which this request did not ask for.".into(),
+            "the local service answered 101 Switching Protocols to a request without Upgrade"
+                .into(),
+        )
+        .finish(&route, &line, started);
+    }
     route.requests.fetch_add(1, Ordering::Relaxed);
     route.endpoint.notify(line.log(resp.status(), started));
+    headers::confine_cookies(resp.headers_mut(), &host.name);
 
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS
-        && let Some((_, visitor)) = visitor_upgrade
-    {
+    if switched && let Some((_, visitor)) = visitor_upgrade {
         let origin = hyper::upgrade::on(&mut resp);
         // The upgraded connection outlives the visitor's HTTP connection: it keeps the slot.
-        tokio::spawn(async move {
-            let _slot = permit;
-            let (v, o) = (visitor.await, origin.await);
-            debug!(visitor = v.is_ok(), origin = o.is_ok(), "upgrade");
-            if let (Ok(v), Ok(o)) = (v, o) {
-                let (mut v, mut o) = (TokioIo::new(v), TokioIo::new(o));
-                // No idle timeout: WebSockets may sit quiet for hours.
-                let r = tokio::io::copy_bidirectional(&mut v, &mut o).await;
-                debug!(?r, "splice ended");
+        tokio::spawn(
+            async move {
+                let _slot = slot;
+                let (v, o) = (visitor.await, origin.await);
+                debug!(visitor = v.is_ok(), origin = o.is_ok(), "upgrade");
+                if let (Ok(v), Ok(o)) = (v, o) {
+                    let (mut v, mut o) = (TokioIo::new(v), TokioIo::new(o));
+                    // No idle timeout: WebSockets may sit quiet for hours.
+                    let r = tokio::io::copy_bidirectional(&mut v, &mut o).await;
+                    debug!(?r, "splice ended");
+                }
             }
-        });
+            .in_current_span(),
+        );
         return resp.map(|b| b.boxed());
     }
-    drop(permit);
-    state.keep(&route, sender);
-    strip_hop_by_hop(resp.headers_mut());
+    drop(slot);
+    state.upstreams.keep(&route, upstream, in_flight);
+    headers::strip_hop_by_hop(resp.headers_mut());
     // We speak HTTP/1.1 to the visitor whatever the origin spoke to us.
     *resp.version_mut() = Version::HTTP_11;
     resp.map(|b| b.boxed())
 }
 
-/// The visitor connection's upstream if it still serves `route`, else a new one.
-/// This visitor connection's slot on the tunnel, and an upstream connection: an idle one from
-/// the tunnel's pool, or a new `forwarded-tcpip` channel.
-async fn upstream_for(
-    state: &ConnState,
+/// This visitor connection's slot on the tunnel, its turn among its requests in flight, and an
+/// upstream connection: the one it used last, an idle one from the tunnel's pool, or a new
+/// `forwarded-tcpip` channel.
+async fn upstream_for<'a>(
+    state: &'a ConnState,
     route: &Arc<Route>,
-) -> Result<(Arc<OwnedSemaphorePermit>, SendRequest<Incoming>), Failure> {
-    let permit = state.slot(route)?;
+) -> Result<(Arc<OwnedSemaphorePermit>, InFlight<'a>, Upstream), Failure> {
+    let slot = state.slot(route)?;
+    // Past the cap, wait for one of this connection's upstreams rather than open another.
+    let in_flight = state.upstreams.start().await;
     // This visitor's own connection first: waiting for it to be ready only ever waits on this
     // visitor's previous response. Then one another visitor left behind.
-    while let Some(mut sender) = state.take_own(route) {
-        if sender.ready().await.is_ok() {
-            return Ok((permit, sender));
+    while let Some(mut upstream) = state.upstreams.take_own(route) {
+        if upstream.ready().await.is_ok() {
+            return Ok((slot, in_flight, upstream));
         }
     }
-    if let Some(sender) = pooled(route).await {
-        return Ok((permit, sender));
+    if let Some(upstream) = pool::take(route).await {
+        return Ok((slot, in_flight, upstream));
     }
     let stream = route.endpoint.open(state.peer).await.map_err(|e| match e {
         OpenError::Refused(why) => Failure::Owner(
@@ -416,7 +348,7 @@ async fn upstream_for(
         ),
         OpenError::Unreachable(why) => Failure::Unreachable(why),
     })?;
-    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+    let (upstream, conn) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| Failure::Unreachable(e.to_string()))?;
@@ -429,7 +361,7 @@ async fn upstream_for(
             debug!(error = %e, "upstream connection ended");
         }
     });
-    Ok((permit, sender))
+    Ok((slot, in_flight, upstream))
 }
 
 /// Why a request could not be proxied.
@@ -525,129 +457,9 @@ fn upgrade_token(headers: &HeaderMap) -> Option<HeaderValue> {
     wants.then(|| upgrade.clone())
 }
 
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-/// Removes hop-by-hop headers, including any the `Connection` header names (RFC 9110 §7.6.1).
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in HOP_BY_HOP.iter().chain(named.iter()) {
-        headers.remove(name);
-    }
-}
-
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-
-/// Sets `X-Forwarded-*`, `X-Real-IP` and `Forwarded`. A visitor's own values are dropped
-/// unless the peer is a trusted proxy, whose chain is extended instead.
-fn add_forwarded(headers: &mut HeaderMap, state: &ConnState, host: &str) {
-    let trusted = state.edge.trusts(&state.peer);
-    let ip = state.peer.ip();
-    let joined = |headers: &HeaderMap, name: &HeaderName| -> Option<String> {
-        let parts: Vec<&str> = headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        (!parts.is_empty()).then(|| parts.join(", "))
-    };
-    let (xff, fwd, proto, xhost, real) = if trusted {
-        (
-            joined(headers, &X_FORWARDED_FOR),
-            joined(headers, &header::FORWARDED),
-            headers.get(&X_FORWARDED_PROTO).cloned(),
-            headers.get(&X_FORWARDED_HOST).cloned(),
-            headers.get(&X_REAL_IP).cloned(),
-        )
-    } else {
-        (None, None, None, None, None)
-    };
-    for name in [
-        &X_FORWARDED_FOR,
-        &header::FORWARDED,
-        &X_FORWARDED_PROTO,
-        &X_FORWARDED_HOST,
-        &X_REAL_IP,
-    ] {
-        headers.remove(name);
-    }
-    let xff = match xff {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip.to_string(),
-    };
-    let node = if ip.is_ipv6() {
-        format!("\"[{ip}]\"")
-    } else {
-        ip.to_string()
-    };
-    let element = format!("for={node};proto={};host=\"{host}\"", state.proto);
-    let fwd = match fwd {
-        Some(prev) => format!("{prev}, {element}"),
-        None => element,
-    };
-    let set = |headers: &mut HeaderMap, name: HeaderName, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(name, v);
-        }
-    };
-    set(headers, X_FORWARDED_FOR, xff);
-    set(headers, header::FORWARDED, fwd);
-    headers.insert(
-        X_FORWARDED_PROTO,
-        proto.unwrap_or(HeaderValue::from_static(state.proto)),
-    );
-    match xhost {
-        Some(v) => {
-            headers.insert(X_FORWARDED_HOST, v);
-        }
-        None => set(headers, X_FORWARDED_HOST, host.to_owned()),
-    }
-    match real {
-        Some(v) => {
-            headers.insert(X_REAL_IP, v);
-        }
-        None => set(headers, X_REAL_IP, ip.to_string()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn strips_hop_by_hop_and_connection_named_headers() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret"),
-        );
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-        h.insert("x-kept", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key("x-kept"));
-    }
 
     #[test]
     fn detects_upgrades() {
