@@ -1,7 +1,8 @@
 //! Going public for real: the broker's built-in DNS server, Pebble as the ACME CA, and a
 //! visitor (curl) reaching `https://NAME.zone` through a live tunnel with a certificate the
-//! broker ordered by itself: HTTP-01 for a reserved name, DNS-01 for the wildcard that
-//! serves random names, TLS-ALPN-01 on request.
+//! broker ordered by itself: DNS-01 for the wildcard that serves every name (reserved ones
+//! included, with no order of their own), and without the wildcard HTTP-01 or TLS-ALPN-01 per
+//! name, within the weekly order budget.
 
 use std::path::Path;
 use std::time::Duration;
@@ -26,7 +27,7 @@ struct Public {
 
 /// Pebble first (it must know where to validate), then the broker on those very ports with
 /// its built-in DNS server, which Pebble asks for every name.
-async fn start(challenge: &str) -> Result<Public> {
+async fn start(challenge: &str, extra: &[&str]) -> Result<Public> {
     let dir = tempfile::tempdir()?;
     let (http, https, dns) = (
         pebble::free_port(),
@@ -56,6 +57,10 @@ async fn start(challenge: &str) -> Result<Public> {
         "--acme-challenge".into(),
         challenge.into(),
     ];
+    let args: Vec<String> = args
+        .into_iter()
+        .chain(extra.iter().map(|a| a.to_string()))
+        .collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let broker = TestBroker::start_with(Db::Sqlite, &args).await?;
     Ok(Public {
@@ -85,23 +90,70 @@ impl Public {
         Ok(path)
     }
 
-    /// `broker certs list` shows `name` with an expiry (issued).
+    /// `broker certs list` shows `name` issued by Pebble, with an expiry.
     async fn issued(&self, name: &str) -> Result<String> {
+        self.cert_line(name, "certificate", |l| {
+            l.contains("Pebble") && l.contains(" in ")
+        })
+        .await
+    }
+
+    /// `broker certs list` shows `name` waiting for the order budget.
+    async fn waiting(&self, name: &str) -> Result<String> {
+        self.cert_line(name, "wait for the order budget", |l| {
+            l.contains("waiting for the weekly order budget")
+        })
+        .await
+    }
+
+    /// `name`'s line in `broker certs list`, once `ready` holds for it.
+    async fn cert_line(&self, name: &str, what: &str, ready: fn(&str) -> bool) -> Result<String> {
         let broker = &self.broker;
         eventually(
-            &format!("certificate for {name}"),
+            &format!("{what} for {name}"),
             Duration::from_secs(60),
             || {
-                let listing = broker.cli_ok(&["certs", "list"]).unwrap_or_default();
-                let line = listing
-                    .lines()
-                    .find(|l| l.split_whitespace().next() == Some(name))
-                    .map(str::to_owned);
-                async move { line.filter(|l| l.contains(" in ")) }
+                let line = self.cert_listing_line(name);
+                async move { line.filter(|l| ready(l)) }
             },
         )
         .await
-        .with_context(|| format!("pebble log:\n{}", self.pebble.log()))
+        .with_context(|| {
+            format!(
+                "certs:\n{}\npebble log:\n{}",
+                broker.cli_ok(&["certs", "list"]).unwrap_or_default(),
+                self.pebble.log()
+            )
+        })
+    }
+
+    /// The built-in DNS server answers `name` with 127.0.0.1 (asked with kdig).
+    async fn published(&self, name: &str) -> Result<()> {
+        let port = self.dns_port.to_string();
+        eventually(
+            &format!("A record for {name}"),
+            Duration::from_secs(20),
+            || {
+                let port = port.clone();
+                async move {
+                    let out = tokio::process::Command::new("kdig")
+                        .args(["@127.0.0.1", "-p", &port, "+short", name, "A"])
+                        .output()
+                        .await
+                        .ok()?;
+                    (String::from_utf8_lossy(&out.stdout).trim() == "127.0.0.1").then_some(())
+                }
+            },
+        )
+        .await
+    }
+
+    fn cert_listing_line(&self, name: &str) -> Option<String> {
+        let listing = self.broker.cli_ok(&["certs", "list"]).unwrap_or_default();
+        listing
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .map(str::to_owned)
     }
 
     /// curl `https://host/` trusting only Pebble's root; returns (body, certificate subject line).
@@ -130,8 +182,9 @@ impl Public {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reserved_name_gets_http01_cert_and_random_names_the_dns01_wildcard() -> Result<()> {
-    let env = start("http-01").await?;
+async fn the_dns01_wildcard_serves_reserved_and_random_names_with_no_order_of_their_own()
+-> Result<()> {
+    let env = start("http-01", &[]).await?;
     let key = env.broker.user_with_key("alice")?;
     let origin = Origin::start("A").await?;
     let ssh = Ssh::spawn(
@@ -150,12 +203,11 @@ async fn reserved_name_gets_http01_cert_and_random_names_the_dns01_wildcard() ->
         first.starts_with("https://") && second.starts_with("https://"),
         "{first} {second}"
     );
-    env.issued(&format!("app.{ZONE}")).await?;
     env.issued(&format!("*.{ZONE}")).await?;
     let ca = env.issuing_root().await?;
     let (body, subject) = env.curl(&format!("app.{ZONE}"), &ca).await?;
     assert_eq!(body, "hello from A");
-    assert!(subject.contains(&format!("app.{ZONE}")), "{subject}");
+    assert!(subject.contains(&format!("*.{ZONE}")), "{subject}");
     let random = [first, second]
         .into_iter()
         .find(|u| !u.contains("//app."))
@@ -166,21 +218,25 @@ async fn reserved_name_gets_http01_cert_and_random_names_the_dns01_wildcard() ->
         .next()
         .unwrap_or_default()
         .to_owned();
-    let (body, _) = env.curl(&random_host, &ca).await?;
+    let (body, subject) = env.curl(&random_host, &ca).await?;
     assert_eq!(body, "hello from A");
-    // The built-in DNS server publishes the bound names (checked with a real resolver).
-    let out = tokio::process::Command::new("kdig")
-        .args([
-            "@127.0.0.1",
-            "-p",
-            &env.dns_port.to_string(),
-            "+short",
-            &format!("app.{ZONE}"),
-            "A",
-        ])
-        .output()
-        .await?;
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "127.0.0.1");
+    assert!(subject.contains(&format!("*.{ZONE}")), "{subject}");
+    // The built-in DNS server publishes the bound names (checked with a real resolver), which
+    // shows the broker has seen the reservation and the bind.
+    env.published(&format!("app.{ZONE}")).await?;
+    // A name reserved from the CLI (no tunnel yet) is covered too.
+    env.broker.cli_ok(&["reserve", "alice", "shop"])?;
+    env.published(&format!("shop.{ZONE}")).await?;
+    let (_, subject) = env.curl(&format!("shop.{ZONE}"), &ca).await?;
+    assert!(subject.contains(&format!("*.{ZONE}")), "{subject}");
+    // Only the wildcard was ordered: no reserved or random name has a certificate of its own.
+    let listing = env.broker.cli_ok(&["certs", "list"])?;
+    let names: Vec<&str> = listing
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(names, [format!("*.{ZONE}")], "{listing}");
     // Plain HTTP now redirects.
     let resp = crate::client::get(&format!("http://app.{ZONE}:{}/", env.broker.http_port)).await?;
     assert_eq!(resp.status, 308);
@@ -188,8 +244,59 @@ async fn reserved_name_gets_http01_cert_and_random_names_the_dns01_wildcard() ->
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_wildcard_names_get_their_own_certificates_within_the_weekly_budget() -> Result<()>
+{
+    // Two orders a week, one per user: alice's second name waits, bob's is issued.
+    let env = start(
+        "http-01",
+        &[
+            "--acme-wildcard",
+            "false",
+            "--acme-orders-per-week",
+            "2",
+            "--acme-orders-per-user-per-week",
+            "1",
+        ],
+    )
+    .await?;
+    let key = env.broker.user_with_key("alice")?;
+    let origin = Origin::start("A").await?;
+    let ssh = Ssh::spawn(
+        &env.broker,
+        &key,
+        &["-R", &format!("app:80:{}", origin.target())],
+    )?;
+    ssh.url(0).await?;
+    env.issued(&format!("app.{ZONE}")).await?;
+    let ca = env.issuing_root().await?;
+    let (body, subject) = env.curl(&format!("app.{ZONE}"), &ca).await?;
+    assert_eq!(body, "hello from A");
+    assert!(subject.contains(&format!("app.{ZONE}")), "{subject}");
+
+    env.broker.cli_ok(&["reserve", "alice", "more"])?;
+    let line = env.waiting(&format!("more.{ZONE}")).await?;
+    // Its next look: when alice's first issuance leaves the 7-day window.
+    assert!(
+        line.contains("share") && (line.contains("in 6d") || line.contains("in 7d")),
+        "{line}"
+    );
+    env.broker.cli_ok(&["user", "add", "bob"])?;
+    env.broker.cli_ok(&["reserve", "bob", "shop"])?;
+    env.issued(&format!("shop.{ZONE}")).await?;
+    // Alice's name still waits: nothing was ordered for it.
+    let line = env
+        .cert_listing_line(&format!("more.{ZONE}"))
+        .context("more is listed")?;
+    assert!(
+        line.contains("waiting for the weekly order budget") && !line.contains("Pebble"),
+        "{line}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_alpn01_issues_through_the_https_listener() -> Result<()> {
-    let env = start("tls-alpn-01").await?;
+    let env = start("tls-alpn-01", &["--acme-wildcard", "false"]).await?;
     let key = env.broker.user_with_key("alice")?;
     let origin = Origin::start("B").await?;
     let ssh = Ssh::spawn(

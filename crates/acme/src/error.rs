@@ -47,6 +47,21 @@ pub enum AcmeError {
         /// Why the last attempt failed.
         last_error: String,
     },
+    /// A first order is held back by the weekly order budget (the CA's rate limits are shared
+    /// by every tenant); the name is recorded as waiting and ordered when the budget frees.
+    #[error("{name}: waiting for the weekly order budget ({reason}); next look at {until} (unix)")]
+    OverBudget {
+        /// The name.
+        name: String,
+        /// Unix seconds of the next look, when an issuance leaves the 7-day window.
+        until: i64,
+        /// Which limit holds it back.
+        reason: String,
+    },
+    /// The order budget's history could not be read from the store, so a first order was not
+    /// placed (renewals go ahead); it is tried again on the next pass.
+    #[error("{0}: first order not placed: the order budget cannot be read from the store")]
+    BudgetUnknown(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] warren_store::StoreError),

@@ -4,20 +4,27 @@
 //! and `warren_tls::Challenges`, and optionally a `warren_dns::DnsProvider`. At start
 //! [`CertManager::load`] puts every stored certificate back into the edge; when a name needs a
 //! certificate the broker calls [`CertManager::ensure`] (waits for it) or
-//! [`CertManager::request`] (queues it); [`CertManager::run`] is the background task that works
-//! the queue, renews at two thirds of each certificate's lifetime, and retries failures with
-//! exponential backoff (1 minute doubling to 24 hours by default) so a failing CA is never
-//! hammered. Until a new certificate is in, the old one keeps being served.
+//! [`CertManager::request`] (queues it, with the tenant it is charged to); [`CertManager::run`]
+//! is the background task that works the queue, renews at two thirds of each certificate's
+//! lifetime, and retries failures with exponential backoff (1 minute doubling to 24 hours by
+//! default) so a failing CA is never hammered. Until a new certificate is in, the old one keeps
+//! being served.
 //!
 //! Challenges: HTTP-01 or TLS-ALPN-01 are answered by the edge from `Challenges`; DNS-01 puts a
 //! TXT record through the DNS provider, and is what wildcards (`*.example.com`) always use.
 //! Every challenge entry and TXT record is removed after the attempt, successful or not.
+//!
+//! First orders go through a weekly [`OrderBudget`] below the CA's rate limits, with a bounded
+//! share per tenant: a name past it waits (its status says so) and is ordered when the 7-day
+//! window slides. Renewals are never held back, but count. The budget is derived from the
+//! store's `cert.issue` audit events, so it survives restarts.
 //!
 //! Private keys (certificates' and the ACME account's) are encrypted at rest with a
 //! [`KeyCipher`] before they reach the store.
 #![warn(missing_docs)]
 
 mod account;
+mod budget;
 mod cipher;
 mod error;
 mod manager;
@@ -25,9 +32,10 @@ mod names;
 mod order;
 mod schedule;
 
+pub use budget::{Candidate, Issued, Limit, OrderBudget, Verdict, WINDOW};
 pub use cipher::KeyCipher;
 pub use error::AcmeError;
-pub use manager::{CertManager, CertStatus};
+pub use manager::{BUDGET_WAIT, CertManager, CertStatus};
 
 use std::time::Duration;
 
@@ -101,11 +109,14 @@ pub struct AcmeSettings {
     /// How long one order may take, validation and issuance included, before it counts as
     /// failed.
     pub order_timeout: Duration,
+    /// How many certificates may be issued per 7 days, and per tenant.
+    pub budget: OrderBudget,
 }
 
 impl AcmeSettings {
     /// Settings for `directory_url` with HTTP-01, no contact, no extra root, and the default
-    /// timings (retry 1 min doubling to 24 h, orders time out after 3 min).
+    /// timings (retry 1 min doubling to 24 h, orders time out after 3 min) and the default
+    /// [`OrderBudget`] (40 a week, 10 per tenant).
     pub fn new(directory_url: impl Into<String>, key: KeyCipher) -> Self {
         Self {
             directory_url: directory_url.into(),
@@ -116,6 +127,7 @@ impl AcmeSettings {
             retry_min: Duration::from_secs(60),
             retry_max: Duration::from_secs(24 * 3600),
             order_timeout: Duration::from_secs(180),
+            budget: OrderBudget::default(),
         }
     }
 }

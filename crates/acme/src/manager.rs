@@ -2,24 +2,28 @@
 //! the results where the edge serves them.
 //!
 //! The store is the source of truth (`next_attempt` per name says when to act next), the
-//! `CertStore` is what the edge serves. Locks: a per-name async mutex serialises orders for one
-//! name (two callers asking at once get one order); the account slot is an async mutex held
+//! `CertStore` is what the edge serves. Every order goes through one line ([`work`]): the
+//! weekly order budget is decided and the orders it admits are placed under one async mutex,
+//! so two callers cannot both take the budget's last slot. Within it a per-name async mutex
+//! serialises an order with [`CertManager::remove`]; the account slot is an async mutex held
 //! across the CA round trip on purpose (concurrent first orders must create one account, not
 //! two); the std mutexes guard small maps and are never held across an `.await`.
 
-use std::collections::{BTreeSet, HashMap};
+mod work;
+
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use instant_acme::Account;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 use warren_dns::DnsProvider;
 use warren_store::{Certificate, NewCertificate, Store, now};
 use warren_tls::{CertStore, CertifiedKey, Challenges};
 
+use crate::budget::Candidate;
 use crate::names::validate_name;
 use crate::order::{self, Responders};
 use crate::schedule::{jitter, renew_at, retry_delay};
@@ -27,9 +31,10 @@ use crate::{AcmeError, AcmeSettings, ChallengeKind, account};
 
 /// Who the store records as having issued certificates.
 const ACTOR: &str = "acme";
-/// The background task looks at the store at least this often, so certificates renewed by
-/// another node sharing the database are picked up.
-const MAX_SLEEP: Duration = Duration::from_secs(600);
+/// What a name's `last_error` starts with while its first order waits for the weekly order
+/// budget (`broker certs list` shows it, with `next_attempt` the next look). Such a row is not a
+/// failure: it is not backed off, and asking for the name again re-reads the budget.
+pub const BUDGET_WAIT: &str = "waiting for the weekly order budget";
 
 /// One managed name as `broker certs list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,8 +47,22 @@ pub struct CertStatus {
     pub not_after: Option<i64>,
     /// Why the last attempt failed; `None` after a success.
     pub last_error: Option<String>,
-    /// When the manager acts next (renewal, or retry after a failure), Unix seconds.
+    /// When the manager acts next (renewal, retry after a failure, or next look at the order
+    /// budget), Unix seconds.
     pub next_attempt: Option<i64>,
+    /// The tenant the name's orders are charged to; `None` for the broker's own names.
+    pub owner: Option<i64>,
+}
+
+impl CertStatus {
+    /// The first order is held back by the weekly order budget (see [`BUDGET_WAIT`]).
+    pub fn waiting_for_budget(&self) -> bool {
+        self.not_after.is_none()
+            && self
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with(BUDGET_WAIT))
+    }
 }
 
 impl From<&Certificate> for CertStatus {
@@ -54,6 +73,7 @@ impl From<&Certificate> for CertStatus {
             not_after: row.not_after,
             last_error: row.last_error.clone(),
             next_attempt: row.next_attempt,
+            owner: row.owner_id,
         }
     }
 }
@@ -69,8 +89,11 @@ pub struct CertManager {
     /// Set when the CA says our stored account does not exist (CA reset): create a new one.
     account_gone: AtomicBool,
     name_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Names waiting for the background task ([`CertManager::request`]).
-    queue: Mutex<BTreeSet<String>>,
+    /// Names waiting for the background task ([`CertManager::request`]) with their owners,
+    /// first come first served.
+    queue: Mutex<Vec<(String, Option<i64>)>>,
+    /// Held while the order budget is decided and the orders it admits are placed.
+    deciding: tokio::sync::Mutex<()>,
     wake: Notify,
     /// `not_after` of what is installed in the `CertStore`, per name, to install only changes.
     installed: Mutex<HashMap<String, i64>>,
@@ -107,7 +130,8 @@ impl CertManager {
             account: tokio::sync::Mutex::new(None),
             account_gone: AtomicBool::new(false),
             name_locks: Mutex::new(HashMap::new()),
-            queue: Mutex::new(BTreeSet::new()),
+            queue: Mutex::new(Vec::new()),
+            deciding: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
             installed: Mutex::new(HashMap::new()),
             attempted: Mutex::new(HashMap::new()),
@@ -125,51 +149,57 @@ impl CertManager {
     /// Makes sure `name` has a certificate, ordering one now if it has none, and waits for the
     /// outcome. A valid stored certificate is returned as is (renewal is [`CertManager::run`]'s
     /// job); a name whose last attempt failed is not retried before its backoff expires
-    /// ([`AcmeError::BackingOff`]). Wildcards (`*.example.com`) are validated with DNS-01.
+    /// ([`AcmeError::BackingOff`]); a first order past the weekly order budget is recorded as
+    /// waiting and not placed ([`AcmeError::OverBudget`]). The name keeps the owner stored for
+    /// it. Wildcards (`*.example.com`) are validated with DNS-01.
     pub async fn ensure(&self, name: &str) -> Result<CertStatus, AcmeError> {
         let name = validate_name(name)?;
-        let lock = self.name_lock(&name);
-        let _one_order_per_name = lock.lock().await;
         let row = self.store.certificate(&name).await?;
         if let Some(row) = &row {
-            if row.material().is_some() && row.not_after.is_some_and(|t| t > now()) {
-                self.sync(std::slice::from_ref(row));
-                if self.certs.get_exact(&name).is_some() {
-                    return Ok(row.into());
-                }
-                // Stored but unusable (the key file was replaced?): order a new one.
+            if self.serving(row) {
+                return Ok(row.into());
             }
-            if let (Some(error), Some(until)) = (&row.last_error, row.next_attempt)
-                && until > now()
-            {
-                return Err(AcmeError::BackingOff {
-                    name,
-                    until,
-                    last_error: error.clone(),
-                });
+            if let Some(e) = backing_off(row) {
+                return Err(e);
             }
         }
-        self.attempt(&name, row).await
+        let candidate = Candidate {
+            name,
+            owner: row.as_ref().and_then(|r| r.owner_id),
+            renewal: row.as_ref().is_some_and(|r| r.material().is_some()),
+        };
+        self.one(candidate, false).await
     }
 
-    /// Queues `name` for [`CertManager::ensure`] by the background task and returns at once:
-    /// what the broker calls when a tunnel binds a name. Invalid names are logged there.
-    pub fn request(&self, name: &str) {
-        self.queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(name.trim_end_matches('.').to_ascii_lowercase());
+    /// Queues `name` for the background task and returns at once: what the broker calls when a
+    /// name is reserved or bound. `owner` is the tenant its orders are charged to in the weekly
+    /// order budget (who holds its reservation, or bound it); `None` for the broker's own names.
+    /// Invalid names are logged there.
+    pub fn request(&self, name: &str, owner: Option<i64>) {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        {
+            let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            match queue.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, o)) => *o = owner.or(*o),
+                None => queue.push((name, owner)),
+            }
+        }
         self.wake.notify_one();
     }
 
     /// Orders a new certificate for `name` now, whatever the state of the current one or of
-    /// its backoff; the current one is served until the new one is in.
+    /// its backoff; the current one is served until the new one is in. A renewal always goes
+    /// ahead; a name with no certificate yet is a first order, and waits like any other if the
+    /// weekly order budget is used up.
     pub async fn force_renew(&self, name: &str) -> Result<CertStatus, AcmeError> {
         let name = validate_name(name)?;
-        let lock = self.name_lock(&name);
-        let _one_order_per_name = lock.lock().await;
         let row = self.store.certificate(&name).await?;
-        self.attempt(&name, row).await
+        let candidate = Candidate {
+            name,
+            owner: row.as_ref().and_then(|r| r.owner_id),
+            renewal: row.as_ref().is_some_and(|r| r.material().is_some()),
+        };
+        self.one(candidate, true).await
     }
 
     /// Stops serving and forgets `name`'s certificate (the name was released).
@@ -192,93 +222,17 @@ impl CertManager {
         Ok(rows.iter().map(CertStatus::from).collect())
     }
 
-    /// The background task: works names queued by [`CertManager::request`], renews
-    /// certificates when due, retries failures when their backoff expires, and installs
-    /// certificates another node stored. Returns when `shutdown` is cancelled; an order in
-    /// progress is abandoned (its answers are removed from `Challenges`, but a DNS-01 TXT record
-    /// may stay behind: harmless, and replaced by the next attempt's).
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        info!(directory = %self.settings.directory_url, "certificate manager running");
-        loop {
-            let wait = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                wait = self.tick() => wait,
-            };
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
-            }
-        }
-        info!("certificate manager stopped");
-    }
-
-    /// One pass of the background task; returns how long to sleep.
-    async fn tick(&self) -> Duration {
-        let requested =
-            std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner));
-        for name in requested {
-            match self.ensure(&name).await {
-                Ok(_) => {}
-                Err(AcmeError::BackingOff { name, until, .. }) => {
-                    debug!(%name, until, "requested name is backing off")
-                }
-                Err(e) => debug!(%name, error = %e, "requested name has no certificate"),
-            }
-        }
-        let rows = match self.store.list_certificates().await {
-            Ok(rows) => rows,
-            Err(e) => {
-                warn!(error = %e, "certificate manager cannot read the store");
-                return self.settings.retry_min;
-            }
-        };
-        self.sync(&rows);
-        let mut next = now() + MAX_SLEEP.as_secs() as i64;
-        for row in &rows {
-            let Some(at) = row.next_attempt else { continue };
-            if at > now() {
-                next = next.min(at);
-                continue;
-            }
-            if self.recently_failed(&row.name) {
-                next = next.min(now() + self.settings.retry_min.as_secs() as i64);
-                continue;
-            }
-            match self.renew_due(&row.name).await {
-                Ok(Some(status)) => {
-                    info!(name = %status.name, not_after = ?status.not_after, "certificate renewed")
-                }
-                Ok(None) => {}
-                Err(e) => debug!(name = %row.name, error = %e, "renewal failed"),
-            }
-            // The attempt moved next_attempt into the future; come back right away to pick
-            // it up along with anything else that came due meanwhile.
-            next = now();
-        }
-        Duration::from_secs((next - now()).clamp(1, MAX_SLEEP.as_secs() as i64) as u64)
-    }
-
-    /// Re-reads `name` under its lock and attempts it if it is still due.
-    async fn renew_due(&self, name: &str) -> Result<Option<CertStatus>, AcmeError> {
-        let lock = self.name_lock(name);
-        let _one_order_per_name = lock.lock().await;
-        let row = self.store.certificate(name).await?;
-        match row {
-            Some(row) if row.next_attempt.is_some_and(|t| t <= now()) => {
-                self.attempt(name, Some(row)).await.map(Some)
-            }
-            _ => Ok(None),
-        }
-    }
-
-    /// Orders `name` (its lock held), storing the certificate or recording the failure.
+    /// Orders `name` (its lock held) for `owner`, storing the certificate or recording the
+    /// failure.
     async fn attempt(
         &self,
         name: &str,
+        owner: Option<i64>,
         previous: Option<Certificate>,
     ) -> Result<CertStatus, AcmeError> {
-        match self.order(name).await {
+        // Time spent waiting for the budget is not a failure's backoff to double.
+        let previous = previous.filter(|r| !waiting(r));
+        match self.order(name, owner).await {
             Ok(row) => Ok((&row).into()),
             Err(e) => {
                 self.attempted
@@ -290,7 +244,7 @@ impl CertManager {
                 warn!(name, error = %e, retry_in_secs = delay, "certificate order failed");
                 if let Err(store_error) = self
                     .store
-                    .record_certificate_failure(name, &e.to_string(), now() + delay)
+                    .record_certificate_failure(name, owner, &e.to_string(), now() + delay)
                     .await
                 {
                     warn!(name, error = %store_error, "could not record the failure");
@@ -301,7 +255,7 @@ impl CertManager {
     }
 
     /// The order itself: account, challenges, certificate; then serve it and store it.
-    async fn order(&self, name: &str) -> Result<Certificate, AcmeError> {
+    async fn order(&self, name: &str, owner: Option<i64>) -> Result<Certificate, AcmeError> {
         let kind = self.challenge_for(name)?;
         let account = self.account().await?;
         let responders = Responders {
@@ -337,6 +291,7 @@ impl CertManager {
                     issuer: info.issuer,
                     challenge: kind.as_str().to_owned(),
                     next_attempt: Some(renew_at(info.not_before, info.not_after, jitter())),
+                    owner,
                 },
             )
             .await?;
@@ -438,6 +393,17 @@ impl CertManager {
             .clone()
     }
 
+    /// `row` holds an unexpired certificate that the edge is serving (installed now if it
+    /// was not).
+    fn serving(&self, row: &Certificate) -> bool {
+        if row.material().is_none() || row.not_after.is_none_or(|t| t <= now()) {
+            return false;
+        }
+        self.sync(std::slice::from_ref(row));
+        // Stored but unusable (the key file was replaced?) counts as none: order a new one.
+        self.certs.get_exact(&row.name).is_some()
+    }
+
     fn recently_failed(&self, name: &str) -> bool {
         self.attempted
             .lock()
@@ -445,4 +411,19 @@ impl CertManager {
             .get(name)
             .is_some_and(|t| t.elapsed() < self.settings.retry_min)
     }
+}
+
+/// The row's first order waits for the weekly order budget.
+fn waiting(row: &Certificate) -> bool {
+    CertStatus::from(row).waiting_for_budget()
+}
+
+/// The row's last attempt failed and its retry time has not come: the error to return.
+fn backing_off(row: &Certificate) -> Option<AcmeError> {
+    let (error, until) = (row.last_error.as_ref()?, row.next_attempt?);
+    (until > now() && !waiting(row)).then(|| AcmeError::BackingOff {
+        name: row.name.clone(),
+        until,
+        last_error: error.clone(),
+    })
 }

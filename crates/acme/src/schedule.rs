@@ -69,6 +69,7 @@ mod tests {
             last_attempt: Some(last_attempt),
             next_attempt: Some(next_attempt),
             updated_at: last_attempt,
+            owner_id: None,
         }
     }
 

@@ -300,7 +300,7 @@ async fn background_task_works_requests_and_renews_when_due() {
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(manager.clone().run(shutdown.clone()));
 
-    manager.request(&name);
+    manager.request(&name, None);
     let first = eventually(30, "requested certificate", || async {
         let row = env.store.certificate(&name).await.ok()??;
         row.material()?;
@@ -319,12 +319,13 @@ async fn background_task_works_requests_and_renews_when_due() {
         issuer: first.issuer.clone().expect("issuer"),
         challenge: "http-01".into(),
         next_attempt: Some(warren_store::now() - 1),
+        owner: None,
     };
     env.store
         .put_certificate("test", &due)
         .await
         .expect("make due");
-    manager.request(&name); // wakes the task
+    manager.request(&name, None); // wakes the task
     let renewed = eventually(30, "renewal", || async {
         let row = env.store.certificate(&name).await.ok()??;
         (row.chain_pem != first.chain_pem).then_some(row)
@@ -389,4 +390,188 @@ async fn a_replaced_key_file_means_new_account_and_new_certificates() {
         .filter(|e| e.action == "acme.account")
         .count();
     assert_eq!(accounts, 2, "a new account replaced the unreadable one");
+}
+
+/// A manager over `env` with a small weekly order budget, its background task running.
+fn budgeted(
+    env: &Env,
+    per_week: u32,
+    per_owner_per_week: u32,
+) -> (std::sync::Arc<warren_acme::CertManager>, CancellationToken) {
+    let mut settings = env.settings(ChallengeKind::Http01);
+    settings.budget = warren_acme::OrderBudget {
+        per_week,
+        per_owner_per_week,
+    };
+    let manager = std::sync::Arc::new(warren_acme::CertManager::new(
+        settings,
+        env.store.clone(),
+        env.certs.clone(),
+        env.challenges.clone(),
+        Some(env.dns.clone() as std::sync::Arc<dyn warren_dns::DnsProvider>),
+    ));
+    let shutdown = CancellationToken::new();
+    tokio::spawn(manager.clone().run(shutdown.clone()));
+    (manager, shutdown)
+}
+
+/// The stored row of `name` once `ready` holds for it.
+async fn row_when(
+    env: &Env,
+    name: &str,
+    what: &str,
+    ready: impl Fn(&warren_store::Certificate) -> bool,
+) -> warren_store::Certificate {
+    eventually(60, what, || async {
+        let row = env.store.certificate(name).await.ok()??;
+        ready(&row).then_some(row)
+    })
+    .await
+}
+
+/// (name, owner) of every `cert.issue` event so far.
+async fn issues(env: &Env) -> Vec<(String, Option<i64>)> {
+    env.store
+        .certificate_issues_since(0)
+        .await
+        .expect("history")
+        .into_iter()
+        .map(|e| (e.subject, e.user_id))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_weekly_budget_a_name_waits_and_says_so_while_renewals_go_ahead() {
+    let env = Env::start().await;
+    let [a, b, c] = ["one", "two", "three"].map(|h| format!("{h}.{ZONE}"));
+    for name in [&a, &b, &c] {
+        env.add_host(name).await;
+    }
+    let (manager, shutdown) = budgeted(&env, 2, 1);
+    manager.request(&a, Some(1));
+    manager.request(&b, Some(2));
+    manager.request(&c, Some(3));
+
+    let issued = |r: &warren_store::Certificate| r.material().is_some();
+    let first = row_when(&env, &a, "first certificate", issued).await;
+    row_when(&env, &b, "second certificate", issued).await;
+    let waiting = row_when(&env, &c, "third name recorded as waiting", |r| {
+        r.last_error.is_some()
+    })
+    .await;
+    let status = warren_acme::CertStatus::from(&waiting);
+    assert!(status.waiting_for_budget(), "{status:?}");
+    let error = status.last_error.as_deref().unwrap_or_default();
+    assert!(
+        error.starts_with(warren_acme::BUDGET_WAIT) && error.contains("broker's 2 certificates"),
+        "{error}"
+    );
+    // Its next look is when the first issuance leaves the 7-day window.
+    let frees = first.last_attempt.expect("issued at") + warren_acme::WINDOW;
+    let next = status.next_attempt.expect("next look");
+    assert!((frees - 5..=frees + 5).contains(&next), "{next} vs {frees}");
+    // Nothing was asked of the CA for it, and it is not served.
+    assert!(waiting.material().is_none() && waiting.last_attempt.is_none());
+    let mut served = env.certs.names();
+    served.sort();
+    let mut expected = vec![a.clone(), b.clone()];
+    expected.sort();
+    assert_eq!(served, expected);
+    assert_eq!(
+        issues(&env).await,
+        [(a.clone(), Some(1)), (b.clone(), Some(2))],
+        "each issuance charged to its owner"
+    );
+
+    // The budget is the store's: a restarted manager still holds the third name back.
+    let mut small = env.settings(ChallengeKind::Http01);
+    small.budget = warren_acme::OrderBudget {
+        per_week: 2,
+        per_owner_per_week: 1,
+    };
+    let restarted = warren_acme::CertManager::new(
+        small,
+        env.store.clone(),
+        env.certs.clone(),
+        env.challenges.clone(),
+        None,
+    );
+    match restarted.ensure(&c).await {
+        Err(AcmeError::OverBudget { name, until, .. }) => {
+            assert_eq!(name, c);
+            assert!((frees - 5..=frees + 5).contains(&until));
+        }
+        other => panic!("expected OverBudget, got {other:?}"),
+    }
+
+    // A renewal is not held back by the full budget (nor by its owner's used share).
+    let due = warren_store::NewCertificate {
+        name: a.clone(),
+        chain_pem: first.chain_pem.clone().expect("chain"),
+        private_key: first.private_key.clone().expect("key"),
+        not_before: first.not_before.expect("nb"),
+        not_after: first.not_after.expect("na"),
+        issuer: first.issuer.clone().expect("issuer"),
+        challenge: "http-01".into(),
+        next_attempt: Some(warren_store::now() - 1),
+        owner: Some(1),
+    };
+    env.store
+        .put_certificate("test", &due)
+        .await
+        .expect("make due");
+    manager.request(&a, Some(1)); // wakes the task
+    let renewed = row_when(&env, &a, "renewal past the budget", |r| {
+        r.chain_pem != first.chain_pem
+    })
+    .await;
+    assert_eq!(renewed.owner_id, Some(1));
+    assert!(
+        env.store
+            .certificate(&c)
+            .await
+            .expect("get")
+            .is_some_and(|r| r.material().is_none()),
+        "the third name still waits"
+    );
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_past_its_share_waits_while_another_tenant_is_served() {
+    let env = Env::start().await;
+    let [x, y, z] = ["alice-1", "alice-2", "bob-1"].map(|h| format!("{h}.{ZONE}"));
+    for name in [&x, &y, &z] {
+        env.add_host(name).await;
+    }
+    let (alice, bob) = (Some(7), Some(8));
+    let (manager, shutdown) = budgeted(&env, 2, 1);
+    manager.request(&x, alice);
+    manager.request(&y, alice);
+    manager.request(&z, bob);
+
+    let issued = |r: &warren_store::Certificate| r.material().is_some();
+    row_when(&env, &x, "alice's first name", issued).await;
+    let held = row_when(&env, &y, "alice's second name held", |r| {
+        r.last_error.is_some()
+    })
+    .await;
+    let error = held.last_error.as_deref().unwrap_or_default();
+    assert!(
+        error.starts_with(warren_acme::BUDGET_WAIT) && error.contains("user 7's share"),
+        "{error}"
+    );
+    assert_eq!(held.owner_id, alice);
+    // Queued behind alice's held name, bob's is issued all the same.
+    let bobs = row_when(&env, &z, "bob's name", issued).await;
+    assert_eq!(bobs.owner_id, bob);
+    assert_eq!(issues(&env).await, [(x.clone(), alice), (z.clone(), bob)]);
+    assert!(
+        env.store
+            .certificate(&y)
+            .await
+            .expect("get")
+            .is_some_and(|r| r.material().is_none())
+    );
+    shutdown.cancel();
 }

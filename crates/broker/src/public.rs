@@ -5,8 +5,12 @@
 //! period is over). DNS changes are kept as a desired state per name and applied by
 //! [`Public::tick`], which retries failures with backoff and writes every outcome to the audit
 //! log (`dns.set`, `dns.remove`, `dns.error`), so nothing a provider half-did goes unaccounted.
-//! Certificates are the ACME manager's business: a reserved name gets its own, random names are
-//! covered by the wildcard when there is one; a released name's certificate is dropped.
+//! Certificates are the ACME manager's business. Every tenant name is one label under the base
+//! domain, so with a wildcard (`acme_wildcard`) the wildcard serves them all, reserved or random,
+//! and none is ordered on its own: one order instead of one per name against the CA's rate
+//! limits. Without one each name is requested, charged to its owner (the reservation's holder,
+//! or the user who bound it) in the manager's weekly order budget; a released name's
+//! certificate is dropped.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -138,6 +142,7 @@ impl Public {
                 let mut settings = AcmeSettings::new(a.directory.clone(), key);
                 settings.challenge = a.challenge;
                 settings.email = a.email.clone();
+                settings.budget = a.budget;
                 if let Some(path) = &a.root_ca {
                     settings.root_ca_pem =
                         Some(std::fs::read_to_string(path).with_context(|| {
@@ -154,17 +159,19 @@ impl Public {
                 let loaded = manager.load().await?;
                 tasks.spawn(manager.clone().run(shutdown.clone()));
                 if a.wildcard {
-                    manager.request(&format!("*.{domain}"));
+                    manager.request(&format!("*.{domain}"), None);
                 }
                 acme_info = format!(
-                    "{} ({}{}, {loaded} certificates loaded)",
+                    "{} ({}{}, {loaded} certificates loaded, {} orders a week, {} per user)",
                     a.directory,
                     a.challenge,
                     if a.wildcard {
                         " + wildcard via dns-01"
                     } else {
                         ""
-                    }
+                    },
+                    a.budget.per_week,
+                    a.budget.per_owner_per_week,
                 );
                 Some(manager)
             }
@@ -182,7 +189,7 @@ impl Public {
             fading: Mutex::new(HashMap::new()),
         });
         for r in store.list_reservations(None).await? {
-            public.name_up(&r.name, true);
+            public.name_up(&r.name, Some(r.user_id));
         }
         Ok((
             public,
@@ -197,8 +204,10 @@ impl Public {
         format!("{label}.{}", self.domain)
     }
 
-    /// A name was reserved (`reserved`) or bound: publish it and see to its certificate.
-    pub fn name_up(&self, label: &str, reserved: bool) {
+    /// A name was reserved or bound by `owner`: publish it and see to its certificate (none of
+    /// its own when the wildcard covers it; else one charged to `owner`'s share of the weekly
+    /// order budget).
+    pub fn name_up(&self, label: &str, owner: Option<i64>) {
         let fqdn = self.fqdn(label);
         self.fading
             .lock()
@@ -206,9 +215,9 @@ impl Public {
             .remove(label);
         self.want(&fqdn, Want::Present);
         if let Some(acme) = &self.acme
-            && (reserved || !self.wildcard)
+            && !self.wildcard
         {
-            acme.request(&fqdn);
+            acme.request(&fqdn, owner);
         }
     }
 

@@ -99,7 +99,7 @@ impl Watcher {
                 }
                 "name.reserve" => {
                     names_changed = true;
-                    self.public.name_up(&e.subject, true);
+                    self.public.name_up(&e.subject, e.user_id);
                 }
                 "name.release" => {
                     names_changed = true;
@@ -110,9 +110,9 @@ impl Watcher {
                         self.public.name_down(&e.subject);
                     }
                 }
+                // The binder owns a random name; a reserved one only its holder can bind.
                 "tunnel.bind" if warren_registry::tcp_port(&e.subject).is_none() => {
-                    let reserved = self.registry.is_reserved(&e.subject);
-                    self.public.name_up(&e.subject, reserved);
+                    self.public.name_up(&e.subject, e.user_id);
                 }
                 "tunnel.unbind"
                     if warren_registry::tcp_port(&e.subject).is_none()

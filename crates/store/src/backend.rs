@@ -109,7 +109,7 @@ macro_rules! res_select {
 macro_rules! cert_columns {
     () => {
         "id, name, chain_pem, private_key, not_before, not_after, issuer, challenge, last_error, \
-         last_attempt, next_attempt, updated_at"
+         last_attempt, next_attempt, updated_at, owner_id"
     };
 }
 
@@ -420,14 +420,14 @@ macro_rules! impl_store {
                 let now = crate::now();
                 let row = sqlx::query_as::<_, Certificate>(concat!(
                     "INSERT INTO certificates (name, chain_pem, private_key, not_before, not_after, \
-                     issuer, challenge, last_error, last_attempt, next_attempt, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $8) \
+                     issuer, challenge, last_error, last_attempt, next_attempt, updated_at, owner_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $8, $10) \
                      ON CONFLICT (name) DO UPDATE SET chain_pem = excluded.chain_pem, \
                      private_key = excluded.private_key, not_before = excluded.not_before, \
                      not_after = excluded.not_after, issuer = excluded.issuer, \
                      challenge = excluded.challenge, last_error = NULL, \
                      last_attempt = excluded.last_attempt, next_attempt = excluded.next_attempt, \
-                     updated_at = excluded.updated_at RETURNING ",
+                     updated_at = excluded.updated_at, owner_id = excluded.owner_id RETURNING ",
                     cert_columns!()
                 ))
                 .bind(&c.name)
@@ -439,9 +439,10 @@ macro_rules! impl_store {
                 .bind(&c.challenge)
                 .bind(now)
                 .bind(c.next_attempt)
+                .bind(c.owner)
                 .fetch_one(&mut *tx)
                 .await?;
-                audit!(tx, actor, "cert.issue", &c.name, None::<i64>, &c.issuer);
+                audit!(tx, actor, "cert.issue", &c.name, c.owner, &c.issuer);
                 tx.commit().await?;
                 Ok(row)
             }
@@ -477,19 +478,48 @@ macro_rules! impl_store {
                 Ok(row)
             }
 
-            async fn record_certificate_failure(&self, name: &str, error: &str, next_attempt: i64) -> Result<Certificate> {
+            async fn record_certificate_failure(&self, name: &str, owner: Option<i64>, error: &str, next_attempt: i64) -> Result<Certificate> {
                 Ok(sqlx::query_as::<_, Certificate>(concat!(
-                    "INSERT INTO certificates (name, last_error, last_attempt, next_attempt, updated_at) \
-                     VALUES ($1, $2, $3, $4, $3) ON CONFLICT (name) DO UPDATE \
+                    "INSERT INTO certificates (name, last_error, last_attempt, next_attempt, updated_at, owner_id) \
+                     VALUES ($1, $2, $3, $4, $3, $5) ON CONFLICT (name) DO UPDATE \
                      SET last_error = excluded.last_error, last_attempt = excluded.last_attempt, \
-                     next_attempt = excluded.next_attempt, updated_at = excluded.updated_at RETURNING ",
+                     next_attempt = excluded.next_attempt, updated_at = excluded.updated_at, \
+                     owner_id = excluded.owner_id RETURNING ",
                     cert_columns!()
                 ))
                 .bind(name)
                 .bind(error)
                 .bind(crate::now())
                 .bind(next_attempt)
+                .bind(owner)
                 .fetch_one(&self.writer)
+                .await?)
+            }
+
+            async fn record_certificate_wait(&self, name: &str, owner: Option<i64>, reason: &str, next_attempt: i64) -> Result<Certificate> {
+                Ok(sqlx::query_as::<_, Certificate>(concat!(
+                    "INSERT INTO certificates (name, last_error, next_attempt, updated_at, owner_id) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO UPDATE \
+                     SET last_error = excluded.last_error, next_attempt = excluded.next_attempt, \
+                     updated_at = excluded.updated_at, owner_id = excluded.owner_id RETURNING ",
+                    cert_columns!()
+                ))
+                .bind(name)
+                .bind(reason)
+                .bind(next_attempt)
+                .bind(crate::now())
+                .bind(owner)
+                .fetch_one(&self.writer)
+                .await?)
+            }
+
+            async fn certificate_issues_since(&self, since: i64) -> Result<Vec<AuditEvent>> {
+                Ok(sqlx::query_as::<_, AuditEvent>(
+                    "SELECT id, at, actor, action, subject, user_id, detail FROM audit_events \
+                     WHERE action = 'cert.issue' AND at >= $1 ORDER BY id",
+                )
+                .bind(since)
+                .fetch_all(&self.pool)
                 .await?)
             }
         }

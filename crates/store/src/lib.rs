@@ -93,12 +93,30 @@ pub trait Store: Send + Sync + 'static {
     /// try again, leaving any stored certificate untouched (it keeps being served). Creates the
     /// row, without a certificate, when the name has none yet. Not audited: retries would flood
     /// the log.
+    /// `owner` replaces the row's owner.
     async fn record_certificate_failure(
         &self,
         name: &str,
+        owner: Option<i64>,
         error: &str,
         next_attempt: i64,
     ) -> Result<Certificate>;
+    /// Records that a first order for `name` is held back (the weekly order budget): sets its
+    /// last error to `reason`, its next attempt and its owner, creating the row when the name has
+    /// none yet. Unlike a failure it leaves `last_attempt` alone, since nothing was asked of the
+    /// CA, so it does not lengthen the name's failure backoff. Not audited.
+    async fn record_certificate_wait(
+        &self,
+        name: &str,
+        owner: Option<i64>,
+        reason: &str,
+        next_attempt: i64,
+    ) -> Result<Certificate>;
+    /// The `cert.issue` events (one per certificate stored by [`Store::put_certificate`]) at or
+    /// after `since`, oldest first; `user_id` is the certificate's owner. The order budget is
+    /// derived from them: the audit log is append-only, so a deleted certificate still counts
+    /// for the week the CA counts it, and a restart forgets nothing.
+    async fn certificate_issues_since(&self, since: i64) -> Result<Vec<AuditEvent>>;
 }
 
 /// Opens the store named by `url` (`sqlite://PATH` or `postgres://…`), creating a SQLite file if

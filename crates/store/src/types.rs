@@ -135,6 +135,9 @@ pub struct NewCertificate {
     pub challenge: String,
     /// When to renew it (Unix seconds).
     pub next_attempt: Option<i64>,
+    /// The tenant it is charged to in the order budget (the user holding or binding the name);
+    /// `None` for the broker's own names. Stored on the row and on the `cert.issue` event.
+    pub owner: Option<i64>,
 }
 
 /// One managed certificate name and what the manager knows about it. The certificate columns
@@ -165,6 +168,8 @@ pub struct Certificate {
     pub next_attempt: Option<i64>,
     /// Unix seconds.
     pub updated_at: i64,
+    /// The tenant the name's orders are charged to; `None` for the broker's own names.
+    pub owner_id: Option<i64>,
 }
 
 impl Certificate {

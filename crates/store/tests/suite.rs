@@ -92,6 +92,7 @@ fn cert(name: &str, serial: &str) -> NewCertificate {
         issuer: "CN=Test CA".into(),
         challenge: "http-01".into(),
         next_attempt: Some(1_666),
+        owner: None,
     }
 }
 
@@ -405,7 +406,7 @@ both!(certificate_failures_keep_the_certificate, |fx| {
     let s = &fx.store;
     // A first order that fails leaves a row without a certificate.
     let failed = s
-        .record_certificate_failure("new.example.com", "connection refused", 5_000)
+        .record_certificate_failure("new.example.com", None, "connection refused", 5_000)
         .await
         .expect("record");
     assert!(failed.material().is_none());
@@ -416,7 +417,7 @@ both!(certificate_failures_keep_the_certificate, |fx| {
         .await
         .expect("put");
     let row = s
-        .record_certificate_failure("chat.example.com", "rate limited", 9_000)
+        .record_certificate_failure("chat.example.com", None, "rate limited", 9_000)
         .await
         .expect("record");
     assert_eq!(row.private_key.as_deref(), Some("sealed:one"));
@@ -432,4 +433,82 @@ both!(certificate_failures_keep_the_certificate, |fx| {
         .expect("issued at last");
     assert!(ok.last_error.is_none());
     assert_eq!(ok.next_attempt, Some(1_666));
+});
+
+both!(order_budget_history_and_waits, |fx| {
+    let s = &fx.store;
+    let alice = s.create_user("cli", "alice", false).await.expect("alice");
+    let before = warren_store::now();
+    // Issued certificates are charged to their owner, on the row and in the audit log.
+    let owned = NewCertificate {
+        owner: Some(alice.id),
+        ..cert("chat.example.com", "one")
+    };
+    let row = s.put_certificate("acme", &owned).await.expect("put");
+    assert_eq!(row.owner_id, Some(alice.id));
+    s.put_certificate("acme", &cert("*.example.com", "wild"))
+        .await
+        .expect("wildcard");
+    // A deleted certificate still counts: the CA counted it.
+    s.delete_certificate("cli", "chat.example.com")
+        .await
+        .expect("delete");
+    let issues = s.certificate_issues_since(before).await.expect("history");
+    let seen: Vec<_> = issues
+        .iter()
+        .map(|e| (e.subject.as_str(), e.user_id))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("chat.example.com", Some(alice.id)),
+            ("*.example.com", None)
+        ]
+    );
+    assert!(
+        issues
+            .iter()
+            .all(|e| e.action == "cert.issue" && e.at >= before)
+    );
+    assert!(
+        s.certificate_issues_since(warren_store::now() + 10)
+            .await
+            .expect("history")
+            .is_empty(),
+        "only events at or after `since`"
+    );
+
+    // A held-back first order: a row without certificate, no attempt recorded.
+    let waiting = s
+        .record_certificate_wait("new.example.com", Some(alice.id), "waiting", 7_000)
+        .await
+        .expect("wait");
+    assert!(waiting.material().is_none() && waiting.last_attempt.is_none());
+    assert_eq!(
+        (
+            waiting.last_error.as_deref(),
+            waiting.next_attempt,
+            waiting.owner_id
+        ),
+        (Some("waiting"), Some(7_000), Some(alice.id))
+    );
+    // After a failure, a wait keeps the failure's attempt time (the backoff's base).
+    let failed = s
+        .record_certificate_failure("new.example.com", Some(alice.id), "refused", 8_000)
+        .await
+        .expect("failure");
+    let again = s
+        .record_certificate_wait("new.example.com", Some(alice.id), "waiting", 9_000)
+        .await
+        .expect("wait");
+    assert_eq!(again.last_attempt, failed.last_attempt);
+    assert_eq!(again.next_attempt, Some(9_000));
+    // Waiting is not an issuance.
+    assert_eq!(
+        s.certificate_issues_since(before)
+            .await
+            .expect("history")
+            .len(),
+        2
+    );
 });

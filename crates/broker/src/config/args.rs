@@ -143,6 +143,14 @@ settings! {
     /// Order one wildcard *.DOMAIN (DNS-01) for random names [default: true with a DNS provider].
     #[arg(long, global = true, env = "BROKER_ACME_WILDCARD", value_name = "BOOL")]
     acme_wildcard: bool,
+    /// Certificates the broker may have issued per 7 days, renewals included; first orders past
+    /// it wait until the window slides. Keep it below the CA's limit (Let's Encrypt: 50 per
+    /// registered domain per week) [default: 40].
+    #[arg(long, global = true, env = "BROKER_ACME_ORDERS_PER_WEEK", value_name = "N")]
+    acme_orders_per_week: u32,
+    /// Of acme_orders_per_week, how many one user's names may take [default: 10].
+    #[arg(long, global = true, env = "BROKER_ACME_ORDERS_PER_USER_PER_WEEK", value_name = "N")]
+    acme_orders_per_user_per_week: u32,
     /// Base64 32-byte key encrypting certificate keys at rest [default: DATA_DIR/cert-key, generated].
     #[arg(long, global = true, env = "BROKER_CERT_KEY", value_name = "BASE64")]
     cert_key: String,

@@ -336,9 +336,29 @@ mod tests {
             "a DNS provider turns the wildcard on by default"
         );
         assert_eq!(
+            (acme.budget.per_week, acme.budget.per_owner_per_week),
+            (40, 10),
+            "below Let's Encrypt's 50 a week by default"
+        );
+        assert_eq!(
             c.public_scheme, "https",
             "certificates make printed URLs https"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn the_order_budget_from_file_and_flags() -> Result<()> {
+        let args = SettingsArgs {
+            acme_orders_per_user_per_week: Some(1),
+            ..Default::default()
+        };
+        let c = with_file(
+            "acme_directory = \"https://ca.test/dir\"\nacme_orders_per_week = 2\nacme_orders_per_user_per_week = 2\n",
+            args,
+        )?;
+        let budget = c.public.acme.as_ref().expect("acme").budget;
+        assert_eq!((budget.per_week, budget.per_owner_per_week), (2, 1));
         Ok(())
     }
 
@@ -362,6 +382,14 @@ mod tests {
         );
         assert!(
             err("acme_directory = \"https://x\"\nacme_wildcard = true\n").contains("acme_wildcard")
+        );
+        assert!(
+            err("acme_directory = \"https://x\"\nacme_orders_per_week = 0\n")
+                .contains("acme_orders_per_week")
+        );
+        assert!(
+            err("acme_directory = \"https://x\"\nacme_orders_per_week = 5\nacme_orders_per_user_per_week = 6\n")
+                .contains("acme_orders_per_user_per_week")
         );
         assert!(err("tls_cert = \"/x\"\n").contains("tls_key"));
         assert!(err("tcp_ports = \"9-1\"\n").contains("tcp_ports"));

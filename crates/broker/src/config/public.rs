@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use warren_acme::ChallengeKind;
+use warren_acme::{ChallengeKind, OrderBudget};
 use warren_dns::{Secret, TsigAlgorithm};
 
 use super::SettingsArgs;
@@ -68,8 +68,11 @@ pub struct AcmeConfig {
     pub email: Option<String>,
     /// Challenge for per-name certificates.
     pub challenge: ChallengeKind,
-    /// Order `*.DOMAIN` for random names.
+    /// Order `*.DOMAIN`, which serves every tenant name (reserved or random) with no order of
+    /// its own.
     pub wildcard: bool,
+    /// The weekly order budget: `acme_orders_per_week`, `acme_orders_per_user_per_week`.
+    pub budget: OrderBudget,
     /// Key encrypting certificate keys at rest (else a generated file in the data dir).
     pub cert_key: Option<Secret>,
 }
@@ -147,8 +150,26 @@ impl PublicConfig {
                 if wildcard && !dns_on {
                     bail!("acme_wildcard: a wildcard certificate needs DNS-01, so a dns_provider");
                 }
+                let defaults = OrderBudget::default();
+                let budget = OrderBudget {
+                    per_week: a.acme_orders_per_week.unwrap_or(defaults.per_week),
+                    per_owner_per_week: a
+                        .acme_orders_per_user_per_week
+                        .unwrap_or(defaults.per_owner_per_week),
+                };
+                if budget.per_week == 0 {
+                    bail!("acme_orders_per_week: must be greater than 0");
+                }
+                if budget.per_owner_per_week == 0 || budget.per_owner_per_week > budget.per_week {
+                    bail!(
+                        "acme_orders_per_user_per_week: must be between 1 and acme_orders_per_week ({}), got {}",
+                        budget.per_week,
+                        budget.per_owner_per_week
+                    );
+                }
                 Some(AcmeConfig {
                     directory: directory.to_owned(),
+                    budget,
                     root_ca: a.acme_root_ca.clone(),
                     email: a.acme_email.clone(),
                     challenge,
