@@ -298,12 +298,9 @@ pub struct Ssh {
 }
 
 impl Ssh {
-    /// `ssh -p PORT -i KEY ARGS… tunnel@127.0.0.1` with stdin as a pipe (a session, no pty).
-    pub fn spawn(broker: &TestBroker, key: &Path, args: &[&str]) -> Result<Self> {
-        Self::spawn_port(broker.ssh_port, key, args)
-    }
-
-    pub fn spawn_port(port: u16, key: &Path, args: &[&str]) -> Result<Self> {
+    /// The command line [`Ssh::spawn_port`] runs, for tests that drive the process themselves
+    /// (arguments added after it follow the host: a command or a subsystem name).
+    pub fn command(port: u16, key: &Path, args: &[&str]) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new("ssh");
         // Test-specific options first: for OpenSSH the first value given wins.
         cmd.args(args)
@@ -323,8 +320,34 @@ impl Ssh {
                 "-p",
                 &port.to_string(),
             ])
+            .arg("tunnel@127.0.0.1");
+        cmd
+    }
+
+    /// `ssh -O OP -R SPEC` through the control socket of a session started with
+    /// `-o ControlMaster=yes -o ControlPath=…` (`ctl_opt` is that `ControlPath=…`).
+    pub async fn mux(
+        port: u16,
+        ctl_opt: &str,
+        op: &str,
+        spec: &str,
+    ) -> Result<std::process::Output> {
+        Ok(tokio::process::Command::new("ssh")
+            .args(["-F", "/dev/null", "-o", ctl_opt, "-O", op, "-R", spec])
+            .arg(format!("-p{port}"))
             .arg("tunnel@127.0.0.1")
-            .stdin(Stdio::piped())
+            .output()
+            .await?)
+    }
+
+    /// `ssh -p PORT -i KEY ARGS… tunnel@127.0.0.1` with stdin as a pipe (a session, no pty).
+    pub fn spawn(broker: &TestBroker, key: &Path, args: &[&str]) -> Result<Self> {
+        Self::spawn_port(broker.ssh_port, key, args)
+    }
+
+    pub fn spawn_port(port: u16, key: &Path, args: &[&str]) -> Result<Self> {
+        let mut cmd = Self::command(port, key, args);
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);

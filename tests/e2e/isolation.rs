@@ -87,16 +87,9 @@ async fn one_name_twice_in_a_session_is_refused_and_cancelling_it_keeps_the_firs
     // Cancelling the refused spelling must not touch the live one. (OpenSSH's master answers
     // a cancel before the server does; a forward added after it is the barrier that shows the
     // server has handled the cancel.)
-    let mux = |op: &str, spec: &str| {
-        tokio::process::Command::new("ssh")
-            .args(["-F", "/dev/null", "-o", &ctl_opt, "-O", op, "-R", spec])
-            .arg(format!("-p{}", broker.ssh_port))
-            .arg("tunnel@127.0.0.1")
-            .output()
-    };
-    mux("cancel", &second).await?;
+    Ssh::mux(broker.ssh_port, &ctl_opt, "cancel", &second).await?;
     let later = format!("later:80:{}", origin.target());
-    let out = mux("forward", &later).await?;
+    let out = Ssh::mux(broker.ssh_port, &ctl_opt, "forward", &later).await?;
     assert!(
         out.status.success(),
         "{}",
@@ -364,28 +357,16 @@ async fn requests_that_want_a_reply_get_one() -> Result<()> {
     let broker = TestBroker::start().await?;
     let key = broker.user_with_key("alice")?;
     let ssh = |extra: &[&str]| {
-        let mut cmd = tokio::process::Command::new("ssh");
-        cmd.args(["-F", "/dev/null", "-T", "-i"])
-            .arg(&key)
-            .args([
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-p",
-                &broker.ssh_port.to_string(),
-            ])
-            .args(extra)
-            .stdin(std::process::Stdio::piped())
+        let mut cmd = Ssh::command(broker.ssh_port, &key, extra);
+        cmd.stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
         cmd
     };
     // A subsystem (sftp) is refused at once: ssh says so and exits, instead of hanging.
-    let out = tokio::time::timeout(DEADLINE, ssh(&["-s", "tunnel@127.0.0.1", "sftp"]).output())
+    let mut sftp = ssh(&["-s"]);
+    let out = tokio::time::timeout(DEADLINE, sftp.arg("sftp").output())
         .await
         .context("ssh -s hung: the subsystem request got no reply")??;
     let err = String::from_utf8_lossy(&out.stderr);
@@ -393,7 +374,7 @@ async fn requests_that_want_a_reply_get_one() -> Result<()> {
     assert!(err.contains("subsystem request failed"), "{err}");
     // X11 forwarding (`ssh -Y`): refused with a reply, so ssh warns and the session goes on.
     // Trusted (-Y): without xauth on the box OpenSSH still asks, with fake cookie data.
-    let mut x11 = ssh(&["-Y", "tunnel@127.0.0.1"]);
+    let mut x11 = ssh(&["-Y"]);
     let mut child = x11.env("DISPLAY", ":93").spawn()?;
     let stderr = child.stderr.take().context("stderr")?;
     let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));

@@ -278,21 +278,13 @@ async fn cancel_tcpip_forward_unbinds_one_forward() -> Result<()> {
     )?;
     ssh.url(1).await?;
     assert_eq!(get(&broker.url("one")).await?.status, 200);
-    let out = tokio::process::Command::new("ssh")
-        .args([
-            "-F",
-            "/dev/null",
-            "-o",
-            &ctl_opt,
-            "-O",
-            "cancel",
-            "-R",
-            &format!("one:80:{}", origin.target()),
-        ])
-        .arg(format!("-p{}", broker.ssh_port))
-        .arg("tunnel@127.0.0.1")
-        .output()
-        .await?;
+    let out = Ssh::mux(
+        broker.ssh_port,
+        &ctl_opt,
+        "cancel",
+        &format!("one:80:{}", origin.target()),
+    )
+    .await?;
     assert!(
         out.status.success(),
         "{}",
