@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::client::get;
 use crate::harness::{DEADLINE, Db, Ssh, TestBroker, answers, eventually, keygen};
@@ -288,5 +288,76 @@ async fn binds_and_unbinds_are_audited() -> Result<()> {
         }
     })
     .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_commands_never_create_a_database() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_broker"))
+            .env_remove("BROKER_CONFIG")
+            .env_remove("BROKER_DATABASE_URL")
+            .env("BROKER_DATA_DIR", dir.path())
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+    };
+    // Run in the wrong place (no --config): a clear refusal, and no empty database left behind.
+    let out = cli(&["user", "add", "alice"])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("no database at"), "{err}");
+    assert!(err.contains("broker migrate"), "{err}");
+    assert!(!dir.path().join("warren.db").exists());
+    // `broker migrate` is the deliberate way to create one; then admin commands work.
+    assert!(cli(&["migrate"])?.status.success());
+    let out = cli(&["user", "add", "alice"])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_raises_its_open_file_limit_to_the_hard_limit() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    // A soft limit as low as systemd's default, under whatever hard limit this box has.
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", "ulimit -Sn 256 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_broker"))
+        .env_remove("BROKER_CONFIG")
+        .env("BROKER_DATA_DIR", dir.path())
+        .args([
+            "--ssh-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--https-addr",
+            "127.0.0.1:0",
+            "--log",
+            "warn",
+            "serve",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let ready = lines.by_ref().any(|l| l.is_ok_and(|l| l.contains("ready")));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id()))?;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ready, "the broker did not start");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .context("no open-file line")?;
+    let nums: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(nums.len(), 2, "{line}");
+    assert_ne!(nums[0], "256", "soft limit not raised: {line}");
+    assert_eq!(nums[0], nums[1], "soft limit not at the hard limit: {line}");
     Ok(())
 }

@@ -236,3 +236,51 @@ async fn raw_tcp_tunnel_gets_a_public_port() -> Result<()> {
     // A name-less, Host-less protocol works the same: the bytes are not parsed.
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_operator_certificate_and_keeps_the_tunnels() -> Result<()> {
+    let (broker, ca) = tls_broker(&[]).await?;
+    let key = broker.user_with_key("alice")?;
+    let origin = Origin::start("A").await?;
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("app:80:{}", origin.target())],
+    )?;
+    ssh.url(0).await?;
+    let port = broker.https_port;
+    let (_, status, _) = curl("app.localhost", port, "/", &ca, &["--http1.1"]).await?;
+    assert_eq!(status, 200);
+    // The operator renews the certificate in place (a new key: the old CA file no longer
+    // verifies it) and sends SIGHUP, as `systemctl reload` does.
+    let old_ca = ca.with_extension("old");
+    std::fs::copy(&ca, &old_ca)?;
+    let dir = ca.parent().context("cert dir")?;
+    self_signed(dir, "edge", &["app.localhost", "localhost"])?;
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &broker.pid().to_string()])
+        .status()?;
+    assert!(hup.success());
+    crate::harness::eventually(
+        "the new certificate served",
+        crate::harness::DEADLINE,
+        || {
+            let ca = ca.clone();
+            async move {
+                curl("app.localhost", port, "/", &ca, &["--http1.1"])
+                    .await
+                    .ok()
+                    .filter(|(_, s, b)| *s == 200 && b == "hello from A")
+            }
+        },
+    )
+    .await?;
+    // The old certificate is gone; the answer above came through the same ssh session, which
+    // lived through both signals.
+    assert!(
+        curl("app.localhost", port, "/", &old_ca, &["--http1.1"])
+            .await
+            .is_err()
+    );
+    Ok(())
+}

@@ -8,7 +8,7 @@ use clap::Subcommand;
 use warren_ssh::parse_public_key;
 
 use crate::config::Config;
-use crate::serve::open_store;
+use crate::serve::open_existing_store;
 
 const ACTOR: &str = "cli";
 
@@ -73,7 +73,7 @@ fn check_user_name(name: &str) -> Result<()> {
 }
 
 pub async fn user(config: &Config, cmd: UserCmd) -> Result<()> {
-    let store = open_store(config).await?;
+    let store = open_existing_store(config).await?;
     match cmd {
         UserCmd::Add { name, admin } => {
             check_user_name(&name)?;
@@ -116,7 +116,7 @@ pub async fn user(config: &Config, cmd: UserCmd) -> Result<()> {
 }
 
 pub async fn key(config: &Config, cmd: KeyCmd) -> Result<()> {
-    let store = open_store(config).await?;
+    let store = open_existing_store(config).await?;
     match cmd {
         KeyCmd::Add { user, file } => {
             let text = if file == "-" {
@@ -170,7 +170,7 @@ pub async fn key(config: &Config, cmd: KeyCmd) -> Result<()> {
 
 pub async fn reserve(config: &Config, user: &str, name: &str) -> Result<()> {
     warren_registry::names::validate(name)?;
-    let store = open_store(config).await?;
+    let store = open_existing_store(config).await?;
     match store.reserve(ACTOR, user, name).await {
         Ok(r) => {
             println!("reserved {} for {}", r.name, r.user_name);
@@ -189,14 +189,14 @@ pub async fn reserve(config: &Config, user: &str, name: &str) -> Result<()> {
 }
 
 pub async fn release(config: &Config, name: &str) -> Result<()> {
-    let store = open_store(config).await?;
+    let store = open_existing_store(config).await?;
     let r = store.release(ACTOR, name).await?;
     println!("released {} (was {}'s)", r.name, r.user_name);
     Ok(())
 }
 
 pub async fn names(config: &Config, user: Option<&str>) -> Result<()> {
-    let store = open_store(config).await?;
+    let store = open_existing_store(config).await?;
     println!("{:<32} USER", "NAME");
     for r in store.list_reservations(user).await? {
         println!("{:<32} {}", r.name, r.user_name);
@@ -233,7 +233,7 @@ fn when(t: Option<i64>) -> String {
 }
 
 pub async fn certs(config: &Config, cmd: CertsCmd) -> Result<()> {
-    let store = open_store(config).await?;
+    let store = open_existing_store(config).await?;
     match cmd {
         CertsCmd::List => {
             println!(
@@ -256,7 +256,7 @@ pub async fn certs(config: &Config, cmd: CertsCmd) -> Result<()> {
 }
 
 pub async fn events(config: &Config, limit: i64) -> Result<()> {
-    let store = open_store(config).await?;
+    let store = open_existing_store(config).await?;
     let last = store.last_event_id().await?;
     let events = store
         .events_since((last - limit.max(1)).max(0), limit.max(1))

@@ -4,6 +4,7 @@
 mod admin;
 mod config;
 mod public;
+mod reload;
 mod serve;
 mod watch;
 
@@ -107,7 +108,7 @@ fn run(cli: Cli) -> Result<()> {
         .build()?;
     rt.block_on(async move {
         match cli.command {
-            Command::Serve => serve::serve(config).await,
+            Command::Serve => serve::serve(config, cli.settings).await,
             Command::Migrate => {
                 serve::open_store(&config).await?;
                 println!("migrations applied to {}", config.database_url.redacted());

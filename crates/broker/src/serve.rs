@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 use warren_edge::{Edge, EdgeSettings, TcpPorts};
 use warren_registry::Registry;
 use warren_shards::Shards;
@@ -15,35 +15,57 @@ use warren_ssh::{Sessions, SshServer, SshSettings};
 use warren_store::Store;
 use warren_tls::{CertStore, Challenges, Resolver};
 
-use crate::config::Config;
+use crate::config::{Config, SettingsArgs};
 
-/// Opens the configured store, creating the SQLite file's folder if needed.
+/// The file of a SQLite database URL (`None` for Postgres).
+fn sqlite_path(url: &str) -> Option<&std::path::Path> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    Some(std::path::Path::new(path.split('?').next().unwrap_or(path)))
+}
+
+/// Opens the store for an admin command, which must never create one: run in the wrong
+/// directory, or without the server's `--config`, it would otherwise make a new empty
+/// database and report success while the running broker sees nothing.
+pub async fn open_existing_store(config: &Config) -> Result<Arc<dyn Store>> {
+    if let Some(path) = sqlite_path(&config.database_url.0)
+        && !path.exists()
+    {
+        anyhow::bail!(
+            "no database at {}: this command would create a new, empty one. Point it at the \
+             broker's (--config FILE, --data-dir DIR or BROKER_DATABASE_URL; config files are \
+             looked for in {}), or create it with `broker migrate`",
+            path.display(),
+            crate::config::DEFAULT_CONFIG_FILES.join(", ")
+        );
+    }
+    open_store(config).await
+}
+
+/// Opens the configured store, creating the SQLite file and its folder if needed.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
     let url = &config.database_url.0;
-    if let Some(path) = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
+    if let Some(dir) = sqlite_path(url)
+        .and_then(|p| p.parent())
+        .filter(|d| !d.as_os_str().is_empty())
     {
-        let path = path.split('?').next().unwrap_or(path);
-        if let Some(dir) = std::path::Path::new(path)
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-        }
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     warren_store::open(url)
         .await
         .with_context(|| format!("cannot open database {}", config.database_url.redacted()))
 }
 
-pub async fn serve(config: Config) -> Result<()> {
+/// Runs the broker until SIGTERM or Ctrl-C; `args` are what `config` was loaded from, read
+/// again on SIGHUP.
+pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log).context("log: bad filter")?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    raise_open_file_limit();
 
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
@@ -211,31 +233,49 @@ pub async fn serve(config: Config) -> Result<()> {
     );
     info!(%ssh_addr, %http_addr, host_key = %fingerprint, "listening");
 
-    wait_for_signal().await;
+    wait_for_signal(|| crate::reload::reload(&args, &config, &certs)).await;
     info!("shutting down");
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Each tunnel and each visitor connection is a file descriptor, and the soft limit a service
+/// starts with (1,024 under systemd) cut off every visitor and owner once a stranger held 1,100
+/// idle connections. The hard limit is the operator's to set (`LimitNOFILE`); the soft one is
+/// ours to raise to it.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => info!(open_files = n, "open-file limit"),
+        Err(e) => warn!(error = %e, "cannot raise the open-file limit"),
+    }
+}
+
+/// Waits for SIGTERM or Ctrl-C; SIGHUP calls `on_hup` and keeps waiting (its default action
+/// would end the broker and every tunnel with it).
+async fn wait_for_signal(on_hup: impl Fn()) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(mut term), Ok(mut hup)) => loop {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => return,
+                    _ = term.recv() => return,
+                    _ = hup.recv() => on_hup(),
                 }
-            }
-            Err(_) => {
+            },
+            _ => {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
     }
     #[cfg(not(unix))]
     {
+        let _ = on_hup;
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -27,16 +27,34 @@ impl std::fmt::Debug for Secret {
 }
 
 impl Secret {
-    /// The URL with any password replaced, for logs.
+    /// The URL with any password replaced, for logs: the userinfo's (`user:pw@`) and a
+    /// `password=` query parameter's (libpq and sqlx accept both).
     pub fn redacted(&self) -> String {
-        match (self.0.find("://"), self.0.rfind('@')) {
-            (Some(s), Some(at)) if at > s => {
-                let creds = &self.0[s + 3..at];
+        let url = &self.0;
+        let (base, query) = match url.split_once('?') {
+            Some((b, q)) => (b, Some(q)),
+            None => (url.as_str(), None),
+        };
+        let mut out = match (base.find("://"), base.rfind('@')) {
+            (Some(s), Some(at)) if at > s && base[s + 3..at].contains(':') => {
+                let creds = &base[s + 3..at];
                 let user = creds.split(':').next().unwrap_or("");
-                format!("{}{}:***{}", &self.0[..s + 3], user, &self.0[at..])
+                format!("{}{}:***{}", &base[..s + 3], user, &base[at..])
             }
-            _ => self.0.clone(),
+            _ => base.to_owned(),
+        };
+        if let Some(query) = query {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => p.to_owned(),
+                })
+                .collect();
+            out.push('?');
+            out.push_str(&params.join("&"));
         }
+        out
     }
 }
 
@@ -106,8 +124,8 @@ pub struct Config {
 impl Config {
     /// Merges file < env < flags (clap has already put flags over variables) and validates.
     pub fn load(args: &SettingsArgs) -> Result<Self> {
-        let file = match &args.config {
-            Some(path) => read_file(path)?,
+        let file = match config_file(args.config.as_deref(), DEFAULT_CONFIG_FILES) {
+            Some(path) => read_file(&path)?,
             None => SettingsArgs::default(),
         };
         let a = args.clone().merge(file);
@@ -234,6 +252,20 @@ impl Config {
     }
 }
 
+/// Where `serve` and every admin command look for a config file when none is named, in order:
+/// the packaged location, then the current directory. One list for all commands, so an admin
+/// command run on the server reads the same database as the running broker.
+pub const DEFAULT_CONFIG_FILES: &[&str] = &["/etc/warren/broker.toml", "broker.toml"];
+
+/// The config file in force: the one named (`--config`, `BROKER_CONFIG`), else the first of
+/// `defaults` that exists.
+pub fn config_file(named: Option<&Path>, defaults: &[&str]) -> Option<PathBuf> {
+    match named {
+        Some(path) => Some(path.to_owned()),
+        None => defaults.iter().map(PathBuf::from).find(|p| p.is_file()),
+    }
+}
+
 /// `FIRST-LAST` (inclusive) or a single port.
 fn parse_range(s: &str) -> std::result::Result<std::ops::RangeInclusive<u16>, String> {
     let bad = || format!("{s:?} is not a port range like 20000-20999");
@@ -266,6 +298,23 @@ mod tests {
             config: Some(path),
             ..args
         })
+    }
+
+    #[test]
+    fn a_config_file_is_found_in_the_default_places() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let second = dir.path().join("broker.toml");
+        let first = dir.path().join("missing.toml");
+        let defaults = [
+            first.to_str().unwrap_or_default(),
+            second.to_str().unwrap_or_default(),
+        ];
+        assert_eq!(config_file(None, &defaults), None);
+        std::fs::write(&second, "")?;
+        assert_eq!(config_file(None, &defaults), Some(second.clone()));
+        let named = Path::new("/nonexistent/named.toml");
+        assert_eq!(config_file(Some(named), &defaults), Some(named.to_owned()));
+        Ok(())
     }
 
     #[test]
@@ -400,5 +449,11 @@ mod tests {
         let s = Secret("postgres://warren:hunter2@db/warren".into());
         assert_eq!(format!("{s:?}"), "MASKED");
         assert_eq!(s.redacted(), "postgres://warren:***@db/warren");
+        let q = Secret("postgres://warren@db/warren?sslmode=require&password=hunter2".into());
+        assert_eq!(
+            q.redacted(),
+            "postgres://warren@db/warren?sslmode=require&password=***"
+        );
+        assert!(!format!("{q:?}").contains("hunter2"));
     }
 }
