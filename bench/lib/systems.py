@@ -177,6 +177,8 @@ def start_broker(procs, tmp, binary, cert, cert_key):
     env = dict(os.environ, BROKER_DATA_DIR=data, BROKER_LOG="warn")
     env.pop("BROKER_CONFIG", None)
     env.pop("BROKER_DATABASE_URL", None)
+    # Admin commands never create a database; `migrate` does, on purpose.
+    subprocess.run([binary, "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
     subprocess.run([binary, "user", "add", "bench"], env=env, check=True, stdout=subprocess.DEVNULL)
     key = os.path.join(tmp, "id_ed25519")
     if not os.path.exists(key):
