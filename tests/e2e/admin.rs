@@ -147,15 +147,21 @@ async fn removing_a_key_drops_its_sessions() -> Result<()> {
     let key = broker.user_with_key("alice")?;
     let origin = Origin::start("A").await?;
     let mut ssh = Ssh::spawn(&broker, &key, &["-R", &format!("0:{}", origin.target())])?;
-    ssh.url(0).await?;
+    let url = ssh.url(0).await?;
     let listing = broker.cli_ok(&["key", "list", "--user", "alice"])?;
     let fp = listing
         .split_whitespace()
         .find(|w| w.starts_with("SHA256:"))
         .unwrap_or_default()
         .to_owned();
+    assert!(fp.starts_with("SHA256:"), "{listing}");
     broker.cli_ok(&["key", "rm", &fp])?;
-    ssh.exit(DEADLINE).await?;
+    let status = ssh.exit(DEADLINE).await?;
+    assert!(!status.success());
+    // OpenSSH prints the server's disconnect reason.
+    ssh.err_line("your key was removed").await?;
+    // Its tunnel went with it (parked for the owner's reconnect: 503, not served).
+    answers("tunnel gone", DEADLINE, &url, 503).await?;
     Ok(())
 }
 

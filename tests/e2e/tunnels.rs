@@ -140,9 +140,20 @@ async fn a_new_session_of_the_owner_takes_over_a_stale_one() -> Result<()> {
     new.url(0).await?;
     assert_eq!(get(&url).await?.body, "hello from new");
     old.line("taken over").await?;
-    // The old session ending later does not unbind the new one.
+    // The old session ending later does not unbind the new one. Its end is seen in the audit
+    // log (the broker records the forwards of a session that ended); only then is the check
+    // meaningful.
     drop(old);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("the old session's end recorded", DEADLINE, || {
+        let events = broker
+            .cli_ok(&["events", "--limit", "20"])
+            .unwrap_or_default();
+        let ended = events.lines().any(|l| {
+            l.contains("tunnel.unbind") && l.contains("app") && l.contains("session ended")
+        });
+        async move { ended.then_some(()) }
+    })
+    .await?;
     assert_eq!(get(&url).await?.body, "hello from new");
     Ok(())
 }
