@@ -119,6 +119,35 @@ mod tests {
         assert!(!k.public_key.contains("alice"));
     }
 
+    /// Keys of every kind OpenSSH makes, fingerprinted by us and by `ssh-keygen -lf`: the
+    /// fingerprint is what `broker key rm` and the refusal lines print, so the two must agree.
+    #[test]
+    fn fingerprints_match_ssh_keygen() {
+        let dir = std::env::temp_dir().join(format!("warren-fp-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        for kind in ["ed25519", "ecdsa", "rsa"] {
+            let path = dir.join(kind);
+            let made = std::process::Command::new("ssh-keygen")
+                .args(["-q", "-N", "", "-C", "me@box", "-t", kind, "-f"])
+                .arg(&path)
+                .status()
+                .expect("ssh-keygen (openssh-client) is installed by scripts/test");
+            assert!(made.success());
+            let pub_path = path.with_extension("pub");
+            let line = std::fs::read_to_string(&pub_path).expect("pub");
+            let ours = parse_public_key(&line).expect("parse").fingerprint;
+            let out = std::process::Command::new("ssh-keygen")
+                .args(["-E", "sha256", "-lf"])
+                .arg(&pub_path)
+                .output()
+                .expect("ssh-keygen -lf");
+            let theirs = String::from_utf8_lossy(&out.stdout);
+            let theirs = theirs.split_whitespace().nth(1).unwrap_or_default();
+            assert_eq!(ours, theirs, "{kind}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[test]
     fn refuses_garbage() {
         assert!(matches!(
