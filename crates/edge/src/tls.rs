@@ -103,10 +103,23 @@ async fn serve(
         passthrough(route, socket, raw, peer).await;
         return;
     }
-    let tls = match tokio_rustls::TlsAcceptor::from(config)
-        .accept(Rewind::new(raw, socket))
-        .await
+    // The ClientHello is parsed again here (cheap) so that rustls's `Accepted` path is used:
+    // it writes the alert when the handshake cannot go on (no certificate for the name), which
+    // the plain acceptor's error path left unsent: clients saw a bare close instead of a TLS
+    // alert.
+    let start = match tokio_rustls::LazyConfigAcceptor::new(
+        rustls::server::Acceptor::default(),
+        Rewind::new(raw, socket),
+    )
+    .await
     {
+        Ok(start) => start,
+        Err(e) => {
+            debug!(error = %e, "ClientHello not accepted");
+            return;
+        }
+    };
+    let tls = match start.into_stream(config).await {
         Ok(tls) => tls,
         Err(e) => {
             // No certificate for this name, a protocol error, or an ACME TLS-ALPN-01
