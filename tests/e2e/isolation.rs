@@ -123,16 +123,15 @@ async fn random_name_is_not_claimable(db: Db) -> Result<()> {
         .and_then(|u| u.split('.').next())
         .context("random name in URL")?
         .to_owned();
-    let c = Ssh::spawn(
-        &broker,
-        &carol,
-        &[
-            "-o",
-            "ExitOnForwardFailure=no",
-            "-R",
-            &format!("{name}:80:{}", origin.target()),
-        ],
-    )?;
+    let claim = format!("{name}:80:{}", origin.target());
+    let carol_claims = || {
+        Ssh::spawn(
+            &broker,
+            &carol,
+            &["-o", "ExitOnForwardFailure=no", "-R", &claim],
+        )
+    };
+    let c = carol_claims()?;
     c.line(&format!("name {name:?} is in use by another user"))
         .await?;
     // The refusal wrote nothing: no reservation for carol.
@@ -144,16 +143,7 @@ async fn random_name_is_not_claimable(db: Db) -> Result<()> {
     // Parked for alice: carol still cannot take it, and alice's reconnect gets it back.
     ssh.kill().await;
     answers("parked", DEADLINE, &url, 503).await?;
-    let c2 = Ssh::spawn(
-        &broker,
-        &carol,
-        &[
-            "-o",
-            "ExitOnForwardFailure=no",
-            "-R",
-            &format!("{name}:80:{}", origin.target()),
-        ],
-    )?;
+    let c2 = carol_claims()?;
     c2.line("is in use by another user").await?;
     let again = Ssh::spawn(&broker, &alice, &["-R", &format!("0:{}", origin.target())])?;
     assert_eq!(again.url(0).await?, url);

@@ -216,7 +216,10 @@ impl Connection {
         if let Some(name) = reg.sticky(sticky)
             && reg.is_free_for(&name, user.id)
             && !self.forwards.holds_name(&name)
-            && self.reserved_for(&name, user).await?
+            && self
+                .reservation_holder(&name)
+                .await?
+                .is_none_or(|holder| holder == user.id)
         {
             return Ok(name);
         }
@@ -225,28 +228,17 @@ impl Connection {
             if !reg.is_vacant(&name) {
                 continue;
             }
-            if self.reservation_free(&name).await? {
+            if self.reservation_holder(&name).await?.is_none() {
                 return Ok(name);
             }
         }
         Err(Refusal::new("no free random name found; try again"))
     }
 
-    /// Whether `name` is reserved by nobody or by `user`.
-    async fn reserved_for(&self, name: &str, user: &User) -> Result<bool, Refusal> {
+    /// Who has reserved `name` (`None`: nobody); the one store lookup every path here uses.
+    async fn reservation_holder(&self, name: &str) -> Result<Option<i64>, Refusal> {
         match self.server.store.reservation(name).await {
-            Ok(r) => Ok(r.is_none_or(|r| r.user_id == user.id)),
-            Err(e) => {
-                warn!(error = %e, "reservation lookup failed");
-                Err(Refusal::new(DB_DOWN))
-            }
-        }
-    }
-
-    /// Whether `name` is reserved by nobody.
-    async fn reservation_free(&self, name: &str) -> Result<bool, Refusal> {
-        match self.server.store.reservation(name).await {
-            Ok(r) => Ok(r.is_none()),
+            Ok(r) => Ok(r.map(|r| r.user_id)),
             Err(e) => {
                 warn!(error = %e, "reservation lookup failed");
                 Err(Refusal::new(DB_DOWN))
@@ -265,12 +257,8 @@ impl Connection {
             )));
         }
         let store = &self.server.store;
-        let existing = store.reservation(label).await.map_err(|e| {
-            warn!(error = %e, "reservation lookup failed");
-            Refusal::new(DB_DOWN)
-        })?;
-        match existing {
-            Some(r) if r.user_id == user.id => {
+        match self.reservation_holder(label).await? {
+            Some(holder) if holder == user.id => {
                 self.server.registry.mark_reserved(label);
                 Ok(false)
             }
