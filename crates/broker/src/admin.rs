@@ -171,7 +171,7 @@ pub async fn key(config: &Config, cmd: KeyCmd) -> Result<()> {
 pub async fn reserve(config: &Config, user: &str, name: &str) -> Result<()> {
     warren_registry::names::validate(name)?;
     let store = open_existing_store(config).await?;
-    match store.reserve(ACTOR, user, name).await {
+    match store.reserve(ACTOR, user, name, "http").await {
         Ok(r) => {
             println!("reserved {} for {}", r.name, r.user_name);
             Ok(())

@@ -25,16 +25,16 @@ use crate::{
 /// first served, with no sleeping. Reads use the other pool and never wait for the writer (WAL).
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
-    pool: SqlitePool,
-    writer: SqlitePool,
+    pub(crate) pool: SqlitePool,
+    pub(crate) writer: SqlitePool,
 }
 
 /// Postgres backend.
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
     /// The same pool: Postgres has row locks, not one writer per database.
-    writer: PgPool,
+    pub(crate) writer: PgPool,
 }
 
 impl SqliteStore {
@@ -98,7 +98,7 @@ macro_rules! key_select {
 macro_rules! res_select {
     ($tail:literal) => {
         concat!(
-            "SELECT r.id, r.name, r.user_id, u.name AS user_name, r.created_at ",
+            "SELECT r.id, r.name, r.user_id, u.name AS user_name, r.created_at, r.kind ",
             "FROM reservations r JOIN users u ON u.id = r.user_id",
             $tail
         )
@@ -113,7 +113,7 @@ macro_rules! cert_columns {
     };
 }
 
-fn unique_violation(e: &sqlx::Error) -> bool {
+pub(crate) fn unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
@@ -294,7 +294,7 @@ macro_rules! impl_store {
                 Ok(user.map(|u| (key, u)))
             }
 
-            async fn reserve(&self, actor: &str, user: &str, name: &str) -> Result<Reservation> {
+            async fn reserve(&self, actor: &str, user: &str, name: &str, kind: &str) -> Result<Reservation> {
                 let mut tx = self.writer.begin_with($begin).await?;
                 let owner = Self::require_user(&mut tx, user).await?;
                 let select = res_select!(" WHERE r.name = $1");
@@ -305,10 +305,11 @@ macro_rules! impl_store {
                         Err(StoreError::NameTaken { name: name.to_owned(), owner_id: held.user_id })
                     };
                 }
-                sqlx::query("INSERT INTO reservations (name, user_id, created_at) VALUES ($1, $2, $3)")
+                sqlx::query("INSERT INTO reservations (name, user_id, created_at, kind) VALUES ($1, $2, $3, $4)")
                     .bind(name)
                     .bind(owner.id)
                     .bind(crate::now())
+                    .bind(kind)
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| {
@@ -319,7 +320,7 @@ macro_rules! impl_store {
                             e.into()
                         }
                     })?;
-                audit!(tx, actor, "name.reserve", name, Some(owner.id), "");
+                audit!(tx, actor, "name.reserve", name, Some(owner.id), kind);
                 let row = sqlx::query_as::<_, Reservation>(select).bind(name).fetch_one(&mut *tx).await?;
                 tx.commit().await?;
                 Ok(row)

@@ -35,6 +35,12 @@ pub enum StoreError {
     /// `delete_certificate` of a name with no certificate row.
     #[error("no certificate for {0:?}")]
     NoSuchCertificate(String),
+    /// `create_token` with a name the user already gave another token.
+    #[error("you already have a token named {0:?}")]
+    TokenExists(String),
+    /// A token id that is not in the store.
+    #[error("no token with id {0}")]
+    NoSuchToken(i64),
     /// A database URL with an unknown scheme.
     #[error("database url {0:?} is neither sqlite:// nor postgres://")]
     BadUrl(String),

@@ -10,10 +10,13 @@
 //! from another process without a restart.
 #![warn(missing_docs)]
 
+#[macro_use]
 mod backend;
+mod accounts;
 mod error;
 mod types;
 
+pub use accounts::{AccountStore, ApiToken, LoginSession, NewToken, Quotas, SigningKey};
 pub use backend::{PostgresStore, SqliteStore};
 pub use error::StoreError;
 pub use types::{
@@ -30,7 +33,7 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 ///
 /// `actor` on mutations names who did it (`cli`, `ssh:alice`) and goes to the audit log.
 #[async_trait::async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: AccountStore + Send + Sync + 'static {
     /// Creates a user; names are unique.
     async fn create_user(&self, actor: &str, name: &str, is_admin: bool) -> Result<User>;
     /// All users, oldest first.
@@ -51,9 +54,11 @@ pub trait Store: Send + Sync + 'static {
     /// The key with this fingerprint and its owner: the authentication lookup.
     async fn key_by_fingerprint(&self, fingerprint: &str) -> Result<Option<(SshKey, User)>>;
 
-    /// Reserves `name` for `user`. Reserving a name the user already holds is a no-op that
-    /// returns the existing reservation; a name held by someone else is [`StoreError::NameTaken`].
-    async fn reserve(&self, actor: &str, user: &str, name: &str) -> Result<Reservation>;
+    /// Reserves `name` for `user`, serving `kind` (`http`, `tls` or `tcp`). Reserving a name the
+    /// user already holds is a no-op that returns the existing reservation (whatever its kind); a
+    /// name held by someone else is [`StoreError::NameTaken`].
+    async fn reserve(&self, actor: &str, user: &str, name: &str, kind: &str)
+    -> Result<Reservation>;
     /// Releases a reservation; returns what was released.
     async fn release(&self, actor: &str, name: &str) -> Result<Reservation>;
     /// The reservation of one name, if any.

@@ -62,6 +62,8 @@ pub struct Reservation {
     pub user_name: String,
     /// Unix seconds.
     pub created_at: i64,
+    /// What it serves: `http`, `tls` (passthrough) or `tcp` (the name is `tcp:PORT`).
+    pub kind: String,
 }
 
 /// One line of the audit log. `action` is a dotted verb (`user.disable`, `key.remove`,
