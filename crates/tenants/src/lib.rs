@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 mod caller;
+pub mod passwords;
 mod error;
 
 pub use caller::{Caller, Scope, Via};
