@@ -61,6 +61,10 @@ pub struct TestBroker {
     pub ssh_port: u16,
     pub http_port: u16,
     pub https_port: u16,
+    /// The admin listener's port (the API for scripts on the box).
+    pub api_port: u16,
+    /// The first-run setup token `serve` printed, if it printed one.
+    pub setup_token: Option<String>,
     extra: Vec<String>,
     pg: Option<(String, String)>,
 }
@@ -89,6 +93,8 @@ impl TestBroker {
             ssh_port: 0,
             http_port: 0,
             https_port: 0,
+            api_port: 0,
+            setup_token: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             pg,
         };
@@ -108,7 +114,7 @@ impl TestBroker {
         let mut cmd = self.base_command();
         let log = std::env::var("WARREN_TEST_LOG").unwrap_or_else(|_| "warn".into());
         // Port 0 everywhere, unless the test picked an address itself.
-        for flag in ["--ssh-addr", "--http-addr", "--https-addr"] {
+        for flag in ["--ssh-addr", "--http-addr", "--https-addr", "--admin-addr"] {
             if !self.extra.iter().any(|a| a == flag) {
                 cmd.args([flag, "127.0.0.1:0"]);
             }
@@ -121,7 +127,8 @@ impl TestBroker {
         let mut child = cmd.spawn().context("spawn broker")?;
         let stdout = child.stdout.take().context("stdout")?;
         let mut lines = BufReader::new(stdout).lines();
-        let (mut ssh, mut http, mut https) = (0u16, 0u16, 0u16);
+        let (mut ssh, mut http, mut https, mut api) = (0u16, 0u16, 0u16, 0u16);
+        let mut setup = None;
         for line in lines.by_ref() {
             let line = line?;
             let port = |l: &str| -> Option<u16> {
@@ -138,8 +145,16 @@ impl TestBroker {
                 http = port(&line).unwrap_or(0);
             } else if line.starts_with("  https ") {
                 https = port(&line).unwrap_or(0);
-            }
-            if ssh != 0 && http != 0 && https != 0 {
+            } else if let Some(url) = line.strip_prefix("  api   http://") {
+                api = url
+                    .split('/')
+                    .next()
+                    .and_then(|a| a.rsplit(':').next())
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
+            } else if let Some((_, token)) = line.trim().rsplit_once("/setup#") {
+                setup = Some(token.to_owned());
+            } else if line.starts_with("Try: ") {
                 break;
             }
         }
@@ -153,6 +168,8 @@ impl TestBroker {
         self.ssh_port = ssh;
         self.http_port = http;
         self.https_port = https;
+        self.api_port = api;
+        self.setup_token = setup;
         Ok(())
     }
 

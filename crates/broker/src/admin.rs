@@ -35,6 +35,26 @@ pub enum UserCmd {
         /// The user.
         name: String,
     },
+    /// Set a user's console password (read from stdin when it is not a terminal); their
+    /// console sessions end.
+    Passwd {
+        /// The user.
+        name: String,
+    },
+    /// Set a user's quotas: a number, or `default` for the broker's configured value.
+    Quota {
+        /// The user.
+        name: String,
+        /// Names they may hold reserved.
+        #[arg(long, value_name = "N|default")]
+        max_reservations: Option<String>,
+        /// Live tunnels at once.
+        #[arg(long, value_name = "N|default")]
+        max_tunnels: Option<String>,
+        /// Concurrent visitor connections per tunnel.
+        #[arg(long, value_name = "N|default")]
+        max_visitor_connections: Option<String>,
+    },
 }
 
 /// `broker key …`
@@ -73,8 +93,28 @@ fn check_user_name(name: &str) -> Result<()> {
 }
 
 pub async fn user(config: &Config, cmd: UserCmd) -> Result<()> {
+    match cmd {
+        UserCmd::Passwd { name } => return crate::accounts::passwd(config, &name).await,
+        UserCmd::Quota {
+            name,
+            max_reservations,
+            max_tunnels,
+            max_visitor_connections,
+        } => {
+            return crate::accounts::quota(
+                config,
+                &name,
+                max_reservations.as_deref(),
+                max_tunnels.as_deref(),
+                max_visitor_connections.as_deref(),
+            )
+            .await;
+        }
+        _ => {}
+    }
     let store = open_existing_store(config).await?;
     match cmd {
+        UserCmd::Passwd { .. } | UserCmd::Quota { .. } => {}
         UserCmd::Add { name, admin } => {
             check_user_name(&name)?;
             let u = store.create_user(ACTOR, &name, admin).await?;
@@ -168,24 +208,18 @@ pub async fn key(config: &Config, cmd: KeyCmd) -> Result<()> {
     Ok(())
 }
 
-pub async fn reserve(config: &Config, user: &str, name: &str) -> Result<()> {
-    warren_registry::names::validate(name)?;
-    let store = open_existing_store(config).await?;
-    match store.reserve(ACTOR, user, name, "http").await {
-        Ok(r) => {
-            println!("reserved {} for {}", r.name, r.user_name);
-            Ok(())
-        }
-        Err(warren_store::StoreError::NameTaken { owner_id, .. }) => {
-            let owner = store
-                .user_by_id(owner_id)
-                .await?
-                .map(|u| u.name)
-                .unwrap_or_else(|| "another user".into());
-            bail!("name {name:?} is already reserved by {owner}")
-        }
-        Err(e) => Err(e.into()),
+pub async fn reserve(config: &Config, user: &str, name: &str, kind: &str) -> Result<()> {
+    let t = crate::accounts::tenants(config).await?;
+    let caller = warren_tenants::Caller::operator();
+    let stored = t.reservation_name(name, kind)?;
+    if let Some(held) = t.store.reservation(&stored).await?
+        && held.user_name != user
+    {
+        bail!("name {stored:?} is already reserved by {}", held.user_name);
     }
+    let r = t.reserve(&caller, Some(user), name, kind).await?;
+    println!("reserved {} ({}) for {}: {}", r.name, r.kind, r.user, r.url);
+    Ok(())
 }
 
 pub async fn release(config: &Config, name: &str) -> Result<()> {
@@ -211,7 +245,7 @@ pub enum CertsCmd {
     List,
 }
 
-fn when(t: Option<i64>) -> String {
+pub(crate) fn when(t: Option<i64>) -> String {
     match t {
         None => "-".into(),
         Some(t) => {

@@ -1,6 +1,7 @@
 //! `broker`: Warren's one program. `broker serve` runs the tunnel server; the other commands
 //! administer the same database, safely while the server runs (it picks changes up live).
 
+mod accounts;
 mod admin;
 mod config;
 mod public;
@@ -42,14 +43,20 @@ enum Command {
     Reserve {
         /// The user.
         user: String,
-        /// The name (a DNS label: lowercase letters, digits, '-').
+        /// The name (a DNS label: lowercase letters, digits, '-'), or a port for --kind tcp.
         name: String,
+        /// What it serves: http (-R NAME:80), tls (passthrough, -R NAME:443) or tcp (-R tcp:PORT).
+        #[arg(long, default_value = "http")]
+        kind: String,
     },
     /// Release a reserved name.
     Release {
         /// The name.
         name: String,
     },
+    /// API tokens.
+    #[command(subcommand)]
+    Token(accounts::TokenCmd),
     /// Certificates: each name, issuer, expiry and last error.
     #[command(subcommand)]
     Certs(admin::CertsCmd),
@@ -116,7 +123,10 @@ fn run(cli: Cli) -> Result<()> {
             }
             Command::User(cmd) => admin::user(&config, cmd).await,
             Command::Key(cmd) => admin::key(&config, cmd).await,
-            Command::Reserve { user, name } => admin::reserve(&config, &user, &name).await,
+            Command::Reserve { user, name, kind } => {
+                admin::reserve(&config, &user, &name, &kind).await
+            }
+            Command::Token(cmd) => accounts::token(&config, cmd).await,
             Command::Release { name } => admin::release(&config, &name).await,
             Command::Names { user } => admin::names(&config, user.as_deref()).await,
             Command::Certs(cmd) => admin::certs(&config, cmd).await,

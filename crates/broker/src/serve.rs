@@ -127,6 +127,33 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         limits: config.session_limits,
     };
     let example_url = ssh_settings.url_for("NAME");
+    let tenants = tenants_for(
+        &config,
+        store.clone(),
+        Some(registry.clone()),
+        &ssh_settings,
+    );
+    let api = warren_api::ApiState::new(
+        tenants.clone(),
+        warren_api::ApiSettings {
+            secure_cookies: config.public_scheme == "https",
+        },
+    )
+    .await
+    .context("cannot load the API's session keys")?;
+    let api_router = warren_api::router(api);
+    // The console host is a route like a tunnel's, owned by no user (id 0): the edge serves it
+    // with everything it does for tunnels, and no tenant can bind its name.
+    registry
+        .bind(
+            &config.console_label,
+            CONSOLE_OWNER,
+            CONSOLE_SESSION,
+            warren_registry::RouteKind::Http,
+            Arc::new(warren_api::LocalEndpoint::new(api_router.clone())),
+        )
+        .map_err(|e| anyhow::anyhow!("console_host: {e}"))?;
+    let console_url = ssh_settings.url_for(&config.console_label);
     let shutdown = CancellationToken::new();
     let tasks = tokio_util::task::TaskTracker::new();
     let shards =
@@ -199,6 +226,26 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         tls_config,
     ));
     tasks.spawn(watcher.run(shutdown.clone()));
+    let admin_addr = match config.admin_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("admin_addr: cannot listen on {addr}"))?;
+            let local = listener.local_addr()?;
+            let stop = shutdown.clone();
+            let service = api_router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            tasks.spawn(async move {
+                if let Err(e) = axum::serve(listener, service)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+                {
+                    warn!(error = %e, "admin listener failed");
+                }
+            });
+            Some(local)
+        }
+        None => None,
+    };
     tasks.close();
 
     // Stable lines on stdout: people read them, and the test harness finds the ports here.
@@ -219,6 +266,10 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         config.tcp_ports.start(),
         config.tcp_ports.end()
     );
+    match admin_addr {
+        Some(a) => println!("  api   http://{a}/api/v1  console {console_url}"),
+        None => println!("  api   {console_url}/api/v1  (admin_addr off)"),
+    }
     println!("  dns   {}", public_info.dns);
     println!("  acme  {}", public_info.acme);
     println!(
@@ -226,6 +277,19 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         config.data_dir.display(),
         config.database_url.redacted()
     );
+    match tenants.setup_token().await {
+        Ok(Some(token)) => {
+            println!("First run: no admin has a password yet. Within an hour, set one once at");
+            println!("  {console_url}/setup#{token}");
+            if let Some(a) = admin_addr {
+                println!(
+                    "  or: curl -H 'content-type: application/json' -d '{{\"token\":\"{token}\",\"name\":\"admin\",\"password\":\"…\"}}' http://{a}/api/v1/setup"
+                );
+            }
+        }
+        Ok(None) => {}
+        Err(e) => warn!(error = %e, "cannot create the setup link"),
+    }
     println!(
         "Try: ssh -p {} -R 0:localhost:8000 tunnel@{}",
         ssh_addr.port(),
@@ -238,6 +302,40 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
     Ok(())
+}
+
+/// The console route's owner: no user has id 0 (ids start at 1 on both backends).
+const CONSOLE_OWNER: i64 = 0;
+/// The console route's session: SSH sessions are numbered from 1.
+const CONSOLE_SESSION: warren_registry::SessionId = 0;
+
+/// The service functions with this broker's settings; `registry` only in the serving process.
+pub fn tenants_for(
+    config: &Config,
+    store: Arc<dyn Store>,
+    registry: Option<Arc<Registry>>,
+    ssh: &SshSettings,
+) -> warren_tenants::Tenants {
+    warren_tenants::Tenants::new(
+        store,
+        registry,
+        warren_tenants::TenantSettings {
+            urls: warren_tenants::PublicUrls {
+                domain: config.domain.clone(),
+                scheme: ssh.public_scheme.clone(),
+                port: ssh.public_port,
+                tls_port: ssh.public_tls_port,
+                tcp_host: config.domain.clone(),
+            },
+            default_quotas: warren_tenants::DefaultQuotas {
+                max_reservations: config.session_limits.names_per_user as i64,
+                max_tunnels: config.owner_limits.routes as i64,
+                max_visitor_connections: config.max_tunnel_connections as i64,
+            },
+            tcp_ports: (*config.tcp_ports.start(), *config.tcp_ports.end()),
+            reserved_labels: vec![config.console_label.clone()],
+        },
+    )
 }
 
 /// Each tunnel and each visitor connection is a file descriptor, and the soft limit a service

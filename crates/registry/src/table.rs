@@ -206,6 +206,11 @@ impl Registry {
         held_in(&self.snapshot.load(), owner, None)
     }
 
+    /// Visitor connections each tunnel takes at once.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
     /// The grace period names are kept for after their owner goes away.
     pub fn grace(&self) -> Duration {
         self.grace

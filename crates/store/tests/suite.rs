@@ -221,11 +221,17 @@ both!(reservations_are_exclusive, |fx| {
     let s = &fx.store;
     let alice = s.create_user("cli", "alice", false).await.expect("alice");
     s.create_user("cli", "bob", false).await.expect("bob");
-    let r = s.reserve("cli", "alice", "chat", "http").await.expect("reserve");
+    let r = s
+        .reserve("cli", "alice", "chat", "http")
+        .await
+        .expect("reserve");
     assert_eq!((r.name.as_str(), r.user_name.as_str()), ("chat", "alice"));
     // Idempotent for the holder.
     assert_eq!(
-        s.reserve("cli", "alice", "chat", "http").await.expect("again").id,
+        s.reserve("cli", "alice", "chat", "http")
+            .await
+            .expect("again")
+            .id,
         r.id
     );
     match s.reserve("cli", "bob", "chat", "http").await {
@@ -249,7 +255,9 @@ both!(reservations_are_exclusive, |fx| {
         s.release("cli", "chat").await,
         Err(StoreError::NoSuchReservation(_))
     ));
-    s.reserve("cli", "bob", "chat", "http").await.expect("now bob's");
+    s.reserve("cli", "bob", "chat", "http")
+        .await
+        .expect("now bob's");
 });
 
 both!(every_mutation_is_audited_in_order, |fx| {
@@ -288,7 +296,9 @@ both!(data_survives_reopen, |fx| {
     s.add_key("cli", "alice", &key("SHA256:aaa"))
         .await
         .expect("key");
-    s.reserve("cli", "alice", "chat", "http").await.expect("reserve");
+    s.reserve("cli", "alice", "chat", "http")
+        .await
+        .expect("reserve");
     let again = warren_store::open(&fx.url)
         .await
         .expect("reopen (migrations are idempotent)");
@@ -314,7 +324,8 @@ both!(concurrent_writers_do_not_fail, |fx| {
     for i in 0..20 {
         let st = if i % 2 == 0 { s.clone() } else { other.clone() };
         tasks.push(tokio::spawn(async move {
-            st.reserve("cli", "alice", &format!("name{i}"), "http").await
+            st.reserve("cli", "alice", &format!("name{i}"), "http")
+                .await
         }));
     }
     for t in tasks {

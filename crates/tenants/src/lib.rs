@@ -2,18 +2,117 @@
 //!
 //! Three front doors lead here: the REST API (`warren-api`), the commands a tenant runs over SSH
 //! (`ssh tunnel@host ls`) and the operator's `broker` CLI. Each builds a [`Caller`] (who is
-//! asking, with what scope, through which door) and calls the same service function, so the
-//! three cannot disagree on a rule: who may see what, which quota applies, what the audit row
-//! says. Functions return [`ServiceError`], whose variants map one to one onto the API's status
-//! codes and read as one line in a terminal.
+//! asking, with what scope, through which door) and calls the same function on [`Tenants`], so
+//! the three cannot disagree on a rule: who may see what, which quota applies, what the audit
+//! row says. Functions return [`ServiceError`], whose variants map one to one onto the API's
+//! status codes and read as one line in a terminal.
 #![warn(missing_docs)]
 
+mod auth;
 mod caller;
-pub mod passwords;
 mod error;
+mod keys;
+pub mod passwords;
+mod reservations;
+pub mod tokens;
+mod tunnels;
+mod urls;
+mod users;
+pub use reservations::KINDS;
+pub use users::check_user_name;
+mod views;
 
+pub use auth::{MAX_TOKEN_LIFETIME, parse_duration};
 pub use caller::{Caller, Scope, Via};
 pub use error::ServiceError;
+pub use urls::PublicUrls;
+pub use views::*;
+
+use std::sync::Arc;
+
+use warren_registry::Registry;
+use warren_store::{Quotas, Store};
 
 /// Result alias for service functions.
 pub type Result<T> = std::result::Result<T, ServiceError>;
+
+/// Defaults and facts the service functions need from the broker's configuration.
+#[derive(Debug, Clone)]
+pub struct TenantSettings {
+    /// How public URLs are written.
+    pub urls: PublicUrls,
+    /// Quotas of users who have none of their own set.
+    pub default_quotas: DefaultQuotas,
+    /// The public TCP port range (`tcp` reservations must fall in it).
+    pub tcp_ports: (u16, u16),
+    /// Names no tenant may reserve (the console's host label, …).
+    pub reserved_labels: Vec<String>,
+}
+
+/// The configured quotas every user has unless an admin sets their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct DefaultQuotas {
+    /// Names a user may hold reserved.
+    pub max_reservations: i64,
+    /// Live tunnels a user may hold at once.
+    pub max_tunnels: i64,
+    /// Concurrent visitor connections per tunnel.
+    pub max_visitor_connections: i64,
+}
+
+impl DefaultQuotas {
+    /// A user's effective quotas: their own where set, else these.
+    pub fn apply(&self, own: &Quotas) -> DefaultQuotas {
+        DefaultQuotas {
+            max_reservations: own.max_reservations.unwrap_or(self.max_reservations),
+            max_tunnels: own.max_tunnels.unwrap_or(self.max_tunnels),
+            max_visitor_connections: own
+                .max_visitor_connections
+                .unwrap_or(self.max_visitor_connections),
+        }
+    }
+}
+
+/// The service: the store, the live registry when running inside `broker serve` (the CLI, a
+/// separate process, has none: live tunnels are then out of reach), and the settings.
+#[derive(Clone)]
+pub struct Tenants {
+    /// Persistent state.
+    pub store: Arc<dyn Store>,
+    /// Live routes, when in the serving process.
+    pub registry: Option<Arc<Registry>>,
+    /// Defaults and public URL shapes.
+    pub settings: Arc<TenantSettings>,
+}
+
+impl std::fmt::Debug for Tenants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tenants")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tenants {
+    /// A service over `store`, with live tunnels when `registry` is given.
+    pub fn new(
+        store: Arc<dyn Store>,
+        registry: Option<Arc<Registry>>,
+        settings: TenantSettings,
+    ) -> Self {
+        Self {
+            store,
+            registry,
+            settings: Arc::new(settings),
+        }
+    }
+
+    fn registry(&self) -> Result<&Arc<Registry>> {
+        self.registry.as_ref().ok_or_else(|| ServiceError::Invalid {
+            field: "tunnels",
+            message: "live tunnels are known only to the running broker; use the API on its \
+                          admin address"
+                .into(),
+        })
+    }
+}

@@ -193,6 +193,14 @@ settings! {
     /// TSIG algorithm: hmac-sha256, hmac-sha384 or hmac-sha512 [default: hmac-sha256].
     #[arg(long, global = true, env = "BROKER_RFC2136_ALGORITHM", value_name = "ALG")]
     rfc2136_algorithm: String,
+    /// Host of the console and the REST API, a name under DOMAIN that no tenant can claim
+    /// [default: console.DOMAIN].
+    #[arg(long, global = true, env = "BROKER_CONSOLE_HOST", value_name = "HOST")]
+    console_host: String,
+    /// Listener for the API (and, later, metrics and health checks) for scripts on the box;
+    /// `off` to disable [default: 127.0.0.1:9090].
+    #[arg(long, global = true, env = "BROKER_ADMIN_ADDR", value_name = "ADDR")]
+    admin_addr: String,
     /// Log filter, as RUST_LOG [default: info].
     #[arg(long, global = true, env = "BROKER_LOG", value_name = "FILTER")]
     log: String,

@@ -117,6 +117,10 @@ pub struct Config {
     pub auth_timeout: Duration,
     /// Log filter.
     pub log: String,
+    /// The console host's label (`console`), reserved from tenants.
+    pub console_label: String,
+    /// The admin listener, if on.
+    pub admin_addr: Option<SocketAddr>,
     /// DNS and certificates: what going public needs.
     pub public: PublicConfig,
 }
@@ -159,6 +163,26 @@ impl Config {
         if domain.is_empty() || !domain.split('.').all(label_ok) {
             bail!("domain: {domain:?} is not a valid domain name");
         }
+        let console_host = a
+            .console_host
+            .clone()
+            .unwrap_or_else(|| format!("console.{domain}"))
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        let console_label = match console_host.strip_suffix(&format!(".{domain}")) {
+            Some(l) if !l.contains('.') && label_ok(l) => l.to_owned(),
+            _ => bail!(
+                "console_host: {console_host:?} must be one label under the domain {domain:?} (e.g. console.{domain})"
+            ),
+        };
+        let admin_addr = match a.admin_addr.as_deref().map(str::trim) {
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
+            Some("off") => None,
+            Some(s) => Some(
+                s.parse::<SocketAddr>()
+                    .map_err(|_| anyhow::anyhow!("admin_addr: {s:?} is not ADDR:PORT (or off)"))?,
+            ),
+        };
         let max_header_bytes = a.max_header_bytes.unwrap_or(32 * 1024);
         if max_header_bytes < 8192 {
             bail!("max_header_bytes: must be at least 8192, got {max_header_bytes}");
@@ -246,6 +270,8 @@ impl Config {
                 a.auth_timeout_secs.unwrap_or(30),
             )?),
             log: a.log.unwrap_or_else(|| "info".into()),
+            console_label,
+            admin_addr,
             public,
             data_dir,
         })

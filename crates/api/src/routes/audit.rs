@@ -1,0 +1,54 @@
+//! The audit log and certificates.
+
+use axum::extract::State;
+use serde::Deserialize;
+use warren_tenants::{CertView, EventView, Page};
+
+use super::{AllFilter, ApiQuery};
+use crate::ApiState;
+use crate::auth::Auth;
+use crate::error::{ApiResult, ErrorBody};
+
+/// Paging through the audit log.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct EventQuery {
+    /// Everyone's events (admin).
+    #[serde(default)]
+    all: bool,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Page size, 1-500 (default 100).
+    limit: Option<i64>,
+}
+
+/// Audit events, newest first: the caller's own (everyone's with `all`, admin).
+#[utoipa::path(get, path = "/api/v1/events", tag = "audit", params(EventQuery),
+    responses((status = 200, body = Page<EventView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("token" = []), ("session" = [])))]
+pub(crate) async fn events(
+    State(state): State<ApiState>,
+    auth: Auth,
+    ApiQuery(q): ApiQuery<EventQuery>,
+) -> ApiResult<axum::Json<Page<EventView>>> {
+    Ok(axum::Json(
+        state
+            .tenants
+            .events(&auth.caller, q.all, q.cursor.as_deref(), q.limit)
+            .await?,
+    ))
+}
+
+/// Certificates of the caller's names (everyone's with `all`, admin).
+#[utoipa::path(get, path = "/api/v1/certificates", tag = "audit", params(AllFilter),
+    responses((status = 200, body = Vec<CertView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("token" = []), ("session" = [])))]
+pub(crate) async fn certificates(
+    State(state): State<ApiState>,
+    auth: Auth,
+    ApiQuery(f): ApiQuery<AllFilter>,
+) -> ApiResult<axum::Json<Vec<CertView>>> {
+    Ok(axum::Json(
+        state.tenants.certificates(&auth.caller, f.all).await?,
+    ))
+}

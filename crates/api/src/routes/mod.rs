@@ -1,0 +1,74 @@
+//! The handlers, one file per resource, and the extractors that turn axum's rejections into
+//! the API's error shape.
+
+mod audit;
+mod keys;
+mod reservations;
+mod session;
+mod tokens;
+mod tunnels;
+mod users;
+
+use axum::extract::{FromRequest, FromRequestParts};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::ApiState;
+use crate::error::ApiError;
+
+/// A JSON body; a malformed one is a 422 in the API's shape, a wrong content type a 415.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub(crate) struct ApiJson<T>(pub T);
+
+/// Query parameters; malformed ones are a 422 in the API's shape.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub(crate) struct ApiQuery<T>(pub T);
+
+/// Path parameters; malformed ones are a 422 in the API's shape.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub(crate) struct ApiPath<T>(pub T);
+
+/// Every route.
+pub(crate) fn all(r: OpenApiRouter<ApiState>) -> OpenApiRouter<ApiState> {
+    r.routes(routes!(session::login, session::current, session::logout))
+        .routes(routes!(session::logout_all))
+        .routes(routes!(session::setup))
+        .routes(routes!(users::me))
+        .routes(routes!(users::change_own_password))
+        .routes(routes!(users::list, users::create))
+        .routes(routes!(users::get))
+        .routes(routes!(users::disable))
+        .routes(routes!(users::enable))
+        .routes(routes!(users::set_quotas))
+        .routes(routes!(users::reset_password))
+        .routes(routes!(keys::list, keys::add))
+        .routes(routes!(keys::remove))
+        .routes(routes!(tokens::list, tokens::create))
+        .routes(routes!(tokens::revoke))
+        .routes(routes!(reservations::list, reservations::create))
+        .routes(routes!(reservations::get, reservations::release))
+        .routes(routes!(tunnels::list))
+        .routes(routes!(tunnels::disconnect))
+        .routes(routes!(audit::events))
+        .routes(routes!(audit::certificates))
+}
+
+/// `?user=NAME` (admins; `*` for everyone).
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct UserFilter {
+    /// Whose (admins may name anyone, or `*` for everyone); default: the caller.
+    pub user: Option<String>,
+}
+
+/// `?all=true` (admins).
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct AllFilter {
+    /// Everyone's, not only the caller's (admin).
+    #[serde(default)]
+    pub all: bool,
+}

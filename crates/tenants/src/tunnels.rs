@@ -1,0 +1,157 @@
+//! Live tunnels (from the registry), the audit log and certificates of one's names.
+
+use std::collections::HashMap;
+
+use warren_registry::{Lookup, RouteKind};
+use warren_store::AuditEvent;
+
+use crate::{Caller, CertView, EventView, Page, Result, Scope, ServiceError, Tenants, TunnelView};
+
+/// Largest page of the audit log.
+pub const MAX_PAGE: i64 = 500;
+
+fn kind_word(kind: RouteKind) -> &'static str {
+    match kind {
+        RouteKind::Http => "http",
+        RouteKind::TlsPassthrough => "tls",
+        RouteKind::Tcp => "tcp",
+    }
+}
+
+impl Tenants {
+    /// Live tunnels: the caller's own, or everyone's (`all`, admin).
+    pub async fn tunnels(&self, caller: &Caller, all: bool) -> Result<Vec<TunnelView>> {
+        caller.require(Scope::Read)?;
+        if all {
+            caller.require(Scope::Admin)?;
+        }
+        let reg = self.registry()?;
+        let names: HashMap<i64, String> = if all {
+            self.store
+                .list_users()
+                .await?
+                .into_iter()
+                .map(|u| (u.id, u.name))
+                .collect()
+        } else {
+            HashMap::from([(caller.user.id, caller.user.name.clone())])
+        };
+        let mut out: Vec<TunnelView> = reg
+            .routes()
+            .into_iter()
+            .filter(|r| if all { true } else { r.owner == caller.user.id })
+            .map(|r| TunnelView {
+                url: self.settings.urls.url(r.kind, &r.name),
+                kind: kind_word(r.kind).into(),
+                user: names.get(&r.owner).cloned().unwrap_or_default(),
+                requests: r.requests.load(std::sync::atomic::Ordering::Relaxed),
+                visitor_connections: reg
+                    .max_connections()
+                    .saturating_sub(r.connections.available_permits())
+                    as u64,
+                name: r.name.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Drops a live tunnel of the caller's (or anyone's, admin); its owner is told who did it.
+    pub async fn disconnect(&self, caller: &Caller, name: &str) -> Result<()> {
+        caller.require(Scope::Write)?;
+        let reg = self.registry()?;
+        let not_found = || ServiceError::NotFound(format!("no live tunnel named {name:?}"));
+        let Lookup::Live(route) = reg.lookup(name) else {
+            return Err(not_found());
+        };
+        if !caller.sees(route.owner) {
+            return Err(not_found());
+        }
+        reg.unbind(name, route.session);
+        route.endpoint.notify(format!(
+            "tunnel {name} was disconnected by {}",
+            caller.actor()
+        ));
+        let mut e = AuditEvent::new(
+            &caller.actor(),
+            "tunnel.disconnect",
+            name,
+            Some(route.owner),
+        );
+        e.detail = "from the API".into();
+        self.store.record(&e).await?;
+        Ok(())
+    }
+
+    /// The audit log, newest first: the caller's own events, or everyone's (`all`, admin).
+    /// `cursor` is the `next_cursor` of the previous page.
+    pub async fn events(
+        &self,
+        caller: &Caller,
+        all: bool,
+        cursor: Option<&str>,
+        limit: Option<i64>,
+    ) -> Result<Page<EventView>> {
+        caller.require(Scope::Read)?;
+        if all {
+            caller.require(Scope::Admin)?;
+        }
+        let before =
+            match cursor {
+                None | Some("") => None,
+                Some(c) => Some(c.parse::<i64>().map_err(|_| {
+                    ServiceError::invalid("cursor", "not a cursor this API gave out")
+                })?),
+            };
+        let limit = limit.unwrap_or(100);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(ServiceError::invalid(
+                "limit",
+                format!("use 1 to {MAX_PAGE}"),
+            ));
+        }
+        let user = if all { None } else { Some(caller.user.id) };
+        let rows = self.store.events_page(user, before, limit + 1).await?;
+        let more = rows.len() as i64 > limit;
+        let items: Vec<EventView> = rows
+            .into_iter()
+            .take(limit as usize)
+            .map(|e| EventView {
+                id: e.id,
+                at: e.at,
+                actor: e.actor,
+                action: e.action,
+                subject: e.subject,
+                detail: e.detail,
+            })
+            .collect();
+        let next_cursor = if more {
+            items.last().map(|e| e.id.to_string())
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Certificates of the caller's names (everyone's for an admin with `all`).
+    pub async fn certificates(&self, caller: &Caller, all: bool) -> Result<Vec<CertView>> {
+        caller.require(Scope::Read)?;
+        if all {
+            caller.require(Scope::Admin)?;
+        }
+        Ok(self
+            .store
+            .list_certificates()
+            .await?
+            .into_iter()
+            .filter(|c| all || c.owner_id == Some(caller.user.id))
+            .map(|c| CertView {
+                name: c.name,
+                not_after: c.not_after,
+                issuer: c.issuer,
+                last_error: c.last_error,
+                next_attempt: c.next_attempt,
+            })
+            .collect())
+    }
+}

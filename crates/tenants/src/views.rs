@@ -1,0 +1,148 @@
+//! What the service functions return: plain serialisable rows, the same for the API's JSON, the
+//! CLI's `--json` and the SSH commands' `--json`.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::DefaultQuotas;
+
+/// A user as others (and they themselves) see them.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UserView {
+    /// Stable id.
+    pub id: i64,
+    /// Login name.
+    pub name: String,
+    /// May manage other users.
+    pub is_admin: bool,
+    /// Cannot sign in or connect; their tunnels were dropped.
+    pub disabled: bool,
+    /// Whether a console password is set.
+    pub has_password: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// The quotas in force (their own where set, else the broker's defaults).
+    pub quotas: DefaultQuotas,
+}
+
+/// A registered SSH public key.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct KeyView {
+    /// `SHA256:…`, as `ssh-keygen -l` prints it.
+    pub fingerprint: String,
+    /// `ssh-ed25519`, `ecdsa-sha2-nistp256`, `ssh-rsa`.
+    pub algorithm: String,
+    /// The comment of the key line.
+    pub comment: String,
+    /// The OpenSSH public key line without comment.
+    pub public_key: String,
+    /// Owner's name.
+    pub user: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// An API token (never the token itself, which is shown once at creation).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TokenView {
+    /// Stable id (for revoking).
+    pub id: i64,
+    /// Its name, unique per user.
+    pub name: String,
+    /// The first characters (`wrn_AbCd`).
+    pub hint: String,
+    /// `read`, `write` or `admin`.
+    pub scope: String,
+    /// Unix seconds, or none.
+    pub expires_at: Option<i64>,
+    /// Unix seconds of the last use (to the minute), or none.
+    pub last_used_at: Option<i64>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Owner's name.
+    pub user: String,
+}
+
+/// A token just created: the only time its secret is shown.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CreatedToken {
+    /// The secret, `wrn_…`: store it now, it cannot be shown again.
+    pub token: String,
+    /// The stored record.
+    pub info: TokenView,
+}
+
+/// A reserved name.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReservationView {
+    /// The label (`chat`), or `tcp:PORT` for a TCP reservation.
+    pub name: String,
+    /// `http`, `tls` or `tcp`.
+    pub kind: String,
+    /// Where visitors reach it.
+    pub url: String,
+    /// Holder's name.
+    pub user: String,
+    /// Whether a tunnel is serving it right now (always false outside the running broker).
+    pub live: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// A live tunnel.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TunnelView {
+    /// The label, or `tcp:PORT`.
+    pub name: String,
+    /// `http`, `tls` or `tcp`.
+    pub kind: String,
+    /// Where visitors reach it.
+    pub url: String,
+    /// Owner's name.
+    pub user: String,
+    /// Requests served (HTTP) since it came up.
+    pub requests: u64,
+    /// Visitor connections open right now.
+    pub visitor_connections: u64,
+}
+
+/// One audit log entry.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EventView {
+    /// Monotonic id (the pagination cursor).
+    pub id: i64,
+    /// Unix seconds.
+    pub at: i64,
+    /// Who: `cli`, `ssh:alice`, `alice/console`, `alice/token:ci`.
+    pub actor: String,
+    /// What: `name.reserve`, `tunnel.bind`, …
+    pub action: String,
+    /// To what.
+    pub subject: String,
+    /// More.
+    pub detail: String,
+}
+
+/// A certificate of one of the caller's names.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CertView {
+    /// `chat.example.com`.
+    pub name: String,
+    /// Unix seconds, when issued.
+    pub not_after: Option<i64>,
+    /// The CA.
+    pub issuer: Option<String>,
+    /// Why the last order failed, if it did.
+    pub last_error: Option<String>,
+    /// When the manager acts next (renewal or retry).
+    pub next_attempt: Option<i64>,
+}
+
+/// One page of a list that grows, newest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Page<T> {
+    /// The entries.
+    pub items: Vec<T>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
+}
