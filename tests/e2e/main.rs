@@ -3,6 +3,7 @@
 //! parallel.
 
 mod admin;
+mod api;
 mod client;
 mod harness;
 mod hostile;

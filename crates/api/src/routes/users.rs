@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use utoipa::ToSchema;
 use warren_store::Quotas;
-use warren_tenants::{ServiceError, UserView};
+use warren_tenants::{Scope, ServiceError, UserView};
 
 use super::{ApiJson, ApiPath};
 use crate::ApiState;
@@ -43,6 +43,13 @@ pub(crate) async fn change_own_password(
     ApiJson(req): ApiJson<OwnPassword>,
 ) -> ApiResult<StatusCode> {
     let me = &auth.caller.user;
+    // The password opens a console session with all of the user's powers: a token may set it
+    // only if it carries them all itself.
+    auth.caller.require(if me.is_admin {
+        Scope::Admin
+    } else {
+        Scope::Write
+    })?;
     if let Some((_, Some(_))) = state
         .tenants
         .store
@@ -217,6 +224,7 @@ pub(crate) async fn reset_password(
     ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<NewPassword>,
 ) -> ApiResult<StatusCode> {
+    auth.caller.require(Scope::Write)?;
     if name == auth.caller.user.name {
         return Err(ServiceError::invalid(
             "name",
