@@ -5,6 +5,7 @@
 mod admin;
 mod api;
 mod client;
+mod commands;
 mod harness;
 mod hostile;
 mod https;

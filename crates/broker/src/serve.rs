@@ -177,6 +177,7 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
             sessions.clone(),
         )
         .with_tcp_ports(tcp_ports)
+        .with_tenants(tenants.clone())
         .with_shards(shards.clone()),
     );
     let edge = Arc::new(

@@ -13,6 +13,9 @@ use tracing::{debug, info, warn};
 use warren_registry::SessionId;
 use warren_store::{AuditEvent, User};
 
+use warren_tenants::{Caller, Scope, Via};
+
+use crate::commands;
 use crate::console::Console;
 use crate::forwards::Forwards;
 use crate::server::SshServer;
@@ -52,6 +55,8 @@ pub(crate) struct Connection {
     pub(crate) tcp_count: u32,
     /// The next fake port for a `-R …:0:` forward.
     pub(crate) next_port: u32,
+    /// A command waiting for its stdin to end (`keys add`): channel, words, input so far.
+    pending: Option<(ChannelId, Vec<String>, Vec<u8>)>,
 }
 
 impl Connection {
@@ -75,7 +80,41 @@ impl Connection {
             random_count: 0,
             tcp_count: 0,
             next_port: FIRST_ALLOCATED_PORT,
+            pending: None,
         }
+    }
+
+    /// Runs a command on its own task and sends its output, exit status, EOF and close.
+    fn run_command(
+        &self,
+        channel: ChannelId,
+        args: Vec<String>,
+        stdin: Vec<u8>,
+        session: &Session,
+    ) {
+        let (Some(tenants), Some(user)) = (self.server.tenants.clone(), self.user.clone()) else {
+            return;
+        };
+        let scope = if user.is_admin {
+            Scope::Admin
+        } else {
+            Scope::Write
+        };
+        let caller = Caller::new(user, scope, Via::Ssh);
+        let handle = session.handle();
+        tokio::spawn(async move {
+            let out = commands::run(&tenants, &caller, &args, &stdin).await;
+            let crlf = |s: String| s.replace('\n', "\r\n").into_bytes();
+            if !out.stdout.is_empty() {
+                let _ = handle.data(channel, crlf(out.stdout)).await;
+            }
+            if !out.stderr.is_empty() {
+                let _ = handle.extended_data(channel, 1, crlf(out.stderr)).await;
+            }
+            let _ = handle.exit_status_request(channel, out.code).await;
+            let _ = handle.eof(channel).await;
+            let _ = handle.close(channel).await;
+        });
     }
 
     /// Looks up an offered key. On [`KeyCheck::Refused`], `self.refusal` says why.
@@ -210,14 +249,10 @@ impl Handler for Connection {
             return Ok(());
         }
         reply.accept().await;
+        // The tunnel log attaches once the client asks for a shell: a command (exec) gets the
+        // channel to itself.
         self.session_channel = Some(channel.id());
-        self.console.attach(channel.id(), session.handle());
-        if self.forwards.is_empty() {
-            self.console.line(
-                "Warren: no tunnels requested. Try: ssh -R 0:localhost:8080 … (random name) or -R NAME:80:localhost:8080",
-            );
-        }
-        self.console.line("Press Ctrl-C to close your tunnels.");
+        let _ = session;
         Ok(())
     }
 
@@ -240,17 +275,59 @@ impl Handler for Connection {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_success(channel)
+        session.channel_success(channel)?;
+        if Some(channel) == self.session_channel {
+            self.console.attach(channel, session.handle());
+            if self.forwards.is_empty() {
+                self.console.line(
+                    "Warren: no tunnels requested. Try: ssh -R 0:localhost:8080 … (random name) or -R NAME:80:localhost:8080",
+                );
+                self.console
+                    .line("Or run a command: ssh … help (your names, keys and tokens).");
+            }
+            self.console.line("Press Ctrl-C to close your tunnels.");
+        }
+        Ok(())
     }
 
     async fn exec_request(
         &mut self,
         channel: ChannelId,
-        _data: &[u8],
+        data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        // No commands are run; the channel just shows the tunnel log.
-        session.channel_success(channel)
+        if Some(channel) != self.session_channel || self.pending.is_some() {
+            return session.channel_failure(channel);
+        }
+        let line =
+            String::from_utf8_lossy(&data[..data.len().min(commands::MAX_INPUT)]).into_owned();
+        let args = match commands::split(&line) {
+            Ok(args) => args,
+            Err(why) => vec!["--bad-command".into(), why],
+        };
+        if args.is_empty() || self.server.tenants.is_none() {
+            // An empty command is a shell: show the tunnel log.
+            return self.shell_request(channel, session).await;
+        }
+        session.channel_success(channel)?;
+        info!(session = self.id, user = ?self.user.as_ref().map(|u| &u.name), command = %args[0].chars().take(32).collect::<String>(), "ssh command");
+        if commands::reads_stdin(&args) {
+            self.pending = Some((channel, args, Vec::new()));
+        } else {
+            self.run_command(channel, args, Vec::new(), session);
+        }
+        Ok(())
+    }
+
+    async fn channel_eof(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some((ch, args, input)) = self.pending.take_if(|(ch, _, _)| *ch == channel) {
+            self.run_command(ch, args, input, session);
+        }
+        Ok(())
     }
 
     async fn data(
@@ -259,6 +336,18 @@ impl Handler for Connection {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if let Some((ch, _, input)) = &mut self.pending
+            && *ch == channel
+        {
+            if input.len() + data.len() > commands::MAX_INPUT {
+                // Too much input for a key list: run with what fits; the parse says what is wrong.
+                let room = commands::MAX_INPUT.saturating_sub(input.len());
+                input.extend_from_slice(&data[..room.min(data.len())]);
+            } else {
+                input.extend_from_slice(data);
+            }
+            return Ok(());
+        }
         // Ctrl-C or Ctrl-D typed in the session: end it, and with it the tunnels. (This
         // callback also sees every byte of visitor traffic on forwarded channels: those are
         // not ours to interpret.)

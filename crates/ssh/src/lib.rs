@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 mod ask;
+mod commands;
 mod console;
 mod endpoint;
 mod forwards;

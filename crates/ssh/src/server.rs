@@ -95,6 +95,8 @@ pub struct SshServer {
     pub(crate) tcp_ports: Option<Arc<dyn PortAllocator>>,
     /// Auto-claims per user per hour ([`SessionLimits::claims_per_hour`]).
     pub(crate) claims: ClaimLimiter,
+    /// The service functions behind `ssh HOST COMMAND`; without them commands show the log.
+    pub(crate) tenants: Option<warren_tenants::Tenants>,
     shards: Arc<Shards>,
     config: Arc<Config>,
     next_id: AtomicU64,
@@ -147,6 +149,7 @@ impl SshServer {
             shards: Arc::new(Shards::inline()),
             config: Arc::new(config),
             next_id: AtomicU64::new(1),
+            tenants: None,
         }
     }
 }
@@ -172,6 +175,12 @@ impl SshServer {
     /// Enables raw TCP tunnels (`-R tcp:0:…`) on ports from `ports`.
     pub fn with_tcp_ports(mut self, ports: Arc<dyn PortAllocator>) -> Self {
         self.tcp_ports = Some(ports);
+        self
+    }
+
+    /// Runs `ssh HOST COMMAND` through `tenants` (the same functions as the REST API).
+    pub fn with_tenants(mut self, tenants: warren_tenants::Tenants) -> Self {
+        self.tenants = Some(tenants);
         self
     }
 
