@@ -801,3 +801,37 @@ async fn keys_added_through_the_api_connect_and_removed_ones_drop() -> Result<()
     assert_eq!(r.body.as_array().map(Vec::len), Some(0), "{}", r.raw);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_and_kinds_are_enforced_at_bind_time() -> Result<()> {
+    let broker = TestBroker::start().await?;
+    let key = broker.user_with_key("alice")?;
+    broker.cli_ok(&["user", "quota", "alice", "--max-tunnels", "1"])?;
+    broker.cli_ok(&["reserve", "alice", "db", "--kind", "tls"])?;
+    let origin = Origin::start("A").await?;
+    let t = origin.target();
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &[
+            "-o",
+            "ExitOnForwardFailure=no",
+            "-R",
+            &format!("db:80:{t}"),
+            "-R",
+            &format!("0:{t}"),
+            "-R",
+            &format!("0:{}", t.replace("localhost", "127.0.0.1")),
+        ],
+    )?;
+    // A tls reservation is not served as HTTP; the session says how to ask for it.
+    ssh.line("\"db\" is reserved as tls: use -R db:443:")
+        .await?;
+    let url = ssh.url(0).await?;
+    answers("the one tunnel the quota allows", DEADLINE, &url, 200).await?;
+    ssh.line("quota max_tunnels = 1").await?;
+    // The operator's CLI shows and resets it.
+    let out = broker.cli_ok(&["user", "quota", "alice", "--max-tunnels", "default"])?;
+    assert!(out.contains("max_tunnels 25"), "{out}");
+    Ok(())
+}

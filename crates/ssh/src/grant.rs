@@ -28,6 +28,15 @@ pub(crate) struct Grant {
     claimed: bool,
 }
 
+/// The reservation kind a route kind is claimed as.
+fn kind_word(kind: RouteKind) -> &'static str {
+    match kind {
+        RouteKind::Http => "http",
+        RouteKind::TlsPassthrough => "tls",
+        RouteKind::Tcp => "tcp",
+    }
+}
+
 /// Why a request was refused: one line for the owner's session, and the name to record the
 /// refusal under in the audit log (named requests only: random ones have no name to speak of).
 pub(crate) struct Refusal {
@@ -73,6 +82,7 @@ impl Connection {
                 self.forwards.len()
             )));
         }
+        self.within_tunnel_quota(user).await?;
         let settings = &self.server.settings;
         match classify(address, port, &settings.domain, settings.tls_passthrough) {
             Ask::Refuse(why) => Err(Refusal::new(why)),
@@ -109,7 +119,7 @@ impl Connection {
                     .about(&label));
                 }
                 let claimed = self
-                    .authorize_name(user, &label)
+                    .authorize_name(user, &label, kind)
                     .await
                     .map_err(|r| r.about(&label))?;
                 Ok(Grant {
@@ -121,6 +131,27 @@ impl Connection {
                 })
             }
         }
+    }
+
+    /// An admin-set `max_tunnels` quota for this user (the broker-wide `max_forwards_per_user`
+    /// is enforced by the registry itself, atomically with the bind).
+    async fn within_tunnel_quota(&self, user: &User) -> Result<(), Refusal> {
+        let own = match self.server.store.quotas(user.id).await {
+            Ok(q) => q,
+            Err(e) => {
+                warn!(error = %e, "quota lookup failed");
+                return Err(Refusal::new(DB_DOWN));
+            }
+        };
+        if let Some(max) = own.max_tunnels {
+            let live = self.server.registry.held_by(user.id).routes;
+            if live as i64 >= max {
+                return Err(Refusal::new(format!(
+                    "you already have {live} live tunnels, the most allowed for you (quota max_tunnels = {max})"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Binds a granted forward, answering the client with the port it will name it by.
@@ -249,7 +280,12 @@ impl Connection {
     /// May `user` bind the named `label`? Claims it when free and auto-claim is on; returns
     /// whether it claimed. Everything that could refuse is checked before the claim is
     /// written, so a refused request leaves no reservation behind.
-    async fn authorize_name(&self, user: &User, label: &str) -> Result<bool, Refusal> {
+    async fn authorize_name(
+        &self,
+        user: &User,
+        label: &str,
+        kind: RouteKind,
+    ) -> Result<bool, Refusal> {
         names::validate(label).map_err(|e| Refusal::new(e.to_string()))?;
         if !self.server.registry.is_free_for(label, user.id) {
             return Err(Refusal::new(format!(
@@ -257,7 +293,28 @@ impl Connection {
             )));
         }
         let store = &self.server.store;
-        match self.reservation_holder(label).await? {
+        let held = match store.reservation(label).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "reservation lookup failed");
+                return Err(Refusal::new(DB_DOWN));
+            }
+        };
+        if let Some(r) = &held
+            && r.user_id == user.id
+            && r.kind != kind_word(kind)
+        {
+            let how = match r.kind.as_str() {
+                "tls" => format!("-R {label}:443:…"),
+                "tcp" => "-R tcp:PORT:…".to_owned(),
+                _ => format!("-R {label}:80:…"),
+            };
+            return Err(Refusal::new(format!(
+                "{label:?} is reserved as {}: use {how}",
+                r.kind
+            )));
+        }
+        match held.map(|r| r.user_id) {
             Some(holder) if holder == user.id => {
                 self.server.registry.mark_reserved(label);
                 Ok(false)
@@ -268,7 +325,7 @@ impl Connection {
             None if self.server.settings.auto_claim => {
                 self.may_claim(user).await?;
                 match store
-                    .reserve(&self.actor(), &user.name, label, "http")
+                    .reserve(&self.actor(), &user.name, label, kind_word(kind))
                     .await
                 {
                     Ok(_) => {
