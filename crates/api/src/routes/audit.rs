@@ -19,6 +19,7 @@ pub(crate) struct EventQuery {
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
     /// Page size, 1-500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
 }
 

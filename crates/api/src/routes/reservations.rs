@@ -33,8 +33,10 @@ pub(crate) async fn list(
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct NewReservation {
     /// A DNS label (`chat`), or for `tcp` a port of the broker's TCP range.
+    #[schema(min_length = 1, max_length = 63)]
     name: String,
     /// `http` (default), `tls` (passthrough) or `tcp`.
+    #[schema(pattern = "^(http|tls|tcp)$")]
     kind: Option<String>,
     /// For whom (admin); default: the caller.
     user: Option<String>,

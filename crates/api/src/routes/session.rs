@@ -151,8 +151,10 @@ pub(crate) struct SetupRequest {
     /// The token from the link `broker serve` printed.
     token: String,
     /// The admin's user name: an existing admin without a password, or a new one.
+    #[schema(pattern = "^[a-z0-9._-]{1,64}$")]
     name: String,
     /// Their password (at least 10 characters).
+    #[schema(min_length = 10, max_length = 1024)]
     password: String,
 }
 

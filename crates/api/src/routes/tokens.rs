@@ -32,10 +32,13 @@ pub(crate) async fn list(
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct NewTokenRequest {
     /// Unique per user: "ci", "laptop".
+    #[schema(min_length = 1, max_length = 64)]
     name: String,
     /// `read`, `write` (default) or `admin`; at most the caller's own.
+    #[schema(pattern = "^(read|write|admin)$")]
     scope: Option<String>,
     /// Lifetime: `30d`, `12h`, `2w`; none for a token that does not expire.
+    #[schema(pattern = "^[1-9][0-9]{0,5}[smhdw]$")]
     expires: Option<String>,
     /// For whom (admin); default: the caller.
     user: Option<String>,

@@ -29,6 +29,7 @@ pub(crate) struct OwnPassword {
     /// The password now (required when one is set).
     current_password: Option<String>,
     /// The new password (at least 10 characters).
+    #[schema(min_length = 10, max_length = 1024)]
     password: String,
 }
 
@@ -91,11 +92,13 @@ pub(crate) async fn list(
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct NewUser {
     /// Login name: 1-64 of lowercase letters, digits, '-', '_', '.'.
+    #[schema(pattern = "^[a-z0-9._-]{1,64}$")]
     name: String,
     /// May administer others.
     #[serde(default)]
     is_admin: bool,
     /// A console password (at least 10 characters); none: SSH keys and tokens only.
+    #[schema(min_length = 10, max_length = 1024)]
     password: Option<String>,
 }
 
@@ -173,10 +176,13 @@ pub(crate) async fn enable(
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct QuotaRequest {
     /// Names the user may hold reserved.
+    #[schema(minimum = 0, maximum = 1000000)]
     max_reservations: Option<i64>,
     /// Live tunnels at once.
+    #[schema(minimum = 0, maximum = 1000000)]
     max_tunnels: Option<i64>,
     /// Concurrent visitor connections per tunnel.
+    #[schema(minimum = 0, maximum = 1000000)]
     max_visitor_connections: Option<i64>,
 }
 
@@ -209,6 +215,7 @@ pub(crate) async fn set_quotas(
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct NewPassword {
     /// At least 10 characters.
+    #[schema(min_length = 10, max_length = 1024)]
     password: String,
 }
 
