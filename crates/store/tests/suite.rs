@@ -523,3 +523,156 @@ both!(order_budget_history_and_waits, |fx| {
         2
     );
 });
+
+fn new_token(user_id: i64, name: &str, hash: &str) -> warren_store::NewToken {
+    warren_store::NewToken {
+        user_id,
+        name: name.to_owned(),
+        hash: hash.to_owned(),
+        hint: "wrn_abcd".into(),
+        scope: "write".into(),
+        expires_at: Some(9_999_999_999),
+    }
+}
+
+both!(accounts_passwords_quotas_and_tokens, |fx| {
+    let s = &fx.store;
+    let alice = s.create_user("cli", "alice", false).await.expect("alice");
+    let root = s.create_user("cli", "root", true).await.expect("root");
+    assert!(!s.admin_has_password().await.expect("q"));
+    assert!(matches!(
+        s.password_of("alice").await.expect("q"),
+        Some((_, None))
+    ));
+    s.set_password("cli", "root", Some("$argon2id$x"))
+        .await
+        .expect("set");
+    assert!(s.admin_has_password().await.expect("q"));
+    assert!(matches!(
+        s.set_password("cli", "nobody", Some("x")).await,
+        Err(StoreError::NoSuchUser(_))
+    ));
+    // Quotas: unset is None (the broker's default), set and cleared.
+    assert_eq!(
+        s.quotas(alice.id).await.expect("q"),
+        warren_store::Quotas::default()
+    );
+    let q = warren_store::Quotas {
+        max_reservations: Some(3),
+        max_tunnels: None,
+        max_visitor_connections: Some(10),
+    };
+    assert_eq!(s.set_quotas("cli", "alice", &q).await.expect("set"), q);
+    assert_eq!(s.quotas(alice.id).await.expect("q"), q);
+    // Tokens: unique names per user, looked up by hash, touched, revoked.
+    let t = s
+        .create_token("cli", &new_token(alice.id, "ci", "h1"))
+        .await
+        .expect("token");
+    assert_eq!(
+        (t.name.as_str(), t.scope.as_str(), t.last_used_at),
+        ("ci", "write", None)
+    );
+    assert!(matches!(
+        s.create_token("cli", &new_token(alice.id, "ci", "h2"))
+            .await,
+        Err(StoreError::TokenExists(_))
+    ));
+    s.create_token("cli", &new_token(root.id, "ci", "h3"))
+        .await
+        .expect("same name, other user");
+    let (found, owner) = s.token_by_hash("h1").await.expect("q").expect("found");
+    assert_eq!((found.id, owner.name.as_str()), (t.id, "alice"));
+    assert!(s.token_by_hash("nope").await.expect("q").is_none());
+    s.touch_token(t.id, 1234).await.expect("touch");
+    assert_eq!(
+        s.list_tokens(Some(alice.id)).await.expect("list")[0].last_used_at,
+        Some(1234)
+    );
+    assert_eq!(s.list_tokens(None).await.expect("all").len(), 2);
+    s.revoke_token("cli", t.id).await.expect("revoke");
+    assert!(s.token_by_hash("h1").await.expect("q").is_none());
+    assert!(matches!(
+        s.revoke_token("cli", t.id).await,
+        Err(StoreError::NoSuchToken(_))
+    ));
+});
+
+both!(login_sessions_signing_keys_and_setup_links, |fx| {
+    let s = &fx.store;
+    let alice = s.create_user("cli", "alice", false).await.expect("alice");
+    for id in ["a", "b"] {
+        let session = warren_store::LoginSession {
+            id: id.into(),
+            user_id: alice.id,
+            created_at: 1,
+            expires_at: 2,
+        };
+        s.create_login_session("alice/console", &session)
+            .await
+            .expect("session");
+    }
+    assert_eq!(
+        s.login_session("a").await.expect("q").map(|x| x.user_id),
+        Some(alice.id)
+    );
+    s.end_login_session("alice/console", "a")
+        .await
+        .expect("end");
+    assert!(s.login_session("a").await.expect("q").is_none());
+    assert_eq!(
+        s.end_login_sessions_of("cli", alice.id).await.expect("all"),
+        1
+    );
+    assert!(s.login_session("b").await.expect("q").is_none());
+    // The first key is kept by every later ensure (another node starting); rotation retires it
+    // but keeps it verifying until its sessions expire.
+    let first = s.ensure_signing_key("k1").await.expect("ensure");
+    assert_eq!(
+        s.ensure_signing_key("k2").await.expect("again").id,
+        first.id
+    );
+    let second = s.rotate_signing_key("cli", "k3").await.expect("rotate");
+    let keys = s.signing_keys(0).await.expect("keys");
+    assert_eq!(
+        keys.iter().map(|k| k.id).collect::<Vec<_>>(),
+        [second.id, first.id]
+    );
+    assert!(keys[0].retired_at.is_none() && keys[1].retired_at.is_some());
+    assert_eq!(
+        s.signing_keys(i64::MAX).await.expect("keys").len(),
+        1,
+        "only the live key after the window"
+    );
+    // A setup link works once, and not after it expired.
+    s.create_setup_token("h", 100).await.expect("setup");
+    assert!(!s.use_setup_token("h", 100).await.expect("expired"));
+    assert!(s.use_setup_token("h", 99).await.expect("use"));
+    assert!(!s.use_setup_token("h", 99).await.expect("again"));
+});
+
+both!(events_page_newest_first_with_a_cursor, |fx| {
+    let s = &fx.store;
+    let alice = s.create_user("cli", "alice", false).await.expect("alice");
+    s.create_user("cli", "bob", false).await.expect("bob");
+    for i in 0..5 {
+        s.reserve("cli", "alice", &format!("n{i}"), "http")
+            .await
+            .expect("reserve");
+    }
+    let page = s.events_page(Some(alice.id), None, 3).await.expect("page");
+    assert_eq!(
+        page.iter().map(|e| e.subject.as_str()).collect::<Vec<_>>(),
+        ["n4", "n3", "n2"]
+    );
+    let rest = s
+        .events_page(Some(alice.id), Some(page[2].id), 10)
+        .await
+        .expect("rest");
+    assert_eq!(
+        rest.iter().map(|e| e.subject.as_str()).collect::<Vec<_>>(),
+        ["n1", "n0", "alice"]
+    );
+    let all = s.events_page(None, None, 100).await.expect("all");
+    assert!(all.iter().any(|e| e.subject == "bob"));
+});

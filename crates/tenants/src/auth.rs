@@ -192,7 +192,7 @@ impl Tenants {
         if self.store.admin_has_password().await? {
             return Ok(None);
         }
-        let token = tokens::generate();
+        let token = tokens::generate_with(tokens::SETUP_PREFIX);
         let expires = warren_store::now() + SETUP_LINK_LIFETIME.as_secs() as i64;
         self.store
             .create_setup_token(&tokens::hash(&token), expires)
@@ -216,7 +216,7 @@ impl Tenants {
                 "{name:?} exists and is not an admin"
             )));
         }
-        let valid = tokens::looks_like_token(token)
+        let valid = tokens::looks_like(token, tokens::SETUP_PREFIX)
             && self
                 .store
                 .use_setup_token(&tokens::hash(token), warren_store::now())

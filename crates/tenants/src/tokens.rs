@@ -6,18 +6,25 @@
 use rand::RngExt;
 use sha2::{Digest, Sha256};
 
-/// What every token starts with.
+/// What every API token starts with.
 pub const PREFIX: &str = "wrn_";
+/// What the first-run setup token starts with: not an API token, and not to be mistaken for one.
+pub const SETUP_PREFIX: &str = "wrs_";
 const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 const RANDOM_CHARS: usize = 40;
 /// How much of a token is kept for display (`wrn_AbCd`).
 const HINT_CHARS: usize = PREFIX.len() + 4;
 
-/// A fresh token.
+/// A fresh API token.
 pub fn generate() -> String {
+    generate_with(PREFIX)
+}
+
+/// A fresh secret of the token shape behind `prefix` (4 characters).
+pub fn generate_with(prefix: &str) -> String {
     let mut rng = rand::rng();
-    let mut s = String::with_capacity(PREFIX.len() + RANDOM_CHARS);
-    s.push_str(PREFIX);
+    let mut s = String::with_capacity(prefix.len() + RANDOM_CHARS);
+    s.push_str(prefix);
     for _ in 0..RANDOM_CHARS {
         s.push(char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]));
     }
@@ -34,11 +41,16 @@ pub fn hint(token: &str) -> String {
     token.chars().take(HINT_CHARS).collect()
 }
 
-/// Whether `s` has a token's shape (checked before any lookup, so garbage costs no query).
+/// Whether `s` has an API token's shape (checked before any lookup, so garbage costs no query).
 pub fn looks_like_token(s: &str) -> bool {
-    s.len() == PREFIX.len() + RANDOM_CHARS
-        && s.starts_with(PREFIX)
-        && s[PREFIX.len()..].bytes().all(|b| b.is_ascii_alphanumeric())
+    looks_like(s, PREFIX)
+}
+
+/// Whether `s` is `prefix` and 40 letters and digits.
+pub fn looks_like(s: &str, prefix: &str) -> bool {
+    s.len() == prefix.len() + RANDOM_CHARS
+        && s.starts_with(prefix)
+        && s[prefix.len()..].bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 #[cfg(test)]
