@@ -205,6 +205,24 @@ impl TestBroker {
             .output()?)
     }
 
+    /// Runs an admin command with `input` on its stdin (a pipe, not a terminal).
+    pub fn cli_input(&self, args: &[&str], input: &str) -> Result<std::process::Output> {
+        use std::io::Write;
+        let mut child = self
+            .base_command()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .context("stdin")?
+            .write_all(input.as_bytes())?;
+        Ok(child.wait_with_output()?)
+    }
+
     /// Runs an admin command that must succeed; returns its stdout.
     pub fn cli_ok(&self, args: &[&str]) -> Result<String> {
         let out = self.cli(args)?;

@@ -11,5 +11,6 @@ mod integrity;
 mod isolation;
 mod origin;
 mod public;
+mod rules;
 mod transfer;
 mod tunnels;

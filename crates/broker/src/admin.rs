@@ -168,10 +168,15 @@ pub async fn key(config: &Config, cmd: KeyCmd) -> Result<()> {
     Ok(())
 }
 
-pub async fn reserve(config: &Config, user: &str, name: &str) -> Result<()> {
-    warren_registry::names::validate(name)?;
+pub async fn reserve(config: &Config, user: &str, name: &str, kind: &str) -> Result<()> {
+    match kind {
+        "http" | "tls" => warren_registry::names::validate(name)?,
+        "tcp" if warren_registry::tcp_port(name).is_some() => {}
+        "tcp" => bail!("a tcp reservation is named tcp:PORT (tcp:20000), not {name:?}"),
+        _ => bail!("--kind: expected http, tls or tcp, got {kind:?}"),
+    }
     let store = open_existing_store(config).await?;
-    match store.reserve(ACTOR, user, name, "http").await {
+    match store.reserve(ACTOR, user, name, kind).await {
         Ok(r) => {
             println!("reserved {} for {}", r.name, r.user_name);
             Ok(())
@@ -211,7 +216,8 @@ pub enum CertsCmd {
     List,
 }
 
-fn when(t: Option<i64>) -> String {
+/// `in 2h`, `3d ago`, `-` for none: times relative to now, for listings.
+pub(crate) fn when(t: Option<i64>) -> String {
     match t {
         None => "-".into(),
         Some(t) => {

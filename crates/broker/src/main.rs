@@ -3,8 +3,11 @@
 
 mod admin;
 mod config;
+mod policy;
+mod prompt;
 mod public;
 mod reload;
+mod rules;
 mod serve;
 mod watch;
 
@@ -42,9 +45,18 @@ enum Command {
     Reserve {
         /// The user.
         user: String,
-        /// The name (a DNS label: lowercase letters, digits, '-').
+        /// The name (a DNS label: lowercase letters, digits, '-'; `tcp:PORT` for --kind tcp).
         name: String,
+        /// What it serves: http (-R NAME:80), tls (passthrough, -R NAME:443) or tcp
+        /// (-R tcp:PORT).
+        #[arg(long, default_value = "http")]
+        kind: String,
     },
+    /// Access rules of a reserved name: basic auth, IP allow/deny lists (shown without an
+    /// action).
+    Rules(rules::RulesArgs),
+    /// Share links of a reserved name: `--expires 2h [--uses N]` makes one, `list`, `revoke ID`.
+    Share(rules::ShareArgs),
     /// Release a reserved name.
     Release {
         /// The name.
@@ -116,7 +128,11 @@ fn run(cli: Cli) -> Result<()> {
             }
             Command::User(cmd) => admin::user(&config, cmd).await,
             Command::Key(cmd) => admin::key(&config, cmd).await,
-            Command::Reserve { user, name } => admin::reserve(&config, &user, &name).await,
+            Command::Reserve { user, name, kind } => {
+                admin::reserve(&config, &user, &name, &kind).await
+            }
+            Command::Rules(args) => rules::rules(&config, args).await,
+            Command::Share(args) => rules::share(&config, args).await,
             Command::Release { name } => admin::release(&config, &name).await,
             Command::Names { user } => admin::names(&config, user.as_deref()).await,
             Command::Certs(cmd) => admin::certs(&config, cmd).await,

@@ -9,10 +9,14 @@
 #![warn(missing_docs)]
 
 mod caller;
-pub mod passwords;
 mod error;
+pub mod htpasswd;
+pub mod passwords;
+pub mod rules;
+pub mod shares;
 
 pub use caller::{Caller, Scope, Via};
+pub use rules::{PublicUrls, RulesContext};
 pub use error::ServiceError;
 
 /// Result alias for service functions.

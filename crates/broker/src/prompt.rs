@@ -1,0 +1,45 @@
+//! Reading a password: from a terminal, asked twice with echo off; from a pipe (scripts), the
+//! first line of stdin.
+
+use std::io::{BufRead, IsTerminal};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+/// A password for `what`, from stdin when it is not a terminal, else prompted for twice.
+pub fn password(what: &str) -> Result<String> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let mut line = String::new();
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from stdin")?;
+        let pw = line.trim_end_matches(['\n', '\r']);
+        if pw.is_empty() {
+            bail!("no password on stdin (give it as the first line)");
+        }
+        return Ok(pw.to_owned());
+    }
+    let first = hidden(&format!("Password for {what}: "))?;
+    let again = hidden("Again: ")?;
+    if first != again {
+        bail!("the two passwords differ; nothing was changed");
+    }
+    Ok(first)
+}
+
+/// One line from the terminal with echo off (`stty`, so no unsafe termios calls here).
+fn hidden(prompt: &str) -> Result<String> {
+    eprint!("{prompt}");
+    let stty = |arg: &str| {
+        let _ = Command::new("stty").arg(arg).stdin(Stdio::inherit()).status();
+    };
+    stty("-echo");
+    let mut line = String::new();
+    let read = std::io::stdin().lock().read_line(&mut line);
+    stty("echo");
+    eprintln!();
+    read.context("reading the password")?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+}
