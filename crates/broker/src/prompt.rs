@@ -33,7 +33,10 @@ pub fn password(what: &str) -> Result<String> {
 fn hidden(prompt: &str) -> Result<String> {
     eprint!("{prompt}");
     let stty = |arg: &str| {
-        let _ = Command::new("stty").arg(arg).stdin(Stdio::inherit()).status();
+        let _ = Command::new("stty")
+            .arg(arg)
+            .stdin(Stdio::inherit())
+            .status();
     };
     stty("-echo");
     let mut line = String::new();

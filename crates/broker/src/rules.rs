@@ -20,7 +20,7 @@ pub struct RulesArgs {
     /// The reserved name (`tcp:PORT` for a TCP reservation).
     name: String,
     /// Print the rules as JSON (without an action).
-    #[arg(long)]
+    #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
     action: Option<RulesCmd>,
@@ -86,7 +86,7 @@ pub struct ShareArgs {
     #[arg(long)]
     uses: Option<i64>,
     /// Print as JSON.
-    #[arg(long)]
+    #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
     action: Option<ShareCmd>,
@@ -161,7 +161,11 @@ pub async fn rules(config: &Config, args: RulesArgs) -> Result<()> {
                 std::fs::read_to_string(&file).with_context(|| format!("cannot read {file}"))?
             };
             let users = service::auth_import(&ctx, &op, name, &text).await?;
-            println!("{name}: imported {} users: {}", users.len(), users.join(", "));
+            println!(
+                "{name}: imported {} users: {}",
+                users.len(),
+                users.join(", ")
+            );
         }
         Some(RulesCmd::Allow { cidr }) => {
             let net = service::allow(&ctx, &op, name, &cidr).await?;
@@ -226,7 +230,10 @@ pub async fn share(config: &Config, args: ShareArgs) -> Result<()> {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&links)?);
             } else {
-                println!("{:<5} {:<8} {:<16} {:<16} CREATED BY", "ID", "STATE", "USES", "EXPIRES");
+                println!(
+                    "{:<5} {:<8} {:<16} {:<16} CREATED BY",
+                    "ID", "STATE", "USES", "EXPIRES"
+                );
                 for s in &links {
                     println!("{}", share_line(s));
                 }
@@ -247,9 +254,9 @@ pub async fn share(config: &Config, args: ShareArgs) -> Result<()> {
             }
         }
         (Some(_), Some(_)) => bail!("--expires makes a new link; leave it out with list or revoke"),
-        (None, None) => bail!(
-            "give --expires (30m, 2h, 7d) to make a link, or `list`, or `revoke ID`"
-        ),
+        (None, None) => {
+            bail!("give --expires (30m, 2h, 7d) to make a link, or `list`, or `revoke ID`")
+        }
     }
     Ok(())
 }

@@ -84,7 +84,7 @@ impl Watcher {
                 }
             }
             polls = polls.wrapping_add(1);
-            if polls % HOUSEKEEPING_EVERY == 0 {
+            if polls.is_multiple_of(HOUSEKEEPING_EVERY) {
                 self.registry.sweep();
                 self.public.tick().await;
             }

@@ -235,10 +235,7 @@ async fn basic(edge: &Edge, policy: &Arc<AccessPolicy>, headers: &HeaderMap) -> 
         .decode(b64.trim_ascii())
         .ok()
         .and_then(|d| String::from_utf8(d).ok())
-        .and_then(|s| {
-            s.split_once(':')
-                .map(|(u, p)| (u.to_owned(), p.to_owned()))
-        })
+        .and_then(|s| s.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())))
     else {
         return Basic::Wrong;
     };
@@ -471,16 +468,30 @@ mod tests {
     #[test]
     fn cookies_are_bound_to_the_name_and_the_link() {
         let key = b"k".to_vec();
-        let policy = AccessPolicy::new(1).with_share(3, 2000, true).with_share(4, 2000, false);
+        let policy = AccessPolicy::new(1)
+            .with_share(3, 2000, true)
+            .with_share(4, 2000, false);
         let c = sign(&key, "chat", 3, 2000);
         assert!(verify_cookie(&key, &policy, "chat", &c, 1000));
-        assert!(!verify_cookie(&key, &policy, "other", &c, 1000), "another host");
-        assert!(!verify_cookie(b"x", &policy, "chat", &c, 1000), "another key");
+        assert!(
+            !verify_cookie(&key, &policy, "other", &c, 1000),
+            "another host"
+        );
+        assert!(
+            !verify_cookie(b"x", &policy, "chat", &c, 1000),
+            "another key"
+        );
         assert!(!verify_cookie(&key, &policy, "chat", &c, 2000), "expired");
         let revoked = sign(&key, "chat", 4, 2000);
-        assert!(!verify_cookie(&key, &policy, "chat", &revoked, 1000), "revoked");
+        assert!(
+            !verify_cookie(&key, &policy, "chat", &revoked, 1000),
+            "revoked"
+        );
         let forged = c.replace("v1.3.2000", "v1.3.9000");
-        assert!(!verify_cookie(&key, &policy, "chat", &forged, 1000), "extended");
+        assert!(
+            !verify_cookie(&key, &policy, "chat", &forged, 1000),
+            "extended"
+        );
         for junk in ["", "v1", "v1.3.2000", "v1.3.2000.x.y", "v2.3.2000.AAAA"] {
             assert!(!verify_cookie(&key, &policy, "chat", junk, 1000), "{junk}");
         }
@@ -489,19 +500,31 @@ mod tests {
     #[test]
     fn the_share_cookie_never_reaches_the_origin() {
         let mut h = HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("a=1; warren_share=v1.x; b=2"));
-        h.append(header::COOKIE, HeaderValue::from_static("warren_share=v1.y"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; warren_share=v1.x; b=2"),
+        );
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("warren_share=v1.y"),
+        );
         assert_eq!(take_share_cookies(&mut h), ["v1.x", "v1.y"]);
         let all: Vec<_> = h.get_all(header::COOKIE).iter().collect();
         assert_eq!(all, [HeaderValue::from_static("a=1; b=2")]);
         let mut only = HeaderMap::new();
-        only.insert(header::COOKIE, HeaderValue::from_static("warren_share=v1.x"));
+        only.insert(
+            header::COOKIE,
+            HeaderValue::from_static("warren_share=v1.x"),
+        );
         take_share_cookies(&mut only);
         assert!(only.get(header::COOKIE).is_none());
         let mut none = HeaderMap::new();
         none.insert(header::COOKIE, HeaderValue::from_static("a=1"));
         assert!(take_share_cookies(&mut none).is_empty());
-        assert_eq!(none.get(header::COOKIE), Some(&HeaderValue::from_static("a=1")));
+        assert_eq!(
+            none.get(header::COOKIE),
+            Some(&HeaderValue::from_static("a=1"))
+        );
     }
 
     #[test]

@@ -240,7 +240,10 @@ mod tests {
         assert!(p.honours_share(3, 999));
         assert!(!p.honours_share(3, 1000), "expired");
         assert!(!p.honours_share(4, 10), "revoked");
-        assert!(!p.honours_share(1, 10), "older than the snapshot and not live");
+        assert!(
+            !p.honours_share(1, 10),
+            "older than the snapshot and not live"
+        );
         assert!(p.honours_share(5, 10), "newer than the snapshot");
     }
 

@@ -284,7 +284,10 @@ impl Registry {
 
     /// Replaces every policy (at start).
     pub fn set_policies(&self, policies: HashMap<String, AccessPolicy>) {
-        let map = policies.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        let map = policies
+            .into_iter()
+            .map(|(k, v)| (k, Arc::new(v)))
+            .collect();
         self.policies.store(Arc::new(map));
     }
 

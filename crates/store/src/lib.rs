@@ -19,8 +19,8 @@ mod types;
 
 pub use accounts::{AccountStore, ApiToken, LoginSession, NewToken, Quotas, SigningKey};
 pub use backend::{PostgresStore, SqliteStore};
-pub use rules::{BasicUser, IpRule, NewShare, RuleStore, Rules, ShareLink};
 pub use error::StoreError;
+pub use rules::{BasicUser, IpRule, NewShare, RuleStore, Rules, ShareLink};
 pub use types::{
     AcmeAccount, AuditEvent, Certificate, NewCertificate, NewKey, Reservation, SshKey, User,
 };

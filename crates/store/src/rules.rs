@@ -128,8 +128,13 @@ pub trait RuleStore: Send + Sync + 'static {
     async fn remove_basic_user(&self, actor: &str, name: &str, username: &str)
     -> Result<BasicUser>;
     /// Sets the action (`allow` or `deny`) of a CIDR, adding it if new.
-    async fn put_ip_rule(&self, actor: &str, name: &str, action: &str, cidr: &str)
-    -> Result<IpRule>;
+    async fn put_ip_rule(
+        &self,
+        actor: &str,
+        name: &str,
+        action: &str,
+        cidr: &str,
+    ) -> Result<IpRule>;
     /// Removes the entry for a CIDR; [`StoreError::NoSuchRule`] if there is none.
     async fn remove_ip_rule(&self, actor: &str, name: &str, cidr: &str) -> Result<IpRule>;
     /// Removes every basic-auth user and IP entry of a reservation (share links stay: they
@@ -144,8 +149,12 @@ pub trait RuleStore: Send + Sync + 'static {
     /// Uses a share link of `name` once, in one statement (atomic on both backends, so two
     /// nodes cannot both take a link's last use): `None` when no link of `name` has this
     /// token hash, or it is revoked, expired at `now` or used up.
-    async fn redeem_share(&self, name: &str, token_hash: &str, now: i64)
-    -> Result<Option<ShareLink>>;
+    async fn redeem_share(
+        &self,
+        name: &str,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<Option<ShareLink>>;
 
     /// The key that signs share cookies: the stored one, or `fresh` stored first if there is
     /// none (the first start of the first node).
@@ -230,7 +239,12 @@ macro_rules! impl_rules {
                     .bind(reservation.id)
                     .fetch_all(&self.pool)
                     .await?;
-                Ok(Rules { reservation, basic_users, ip_rules, shares })
+                Ok(Rules {
+                    reservation,
+                    basic_users,
+                    ip_rules,
+                    shares,
+                })
             }
         }
 
@@ -256,7 +270,13 @@ macro_rules! impl_rules {
                 Ok(out)
             }
 
-            async fn put_basic_user(&self, actor: &str, name: &str, username: &str, hash: &str) -> Result<BasicUser> {
+            async fn put_basic_user(
+                &self,
+                actor: &str,
+                name: &str,
+                username: &str,
+                hash: &str,
+            ) -> Result<BasicUser> {
                 let mut tx = self.writer.begin_with($begin).await?;
                 let r = Self::reservation_in(&mut tx, name).await?;
                 let row = sqlx::query_as::<_, BasicUser>(sql::PUT_USER)
@@ -266,12 +286,24 @@ macro_rules! impl_rules {
                     .bind(crate::now())
                     .fetch_one(&mut *tx)
                     .await?;
-                audit!(tx, actor, "rules.change", name, Some(r.user_id), &format!("auth add {username}"));
+                audit!(
+                    tx,
+                    actor,
+                    "rules.change",
+                    name,
+                    Some(r.user_id),
+                    &format!("auth add {username}")
+                );
                 tx.commit().await?;
                 Ok(row)
             }
 
-            async fn put_basic_users(&self, actor: &str, name: &str, users: &[(String, String)]) -> Result<usize> {
+            async fn put_basic_users(
+                &self,
+                actor: &str,
+                name: &str,
+                users: &[(String, String)],
+            ) -> Result<usize> {
                 let mut tx = self.writer.begin_with($begin).await?;
                 let r = Self::reservation_in(&mut tx, name).await?;
                 let now = crate::now();
@@ -290,7 +322,12 @@ macro_rules! impl_rules {
                 Ok(users.len())
             }
 
-            async fn remove_basic_user(&self, actor: &str, name: &str, username: &str) -> Result<BasicUser> {
+            async fn remove_basic_user(
+                &self,
+                actor: &str,
+                name: &str,
+                username: &str,
+            ) -> Result<BasicUser> {
                 let mut tx = self.writer.begin_with($begin).await?;
                 let r = Self::reservation_in(&mut tx, name).await?;
                 let row = sqlx::query_as::<_, BasicUser>(sql::REMOVE_USER)
@@ -298,13 +335,30 @@ macro_rules! impl_rules {
                     .bind(username)
                     .fetch_optional(&mut *tx)
                     .await?
-                    .ok_or_else(|| StoreError::NoSuchRule(format!("{name} has no basic-auth user {username:?}")))?;
-                audit!(tx, actor, "rules.change", name, Some(r.user_id), &format!("auth rm {username}"));
+                    .ok_or_else(|| {
+                        StoreError::NoSuchRule(format!(
+                            "{name} has no basic-auth user {username:?}"
+                        ))
+                    })?;
+                audit!(
+                    tx,
+                    actor,
+                    "rules.change",
+                    name,
+                    Some(r.user_id),
+                    &format!("auth rm {username}")
+                );
                 tx.commit().await?;
                 Ok(row)
             }
 
-            async fn put_ip_rule(&self, actor: &str, name: &str, action: &str, cidr: &str) -> Result<IpRule> {
+            async fn put_ip_rule(
+                &self,
+                actor: &str,
+                name: &str,
+                action: &str,
+                cidr: &str,
+            ) -> Result<IpRule> {
                 let mut tx = self.writer.begin_with($begin).await?;
                 let r = Self::reservation_in(&mut tx, name).await?;
                 let row = sqlx::query_as::<_, IpRule>(sql::PUT_IP)
@@ -314,7 +368,14 @@ macro_rules! impl_rules {
                     .bind(crate::now())
                     .fetch_one(&mut *tx)
                     .await?;
-                audit!(tx, actor, "rules.change", name, Some(r.user_id), &format!("{action} {cidr}"));
+                audit!(
+                    tx,
+                    actor,
+                    "rules.change",
+                    name,
+                    Some(r.user_id),
+                    &format!("{action} {cidr}")
+                );
                 tx.commit().await?;
                 Ok(row)
             }
@@ -327,8 +388,17 @@ macro_rules! impl_rules {
                     .bind(cidr)
                     .fetch_optional(&mut *tx)
                     .await?
-                    .ok_or_else(|| StoreError::NoSuchRule(format!("{name} has no IP entry for {cidr}")))?;
-                audit!(tx, actor, "rules.change", name, Some(r.user_id), &format!("rm {cidr}"));
+                    .ok_or_else(|| {
+                        StoreError::NoSuchRule(format!("{name} has no IP entry for {cidr}"))
+                    })?;
+                audit!(
+                    tx,
+                    actor,
+                    "rules.change",
+                    name,
+                    Some(r.user_id),
+                    &format!("rm {cidr}")
+                );
                 tx.commit().await?;
                 Ok(row)
             }
@@ -336,14 +406,34 @@ macro_rules! impl_rules {
             async fn clear_rules(&self, actor: &str, name: &str) -> Result<u64> {
                 let mut tx = self.writer.begin_with($begin).await?;
                 let r = Self::reservation_in(&mut tx, name).await?;
-                let mut n = sqlx::query(sql::CLEAR_USERS).bind(r.id).execute(&mut *tx).await?.rows_affected();
-                n += sqlx::query(sql::CLEAR_IPS).bind(r.id).execute(&mut *tx).await?.rows_affected();
-                audit!(tx, actor, "rules.change", name, Some(r.user_id), &format!("clear {n}"));
+                let mut n = sqlx::query(sql::CLEAR_USERS)
+                    .bind(r.id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                n += sqlx::query(sql::CLEAR_IPS)
+                    .bind(r.id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                audit!(
+                    tx,
+                    actor,
+                    "rules.change",
+                    name,
+                    Some(r.user_id),
+                    &format!("clear {n}")
+                );
                 tx.commit().await?;
                 Ok(n)
             }
 
-            async fn create_share(&self, actor: &str, name: &str, s: &NewShare) -> Result<ShareLink> {
+            async fn create_share(
+                &self,
+                actor: &str,
+                name: &str,
+                s: &NewShare,
+            ) -> Result<ShareLink> {
                 let mut tx = self.writer.begin_with($begin).await?;
                 let r = Self::reservation_in(&mut tx, name).await?;
                 let row = sqlx::query_as::<_, ShareLink>(sql::CREATE_SHARE)
@@ -355,7 +445,9 @@ macro_rules! impl_rules {
                     .bind(actor)
                     .fetch_one(&mut *tx)
                     .await?;
-                let uses = s.uses.map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
+                let uses = s
+                    .uses
+                    .map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
                 let detail = format!("link {} expires {} uses {uses}", row.id, s.expires_at);
                 audit!(tx, actor, "share.create", name, Some(r.user_id), &detail);
                 tx.commit().await?;
@@ -370,13 +462,28 @@ macro_rules! impl_rules {
                     .bind(r.id)
                     .fetch_optional(&mut *tx)
                     .await?
-                    .ok_or_else(|| StoreError::NoSuchShare { name: name.to_owned(), id })?;
-                audit!(tx, actor, "share.revoke", name, Some(r.user_id), &format!("link {id}"));
+                    .ok_or_else(|| StoreError::NoSuchShare {
+                        name: name.to_owned(),
+                        id,
+                    })?;
+                audit!(
+                    tx,
+                    actor,
+                    "share.revoke",
+                    name,
+                    Some(r.user_id),
+                    &format!("link {id}")
+                );
                 tx.commit().await?;
                 Ok(row)
             }
 
-            async fn redeem_share(&self, name: &str, token_hash: &str, now: i64) -> Result<Option<ShareLink>> {
+            async fn redeem_share(
+                &self,
+                name: &str,
+                token_hash: &str,
+                now: i64,
+            ) -> Result<Option<ShareLink>> {
                 let mut tx = self.writer.begin_with($begin).await?;
                 let row = sqlx::query_as::<_, ShareLink>(sql::REDEEM)
                     .bind(token_hash)
@@ -388,24 +495,42 @@ macro_rules! impl_rules {
                     tx.rollback().await?;
                     return Ok(None);
                 };
-                let left = row.uses_left.map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
+                let left = row
+                    .uses_left
+                    .map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
                 let detail = format!("link {} uses left {left}", row.id);
-                let owner: Option<(i64,)> = sqlx::query_as("SELECT user_id FROM reservations WHERE id = $1")
-                    .bind(row.reservation_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                audit!(tx, "visitor", "share.redeem", name, owner.map(|o| o.0), &detail);
+                let owner: Option<(i64,)> =
+                    sqlx::query_as("SELECT user_id FROM reservations WHERE id = $1")
+                        .bind(row.reservation_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                audit!(
+                    tx,
+                    "visitor",
+                    "share.redeem",
+                    name,
+                    owner.map(|o| o.0),
+                    &detail
+                );
                 tx.commit().await?;
                 Ok(Some(row))
             }
 
             async fn share_cookie_key(&self, fresh: &str) -> Result<String> {
-                let key: Option<(String,)> = sqlx::query_as(sql::SHARE_KEY).fetch_optional(&self.pool).await?;
+                let key: Option<(String,)> = sqlx::query_as(sql::SHARE_KEY)
+                    .fetch_optional(&self.pool)
+                    .await?;
                 if let Some((key,)) = key {
                     return Ok(key);
                 }
-                sqlx::query(sql::ADD_SHARE_KEY).bind(fresh).bind(crate::now()).execute(&self.writer).await?;
-                let (key,): (String,) = sqlx::query_as(sql::SHARE_KEY).fetch_one(&self.writer).await?;
+                sqlx::query(sql::ADD_SHARE_KEY)
+                    .bind(fresh)
+                    .bind(crate::now())
+                    .execute(&self.writer)
+                    .await?;
+                let (key,): (String,) = sqlx::query_as(sql::SHARE_KEY)
+                    .fetch_one(&self.writer)
+                    .await?;
                 Ok(key)
             }
         }

@@ -221,11 +221,17 @@ both!(reservations_are_exclusive, |fx| {
     let s = &fx.store;
     let alice = s.create_user("cli", "alice", false).await.expect("alice");
     s.create_user("cli", "bob", false).await.expect("bob");
-    let r = s.reserve("cli", "alice", "chat", "http").await.expect("reserve");
+    let r = s
+        .reserve("cli", "alice", "chat", "http")
+        .await
+        .expect("reserve");
     assert_eq!((r.name.as_str(), r.user_name.as_str()), ("chat", "alice"));
     // Idempotent for the holder.
     assert_eq!(
-        s.reserve("cli", "alice", "chat", "http").await.expect("again").id,
+        s.reserve("cli", "alice", "chat", "http")
+            .await
+            .expect("again")
+            .id,
         r.id
     );
     match s.reserve("cli", "bob", "chat", "http").await {
@@ -249,7 +255,9 @@ both!(reservations_are_exclusive, |fx| {
         s.release("cli", "chat").await,
         Err(StoreError::NoSuchReservation(_))
     ));
-    s.reserve("cli", "bob", "chat", "http").await.expect("now bob's");
+    s.reserve("cli", "bob", "chat", "http")
+        .await
+        .expect("now bob's");
 });
 
 both!(every_mutation_is_audited_in_order, |fx| {
@@ -288,7 +296,9 @@ both!(data_survives_reopen, |fx| {
     s.add_key("cli", "alice", &key("SHA256:aaa"))
         .await
         .expect("key");
-    s.reserve("cli", "alice", "chat", "http").await.expect("reserve");
+    s.reserve("cli", "alice", "chat", "http")
+        .await
+        .expect("reserve");
     let again = warren_store::open(&fx.url)
         .await
         .expect("reopen (migrations are idempotent)");
@@ -314,7 +324,8 @@ both!(concurrent_writers_do_not_fail, |fx| {
     for i in 0..20 {
         let st = if i % 2 == 0 { s.clone() } else { other.clone() };
         tasks.push(tokio::spawn(async move {
-            st.reserve("cli", "alice", &format!("name{i}"), "http").await
+            st.reserve("cli", "alice", &format!("name{i}"), "http")
+                .await
         }));
     }
     for t in tasks {
@@ -516,23 +527,40 @@ both!(order_budget_history_and_waits, |fx| {
 both!(rules_belong_to_a_reservation_and_are_audited, |fx| {
     let s = &fx.store;
     let alice = s.create_user("cli", "alice", false).await.expect("alice");
-    s.reserve("cli", "alice", "chat", "http").await.expect("chat");
+    s.reserve("cli", "alice", "chat", "http")
+        .await
+        .expect("chat");
     assert!(matches!(
         s.put_basic_user("cli", "nope", "u", "h").await,
         Err(StoreError::NoSuchReservation(_))
     ));
-    s.put_basic_user("cli", "chat", "bob", "$argon2id$old").await.expect("bob");
+    s.put_basic_user("cli", "chat", "bob", "$argon2id$old")
+        .await
+        .expect("bob");
     // The same user name replaces the hash.
-    s.put_basic_user("cli", "chat", "bob", "$argon2id$new").await.expect("bob again");
+    s.put_basic_user("cli", "chat", "bob", "$argon2id$new")
+        .await
+        .expect("bob again");
     let imported = vec![
         ("carol".to_owned(), "$2y$05$abc".to_owned()),
         ("dave".to_owned(), "$2b$05$def".to_owned()),
     ];
-    assert_eq!(s.put_basic_users("cli", "chat", &imported).await.expect("import"), 2);
-    s.put_ip_rule("cli", "chat", "deny", "10.0.0.0/8").await.expect("deny");
-    s.put_ip_rule("cli", "chat", "allow", "2001:db8::/32").await.expect("allow");
+    assert_eq!(
+        s.put_basic_users("cli", "chat", &imported)
+            .await
+            .expect("import"),
+        2
+    );
+    s.put_ip_rule("cli", "chat", "deny", "10.0.0.0/8")
+        .await
+        .expect("deny");
+    s.put_ip_rule("cli", "chat", "allow", "2001:db8::/32")
+        .await
+        .expect("allow");
     // One action per CIDR: allowing a denied network flips it.
-    s.put_ip_rule("cli", "chat", "allow", "10.0.0.0/8").await.expect("flip");
+    s.put_ip_rule("cli", "chat", "allow", "10.0.0.0/8")
+        .await
+        .expect("flip");
     let r = s.rules("chat").await.expect("rules");
     assert_eq!(r.reservation.user_id, alice.id);
     let users: Vec<_> = r
@@ -542,7 +570,11 @@ both!(rules_belong_to_a_reservation_and_are_audited, |fx| {
         .collect();
     assert_eq!(
         users,
-        [("bob", "$argon2id$new"), ("carol", "$2y$05$abc"), ("dave", "$2b$05$def")]
+        [
+            ("bob", "$argon2id$new"),
+            ("carol", "$2y$05$abc"),
+            ("dave", "$2b$05$def")
+        ]
     );
     let ips: Vec<_> = r
         .ip_rules
@@ -551,12 +583,16 @@ both!(rules_belong_to_a_reservation_and_are_audited, |fx| {
         .collect();
     assert_eq!(ips, [("allow", "10.0.0.0/8"), ("allow", "2001:db8::/32")]);
 
-    s.remove_basic_user("cli", "chat", "dave").await.expect("rm dave");
+    s.remove_basic_user("cli", "chat", "dave")
+        .await
+        .expect("rm dave");
     assert!(matches!(
         s.remove_basic_user("cli", "chat", "dave").await,
         Err(StoreError::NoSuchRule(_))
     ));
-    s.remove_ip_rule("cli", "chat", "2001:db8::/32").await.expect("rm ip");
+    s.remove_ip_rule("cli", "chat", "2001:db8::/32")
+        .await
+        .expect("rm ip");
     assert!(matches!(
         s.remove_ip_rule("cli", "chat", "2001:db8::/32").await,
         Err(StoreError::NoSuchRule(_))
@@ -595,18 +631,26 @@ both!(rules_belong_to_a_reservation_and_are_audited, |fx| {
     assert!(last > 0);
 
     // Releasing the name drops its rules: the next holder starts clean.
-    s.put_ip_rule("cli", "chat", "deny", "0.0.0.0/0").await.expect("deny all");
+    s.put_ip_rule("cli", "chat", "deny", "0.0.0.0/0")
+        .await
+        .expect("deny all");
     s.release("cli", "chat").await.expect("release");
     s.create_user("cli", "bob", false).await.expect("bob");
-    s.reserve("cli", "bob", "chat", "http").await.expect("bob's chat");
+    s.reserve("cli", "bob", "chat", "http")
+        .await
+        .expect("bob's chat");
     assert!(s.rules("chat").await.expect("rules").is_empty());
 });
 
 both!(share_links_redeem_atomically, |fx| {
     let s = &fx.store;
     s.create_user("cli", "alice", false).await.expect("alice");
-    s.reserve("cli", "alice", "chat", "http").await.expect("chat");
-    s.reserve("cli", "alice", "other", "http").await.expect("other");
+    s.reserve("cli", "alice", "chat", "http")
+        .await
+        .expect("chat");
+    s.reserve("cli", "alice", "other", "http")
+        .await
+        .expect("other");
     let now = warren_store::now();
     let share = |hash: &str, expires_at: i64, uses: Option<i64>| warren_store::NewShare {
         token_hash: hash.to_owned(),
@@ -620,33 +664,63 @@ both!(share_links_redeem_atomically, |fx| {
     assert_eq!((once.uses_left, once.revoked), (Some(1), false));
     assert_eq!(once.created_by, "ssh:alice");
     // Another name's host cannot redeem it.
-    assert_eq!(s.redeem_share("other", "h1", now).await.expect("redeem"), None);
+    assert_eq!(
+        s.redeem_share("other", "h1", now).await.expect("redeem"),
+        None
+    );
     let used = s.redeem_share("chat", "h1", now).await.expect("redeem");
     assert_eq!(used.map(|l| (l.id, l.uses_left)), Some((once.id, Some(0))));
-    assert_eq!(s.redeem_share("chat", "h1", now).await.expect("used up"), None);
+    assert_eq!(
+        s.redeem_share("chat", "h1", now).await.expect("used up"),
+        None
+    );
     // A used-up link still honours its cookies until it expires.
     let rules = s.rules("chat").await.expect("rules");
     assert!(rules.shares[0].is_live(now));
 
     // Unlimited, expired and revoked links.
-    s.create_share("cli", "chat", &share("h2", now + 3600, None)).await.expect("unlimited");
+    s.create_share("cli", "chat", &share("h2", now + 3600, None))
+        .await
+        .expect("unlimited");
     for _ in 0..3 {
-        let l = s.redeem_share("chat", "h2", now).await.expect("redeem").expect("live");
+        let l = s
+            .redeem_share("chat", "h2", now)
+            .await
+            .expect("redeem")
+            .expect("live");
         assert_eq!(l.uses_left, None);
     }
-    s.create_share("cli", "chat", &share("h3", now + 10, None)).await.expect("short");
-    assert_eq!(s.redeem_share("chat", "h3", now + 10).await.expect("expired"), None);
-    let revoked = s.create_share("cli", "chat", &share("h4", now + 3600, None)).await.expect("h4");
-    let r = s.revoke_share("cli", "chat", revoked.id).await.expect("revoke");
+    s.create_share("cli", "chat", &share("h3", now + 10, None))
+        .await
+        .expect("short");
+    assert_eq!(
+        s.redeem_share("chat", "h3", now + 10)
+            .await
+            .expect("expired"),
+        None
+    );
+    let revoked = s
+        .create_share("cli", "chat", &share("h4", now + 3600, None))
+        .await
+        .expect("h4");
+    let r = s
+        .revoke_share("cli", "chat", revoked.id)
+        .await
+        .expect("revoke");
     assert!(r.revoked && !r.is_live(now));
-    assert_eq!(s.redeem_share("chat", "h4", now).await.expect("revoked"), None);
+    assert_eq!(
+        s.redeem_share("chat", "h4", now).await.expect("revoked"),
+        None
+    );
     assert!(matches!(
         s.revoke_share("cli", "other", revoked.id).await,
         Err(StoreError::NoSuchShare { .. })
     ));
 
     // N concurrent redemptions of a link with 3 uses: exactly 3 succeed.
-    s.create_share("cli", "chat", &share("h5", now + 3600, Some(3))).await.expect("h5");
+    s.create_share("cli", "chat", &share("h5", now + 3600, Some(3)))
+        .await
+        .expect("h5");
     let tries: Vec<_> = (0..12)
         .map(|_| {
             let s = s.clone();
@@ -676,5 +750,8 @@ both!(share_cookie_key_is_made_once, |fx| {
     assert_eq!(first, "k1");
     assert_eq!(s.share_cookie_key("k2").await.expect("key"), "k1");
     let (a, b) = tokio::join!(s.share_cookie_key("k3"), s.share_cookie_key("k4"));
-    assert_eq!((a.expect("a"), b.expect("b")), ("k1".to_owned(), "k1".to_owned()));
+    assert_eq!(
+        (a.expect("a"), b.expect("b")),
+        ("k1".to_owned(), "k1".to_owned())
+    );
 });

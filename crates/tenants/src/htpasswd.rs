@@ -42,15 +42,13 @@ pub fn parse(text: &str) -> crate::Result<Vec<(String, String)>> {
         users.push((user.to_owned(), hash.to_owned()));
     }
     if users.is_empty() {
-        return Err(ServiceError::invalid(
-            "htpasswd",
-            "no user:hash line found",
-        ));
+        return Err(ServiceError::invalid("htpasswd", "no user:hash line found"));
     }
     Ok(users)
 }
 
-const REMAKE: &str = "re-create the line with `htpasswd -B` (bcrypt) or add the user with a password";
+const REMAKE: &str =
+    "re-create the line with `htpasswd -B` (bcrypt) or add the user with a password";
 
 /// `Ok` for a bcrypt or argon2 hash this broker can verify at a bounded cost; otherwise why not.
 pub fn check_hash(hash: &str) -> Result<(), String> {
@@ -137,15 +135,30 @@ mod tests {
             ("carol", "line 2: expected user:hash"),
             ("ca rol:$2y$05$x", "line 2: "),
             ("carol:$2y$05$short", "malformed bcrypt"),
-            ("carol:$2y$31$YG1Cm8iA0H8fFOZBVTAeZeXzxDailDOfKf/jIdca5lVHgcjeOnb3.", "cost 31"),
-            ("carol:$argon2id$v=19$m=1048576,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo", "m=1048576"),
-            ("alice:$2y$05$YG1Cm8iA0H8fFOZBVTAeZeXzxDailDOfKf/jIdca5lVHgcjeOnb3.", "twice"),
+            (
+                "carol:$2y$31$YG1Cm8iA0H8fFOZBVTAeZeXzxDailDOfKf/jIdca5lVHgcjeOnb3.",
+                "cost 31",
+            ),
+            (
+                "carol:$argon2id$v=19$m=1048576,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo",
+                "m=1048576",
+            ),
+            (
+                "alice:$2y$05$YG1Cm8iA0H8fFOZBVTAeZeXzxDailDOfKf/jIdca5lVHgcjeOnb3.",
+                "twice",
+            ),
         ];
         for (line, want) in cases {
             let err = parse(&format!("{ALICE}\n{line}\n")).expect_err(line);
             let msg = err.to_string();
             assert!(msg.contains(want), "{line}: {msg}");
-            assert!(matches!(err, ServiceError::Invalid { field: "htpasswd", .. }));
+            assert!(matches!(
+                err,
+                ServiceError::Invalid {
+                    field: "htpasswd",
+                    ..
+                }
+            ));
         }
         assert!(parse("# nothing\n\n").is_err());
     }

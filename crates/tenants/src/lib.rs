@@ -16,8 +16,8 @@ pub mod rules;
 pub mod shares;
 
 pub use caller::{Caller, Scope, Via};
-pub use rules::{PublicUrls, RulesContext};
 pub use error::ServiceError;
+pub use rules::{PublicUrls, RulesContext};
 
 /// Result alias for service functions.
 pub type Result<T> = std::result::Result<T, ServiceError>;

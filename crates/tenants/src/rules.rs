@@ -103,11 +103,7 @@ impl RulesView {
                     created_at: u.created_at,
                 })
                 .collect(),
-            shares: rules
-                .shares
-                .iter()
-                .map(|s| ShareView::of(s, now))
-                .collect(),
+            shares: rules.shares.iter().map(|s| ShareView::of(s, now)).collect(),
             name: rules.reservation.name,
             kind: rules.reservation.kind,
             owner: rules.reservation.user_name,
@@ -172,9 +168,7 @@ pub fn check_username(user: &str) -> Result<()> {
     } else {
         Err(ServiceError::invalid(
             "username",
-            format!(
-                "{user:?}: use 1-64 characters without ':', spaces or control characters"
-            ),
+            format!("{user:?}: use 1-64 characters without ':', spaces or control characters"),
         ))
     }
 }
@@ -287,7 +281,9 @@ async fn put_ip(
 pub async fn unlist(ctx: &RulesContext, caller: &Caller, name: &str, cidr: &str) -> Result<()> {
     reservation_for(ctx, caller, name, true).await?;
     let net = parse_cidr(cidr)?.to_string();
-    ctx.store.remove_ip_rule(&caller.actor(), name, &net).await?;
+    ctx.store
+        .remove_ip_rule(&caller.actor(), name, &net)
+        .await?;
     Ok(())
 }
 
@@ -314,7 +310,10 @@ mod tests {
         assert!(err.to_string().contains("did you mean 10.0.0.0/8"), "{err}");
         for bad in ["", "10.0.0.0/33", "chat", "10.0.0/8", "1.2.3.4/-1"] {
             assert!(
-                matches!(parse_cidr(bad), Err(ServiceError::Invalid { field: "cidr", .. })),
+                matches!(
+                    parse_cidr(bad),
+                    Err(ServiceError::Invalid { field: "cidr", .. })
+                ),
                 "{bad}"
             );
         }
@@ -337,8 +336,14 @@ mod tests {
             domain: "example.com".into(),
             port,
         };
-        assert_eq!(u("https", Some(443)).site("chat"), "https://chat.example.com");
-        assert_eq!(u("http", Some(8080)).site("chat"), "http://chat.example.com:8080");
+        assert_eq!(
+            u("https", Some(443)).site("chat"),
+            "https://chat.example.com"
+        );
+        assert_eq!(
+            u("http", Some(8080)).site("chat"),
+            "http://chat.example.com:8080"
+        );
         assert_eq!(u("http", None).site("chat"), "http://chat.example.com");
     }
 }

@@ -130,7 +130,10 @@ pub async fn create(
     if let Some(n) = uses
         && n < 1
     {
-        return Err(ServiceError::invalid("uses", "use at least 1, or leave it out for unlimited"));
+        return Err(ServiceError::invalid(
+            "uses",
+            "use at least 1, or leave it out for unlimited",
+        ));
     }
     let rules = ctx.store.rules(name).await?;
     if rules.basic_users.is_empty() {
@@ -196,7 +199,16 @@ mod tests {
         assert_eq!(parse_duration("90s").ok(), Some(Duration::from_secs(90)));
         assert_eq!(parse_duration("7d").ok(), Some(Duration::from_secs(604800)));
         assert_eq!(parse_duration("1w").ok(), Some(Duration::from_secs(604800)));
-        for bad in ["", "h", "2", "2x", "-1h", "1.5h", "99999999999999999999d", "2 h"] {
+        for bad in [
+            "",
+            "h",
+            "2",
+            "2x",
+            "-1h",
+            "1.5h",
+            "99999999999999999999d",
+            "2 h",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
