@@ -214,16 +214,32 @@ mod sql {
 macro_rules! impl_rules {
     ($ty:ty, $db:ty, $begin:literal) => {
         impl $ty {
-            /// The reservation `name` inside a transaction, or `NoSuchReservation`.
-            async fn reservation_in(
-                tx: &mut sqlx::Transaction<'static, $db>,
+            /// Starts a change to `name`'s rules: a write transaction and the reservation (or
+            /// `NoSuchReservation`).
+            async fn begin_change(
+                &self,
                 name: &str,
-            ) -> Result<Reservation> {
-                sqlx::query_as::<_, Reservation>(sql::RESERVATION)
+            ) -> Result<(sqlx::Transaction<'static, $db>, Reservation)> {
+                let mut tx = self.writer.begin_with($begin).await?;
+                let r = sqlx::query_as::<_, Reservation>(sql::RESERVATION)
                     .bind(name)
-                    .fetch_optional(&mut **tx)
+                    .fetch_optional(&mut *tx)
                     .await?
-                    .ok_or_else(|| StoreError::NoSuchReservation(name.to_owned()))
+                    .ok_or_else(|| StoreError::NoSuchReservation(name.to_owned()))?;
+                Ok((tx, r))
+            }
+
+            /// Writes the change's audit row (subject: the name; user: its holder) and commits.
+            async fn finish_change(
+                mut tx: sqlx::Transaction<'static, $db>,
+                actor: &str,
+                action: &str,
+                r: &Reservation,
+                detail: &str,
+            ) -> Result<()> {
+                audit!(tx, actor, action, &r.name, Some(r.user_id), detail);
+                tx.commit().await?;
+                Ok(())
             }
 
             async fn rules_of(&self, reservation: Reservation) -> Result<Rules> {
@@ -277,8 +293,7 @@ macro_rules! impl_rules {
                 username: &str,
                 hash: &str,
             ) -> Result<BasicUser> {
-                let mut tx = self.writer.begin_with($begin).await?;
-                let r = Self::reservation_in(&mut tx, name).await?;
+                let (mut tx, r) = self.begin_change(name).await?;
                 let row = sqlx::query_as::<_, BasicUser>(sql::PUT_USER)
                     .bind(r.id)
                     .bind(username)
@@ -286,15 +301,14 @@ macro_rules! impl_rules {
                     .bind(crate::now())
                     .fetch_one(&mut *tx)
                     .await?;
-                audit!(
+                Self::finish_change(
                     tx,
                     actor,
                     "rules.change",
-                    name,
-                    Some(r.user_id),
-                    &format!("auth add {username}")
-                );
-                tx.commit().await?;
+                    &r,
+                    &format!("auth add {username}"),
+                )
+                .await?;
                 Ok(row)
             }
 
@@ -304,8 +318,7 @@ macro_rules! impl_rules {
                 name: &str,
                 users: &[(String, String)],
             ) -> Result<usize> {
-                let mut tx = self.writer.begin_with($begin).await?;
-                let r = Self::reservation_in(&mut tx, name).await?;
+                let (mut tx, r) = self.begin_change(name).await?;
                 let now = crate::now();
                 for (username, hash) in users {
                     sqlx::query(sql::PUT_USER)
@@ -317,8 +330,7 @@ macro_rules! impl_rules {
                         .await?;
                 }
                 let detail = format!("auth import {} users", users.len());
-                audit!(tx, actor, "rules.change", name, Some(r.user_id), &detail);
-                tx.commit().await?;
+                Self::finish_change(tx, actor, "rules.change", &r, &detail).await?;
                 Ok(users.len())
             }
 
@@ -328,8 +340,7 @@ macro_rules! impl_rules {
                 name: &str,
                 username: &str,
             ) -> Result<BasicUser> {
-                let mut tx = self.writer.begin_with($begin).await?;
-                let r = Self::reservation_in(&mut tx, name).await?;
+                let (mut tx, r) = self.begin_change(name).await?;
                 let row = sqlx::query_as::<_, BasicUser>(sql::REMOVE_USER)
                     .bind(r.id)
                     .bind(username)
@@ -340,15 +351,14 @@ macro_rules! impl_rules {
                             "{name} has no basic-auth user {username:?}"
                         ))
                     })?;
-                audit!(
+                Self::finish_change(
                     tx,
                     actor,
                     "rules.change",
-                    name,
-                    Some(r.user_id),
-                    &format!("auth rm {username}")
-                );
-                tx.commit().await?;
+                    &r,
+                    &format!("auth rm {username}"),
+                )
+                .await?;
                 Ok(row)
             }
 
@@ -359,8 +369,7 @@ macro_rules! impl_rules {
                 action: &str,
                 cidr: &str,
             ) -> Result<IpRule> {
-                let mut tx = self.writer.begin_with($begin).await?;
-                let r = Self::reservation_in(&mut tx, name).await?;
+                let (mut tx, r) = self.begin_change(name).await?;
                 let row = sqlx::query_as::<_, IpRule>(sql::PUT_IP)
                     .bind(r.id)
                     .bind(action)
@@ -368,21 +377,13 @@ macro_rules! impl_rules {
                     .bind(crate::now())
                     .fetch_one(&mut *tx)
                     .await?;
-                audit!(
-                    tx,
-                    actor,
-                    "rules.change",
-                    name,
-                    Some(r.user_id),
-                    &format!("{action} {cidr}")
-                );
-                tx.commit().await?;
+                Self::finish_change(tx, actor, "rules.change", &r, &format!("{action} {cidr}"))
+                    .await?;
                 Ok(row)
             }
 
             async fn remove_ip_rule(&self, actor: &str, name: &str, cidr: &str) -> Result<IpRule> {
-                let mut tx = self.writer.begin_with($begin).await?;
-                let r = Self::reservation_in(&mut tx, name).await?;
+                let (mut tx, r) = self.begin_change(name).await?;
                 let row = sqlx::query_as::<_, IpRule>(sql::REMOVE_IP)
                     .bind(r.id)
                     .bind(cidr)
@@ -391,21 +392,12 @@ macro_rules! impl_rules {
                     .ok_or_else(|| {
                         StoreError::NoSuchRule(format!("{name} has no IP entry for {cidr}"))
                     })?;
-                audit!(
-                    tx,
-                    actor,
-                    "rules.change",
-                    name,
-                    Some(r.user_id),
-                    &format!("rm {cidr}")
-                );
-                tx.commit().await?;
+                Self::finish_change(tx, actor, "rules.change", &r, &format!("rm {cidr}")).await?;
                 Ok(row)
             }
 
             async fn clear_rules(&self, actor: &str, name: &str) -> Result<u64> {
-                let mut tx = self.writer.begin_with($begin).await?;
-                let r = Self::reservation_in(&mut tx, name).await?;
+                let (mut tx, r) = self.begin_change(name).await?;
                 let mut n = sqlx::query(sql::CLEAR_USERS)
                     .bind(r.id)
                     .execute(&mut *tx)
@@ -416,15 +408,7 @@ macro_rules! impl_rules {
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
-                audit!(
-                    tx,
-                    actor,
-                    "rules.change",
-                    name,
-                    Some(r.user_id),
-                    &format!("clear {n}")
-                );
-                tx.commit().await?;
+                Self::finish_change(tx, actor, "rules.change", &r, &format!("clear {n}")).await?;
                 Ok(n)
             }
 
@@ -434,8 +418,7 @@ macro_rules! impl_rules {
                 name: &str,
                 s: &NewShare,
             ) -> Result<ShareLink> {
-                let mut tx = self.writer.begin_with($begin).await?;
-                let r = Self::reservation_in(&mut tx, name).await?;
+                let (mut tx, r) = self.begin_change(name).await?;
                 let row = sqlx::query_as::<_, ShareLink>(sql::CREATE_SHARE)
                     .bind(r.id)
                     .bind(&s.token_hash)
@@ -449,14 +432,12 @@ macro_rules! impl_rules {
                     .uses
                     .map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
                 let detail = format!("link {} expires {} uses {uses}", row.id, s.expires_at);
-                audit!(tx, actor, "share.create", name, Some(r.user_id), &detail);
-                tx.commit().await?;
+                Self::finish_change(tx, actor, "share.create", &r, &detail).await?;
                 Ok(row)
             }
 
             async fn revoke_share(&self, actor: &str, name: &str, id: i64) -> Result<ShareLink> {
-                let mut tx = self.writer.begin_with($begin).await?;
-                let r = Self::reservation_in(&mut tx, name).await?;
+                let (mut tx, r) = self.begin_change(name).await?;
                 let row = sqlx::query_as::<_, ShareLink>(sql::REVOKE_SHARE)
                     .bind(id)
                     .bind(r.id)
@@ -466,15 +447,7 @@ macro_rules! impl_rules {
                         name: name.to_owned(),
                         id,
                     })?;
-                audit!(
-                    tx,
-                    actor,
-                    "share.revoke",
-                    name,
-                    Some(r.user_id),
-                    &format!("link {id}")
-                );
-                tx.commit().await?;
+                Self::finish_change(tx, actor, "share.revoke", &r, &format!("link {id}")).await?;
                 Ok(row)
             }
 
