@@ -19,9 +19,12 @@ def url(port, host, path, tls):
     return f"https://localhost:{port}{path}" if tls else f"http://127.0.0.1:{port}{path}"
 
 
-def wrk(port, host, seconds, tls=False, cold=False):
-    """Keep-alive load on 64 connections, or with `cold` a new TCP (and TLS) connection per request."""
+def wrk(port, host, seconds, tls=False, cold=False, headers=()):
+    """Keep-alive load on 64 connections, or with `cold` a new TCP (and TLS) connection per request;
+    `headers` are sent with every request (a basic-auth row's Authorization)."""
     extra = ["-H", "Connection: close"] if cold else []
+    for h in headers:
+        extra += ["-H", h]
     out = subprocess.run(["wrk", "-t2", "-c64", f"-d{seconds}s", "--latency", "-H", f"Host: {host}", *extra,
                           url(port, host, "/1k.bin", tls)], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -38,15 +41,16 @@ def wrk(port, host, seconds, tls=False, cold=False):
     return {"rps": rps, "p50_ms": pct(50), "p99_ms": pct(99), "non2xx": int(non2xx.group(1)) if non2xx else 0}
 
 
-def curl_target(port, host, path, tls):
+def curl_target(port, host, path, tls, headers=()):
     """curl's arguments for `path` on `host`. Over TLS, curl connects to 127.0.0.1 but sends the
     tunnel's name as SNI, as a browser does (wrk cannot, see `url`), and speaks HTTP/1.1 on every
     path: curl 7.88's HTTP/2 upload costs curl itself ~2.5 CPU-s/GiB (8 KiB writes, each with a
     poll and two sigactions) against ~0.6 over HTTP/1.1, and only the fronts that offer h2 would
     pay it."""
+    extra = [a for h in headers for a in ("-H", h)]
     if tls:
-        return ["--http1.1", "--resolve", f"{host}:{port}:127.0.0.1", f"https://{host}:{port}{path}"]
-    return ["-H", f"Host: {host}", url(port, host, path, tls)]
+        return [*extra, "--http1.1", "--resolve", f"{host}:{port}:127.0.0.1", f"https://{host}:{port}{path}"]
+    return [*extra, "-H", f"Host: {host}", url(port, host, path, tls)]
 
 
 def curl(args, what):
@@ -58,19 +62,19 @@ def curl(args, what):
     return float(down), int(down_n), float(up), int(up_n)
 
 
-def bulk(port, host, size, tls=False):
+def bulk(port, host, size, tls=False, headers=()):
     """One download of the origin's bulk file."""
-    down, n, _, _ = curl(["-o", "/dev/null", *curl_target(port, host, "/bulk.bin", tls)],
+    down, n, _, _ = curl(["-o", "/dev/null", *curl_target(port, host, "/bulk.bin", tls, headers)],
                          f"download via {host}")
     if n != size:
         raise Failure(f"download via {host}: {n} bytes of {size}")
     return {"mb_s": down / 1e6}
 
 
-def upload(port, host, path, size, tls=False):
+def upload(port, host, path, size, tls=False, headers=()):
     """One upload of `path` (PUT) to the origin's sink, which answers only once it has read it all."""
     out_file = os.path.join(os.path.dirname(path), f"upload-{os.getpid()}.txt")
-    _, _, up, n = curl(["-o", out_file, "-T", path, *curl_target(port, host, "/upload", tls)],
+    _, _, up, n = curl(["-o", out_file, "-T", path, *curl_target(port, host, "/upload", tls, headers)],
                        f"upload via {host}")
     with open(out_file) as f:
         answer = f.read().strip()

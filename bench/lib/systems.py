@@ -1,5 +1,6 @@
 """The systems under test, each started on 127.0.0.1 with free ports: the origin (nginx, plus an
 upload sink behind it), OpenSSH sshd, the classic nginx front, the Warren broker and sandhole."""
+import base64
 import os
 import shutil
 import socket
@@ -34,8 +35,9 @@ def wait_until(what, fn, timeout=30.0, interval=0.02):
     raise RuntimeError(f"timed out waiting for {what}")
 
 
-def http_ok(port, host, path="/1k.bin"):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Host": host})
+def http_ok(port, host, path="/1k.bin", headers=()):
+    extra = dict(h.split(": ", 1) for h in headers)
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Host": host, **extra})
     with urllib.request.urlopen(req, timeout=5) as r:
         return r.status == 200
 
@@ -195,6 +197,22 @@ def start_broker(procs, tmp, binary, cert, cert_key):
         if len(ports) == 3:
             break
     return p, ports, key
+
+
+BASIC_USER, BASIC_PASSWORD = "bench", "bench-password-1"
+
+
+def protect(binary, tmp, name):
+    """Reserves `name` for the bench user and puts it behind basic auth (argon2id, the default);
+    returns the request header that passes it."""
+    env = dict(os.environ, BROKER_DATA_DIR=os.path.join(tmp, "broker"), BROKER_LOG="warn")
+    env.pop("BROKER_CONFIG", None)
+    env.pop("BROKER_DATABASE_URL", None)
+    subprocess.run([binary, "reserve", "bench", name], env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([binary, "rules", name, "auth", "add", BASIC_USER], env=env, check=True,
+                   input=BASIC_PASSWORD + "\n", text=True, stdout=subprocess.DEVNULL)
+    token = base64.b64encode(f"{BASIC_USER}:{BASIC_PASSWORD}".encode()).decode()
+    return f"Authorization: Basic {token}"
 
 
 def raise_nofile():

@@ -107,6 +107,13 @@ impl TestBroker {
         cmd.env_remove("BROKER_CONFIG")
             .env("BROKER_DATA_DIR", self.dir.path())
             .env("BROKER_DATABASE_URL", &self.db_url);
+        // Settings the admin commands check input against must match the server's, as one
+        // config file would make them on a real box.
+        if let Some(i) = self.extra.iter().position(|a| a == "--tcp-ports")
+            && let Some(range) = self.extra.get(i + 1)
+        {
+            cmd.env("BROKER_TCP_PORTS", range);
+        }
         cmd
     }
 
@@ -220,6 +227,24 @@ impl TestBroker {
             .args(args)
             .stdin(Stdio::null())
             .output()?)
+    }
+
+    /// Runs an admin command with `input` on its stdin (a pipe, not a terminal).
+    pub fn cli_input(&self, args: &[&str], input: &str) -> Result<std::process::Output> {
+        use std::io::Write;
+        let mut child = self
+            .base_command()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .context("stdin")?
+            .write_all(input.as_bytes())?;
+        Ok(child.wait_with_output()?)
     }
 
     /// Runs an admin command that must succeed; returns its stdout.

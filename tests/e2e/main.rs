@@ -13,5 +13,6 @@ mod integrity;
 mod isolation;
 mod origin;
 mod public;
+mod rules;
 mod transfer;
 mod tunnels;

@@ -1,9 +1,7 @@
 //! The operator's account commands: passwords, quotas and API tokens, through the same service
 //! functions as the API (`warren-tenants`), acting as the operator (`cli` in the audit log).
 
-use std::io::{IsTerminal, Read};
-
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Subcommand;
 use warren_store::Quotas;
 use warren_tenants::{Caller, Scope, Tenants, parse_duration};
@@ -68,29 +66,10 @@ pub async fn tenants(config: &Config) -> Result<Tenants> {
     Ok(crate::serve::tenants_for(config, store, None, &ssh))
 }
 
-/// Reads a password: from stdin when it is not a terminal (scripts), else prompted twice.
-pub fn read_password(prompt: &str) -> Result<String> {
-    if !std::io::stdin().is_terminal() {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .context("reading the password from stdin")?;
-        let s = s.strip_suffix('\n').unwrap_or(&s);
-        let s = s.strip_suffix('\r').unwrap_or(s);
-        return Ok(s.to_owned());
-    }
-    let first = rpassword::prompt_password(prompt).context("reading the password")?;
-    let again = rpassword::prompt_password("again: ").context("reading the password")?;
-    if first != again {
-        bail!("the two passwords differ");
-    }
-    Ok(first)
-}
-
 /// `broker user passwd NAME`
 pub async fn passwd(config: &Config, name: &str) -> Result<()> {
     let t = tenants(config).await?;
-    let password = read_password(&format!("new password for {name}: "))?;
+    let password = crate::prompt::password(name)?;
     t.set_password(&Caller::operator(), name, &password).await?;
     println!("password set for {name}; their console sessions have ended");
     Ok(())

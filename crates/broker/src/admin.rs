@@ -245,6 +245,7 @@ pub enum CertsCmd {
     List,
 }
 
+/// `in 2h`, `3d ago`, `-` for none: times relative to now, for listings.
 pub(crate) fn when(t: Option<i64>) -> String {
     match t {
         None => "-".into(),

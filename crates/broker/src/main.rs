@@ -4,8 +4,11 @@
 mod accounts;
 mod admin;
 mod config;
+mod policy;
+mod prompt;
 mod public;
 mod reload;
+mod rules;
 mod serve;
 mod watch;
 
@@ -49,6 +52,11 @@ enum Command {
         #[arg(long, default_value = "http")]
         kind: String,
     },
+    /// Access rules of a reserved name: basic auth, IP allow/deny lists (shown without an
+    /// action).
+    Rules(rules::RulesArgs),
+    /// Share links of a reserved name: `--expires 2h [--uses N]` makes one, `list`, `revoke ID`.
+    Share(rules::ShareArgs),
     /// Release a reserved name.
     Release {
         /// The name.
@@ -127,6 +135,8 @@ fn run(cli: Cli) -> Result<()> {
                 admin::reserve(&config, &user, &name, &kind).await
             }
             Command::Token(cmd) => accounts::token(&config, cmd).await,
+            Command::Rules(args) => rules::rules(&config, args).await,
+            Command::Share(args) => rules::share(&config, args).await,
             Command::Release { name } => admin::release(&config, &name).await,
             Command::Names { user } => admin::names(&config, user.as_deref()).await,
             Command::Certs(cmd) => admin::certs(&config, cmd).await,

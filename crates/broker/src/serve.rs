@@ -180,6 +180,8 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         .with_tenants(tenants.clone())
         .with_shards(shards.clone()),
     );
+    // Share cookies are signed with a key every node on this database holds.
+    let share_key = crate::policy::share_key(&*store).await?;
     let edge = Arc::new(
         Edge::new(
             EdgeSettings {
@@ -198,6 +200,10 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
             let challenges = challenges.clone();
             Arc::new(move |token: &str| challenges.http01(token))
         })
+        .with_shares(
+            Arc::new(crate::policy::StoreRedeemer(store.clone())),
+            share_key,
+        )
         .with_shards(shards),
     );
 

@@ -1,9 +1,9 @@
 //! Applies admin changes to the running server by tailing the store's audit log.
 //!
 //! The admin CLI is another process (perhaps on another node, with Postgres); polling the log
-//! once a second works the same on SQLite and Postgres and needs no extra channel. Disabled
-//! users and removed keys lose their sessions; reservations refresh the edge's "offline"
-//! answers.
+//! works the same on SQLite and Postgres and needs no extra channel. Disabled users and
+//! removed keys lose their sessions; reservations refresh the edge's "offline" answers; access
+//! rules and share links rebuild the name's policy in the edge.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -18,7 +18,13 @@ use warren_store::Store;
 
 use crate::public::Public;
 
-const POLL: Duration = Duration::from_secs(1);
+/// How often the log is read. A rule saved on a live tunnel must take effect within a second;
+/// polling once a second would make that a second plus the query at worst. An idle poll is one
+/// indexed `SELECT` returning nothing.
+const POLL: Duration = Duration::from_millis(250);
+/// Housekeeping (registry sweep, DNS and certificates) runs every this many polls: once a
+/// second, as before.
+const HOUSEKEEPING_EVERY: u32 = 4;
 /// Audit events read per query.
 const PAGE: i64 = 500;
 
@@ -28,6 +34,8 @@ pub struct Watcher {
     registry: Arc<Registry>,
     sessions: Arc<Sessions>,
     cursor: i64,
+    /// Names whose access policy must be rebuilt from the store.
+    stale_policies: HashSet<String>,
 }
 
 impl Watcher {
@@ -45,13 +53,19 @@ impl Watcher {
             registry,
             sessions,
             cursor,
+            stale_policies: HashSet::new(),
         };
         w.reload_reserved().await?;
+        // After the cursor is fixed: a change made meanwhile is applied again by the tail.
+        let policies = crate::policy::load_all(&*w.store).await?;
+        info!(names = policies.len(), "access rules loaded");
+        w.registry.set_policies(policies);
         Ok(w)
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(POLL);
+        let mut polls = 0u32;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -59,18 +73,29 @@ impl Watcher {
             }
             // Drain the log, not one page per tick: after a reconnect storm (10,000 binds and
             // claims) one page a second left a `user.disable` queued behind ~40 s of binds.
+            let mut seen = 0;
             loop {
                 match self.poll().await {
-                    Ok(n) if n == PAGE as usize => continue,
-                    Ok(_) => break,
+                    Ok(n) if n == PAGE as usize => seen += n,
+                    Ok(n) => {
+                        seen += n;
+                        break;
+                    }
                     Err(e) => {
                         warn!(error = %e, "cannot read the audit log; retrying");
                         break;
                     }
                 }
             }
-            self.registry.sweep();
-            self.public.tick().await;
+            polls = polls.wrapping_add(1);
+            if polls.is_multiple_of(HOUSEKEEPING_EVERY) {
+                self.registry.sweep();
+            }
+            // DNS right after the events that changed names, as before polls grew faster: a
+            // certificate order for a new name starts at once, and the CA must find its record.
+            if seen > 0 || polls.is_multiple_of(HOUSEKEEPING_EVERY) {
+                self.public.tick().await;
+            }
         }
     }
 
@@ -97,12 +122,17 @@ impl Watcher {
                         .await;
                     info!(key = %e.subject, sessions = n, "key removed: sessions dropped");
                 }
+                "rules.change" | "share.create" | "share.revoke" => {
+                    self.stale_policies.insert(e.subject.clone());
+                }
                 "name.reserve" => {
                     names_changed = true;
+                    self.stale_policies.insert(e.subject.clone());
                     self.public.name_up(&e.subject, e.user_id);
                 }
                 "name.release" => {
                     names_changed = true;
+                    self.stale_policies.insert(e.subject.clone());
                     if !matches!(
                         self.registry.lookup(&e.subject),
                         warren_registry::Lookup::Live(_)
@@ -126,6 +156,13 @@ impl Watcher {
         }
         if names_changed {
             self.reload_reserved().await?;
+        }
+        // Kept until rebuilt: the cursor has moved past their events already.
+        for name in std::mem::take(&mut self.stale_policies) {
+            if let Err(e) = crate::policy::refresh(&*self.store, &self.registry, &name).await {
+                warn!(%name, error = %e, "cannot rebuild the access policy; retrying");
+                self.stale_policies.insert(name);
+            }
         }
         Ok(events.len())
     }

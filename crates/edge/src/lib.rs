@@ -5,9 +5,11 @@
 //! `Forwarded` headers, logged to the tunnel owner's session and counted. Requests on one visitor
 //! connection reuse one upstream connection (a `forwarded-tcpip` channel) to the owner's
 //! service; bodies stream both ways; `Upgrade` (WebSocket) responses are spliced byte for byte
-//! with no idle cut. Failures are answered with a page that says whose side failed.
+//! with no idle cut. Failures are answered with a page that says whose side failed. Each
+//! name's access rules (IP lists, basic auth, share links) are enforced first (`access`).
 #![warn(missing_docs)]
 
+mod access;
 mod headers;
 mod host;
 mod io;
@@ -31,6 +33,7 @@ use warren_shards::Shards;
 
 use crate::host::Target;
 
+pub use access::{Redeemed, SHARE_COOKIE, ShareRedeemer};
 pub use host::{HostError, route_label};
 pub use ipnet::IpNet;
 pub use tcp::TcpPorts;
@@ -85,6 +88,7 @@ pub struct Edge {
     pub(crate) registry: Arc<Registry>,
     pub(crate) acme_http01: Option<Http01Responder>,
     pub(crate) shards: Arc<Shards>,
+    pub(crate) access: access::Gate,
 }
 
 impl std::fmt::Debug for Edge {
@@ -103,7 +107,16 @@ impl Edge {
             registry,
             acme_http01: None,
             shards: Arc::new(Shards::inline()),
+            access: access::Gate::default(),
         }
+    }
+
+    /// Answers share links (`/.well-known/warren-share/TOKEN`) by redeeming them through
+    /// `redeemer`, and signs (and checks) the cookies they give with `key`, which every node
+    /// sharing the database must hold.
+    pub fn with_shares(mut self, redeemer: Arc<dyn ShareRedeemer>, key: Vec<u8>) -> Self {
+        self.access.with_shares(redeemer, key);
+        self
     }
 
     /// Serves each visitor connection on the tunnel thread of the tunnel it names (see
@@ -136,10 +149,15 @@ impl Edge {
     }
 
     pub(crate) fn trusts(&self, peer: &SocketAddr) -> bool {
+        self.trusts_ip(&peer.ip())
+    }
+
+    pub(crate) fn trusts_ip(&self, ip: &std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
         self.settings
             .trusted_proxies
             .iter()
-            .any(|n| n.contains(&peer.ip()))
+            .any(|n| n.contains(&ip))
     }
 }
 

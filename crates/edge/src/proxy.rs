@@ -159,7 +159,16 @@ async fn route(state: &Arc<ConnState>, req: Request<Incoming>) -> Response<Body>
             "TLS only",
             &format!("{name} is served over HTTPS by its owner directly."),
         ),
-        Lookup::Live(route) => proxy(state, route, req, &host).await,
+        Lookup::Live(route) => {
+            let mut req = req;
+            let tls = state.proto == "https";
+            if let Some(answer) =
+                crate::access::check(edge, state.peer, tls, &route, &mut req, label, name).await
+            {
+                return answer;
+            }
+            proxy(state, route, req, &host).await
+        }
         Lookup::Parked { retry_after } => retry_page(
             StatusCode::SERVICE_UNAVAILABLE,
             "Tunnel reconnecting",

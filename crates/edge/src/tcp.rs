@@ -162,6 +162,11 @@ async fn accept_loop(
                 if route.kind != RouteKind::Tcp {
                     continue;
                 }
+                if let Some(policy) = registry.policy_for(&route)
+                    && !crate::access::admits_stream(&route, &policy, peer)
+                {
+                    continue;
+                }
                 let shard = route.endpoint.shard();
                 shards.run(shard, socket, move |mut socket| async move {
                     let Ok(_permit) = route.connections.clone().try_acquire_owned() else { return };

@@ -100,6 +100,11 @@ async fn serve(
         && let Lookup::Live(route) = edge.registry.lookup(label)
         && route.kind == RouteKind::TlsPassthrough
     {
+        if let Some(policy) = edge.registry.policy_for(&route)
+            && !crate::access::admits_stream(&route, &policy, peer)
+        {
+            return;
+        }
         passthrough(route, socket, raw, peer).await;
         return;
     }

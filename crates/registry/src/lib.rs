@@ -9,10 +9,16 @@
 //! The registry also remembers, for a grace period, names whose owner just went away: visitors
 //! get "back soon" instead of "unknown", nobody else can take the name meanwhile, and the same
 //! key asking again for a random name gets the same one back ([`Registry::sticky`]).
+//!
+//! Beside the routes it keeps each name's [`AccessPolicy`] (IP lists, basic-auth users, share
+//! links), mirrored from the store, so the edge enforces access rules without a query.
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod names;
 mod table;
+
+pub use access::{AccessPolicy, Credential, CredentialCache, IpAction};
 
 pub use table::{
     BindError, Held, Lookup, OwnerLimits, Registry, Route, RouteKind, SessionId, StickyKey,

@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 
 use crate::Endpoint;
+use crate::access::AccessPolicy;
 
 /// Identifies one SSH connection; a name bound by it is released when it ends.
 pub type SessionId = u64;
@@ -161,6 +162,9 @@ pub struct Registry {
     /// Reserved names, mirrored from the store so an offline owner's name answers 502 rather
     /// than 404 without a database query per visitor.
     reserved: ArcSwap<HashSet<String>>,
+    /// Access policies by name (only names that have rules), mirrored from the store like
+    /// `reserved`: the edge checks them per request without a query or a lock.
+    policies: ArcSwap<HashMap<String, Arc<AccessPolicy>>>,
     grace: Duration,
     max_connections: usize,
     limits: OwnerLimits,
@@ -183,6 +187,7 @@ impl Registry {
             write: Mutex::new(()),
             sticky: Mutex::new(HashMap::new()),
             reserved: ArcSwap::from_pointee(HashSet::new()),
+            policies: ArcSwap::from_pointee(HashMap::new()),
             grace,
             max_connections: max_connections.max(1),
             limits: OwnerLimits::NONE,
@@ -254,6 +259,41 @@ impl Registry {
     /// Replaces the mirror of reserved names (at start, and whenever the store changes).
     pub fn set_reserved(&self, names: HashSet<String>) {
         self.reserved.store(std::sync::Arc::new(names));
+    }
+
+    /// The access policy of `name`, if it has rules. Lock-free.
+    pub fn policy(&self, name: &str) -> Option<Arc<AccessPolicy>> {
+        self.policies.load().get(name).cloned()
+    }
+
+    /// The policy of `route`'s name when it applies to it: rules belong to the reservation's
+    /// holder, so they bind the holder's tunnels (a TCP port bound by someone else without a
+    /// reservation is not theirs to guard).
+    pub fn policy_for(&self, route: &Route) -> Option<Arc<AccessPolicy>> {
+        self.policy(&route.name).filter(|p| p.owner == route.owner)
+    }
+
+    /// Replaces the policy of one name (`None`: it has no rules any more). Takes effect for
+    /// the next request or connection.
+    pub fn set_policy(&self, name: &str, policy: Option<AccessPolicy>) {
+        let policy = policy.map(Arc::new);
+        self.policies.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            match &policy {
+                Some(p) => map.insert(name.to_owned(), p.clone()),
+                None => map.remove(name),
+            };
+            map
+        });
+    }
+
+    /// Replaces every policy (at start).
+    pub fn set_policies(&self, policies: HashMap<String, AccessPolicy>) {
+        let map = policies
+            .into_iter()
+            .map(|(k, v)| (k, Arc::new(v)))
+            .collect();
+        self.policies.store(Arc::new(map));
     }
 
     /// Whether nobody holds `name`, live or parked (what a fresh random name must be).

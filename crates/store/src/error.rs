@@ -41,6 +41,17 @@ pub enum StoreError {
     /// A token id that is not in the store.
     #[error("no token with id {0}")]
     NoSuchToken(i64),
+    /// A basic-auth user or IP entry that a reservation does not have (the message says which).
+    #[error("{0}")]
+    NoSuchRule(String),
+    /// A share link id that the reservation does not have.
+    #[error("{name} has no share link {id}")]
+    NoSuchShare {
+        /// The reservation's name.
+        name: String,
+        /// The link id asked for.
+        id: i64,
+    },
     /// A database URL with an unknown scheme.
     #[error("database url {0:?} is neither sqlite:// nor postgres://")]
     BadUrl(String),

@@ -1,7 +1,7 @@
 //! Warren's persistent state, behind one [`Store`] trait.
 //!
-//! Everything a restart must not lose lives here: users, their SSH keys, reserved names, ACME
-//! accounts and certificates, and an append-only audit log. Two backends implement the same trait with the same SQL (atuin's
+//! Everything a restart must not lose lives here: users, their SSH keys, reserved names and
+//! their access rules, ACME accounts and certificates, and an append-only audit log. Two backends implement the same trait with the same SQL (atuin's
 //! pattern): SQLite for the zero-setup single box, Postgres for production and several nodes.
 //! Each has its own migrations under `migrations/{sqlite,postgres}`, applied by [`open`].
 //!
@@ -14,11 +14,13 @@
 mod backend;
 mod accounts;
 mod error;
+mod rules;
 mod types;
 
 pub use accounts::{AccountStore, ApiToken, LoginSession, NewToken, Quotas, SigningKey};
 pub use backend::{PostgresStore, SqliteStore};
 pub use error::StoreError;
+pub use rules::{BasicUser, IpRule, NewShare, RuleStore, Rules, ShareLink};
 pub use types::{
     AcmeAccount, AuditEvent, Certificate, NewCertificate, NewKey, Reservation, SshKey, User,
 };
@@ -33,7 +35,7 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 ///
 /// `actor` on mutations names who did it (`cli`, `ssh:alice`) and goes to the audit log.
 #[async_trait::async_trait]
-pub trait Store: AccountStore + Send + Sync + 'static {
+pub trait Store: AccountStore + RuleStore + Send + Sync + 'static {
     /// Creates a user; names are unique.
     async fn create_user(&self, actor: &str, name: &str, is_admin: bool) -> Result<User>;
     /// All users, oldest first.

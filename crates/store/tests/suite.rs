@@ -676,3 +676,235 @@ both!(events_page_newest_first_with_a_cursor, |fx| {
     let all = s.events_page(None, None, 100).await.expect("all");
     assert!(all.iter().any(|e| e.subject == "bob"));
 });
+
+both!(rules_belong_to_a_reservation_and_are_audited, |fx| {
+    let s = &fx.store;
+    let alice = s.create_user("cli", "alice", false).await.expect("alice");
+    s.reserve("cli", "alice", "chat", "http")
+        .await
+        .expect("chat");
+    assert!(matches!(
+        s.put_basic_user("cli", "nope", "u", "h").await,
+        Err(StoreError::NoSuchReservation(_))
+    ));
+    s.put_basic_user("cli", "chat", "bob", "$argon2id$old")
+        .await
+        .expect("bob");
+    // The same user name replaces the hash.
+    s.put_basic_user("cli", "chat", "bob", "$argon2id$new")
+        .await
+        .expect("bob again");
+    let imported = vec![
+        ("carol".to_owned(), "$2y$05$abc".to_owned()),
+        ("dave".to_owned(), "$2b$05$def".to_owned()),
+    ];
+    assert_eq!(
+        s.put_basic_users("cli", "chat", &imported)
+            .await
+            .expect("import"),
+        2
+    );
+    s.put_ip_rule("cli", "chat", "deny", "10.0.0.0/8")
+        .await
+        .expect("deny");
+    s.put_ip_rule("cli", "chat", "allow", "2001:db8::/32")
+        .await
+        .expect("allow");
+    // One action per CIDR: allowing a denied network flips it.
+    s.put_ip_rule("cli", "chat", "allow", "10.0.0.0/8")
+        .await
+        .expect("flip");
+    let r = s.rules("chat").await.expect("rules");
+    assert_eq!(r.reservation.user_id, alice.id);
+    let users: Vec<_> = r
+        .basic_users
+        .iter()
+        .map(|u| (u.username.as_str(), u.hash.as_str()))
+        .collect();
+    assert_eq!(
+        users,
+        [
+            ("bob", "$argon2id$new"),
+            ("carol", "$2y$05$abc"),
+            ("dave", "$2b$05$def")
+        ]
+    );
+    let ips: Vec<_> = r
+        .ip_rules
+        .iter()
+        .map(|i| (i.action.as_str(), i.cidr.as_str()))
+        .collect();
+    assert_eq!(ips, [("allow", "10.0.0.0/8"), ("allow", "2001:db8::/32")]);
+
+    s.remove_basic_user("cli", "chat", "dave")
+        .await
+        .expect("rm dave");
+    assert!(matches!(
+        s.remove_basic_user("cli", "chat", "dave").await,
+        Err(StoreError::NoSuchRule(_))
+    ));
+    s.remove_ip_rule("cli", "chat", "2001:db8::/32")
+        .await
+        .expect("rm ip");
+    assert!(matches!(
+        s.remove_ip_rule("cli", "chat", "2001:db8::/32").await,
+        Err(StoreError::NoSuchRule(_))
+    ));
+    assert_eq!(s.all_rules().await.expect("all").len(), 1);
+    assert_eq!(s.clear_rules("cli", "chat").await.expect("clear"), 3);
+    assert!(s.rules("chat").await.expect("rules").is_empty());
+    assert!(s.all_rules().await.expect("all").is_empty());
+
+    let last = s.last_event_id().await.expect("last");
+    let changes: Vec<_> = s
+        .events_since(0, 100)
+        .await
+        .expect("events")
+        .into_iter()
+        .filter(|e| e.action == "rules.change")
+        .map(|e| {
+            assert_eq!((e.subject.as_str(), e.user_id), ("chat", Some(alice.id)));
+            e.detail
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            "auth add bob",
+            "auth add bob",
+            "auth import 2 users",
+            "deny 10.0.0.0/8",
+            "allow 2001:db8::/32",
+            "allow 10.0.0.0/8",
+            "auth rm dave",
+            "rm 2001:db8::/32",
+            "clear 3"
+        ]
+    );
+    assert!(last > 0);
+
+    // Releasing the name drops its rules: the next holder starts clean.
+    s.put_ip_rule("cli", "chat", "deny", "0.0.0.0/0")
+        .await
+        .expect("deny all");
+    s.release("cli", "chat").await.expect("release");
+    s.create_user("cli", "bob", false).await.expect("bob");
+    s.reserve("cli", "bob", "chat", "http")
+        .await
+        .expect("bob's chat");
+    assert!(s.rules("chat").await.expect("rules").is_empty());
+});
+
+both!(share_links_redeem_atomically, |fx| {
+    let s = &fx.store;
+    s.create_user("cli", "alice", false).await.expect("alice");
+    s.reserve("cli", "alice", "chat", "http")
+        .await
+        .expect("chat");
+    s.reserve("cli", "alice", "other", "http")
+        .await
+        .expect("other");
+    let now = warren_store::now();
+    let share = |hash: &str, expires_at: i64, uses: Option<i64>| warren_store::NewShare {
+        token_hash: hash.to_owned(),
+        expires_at,
+        uses,
+    };
+    let once = s
+        .create_share("ssh:alice", "chat", &share("h1", now + 3600, Some(1)))
+        .await
+        .expect("once");
+    assert_eq!((once.uses_left, once.revoked), (Some(1), false));
+    assert_eq!(once.created_by, "ssh:alice");
+    // Another name's host cannot redeem it.
+    assert_eq!(
+        s.redeem_share("other", "h1", now).await.expect("redeem"),
+        None
+    );
+    let used = s.redeem_share("chat", "h1", now).await.expect("redeem");
+    assert_eq!(used.map(|l| (l.id, l.uses_left)), Some((once.id, Some(0))));
+    assert_eq!(
+        s.redeem_share("chat", "h1", now).await.expect("used up"),
+        None
+    );
+    // A used-up link still honours its cookies until it expires.
+    let rules = s.rules("chat").await.expect("rules");
+    assert!(rules.shares[0].is_live(now));
+
+    // Unlimited, expired and revoked links.
+    s.create_share("cli", "chat", &share("h2", now + 3600, None))
+        .await
+        .expect("unlimited");
+    for _ in 0..3 {
+        let l = s
+            .redeem_share("chat", "h2", now)
+            .await
+            .expect("redeem")
+            .expect("live");
+        assert_eq!(l.uses_left, None);
+    }
+    s.create_share("cli", "chat", &share("h3", now + 10, None))
+        .await
+        .expect("short");
+    assert_eq!(
+        s.redeem_share("chat", "h3", now + 10)
+            .await
+            .expect("expired"),
+        None
+    );
+    let revoked = s
+        .create_share("cli", "chat", &share("h4", now + 3600, None))
+        .await
+        .expect("h4");
+    let r = s
+        .revoke_share("cli", "chat", revoked.id)
+        .await
+        .expect("revoke");
+    assert!(r.revoked && !r.is_live(now));
+    assert_eq!(
+        s.redeem_share("chat", "h4", now).await.expect("revoked"),
+        None
+    );
+    assert!(matches!(
+        s.revoke_share("cli", "other", revoked.id).await,
+        Err(StoreError::NoSuchShare { .. })
+    ));
+
+    // N concurrent redemptions of a link with 3 uses: exactly 3 succeed.
+    s.create_share("cli", "chat", &share("h5", now + 3600, Some(3)))
+        .await
+        .expect("h5");
+    let tries: Vec<_> = (0..12)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.redeem_share("chat", "h5", now).await })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tries {
+        if t.await.expect("join").expect("redeem").is_some() {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 3);
+    let redeemed = s
+        .events_since(0, 200)
+        .await
+        .expect("events")
+        .into_iter()
+        .filter(|e| e.action == "share.redeem")
+        .count();
+    assert_eq!(redeemed, 1 + 3 + 3);
+});
+
+both!(share_cookie_key_is_made_once, |fx| {
+    let s = &fx.store;
+    let first = s.share_cookie_key("k1").await.expect("key");
+    assert_eq!(first, "k1");
+    assert_eq!(s.share_cookie_key("k2").await.expect("key"), "k1");
+    let (a, b) = tokio::join!(s.share_cookie_key("k3"), s.share_cookie_key("k4"));
+    assert_eq!(
+        (a.expect("a"), b.expect("b")),
+        ("k1".to_owned(), "k1".to_owned())
+    );
+});

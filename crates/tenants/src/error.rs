@@ -79,7 +79,9 @@ impl From<StoreError> for ServiceError {
             | StoreError::NoSuchKey(_)
             | StoreError::NoSuchReservation(_)
             | StoreError::NoSuchCertificate(_)
-            | StoreError::NoSuchToken(_) => Self::NotFound(e.to_string()),
+            | StoreError::NoSuchToken(_)
+            | StoreError::NoSuchRule(_)
+            | StoreError::NoSuchShare { .. } => Self::NotFound(e.to_string()),
             StoreError::BadUrl(_) | StoreError::Database(_) | StoreError::Migrate(_) => {
                 tracing::error!(error = %e, "store failure");
                 Self::Internal(e.to_string())

@@ -11,9 +11,12 @@
 mod auth;
 mod caller;
 mod error;
+pub mod htpasswd;
 mod keys;
 pub mod passwords;
 mod reservations;
+pub mod rules;
+pub mod shares;
 pub mod tokens;
 mod tunnels;
 mod urls;
@@ -25,6 +28,7 @@ mod views;
 pub use auth::{MAX_TOKEN_LIFETIME, parse_duration};
 pub use caller::{Caller, Scope, Via};
 pub use error::ServiceError;
+pub use rules::{RulesContext, SiteUrls};
 pub use urls::PublicUrls;
 pub use views::*;
 

@@ -87,7 +87,9 @@ impl Tenants {
                     Ok(p) if (lo..=hi).contains(&p) => Ok(tcp_name(p)),
                     _ => Err(ServiceError::invalid(
                         "name",
-                        format!("a tcp reservation names a port from {lo} to {hi} (e.g. {lo})"),
+                        format!(
+                            "a tcp reservation is named tcp:PORT, PORT from {lo} to {hi} (e.g. tcp:{lo})"
+                        ),
                     )),
                 }
             }

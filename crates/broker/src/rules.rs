@@ -1,0 +1,262 @@
+//! `broker rules NAME …` and `broker share NAME …`: the operator's door to the access-rule
+//! service functions (`warren_tenants::rules`, `warren_tenants::shares`), which the SSH
+//! commands and the API call too. The operator acts on any name.
+
+use std::io::Read;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use warren_tenants::rules::{self as service, RulesView};
+use warren_tenants::shares::{self, ShareView};
+use warren_tenants::{Caller, RulesContext, SiteUrls};
+
+use crate::admin::when;
+use crate::config::Config;
+use crate::serve::open_existing_store;
+
+/// `broker rules NAME [ACTION]`
+#[derive(Debug, Args)]
+pub struct RulesArgs {
+    /// The reserved name (`tcp:PORT` for a TCP reservation).
+    name: String,
+    /// Print the rules as JSON (without an action).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    action: Option<RulesCmd>,
+}
+
+/// What to change; without one, the rules are shown.
+#[derive(Debug, Subcommand)]
+enum RulesCmd {
+    /// Basic-auth users (HTTP names only).
+    #[command(subcommand)]
+    Auth(AuthCmd),
+    /// Let a network in (CIDR or address). Once any is allowed, only allowed ones may visit;
+    /// the most specific entry covering an address decides.
+    Allow {
+        /// `203.0.113.0/24`, `2001:db8::/32`, `198.51.100.7`.
+        cidr: String,
+    },
+    /// Keep a network out (CIDR or address).
+    Deny {
+        /// `203.0.113.0/24`, `2001:db8::/32`, `198.51.100.7`.
+        cidr: String,
+    },
+    /// Remove one network's allow or deny entry.
+    Rm {
+        /// As it was given.
+        cidr: String,
+    },
+    /// Remove every basic-auth user and IP entry (share links stay until revoked).
+    Clear,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuthCmd {
+    /// Add a user, or set a new password for one: the password is read from stdin when it is
+    /// not a terminal (first line), else prompted for.
+    Add {
+        /// The user name visitors type.
+        user: String,
+    },
+    /// Remove a user.
+    Rm {
+        /// The user name.
+        user: String,
+    },
+    /// Import an htpasswd file (`-` for stdin): bcrypt (`htpasswd -B`) and argon2 lines are
+    /// taken as they are; MD5, SHA-1 and crypt lines are refused with the line number.
+    Import {
+        /// The file, or `-`.
+        file: String,
+    },
+}
+
+/// `broker share NAME --expires 2h [--uses N]`, `… list`, `… revoke ID`
+#[derive(Debug, Args)]
+pub struct ShareArgs {
+    /// The reserved name (HTTP names with basic auth).
+    name: String,
+    /// Make a link that expires after this long (`30m`, `2h`, `7d`); the link is printed
+    /// alone on the last line.
+    #[arg(long)]
+    expires: Option<String>,
+    /// How many times the link can be opened (default: until it expires).
+    #[arg(long)]
+    uses: Option<i64>,
+    /// Print as JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    action: Option<ShareCmd>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ShareCmd {
+    /// The name's links: id, state, uses left, expiry.
+    List,
+    /// Revoke a link: it and every cookie it gave stop working within a second.
+    Revoke {
+        /// The link's id, as `share NAME list` shows it.
+        id: i64,
+    },
+}
+
+/// How the operator's links are written: the configured public scheme, domain and port (the
+/// listener's port when none is configured).
+fn public_urls(config: &Config) -> SiteUrls {
+    let port = if config.public_scheme == "https" {
+        config
+            .public_tls_port
+            .or(config.public_port)
+            .or(Some(config.https_addr.port()))
+    } else {
+        config.public_port.or(Some(config.http_addr.port()))
+    };
+    SiteUrls {
+        scheme: config.public_scheme.clone(),
+        domain: config.domain.clone(),
+        port: port.filter(|p| *p != 0),
+    }
+}
+
+async fn context(config: &Config) -> Result<RulesContext> {
+    Ok(RulesContext {
+        store: open_existing_store(config).await?,
+        public: public_urls(config),
+    })
+}
+
+pub async fn rules(config: &Config, args: RulesArgs) -> Result<()> {
+    let ctx = context(config).await?;
+    let op = Caller::operator();
+    let name = &args.name;
+    match args.action {
+        None => {
+            let view = service::show(&ctx, &op, name).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                print_rules(&view);
+            }
+        }
+        Some(RulesCmd::Auth(AuthCmd::Add { user })) => {
+            let password = crate::prompt::password(&format!("{user} on {name}"))?;
+            service::auth_add(&ctx, &op, name, &user, &password).await?;
+            println!("{name}: basic-auth user {user} set");
+        }
+        Some(RulesCmd::Auth(AuthCmd::Rm { user })) => {
+            service::auth_rm(&ctx, &op, name, &user).await?;
+            println!("{name}: basic-auth user {user} removed");
+        }
+        Some(RulesCmd::Auth(AuthCmd::Import { file })) => {
+            let text = if file == "-" {
+                let mut s = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut s)
+                    .context("reading htpasswd lines from stdin")?;
+                s
+            } else {
+                std::fs::read_to_string(&file).with_context(|| format!("cannot read {file}"))?
+            };
+            let users = service::auth_import(&ctx, &op, name, &text).await?;
+            println!(
+                "{name}: imported {} users: {}",
+                users.len(),
+                users.join(", ")
+            );
+        }
+        Some(RulesCmd::Allow { cidr }) => {
+            let net = service::allow(&ctx, &op, name, &cidr).await?;
+            println!("{name}: allow {net}");
+        }
+        Some(RulesCmd::Deny { cidr }) => {
+            let net = service::deny(&ctx, &op, name, &cidr).await?;
+            println!("{name}: deny {net}");
+        }
+        Some(RulesCmd::Rm { cidr }) => {
+            service::unlist(&ctx, &op, name, &cidr).await?;
+            println!("{name}: {cidr} removed");
+        }
+        Some(RulesCmd::Clear) => {
+            let n = service::clear(&ctx, &op, name).await?;
+            println!("{name}: {n} rules removed; anyone may visit");
+        }
+    }
+    Ok(())
+}
+
+fn print_rules(v: &RulesView) {
+    println!("{} ({}, {})", v.name, v.kind, v.owner);
+    if v.basic_users.is_empty() && v.allow.is_empty() && v.deny.is_empty() {
+        println!("  open: no password, no IP rules");
+    }
+    for u in &v.basic_users {
+        println!("  auth   {} ({})", u.username, u.scheme);
+    }
+    for net in &v.allow {
+        println!("  allow  {net}");
+    }
+    for net in &v.deny {
+        println!("  deny   {net}");
+    }
+    for s in &v.shares {
+        println!("  share  {}", share_line(s));
+    }
+}
+
+fn share_line(s: &ShareView) -> String {
+    let uses = s
+        .uses_left
+        .map_or_else(|| "unlimited uses".to_owned(), |n| format!("{n} uses left"));
+    format!(
+        "{:<5} {:<8} {:<16} expires {:<8} by {}",
+        s.id,
+        s.state,
+        uses,
+        when(Some(s.expires_at)),
+        s.created_by
+    )
+}
+
+pub async fn share(config: &Config, args: ShareArgs) -> Result<()> {
+    let ctx = context(config).await?;
+    let op = Caller::operator();
+    let name = &args.name;
+    match (args.action, args.expires) {
+        (Some(ShareCmd::List), None) => {
+            let links = shares::list(&ctx, &op, name).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&links)?);
+            } else {
+                println!(
+                    "{:<5} {:<8} {:<16} {:<16} CREATED BY",
+                    "ID", "STATE", "USES", "EXPIRES"
+                );
+                for s in &links {
+                    println!("{}", share_line(s));
+                }
+            }
+        }
+        (Some(ShareCmd::Revoke { id }), None) => {
+            let s = shares::revoke(&ctx, &op, name, id).await?;
+            println!("{name}: share link {} revoked", s.id);
+        }
+        (None, Some(expires)) => {
+            let expires = shares::parse_duration(&expires)?;
+            let made = shares::create(&ctx, &op, name, expires, args.uses).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&made)?);
+            } else {
+                println!("{name}: share link {}", share_line(&made.share));
+                println!("{}", made.url);
+            }
+        }
+        (Some(_), Some(_)) => bail!("--expires makes a new link; leave it out with list or revoke"),
+        (None, None) => {
+            bail!("give --expires (30m, 2h, 7d) to make a link, or `list`, or `revoke ID`")
+        }
+    }
+    Ok(())
+}
