@@ -9,14 +9,20 @@
 //! The registry also remembers, for a grace period, names whose owner just went away: visitors
 //! get "back soon" instead of "unknown", nobody else can take the name meanwhile, and the same
 //! key asking again for a random name gets the same one back ([`Registry::sticky`]).
+//!
+//! Each HTTP name also has its recent requests ([`RequestLog`], fed by the edge, kept across
+//! the owner's reconnects within the grace period), and each route its live counters
+//! ([`Route::stats`]).
 #![warn(missing_docs)]
 
 pub mod names;
+mod requests;
 mod table;
 
+pub use requests::{DEFAULT_REQUEST_LOG_ENTRIES, RequestEntry, RequestLog, SUBSCRIBER_BACKLOG};
 pub use table::{
-    BindError, Held, Lookup, OwnerLimits, Registry, Route, RouteKind, SessionId, StickyKey,
-    tcp_name, tcp_port,
+    BindError, Held, Lookup, OwnerLimits, Registry, Route, RouteKind, RouteStats, SessionId,
+    StickyKey, tcp_name, tcp_port,
 };
 
 /// Opens public TCP ports for raw TCP tunnels. Implemented by the edge (which owns listeners);
