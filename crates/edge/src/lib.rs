@@ -11,9 +11,11 @@
 mod headers;
 mod host;
 mod io;
+mod meter;
 mod pages;
 mod pool;
 mod proxy;
+mod record;
 mod rewind;
 mod tcp;
 mod tls;
