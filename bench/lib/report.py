@@ -5,7 +5,9 @@ LOWER_IS_BETTER = {"p50_ms", "p99_ms", "cold_p99_ms"}
 
 # (row, baseline) pairs reported as ratios; a pair is skipped when either row was not measured.
 COMPARISONS = [("warren", "classic"), ("warren_tls", "classic_tls"), ("warren", "raw_sshd"),
-               ("warren", "sandhole"), ("warren_tls", "sandhole_tls"), ("warren", "direct")]
+               ("warren", "sandhole"), ("warren_tls", "sandhole_tls"), ("warren", "direct"),
+               # What recording each request in the tunnel's request log costs (same build).
+               ("warren", "warren_nolog")]
 
 
 def ratios(result):
@@ -53,7 +55,8 @@ def print_table(result):
 
 
 COLORS = {"direct": "#9e9e9e", "raw_sshd": "#8d6e63", "classic": "#e57373", "classic_tls": "#ef9a9a",
-          "sandhole": "#81c784", "sandhole_tls": "#a5d6a7", "warren": "#1e88e5", "warren_tls": "#64b5f6"}
+          "sandhole": "#81c784", "sandhole_tls": "#a5d6a7", "warren": "#1e88e5", "warren_tls": "#64b5f6",
+          "warren_nolog": "#90caf9"}
 
 
 def chart(result, path):
