@@ -323,22 +323,18 @@ async fn proxy(
                 let _slot = slot;
                 let (v, o) = (visitor.await, origin.await);
                 debug!(visitor = v.is_ok(), origin = o.is_ok(), "upgrade");
-                let (mut read, mut written) = (0, 0);
+                let (mut read, mut written, mut clean) = (0, 0, false);
                 if let (Ok(v), Ok(o)) = (v, o) {
                     let mut v = MeteredIo::new(TokioIo::new(v), &route);
                     let mut o = TokioIo::new(o);
                     // No idle timeout: WebSockets may sit quiet for hours.
                     let r = tokio::io::copy_bidirectional(&mut v, &mut o).await;
                     debug!(?r, "splice ended");
-                    (read, written) = (v.read, v.written);
+                    (read, written, clean) = (v.read, v.written, r.is_ok());
                 }
                 if let Some(entry) = entry {
-                    entry.record_moved(
-                        StatusCode::SWITCHING_PROTOCOLS.as_u16(),
-                        read,
-                        written,
-                        true,
-                    );
+                    let status = StatusCode::SWITCHING_PROTOCOLS.as_u16();
+                    entry.record_moved(status, read, written, clean);
                 }
             }
             .in_current_span(),

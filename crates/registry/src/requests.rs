@@ -50,8 +50,8 @@ pub struct RequestEntry {
     pub visitor: IpAddr,
     /// The `User-Agent`, cut short; empty when there was none.
     pub user_agent: String,
-    /// Whether the whole response was sent; `false` when the visitor (or the origin) went
-    /// away before its end.
+    /// Whether the whole response was sent (an upgraded connection: both sides closed
+    /// cleanly); `false` when the visitor (or the origin) went away before its end.
     pub complete: bool,
 }
 
