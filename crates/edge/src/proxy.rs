@@ -22,7 +22,7 @@ use crate::host::{HostError, Target};
 use crate::meter::MeteredIo;
 use crate::pages::{Body, page, retry_page};
 use crate::pool::{self, InFlight, Upstream, VisitorUpstreams};
-use crate::record::Exchange;
+use crate::record::{Exchange, Pending};
 
 /// State of one visitor connection.
 pub(crate) struct ConnState {
@@ -315,30 +315,8 @@ async fn proxy(
 
     if switched && let Some((_, visitor)) = visitor_upgrade {
         let origin = hyper::upgrade::on(&mut resp);
-        let entry = exchange.upgraded();
         // The upgraded connection outlives the visitor's HTTP connection: it keeps the slot.
-        // It is one entry in the log, written when it ends, with the bytes spliced.
-        tokio::spawn(
-            async move {
-                let _slot = slot;
-                let (v, o) = (visitor.await, origin.await);
-                debug!(visitor = v.is_ok(), origin = o.is_ok(), "upgrade");
-                let (mut read, mut written, mut clean) = (0, 0, false);
-                if let (Ok(v), Ok(o)) = (v, o) {
-                    let mut v = MeteredIo::new(TokioIo::new(v), &route);
-                    let mut o = TokioIo::new(o);
-                    // No idle timeout: WebSockets may sit quiet for hours.
-                    let r = tokio::io::copy_bidirectional(&mut v, &mut o).await;
-                    debug!(?r, "splice ended");
-                    (read, written, clean) = (v.read, v.written, r.is_ok());
-                }
-                if let Some(entry) = entry {
-                    let status = StatusCode::SWITCHING_PROTOCOLS.as_u16();
-                    entry.record_moved(status, read, written, clean);
-                }
-            }
-            .in_current_span(),
-        );
+        tokio::spawn(splice(visitor, origin, route, slot, exchange.upgraded()).in_current_span());
         return resp.map(|b| b.boxed());
     }
     drop(slot);
@@ -347,6 +325,34 @@ async fn proxy(
     // We speak HTTP/1.1 to the visitor whatever the origin spoke to us.
     *resp.version_mut() = Version::HTTP_11;
     exchange.respond(resp)
+}
+
+/// Relays an upgraded connection (WebSocket, or any protocol switch) byte for byte until
+/// either side closes, holding the visitor's `slot` meanwhile; it is one `entry` in the log,
+/// written when it ends, with the bytes spliced.
+async fn splice(
+    visitor: hyper::upgrade::OnUpgrade,
+    origin: hyper::upgrade::OnUpgrade,
+    route: Arc<Route>,
+    slot: Arc<OwnedSemaphorePermit>,
+    entry: Option<Pending>,
+) {
+    let _slot = slot;
+    let (v, o) = (visitor.await, origin.await);
+    debug!(visitor = v.is_ok(), origin = o.is_ok(), "upgrade");
+    let (mut read, mut written, mut clean) = (0, 0, false);
+    if let (Ok(v), Ok(o)) = (v, o) {
+        let mut v = MeteredIo::new(TokioIo::new(v), &route);
+        let mut o = TokioIo::new(o);
+        // No idle timeout: WebSockets may sit quiet for hours.
+        let r = tokio::io::copy_bidirectional(&mut v, &mut o).await;
+        debug!(?r, "splice ended");
+        (read, written, clean) = (v.read, v.written, r.is_ok());
+    }
+    if let Some(entry) = entry {
+        let status = StatusCode::SWITCHING_PROTOCOLS.as_u16();
+        entry.record_moved(status, read, written, clean);
+    }
 }
 
 /// This visitor connection's slot on the tunnel, its turn among its requests in flight, and an
