@@ -7,7 +7,9 @@ LOWER_IS_BETTER = {"p50_ms", "p99_ms", "cold_p99_ms"}
 COMPARISONS = [("warren", "classic"), ("warren_tls", "classic_tls"), ("warren", "raw_sshd"),
                ("warren", "sandhole"), ("warren_tls", "sandhole_tls"), ("warren", "direct"),
                # A tunnel behind basic auth against the open one, same broker, same run (target >= 0.95).
-               ("warren_auth", "warren")]
+               ("warren_auth", "warren"),
+               # What recording each request in the tunnel's request log costs (same build).
+               ("warren", "warren_nolog")]
 
 
 def ratios(result):
@@ -22,6 +24,11 @@ def ratios(result):
         w, sh = gib[what].get("warren", {}).get("broker"), gib[what].get("sandhole", {}).get("sandhole")
         if w and sh:
             out.setdefault("warren_vs_sandhole", {})[f"server_cpu_per_gib_{what}"] = round(w / sh, 3)
+    # The broker's CPU per request, with and without the request log (lower is better).
+    per_req = result.get("cpu_us_per_request", {}).get("keep-alive load", {})
+    on, off = per_req.get("warren", {}).get("broker"), per_req.get("warren_nolog", {}).get("broker")
+    if on and off:
+        out.setdefault("warren_vs_warren_nolog", {})["server_cpu_per_request"] = round(on / off, 3)
     setup = result["setup_ms"]
     for b in ("raw_sshd", "sandhole"):
         if b in setup:
@@ -39,11 +46,15 @@ def print_table(result):
     for name, r in result["ratios"].items():
         print(f"{name:<26} " + "  ".join(f"{k} x{v}" for k, v in r.items() if k in
                                          ("rps", "p99_ms", "cold_rps", "bulk_mb_s", "upload_mb_s", "setup_ms",
-                                          "server_cpu_per_gib_download", "server_cpu_per_gib_upload")))
+                                          "server_cpu_per_gib_download", "server_cpu_per_gib_upload",
+                                          "server_cpu_per_request")))
     print("tunnel setup (ssh start -> URL answers): " +
           ", ".join(f"{k} {v:.0f} ms" for k, v in result["setup_ms"].items()))
     for what, runs in result["cpu_percent"].items():
         print(f"CPU during {what} (% of one core): " +
+              "; ".join(f"{p}: " + " ".join(f"{k} {v}" for k, v in c.items()) for p, c in runs.items()))
+    for what, runs in result.get("cpu_us_per_request", {}).items():
+        print(f"CPU-microseconds per request, {what}: " +
               "; ".join(f"{p}: " + " ".join(f"{k} {v}" for k, v in c.items()) for p, c in runs.items()))
     for what, runs in result.get("cpu_s_per_gib", {}).items():
         print(f"CPU-seconds per GiB, {what}: " +
@@ -56,7 +67,8 @@ def print_table(result):
 
 COLORS = {"direct": "#9e9e9e", "raw_sshd": "#8d6e63", "classic": "#e57373", "classic_tls": "#ef9a9a",
           "sandhole": "#81c784", "sandhole_tls": "#a5d6a7", "warren": "#1e88e5", "warren_tls": "#64b5f6",
-          "warren_auth": "#3949ab"}
+          "warren_auth": "#3949ab",
+          "warren_nolog": "#90caf9"}
 
 
 def chart(result, path):

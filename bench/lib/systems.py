@@ -173,8 +173,9 @@ http {{
     return plain, tls
 
 
-def start_broker(procs, tmp, binary, cert, cert_key):
-    """A fresh Warren broker (embedded SQLite) with one user `bench` and a new ed25519 key."""
+def start_broker(procs, tmp, binary, cert, cert_key, extra=()):
+    """A fresh Warren broker (embedded SQLite) with one user `bench` and a new ed25519 key;
+    `extra` flags go to `serve`."""
     data = os.path.join(tmp, "broker")
     env = dict(os.environ, BROKER_DATA_DIR=data, BROKER_LOG="warn")
     env.pop("BROKER_CONFIG", None)
@@ -188,7 +189,7 @@ def start_broker(procs, tmp, binary, cert, cert_key):
     subprocess.run([binary, "key", "add", "bench", key + ".pub"], env=env, check=True, stdout=subprocess.DEVNULL)
     p = procs.start([binary, "--ssh-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--https-addr", "127.0.0.1:0",
                      "--tls-cert", cert, "--tls-key", cert_key, "--public-scheme", "http", "--https-redirect", "false",
-                     "serve"], env=env, stdout=subprocess.PIPE, text=True, preexec_fn=raise_nofile)
+                     *extra, "serve"], env=env, stdout=subprocess.PIPE, text=True, preexec_fn=raise_nofile)
     ports = {}
     for line in p.stdout:
         for name in ("ssh", "http", "https"):

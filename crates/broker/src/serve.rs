@@ -104,7 +104,8 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
 
     let registry = Arc::new(
         Registry::new(config.grace, config.max_tunnel_connections)
-            .with_owner_limits(config.owner_limits),
+            .with_owner_limits(config.owner_limits)
+            .with_request_log(config.request_log_entries),
     );
     let sessions = Arc::new(Sessions::default());
     let ssh_settings = SshSettings {

@@ -232,6 +232,99 @@ pub(crate) fn add_forwarded(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     }
 }
 
+/// The visitor's address: `peer`, unless `peer` is a trusted proxy; then, walking the
+/// forwarded chain from its nearest hop (`X-Forwarded-For`, else `Forwarded`'s `for=`, else
+/// `X-Real-IP`), the first address that is not itself trusted (nginx's `real_ip_recursive`).
+/// Hops further out than that were written by whoever a trusted proxy was talking to, and
+/// are anyone's invention. A hop that is not an address (`unknown`, an obfuscated name, junk)
+/// ends the walk at the last address known.
+pub(crate) fn visitor_ip(
+    headers: &HeaderMap,
+    peer: IpAddr,
+    trusted: impl Fn(IpAddr) -> bool,
+) -> IpAddr {
+    if !trusted(peer) {
+        return peer;
+    }
+    let walk = |hops: &mut dyn Iterator<Item = &str>| {
+        let mut ip = peer;
+        for hop in hops {
+            match hop_address(hop) {
+                Some(a) if trusted(a) => ip = a,
+                Some(a) => return a,
+                None => break,
+            }
+        }
+        ip
+    };
+    let values = |name: &HeaderName| -> Vec<&str> {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    };
+    let xff = values(&X_FORWARDED_FOR);
+    if !xff.is_empty() {
+        return walk(&mut xff.iter().rev().flat_map(|v| v.rsplit(',')));
+    }
+    let fwd = values(&header::FORWARDED);
+    if !fwd.is_empty() {
+        let elements: Vec<&str> = fwd.iter().flat_map(|v| split_unquoted(v, b',')).collect();
+        let mut hops = elements.iter().rev().map(|element| {
+            split_unquoted(element, b';')
+                .into_iter()
+                .find_map(|pair| {
+                    let (k, v) = pair.split_once('=')?;
+                    k.trim().eq_ignore_ascii_case("for").then_some(v)
+                })
+                .unwrap_or("")
+        });
+        return walk(&mut hops);
+    }
+    match headers.get(&X_REAL_IP).and_then(|v| v.to_str().ok()) {
+        Some(real) => walk(&mut std::iter::once(real)),
+        None => peer,
+    }
+}
+
+/// `s` split at each `sep` outside a quoted string (`host="a,b"` is one parameter; a `\`
+/// escapes the next character inside quotes), as RFC 7239 elements and parameters are.
+fn split_unquoted(s: &str, sep: u8) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, b) in s.bytes().enumerate() {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            _ if b == sep && !quoted => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
+/// The address in one forwarded hop: `192.0.2.1`, `2001:db8::1`, with a port (`192.0.2.1:80`,
+/// `[2001:db8::1]:80`), or as a `Forwarded` quoted string (`"[2001:db8::1]"`).
+fn hop_address(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    let hop = hop
+        .strip_prefix('"')
+        .and_then(|h| h.strip_suffix('"'))
+        .unwrap_or(hop);
+    if let Some(rest) = hop.strip_prefix('[') {
+        return rest.split_once(']')?.0.parse().ok();
+    }
+    hop.parse()
+        .ok()
+        .or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+}
+
 /// One `Forwarded` element (RFC 7239 §4): `for=IP;proto=P;host="HOST"`. The host is a
 /// quoted-string with `"` and `\` escaped, so no value can close the quotes and add elements
 /// of its own; an IPv6 node is quoted because of its colons.
@@ -479,6 +572,94 @@ mod tests {
             [&br#"for=1.1.1.1, for=2.2.2.2, for="[::1]";proto=https;host="q\"""#[..]]
         );
         assert_eq!(values(&h, "x-forwarded-for"), [&b"1.1.1.1, ::1"[..]]);
+    }
+
+    #[test]
+    fn the_visitor_is_the_peer_unless_a_trusted_proxy_says_otherwise() {
+        let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
+        // 10.0.0.0/8 are our proxies.
+        let trusted = |a: IpAddr| matches!(a, IpAddr::V4(v4) if v4.octets()[0] == 10);
+        let visitor = |pairs: &[(&'static str, &'static str)], peer: &str| {
+            visitor_ip(&map(pairs), ip(peer), trusted)
+        };
+        // An untrusted peer's headers are ignored.
+        assert_eq!(
+            visitor(&[("x-forwarded-for", "1.1.1.1")], "203.0.113.5"),
+            ip("203.0.113.5")
+        );
+        // The nearest untrusted hop wins; what lies beyond it is the visitor's invention.
+        assert_eq!(
+            visitor(
+                &[("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.0.0.2")],
+                "10.0.0.1"
+            ),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            visitor(
+                &[
+                    ("x-forwarded-for", "6.6.6.6"),
+                    ("x-forwarded-for", "198.51.100.7 ,10.1.1.1")
+                ],
+                "10.0.0.1"
+            ),
+            ip("198.51.100.7")
+        );
+        // Ports and brackets, v4 and v6.
+        assert_eq!(
+            visitor(&[("x-forwarded-for", "[2001:db8::7]:4711")], "10.0.0.1"),
+            ip("2001:db8::7")
+        );
+        assert_eq!(
+            visitor(&[("x-forwarded-for", "198.51.100.7:80")], "10.0.0.1"),
+            ip("198.51.100.7")
+        );
+        // All trusted: the farthest one; junk: the last address known; none: the peer.
+        assert_eq!(
+            visitor(&[("x-forwarded-for", "10.9.9.9, 10.0.0.2")], "10.0.0.1"),
+            ip("10.9.9.9")
+        );
+        assert_eq!(
+            visitor(
+                &[("x-forwarded-for", "1.1.1.1, unknown, 10.0.0.2")],
+                "10.0.0.1"
+            ),
+            ip("10.0.0.2")
+        );
+        assert_eq!(
+            visitor(&[("x-forwarded-for", "")], "10.0.0.1"),
+            ip("10.0.0.1")
+        );
+        assert_eq!(visitor(&[], "10.0.0.1"), ip("10.0.0.1"));
+        // Forwarded, when there is no X-Forwarded-For; then X-Real-IP.
+        assert_eq!(
+            visitor(
+                &[(
+                    "forwarded",
+                    "for=6.6.6.6, for=\"[2001:db8::7]:4711\";proto=https, For=10.0.0.2;host=\"a,b\""
+                )],
+                "10.0.0.1"
+            ),
+            ip("2001:db8::7")
+        );
+        assert_eq!(
+            visitor(&[("forwarded", "proto=https;for=_hidden")], "10.0.0.1"),
+            ip("10.0.0.1")
+        );
+        assert_eq!(
+            visitor(&[("x-real-ip", "198.51.100.7")], "10.0.0.1"),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            visitor(
+                &[
+                    ("x-real-ip", "1.1.1.1"),
+                    ("x-forwarded-for", "198.51.100.7")
+                ],
+                "10.0.0.1"
+            ),
+            ip("198.51.100.7")
+        );
     }
 
     #[test]

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -19,8 +18,9 @@ use warren_registry::Route;
 
 use crate::Edge;
 
-/// One upstream connection: the sending half of an HTTP/1.1 client over an SSH channel.
-pub(crate) type Upstream = SendRequest<Incoming>;
+/// One upstream connection: the sending half of an HTTP/1.1 client over an SSH channel,
+/// carrying visitors' request bodies (counted on their way).
+pub(crate) type Upstream = SendRequest<crate::meter::RequestBody>;
 
 /// Idle upstream connections kept per tunnel (and per visitor connection).
 const MAX_IDLE: usize = 32;

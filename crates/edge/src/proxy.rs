@@ -19,8 +19,10 @@ use warren_registry::{Lookup, OpenError, Route, RouteKind};
 use crate::Edge;
 use crate::headers::{self, Forwarding, RequestHost, request_host};
 use crate::host::{HostError, Target};
+use crate::meter::MeteredIo;
 use crate::pages::{Body, page, retry_page};
 use crate::pool::{self, InFlight, Upstream, VisitorUpstreams};
+use crate::record::{Exchange, Pending};
 
 /// State of one visitor connection.
 pub(crate) struct ConnState {
@@ -58,6 +60,15 @@ impl ConnState {
     /// Requests seen on this connection so far.
     pub(crate) fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// The visitor's address as `req` tells it: the peer's, unless the peer is a trusted
+    /// proxy (then the address its forwarded headers name).
+    fn visitor_ip<B>(&self, req: &Request<B>) -> std::net::IpAddr {
+        let trusted = &self.edge.settings.trusted_proxies;
+        headers::visitor_ip(req.headers(), self.peer.ip(), |ip| {
+            trusted.iter().any(|n| n.contains(&ip))
+        })
     }
 
     /// This visitor connection's slot on `route`, taken on first use.
@@ -239,6 +250,8 @@ fn no_tunnel(host: &str) -> Response<Body> {
     )
 }
 
+/// Proxies `req` to `route`'s origin; every answer (the origin's or a page) is counted and
+/// logged through its [`Exchange`].
 async fn proxy(
     state: &ConnState,
     route: Arc<Route>,
@@ -247,13 +260,15 @@ async fn proxy(
 ) -> Response<Body> {
     let started = Instant::now();
     let line = RequestLine::of(&req);
+    let exchange = Exchange::start(&route, &req, || state.visitor_ip(&req));
     let (slot, in_flight, mut upstream) = match upstream_for(state, &route).await {
         Ok(x) => x,
-        Err(failure) => return failure.finish(&route, &line, started),
+        Err(failure) => return exchange.respond(failure.finish(&route, &line, started)),
     };
     let visitor_upgrade =
         upgrade_token(req.headers()).map(|token| (token, hyper::upgrade::on(&mut req)));
     let (mut parts, body) = req.into_parts();
+    let body = exchange.request_body(body);
     parts.uri = origin_form(&parts.uri);
     parts.version = Version::HTTP_11;
     let h = &mut parts.headers;
@@ -281,22 +296,27 @@ async fn proxy(
         Ok(resp) => resp,
         Err(e) => {
             debug!(error = %e, "upstream request failed");
-            return Failure::Owner(
-                "The tunnel's service closed the connection without answering.".into(),
-                "the local service closed the connection without answering".into(),
-            )
-            .finish(&route, &line, started);
+            return exchange.respond(
+                Failure::Owner(
+                    "The tunnel's service closed the connection without answering.".into(),
+                    "the local service closed the connection without answering".into(),
+                )
+                .finish(&route, &line, started),
+            );
         }
     };
     let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switched && visitor_upgrade.is_none() {
         // The upstream connection now speaks something else: it is dropped, not kept.
-        return Failure::Owner(
-            "The tunnel's service switched protocols, which this request did not ask for.".into(),
-            "the local service answered 101 Switching Protocols to a request without Upgrade"
-                .into(),
-        )
-        .finish(&route, &line, started);
+        return exchange.respond(
+            Failure::Owner(
+                "The tunnel's service switched protocols, which this request did not ask for."
+                    .into(),
+                "the local service answered 101 Switching Protocols to a request without Upgrade"
+                    .into(),
+            )
+            .finish(&route, &line, started),
+        );
     }
     route.requests.fetch_add(1, Ordering::Relaxed);
     route.endpoint.notify(line.log(resp.status(), started));
@@ -305,20 +325,7 @@ async fn proxy(
     if switched && let Some((_, visitor)) = visitor_upgrade {
         let origin = hyper::upgrade::on(&mut resp);
         // The upgraded connection outlives the visitor's HTTP connection: it keeps the slot.
-        tokio::spawn(
-            async move {
-                let _slot = slot;
-                let (v, o) = (visitor.await, origin.await);
-                debug!(visitor = v.is_ok(), origin = o.is_ok(), "upgrade");
-                if let (Ok(v), Ok(o)) = (v, o) {
-                    let (mut v, mut o) = (TokioIo::new(v), TokioIo::new(o));
-                    // No idle timeout: WebSockets may sit quiet for hours.
-                    let r = tokio::io::copy_bidirectional(&mut v, &mut o).await;
-                    debug!(?r, "splice ended");
-                }
-            }
-            .in_current_span(),
-        );
+        tokio::spawn(splice(visitor, origin, route, slot, exchange.upgraded()).in_current_span());
         return resp.map(|b| b.boxed());
     }
     drop(slot);
@@ -326,7 +333,35 @@ async fn proxy(
     headers::strip_hop_by_hop(resp.headers_mut());
     // We speak HTTP/1.1 to the visitor whatever the origin spoke to us.
     *resp.version_mut() = Version::HTTP_11;
-    resp.map(|b| b.boxed())
+    exchange.respond(resp)
+}
+
+/// Relays an upgraded connection (WebSocket, or any protocol switch) byte for byte until
+/// either side closes, holding the visitor's `slot` meanwhile; it is one `entry` in the log,
+/// written when it ends, with the bytes spliced.
+async fn splice(
+    visitor: hyper::upgrade::OnUpgrade,
+    origin: hyper::upgrade::OnUpgrade,
+    route: Arc<Route>,
+    slot: Arc<OwnedSemaphorePermit>,
+    entry: Option<Pending>,
+) {
+    let _slot = slot;
+    let (v, o) = (visitor.await, origin.await);
+    debug!(visitor = v.is_ok(), origin = o.is_ok(), "upgrade");
+    let (mut read, mut written, mut clean) = (0, 0, false);
+    if let (Ok(v), Ok(o)) = (v, o) {
+        let mut v = MeteredIo::new(TokioIo::new(v), &route);
+        let mut o = TokioIo::new(o);
+        // No idle timeout: WebSockets may sit quiet for hours.
+        let r = tokio::io::copy_bidirectional(&mut v, &mut o).await;
+        debug!(?r, "splice ended");
+        (read, written, clean) = (v.read, v.written, r.is_ok());
+    }
+    if let Some(entry) = entry {
+        let status = StatusCode::SWITCHING_PROTOCOLS.as_u16();
+        entry.record_moved(status, read, written, clean);
+    }
 }
 
 /// This visitor connection's slot on the tunnel, its turn among its requests in flight, and an

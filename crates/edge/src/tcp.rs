@@ -16,6 +16,8 @@ use tracing::{Instrument, debug, info_span};
 use warren_registry::{Lookup, PortAllocator, Registry, RouteKind, tcp_name};
 use warren_shards::Shards;
 
+use crate::meter::MeteredIo;
+
 /// How often an idle listener checks whether its route is gone.
 const REAP: Duration = Duration::from_secs(2);
 
@@ -174,7 +176,9 @@ async fn accept_loop(
                     match route.endpoint.open(peer).await {
                         Ok(mut upstream) => {
                             route.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let (up, down) = tokio::io::copy_bidirectional(&mut socket, &mut upstream).await.unwrap_or((0, 0));
+                            let mut visitor = MeteredIo::new(&mut socket, &route);
+                            let _ = tokio::io::copy_bidirectional(&mut visitor, &mut upstream).await;
+                            let (up, down) = (visitor.read, visitor.written);
                             route.endpoint.notify(format!("TCP {peer} {}s {up}B up {down}B down", started.elapsed().as_secs()));
                         }
                         Err(e) => route.endpoint.notify(format!("TCP connection from {peer} failed: {e}")),

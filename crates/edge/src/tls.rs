@@ -17,6 +17,7 @@ use warren_registry::{Lookup, Route, RouteKind};
 
 use crate::Edge;
 use crate::host::{Target, route_label};
+use crate::meter::MeteredIo;
 use crate::proxy::{self, ConnState};
 use crate::rewind::Rewind;
 
@@ -225,9 +226,10 @@ async fn passthrough(route: Arc<Route>, mut socket: TcpStream, hello: Vec<u8>, p
     route
         .requests
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut visitor = Rewind::new(hello, &mut socket);
-    let result = tokio::io::copy_bidirectional(&mut visitor, &mut upstream).await;
-    let (up, down) = result.unwrap_or((0, 0));
+    // The ClientHello read for routing counts as bytes in: it is replayed to the origin.
+    let mut visitor = MeteredIo::new(Rewind::new(hello, &mut socket), &route);
+    let _ = tokio::io::copy_bidirectional(&mut visitor, &mut upstream).await;
+    let (up, down) = (visitor.read, visitor.written);
     route.endpoint.notify(format!(
         "TLS {peer} {}s {up}B up {down}B down",
         started.elapsed().as_secs()

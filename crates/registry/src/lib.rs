@@ -12,17 +12,22 @@
 //!
 //! Beside the routes it keeps each name's [`AccessPolicy`] (IP lists, basic-auth users, share
 //! links), mirrored from the store, so the edge enforces access rules without a query.
+//! Each HTTP name also has its recent requests ([`RequestLog`], fed by the edge, kept across
+//! the owner's reconnects within the grace period), and each route its live counters
+//! ([`Route::stats`]).
 #![warn(missing_docs)]
 
 pub mod access;
 pub mod names;
+mod requests;
 mod table;
 
 pub use access::{AccessPolicy, Credential, CredentialCache, IpAction};
 
+pub use requests::{DEFAULT_REQUEST_LOG_ENTRIES, RequestEntry, RequestLog, SUBSCRIBER_BACKLOG};
 pub use table::{
-    BindError, Held, Lookup, OwnerLimits, Registry, Route, RouteKind, SessionId, StickyKey,
-    tcp_name, tcp_port,
+    BindError, Held, Lookup, OwnerLimits, Registry, Route, RouteKind, RouteStats, SessionId,
+    StickyKey, tcp_name, tcp_port,
 };
 
 /// Opens public TCP ports for raw TCP tunnels. Implemented by the edge (which owns listeners);

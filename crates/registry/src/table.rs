@@ -1,15 +1,16 @@
 //! The table itself: live routes, parked names and sticky random names.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 
 use crate::Endpoint;
 use crate::access::AccessPolicy;
+use crate::requests::{DEFAULT_REQUEST_LOG_ENTRIES, RequestEntry, RequestLog};
 
 /// Identifies one SSH connection; a name bound by it is released when it ends.
 pub type SessionId = u64;
@@ -81,11 +82,77 @@ pub struct Route {
     /// Visitor connection slots: a semaphore capping concurrent visitor connections to this
     /// tunnel; the edge answers 503 past it.
     pub connections: Arc<Semaphore>,
-    /// Visitor requests served, for the session summary and metrics.
+    /// Visitor requests served (raw TCP and passthrough: connections), for the session summary
+    /// and metrics.
     pub requests: AtomicU64,
     /// Idle upstream connections the edge keeps for reuse by later visitors (opaque here; they
     /// close when the route is dropped). A short std mutex, never held across an await.
     pub idle: Mutex<Vec<Box<dyn std::any::Any + Send>>>,
+    /// The name's recent requests (HTTP routes, when recording is on); carried over from the
+    /// same owner's previous route of this name.
+    log: Option<Arc<RequestLog>>,
+    since: SystemTime,
+    max_connections: usize,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+/// What a live tunnel has done since it was bound, for listings ([`Route::stats`]). Read from
+/// counters the edge keeps as bytes move, so a long download or WebSocket shows as it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteStats {
+    /// When this route was bound (the owner's current session), in seconds since the Unix
+    /// epoch.
+    pub since: u64,
+    /// Requests answered by the origin (HTTP), or connections opened to it (TLS passthrough
+    /// and raw TCP).
+    pub requests: u64,
+    /// Bytes from visitors to the origin: HTTP bodies (and upgraded connections' bytes); for
+    /// passthrough and raw TCP, every byte.
+    pub bytes_in: u64,
+    /// Bytes from the origin (and the edge's own pages) to visitors, counted the same way.
+    pub bytes_out: u64,
+    /// Visitor connections holding one of the tunnel's slots right now.
+    pub connections: usize,
+    /// The most visitor connections the tunnel takes at once (`max_tunnel_connections`).
+    pub max_connections: usize,
+}
+
+impl Route {
+    /// The name's recent requests: `None` for routes that are not HTTP, and when the broker
+    /// records none (`request_log_entries = 0`).
+    pub fn request_log(&self) -> Option<&Arc<RequestLog>> {
+        self.log.as_ref()
+    }
+
+    /// Counts bytes moved between a visitor and the origin. Called by the edge as they move
+    /// (per body frame or socket read/write), so relaxed atomics on a tunnel's own counters.
+    pub fn count_bytes(&self, visitor_to_origin: u64, origin_to_visitor: u64) {
+        if visitor_to_origin > 0 {
+            self.bytes_in
+                .fetch_add(visitor_to_origin, Ordering::Relaxed);
+        }
+        if origin_to_visitor > 0 {
+            self.bytes_out
+                .fetch_add(origin_to_visitor, Ordering::Relaxed);
+        }
+    }
+
+    /// A snapshot of this route's counters.
+    pub fn stats(&self) -> RouteStats {
+        let free = self.connections.available_permits();
+        RouteStats {
+            since: self
+                .since
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            requests: self.requests.load(Ordering::Relaxed),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            connections: self.max_connections.saturating_sub(free),
+            max_connections: self.max_connections,
+        }
+    }
 }
 
 impl std::fmt::Debug for Route {
@@ -149,7 +216,29 @@ pub struct StickyKey {
 #[derive(Clone)]
 enum Entry {
     Live(Arc<Route>),
-    Parked { owner: i64, until: Instant },
+    Parked {
+        owner: i64,
+        until: Instant,
+        /// Kept for the owner's return within the grace period.
+        log: Option<Arc<RequestLog>>,
+    },
+}
+
+impl Entry {
+    /// The name's request log, if `owner` may carry it on: the same owner, live or within
+    /// the grace period (an expired name starts afresh, and never shows one tenant's visitors
+    /// to another).
+    fn log_for(&self, owner: i64) -> Option<Arc<RequestLog>> {
+        match self {
+            Entry::Live(r) if r.owner == owner => r.log.clone(),
+            Entry::Parked {
+                owner: o,
+                until,
+                log,
+            } if *o == owner && *until > Instant::now() => log.clone(),
+            _ => None,
+        }
+    }
 }
 
 /// The live routing table. Cheap to share behind an `Arc`.
@@ -168,6 +257,8 @@ pub struct Registry {
     grace: Duration,
     max_connections: usize,
     limits: OwnerLimits,
+    /// Entries per HTTP tunnel's request log; 0 records nothing.
+    request_log_entries: usize,
 }
 
 impl std::fmt::Debug for Registry {
@@ -191,7 +282,33 @@ impl Registry {
             grace,
             max_connections: max_connections.max(1),
             limits: OwnerLimits::NONE,
+            request_log_entries: DEFAULT_REQUEST_LOG_ENTRIES,
         }
+    }
+
+    /// Keeps the last `entries` requests of each HTTP tunnel name in memory (the default is
+    /// [`DEFAULT_REQUEST_LOG_ENTRIES`]); 0 turns recording off.
+    pub fn with_request_log(mut self, entries: usize) -> Self {
+        self.request_log_entries = entries;
+        self
+    }
+
+    /// The recent requests of `name`, live or within its grace period. Whoever shows them
+    /// checks [`RequestLog::owner`].
+    pub fn request_log(&self, name: &str) -> Option<Arc<RequestLog>> {
+        match self.snapshot.load().get(name)? {
+            Entry::Live(route) => route.log.clone(),
+            entry @ Entry::Parked { owner, .. } => entry.log_for(*owner),
+        }
+    }
+
+    /// The requests `name` records from now on (see [`RequestLog::subscribe`]; for the ones
+    /// before, [`RequestLog::recent_then_subscribe`]). `None` when the name has no log.
+    pub fn subscribe(
+        &self,
+        name: &str,
+    ) -> Option<tokio::sync::broadcast::Receiver<Arc<RequestEntry>>> {
+        Some(self.request_log(name)?.subscribe())
     }
 
     /// Enforces `limits` on every later [`Registry::bind`].
@@ -310,7 +427,9 @@ impl Registry {
         match self.snapshot.load().get(name) {
             None => true,
             Some(Entry::Live(r)) => r.owner == owner,
-            Some(Entry::Parked { owner: o, until }) => *o == owner || *until <= Instant::now(),
+            Some(Entry::Parked {
+                owner: o, until, ..
+            }) => *o == owner || *until <= Instant::now(),
         }
     }
 
@@ -326,7 +445,7 @@ impl Registry {
         kind: RouteKind,
         endpoint: Arc<dyn Endpoint>,
     ) -> Result<(Arc<Route>, Option<Arc<Route>>), BindError> {
-        let route = Arc::new(Route {
+        let mut route = Route {
             name: name.to_owned(),
             owner,
             session,
@@ -335,15 +454,20 @@ impl Registry {
             connections: Arc::new(Semaphore::new(self.max_connections)),
             requests: AtomicU64::new(0),
             idle: Mutex::new(Vec::new()),
-        });
-        let displaced = self.update(|map| {
+            log: None,
+            since: SystemTime::now(),
+            max_connections: self.max_connections,
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+        };
+        self.update(move |map| {
             let displaced = match map.get(name) {
                 Some(Entry::Live(r)) if r.owner != owner => {
                     return Err(BindError::Taken(name.to_owned()));
                 }
-                Some(Entry::Parked { owner: o, until })
-                    if *o != owner && *until > Instant::now() =>
-                {
+                Some(Entry::Parked {
+                    owner: o, until, ..
+                }) if *o != owner && *until > Instant::now() => {
                     return Err(BindError::Taken(name.to_owned()));
                 }
                 Some(Entry::Live(r)) if r.session != session => Some(r.clone()),
@@ -356,10 +480,19 @@ impl Registry {
             if kind == RouteKind::Tcp && held.tcp_ports >= self.limits.tcp_ports {
                 return Err(BindError::TooManyTcpPorts(held.tcp_ports));
             }
+            if kind == RouteKind::Http && self.request_log_entries > 0 {
+                route.log = Some(
+                    map.get(name)
+                        .and_then(|e| e.log_for(owner))
+                        .unwrap_or_else(|| {
+                            Arc::new(RequestLog::new(owner, self.request_log_entries))
+                        }),
+                );
+            }
+            let route = Arc::new(route);
             map.insert(name.to_owned(), Entry::Live(route.clone()));
-            Ok(displaced)
-        })?;
-        Ok((route, displaced))
+            Ok((route, displaced))
+        })
     }
 
     /// Unbinds `name` if `session` still serves it, parking it for the grace period. Returns
@@ -368,8 +501,12 @@ impl Registry {
         let until = Instant::now() + self.grace;
         self.update(|map| match map.get(name) {
             Some(Entry::Live(r)) if r.session == session => {
-                let owner = r.owner;
-                map.insert(name.to_owned(), Entry::Parked { owner, until });
+                let parked = Entry::Parked {
+                    owner: r.owner,
+                    until,
+                    log: r.log.clone(),
+                };
+                map.insert(name.to_owned(), parked);
                 Ok(true)
             }
             _ => Ok(false),
@@ -469,9 +606,9 @@ fn held_in(map: &HashMap<String, Entry>, owner: i64, except: Option<&str>) -> He
                     held.tcp_ports += 1;
                 }
             }
-            Entry::Parked { owner: o, until }
-                if *o == owner && *until > now && tcp_port(name).is_some() =>
-            {
+            Entry::Parked {
+                owner: o, until, ..
+            } if *o == owner && *until > now && tcp_port(name).is_some() => {
                 held.tcp_ports += 1;
             }
             _ => {}
@@ -647,6 +784,126 @@ mod tests {
                 tcp_ports: 0
             }
         );
+    }
+
+    fn entry(path: &str) -> crate::RequestEntry {
+        crate::RequestEntry {
+            at_ms: 0,
+            method: "GET".into(),
+            path: path.into(),
+            status: 200,
+            duration: Duration::ZERO,
+            bytes_in: 0,
+            bytes_out: 0,
+            visitor: [127, 0, 0, 1].into(),
+            user_agent: String::new(),
+            complete: true,
+        }
+    }
+
+    fn paths(reg: &Registry, name: &str) -> Vec<String> {
+        reg.request_log(name)
+            .map(|l| l.recent().iter().map(|e| e.path.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_names_request_log_outlives_reconnects_but_not_the_name() {
+        let reg = Registry::new(Duration::from_secs(60), 10).with_request_log(5);
+        let (route, _) = reg.bind("a", 1, 100, RouteKind::Http, ep()).expect("a");
+        let log = route.request_log().expect("HTTP routes record");
+        assert_eq!((log.owner(), log.capacity()), (1, 5));
+        log.record(entry("/1"));
+        let mut live = reg.subscribe("a").expect("subscribe");
+        // Parked, then back: the same log, and a subscriber goes on receiving.
+        assert!(reg.unbind("a", 100));
+        assert_eq!(paths(&reg, "a"), ["/1"]);
+        let (back, _) = reg.bind("a", 1, 101, RouteKind::Http, ep()).expect("back");
+        back.request_log().expect("log").record(entry("/2"));
+        assert_eq!(paths(&reg, "a"), ["/1", "/2"]);
+        assert_eq!(live.try_recv().map(|e| e.path.clone()), Ok("/2".into()));
+        // A takeover by the same owner's new session keeps it too.
+        reg.bind("a", 1, 102, RouteKind::Http, ep())
+            .expect("takeover");
+        assert_eq!(paths(&reg, "a"), ["/1", "/2"]);
+        // Gone with the name: dropped owner, and the subscriber's feed ends.
+        drop((route, back));
+        reg.drop_owner(1);
+        assert!(reg.request_log("a").is_none());
+        assert_eq!(
+            live.try_recv().map(|e| e.path.clone()),
+            Err(tokio::sync::broadcast::error::TryRecvError::Closed)
+        );
+    }
+
+    #[test]
+    fn an_expired_name_starts_a_fresh_log_for_anyone() {
+        let reg = Registry::new(Duration::ZERO, 10);
+        let (route, _) = reg.bind("a", 1, 100, RouteKind::Http, ep()).expect("a");
+        route.request_log().expect("log").record(entry("/secret"));
+        reg.unbind("a", 100);
+        assert!(reg.request_log("a").is_none(), "past the grace period");
+        let (other, _) = reg.bind("a", 2, 200, RouteKind::Http, ep()).expect("b");
+        let log = other.request_log().expect("log");
+        assert_eq!(log.owner(), 2);
+        assert!(
+            log.recent().is_empty(),
+            "another tenant saw the old visitors"
+        );
+        reg.unbind("a", 200);
+        let (again, _) = reg.bind("a", 2, 201, RouteKind::Http, ep()).expect("c");
+        assert!(again.request_log().expect("log").recent().is_empty());
+    }
+
+    #[test]
+    fn only_http_routes_record_and_zero_turns_it_off() {
+        let reg = Registry::new(Duration::from_secs(60), 10);
+        let (http, _) = reg.bind("a", 1, 100, RouteKind::Http, ep()).expect("a");
+        assert_eq!(
+            http.request_log().map(|l| l.capacity()),
+            Some(crate::DEFAULT_REQUEST_LOG_ENTRIES)
+        );
+        for (name, kind) in [
+            ("b", RouteKind::TlsPassthrough),
+            (&tcp_name(20000)[..], RouteKind::Tcp),
+        ] {
+            let (r, _) = reg.bind(name, 1, 100, kind, ep()).expect("bind");
+            assert!(r.request_log().is_none(), "{name}");
+        }
+        let off = Registry::new(Duration::from_secs(60), 10).with_request_log(0);
+        let (r, _) = off.bind("a", 1, 100, RouteKind::Http, ep()).expect("a");
+        assert!(r.request_log().is_none());
+        assert!(off.subscribe("a").is_none());
+    }
+
+    #[test]
+    fn route_stats_count_bytes_and_visitor_slots() {
+        let reg = Registry::new(Duration::from_secs(60), 3);
+        let before = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let (route, _) = reg.bind("a", 1, 100, RouteKind::Http, ep()).expect("a");
+        let held = route.connections.clone().try_acquire_owned().expect("slot");
+        route.requests.fetch_add(2, Ordering::Relaxed);
+        route.count_bytes(10, 0);
+        route.count_bytes(5, 700);
+        let stats = route.stats();
+        assert!(
+            stats.since >= before && stats.since <= before + 5,
+            "{stats:?}"
+        );
+        assert_eq!(
+            (
+                stats.requests,
+                stats.bytes_in,
+                stats.bytes_out,
+                stats.connections,
+                stats.max_connections
+            ),
+            (2, 15, 700, 1, 3)
+        );
+        drop(held);
+        assert_eq!(route.stats().connections, 0);
     }
 
     #[test]

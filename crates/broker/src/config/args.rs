@@ -111,6 +111,10 @@ settings! {
     /// Seconds a visitor has to send a request head [default: 20].
     #[arg(long, global = true, env = "BROKER_HEADER_TIMEOUT_SECS", value_name = "SECS")]
     header_timeout_secs: u64,
+    /// Recent requests kept in memory per HTTP tunnel, for its owner to list and follow; 0
+    /// records none [default: 1000].
+    #[arg(long, global = true, env = "BROKER_REQUEST_LOG_ENTRIES", value_name = "N")]
+    request_log_entries: usize,
     /// Comma-separated IPs/CIDRs whose X-Forwarded-* headers are trusted [default: none].
     #[arg(long, global = true, env = "BROKER_TRUSTED_PROXIES", value_delimiter = ',', value_name = "CIDRS", value_parser = parse_net)]
     #[serde(default, deserialize_with = "nets")]

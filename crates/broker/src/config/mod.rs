@@ -105,6 +105,8 @@ pub struct Config {
     pub max_headers: usize,
     /// Request head deadline.
     pub header_timeout: Duration,
+    /// Recent requests kept per HTTP tunnel (the registry's request log); 0 for none.
+    pub request_log_entries: usize,
     /// Trusted proxies.
     pub trusted_proxies: Vec<IpNet>,
     /// SSH keepalive interval.
@@ -256,6 +258,9 @@ impl Config {
                 "header_timeout_secs",
                 a.header_timeout_secs.unwrap_or(20),
             )?),
+            request_log_entries: a
+                .request_log_entries
+                .unwrap_or(warren_registry::DEFAULT_REQUEST_LOG_ENTRIES),
             trusted_proxies: a.trusted_proxies.unwrap_or_default(),
             keepalive: Duration::from_secs(positive(
                 "keepalive_secs",
@@ -358,6 +363,11 @@ mod tests {
         assert_eq!(c.tunnel_threads, cores);
         assert_eq!(
             with_file("tunnel_threads = 0\n", SettingsArgs::default())?.tunnel_threads,
+            0
+        );
+        assert_eq!(c.request_log_entries, 1000);
+        assert_eq!(
+            with_file("request_log_entries = 0\n", SettingsArgs::default())?.request_log_entries,
             0
         );
         Ok(())
