@@ -22,9 +22,8 @@ use crate::public::Public;
 /// polling once a second would make that a second plus the query at worst. An idle poll is one
 /// indexed `SELECT` returning nothing.
 const POLL: Duration = Duration::from_millis(250);
-/// Housekeeping (registry sweep, DNS and certificates) runs every this many polls: once a
-/// second, as before.
-const HOUSEKEEPING_EVERY: u32 = 4;
+/// The registry's sweep of expired parked names runs every this many polls: once a second.
+const SWEEP_EVERY: u32 = 4;
 /// Audit events read per query.
 const PAGE: i64 = 500;
 
@@ -84,10 +83,13 @@ impl Watcher {
                 }
             }
             polls = polls.wrapping_add(1);
-            if polls.is_multiple_of(HOUSEKEEPING_EVERY) {
+            if polls.is_multiple_of(SWEEP_EVERY) {
                 self.registry.sweep();
-                self.public.tick().await;
             }
+            // Right after the poll, as before: a name that just came up gets its DNS records
+            // before its certificate order asks the CA to look them up. Its work is due-time
+            // based, so ticking more often does nothing more.
+            self.public.tick().await;
         }
     }
 
