@@ -267,10 +267,7 @@ impl Connection {
             ))),
             None if self.server.settings.auto_claim => {
                 self.may_claim(user).await?;
-                match store
-                    .reserve(&self.actor(), &user.name, label, "http")
-                    .await
-                {
+                match store.reserve(&self.actor(), &user.name, label, "http").await {
                     Ok(_) => {
                         self.server.registry.mark_reserved(label);
                         self.console

@@ -140,7 +140,8 @@ pub trait AccountStore: Send + Sync + 'static {
     ) -> Result<Vec<AuditEvent>>;
 }
 
-const TOKEN_COLUMNS: &str = "id, user_id, name, hint, scope, expires_at, last_used_at, created_at";
+const TOKEN_COLUMNS: &str =
+    "id, user_id, name, hint, scope, expires_at, last_used_at, created_at";
 
 mod sql {
     pub const SET_PASSWORD: &str = "UPDATE users SET password_hash = $1 WHERE name = $2 \
@@ -191,12 +192,7 @@ macro_rules! impl_accounts {
     ($ty:ty, $begin:literal) => {
         #[async_trait::async_trait]
         impl AccountStore for $ty {
-            async fn set_password(
-                &self,
-                actor: &str,
-                user: &str,
-                hash: Option<&str>,
-            ) -> Result<User> {
+            async fn set_password(&self, actor: &str, user: &str, hash: Option<&str>) -> Result<User> {
                 let mut tx = self.writer.begin_with($begin).await?;
                 let u = sqlx::query_as::<_, User>(sql::SET_PASSWORD)
                     .bind(hash)
@@ -222,9 +218,7 @@ macro_rules! impl_accounts {
             }
 
             async fn admin_has_password(&self) -> Result<bool> {
-                let (n,): (i64,) = sqlx::query_as(sql::ADMIN_HAS_PASSWORD)
-                    .fetch_one(&self.pool)
-                    .await?;
+                let (n,): (i64,) = sqlx::query_as(sql::ADMIN_HAS_PASSWORD).fetch_one(&self.pool).await?;
                 Ok(n > 0)
             }
 
@@ -278,14 +272,7 @@ macro_rules! impl_accounts {
                             e.into()
                         }
                     })?;
-                audit!(
-                    tx,
-                    actor,
-                    "token.create",
-                    &t.name,
-                    Some(t.user_id),
-                    &t.scope
-                );
+                audit!(tx, actor, "token.create", &t.name, Some(t.user_id), &t.scope);
                 tx.commit().await?;
                 Ok(row)
             }
@@ -311,11 +298,7 @@ macro_rules! impl_accounts {
             }
 
             async fn touch_token(&self, id: i64, at: i64) -> Result<()> {
-                sqlx::query(sql::TOUCH_TOKEN)
-                    .bind(at)
-                    .bind(id)
-                    .execute(&self.writer)
-                    .await?;
+                sqlx::query(sql::TOUCH_TOKEN).bind(at).bind(id).execute(&self.writer).await?;
                 Ok(())
             }
 
@@ -372,14 +355,7 @@ macro_rules! impl_accounts {
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
-                audit!(
-                    tx,
-                    actor,
-                    "session.logout_all",
-                    "",
-                    Some(user_id),
-                    &n.to_string()
-                );
+                audit!(tx, actor, "session.logout_all", "", Some(user_id), &n.to_string());
                 tx.commit().await?;
                 Ok(n)
             }
@@ -394,23 +370,13 @@ macro_rules! impl_accounts {
             async fn rotate_signing_key(&self, actor: &str, secret: &str) -> Result<SigningKey> {
                 let mut tx = self.writer.begin_with($begin).await?;
                 let now = crate::now();
-                sqlx::query(sql::RETIRE_KEYS)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(sql::RETIRE_KEYS).bind(now).execute(&mut *tx).await?;
                 let key = sqlx::query_as::<_, SigningKey>(sql::ADD_KEY)
                     .bind(secret)
                     .bind(now)
                     .fetch_one(&mut *tx)
                     .await?;
-                audit!(
-                    tx,
-                    actor,
-                    "signing_key.rotate",
-                    &key.id.to_string(),
-                    None::<i64>,
-                    ""
-                );
+                audit!(tx, actor, "signing_key.rotate", &key.id.to_string(), None::<i64>, "");
                 tx.commit().await?;
                 Ok(key)
             }
@@ -435,11 +401,7 @@ macro_rules! impl_accounts {
             }
 
             async fn create_setup_token(&self, hash: &str, expires_at: i64) -> Result<()> {
-                sqlx::query(sql::CREATE_SETUP)
-                    .bind(hash)
-                    .bind(expires_at)
-                    .execute(&self.writer)
-                    .await?;
+                sqlx::query(sql::CREATE_SETUP).bind(hash).bind(expires_at).execute(&self.writer).await?;
                 Ok(())
             }
 
@@ -453,12 +415,7 @@ macro_rules! impl_accounts {
                 Ok(n == 1)
             }
 
-            async fn events_page(
-                &self,
-                user_id: Option<i64>,
-                before: Option<i64>,
-                limit: i64,
-            ) -> Result<Vec<AuditEvent>> {
+            async fn events_page(&self, user_id: Option<i64>, before: Option<i64>, limit: i64) -> Result<Vec<AuditEvent>> {
                 Ok(sqlx::query_as::<_, AuditEvent>(sql::EVENTS_PAGE)
                     .bind(user_id)
                     .bind(before)

@@ -180,10 +180,7 @@ mod tests {
             Err(ServiceError::NotFound(m)) if m == "no reservation named chat"
         ));
         let read = Caller::new(user(1, true), Scope::Read, Via::Token("r".into()));
-        assert!(
-            !read.sees(2),
-            "an admin's read token is not an admin credential"
-        );
+        assert!(!read.sees(2), "an admin's read token is not an admin credential");
         assert_eq!(read.actor(), "u1/token:r");
     }
 }

@@ -74,7 +74,9 @@ impl From<StoreError> for ServiceError {
             StoreError::KeyExists { fingerprint, .. } => {
                 Self::Conflict(format!("key {fingerprint} is already registered"))
             }
-            StoreError::NameTaken { name, .. } => Self::Conflict(format!("name {name:?} is taken")),
+            StoreError::NameTaken { name, .. } => {
+                Self::Conflict(format!("name {name:?} is taken"))
+            }
             StoreError::NoSuchUser(_)
             | StoreError::NoSuchKey(_)
             | StoreError::NoSuchReservation(_)

@@ -66,14 +66,8 @@ mod tests {
         assert!(!verify_password("not a hash", "x"));
         assert!(matches!(
             hash_password("short"),
-            Err(ServiceError::Invalid {
-                field: "password",
-                ..
-            })
+            Err(ServiceError::Invalid { field: "password", .. })
         ));
-        assert!(!verify_password(
-            dummy_hash(),
-            "warren-dummy-password-never-match"
-        ));
+        assert!(!verify_password(dummy_hash(), "warren-dummy-password-never-match"));
     }
 }
