@@ -184,6 +184,8 @@ fn expected(method: &str, path: &str) -> Option<(u16, u16)> {
         ("delete", "/api/v1/reservations/{name}") => (404, 403),
         ("get", "/api/v1/tunnels") => (403, 200),
         ("delete", "/api/v1/tunnels/{name}") => (404, 403),
+        ("get", "/api/v1/tunnels/{name}/requests") => (404, 404),
+        ("get", "/api/v1/tunnels/{name}/requests/live") => (404, 404),
         ("get", "/api/v1/events") => (403, 200),
         ("get", "/api/v1/certificates") => (403, 200),
         _ => return Some((0, 0)),
@@ -881,5 +883,108 @@ async fn schemathesis_finds_the_api_true_to_its_document() -> Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(summary.iter().any(|l| l.contains("passed")), "{text}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recent_requests_are_listed_and_streamed_live() -> Result<()> {
+    let broker = TestBroker::start().await?;
+    let api = Api::of(&broker);
+    let key = broker.user_with_key("alice")?;
+    broker.cli_ok(&["user", "add", "bob"])?;
+    let alice = token(&broker, "alice", "r", "read")?;
+    let bob = token(&broker, "bob", "r", "read")?;
+    let origin = Origin::start("A").await?;
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("logged:80:{}", origin.target())],
+    )?;
+    let url = ssh.url(0).await?;
+    answers("tunnel", DEADLINE, &url, 200).await?;
+    // Live first: a curl reading the SSE stream while a request is made.
+    let live = tokio::process::Command::new("curl")
+        .args([
+            "-s",
+            "-N",
+            "--max-time",
+            "4",
+            "-H",
+            &format!("authorization: Bearer {alice}"),
+        ])
+        .arg(format!(
+            "http://127.0.0.1:{}/api/v1/tunnels/logged/requests/live",
+            broker.api_port
+        ))
+        .output();
+    let visit = async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-A",
+                "probe/1.0",
+                "-H",
+                "host: logged.localhost",
+            ])
+            .arg(format!(
+                "http://127.0.0.1:{}/?q=secret&page=2",
+                broker.http_port
+            ))
+            .status()
+    };
+    let (live, visit) = tokio::join!(live, visit);
+    assert!(visit?.success());
+    let stream = String::from_utf8_lossy(&live?.stdout).into_owned();
+    assert!(stream.contains("event: request"), "{stream}");
+    assert!(stream.contains("/?q=…&page=…"), "{stream}");
+    assert!(
+        !stream.contains("secret"),
+        "a query value reached the stream: {stream}"
+    );
+    // Then the list.
+    let r = api.call(
+        "GET",
+        "/api/v1/tunnels/logged/requests?limit=10",
+        Cred::Token(&alice),
+        None,
+    )?;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    let last = r
+        .body
+        .as_array()
+        .and_then(|a| a.last())
+        .context("an entry")?;
+    assert_eq!(
+        (
+            last["method"].as_str(),
+            last["path"].as_str(),
+            last["status"].as_u64()
+        ),
+        (Some("GET"), Some("/?q=…&page=…"), Some(200)),
+        "{last}"
+    );
+    assert_eq!(last["visitor"], "127.0.0.1");
+    assert_eq!(last["user_agent"], "probe/1.0");
+    assert!(last["bytes_out"].as_u64().unwrap_or(0) > 0, "{last}");
+    // Bob gets 404 and nothing.
+    let r = api.call(
+        "GET",
+        "/api/v1/tunnels/logged/requests",
+        Cred::Token(&bob),
+        None,
+    )?;
+    assert_eq!(r.status, 404, "{}", r.raw);
+    assert!(!r.raw.contains("page="));
+    // The tunnel list carries the live counters.
+    let t = api.call("GET", "/api/v1/tunnels", Cred::Token(&alice), None)?;
+    let row = &t.body[0];
+    assert!(
+        row["requests"].as_u64().unwrap_or(0) >= 2 && row["bytes_out"].as_u64().unwrap_or(0) > 0,
+        "{row}"
+    );
+    assert!(row["since"].as_u64().unwrap_or(0) > 1_700_000_000, "{row}");
     Ok(())
 }

@@ -22,9 +22,8 @@ use crate::public::Public;
 /// polling once a second would make that a second plus the query at worst. An idle poll is one
 /// indexed `SELECT` returning nothing.
 const POLL: Duration = Duration::from_millis(250);
-/// Housekeeping (registry sweep, DNS and certificates) runs every this many polls: once a
-/// second, as before.
-const HOUSEKEEPING_EVERY: u32 = 4;
+/// The registry's sweep of expired parked names runs every this many polls: once a second.
+const SWEEP_EVERY: u32 = 4;
 /// Audit events read per query.
 const PAGE: i64 = 500;
 
@@ -73,14 +72,10 @@ impl Watcher {
             }
             // Drain the log, not one page per tick: after a reconnect storm (10,000 binds and
             // claims) one page a second left a `user.disable` queued behind ~40 s of binds.
-            let mut seen = 0;
             loop {
                 match self.poll().await {
-                    Ok(n) if n == PAGE as usize => seen += n,
-                    Ok(n) => {
-                        seen += n;
-                        break;
-                    }
+                    Ok(n) if n == PAGE as usize => continue,
+                    Ok(_) => break,
                     Err(e) => {
                         warn!(error = %e, "cannot read the audit log; retrying");
                         break;
@@ -88,14 +83,13 @@ impl Watcher {
                 }
             }
             polls = polls.wrapping_add(1);
-            if polls.is_multiple_of(HOUSEKEEPING_EVERY) {
+            if polls.is_multiple_of(SWEEP_EVERY) {
                 self.registry.sweep();
             }
-            // DNS right after the events that changed names, as before polls grew faster: a
-            // certificate order for a new name starts at once, and the CA must find its record.
-            if seen > 0 || polls.is_multiple_of(HOUSEKEEPING_EVERY) {
-                self.public.tick().await;
-            }
+            // Right after the poll, as before: a name that just came up gets its DNS records
+            // before its certificate order asks the CA to look them up. Its work is due-time
+            // based, so ticking more often does nothing more.
+            self.public.tick().await;
         }
     }
 

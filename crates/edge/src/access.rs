@@ -157,19 +157,26 @@ pub(crate) async fn check<B>(
 ) -> Option<Response<Body>> {
     // Taken out before anything else, so the origin never sees it whatever happens next.
     let share_cookies = take_share_cookies(req.headers_mut());
+    let policy = edge.registry.policy_for(route);
+    if let Some(policy) = &policy {
+        let ip = visitor_ip(edge, peer.ip(), req.headers());
+        if !policy.admits(ip) {
+            return Some(page(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                &format!(
+                    "Visitors from {ip} may not open {host}: its owner's IP rules keep them out."
+                ),
+            ));
+        }
+    }
+    // Share links are the broker's on every HTTP tunnel, protected or not (a link made a
+    // moment ago may be opened before this name's policy shows its first user).
     if let Some(rest) = req.uri().path().strip_prefix(SHARE_PATH) {
         let rest = rest.to_owned();
         return Some(redeem(edge, tls, req, label, &rest).await);
     }
-    let policy = edge.registry.policy_for(route)?;
-    let ip = visitor_ip(edge, peer.ip(), req.headers());
-    if !policy.admits(ip) {
-        return Some(page(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            &format!("Visitors from {ip} may not open {host}: its owner's IP rules keep them out."),
-        ));
-    }
+    let policy = policy?;
     if !policy.wants_credentials() {
         return None;
     }
@@ -524,6 +531,53 @@ mod tests {
         assert_eq!(
             none.get(header::COOKIE),
             Some(&HeaderValue::from_static("a=1"))
+        );
+    }
+
+    #[test]
+    fn the_visitor_is_the_rightmost_untrusted_hop() {
+        let settings = crate::EdgeSettings {
+            trusted_proxies: vec![
+                "127.0.0.1/32".parse().expect("net"),
+                "10.0.0.0/8".parse().expect("net"),
+            ],
+            ..Default::default()
+        };
+        let edge = Edge::new(
+            settings,
+            Arc::new(warren_registry::Registry::new(Duration::ZERO, 1)),
+        );
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let with = |xff: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in xff {
+                h.append("x-forwarded-for", HeaderValue::from_static(v));
+            }
+            h
+        };
+        // An untrusted peer is the visitor, whatever it claims.
+        assert_eq!(
+            visitor_ip(&edge, ip("192.0.2.1"), &with(&["198.51.100.1"])),
+            ip("192.0.2.1")
+        );
+        // Behind trusted proxies: the first hop from the right that is not one of them.
+        let chain = with(&["203.0.113.5, 198.51.100.1", "10.1.1.1"]);
+        assert_eq!(
+            visitor_ip(&edge, ip("127.0.0.1"), &chain),
+            ip("198.51.100.1")
+        );
+        assert_eq!(
+            visitor_ip(&edge, ip("::ffff:127.0.0.1"), &chain),
+            ip("198.51.100.1")
+        );
+        // Garbage stops the walk at the last hop that parsed; no header leaves the peer.
+        assert_eq!(
+            visitor_ip(&edge, ip("127.0.0.1"), &with(&["junk, 10.2.2.2"])),
+            ip("10.2.2.2")
+        );
+        assert_eq!(
+            visitor_ip(&edge, ip("127.0.0.1"), &with(&[])),
+            ip("127.0.0.1")
         );
     }
 

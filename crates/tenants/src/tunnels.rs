@@ -40,20 +40,57 @@ impl Tenants {
             .routes()
             .into_iter()
             .filter(|r| if all { true } else { r.owner == caller.user.id })
-            .map(|r| TunnelView {
-                url: self.settings.urls.url(r.kind, &r.name),
-                kind: kind_word(r.kind).into(),
-                user: names.get(&r.owner).cloned().unwrap_or_default(),
-                requests: r.requests.load(std::sync::atomic::Ordering::Relaxed),
-                visitor_connections: reg
-                    .max_connections()
-                    .saturating_sub(r.connections.available_permits())
-                    as u64,
-                name: r.name.clone(),
+            .map(|r| {
+                let stats = r.stats();
+                TunnelView {
+                    url: self.settings.urls.url(r.kind, &r.name),
+                    kind: kind_word(r.kind).into(),
+                    user: names.get(&r.owner).cloned().unwrap_or_default(),
+                    since: stats.since,
+                    requests: stats.requests,
+                    bytes_in: stats.bytes_in,
+                    bytes_out: stats.bytes_out,
+                    visitor_connections: stats.connections as u64,
+                    name: r.name.clone(),
+                }
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    /// The request log of one of the caller's tunnels (an admin's: anyone's), 404 otherwise
+    /// (also for names with no log: passthrough, TCP, or recording turned off).
+    pub fn request_log(
+        &self,
+        caller: &Caller,
+        name: &str,
+    ) -> Result<std::sync::Arc<warren_registry::RequestLog>> {
+        caller.require(Scope::Read)?;
+        let reg = self.registry()?;
+        match reg.request_log(name) {
+            Some(log) if caller.sees(log.owner()) => Ok(log),
+            _ => Err(ServiceError::NotFound(format!(
+                "no request log for a tunnel named {name:?}"
+            ))),
+        }
+    }
+
+    /// The last `limit` requests of one of the caller's tunnels, newest last.
+    pub fn requests(
+        &self,
+        caller: &Caller,
+        name: &str,
+        limit: usize,
+    ) -> Result<Vec<crate::RequestView>> {
+        let log = self.request_log(caller, name)?;
+        let recent = log.recent();
+        let skip = recent.len().saturating_sub(limit);
+        Ok(recent
+            .iter()
+            .skip(skip)
+            .map(|e| crate::RequestView::from(e.as_ref()))
+            .collect())
     }
 
     /// Drops a live tunnel of the caller's (or anyone's, admin); its owner is told who did it.

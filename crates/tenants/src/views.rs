@@ -100,10 +100,58 @@ pub struct TunnelView {
     pub url: String,
     /// Owner's name.
     pub user: String,
-    /// Requests served (HTTP) since it came up.
+    /// Unix seconds when the owner's current session bound it.
+    pub since: u64,
+    /// Requests served (HTTP), or connections opened (passthrough, TCP), since it came up.
     pub requests: u64,
+    /// Bytes from visitors to the origin.
+    pub bytes_in: u64,
+    /// Bytes from the origin to visitors.
+    pub bytes_out: u64,
     /// Visitor connections open right now.
     pub visitor_connections: u64,
+}
+
+/// One request a tunnel served, from the edge's in-memory log.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RequestView {
+    /// Unix milliseconds when it arrived.
+    pub at_ms: u64,
+    /// `GET`, `POST`, …
+    pub method: String,
+    /// The path, with every query value replaced by `…`.
+    pub path: String,
+    /// The status sent (499: the visitor left before the answer).
+    pub status: u16,
+    /// Milliseconds until the response ended.
+    pub duration_ms: u64,
+    /// Body bytes from the visitor.
+    pub bytes_in: u64,
+    /// Body bytes to the visitor.
+    pub bytes_out: u64,
+    /// The visitor's address.
+    pub visitor: String,
+    /// The visitor's user agent (cut short).
+    pub user_agent: String,
+    /// Whether the response was delivered whole.
+    pub complete: bool,
+}
+
+impl From<&warren_registry::RequestEntry> for RequestView {
+    fn from(e: &warren_registry::RequestEntry) -> Self {
+        Self {
+            at_ms: e.at_ms,
+            method: e.method.to_string(),
+            path: e.path.clone(),
+            status: e.status,
+            duration_ms: e.duration.as_millis() as u64,
+            bytes_in: e.bytes_in,
+            bytes_out: e.bytes_out,
+            visitor: e.visitor.to_string(),
+            user_agent: e.user_agent.clone(),
+            complete: e.complete,
+        }
+    }
 }
 
 /// One audit log entry.

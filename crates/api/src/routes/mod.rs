@@ -52,6 +52,8 @@ pub(crate) fn all(r: OpenApiRouter<ApiState>) -> OpenApiRouter<ApiState> {
         .routes(routes!(reservations::get, reservations::release))
         .routes(routes!(tunnels::list))
         .routes(routes!(tunnels::disconnect))
+        .routes(routes!(tunnels::requests))
+        .routes(routes!(tunnels::live))
         .routes(routes!(audit::events))
         .routes(routes!(audit::certificates))
 }

@@ -1,8 +1,15 @@
 //! Live tunnels.
 
+use std::convert::Infallible;
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::http::StatusCode;
-use warren_tenants::TunnelView;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+use warren_tenants::{RequestView, TunnelView};
 
 use super::{AllFilter, ApiPath, ApiQuery};
 use crate::ApiState;
@@ -34,4 +41,73 @@ pub(crate) async fn disconnect(
 ) -> ApiResult<StatusCode> {
     state.tenants.disconnect(&auth.caller, &name).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// How many of the recent requests.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct RequestQuery {
+    /// At most this many, the newest (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+}
+
+/// The tunnel's recent requests, newest last (kept in memory by the edge, the last 1,000).
+#[utoipa::path(get, path = "/api/v1/tunnels/{name}/requests", tag = "tunnels",
+    params(("name" = String, Path, description = "The tunnel's name"), RequestQuery),
+    responses((status = 200, body = Vec<RequestView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("token" = []), ("session" = [])))]
+pub(crate) async fn requests(
+    State(state): State<ApiState>,
+    auth: Auth,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<RequestQuery>,
+) -> ApiResult<axum::Json<Vec<RequestView>>> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(warren_tenants::ServiceError::invalid("limit", "use 1 to 1000").into());
+    }
+    Ok(axum::Json(state.tenants.requests(
+        &auth.caller,
+        &name,
+        limit,
+    )?))
+}
+
+/// The tunnel's requests live, as Server-Sent Events (`event: request`, JSON data): the recent
+/// ones first, then each as it completes. A client that falls behind gets an `event: lagged`
+/// with how many it missed; the edge never waits for it.
+#[utoipa::path(get, path = "/api/v1/tunnels/{name}/requests/live", tag = "tunnels",
+    params(("name" = String, Path, description = "The tunnel's name")),
+    responses((status = 200, description = "text/event-stream of requests", content_type = "text/event-stream", body = String),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("token" = []), ("session" = [])))]
+pub(crate) async fn live(
+    State(state): State<ApiState>,
+    auth: Auth,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let log = state.tenants.request_log(&auth.caller, &name)?;
+    let (backlog, rx) = log.recent_then_subscribe();
+    let event = |e: &warren_registry::RequestEntry| {
+        Event::default()
+            .event("request")
+            .json_data(RequestView::from(e))
+            .unwrap_or_else(|_| Event::default().comment("unencodable"))
+    };
+    let first: Vec<Result<Event, Infallible>> = backlog.iter().map(|e| Ok(event(e))).collect();
+    let live = futures::stream::unfold(rx, move |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) => return Some((Ok(event(&e)), rx)),
+                Err(RecvError::Lagged(n)) => {
+                    return Some((Ok(Event::default().event("lagged").data(n.to_string())), rx));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    let stream = futures::StreamExt::chain(futures::stream::iter(first), live);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
