@@ -187,7 +187,7 @@ def start_broker(procs, tmp, binary, cert, cert_key, extra=()):
     if not os.path.exists(key):
         subprocess.run(["ssh-keygen", "-q", "-N", "", "-t", "ed25519", "-f", key], check=True)
     subprocess.run([binary, "key", "add", "bench", key + ".pub"], env=env, check=True, stdout=subprocess.DEVNULL)
-    p = procs.start([binary, "--ssh-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--https-addr", "127.0.0.1:0",
+    p = procs.start([binary, "--ssh-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--https-addr", "127.0.0.1:0", "--admin-addr", "off",
                      "--tls-cert", cert, "--tls-key", cert_key, "--public-scheme", "http", "--https-redirect", "false",
                      *extra, "serve"], env=env, stdout=subprocess.PIPE, text=True, preexec_fn=raise_nofile)
     ports = {}

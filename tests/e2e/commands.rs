@@ -212,6 +212,32 @@ async fn tenant_commands(db: Db) -> Result<()> {
         format!("http://chat.localhost:{port}")
     );
 
+    // Recent requests of a live tunnel, over SSH.
+    let origin = crate::origin::Origin::start("A").await?;
+    let tunnel = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("chat:80:{}", origin.target())],
+    )?;
+    let url = tunnel.url(0).await?;
+    crate::harness::answers(
+        "chat",
+        crate::harness::DEADLINE,
+        &format!("{url}/?token=hunter2"),
+        200,
+    )
+    .await?;
+    let reqs = ok(&broker, &key, &["requests", "chat"]).await?;
+    assert!(
+        reqs.contains("GET") && reqs.contains("/?token=…") && !reqs.contains("hunter2"),
+        "{reqs}"
+    );
+    let r = run(&broker, &bob, &["requests", "chat"], b"").await?;
+    assert_eq!(
+        (r.code, r.err.trim()),
+        (1, "error: no request log for a tunnel named \"chat\"")
+    );
+    drop(tunnel);
     assert_eq!(
         ok(&broker, &key, &["release", "chat"]).await?.trim(),
         "released chat"

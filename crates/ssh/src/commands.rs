@@ -60,6 +60,7 @@ Commands (ssh HOST COMMAND; add --json for scripts):
   tokens                       your API tokens
   tokens create NAME [--scope read|write] [--expires 30d]
   tokens revoke ID
+  requests NAME                NAME's recent requests (query values hidden)
   qr NAME                      NAME's URL as a QR code, for a phone
 ";
 
@@ -213,6 +214,7 @@ pub(crate) async fn run(
         "keys" => keys(tenants, caller, &mut a, stdin).await,
         "tokens" => tokens(tenants, caller, &mut a).await,
         "qr" => qr(tenants, caller, &a).await,
+        "requests" => requests(tenants, caller, &a),
         "--bad-command" => Err(Output::fail(
             format!(
                 "cannot read the command: {}",
@@ -450,6 +452,33 @@ async fn tokens(t: &Tenants, c: &Caller, a: &mut Args) -> Res {
             2,
         )),
     }
+}
+
+fn requests(t: &Tenants, c: &Caller, a: &Args) -> Res {
+    let [name] = a.positional(1, "requests NAME [--json]")? else {
+        return Err(Output::fail("usage: requests NAME", 2));
+    };
+    let list = t.requests(c, name, 1000)?;
+    if a.json {
+        return Ok(json(&list));
+    }
+    let mut s = String::new();
+    for r in list.iter().rev().take(50).rev() {
+        let _ = writeln!(
+            s,
+            "{:<7} {:<40} {:>3} {:>6}ms {:>9}B {}",
+            fit(&r.method, 7),
+            fit(&r.path, 40),
+            r.status,
+            r.duration_ms,
+            r.bytes_out,
+            fit(&r.visitor, 15)
+        );
+    }
+    if s.is_empty() {
+        s.push_str("No requests yet.\n");
+    }
+    Ok(Output::ok(s))
 }
 
 async fn qr(t: &Tenants, c: &Caller, a: &Args) -> Res {

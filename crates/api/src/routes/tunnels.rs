@@ -98,14 +98,12 @@ pub(crate) async fn live(
     };
     let first: Vec<Result<Event, Infallible>> = backlog.iter().map(|e| Ok(event(e))).collect();
     let live = futures::stream::unfold(rx, move |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(e) => return Some((Ok(event(&e)), rx)),
-                Err(RecvError::Lagged(n)) => {
-                    return Some((Ok(Event::default().event("lagged").data(n.to_string())), rx));
-                }
-                Err(RecvError::Closed) => return None,
+        match rx.recv().await {
+            Ok(e) => Some((Ok(event(&e)), rx)),
+            Err(RecvError::Lagged(n)) => {
+                Some((Ok(Event::default().event("lagged").data(n.to_string())), rx))
             }
+            Err(RecvError::Closed) => None,
         }
     });
     let stream = futures::StreamExt::chain(futures::stream::iter(first), live);
