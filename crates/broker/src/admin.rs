@@ -80,18 +80,6 @@ pub enum KeyCmd {
     },
 }
 
-fn check_user_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
-    if !ok {
-        bail!("user name {name:?}: use 1-64 of lowercase letters, digits, '-', '_', '.'");
-    }
-    Ok(())
-}
-
 pub async fn user(config: &Config, cmd: UserCmd) -> Result<()> {
     match cmd {
         UserCmd::Passwd { name } => return crate::accounts::passwd(config, &name).await,
@@ -116,7 +104,7 @@ pub async fn user(config: &Config, cmd: UserCmd) -> Result<()> {
     match cmd {
         UserCmd::Passwd { .. } | UserCmd::Quota { .. } => {}
         UserCmd::Add { name, admin } => {
-            check_user_name(&name)?;
+            warren_tenants::check_user_name(&name)?;
             let u = store.create_user(ACTOR, &name, admin).await?;
             println!(
                 "added user {}{}",

@@ -27,6 +27,27 @@ pub enum RouteKind {
     Tcp,
 }
 
+impl RouteKind {
+    /// The word reservations, the API and the CLI use for this kind: `http`, `tls`, `tcp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteKind::Http => "http",
+            RouteKind::TlsPassthrough => "tls",
+            RouteKind::Tcp => "tcp",
+        }
+    }
+
+    /// The kind a reservation's kind word names (`http` for anything else, as the store's
+    /// column default).
+    pub fn from_word(word: &str) -> Self {
+        match word {
+            "tls" => RouteKind::TlsPassthrough,
+            "tcp" => RouteKind::Tcp,
+            _ => RouteKind::Http,
+        }
+    }
+}
+
 /// The registry name of the raw TCP tunnel on `port` (TCP routes share the table with names;
 /// the colon keeps them apart from any DNS label).
 pub fn tcp_name(port: u16) -> String {
@@ -326,11 +347,6 @@ impl Registry {
     /// copies the table).
     pub fn held_by(&self, owner: i64) -> Held {
         held_in(&self.snapshot.load(), owner, None)
-    }
-
-    /// Visitor connections each tunnel takes at once.
-    pub fn max_connections(&self) -> usize {
-        self.max_connections
     }
 
     /// The grace period names are kept for after their owner goes away.

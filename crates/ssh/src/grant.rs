@@ -9,7 +9,7 @@ use std::sync::Arc;
 use russh::server::Handle;
 use tracing::{info, warn};
 use warren_registry::{BindError, RouteKind, StickyKey, names, tcp_name, tcp_port};
-use warren_store::{StoreError, User};
+use warren_store::{Reservation, StoreError, User};
 
 use crate::ask::{Ask, classify};
 use crate::endpoint::SshEndpoint;
@@ -26,15 +26,6 @@ pub(crate) struct Grant {
     reply_port: Option<u32>,
     /// The name was claimed for this request: release it if the bind fails.
     claimed: bool,
-}
-
-/// The reservation kind a route kind is claimed as.
-fn kind_word(kind: RouteKind) -> &'static str {
-    match kind {
-        RouteKind::Http => "http",
-        RouteKind::TlsPassthrough => "tls",
-        RouteKind::Tcp => "tcp",
-    }
 }
 
 /// Why a request was refused: one line for the owner's session, and the name to record the
@@ -266,15 +257,17 @@ impl Connection {
         Err(Refusal::new("no free random name found; try again"))
     }
 
-    /// Who has reserved `name` (`None`: nobody); the one store lookup every path here uses.
+    /// Who has reserved `name` (`None`: nobody).
     async fn reservation_holder(&self, name: &str) -> Result<Option<i64>, Refusal> {
-        match self.server.store.reservation(name).await {
-            Ok(r) => Ok(r.map(|r| r.user_id)),
-            Err(e) => {
-                warn!(error = %e, "reservation lookup failed");
-                Err(Refusal::new(DB_DOWN))
-            }
-        }
+        Ok(self.held_reservation(name).await?.map(|r| r.user_id))
+    }
+
+    /// The reservation of `name`, if any; the one store lookup every path here uses.
+    async fn held_reservation(&self, name: &str) -> Result<Option<Reservation>, Refusal> {
+        self.server.store.reservation(name).await.map_err(|e| {
+            warn!(error = %e, "reservation lookup failed");
+            Refusal::new(DB_DOWN)
+        })
     }
 
     /// May `user` bind the named `label`? Claims it when free and auto-claim is on; returns
@@ -293,16 +286,10 @@ impl Connection {
             )));
         }
         let store = &self.server.store;
-        let held = match store.reservation(label).await {
-            Ok(r) => r,
-            Err(e) => {
-                warn!(error = %e, "reservation lookup failed");
-                return Err(Refusal::new(DB_DOWN));
-            }
-        };
+        let held = self.held_reservation(label).await?;
         if let Some(r) = &held
             && r.user_id == user.id
-            && r.kind != kind_word(kind)
+            && r.kind != kind.as_str()
         {
             let how = match r.kind.as_str() {
                 "tls" => format!("-R {label}:443:…"),
@@ -325,7 +312,7 @@ impl Connection {
             None if self.server.settings.auto_claim => {
                 self.may_claim(user).await?;
                 match store
-                    .reserve(&self.actor(), &user.name, label, kind_word(kind))
+                    .reserve(&self.actor(), &user.name, label, kind.as_str())
                     .await
                 {
                     Ok(_) => {

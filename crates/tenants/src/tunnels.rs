@@ -2,21 +2,13 @@
 
 use std::collections::HashMap;
 
-use warren_registry::{Lookup, RouteKind};
+use warren_registry::Lookup;
 use warren_store::AuditEvent;
 
 use crate::{Caller, CertView, EventView, Page, Result, Scope, ServiceError, Tenants, TunnelView};
 
 /// Largest page of the audit log.
 pub const MAX_PAGE: i64 = 500;
-
-fn kind_word(kind: RouteKind) -> &'static str {
-    match kind {
-        RouteKind::Http => "http",
-        RouteKind::TlsPassthrough => "tls",
-        RouteKind::Tcp => "tcp",
-    }
-}
 
 impl Tenants {
     /// Live tunnels: the caller's own, or everyone's (`all`, admin).
@@ -44,7 +36,7 @@ impl Tenants {
                 let stats = r.stats();
                 TunnelView {
                     url: self.settings.urls.url(r.kind, &r.name),
-                    kind: kind_word(r.kind).into(),
+                    kind: r.kind.as_str().into(),
                     user: names.get(&r.owner).cloned().unwrap_or_default(),
                     since: stats.since,
                     requests: stats.requests,

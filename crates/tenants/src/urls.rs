@@ -37,16 +37,7 @@ impl PublicUrls {
 
     /// The URL of a reservation of kind `kind` (`http`, `tls`, `tcp`).
     pub fn reservation_url(&self, kind: &str, name: &str) -> String {
-        self.url(route_kind(kind), name)
-    }
-}
-
-/// The route kind a reservation kind word names (`http` for anything unknown).
-pub fn route_kind(kind: &str) -> RouteKind {
-    match kind {
-        "tls" => RouteKind::TlsPassthrough,
-        "tcp" => RouteKind::Tcp,
-        _ => RouteKind::Http,
+        self.url(RouteKind::from_word(kind), name)
     }
 }
 

@@ -17,7 +17,7 @@ pub fn check_user_name(name: &str) -> Result<()> {
     } else {
         Err(ServiceError::invalid(
             "name",
-            format!("{name:?}: use 1-64 of lowercase letters, digits, '-', '_', '.'"),
+            format!("user name {name:?}: use 1-64 of lowercase letters, digits, '-', '_', '.'"),
         ))
     }
 }
