@@ -113,7 +113,7 @@ impl Reply {
     }
 }
 
-fn token(broker: &TestBroker, user: &str, name: &str, scope: &str) -> Result<String> {
+pub(crate) fn token(broker: &TestBroker, user: &str, name: &str, scope: &str) -> Result<String> {
     let out = broker.cli_ok(&["token", "create", user, name, "--scope", scope])?;
     let t = out.lines().last().unwrap_or_default().trim().to_owned();
     if !t.starts_with("wrn_") {
@@ -182,6 +182,16 @@ fn expected(method: &str, path: &str) -> Option<(u16, u16)> {
         ("post", "/api/v1/reservations") => (404, 403),
         ("get", "/api/v1/reservations/{name}") => (404, 200),
         ("delete", "/api/v1/reservations/{name}") => (404, 403),
+        ("get", "/api/v1/reservations/{name}/rules") => (404, 200),
+        ("delete", "/api/v1/reservations/{name}/rules") => (404, 403),
+        ("put", "/api/v1/reservations/{name}/rules/auth/{user}") => (404, 403),
+        ("delete", "/api/v1/reservations/{name}/rules/auth/{user}") => (404, 403),
+        ("post", "/api/v1/reservations/{name}/rules/htpasswd") => (404, 403),
+        ("post", "/api/v1/reservations/{name}/rules/ip") => (404, 403),
+        ("delete", "/api/v1/reservations/{name}/rules/ip") => (404, 403),
+        ("get", "/api/v1/reservations/{name}/shares") => (404, 200),
+        ("post", "/api/v1/reservations/{name}/shares") => (404, 403),
+        ("delete", "/api/v1/reservations/{name}/shares/{id}") => (404, 403),
         ("get", "/api/v1/tunnels") => (403, 200),
         ("delete", "/api/v1/tunnels/{name}") => (404, 403),
         ("get", "/api/v1/tunnels/{name}/requests") => (404, 404),
@@ -244,6 +254,7 @@ async fn authorization_of_every_route(db: Db) -> Result<()> {
                 )
                 .replace("{fingerprint}", &fp.replace('/', "%2F").replace('+', "%2B"))
                 .replace("{id}", &tok_id.to_string())
+                .replace("{user}", "bob")
             };
             let m = method.to_uppercase();
             // A body that would be valid if bob were allowed: it names alice's objects.
@@ -260,6 +271,16 @@ async fn authorization_of_every_route(db: Db) -> Result<()> {
                 ("put", "/api/v1/users/{name}/password") => {
                     Some(json!({"password": "0123456789abc"}))
                 }
+                ("put", "/api/v1/reservations/{name}/rules/auth/{user}") => {
+                    Some(json!({"password": "bob's try"}))
+                }
+                ("post", "/api/v1/reservations/{name}/rules/htpasswd") => Some(
+                    json!({"htpasswd": "bob:$2y$05$abcdefghijklmnopqrstuu5s2v8.jKj2ZfQx0nQ6Zz1bYqD5rN0C"}),
+                ),
+                ("post", "/api/v1/reservations/{name}/rules/ip") => {
+                    Some(json!({"action": "deny", "cidr": "10.0.0.0/8"}))
+                }
+                ("post", "/api/v1/reservations/{name}/shares") => Some(json!({"expires": "2h"})),
                 ("put", "/api/v1/me/password") => {
                     Some(json!({"current_password": "x", "password": "0123456789abc"}))
                 }
@@ -268,6 +289,7 @@ async fn authorization_of_every_route(db: Db) -> Result<()> {
             };
             let query = match path.as_str() {
                 "/api/v1/keys" | "/api/v1/tokens" if method == "get" => "?user=alice",
+                "/api/v1/reservations/{name}/rules/ip" if method == "delete" => "?cidr=10.0.0.0/8",
                 "/api/v1/reservations"
                 | "/api/v1/tunnels"
                 | "/api/v1/events"
@@ -327,7 +349,16 @@ async fn authorization_of_every_route(db: Db) -> Result<()> {
             checked += 1;
         }
     }
-    assert!(checked >= 25, "only {checked} operations checked");
+    assert!(checked >= 35, "only {checked} operations checked");
+    let rules = api.call(
+        "GET",
+        "/api/v1/reservations/alice-site/rules",
+        Cred::Token(&alice_w),
+        None,
+    )?;
+    for list in ["basic_users", "allow", "deny", "shares"] {
+        assert_eq!(rules.body[list], json!([]), "{list}: {}", rules.raw);
+    }
     // Nothing bob or the read token tried changed alice's things.
     let mine = api.call("GET", "/api/v1/reservations", Cred::Token(&alice_w), None)?;
     assert_eq!(mine.body.as_array().map(Vec::len), Some(1), "{}", mine.raw);

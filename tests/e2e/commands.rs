@@ -12,13 +12,18 @@ use crate::api::{Api, Cred};
 use crate::harness::{Db, Ssh, TestBroker, keygen};
 
 /// What one command printed and its exit status.
-struct Ran {
-    out: String,
-    err: String,
-    code: i32,
+pub(crate) struct Ran {
+    pub(crate) out: String,
+    pub(crate) err: String,
+    pub(crate) code: i32,
 }
 
-async fn run(broker: &TestBroker, key: &Path, cmd: &[&str], stdin: &[u8]) -> Result<Ran> {
+pub(crate) async fn run(
+    broker: &TestBroker,
+    key: &Path,
+    cmd: &[&str],
+    stdin: &[u8],
+) -> Result<Ran> {
     let mut c = Ssh::command(broker.ssh_port, key, &[]);
     c.args(cmd)
         .stdin(Stdio::piped())
@@ -41,13 +46,13 @@ async fn run(broker: &TestBroker, key: &Path, cmd: &[&str], stdin: &[u8]) -> Res
     })
 }
 
-async fn ok(broker: &TestBroker, key: &Path, cmd: &[&str]) -> Result<String> {
+pub(crate) async fn ok(broker: &TestBroker, key: &Path, cmd: &[&str]) -> Result<String> {
     let r = run(broker, key, cmd, b"").await?;
     assert_eq!(r.code, 0, "{cmd:?}: stdout {:?} stderr {:?}", r.out, r.err);
     Ok(r.out)
 }
 
-async fn json(broker: &TestBroker, key: &Path, cmd: &[&str]) -> Result<Value> {
+pub(crate) async fn json(broker: &TestBroker, key: &Path, cmd: &[&str]) -> Result<Value> {
     let out = ok(broker, key, cmd).await?;
     serde_json::from_str(&out).with_context(|| format!("{cmd:?} printed {out:?}"))
 }

@@ -14,5 +14,6 @@ mod isolation;
 mod origin;
 mod public;
 mod rules;
+mod tenant_rules;
 mod transfer;
 mod tunnels;

@@ -13,14 +13,14 @@ use crate::origin::Origin;
 const PASSWORD: &str = "correct horse battery";
 
 /// What curl saw of the last response.
-struct Seen {
-    status: u16,
-    headers: String,
-    body: String,
+pub(crate) struct Seen {
+    pub(crate) status: u16,
+    pub(crate) headers: String,
+    pub(crate) body: String,
 }
 
 /// `curl -sS ARGS URL`, following nothing unless asked: the final status, headers, body.
-async fn curl(args: &[&str], url: &str) -> Result<Seen> {
+pub(crate) async fn curl(args: &[&str], url: &str) -> Result<Seen> {
     let dir = tempfile::tempdir()?;
     let (body, head) = (dir.path().join("body"), dir.path().join("head"));
     let out = tokio::process::Command::new("curl")
@@ -47,7 +47,7 @@ async fn curl(args: &[&str], url: &str) -> Result<Seen> {
 }
 
 /// Waits until `url` answers `status` to curl with `args`.
-async fn until(what: &str, url: &str, args: &[&str], status: u16) -> Result<Seen> {
+pub(crate) async fn until(what: &str, url: &str, args: &[&str], status: u16) -> Result<Seen> {
     eventually(what, DEADLINE, || async move {
         curl(args, url).await.ok().filter(|s| s.status == status)
     })
@@ -56,14 +56,16 @@ async fn until(what: &str, url: &str, args: &[&str], status: u16) -> Result<Seen
 
 /// A broker with user alice (key), the HTTP name `chat` reserved for her and live through a
 /// real `ssh -R` tunnel to an origin.
-struct Site {
-    broker: TestBroker,
-    ssh: Ssh,
-    url: String,
+pub(crate) struct Site {
+    pub(crate) broker: TestBroker,
+    pub(crate) ssh: Ssh,
+    pub(crate) url: String,
+    /// Alice's key.
+    pub(crate) key: std::path::PathBuf,
     _origin: Origin,
 }
 
-async fn site(db: Db, extra: &[&str]) -> Result<Site> {
+pub(crate) async fn site(db: Db, extra: &[&str]) -> Result<Site> {
     let broker = TestBroker::start_with(db, extra).await?;
     let key = broker.user_with_key("alice")?;
     broker.cli_ok(&["reserve", "alice", "chat"])?;
@@ -80,6 +82,7 @@ async fn site(db: Db, extra: &[&str]) -> Result<Site> {
         broker,
         ssh,
         url,
+        key,
         _origin: origin,
     })
 }
@@ -164,7 +167,7 @@ async fn basic_auth_asks_then_lets_in_postgres() -> Result<()> {
     basic_auth(Db::Postgres).await
 }
 
-fn htpasswd(args: &[&str]) -> Result<()> {
+pub(crate) fn htpasswd(args: &[&str]) -> Result<()> {
     let st = std::process::Command::new("htpasswd")
         .args(args)
         .status()
@@ -285,7 +288,7 @@ async fn ip_lists_answer_403_on_the_real_visitor_address() -> Result<()> {
 }
 
 /// The link's path and query (the test talks to the broker's real port, not the public one).
-fn link_path(link: &str) -> Result<String> {
+pub(crate) fn link_path(link: &str) -> Result<String> {
     let rest = link.split_once("://").context("scheme")?.1;
     Ok(rest[rest.find('/').context("path")?..].to_owned())
 }

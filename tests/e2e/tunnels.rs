@@ -435,14 +435,13 @@ async fn get_headers(
         .collect())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn per_tunnel_connection_limit_answers_503() -> Result<()> {
-    let broker = TestBroker::start_with(
-        crate::harness::Db::Sqlite,
-        &["--max-tunnel-connections", "2"],
-    )
-    .await?;
+/// A tunnel of alice's with `slots` visitor connections held answers the next visitor 503.
+async fn connection_limit(flags: &[&str], quota: Option<&str>, slots: usize) -> Result<()> {
+    let broker = TestBroker::start_with(crate::harness::Db::Sqlite, flags).await?;
     let key = broker.user_with_key("alice")?;
+    if let Some(n) = quota {
+        broker.cli_ok(&["user", "quota", "alice", "--max-visitor-connections", n])?;
+    }
     let origin = Origin::start("A").await?;
     let ssh = Ssh::spawn(
         &broker,
@@ -450,9 +449,9 @@ async fn per_tunnel_connection_limit_answers_503() -> Result<()> {
         &["-R", &format!("busy:80:{}", origin.target())],
     )?;
     ssh.url(0).await?;
-    // Two keep-alive visitor connections hold both slots.
+    // Keep-alive visitor connections hold every slot.
     let mut held = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..slots {
         let sock = tokio::net::TcpStream::connect(("127.0.0.1", broker.http_port)).await?;
         let (mut send, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(sock)).await?;
@@ -470,6 +469,16 @@ async fn per_tunnel_connection_limit_answers_503() -> Result<()> {
     drop(held);
     answers("slot freed", DEADLINE, &broker.url("busy"), 200).await?;
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_tunnel_connection_limit_answers_503() -> Result<()> {
+    connection_limit(&["--max-tunnel-connections", "2"], None, 2).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_visitor_connection_quota_replaces_the_brokers_limit() -> Result<()> {
+    connection_limit(&["--max-tunnel-connections", "4"], Some("1"), 1).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

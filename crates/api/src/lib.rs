@@ -87,6 +87,7 @@ impl ApiState {
         (name = "keys", description = "SSH public keys"),
         (name = "tokens", description = "API tokens"),
         (name = "reservations", description = "Reserved names"),
+        (name = "rules", description = "Who may visit a reserved name: basic auth, IP lists, share links"),
         (name = "tunnels", description = "Live tunnels"),
         (name = "audit", description = "Audit log and certificates")
     )

@@ -45,25 +45,8 @@ pub enum TokenCmd {
 /// serving process).
 pub async fn tenants(config: &Config) -> Result<Tenants> {
     let store = open_existing_store(config).await?;
-    let ssh = warren_ssh::SshSettings {
-        domain: config.domain.clone(),
-        public_scheme: config.public_scheme.clone(),
-        public_port: config
-            .public_port
-            .unwrap_or(if config.public_scheme == "https" {
-                config.public_tls_port.unwrap_or(443)
-            } else {
-                config.http_addr.port()
-            }),
-        auto_claim: config.auto_claim,
-        tls_passthrough: true,
-        public_tls_port: config.public_tls_port.unwrap_or(config.https_addr.port()),
-        keepalive_interval: config.keepalive,
-        keepalive_max: config.keepalive_max,
-        auth_timeout: config.auth_timeout,
-        limits: config.session_limits,
-    };
-    Ok(crate::serve::tenants_for(config, store, None, &ssh))
+    let urls = crate::serve::public_urls(config, config.http_addr.port(), config.https_addr.port());
+    Ok(crate::serve::tenants_for(config, store, None, urls))
 }
 
 /// `broker user passwd NAME`

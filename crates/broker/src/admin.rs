@@ -233,27 +233,7 @@ pub enum CertsCmd {
     List,
 }
 
-/// `in 2h`, `3d ago`, `-` for none: times relative to now, for listings.
-pub(crate) fn when(t: Option<i64>) -> String {
-    match t {
-        None => "-".into(),
-        Some(t) => {
-            let d = t - warren_store::now();
-            let (n, unit) = if d.abs() >= 86400 {
-                (d / 86400, "d")
-            } else if d.abs() >= 3600 {
-                (d / 3600, "h")
-            } else {
-                (d / 60, "m")
-            };
-            if d >= 0 {
-                format!("in {n}{unit}")
-            } else {
-                format!("{}{unit} ago", -n)
-            }
-        }
-    }
-}
+pub(crate) use warren_tenants::when;
 
 pub async fn certs(config: &Config, cmd: CertsCmd) -> Result<()> {
     let store = open_existing_store(config).await?;

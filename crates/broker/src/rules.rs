@@ -8,11 +8,10 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use warren_tenants::rules::{self as service, RulesView};
 use warren_tenants::shares::{self, ShareView};
-use warren_tenants::{Caller, RulesContext, SiteUrls};
+use warren_tenants::{Caller, parse_duration};
 
 use crate::admin::when;
 use crate::config::Config;
-use crate::serve::open_existing_store;
 
 /// `broker rules NAME [ACTION]`
 #[derive(Debug, Args)]
@@ -103,33 +102,8 @@ enum ShareCmd {
     },
 }
 
-/// How the operator's links are written: the configured public scheme, domain and port (the
-/// listener's port when none is configured).
-fn public_urls(config: &Config) -> SiteUrls {
-    let port = if config.public_scheme == "https" {
-        config
-            .public_tls_port
-            .or(config.public_port)
-            .or(Some(config.https_addr.port()))
-    } else {
-        config.public_port.or(Some(config.http_addr.port()))
-    };
-    SiteUrls {
-        scheme: config.public_scheme.clone(),
-        domain: config.domain.clone(),
-        port: port.filter(|p| *p != 0),
-    }
-}
-
-async fn context(config: &Config) -> Result<RulesContext> {
-    Ok(RulesContext {
-        store: open_existing_store(config).await?,
-        public: public_urls(config),
-    })
-}
-
 pub async fn rules(config: &Config, args: RulesArgs) -> Result<()> {
-    let ctx = context(config).await?;
+    let ctx = crate::accounts::tenants(config).await?;
     let op = Caller::operator();
     let name = &args.name;
     match args.action {
@@ -221,7 +195,7 @@ fn share_line(s: &ShareView) -> String {
 }
 
 pub async fn share(config: &Config, args: ShareArgs) -> Result<()> {
-    let ctx = context(config).await?;
+    let ctx = crate::accounts::tenants(config).await?;
     let op = Caller::operator();
     let name = &args.name;
     match (args.action, args.expires) {
@@ -244,7 +218,7 @@ pub async fn share(config: &Config, args: ShareArgs) -> Result<()> {
             println!("{name}: share link {} revoked", s.id);
         }
         (None, Some(expires)) => {
-            let expires = shares::parse_duration(&expires)?;
+            let expires = parse_duration(&expires)?;
             let made = shares::create(&ctx, &op, name, expires, args.uses).await?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&made)?);

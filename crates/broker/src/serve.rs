@@ -109,19 +109,9 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
     );
     let sessions = Arc::new(Sessions::default());
     let ssh_settings = SshSettings {
-        domain: config.domain.clone(),
-        public_scheme: config.public_scheme.clone(),
-        public_port: if config.public_scheme == "https" {
-            config
-                .public_tls_port
-                .or(config.public_port)
-                .unwrap_or(https_addr.port())
-        } else {
-            config.public_port.unwrap_or(http_addr.port())
-        },
+        urls: public_urls(&config, http_addr.port(), https_addr.port()),
         auto_claim: config.auto_claim,
         tls_passthrough: true,
-        public_tls_port: config.public_tls_port.unwrap_or(https_addr.port()),
         keepalive_interval: config.keepalive,
         keepalive_max: config.keepalive_max,
         auth_timeout: config.auth_timeout,
@@ -132,7 +122,7 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         &config,
         store.clone(),
         Some(registry.clone()),
-        &ssh_settings,
+        ssh_settings.urls.clone(),
     );
     let api = warren_api::ApiState::new(
         tenants.clone(),
@@ -317,24 +307,39 @@ const CONSOLE_OWNER: i64 = 0;
 /// The console route's session: SSH sessions are numbered from 1.
 const CONSOLE_SESSION: warren_registry::SessionId = 0;
 
+/// How this broker writes public URLs, given the ports its HTTP and HTTPS listeners have
+/// (the bound ones in `serve`, the configured ones in admin commands). The configured public
+/// ports win: behind a load balancer or a port forward, visitors use those.
+pub fn public_urls(config: &Config, http_port: u16, https_port: u16) -> warren_tenants::PublicUrls {
+    let tls_port = config.public_tls_port.unwrap_or(https_port);
+    warren_tenants::PublicUrls {
+        domain: config.domain.clone(),
+        scheme: config.public_scheme.clone(),
+        port: if config.public_scheme == "https" {
+            config
+                .public_tls_port
+                .or(config.public_port)
+                .unwrap_or(https_port)
+        } else {
+            config.public_port.unwrap_or(http_port)
+        },
+        tls_port,
+        tcp_host: config.domain.clone(),
+    }
+}
+
 /// The service functions with this broker's settings; `registry` only in the serving process.
 pub fn tenants_for(
     config: &Config,
     store: Arc<dyn Store>,
     registry: Option<Arc<Registry>>,
-    ssh: &SshSettings,
+    urls: warren_tenants::PublicUrls,
 ) -> warren_tenants::Tenants {
     warren_tenants::Tenants::new(
         store,
         registry,
         warren_tenants::TenantSettings {
-            urls: warren_tenants::PublicUrls {
-                domain: config.domain.clone(),
-                scheme: ssh.public_scheme.clone(),
-                port: ssh.public_port,
-                tls_port: ssh.public_tls_port,
-                tcp_host: config.domain.clone(),
-            },
+            urls,
             default_quotas: warren_tenants::DefaultQuotas {
                 max_reservations: config.session_limits.names_per_user as i64,
                 max_tunnels: config.owner_limits.routes as i64,

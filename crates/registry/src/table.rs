@@ -461,18 +461,33 @@ impl Registry {
         kind: RouteKind,
         endpoint: Arc<dyn Endpoint>,
     ) -> Result<(Arc<Route>, Option<Arc<Route>>), BindError> {
+        self.bind_limited(name, owner, session, kind, endpoint, None)
+    }
+
+    /// [`Registry::bind`], with the owner's own cap on concurrent visitor connections (an
+    /// admin-set quota) instead of the broker-wide `max_tunnel_connections`.
+    pub fn bind_limited(
+        &self,
+        name: &str,
+        owner: i64,
+        session: SessionId,
+        kind: RouteKind,
+        endpoint: Arc<dyn Endpoint>,
+        max_connections: Option<usize>,
+    ) -> Result<(Arc<Route>, Option<Arc<Route>>), BindError> {
+        let max_connections = max_connections.map_or(self.max_connections, |n| n.max(1));
         let mut route = Route {
             name: name.to_owned(),
             owner,
             session,
             kind,
             endpoint,
-            connections: Arc::new(Semaphore::new(self.max_connections)),
+            connections: Arc::new(Semaphore::new(max_connections)),
             requests: AtomicU64::new(0),
             idle: Mutex::new(Vec::new()),
             log: None,
             since: SystemTime::now(),
-            max_connections: self.max_connections,
+            max_connections,
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
         };

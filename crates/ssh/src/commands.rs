@@ -18,14 +18,14 @@ pub(crate) struct Output {
 }
 
 impl Output {
-    fn ok(stdout: String) -> Self {
+    pub(crate) fn ok(stdout: String) -> Self {
         Self {
             stdout,
             ..Self::default()
         }
     }
 
-    fn fail(line: impl std::fmt::Display, code: u32) -> Self {
+    pub(crate) fn fail(line: impl std::fmt::Display, code: u32) -> Self {
         Self {
             stderr: format!("error: {line}\n"),
             code,
@@ -61,6 +61,14 @@ Commands (ssh HOST COMMAND; add --json for scripts):
   tokens create NAME [--scope read|write] [--expires 30d]
   tokens revoke ID
   requests NAME                NAME's recent requests (query values hidden)
+  rules NAME                   who may visit NAME; change it with:
+    auth add USER              a password (given on stdin) for USER
+    auth rm USER               remove USER
+    auth import -              users of an htpasswd file on stdin
+    allow CIDR, deny CIDR      let a network in, or keep it out
+    rm CIDR, clear             remove one network, or every rule
+  share NAME --expires 2h [--uses N]   a link past NAME's password
+  share NAME list, share NAME revoke ID
   qr NAME                      NAME's URL as a QR code, for a phone
 ";
 
@@ -119,13 +127,17 @@ pub(crate) fn split(line: &str) -> Result<Vec<String>, String> {
 
 /// Whether the command reads stdin (it runs once the client sends EOF).
 pub(crate) fn reads_stdin(args: &[String]) -> bool {
-    matches!(args, [k, a, ..] if k == "keys" && a == "add")
+    match args.split_first() {
+        Some((k, rest)) if k == "keys" => rest.first().is_some_and(|a| a == "add"),
+        Some((k, rest)) if k == "rules" => crate::access::reads_stdin(rest),
+        _ => false,
+    }
 }
 
 /// The arguments after the command, `--json` taken out.
-struct Args {
-    words: Vec<String>,
-    json: bool,
+pub(crate) struct Args {
+    pub(crate) words: Vec<String>,
+    pub(crate) json: bool,
 }
 
 impl Args {
@@ -138,7 +150,7 @@ impl Args {
     }
 
     /// The value of `--flag VALUE` or `--flag=VALUE`, removed from the words.
-    fn flag(&mut self, name: &str) -> Result<Option<String>, Output> {
+    pub(crate) fn flag(&mut self, name: &str) -> Result<Option<String>, Output> {
         let long = format!("--{name}");
         let eq = format!("--{name}=");
         let mut i = 0;
@@ -177,7 +189,7 @@ impl Args {
     }
 }
 
-fn json<T: Serialize>(v: &T) -> Output {
+pub(crate) fn json<T: Serialize>(v: &T) -> Output {
     match serde_json::to_string_pretty(v) {
         Ok(s) => Output::ok(s + "\n"),
         Err(e) => Output::fail(e, 1),
@@ -185,7 +197,7 @@ fn json<T: Serialize>(v: &T) -> Output {
 }
 
 /// Cuts `s` to `n` characters, marking the cut.
-fn fit(s: &str, n: usize) -> String {
+pub(crate) fn fit(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_owned()
     } else {
@@ -215,6 +227,8 @@ pub(crate) async fn run(
         "tokens" => tokens(tenants, caller, &mut a).await,
         "qr" => qr(tenants, caller, &a).await,
         "requests" => requests(tenants, caller, &a),
+        "rules" => crate::access::rules(tenants, caller, &mut a, stdin).await,
+        "share" => crate::access::share(tenants, caller, &mut a).await,
         "--bad-command" => Err(Output::fail(
             format!(
                 "cannot read the command: {}",
@@ -231,7 +245,7 @@ pub(crate) async fn run(
     result.unwrap_or_else(|e| e)
 }
 
-type Res = Result<Output, Output>;
+pub(crate) type Res = Result<Output, Output>;
 
 async fn ls(t: &Tenants, c: &Caller, a: &Args) -> Res {
     a.positional(0, "ls [--json]")?;
@@ -394,7 +408,7 @@ async fn tokens(t: &Tenants, c: &Caller, a: &mut Args) -> Res {
             for k in list {
                 let exp = k
                     .expires_at
-                    .map_or("never".to_owned(), |e| format!("{}", e));
+                    .map_or("never".to_owned(), |e| warren_tenants::when(Some(e)));
                 let _ = writeln!(
                     s,
                     "{:>5} {:<24} {:<6} {:<9} {}",

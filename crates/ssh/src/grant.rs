@@ -26,6 +26,9 @@ pub(crate) struct Grant {
     reply_port: Option<u32>,
     /// The name was claimed for this request: release it if the bind fails.
     claimed: bool,
+    /// The owner's own cap on concurrent visitor connections (quota
+    /// `max_visitor_connections`), else the broker's.
+    max_connections: Option<usize>,
 }
 
 /// Why a request was refused: one line for the owner's session, and the name to record the
@@ -73,9 +76,14 @@ impl Connection {
                 self.forwards.len()
             )));
         }
-        self.within_tunnel_quota(user).await?;
+        let max_connections = self.within_tunnel_quota(user).await?;
         let settings = &self.server.settings;
-        match classify(address, port, &settings.domain, settings.tls_passthrough) {
+        match classify(
+            address,
+            port,
+            &settings.urls.domain,
+            settings.tls_passthrough,
+        ) {
             Ask::Refuse(why) => Err(Refusal::new(why)),
             Ask::Random => {
                 let sticky = StickyKey {
@@ -90,6 +98,7 @@ impl Connection {
                     sticky: Some(sticky),
                     reply_port: None,
                     claimed: false,
+                    max_connections,
                 })
             }
             Ask::Tcp(preferred) => {
@@ -100,6 +109,7 @@ impl Connection {
                     sticky: Some(sticky),
                     reply_port: (port == 0).then_some(u32::from(port_no)),
                     claimed: false,
+                    max_connections,
                 })
             }
             Ask::Named(label, kind) => {
@@ -119,14 +129,16 @@ impl Connection {
                     sticky: None,
                     reply_port: None,
                     claimed,
+                    max_connections,
                 })
             }
         }
     }
 
     /// An admin-set `max_tunnels` quota for this user (the broker-wide `max_forwards_per_user`
-    /// is enforced by the registry itself, atomically with the bind).
-    async fn within_tunnel_quota(&self, user: &User) -> Result<(), Refusal> {
+    /// is enforced by the registry itself, atomically with the bind). Returns the user's own
+    /// cap on visitor connections per tunnel, if an admin set one.
+    async fn within_tunnel_quota(&self, user: &User) -> Result<Option<usize>, Refusal> {
         let own = match self.server.store.quotas(user.id).await {
             Ok(q) => q,
             Err(e) => {
@@ -142,7 +154,9 @@ impl Connection {
                 )));
             }
         }
-        Ok(())
+        Ok(own
+            .max_visitor_connections
+            .map(|n| usize::try_from(n).unwrap_or(0)))
     }
 
     /// Binds a granted forward, answering the client with the port it will name it by.
@@ -167,7 +181,14 @@ impl Connection {
             shard: warren_shards::Shards::current(),
         });
         let registry = &self.server.registry;
-        let displaced = match registry.bind(&grant.name, user.id, self.id, grant.kind, endpoint) {
+        let displaced = match registry.bind_limited(
+            &grant.name,
+            user.id,
+            self.id,
+            grant.kind,
+            endpoint,
+            grant.max_connections,
+        ) {
             Ok((_, displaced)) => displaced,
             Err(e) => {
                 if grant.claimed {

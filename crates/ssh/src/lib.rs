@@ -9,6 +9,7 @@
 //! request, like sish and localhost.run do.
 #![warn(missing_docs)]
 
+mod access;
 mod ask;
 mod commands;
 mod console;

@@ -10,9 +10,10 @@ use russh::{MethodKind, MethodSet};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
-use warren_registry::{PortAllocator, Registry, RouteKind, tcp_port};
+use warren_registry::{PortAllocator, Registry, RouteKind};
 use warren_shards::Shards;
 use warren_store::Store;
+use warren_tenants::PublicUrls;
 
 use crate::guard::AuthDeadline;
 use crate::handler::Connection;
@@ -35,18 +36,13 @@ const CHANNEL_QUEUE: usize = 2 * (CHANNEL_WINDOW as usize / (32 << 10));
 /// The SSH server's part of the broker configuration.
 #[derive(Debug, Clone)]
 pub struct SshSettings {
-    /// Base domain names are bound under (`localhost` → `NAME.localhost`).
-    pub domain: String,
-    /// Scheme of the printed URLs (`http` or `https`).
-    pub public_scheme: String,
-    /// Port of the printed URLs; omitted when it is the scheme's default.
-    pub public_port: u16,
+    /// How public URLs are written; its domain is the one names are bound under
+    /// (`localhost` → `NAME.localhost`).
+    pub urls: PublicUrls,
     /// Whether `-R NAME:80:…` may claim a free name for the requesting user.
     pub auto_claim: bool,
     /// Whether `-R NAME:443:…` (TLS passthrough) is offered: only with an HTTPS listener.
     pub tls_passthrough: bool,
-    /// Port of the HTTPS listener as printed in passthrough URLs.
-    pub public_tls_port: u16,
     /// Server keepalive interval; a client that misses `keepalive_max` in a row is dropped.
     pub keepalive_interval: Duration,
     /// See `keepalive_interval`.
@@ -58,31 +54,9 @@ pub struct SshSettings {
 }
 
 impl SshSettings {
-    /// The public URL of a bound name, as printed to its owner.
+    /// The public URL of HTTP name `name`, as printed to its owner.
     pub fn url_for(&self, name: &str) -> String {
-        let default_port = match self.public_scheme.as_str() {
-            "https" => 443,
-            _ => 80,
-        };
-        if self.public_port == default_port {
-            format!("{}://{}.{}", self.public_scheme, name, self.domain)
-        } else {
-            format!(
-                "{}://{}.{}:{}",
-                self.public_scheme, name, self.domain, self.public_port
-            )
-        }
-    }
-}
-
-impl SshSettings {
-    /// The public URL of a TLS passthrough name.
-    pub fn tls_url_for(&self, name: &str) -> String {
-        if self.public_tls_port == 443 {
-            format!("https://{}.{}", name, self.domain)
-        } else {
-            format!("https://{}.{}:{}", name, self.domain, self.public_tls_port)
-        }
+        self.urls.url(RouteKind::Http, name)
     }
 }
 
@@ -158,18 +132,7 @@ impl SshServer {
     /// The public URL of a bound route, as printed to its owner when it binds and when it
     /// closes.
     pub(crate) fn public_url(&self, kind: RouteKind, name: &str) -> String {
-        match kind {
-            RouteKind::Http => self.settings.url_for(name),
-            RouteKind::TlsPassthrough => self.settings.tls_url_for(name),
-            RouteKind::Tcp => format!(
-                "tcp://{}:{}",
-                self.tcp_ports
-                    .as_ref()
-                    .map(|p| p.public_host())
-                    .unwrap_or_default(),
-                tcp_port(name).unwrap_or_default()
-            ),
-        }
+        self.settings.urls.url(kind, name)
     }
 
     /// Enables raw TCP tunnels (`-R tcp:0:…`) on ports from `ports`.

@@ -28,7 +28,6 @@ mod views;
 pub use auth::{MAX_TOKEN_LIFETIME, parse_duration};
 pub use caller::{Caller, Scope, Via};
 pub use error::ServiceError;
-pub use rules::{RulesContext, SiteUrls};
 pub use urls::PublicUrls;
 pub use views::*;
 

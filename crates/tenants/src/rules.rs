@@ -6,49 +6,15 @@
 //! passthrough and raw TCP the broker never sees a request to ask a password of. IP lists work
 //! for every kind.
 
-use std::sync::Arc;
-
 use serde::Serialize;
-use warren_store::{Reservation, Rules, Store};
+use warren_store::{Reservation, Rules};
 
 use crate::htpasswd;
 use crate::shares::ShareView;
-use crate::{Caller, Result, Scope, ServiceError};
-
-/// What rule and share functions need: the store, and how public URLs look (for share links).
-/// Cheap to clone; the API keeps one in its state.
-#[derive(Clone)]
-pub struct RulesContext {
-    /// Where rules live.
-    pub store: Arc<dyn Store>,
-    /// How a name's public URL is written.
-    pub public: SiteUrls,
-}
-
-/// How a name's public URL is written: `{scheme}://{name}.{domain}[:{port}]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SiteUrls {
-    /// `http` or `https`.
-    pub scheme: String,
-    /// The base domain.
-    pub domain: String,
-    /// The public port, when it is not the scheme's default.
-    pub port: Option<u16>,
-}
-
-impl SiteUrls {
-    /// The site of `name`, without a trailing slash.
-    pub fn site(&self, name: &str) -> String {
-        let default = if self.scheme == "https" { 443 } else { 80 };
-        match self.port {
-            Some(p) if p != default => format!("{}://{name}.{}:{p}", self.scheme, self.domain),
-            _ => format!("{}://{name}.{}", self.scheme, self.domain),
-        }
-    }
-}
+use crate::{Caller, Result, Scope, ServiceError, Tenants};
 
 /// A basic-auth user as shown: never the hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct BasicUserView {
     /// The user name.
     pub username: String,
@@ -59,7 +25,7 @@ pub struct BasicUserView {
 }
 
 /// The rules of one reservation, as the CLI, SSH commands and API show them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RulesView {
     /// The reserved name.
     pub name: String,
@@ -114,7 +80,7 @@ impl RulesView {
 /// The reservation `name` if the caller may see it (404 otherwise, for another tenant's
 /// name too), and may change it when `write`.
 pub(crate) async fn reservation_for(
-    ctx: &RulesContext,
+    ctx: &Tenants,
     caller: &Caller,
     name: &str,
     write: bool,
@@ -150,7 +116,7 @@ pub(crate) fn http_only(r: &Reservation, what: &str) -> Result<()> {
 }
 
 /// The rules of `name`.
-pub async fn show(ctx: &RulesContext, caller: &Caller, name: &str) -> Result<RulesView> {
+pub async fn show(ctx: &Tenants, caller: &Caller, name: &str) -> Result<RulesView> {
     reservation_for(ctx, caller, name, false).await?;
     let rules = ctx.store.rules(name).await?;
     Ok(RulesView::of(rules, warren_store::now()))
@@ -175,7 +141,7 @@ pub fn check_username(user: &str) -> Result<()> {
 
 /// Adds basic-auth user `user` with `password` (argon2id), or sets a new password for them.
 pub async fn auth_add(
-    ctx: &RulesContext,
+    ctx: &Tenants,
     caller: &Caller,
     name: &str,
     user: &str,
@@ -196,7 +162,7 @@ pub async fn auth_add(
 }
 
 /// Removes basic-auth user `user`.
-pub async fn auth_rm(ctx: &RulesContext, caller: &Caller, name: &str, user: &str) -> Result<()> {
+pub async fn auth_rm(ctx: &Tenants, caller: &Caller, name: &str, user: &str) -> Result<()> {
     reservation_for(ctx, caller, name, true).await?;
     ctx.store
         .remove_basic_user(&caller.actor(), name, user)
@@ -207,7 +173,7 @@ pub async fn auth_rm(ctx: &RulesContext, caller: &Caller, name: &str, user: &str
 /// Imports an htpasswd file's users (bcrypt or argon2 lines, as they are), all or none;
 /// returns their names. Users already there get the file's hash.
 pub async fn auth_import(
-    ctx: &RulesContext,
+    ctx: &Tenants,
     caller: &Caller,
     name: &str,
     text: &str,
@@ -253,17 +219,17 @@ pub fn parse_cidr(text: &str) -> Result<ipnet::IpNet> {
 
 /// Lets `cidr` in; once any network is allowed, only allowed networks are (the most specific
 /// entry covering an address decides). Returns the network as stored.
-pub async fn allow(ctx: &RulesContext, caller: &Caller, name: &str, cidr: &str) -> Result<String> {
+pub async fn allow(ctx: &Tenants, caller: &Caller, name: &str, cidr: &str) -> Result<String> {
     put_ip(ctx, caller, name, "allow", cidr).await
 }
 
 /// Keeps `cidr` out. Returns the network as stored.
-pub async fn deny(ctx: &RulesContext, caller: &Caller, name: &str, cidr: &str) -> Result<String> {
+pub async fn deny(ctx: &Tenants, caller: &Caller, name: &str, cidr: &str) -> Result<String> {
     put_ip(ctx, caller, name, "deny", cidr).await
 }
 
 async fn put_ip(
-    ctx: &RulesContext,
+    ctx: &Tenants,
     caller: &Caller,
     name: &str,
     action: &str,
@@ -278,7 +244,7 @@ async fn put_ip(
 }
 
 /// Removes the allow or deny entry of `cidr`.
-pub async fn unlist(ctx: &RulesContext, caller: &Caller, name: &str, cidr: &str) -> Result<()> {
+pub async fn unlist(ctx: &Tenants, caller: &Caller, name: &str, cidr: &str) -> Result<()> {
     reservation_for(ctx, caller, name, true).await?;
     let net = parse_cidr(cidr)?.to_string();
     ctx.store
@@ -289,7 +255,7 @@ pub async fn unlist(ctx: &RulesContext, caller: &Caller, name: &str, cidr: &str)
 
 /// Removes every basic-auth user and IP entry (share links are revoked one by one); returns
 /// how many went.
-pub async fn clear(ctx: &RulesContext, caller: &Caller, name: &str) -> Result<u64> {
+pub async fn clear(ctx: &Tenants, caller: &Caller, name: &str) -> Result<u64> {
     reservation_for(ctx, caller, name, true).await?;
     Ok(ctx.store.clear_rules(&caller.actor(), name).await?)
 }
@@ -327,23 +293,5 @@ mod tests {
         for bad in ["", "a:b", "a b", "a\tb", &"x".repeat(65)] {
             assert!(check_username(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn urls() {
-        let u = |scheme: &str, port| SiteUrls {
-            scheme: scheme.into(),
-            domain: "example.com".into(),
-            port,
-        };
-        assert_eq!(
-            u("https", Some(443)).site("chat"),
-            "https://chat.example.com"
-        );
-        assert_eq!(
-            u("http", Some(8080)).site("chat"),
-            "http://chat.example.com:8080"
-        );
-        assert_eq!(u("http", None).site("chat"), "http://chat.example.com");
     }
 }

@@ -15,11 +15,12 @@ use std::time::Duration;
 use base64::Engine;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use warren_registry::RouteKind;
 use warren_registry::access::SHARE_PATH;
 use warren_store::{NewShare, ShareLink};
 
-use crate::rules::{RulesContext, http_only, reservation_for};
-use crate::{Caller, Result, ServiceError};
+use crate::rules::{http_only, reservation_for};
+use crate::{Caller, Result, ServiceError, Tenants};
 
 /// The longest a link may live: past that, a password is the better tool.
 pub const MAX_EXPIRY: Duration = Duration::from_secs(90 * 86400);
@@ -27,7 +28,7 @@ pub const MAX_EXPIRY: Duration = Duration::from_secs(90 * 86400);
 pub const MIN_EXPIRY: Duration = Duration::from_secs(60);
 
 /// A share link as shown: never its token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ShareView {
     /// Its id (to revoke it).
     pub id: i64,
@@ -69,7 +70,7 @@ impl ShareView {
 }
 
 /// A link just made: the only time its URL is known.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CreatedShare {
     /// The full link to hand out.
     pub url: String,
@@ -83,33 +84,10 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-/// Parses `90s`, `30m`, `2h`, `7d`, `2w` (one number, one unit).
-pub fn parse_duration(text: &str) -> Result<Duration> {
-    let bad = || {
-        ServiceError::invalid(
-            "expires",
-            format!("{text:?} is not a duration: use a number and a unit, as 90s, 30m, 2h, 7d, 2w"),
-        )
-    };
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (n, unit) = text.split_at(split);
-    let n: u64 = n.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        "w" => 7 * 86400,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(secs).map(Duration::from_secs).ok_or_else(bad)
-}
-
 /// Makes a link to `name` that expires after `expires` and works `uses` times (`None`:
 /// unlimited until it expires).
 pub async fn create(
-    ctx: &RulesContext,
+    ctx: &Tenants,
     caller: &Caller,
     name: &str,
     expires: Duration,
@@ -161,13 +139,16 @@ pub async fn create(
         )
         .await?;
     Ok(CreatedShare {
-        url: format!("{}{SHARE_PATH}{token}", ctx.public.site(name)),
+        url: format!(
+            "{}{SHARE_PATH}{token}",
+            ctx.settings.urls.url(RouteKind::Http, name)
+        ),
         share: ShareView::of(&share, warren_store::now()),
     })
 }
 
 /// The links of `name`, oldest first.
-pub async fn list(ctx: &RulesContext, caller: &Caller, name: &str) -> Result<Vec<ShareView>> {
+pub async fn list(ctx: &Tenants, caller: &Caller, name: &str) -> Result<Vec<ShareView>> {
     reservation_for(ctx, caller, name, false).await?;
     let now = warren_store::now();
     Ok(ctx
@@ -182,7 +163,7 @@ pub async fn list(ctx: &RulesContext, caller: &Caller, name: &str) -> Result<Vec
 
 /// Revokes link `id` of `name`: the link and every cookie it gave stop working within a
 /// second.
-pub async fn revoke(ctx: &RulesContext, caller: &Caller, name: &str, id: i64) -> Result<ShareView> {
+pub async fn revoke(ctx: &Tenants, caller: &Caller, name: &str, id: i64) -> Result<ShareView> {
     reservation_for(ctx, caller, name, true).await?;
     let s = ctx.store.revoke_share(&caller.actor(), name, id).await?;
     Ok(ShareView::of(&s, warren_store::now()))
@@ -192,26 +173,6 @@ pub async fn revoke(ctx: &RulesContext, caller: &Caller, name: &str, id: i64) ->
 mod tests {
     use super::*;
     use warren_registry::access::is_share_token;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("2h").ok(), Some(Duration::from_secs(7200)));
-        assert_eq!(parse_duration("90s").ok(), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("7d").ok(), Some(Duration::from_secs(604800)));
-        assert_eq!(parse_duration("1w").ok(), Some(Duration::from_secs(604800)));
-        for bad in [
-            "",
-            "h",
-            "2",
-            "2x",
-            "-1h",
-            "1.5h",
-            "99999999999999999999d",
-            "2 h",
-        ] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn tokens() {

@@ -194,3 +194,28 @@ pub struct Page<T> {
     /// Pass as `cursor` for the next page; absent on the last one.
     pub next_cursor: Option<String>,
 }
+
+/// A time as people read it in a listing, relative to now: `in 2h`, `3d ago`, `-` for none.
+/// The CLI and the SSH commands print this; `--json` keeps the Unix seconds.
+pub fn when(t: Option<i64>) -> String {
+    match t {
+        None => "-".into(),
+        Some(t) => {
+            let d = t - warren_store::now();
+            let (secs, unit) = if d.abs() >= 86400 {
+                (86400, "d")
+            } else if d.abs() >= 3600 {
+                (3600, "h")
+            } else {
+                (60, "m")
+            };
+            // To the nearest unit: a link made for 2h, listed a second later, expires "in 2h".
+            let n = (d + d.signum() * secs / 2) / secs;
+            if d >= 0 {
+                format!("in {n}{unit}")
+            } else {
+                format!("{}{unit} ago", -n)
+            }
+        }
+    }
+}

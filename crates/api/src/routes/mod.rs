@@ -4,6 +4,7 @@
 mod audit;
 mod keys;
 mod reservations;
+mod rules;
 mod session;
 mod tokens;
 mod tunnels;
@@ -50,6 +51,12 @@ pub(crate) fn all(r: OpenApiRouter<ApiState>) -> OpenApiRouter<ApiState> {
         .routes(routes!(tokens::revoke))
         .routes(routes!(reservations::list, reservations::create))
         .routes(routes!(reservations::get, reservations::release))
+        .routes(routes!(rules::show, rules::clear))
+        .routes(routes!(rules::auth_put, rules::auth_remove))
+        .routes(routes!(rules::import))
+        .routes(routes!(rules::ip_add, rules::ip_remove))
+        .routes(routes!(rules::shares_list, rules::share_create))
+        .routes(routes!(rules::share_revoke))
         .routes(routes!(tunnels::list))
         .routes(routes!(tunnels::disconnect))
         .routes(routes!(tunnels::requests))
