@@ -363,3 +363,66 @@ async fn dns_provider_down_is_reported_and_retried() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_provider_that_hangs_does_not_delay_a_user_disable() -> Result<()> {
+    // An RFC 2136 server that accepts and never answers: each change waits out the provider's
+    // 10 s timeout. Disabling a user meanwhile must still drop their tunnel within a second or
+    // two, not after the DNS call gives up.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = silent.local_addr()?;
+    let (asked_tx, mut asked) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = silent.accept().await {
+            held.push(sock);
+            let _ = asked_tx.send(());
+        }
+    });
+    let broker = TestBroker::start_with(
+        Db::Sqlite,
+        &[
+            "--domain",
+            ZONE,
+            "--dns-provider",
+            "rfc2136",
+            "--rfc2136-server",
+            &addr.to_string(),
+            "--rfc2136-key-name",
+            "warren",
+            "--rfc2136-secret",
+            "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0",
+            "--public-ipv4",
+            "127.0.0.1",
+        ],
+    )
+    .await?;
+    let key = broker.user_with_key("alice")?;
+    let origin = Origin::start("A").await?;
+    let mut ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("shop:80:{}", origin.target())],
+    )?;
+    ssh.url(0).await?;
+    // The provider has been asked (for `shop`), and is not answering.
+    tokio::time::timeout(Duration::from_secs(10), asked.recv())
+        .await
+        .context("the broker never asked the DNS provider")?;
+    let asked_at = std::time::Instant::now();
+    broker.cli_ok(&["user", "disable", "alice"])?;
+    ssh.exit(Duration::from_secs(4))
+        .await
+        .context("the disabled user's tunnel outlived a hanging DNS call")?;
+    assert!(
+        asked_at.elapsed() < Duration::from_secs(6),
+        "took {:?}",
+        asked_at.elapsed()
+    );
+    assert!(
+        ssh.all_output().contains("your account was disabled"),
+        "{}",
+        ssh.all_output()
+    );
+    Ok(())
+}

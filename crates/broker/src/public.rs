@@ -3,8 +3,11 @@
 //! The watcher (which tails the audit log) calls [`Public::name_up`] when a name is reserved
 //! or bound and [`Public::name_down`] when it is released (random names: once their grace
 //! period is over). DNS changes are kept as a desired state per name and applied by
-//! [`Public::tick`], which retries failures with backoff and writes every outcome to the audit
-//! log (`dns.set`, `dns.remove`, `dns.error`), so nothing a provider half-did goes unaccounted.
+//! [`Public::run`], a task of its own (woken when a change is wanted, else once a second for
+//! retries), which retries failures with backoff and writes every outcome to the audit log
+//! (`dns.set`, `dns.remove`, `dns.error`), so nothing a provider half-did goes unaccounted. It
+//! used to run inside the watcher's loop, where a provider taking 30 s to answer held up the
+//! handling of a `user.disable` for as long.
 //! Certificates are the ACME manager's business. Every tenant name is one label under the base
 //! domain, so with a wildcard (`acme_wildcard`) the wildcard serves them all, reserved or random,
 //! and none is ordered on its own: one order instead of one per name against the CA's rate
@@ -27,13 +30,15 @@ use warren_dns::{
     Rfc2136Settings,
 };
 use warren_registry::{Lookup, Registry};
-use warren_store::{AuditEvent, Store};
+use warren_store::{AuditAction, AuditEvent, Store};
 use warren_tls::{CertStore, Challenges};
 
 use crate::config::{Config, DnsConfig};
 
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(300);
+/// How often due retries and faded names are looked at when nothing wakes the task sooner.
+const TICK: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Want {
@@ -61,6 +66,8 @@ pub struct Public {
     pending: Mutex<HashMap<String, Pending>>,
     /// Random names that went away: checked once their grace period is over.
     fading: Mutex<HashMap<String, Instant>>,
+    /// Rung when a DNS change is wanted, so it is made at once rather than on the next tick.
+    wake: tokio::sync::Notify,
 }
 
 /// What `serve` prints about DNS.
@@ -187,7 +194,9 @@ impl Public {
             grace: config.grace,
             pending: Mutex::new(HashMap::new()),
             fading: Mutex::new(HashMap::new()),
+            wake: tokio::sync::Notify::new(),
         });
+        tasks.spawn(public.clone().run(shutdown.clone()));
         for r in store.list_reservations(None).await? {
             public.name_up(&r.name, Some(r.user_id));
         }
@@ -257,10 +266,25 @@ impl Public {
                 last_error: None,
             },
         );
+        drop(pending);
+        self.wake.notify_one();
     }
 
-    /// Applies due DNS changes; called about once a second.
-    pub async fn tick(&self) {
+    /// Applies DNS changes as they are wanted and retries failures when due, on its own task:
+    /// a slow DNS provider must not hold up the watcher, which drops a disabled user's tunnels.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(TICK) => {}
+            }
+            self.tick().await;
+        }
+    }
+
+    /// Applies due DNS changes and withdraws faded names.
+    async fn tick(&self) {
         let now = Instant::now();
         let faded: Vec<String> = {
             let mut fading = self.fading.lock().unwrap_or_else(|p| p.into_inner());
@@ -305,9 +329,9 @@ impl Public {
                     Ok(()) => {
                         pending.remove(&fqdn);
                         let action = if want == Want::Present {
-                            "dns.set"
+                            AuditAction::DnsSet
                         } else {
-                            "dns.remove"
+                            AuditAction::DnsRemove
                         };
                         Some(AuditEvent::new("broker", action, &fqdn, None))
                     }
@@ -322,7 +346,8 @@ impl Public {
                         // Log the first failure and each new reason, not every retry.
                         (p.last_error.as_deref() != Some(text.as_str())).then(|| {
                             p.last_error = Some(text.clone());
-                            let mut ev = AuditEvent::new("broker", "dns.error", &fqdn, None);
+                            let mut ev =
+                                AuditEvent::new("broker", AuditAction::DnsError, &fqdn, None);
                             ev.detail = format!(
                                 "{} via {}: {text}",
                                 if want == Want::Present {
@@ -338,7 +363,7 @@ impl Public {
                 }
             };
             if let Some(ev) = event {
-                if ev.action != "dns.error" {
+                if ev.kind() != Some(AuditAction::DnsError) {
                     info!(fqdn = %ev.subject, action = %ev.action, "DNS updated");
                 }
                 let _ = self.store.record(&ev).await;

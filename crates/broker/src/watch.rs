@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use warren_registry::Registry;
 use warren_ssh::Sessions;
-use warren_store::Store;
+use warren_store::{AuditAction, AuditEvent, Store};
 
 use crate::public::Public;
 
@@ -86,10 +86,6 @@ impl Watcher {
             if polls.is_multiple_of(SWEEP_EVERY) {
                 self.registry.sweep();
             }
-            // Right after the poll, as before: a name that just came up gets its DNS records
-            // before its certificate order asks the CA to look them up. Its work is due-time
-            // based, so ticking more often does nothing more.
-            self.public.tick().await;
         }
     }
 
@@ -98,53 +94,8 @@ impl Watcher {
         let events = self.store.events_since(self.cursor, PAGE).await?;
         let mut names_changed = false;
         for e in &events {
-            match e.action.as_str() {
-                "user.disable" => {
-                    if let Some(uid) = e.user_id {
-                        let routes = self.registry.drop_owner(uid);
-                        let n = self
-                            .sessions
-                            .disconnect_user(uid, "your account was disabled")
-                            .await;
-                        info!(user = %e.subject, sessions = n, tunnels = routes.len(), "user disabled: tunnels dropped");
-                    }
-                }
-                "key.remove" => {
-                    let n = self
-                        .sessions
-                        .disconnect_key(&e.subject, "your key was removed")
-                        .await;
-                    info!(key = %e.subject, sessions = n, "key removed: sessions dropped");
-                }
-                "rules.change" | "share.create" | "share.revoke" => {
-                    self.stale_policies.insert(e.subject.clone());
-                }
-                "name.reserve" => {
-                    names_changed = true;
-                    self.stale_policies.insert(e.subject.clone());
-                    self.public.name_up(&e.subject, e.user_id);
-                }
-                "name.release" => {
-                    names_changed = true;
-                    self.stale_policies.insert(e.subject.clone());
-                    if !matches!(
-                        self.registry.lookup(&e.subject),
-                        warren_registry::Lookup::Live(_)
-                    ) {
-                        self.public.name_down(&e.subject);
-                    }
-                }
-                // The binder owns a random name; a reserved one only its holder can bind.
-                "tunnel.bind" if warren_registry::tcp_port(&e.subject).is_none() => {
-                    self.public.name_up(&e.subject, e.user_id);
-                }
-                "tunnel.unbind"
-                    if warren_registry::tcp_port(&e.subject).is_none()
-                        && !self.registry.is_reserved(&e.subject) =>
-                {
-                    self.public.name_fading(&e.subject);
-                }
-                _ => {}
+            if let Some(action) = e.kind() {
+                names_changed |= self.apply(action, e).await;
             }
             self.cursor = e.id;
         }
@@ -159,6 +110,88 @@ impl Watcher {
             }
         }
         Ok(events.len())
+    }
+
+    /// Reacts to one event; returns whether the set of reserved names changed. Every action is
+    /// named here, so a new one is a compile error until someone decides what it means to a
+    /// running broker.
+    async fn apply(&mut self, action: AuditAction, e: &AuditEvent) -> bool {
+        use AuditAction as A;
+        match action {
+            A::UserDisable => {
+                if let Some(uid) = e.user_id {
+                    let routes = self.registry.drop_owner(uid);
+                    let n = self
+                        .sessions
+                        .disconnect_user(uid, "your account was disabled")
+                        .await;
+                    info!(user = %e.subject, sessions = n, tunnels = routes.len(), "user disabled: tunnels dropped");
+                }
+            }
+            A::KeyRemove => {
+                let n = self
+                    .sessions
+                    .disconnect_key(&e.subject, "your key was removed")
+                    .await;
+                info!(key = %e.subject, sessions = n, "key removed: sessions dropped");
+            }
+            A::RulesChange | A::ShareCreate | A::ShareRevoke => {
+                self.stale_policies.insert(e.subject.clone());
+            }
+            A::NameReserve => {
+                self.stale_policies.insert(e.subject.clone());
+                self.public.name_up(&e.subject, e.user_id);
+                return true;
+            }
+            A::NameRelease => {
+                self.stale_policies.insert(e.subject.clone());
+                if !matches!(
+                    self.registry.lookup(&e.subject),
+                    warren_registry::Lookup::Live(_)
+                ) {
+                    self.public.name_down(&e.subject);
+                }
+                return true;
+            }
+            // The binder owns a random name; a reserved one only its holder can bind. TCP
+            // ports have no DNS name of their own.
+            A::TunnelBind => {
+                if warren_registry::tcp_port(&e.subject).is_none() {
+                    self.public.name_up(&e.subject, e.user_id);
+                }
+            }
+            A::TunnelUnbind => {
+                if warren_registry::tcp_port(&e.subject).is_none()
+                    && !self.registry.is_reserved(&e.subject)
+                {
+                    self.public.name_fading(&e.subject);
+                }
+            }
+            // Checked where they matter, at the next use: keys and users at authentication,
+            // tokens and console sessions per request (sessions cached for a second), quotas
+            // at the next bind. The rest only record what this broker did itself.
+            A::UserAdd
+            | A::UserEnable
+            | A::UserPasswd
+            | A::UserQuota
+            | A::KeyAdd
+            | A::TunnelRefuse
+            | A::TunnelDisconnect
+            | A::TokenCreate
+            | A::TokenRevoke
+            | A::SessionLogin
+            | A::SessionLogout
+            | A::SessionLogoutAll
+            | A::SigningKeyRotate
+            | A::ShareRedeem
+            | A::AcmeAccount
+            | A::CertIssue
+            | A::CertDelete
+            | A::DnsSet
+            | A::DnsRemove
+            | A::DnsError => {}
+        }
+        false
     }
 
     async fn reload_reserved(&self) -> Result<()> {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use russh::server::Handle;
 use tracing::{info, warn};
 use warren_registry::{BindError, RouteKind, StickyKey, names, tcp_name, tcp_port};
-use warren_store::{Reservation, StoreError, User};
+use warren_store::{AuditAction, Reservation, StoreError, User};
 
 use crate::ask::{Ask, classify};
 use crate::endpoint::SshEndpoint;
@@ -237,8 +237,12 @@ impl Connection {
             "{url} -> forward {}:{reply}",
             display_addr(address)
         ));
-        self.audit("tunnel.bind", &grant.name, format!("{address}:{reply}"))
-            .await;
+        self.audit(
+            AuditAction::TunnelBind,
+            &grant.name,
+            format!("{address}:{reply}"),
+        )
+        .await;
         Ok(())
     }
 
@@ -247,7 +251,8 @@ impl Connection {
         self.console
             .line(format!("refused -R {address}:{port}: {}", refusal.why));
         if let Some(name) = &refusal.audit {
-            self.audit("tunnel.refuse", name, refusal.why).await;
+            self.audit(AuditAction::TunnelRefuse, name, refusal.why)
+                .await;
         }
     }
 

@@ -11,7 +11,7 @@ use russh::server::{
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
 use tracing::{debug, info, warn};
 use warren_registry::SessionId;
-use warren_store::{AuditEvent, User};
+use warren_store::{AuditAction, AuditEvent, User};
 
 use warren_tenants::{Caller, Scope, Via};
 
@@ -146,7 +146,7 @@ impl Connection {
         }
     }
 
-    pub(crate) async fn audit(&self, action: &str, subject: &str, detail: String) {
+    pub(crate) async fn audit(&self, action: AuditAction, subject: &str, detail: String) {
         let mut e = AuditEvent::new(
             &self.actor(),
             action,
@@ -455,7 +455,8 @@ impl Handler for Connection {
             "closed {}",
             self.server.public_url(fwd.kind, &fwd.name)
         ));
-        self.audit("tunnel.unbind", &fwd.name, String::new()).await;
+        self.audit(AuditAction::TunnelUnbind, &fwd.name, String::new())
+            .await;
         Ok(true)
     }
 }
@@ -476,7 +477,8 @@ impl Drop for Connection {
                 let names: Vec<String> = gone.into_iter().map(|f| f.name).collect();
                 rt.spawn(async move {
                     for name in names {
-                        let mut e = AuditEvent::new(&actor, "tunnel.unbind", &name, user_id);
+                        let mut e =
+                            AuditEvent::new(&actor, AuditAction::TunnelUnbind, &name, user_id);
                         e.detail = "session ended".into();
                         let _ = store.record(&e).await;
                     }

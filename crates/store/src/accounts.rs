@@ -205,7 +205,14 @@ macro_rules! impl_accounts {
                     .await?
                     .ok_or_else(|| StoreError::NoSuchUser(user.to_owned()))?;
                 let detail = if hash.is_some() { "set" } else { "cleared" };
-                audit!(tx, actor, "user.passwd", user, Some(u.id), detail);
+                audit!(
+                    tx,
+                    actor,
+                    crate::AuditAction::UserPasswd,
+                    user,
+                    Some(u.id),
+                    detail
+                );
                 tx.commit().await?;
                 Ok(u)
             }
@@ -254,7 +261,14 @@ macro_rules! impl_accounts {
                     "reservations={:?} tunnels={:?} visitor_connections={:?}",
                     q.max_reservations, q.max_tunnels, q.max_visitor_connections
                 );
-                audit!(tx, actor, "user.quota", user, Some(id), &detail);
+                audit!(
+                    tx,
+                    actor,
+                    crate::AuditAction::UserQuota,
+                    user,
+                    Some(id),
+                    &detail
+                );
                 tx.commit().await?;
                 Ok(row)
             }
@@ -281,7 +295,7 @@ macro_rules! impl_accounts {
                 audit!(
                     tx,
                     actor,
-                    "token.create",
+                    crate::AuditAction::TokenCreate,
                     &t.name,
                     Some(t.user_id),
                     &t.scope
@@ -326,7 +340,14 @@ macro_rules! impl_accounts {
                     .fetch_optional(&mut *tx)
                     .await?
                     .ok_or(StoreError::NoSuchToken(id))?;
-                audit!(tx, actor, "token.revoke", &t.name, Some(t.user_id), "");
+                audit!(
+                    tx,
+                    actor,
+                    crate::AuditAction::TokenRevoke,
+                    &t.name,
+                    Some(t.user_id),
+                    ""
+                );
                 tx.commit().await?;
                 Ok(t)
             }
@@ -340,7 +361,14 @@ macro_rules! impl_accounts {
                     .bind(s.expires_at)
                     .execute(&mut *tx)
                     .await?;
-                audit!(tx, actor, "session.login", "", Some(s.user_id), "");
+                audit!(
+                    tx,
+                    actor,
+                    crate::AuditAction::SessionLogin,
+                    "",
+                    Some(s.user_id),
+                    ""
+                );
                 tx.commit().await?;
                 Ok(())
             }
@@ -359,7 +387,14 @@ macro_rules! impl_accounts {
                     .fetch_optional(&mut *tx)
                     .await?;
                 if let Some((user,)) = user {
-                    audit!(tx, actor, "session.logout", "", Some(user), "");
+                    audit!(
+                        tx,
+                        actor,
+                        crate::AuditAction::SessionLogout,
+                        "",
+                        Some(user),
+                        ""
+                    );
                 }
                 tx.commit().await?;
                 Ok(())
@@ -375,7 +410,7 @@ macro_rules! impl_accounts {
                 audit!(
                     tx,
                     actor,
-                    "session.logout_all",
+                    crate::AuditAction::SessionLogoutAll,
                     "",
                     Some(user_id),
                     &n.to_string()
@@ -406,7 +441,7 @@ macro_rules! impl_accounts {
                 audit!(
                     tx,
                     actor,
-                    "signing_key.rotate",
+                    crate::AuditAction::SigningKeyRotate,
                     &key.id.to_string(),
                     None::<i64>,
                     ""

@@ -126,7 +126,7 @@ macro_rules! audit {
         )
         .bind(crate::now())
         .bind($actor)
-        .bind($action)
+        .bind($crate::AuditAction::as_str($action))
         .bind($subject)
         .bind($user)
         .bind($detail)
@@ -173,7 +173,7 @@ macro_rules! impl_store {
                     }
                 })?;
                 let detail = if is_admin { "admin" } else { "" };
-                audit!(tx, actor, "user.add", name, Some(user.id), detail);
+                audit!(tx, actor, crate::AuditAction::UserAdd, name, Some(user.id), detail);
                 tx.commit().await?;
                 Ok(user)
             }
@@ -215,7 +215,7 @@ macro_rules! impl_store {
                 .fetch_optional(&mut *tx)
                 .await?
                 .ok_or_else(|| StoreError::NoSuchUser(name.to_owned()))?;
-                let action = if disabled { "user.disable" } else { "user.enable" };
+                let action = if disabled { crate::AuditAction::UserDisable } else { crate::AuditAction::UserEnable };
                 audit!(tx, actor, action, name, Some(user.id), "");
                 tx.commit().await?;
                 Ok(user)
@@ -252,7 +252,7 @@ macro_rules! impl_store {
                         e.into()
                     }
                 })?;
-                audit!(tx, actor, "key.add", &key.fingerprint, Some(owner.id), &key.algorithm);
+                audit!(tx, actor, crate::AuditAction::KeyAdd, &key.fingerprint, Some(owner.id), &key.algorithm);
                 let row = sqlx::query_as::<_, SshKey>(key_select!(" WHERE k.id = $1"))
                     .bind(id.0)
                     .fetch_one(&mut *tx)
@@ -277,7 +277,7 @@ macro_rules! impl_store {
                     .await?
                     .ok_or_else(|| StoreError::NoSuchKey(fingerprint.to_owned()))?;
                 sqlx::query("DELETE FROM ssh_keys WHERE id = $1").bind(key.id).execute(&mut *tx).await?;
-                audit!(tx, actor, "key.remove", fingerprint, Some(key.user_id), "");
+                audit!(tx, actor, crate::AuditAction::KeyRemove, fingerprint, Some(key.user_id), "");
                 tx.commit().await?;
                 Ok(key)
             }
@@ -320,7 +320,7 @@ macro_rules! impl_store {
                             e.into()
                         }
                     })?;
-                audit!(tx, actor, "name.reserve", name, Some(owner.id), kind);
+                audit!(tx, actor, crate::AuditAction::NameReserve, name, Some(owner.id), kind);
                 let row = sqlx::query_as::<_, Reservation>(select).bind(name).fetch_one(&mut *tx).await?;
                 tx.commit().await?;
                 Ok(row)
@@ -334,7 +334,7 @@ macro_rules! impl_store {
                     .await?
                     .ok_or_else(|| StoreError::NoSuchReservation(name.to_owned()))?;
                 sqlx::query("DELETE FROM reservations WHERE id = $1").bind(held.id).execute(&mut *tx).await?;
-                audit!(tx, actor, "name.release", name, Some(held.user_id), "");
+                audit!(tx, actor, crate::AuditAction::NameRelease, name, Some(held.user_id), "");
                 tx.commit().await?;
                 Ok(held)
             }
@@ -411,7 +411,7 @@ macro_rules! impl_store {
                 .bind(crate::now())
                 .fetch_one(&mut *tx)
                 .await?;
-                audit!(tx, actor, "acme.account", directory_url, None::<i64>, "");
+                audit!(tx, actor, crate::AuditAction::AcmeAccount, directory_url, None::<i64>, "");
                 tx.commit().await?;
                 Ok(account)
             }
@@ -443,7 +443,7 @@ macro_rules! impl_store {
                 .bind(c.owner)
                 .fetch_one(&mut *tx)
                 .await?;
-                audit!(tx, actor, "cert.issue", &c.name, c.owner, &c.issuer);
+                audit!(tx, actor, crate::AuditAction::CertIssue, &c.name, c.owner, &c.issuer);
                 tx.commit().await?;
                 Ok(row)
             }
@@ -474,7 +474,7 @@ macro_rules! impl_store {
                 .fetch_optional(&mut *tx)
                 .await?
                 .ok_or_else(|| StoreError::NoSuchCertificate(name.to_owned()))?;
-                audit!(tx, actor, "cert.delete", name, None::<i64>, "");
+                audit!(tx, actor, crate::AuditAction::CertDelete, name, None::<i64>, "");
                 tx.commit().await?;
                 Ok(row)
             }

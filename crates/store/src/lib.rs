@@ -10,6 +10,7 @@
 //! from another process without a restart.
 #![warn(missing_docs)]
 
+mod action;
 #[macro_use]
 mod backend;
 mod accounts;
@@ -18,6 +19,7 @@ mod rules;
 mod types;
 
 pub use accounts::{AccountStore, ApiToken, LoginSession, NewToken, Quotas, SigningKey};
+pub use action::{AuditAction, UnknownAction};
 pub use backend::{PostgresStore, SqliteStore};
 pub use error::StoreError;
 pub use rules::{BasicUser, IpRule, NewShare, RuleStore, Rules, ShareLink};

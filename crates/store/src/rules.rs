@@ -233,7 +233,7 @@ macro_rules! impl_rules {
             async fn finish_change(
                 mut tx: sqlx::Transaction<'static, $db>,
                 actor: &str,
-                action: &str,
+                action: crate::AuditAction,
                 r: &Reservation,
                 detail: &str,
             ) -> Result<()> {
@@ -304,7 +304,7 @@ macro_rules! impl_rules {
                 Self::finish_change(
                     tx,
                     actor,
-                    "rules.change",
+                    crate::AuditAction::RulesChange,
                     &r,
                     &format!("auth add {username}"),
                 )
@@ -330,7 +330,8 @@ macro_rules! impl_rules {
                         .await?;
                 }
                 let detail = format!("auth import {} users", users.len());
-                Self::finish_change(tx, actor, "rules.change", &r, &detail).await?;
+                Self::finish_change(tx, actor, crate::AuditAction::RulesChange, &r, &detail)
+                    .await?;
                 Ok(users.len())
             }
 
@@ -354,7 +355,7 @@ macro_rules! impl_rules {
                 Self::finish_change(
                     tx,
                     actor,
-                    "rules.change",
+                    crate::AuditAction::RulesChange,
                     &r,
                     &format!("auth rm {username}"),
                 )
@@ -377,8 +378,14 @@ macro_rules! impl_rules {
                     .bind(crate::now())
                     .fetch_one(&mut *tx)
                     .await?;
-                Self::finish_change(tx, actor, "rules.change", &r, &format!("{action} {cidr}"))
-                    .await?;
+                Self::finish_change(
+                    tx,
+                    actor,
+                    crate::AuditAction::RulesChange,
+                    &r,
+                    &format!("{action} {cidr}"),
+                )
+                .await?;
                 Ok(row)
             }
 
@@ -392,7 +399,14 @@ macro_rules! impl_rules {
                     .ok_or_else(|| {
                         StoreError::NoSuchRule(format!("{name} has no IP entry for {cidr}"))
                     })?;
-                Self::finish_change(tx, actor, "rules.change", &r, &format!("rm {cidr}")).await?;
+                Self::finish_change(
+                    tx,
+                    actor,
+                    crate::AuditAction::RulesChange,
+                    &r,
+                    &format!("rm {cidr}"),
+                )
+                .await?;
                 Ok(row)
             }
 
@@ -408,7 +422,14 @@ macro_rules! impl_rules {
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
-                Self::finish_change(tx, actor, "rules.change", &r, &format!("clear {n}")).await?;
+                Self::finish_change(
+                    tx,
+                    actor,
+                    crate::AuditAction::RulesChange,
+                    &r,
+                    &format!("clear {n}"),
+                )
+                .await?;
                 Ok(n)
             }
 
@@ -432,7 +453,8 @@ macro_rules! impl_rules {
                     .uses
                     .map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
                 let detail = format!("link {} expires {} uses {uses}", row.id, s.expires_at);
-                Self::finish_change(tx, actor, "share.create", &r, &detail).await?;
+                Self::finish_change(tx, actor, crate::AuditAction::ShareCreate, &r, &detail)
+                    .await?;
                 Ok(row)
             }
 
@@ -447,7 +469,14 @@ macro_rules! impl_rules {
                         name: name.to_owned(),
                         id,
                     })?;
-                Self::finish_change(tx, actor, "share.revoke", &r, &format!("link {id}")).await?;
+                Self::finish_change(
+                    tx,
+                    actor,
+                    crate::AuditAction::ShareRevoke,
+                    &r,
+                    &format!("link {id}"),
+                )
+                .await?;
                 Ok(row)
             }
 
@@ -480,7 +509,7 @@ macro_rules! impl_rules {
                 audit!(
                     tx,
                     "visitor",
-                    "share.redeem",
+                    crate::AuditAction::ShareRedeem,
                     name,
                     owner.map(|o| o.0),
                     &detail

@@ -1,5 +1,7 @@
 //! Rows as the rest of the broker sees them.
 
+use crate::AuditAction;
+
 /// A tenant: owns keys and names.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct User {
@@ -66,8 +68,8 @@ pub struct Reservation {
     pub kind: String,
 }
 
-/// One line of the audit log. `action` is a dotted verb (`user.disable`, `key.remove`,
-/// `name.reserve`, `tunnel.bind`); the running broker reacts to some of them.
+/// One line of the audit log. `action` is the text of an [`AuditAction`] (`user.disable`,
+/// `key.remove`, …); the running broker reacts to some of them.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct AuditEvent {
     /// Monotonic id assigned by the store (0 before it is recorded).
@@ -88,16 +90,21 @@ pub struct AuditEvent {
 
 impl AuditEvent {
     /// A new event stamped now, to pass to `Store::record`.
-    pub fn new(actor: &str, action: &str, subject: &str, user_id: Option<i64>) -> Self {
+    pub fn new(actor: &str, action: AuditAction, subject: &str, user_id: Option<i64>) -> Self {
         Self {
             id: 0,
             at: crate::now(),
             actor: actor.to_owned(),
-            action: action.to_owned(),
+            action: action.as_str().to_owned(),
             subject: subject.to_owned(),
             user_id,
             detail: String::new(),
         }
+    }
+
+    /// The action, when this broker knows it (a newer one may write others).
+    pub fn kind(&self) -> Option<AuditAction> {
+        self.action.parse().ok()
     }
 }
 

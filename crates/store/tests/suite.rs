@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use warren_store::{AuditEvent, NewCertificate, NewKey, Store, StoreError};
+use warren_store::{AuditAction, AuditEvent, NewCertificate, NewKey, Store, StoreError};
 
 /// A store on one backend that cleans up after itself.
 struct Fixture {
@@ -274,9 +274,14 @@ both!(every_mutation_is_audited_in_order, |fx| {
     s.set_user_disabled("cli", "alice", true)
         .await
         .expect("disable");
-    s.record(&AuditEvent::new("ssh:alice", "tunnel.bind", "chat", None))
-        .await
-        .expect("record");
+    s.record(&AuditEvent::new(
+        "ssh:alice",
+        AuditAction::TunnelBind,
+        "chat",
+        None,
+    ))
+    .await
+    .expect("record");
     // A failed mutation leaves no event.
     assert!(s.reserve("cli", "nobody", "x", "http").await.is_err());
     let events = s.events_since(mark, 100).await.expect("tail");

@@ -103,7 +103,7 @@ impl Tenants {
         ));
         let mut e = AuditEvent::new(
             &caller.actor(),
-            "tunnel.disconnect",
+            warren_store::AuditAction::TunnelDisconnect,
             name,
             Some(route.owner),
         );
