@@ -97,8 +97,8 @@ pub struct CertManager {
     wake: Notify,
     /// `not_after` of what is installed in the `CertStore`, per name, to install only changes.
     installed: Mutex<HashMap<String, i64>>,
-    /// When an attempt for each name last failed: the background task waits `retry_min` after
-    /// it even if the store could not record the failure (no tight loop against the CA).
+    /// When an attempt for each name failed and the store could not record it: the background
+    /// task then waits `retry_min` anyway (no tight loop against the CA).
     attempted: Mutex<HashMap<String, Instant>>,
 }
 
@@ -235,10 +235,6 @@ impl CertManager {
         match self.order(name, owner).await {
             Ok(row) => Ok((&row).into()),
             Err(e) => {
-                self.attempted
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(name.to_owned(), Instant::now());
                 let s = &self.settings;
                 let delay = retry_delay(previous.as_ref(), s.retry_min, s.retry_max, jitter());
                 warn!(name, error = %e, retry_in_secs = delay, "certificate order failed");
@@ -248,6 +244,14 @@ impl CertManager {
                     .await
                 {
                     warn!(name, error = %store_error, "could not record the failure");
+                    // Only then: a recorded `next_attempt` is the one schedule. Kept always,
+                    // this guard (measured from the failure's instant) outlived a next attempt
+                    // stored in whole seconds whenever the two straddled a second, and the
+                    // retry the log announced in 60 s came a whole `retry_min` later.
+                    self.attempted
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(name.to_owned(), Instant::now());
                 }
                 Err(e)
             }

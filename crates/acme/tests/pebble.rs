@@ -4,12 +4,13 @@
 
 mod harness;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use harness::{Env, ZONE, eventually, leaf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
-use warren_acme::{AcmeError, ChallengeKind};
+use warren_acme::{AcmeError, CertManager, ChallengeKind};
 use warren_tls::cert_info_der;
 
 /// Issues `name` with `kind`, then checks a verified TLS connection gets it.
@@ -266,6 +267,52 @@ async fn ca_down_records_the_error_backs_off_and_keeps_serving() {
         Err(AcmeError::BackingOff { until, .. }) => assert!(until > warren_store::now()),
         other => panic!("expected BackingOff, got {other:?}"),
     }
+}
+
+/// The CA is down when the broker starts: the failed order says when it will be retried, and
+/// the background task retries then, not a whole retry period later (it used to wait out a
+/// second `retry_min` when the recorded time, in whole seconds, came a moment early).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_order_is_retried_when_its_row_says() {
+    let mut env = Env::start().await;
+    env.pebble.stop().await;
+    let name = format!("later.{ZONE}");
+    let mut settings = env.settings(ChallengeKind::Http01);
+    settings.retry_min = Duration::from_secs(3);
+    let manager = Arc::new(CertManager::new(
+        settings,
+        env.store.clone(),
+        env.certs.clone(),
+        env.challenges.clone(),
+        None,
+    ));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(manager.clone().run(shutdown.clone()));
+    manager.request(&name, None);
+    let first = eventually(30, "the first failure recorded", || async {
+        let row = env.store.certificate(&name).await.ok()??;
+        row.last_error.as_ref()?;
+        Some(row)
+    })
+    .await;
+    let (tried, due) = (
+        first.last_attempt.expect("last attempt"),
+        first.next_attempt.expect("next attempt"),
+    );
+    assert_eq!(due - tried, 3, "{first:?}");
+    let second = eventually(30, "the retry", || async {
+        let row = env.store.certificate(&name).await.ok()??;
+        (row.last_attempt? > tried).then_some(row)
+    })
+    .await;
+    let retried = second.last_attempt.expect("last attempt");
+    assert!(
+        retried <= due + 1,
+        "due at {due}, retried at {retried} ({} s late)",
+        retried - due
+    );
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
