@@ -88,7 +88,8 @@ impl ApiState {
         (name = "tokens", description = "API tokens"),
         (name = "reservations", description = "Reserved names"),
         (name = "tunnels", description = "Live tunnels"),
-        (name = "audit", description = "Audit log and certificates")
+        (name = "audit", description = "Audit log and certificates"),
+        (name = "domains", description = "Custom domains")
     )
 )]
 struct ApiDoc;

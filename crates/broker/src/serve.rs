@@ -205,7 +205,11 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
             Arc::new(crate::policy::StoreRedeemer(store.clone())),
             share_key,
         )
-        .with_shards(shards),
+        .with_shards(shards)
+        .with_certificate_check({
+            let certs = certs.clone();
+            Arc::new(move |host: &str| certs.get(host).is_some())
+        }),
     );
 
     let (public, public_info) = crate::public::Public::start(
@@ -218,9 +222,19 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         &shutdown,
     )
     .await?;
-    let watcher =
-        crate::watch::Watcher::start(public, store.clone(), registry.clone(), sessions.clone())
+    let watcher = crate::watch::Watcher::start(
+        public.clone(),
+        store.clone(),
+        registry.clone(),
+        sessions.clone(),
+    )
             .await?;
+    let domains = crate::domains::DomainTask::new(
+        tenants.clone(),
+        registry.clone(),
+        public.acme(),
+        config.domains.intervals,
+    );
     tasks.spawn(warren_ssh::run(ssh_listener, shutdown.clone(), ssh));
     tasks.spawn(warren_edge::run(
         http_listener,
@@ -234,6 +248,7 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         tls_config,
     ));
     tasks.spawn(watcher.run(shutdown.clone()));
+    tasks.spawn(domains.run(shutdown.clone()));
     let admin_addr = match config.admin_addr {
         Some(addr) => {
             let listener = TcpListener::bind(addr)
@@ -324,7 +339,7 @@ pub fn tenants_for(
     registry: Option<Arc<Registry>>,
     ssh: &SshSettings,
 ) -> warren_tenants::Tenants {
-    warren_tenants::Tenants::new(
+    let tenants = warren_tenants::Tenants::new(
         store,
         registry,
         warren_tenants::TenantSettings {
@@ -343,7 +358,11 @@ pub fn tenants_for(
             tcp_ports: (*config.tcp_ports.start(), *config.tcp_ports.end()),
             reserved_labels: vec![config.console_label.clone()],
         },
-    )
+    );
+    match crate::domains::checking(config) {
+        Some(domains) => tenants.with_domains(domains),
+        None => tenants,
+    }
 }
 
 /// Each tunnel and each visitor connection is a file descriptor, and the soft limit a service

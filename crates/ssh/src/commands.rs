@@ -9,6 +9,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use warren_tenants::{Caller, ServiceError, Tenants};
 
+mod domains;
+
 /// What a command printed and how it ended.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Output {
@@ -62,6 +64,10 @@ Commands (ssh HOST COMMAND; add --json for scripts):
   tokens revoke ID
   requests NAME                NAME's recent requests (query values hidden)
   qr NAME                      NAME's URL as a QR code, for a phone
+  domains                      your custom domains (app.example.org)
+  domains add NAME DOMAIN      serve DOMAIN as NAME; prints the records to create
+  domains rm DOMAIN
+  domains verify DOMAIN        check DOMAIN's records now
 ";
 
 /// Splits a command line into words: whitespace separates, single and double quotes group,
@@ -215,6 +221,7 @@ pub(crate) async fn run(
         "tokens" => tokens(tenants, caller, &mut a).await,
         "qr" => qr(tenants, caller, &a).await,
         "requests" => requests(tenants, caller, &a),
+        "domains" => domains::domains(tenants, caller, &mut a).await,
         "--bad-command" => Err(Output::fail(
             format!(
                 "cannot read the command: {}",
