@@ -135,7 +135,7 @@ impl DomainTask {
                     }
                 }
             }
-            self.registry.set_aliases(aliases.clone());
+            self.registry.set_aliases(aliases);
         }
         self.certify(&served);
         Ok(())
