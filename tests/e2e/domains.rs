@@ -14,11 +14,9 @@ use serde_json::{Value, json};
 use crate::api::{Api, Cred};
 use crate::harness::{Db, Ssh, TestBroker, eventually};
 use crate::origin::Origin;
+use crate::public::pebble;
 use crate::zone::Zone;
 
-#[path = "../../crates/acme/tests/harness/pebble.rs"]
-#[allow(dead_code)]
-mod pebble;
 
 /// What an SSH command printed and how it ended.
 struct Ran {

@@ -65,7 +65,7 @@ Commands (ssh HOST COMMAND; add --json for scripts):
   requests NAME                NAME's recent requests (query values hidden)
   qr NAME                      NAME's URL as a QR code, for a phone
   domains                      your custom domains (app.example.org)
-  domains add NAME DOMAIN      serve DOMAIN as NAME; prints the records to create
+  domains add NAME DOMAIN      serve DOMAIN as NAME; shows the records to add
   domains rm DOMAIN
   domains verify DOMAIN        check DOMAIN's records now
 ";
