@@ -17,7 +17,6 @@ use crate::origin::Origin;
 use crate::public::pebble;
 use crate::zone::Zone;
 
-
 /// What an SSH command printed and how it ended.
 struct Ran {
     out: String,
@@ -166,7 +165,10 @@ async fn custom_domains(db: Db) -> Result<()> {
         "{app_row}"
     );
     let app_token = txt(&app_row)?;
-    assert!(added.contains(&app_token), "the token is shown whole: {added}");
+    assert!(
+        added.contains(&app_token),
+        "the token is shown whole: {added}"
+    );
 
     // www: attached through the API, proven by a CNAME to the reservation's host.
     let www = zone.fqdn("www");
@@ -270,8 +272,7 @@ async fn custom_domains(db: Db) -> Result<()> {
     ])
     .await?;
     assert_eq!((status, body.as_str()), (200, "hello from A"));
-    let (status, _) =
-        curl(&["-H", &format!("Host: {app}"), &format!("http://{http}/")]).await?;
+    let (status, _) = curl(&["-H", &format!("Host: {app}"), &format!("http://{http}/")]).await?;
     assert_eq!(status, 308, "with its certificate in, HTTP goes to HTTPS");
     // The tunnel's own request log has them, as for its own name.
     let requests = ssh_ok(&broker, &alice, &["requests", "chat", "--json"]).await?;
@@ -311,7 +312,11 @@ async fn custom_domains(db: Db) -> Result<()> {
     assert!(text.lines().all(|l| l.chars().count() <= 80), "{text}");
     let listed_json: Value =
         serde_json::from_str(&ssh_ok(&broker, &alice, &["domains", "--json"]).await?)?;
-    assert_eq!(listed_json.as_array().map(Vec::len), Some(2), "{listed_json}");
+    assert_eq!(
+        listed_json.as_array().map(Vec::len),
+        Some(2),
+        "{listed_json}"
+    );
     let verify = ssh_ok(&broker, &alice, &["domains", "verify", &www, "--json"]).await?;
     let verify: Value = serde_json::from_str(&verify)?;
     assert_eq!(verify["state"], "verified", "{verify}");
@@ -341,14 +346,22 @@ async fn custom_domains(db: Db) -> Result<()> {
 
     // Removing a domain stops it at once, and is audited.
     let removed = ssh_ok(&broker, &alice, &["domains", "rm", &www]).await?;
-    assert!(removed.contains(&format!("removed {www} from chat")), "{removed}");
+    assert!(
+        removed.contains(&format!("removed {www} from chat")),
+        "{removed}"
+    );
     eventually("www no longer served", Duration::from_secs(10), || async {
         let r = curl(&["-H", &host_www, &format!("http://{http}/")]).await;
         r.ok().filter(|(s, _)| *s == 404)
     })
     .await?;
     let events = broker.cli_ok(&["events", "--limit", "200"])?;
-    for action in ["domain.add", "domain.verify", "domain.fail", "domain.remove"] {
+    for action in [
+        "domain.add",
+        "domain.verify",
+        "domain.fail",
+        "domain.remove",
+    ] {
         assert!(events.contains(action), "no {action} in {events}");
     }
     drop(tunnel);

@@ -98,8 +98,7 @@ impl DomainTask {
         let mut domains = self.tenants.store.list_domains(DomainFilter::All).await?;
         if self.tenants.domains.is_some() {
             for d in &mut domains {
-                if warren_domains::due_at(status_of(d), d.last_checked, self.intervals, now) > now
-                {
+                if warren_domains::due_at(status_of(d), d.last_checked, self.intervals, now) > now {
                     continue;
                 }
                 match self.tenants.check_domain(d, "broker").await {
@@ -129,7 +128,8 @@ impl DomainTask {
                     info!(domain = %host, %name, "custom domain no longer served");
                     let still = domains.iter().find(|d| &d.hostname == host);
                     if let Some(d) = still {
-                        let mut e = AuditEvent::new("broker", "domain.unroute", host, Some(d.user_id));
+                        let mut e =
+                            AuditEvent::new("broker", "domain.unroute", host, Some(d.user_id));
                         e.detail = format!("{} past its grace period", d.state);
                         let _ = self.tenants.store.record(&e).await;
                     }

@@ -228,7 +228,7 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         registry.clone(),
         sessions.clone(),
     )
-            .await?;
+    .await?;
     let domains = crate::domains::DomainTask::new(
         tenants.clone(),
         registry.clone(),

@@ -15,8 +15,8 @@ use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::{Resolver, TokioResolver};
 use tracing::debug;
 
-use crate::proof::{Evidence, Expected, Verdict, challenge_name, decide};
 use crate::DomainError;
+use crate::proof::{Evidence, Expected, Verdict, challenge_name, decide};
 
 /// How long one lookup may take (each is retried once by the resolver).
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
@@ -112,8 +112,14 @@ impl Checker {
         let challenge = challenge_name(host);
         for rdata in self.records(&challenge, RecordType::TXT).await? {
             if let RData::TXT(txt) = rdata {
-                let joined: Vec<u8> = txt.txt_data.iter().flat_map(|s| s.iter().copied()).collect();
-                evidence.txt.push(String::from_utf8_lossy(&joined).into_owned());
+                let joined: Vec<u8> = txt
+                    .txt_data
+                    .iter()
+                    .flat_map(|s| s.iter().copied())
+                    .collect();
+                evidence
+                    .txt
+                    .push(String::from_utf8_lossy(&joined).into_owned());
             }
         }
         for rdata in self.records(host, RecordType::CNAME).await? {

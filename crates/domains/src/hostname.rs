@@ -93,10 +93,19 @@ mod tests {
     #[test]
     fn normalises_what_it_accepts() {
         let ok = |s: &str| validate(s, &own()).ok();
-        assert_eq!(ok("App.Their-Domain.org."), Some("app.their-domain.org".into()));
+        assert_eq!(
+            ok("App.Their-Domain.org."),
+            Some("app.their-domain.org".into())
+        );
         assert_eq!(ok("their-domain.org"), Some("their-domain.org".into()));
-        assert_eq!(ok("xn--bcher-kva.example"), Some("xn--bcher-kva.example".into()));
-        assert_eq!(ok("a.b.c.d.example.com"), Some("a.b.c.d.example.com".into()));
+        assert_eq!(
+            ok("xn--bcher-kva.example"),
+            Some("xn--bcher-kva.example".into())
+        );
+        assert_eq!(
+            ok("a.b.c.d.example.com"),
+            Some("a.b.c.d.example.com".into())
+        );
         // A sibling of the broker's domain is someone else's.
         assert_eq!(ok("other.example.com"), Some("other.example.com".into()));
     }

@@ -96,7 +96,10 @@ pub fn decide(host: &str, expected: &Expected, evidence: &Evidence) -> Verdict {
         let seen = if evidence.txt.is_empty() {
             "there is none".to_owned()
         } else {
-            format!("{} found, none with this domain's token", evidence.txt.len())
+            format!(
+                "{} found, none with this domain's token",
+                evidence.txt.len()
+            )
         };
         return Verdict::NotProven(format!(
             "TXT {challenge} must be \"{}\" ({seen})",
@@ -280,10 +283,20 @@ mod tests {
     #[test]
     fn addresses_prove_it_only_when_all_are_ours() {
         let ours = expected(&["203.0.113.7", "2001:db8::7"]);
-        let apex = evidence(&["warren-verify=abc"], None, &["203.0.113.7", "2001:db8::7"]);
+        let apex = evidence(
+            &["warren-verify=abc"],
+            None,
+            &["203.0.113.7", "2001:db8::7"],
+        );
         assert_eq!(decide(HOST, &ours, &apex), Verdict::Proven);
-        let mixed = evidence(&["warren-verify=abc"], None, &["203.0.113.7", "198.51.100.1"]);
-        assert!(matches!(decide(HOST, &ours, &mixed), Verdict::NotProven(m) if m.contains("198.51.100.1")));
+        let mixed = evidence(
+            &["warren-verify=abc"],
+            None,
+            &["203.0.113.7", "198.51.100.1"],
+        );
+        assert!(
+            matches!(decide(HOST, &ours, &mixed), Verdict::NotProven(m) if m.contains("198.51.100.1"))
+        );
         // Without configured addresses, addresses prove nothing.
         let anywhere = evidence(&["warren-verify=abc"], None, &["203.0.113.7"]);
         assert!(matches!(
@@ -328,7 +341,11 @@ mod tests {
         assert!(serving(failing, 100, 50));
         assert!(serving(failing, 149, 50));
         assert!(!serving(failing, 150, 50));
-        assert!(serving(status(State::Verified, Some(1), None), 1_000_000, 50));
+        assert!(serving(
+            status(State::Verified, Some(1), None),
+            1_000_000,
+            50
+        ));
         assert!(!serving(status(State::Pending, None, None), 0, 50));
     }
 

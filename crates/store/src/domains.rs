@@ -162,7 +162,14 @@ macro_rules! impl_domains {
                     .bind(id)
                     .fetch_one(&mut *tx)
                     .await?;
-                audit!(tx, actor, "domain.add", hostname, Some(owner), &format!("on {name}"));
+                audit!(
+                    tx,
+                    actor,
+                    "domain.add",
+                    hostname,
+                    Some(owner),
+                    &format!("on {name}")
+                );
                 tx.commit().await?;
                 Ok(row)
             }
@@ -192,7 +199,14 @@ macro_rules! impl_domains {
                     .ok_or_else(|| StoreError::NoSuchDomain(format!("id {id}")))?;
                 sqlx::query(sql::DELETE).bind(id).execute(&mut *tx).await?;
                 let detail = format!("from {} ({})", row.reservation, row.state);
-                audit!(tx, actor, "domain.remove", &row.hostname, Some(row.user_id), &detail);
+                audit!(
+                    tx,
+                    actor,
+                    "domain.remove",
+                    &row.hostname,
+                    Some(row.user_id),
+                    &detail
+                );
                 tx.commit().await?;
                 Ok(row)
             }
@@ -233,7 +247,14 @@ macro_rules! impl_domains {
                     };
                     if let Some(action) = action {
                         let detail = check.error.clone().unwrap_or_default();
-                        audit!(tx, actor, action, &before.hostname, Some(before.user_id), &detail);
+                        audit!(
+                            tx,
+                            actor,
+                            action,
+                            &before.hostname,
+                            Some(before.user_id),
+                            &detail
+                        );
                     }
                 }
                 let row = sqlx::query_as::<_, CustomDomain>(sql::BY_ID)

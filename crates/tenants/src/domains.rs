@@ -281,7 +281,12 @@ impl Tenants {
         caller.require(Scope::Write)?;
         let d = self.find_domain(caller, name, host).await?;
         let d = self.check_domain(&d, &caller.actor()).await?;
-        let mut e = AuditEvent::new(&caller.actor(), "domain.check", &d.hostname, Some(d.user_id));
+        let mut e = AuditEvent::new(
+            &caller.actor(),
+            "domain.check",
+            &d.hostname,
+            Some(d.user_id),
+        );
         e.detail = d.state.clone();
         self.store.record(&e).await?;
         Ok(self.domain_view(&d))
@@ -291,7 +296,10 @@ impl Tenants {
     /// whose proof appears while another tenant holds the name stays pending, and says so.
     pub async fn check_domain(&self, d: &CustomDomain, actor: &str) -> Result<CustomDomain> {
         let settings = self.domains.as_ref().ok_or_else(|| {
-            ServiceError::invalid("domain", "this broker has no DNS resolver to check domains with")
+            ServiceError::invalid(
+                "domain",
+                "this broker has no DNS resolver to check domains with",
+            )
         })?;
         let expected = Expected {
             token: d.token.clone(),
@@ -356,7 +364,10 @@ impl DomainView {
             if line.chars().count() <= width {
                 out.push_str(&line);
             } else {
-                out.push_str(&format!("  {:<5} {} →\n        {}", r.kind, r.name, r.value));
+                out.push_str(&format!(
+                    "  {:<5} {} →\n        {}",
+                    r.kind, r.name, r.value
+                ));
             }
             out.push('\n');
         }
@@ -366,7 +377,11 @@ impl DomainView {
     /// One paragraph for a terminal: the domain, where it stands, the records, and what the
     /// last check found missing.
     pub fn describe(&self, width: usize) -> String {
-        let served = if self.serving { ", served" } else { ", not served" };
+        let served = if self.serving {
+            ", served"
+        } else {
+            ", not served"
+        };
         let mut out = format!(
             "{} on {}: {}{served}\n",
             self.domain, self.reservation, self.state

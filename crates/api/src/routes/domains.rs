@@ -37,7 +37,10 @@ pub(crate) async fn list(
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<axum::Json<Vec<DomainView>>> {
     Ok(axum::Json(
-        state.tenants.domains(&auth.caller, Some(&name), false).await?,
+        state
+            .tenants
+            .domains(&auth.caller, Some(&name), false)
+            .await?,
     ))
 }
 

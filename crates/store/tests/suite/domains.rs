@@ -18,7 +18,9 @@ both!(domains_attach_verify_and_go_with_their_name, |fx| {
     let s = &fx.store;
     let alice = s.create_user("cli", "alice", false).await.expect("alice");
     let bob = s.create_user("cli", "bob", false).await.expect("bob");
-    s.reserve("cli", "alice", "chat", "http").await.expect("chat");
+    s.reserve("cli", "alice", "chat", "http")
+        .await
+        .expect("chat");
     s.reserve("cli", "bob", "shop", "http").await.expect("shop");
 
     let a = s
@@ -26,7 +28,12 @@ both!(domains_attach_verify_and_go_with_their_name, |fx| {
         .await
         .expect("attach");
     assert_eq!(
-        (a.state.as_str(), a.reservation.as_str(), a.user_id, a.kind.as_str()),
+        (
+            a.state.as_str(),
+            a.reservation.as_str(),
+            a.user_id,
+            a.kind.as_str()
+        ),
         ("pending", "chat", alice.id, "http")
     );
     assert!(matches!(
@@ -50,7 +57,10 @@ both!(domains_attach_verify_and_go_with_their_name, |fx| {
         2
     );
     assert_eq!(
-        s.list_domains(DomainFilter::User(bob.id)).await.expect("bob's")[0].id,
+        s.list_domains(DomainFilter::User(bob.id))
+            .await
+            .expect("bob's")[0]
+            .id,
         b.id
     );
 
@@ -61,7 +71,8 @@ both!(domains_attach_verify_and_go_with_their_name, |fx| {
         .expect("verify");
     assert_eq!((v.state.as_str(), v.verified_at), ("verified", Some(100)));
     assert!(matches!(
-        s.record_domain_check("broker", b.id, &check("verified", 101, None)).await,
+        s.record_domain_check("broker", b.id, &check("verified", 101, None))
+            .await,
         Err(StoreError::DomainTaken(_))
     ));
     let b2 = s
@@ -105,7 +116,10 @@ both!(domains_attach_verify_and_go_with_their_name, |fx| {
     ));
     s.release("cli", "chat").await.expect("release");
     assert!(
-        s.list_domains(DomainFilter::All).await.expect("all").is_empty(),
+        s.list_domains(DomainFilter::All)
+            .await
+            .expect("all")
+            .is_empty(),
         "a released name's domains go with it"
     );
 });
