@@ -198,6 +198,12 @@ fn expected(method: &str, path: &str) -> Option<(u16, u16)> {
         ("get", "/api/v1/tunnels/{name}/requests/live") => (404, 404),
         ("get", "/api/v1/events") => (403, 200),
         ("get", "/api/v1/certificates") => (403, 200),
+        ("get", "/api/v1/domains") => (403, 200),
+        ("get", "/api/v1/reservations/{name}/domains") => (404, 200),
+        ("post", "/api/v1/reservations/{name}/domains") => (404, 403),
+        ("get", "/api/v1/reservations/{name}/domains/{domain}") => (404, 404),
+        ("delete", "/api/v1/reservations/{name}/domains/{domain}") => (404, 403),
+        ("post", "/api/v1/reservations/{name}/domains/{domain}/verify") => (404, 403),
         _ => return Some((0, 0)),
     })
 }
@@ -255,6 +261,7 @@ async fn authorization_of_every_route(db: Db) -> Result<()> {
                 .replace("{fingerprint}", &fp.replace('/', "%2F").replace('+', "%2B"))
                 .replace("{id}", &tok_id.to_string())
                 .replace("{user}", "bob")
+                .replace("{domain}", "app.alice.example")
             };
             let m = method.to_uppercase();
             // A body that would be valid if bob were allowed: it names alice's objects.
@@ -267,6 +274,9 @@ async fn authorization_of_every_route(db: Db) -> Result<()> {
                     Some(json!({"name": "bobs-try", "user": "alice"}))
                 }
                 ("post", "/api/v1/users") => Some(json!({"name": "mallory"})),
+                ("post", "/api/v1/reservations/{name}/domains") => {
+                    Some(json!({"domain": "app.alice.example"}))
+                }
                 ("put", "/api/v1/users/{name}/quotas") => Some(json!({"max_tunnels": 1})),
                 ("put", "/api/v1/users/{name}/password") => {
                     Some(json!({"password": "0123456789abc"}))
@@ -294,6 +304,7 @@ async fn authorization_of_every_route(db: Db) -> Result<()> {
                 | "/api/v1/tunnels"
                 | "/api/v1/events"
                 | "/api/v1/certificates"
+                | "/api/v1/domains"
                     if method == "get" =>
                 {
                     "?all=true"

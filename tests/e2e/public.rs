@@ -14,7 +14,7 @@ use crate::origin::Origin;
 
 #[path = "../../crates/acme/tests/harness/pebble.rs"]
 #[allow(dead_code)]
-mod pebble;
+pub(crate) mod pebble;
 
 const ZONE: &str = "test.warren";
 

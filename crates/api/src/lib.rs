@@ -89,7 +89,8 @@ impl ApiState {
         (name = "reservations", description = "Reserved names"),
         (name = "rules", description = "Who may visit a reserved name: basic auth, IP lists, share links"),
         (name = "tunnels", description = "Live tunnels"),
-        (name = "audit", description = "Audit log and certificates")
+        (name = "audit", description = "Audit log and certificates"),
+        (name = "domains", description = "Custom domains")
     )
 )]
 struct ApiDoc;

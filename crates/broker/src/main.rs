@@ -4,6 +4,8 @@
 mod accounts;
 mod admin;
 mod config;
+mod domains;
+mod domains_cmd;
 mod policy;
 mod prompt;
 mod public;
@@ -74,6 +76,8 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
+    /// Custom domains: list (the default), `add NAME DOMAIN`, `rm DOMAIN`, `verify DOMAIN`.
+    Domains(domains_cmd::DomainsArgs),
     /// List reserved names.
     Names {
         /// Only this user's.
@@ -138,6 +142,7 @@ fn run(cli: Cli) -> Result<()> {
             Command::Rules(args) => rules::rules(&config, args).await,
             Command::Share(args) => rules::share(&config, args).await,
             Command::Release { name } => admin::release(&config, &name).await,
+            Command::Domains(args) => domains_cmd::domains(&config, args).await,
             Command::Names { user } => admin::names(&config, user.as_deref()).await,
             Command::Certs(cmd) => admin::certs(&config, cmd).await,
             Command::Events { limit } => admin::events(&config, limit).await,

@@ -209,6 +209,12 @@ impl Public {
         ))
     }
 
+    /// The certificate manager, when certificates are ordered (custom domains order theirs
+    /// through it too).
+    pub fn acme(&self) -> Option<Arc<CertManager>> {
+        self.acme.clone()
+    }
+
     fn fqdn(&self, label: &str) -> String {
         format!("{label}.{}", self.domain)
     }

@@ -195,7 +195,11 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
             Arc::new(crate::policy::StoreRedeemer(store.clone())),
             share_key,
         )
-        .with_shards(shards),
+        .with_shards(shards)
+        .with_certificate_check({
+            let certs = certs.clone();
+            Arc::new(move |host: &str| certs.get(host).is_some())
+        }),
     );
 
     let (public, public_info) = crate::public::Public::start(
@@ -208,9 +212,19 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         &shutdown,
     )
     .await?;
-    let watcher =
-        crate::watch::Watcher::start(public, store.clone(), registry.clone(), sessions.clone())
-            .await?;
+    let watcher = crate::watch::Watcher::start(
+        public.clone(),
+        store.clone(),
+        registry.clone(),
+        sessions.clone(),
+    )
+    .await?;
+    let domains = crate::domains::DomainTask::new(
+        tenants.clone(),
+        registry.clone(),
+        public.acme(),
+        config.domains.intervals,
+    );
     tasks.spawn(warren_ssh::run(ssh_listener, shutdown.clone(), ssh));
     tasks.spawn(warren_edge::run(
         http_listener,
@@ -224,6 +238,7 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         tls_config,
     ));
     tasks.spawn(watcher.run(shutdown.clone()));
+    tasks.spawn(domains.run(shutdown.clone()));
     let admin_addr = match config.admin_addr {
         Some(addr) => {
             let listener = TcpListener::bind(addr)
@@ -335,7 +350,7 @@ pub fn tenants_for(
     registry: Option<Arc<Registry>>,
     urls: warren_tenants::PublicUrls,
 ) -> warren_tenants::Tenants {
-    warren_tenants::Tenants::new(
+    let tenants = warren_tenants::Tenants::new(
         store,
         registry,
         warren_tenants::TenantSettings {
@@ -348,7 +363,11 @@ pub fn tenants_for(
             tcp_ports: (*config.tcp_ports.start(), *config.tcp_ports.end()),
             reserved_labels: vec![config.console_label.clone()],
         },
-    )
+    );
+    match crate::domains::checking(config) {
+        Some(domains) => tenants.with_domains(domains),
+        None => tenants,
+    }
 }
 
 /// Each tunnel and each visitor connection is a file descriptor, and the soft limit a service

@@ -190,6 +190,13 @@ impl Watcher {
             | A::DnsSet
             | A::DnsRemove
             | A::DnsError => {}
+            // The domains task reads every custom domain from the store each second.
+            A::DomainAdd
+            | A::DomainRemove
+            | A::DomainVerify
+            | A::DomainFail
+            | A::DomainCheck
+            | A::DomainUnroute => {}
         }
         false
     }

@@ -84,6 +84,9 @@ impl Default for EdgeSettings {
 /// Answers ACME HTTP-01 challenges: token → key authorization.
 pub type Http01Responder = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
+/// Whether a certificate is served for a host name (lock-free: the TLS resolver's map).
+pub type CertificateCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// What every visitor connection shares.
 pub struct Edge {
     pub(crate) settings: EdgeSettings,
@@ -91,6 +94,7 @@ pub struct Edge {
     pub(crate) acme_http01: Option<Http01Responder>,
     pub(crate) shards: Arc<Shards>,
     pub(crate) access: access::Gate,
+    pub(crate) certified: Option<CertificateCheck>,
 }
 
 impl std::fmt::Debug for Edge {
@@ -110,6 +114,7 @@ impl Edge {
             acme_http01: None,
             shards: Arc::new(Shards::inline()),
             access: access::Gate::default(),
+            certified: None,
         }
     }
 
@@ -132,7 +137,8 @@ impl Edge {
     pub(crate) fn shard_for(&self, host: &[u8]) -> Option<usize> {
         match route_label(host, &self.settings.domain) {
             Ok((Target::Tunnel(label), _)) => self.shard_of(&label),
-            _ => None,
+            Ok((Target::Elsewhere(host), _)) => self.shard_of(&self.registry.alias(&host)?),
+            Err(_) => None,
         }
     }
 
@@ -142,6 +148,18 @@ impl Edge {
             Lookup::Live(route) => route.endpoint.shard(),
             _ => None,
         }
+    }
+
+    /// Tells the edge which host names have a certificate, so that a custom domain is
+    /// redirected to HTTPS only once it has one (tunnel names always are, when redirecting).
+    pub fn with_certificate_check(mut self, check: CertificateCheck) -> Self {
+        self.certified = Some(check);
+        self
+    }
+
+    /// Whether `host` has a certificate (never, without a check).
+    pub(crate) fn has_certificate(&self, host: &str) -> bool {
+        self.certified.as_ref().is_some_and(|check| check(host))
     }
 
     /// Lets the HTTP listener answer `/.well-known/acme-challenge/TOKEN`.

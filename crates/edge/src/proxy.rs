@@ -141,12 +141,20 @@ async fn route(state: &Arc<ConnState>, req: Request<Incoming>) -> Response<Body>
             ),
         };
     }
-    let label = match &host.target {
+    // A custom domain is served as the name it aliases; only those pay for a lookup here.
+    let aliased;
+    let label: &str = match &host.target {
         Target::Tunnel(label) => label,
-        Target::Elsewhere(_) => return no_tunnel(&host.name),
+        Target::Elsewhere(other) => match edge.registry.alias(other) {
+            Some(name) => {
+                aliased = name;
+                &aliased
+            }
+            None => return no_tunnel(&host.name),
+        },
     };
     if let Some(sni) = &state.sni_label
-        && sni != label
+        && sni.as_str() != label
     {
         // A connection set up for one tunnel's name must not carry another's requests.
         return page(
@@ -158,8 +166,11 @@ async fn route(state: &Arc<ConnState>, req: Request<Incoming>) -> Response<Body>
             ),
         );
     }
+    // A custom domain goes to HTTPS only once its own certificate is in: until then the
+    // redirect would lead its visitors to a TLS alert.
     if state.proto == "http"
         && let Some(https_port) = edge.settings.redirect_https_port
+        && (matches!(host.target, Target::Tunnel(_)) || edge.has_certificate(&host.name))
     {
         return redirect_to_https(&host.name, https_port, req.uri());
     }

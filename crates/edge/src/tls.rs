@@ -82,7 +82,8 @@ async fn hello(edge: &Edge, mut socket: TcpStream) -> Option<(TcpStream, Option<
         sni.as_deref()
             .and_then(|s| match route_label(s.as_bytes(), &edge.settings.domain) {
                 Ok((Target::Tunnel(label), _)) => Some(label),
-                _ => None,
+                Ok((Target::Elsewhere(host), _)) => edge.registry.alias(&host),
+                Err(_) => None,
             });
     Some((socket, label, raw))
 }

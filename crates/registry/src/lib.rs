@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod access;
+mod aliases;
 pub mod names;
 mod requests;
 mod table;

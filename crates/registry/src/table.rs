@@ -275,6 +275,8 @@ pub struct Registry {
     /// Access policies by name (only names that have rules), mirrored from the store like
     /// `reserved`: the edge checks them per request without a query or a lock.
     policies: ArcSwap<HashMap<String, Arc<AccessPolicy>>>,
+    /// Verified custom domains, host → name (see `aliases`).
+    pub(crate) aliases: crate::aliases::Aliases,
     grace: Duration,
     max_connections: usize,
     limits: OwnerLimits,
@@ -300,6 +302,7 @@ impl Registry {
             sticky: Mutex::new(HashMap::new()),
             reserved: ArcSwap::from_pointee(HashSet::new()),
             policies: ArcSwap::from_pointee(HashMap::new()),
+            aliases: Default::default(),
             grace,
             max_connections: max_connections.max(1),
             limits: OwnerLimits::NONE,

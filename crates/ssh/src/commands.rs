@@ -9,6 +9,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use warren_tenants::{Caller, ServiceError, Tenants};
 
+mod domains;
+
 /// What a command printed and how it ended.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Output {
@@ -70,6 +72,10 @@ Commands (ssh HOST COMMAND; add --json for scripts):
   share NAME --expires 2h [--uses N]   a link past NAME's password
   share NAME list, share NAME revoke ID
   qr NAME                      NAME's URL as a QR code, for a phone
+  domains                      your custom domains (app.example.org)
+  domains add NAME DOMAIN      serve DOMAIN as NAME; shows the records to add
+  domains rm DOMAIN
+  domains verify DOMAIN        check DOMAIN's records now
 ";
 
 /// Splits a command line into words: whitespace separates, single and double quotes group,
@@ -229,6 +235,7 @@ pub(crate) async fn run(
         "requests" => requests(tenants, caller, &a),
         "rules" => crate::access::rules(tenants, caller, &mut a, stdin).await,
         "share" => crate::access::share(tenants, caller, &mut a).await,
+        "domains" => domains::domains(tenants, caller, &mut a).await,
         "--bad-command" => Err(Output::fail(
             format!(
                 "cannot read the command: {}",

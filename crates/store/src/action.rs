@@ -98,6 +98,18 @@ actions! {
     DnsRemove = "dns.remove",
     /// The DNS provider refused a change.
     DnsError = "dns.error",
+    /// A custom domain was attached to a reservation.
+    DomainAdd = "domain.add",
+    /// A custom domain was removed.
+    DomainRemove = "domain.remove",
+    /// A custom domain's proof was found.
+    DomainVerify = "domain.verify",
+    /// A verified custom domain's proof is gone.
+    DomainFail = "domain.fail",
+    /// A tenant asked for a custom domain to be checked now.
+    DomainCheck = "domain.check",
+    /// A failing custom domain stopped being served (its grace is over).
+    DomainUnroute = "domain.unroute",
 }
 
 impl fmt::Display for AuditAction {

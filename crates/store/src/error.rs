@@ -52,6 +52,13 @@ pub enum StoreError {
         /// The link id asked for.
         id: i64,
     },
+    /// A custom domain that is attached already: to this reservation, or (verified) to
+    /// another.
+    #[error("domain {0:?} is already attached")]
+    DomainTaken(String),
+    /// A custom domain that is not attached (the message says where it was looked for).
+    #[error("no custom domain {0}")]
+    NoSuchDomain(String),
     /// A database URL with an unknown scheme.
     #[error("database url {0:?} is neither sqlite:// nor postgres://")]
     BadUrl(String),

@@ -14,6 +14,7 @@ mod action;
 #[macro_use]
 mod backend;
 mod accounts;
+mod domains;
 mod error;
 mod rules;
 mod types;
@@ -21,6 +22,7 @@ mod types;
 pub use accounts::{AccountStore, ApiToken, LoginSession, NewToken, Quotas, SigningKey};
 pub use action::{AuditAction, UnknownAction};
 pub use backend::{PostgresStore, SqliteStore};
+pub use domains::{CustomDomain, DomainCheck, DomainFilter, DomainStore};
 pub use error::StoreError;
 pub use rules::{BasicUser, IpRule, NewShare, RuleStore, Rules, ShareLink};
 pub use types::{
@@ -37,7 +39,7 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 ///
 /// `actor` on mutations names who did it (`cli`, `ssh:alice`) and goes to the audit log.
 #[async_trait::async_trait]
-pub trait Store: AccountStore + RuleStore + Send + Sync + 'static {
+pub trait Store: AccountStore + RuleStore + DomainStore + Send + Sync + 'static {
     /// Creates a user; names are unique.
     async fn create_user(&self, actor: &str, name: &str, is_admin: bool) -> Result<User>;
     /// All users, oldest first.

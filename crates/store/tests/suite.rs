@@ -913,3 +913,6 @@ both!(share_cookie_key_is_made_once, |fx| {
         ("k1".to_owned(), "k1".to_owned())
     );
 });
+
+#[path = "suite/domains.rs"]
+mod domains;

@@ -75,13 +75,15 @@ impl From<StoreError> for ServiceError {
                 Self::Conflict(format!("key {fingerprint} is already registered"))
             }
             StoreError::NameTaken { name, .. } => Self::Conflict(format!("name {name:?} is taken")),
+            StoreError::DomainTaken(_) => Self::Conflict(e.to_string()),
             StoreError::NoSuchUser(_)
             | StoreError::NoSuchKey(_)
             | StoreError::NoSuchReservation(_)
             | StoreError::NoSuchCertificate(_)
             | StoreError::NoSuchToken(_)
             | StoreError::NoSuchRule(_)
-            | StoreError::NoSuchShare { .. } => Self::NotFound(e.to_string()),
+            | StoreError::NoSuchShare { .. }
+            | StoreError::NoSuchDomain(_) => Self::NotFound(e.to_string()),
             StoreError::BadUrl(_) | StoreError::Database(_) | StoreError::Migrate(_) => {
                 tracing::error!(error = %e, "store failure");
                 Self::Internal(e.to_string())

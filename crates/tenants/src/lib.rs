@@ -10,6 +10,7 @@
 
 mod auth;
 mod caller;
+mod domains;
 mod error;
 pub mod htpasswd;
 mod keys;
@@ -27,6 +28,7 @@ mod views;
 
 pub use auth::{MAX_TOKEN_LIFETIME, parse_duration};
 pub use caller::{Caller, Scope, Via};
+pub use domains::{DnsRecordView, DomainSettings, DomainView};
 pub use error::ServiceError;
 pub use urls::PublicUrls;
 pub use views::*;
@@ -86,6 +88,8 @@ pub struct Tenants {
     pub registry: Option<Arc<Registry>>,
     /// Defaults and public URL shapes.
     pub settings: Arc<TenantSettings>,
+    /// Checking custom domains, when set up ([`Tenants::with_domains`]).
+    pub domains: Option<Arc<DomainSettings>>,
 }
 
 impl std::fmt::Debug for Tenants {
@@ -107,6 +111,7 @@ impl Tenants {
             store,
             registry,
             settings: Arc::new(settings),
+            domains: None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! the API's error shape.
 
 mod audit;
+mod domains;
 mod keys;
 mod reservations;
 mod rules;
@@ -63,6 +64,10 @@ pub(crate) fn all(r: OpenApiRouter<ApiState>) -> OpenApiRouter<ApiState> {
         .routes(routes!(tunnels::live))
         .routes(routes!(audit::events))
         .routes(routes!(audit::certificates))
+        .routes(routes!(domains::list_all))
+        .routes(routes!(domains::list, domains::attach))
+        .routes(routes!(domains::get, domains::detach))
+        .routes(routes!(domains::verify))
 }
 
 /// `?user=NAME` (admins; `*` for everyone).

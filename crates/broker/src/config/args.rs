@@ -205,6 +205,20 @@ settings! {
     /// `off` to disable [default: 127.0.0.1:9090].
     #[arg(long, global = true, env = "BROKER_ADMIN_ADDR", value_name = "ADDR")]
     admin_addr: String,
+    /// DNS resolvers custom domains are checked with, IP or IP:PORT, comma-separated
+    /// [default: the system's, from /etc/resolv.conf].
+    #[arg(long, global = true, env = "BROKER_DNS_RESOLVERS", value_delimiter = ',', value_name = "ADDRS")]
+    dns_resolvers: Vec<String>,
+    /// Seconds between checks of a custom domain not yet proven (or failing within its grace)
+    /// [default: 30].
+    #[arg(long, global = true, env = "BROKER_DOMAIN_PENDING_SECS", value_name = "SECS")]
+    domain_pending_secs: u64,
+    /// Seconds between checks of a verified custom domain [default: 86400].
+    #[arg(long, global = true, env = "BROKER_DOMAIN_RECHECK_SECS", value_name = "SECS")]
+    domain_recheck_secs: u64,
+    /// Seconds a custom domain whose proof is gone is still served [default: 86400].
+    #[arg(long, global = true, env = "BROKER_DOMAIN_GRACE_SECS", value_name = "SECS")]
+    domain_grace_secs: u64,
     /// Log filter, as RUST_LOG [default: info].
     #[arg(long, global = true, env = "BROKER_LOG", value_name = "FILTER")]
     log: String,

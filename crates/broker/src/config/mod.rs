@@ -125,6 +125,17 @@ pub struct Config {
     pub admin_addr: Option<SocketAddr>,
     /// DNS and certificates: what going public needs.
     pub public: PublicConfig,
+    /// Custom domains: how they are checked.
+    pub domains: DomainConfig,
+}
+
+/// How custom domains are checked (`dns_resolvers`, `domain_*_secs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainConfig {
+    /// Resolvers to ask; empty for the system's.
+    pub resolvers: Vec<SocketAddr>,
+    /// Check intervals and the grace period.
+    pub intervals: warren_domains::Intervals,
 }
 
 impl Config {
@@ -275,6 +286,20 @@ impl Config {
                 a.auth_timeout_secs.unwrap_or(30),
             )?),
             log: a.log.unwrap_or_else(|| "info".into()),
+            domains: DomainConfig {
+                resolvers: warren_domains::parse_resolvers(
+                    a.dns_resolvers.as_deref().unwrap_or_default(),
+                )?,
+                intervals: warren_domains::Intervals {
+                    pending: positive("domain_pending_secs", a.domain_pending_secs.unwrap_or(30))?
+                        as i64,
+                    recheck: positive(
+                        "domain_recheck_secs",
+                        a.domain_recheck_secs.unwrap_or(86_400),
+                    )? as i64,
+                    grace: a.domain_grace_secs.unwrap_or(86_400) as i64,
+                },
+            },
             console_label,
             admin_addr,
             public,
