@@ -4,6 +4,9 @@
 mod accounts;
 mod admin;
 mod config;
+mod drain;
+mod logging;
+mod notify;
 mod policy;
 mod prompt;
 mod public;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 mod args;
 mod public;
+mod secrets;
 
 use anyhow::{Context, Result, bail};
 use warren_edge::IpNet;
@@ -117,8 +118,12 @@ pub struct Config {
     pub tunnel_threads: usize,
     /// Deadline for SSH authentication.
     pub auth_timeout: Duration,
-    /// Log filter.
+    /// Log filter (`log`, else `RUST_LOG`, else the file's `log`, else `info`).
     pub log: String,
+    /// Text or JSON log lines.
+    pub log_format: crate::logging::LogFormat,
+    /// How long in-flight visitor requests get to finish at SIGTERM.
+    pub shutdown_grace: Duration,
     /// The console host's label (`console`), reserved from tenants.
     pub console_label: String,
     /// The admin listener, if on.
@@ -134,7 +139,8 @@ impl Config {
             Some(path) => read_file(&path)?,
             None => SettingsArgs::default(),
         };
-        let a = args.clone().merge(file);
+        let file_log = file.log.clone();
+        let a = secrets::resolve(args.clone().merge(file))?;
         let data_dir = a
             .data_dir
             .clone()
@@ -147,7 +153,11 @@ impl Config {
             .iter()
             .any(|p| database_url.starts_with(p))
         {
-            bail!("database_url: expected sqlite://PATH or postgres://…, got {database_url:?}");
+            // Redacted: whatever was given may carry a password (`mysql://root:pw@…`).
+            bail!(
+                "database_url: expected sqlite://PATH or postgres://…, got {:?}",
+                Secret(database_url).redacted()
+            );
         }
         let domain = a
             .domain
@@ -274,7 +284,13 @@ impl Config {
                 "auth_timeout_secs",
                 a.auth_timeout_secs.unwrap_or(30),
             )?),
-            log: a.log.unwrap_or_else(|| "info".into()),
+            log: crate::logging::filter(
+                args.log.as_deref(),
+                std::env::var("RUST_LOG").ok().as_deref(),
+                file_log.as_deref(),
+            ),
+            log_format: a.log_format.unwrap_or_default(),
+            shutdown_grace: Duration::from_secs(a.shutdown_grace_secs.unwrap_or(10)),
             console_label,
             admin_addr,
             public,
