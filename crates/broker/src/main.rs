@@ -120,7 +120,10 @@ fn tune_malloc() {
 fn tune_malloc() {}
 
 fn run(cli: Cli) -> Result<()> {
-    let config = Config::load(&cli.settings)?;
+    let config = match cli.command {
+        Command::Serve => Config::load(&cli.settings)?,
+        _ => Config::load_admin(&cli.settings)?,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -16,6 +16,7 @@ use warren_edge::IpNet;
 
 pub use args::SettingsArgs;
 pub use public::{DnsConfig, PublicConfig};
+use secrets::SecretFiles;
 
 /// A string whose `Debug` does not show it (database URLs carry passwords).
 #[derive(Clone, PartialEq, Eq)]
@@ -133,14 +134,25 @@ pub struct Config {
 }
 
 impl Config {
-    /// Merges file < env < flags (clap has already put flags over variables) and validates.
+    /// Merges file < env < flags (clap has already put flags over variables), reads every
+    /// secret file, and validates: what `serve` runs on.
     pub fn load(args: &SettingsArgs) -> Result<Self> {
+        Self::load_with(args, SecretFiles::All)
+    }
+
+    /// As [`Config::load`], for admin commands: of the secret files only the database's are
+    /// read (see [`SecretFiles::DatabaseOnly`]).
+    pub fn load_admin(args: &SettingsArgs) -> Result<Self> {
+        Self::load_with(args, SecretFiles::DatabaseOnly)
+    }
+
+    fn load_with(args: &SettingsArgs, secret_files: SecretFiles) -> Result<Self> {
         let file = match config_file(args.config.as_deref(), DEFAULT_CONFIG_FILES) {
             Some(path) => read_file(&path)?,
             None => SettingsArgs::default(),
         };
         let file_log = file.log.clone();
-        let a = secrets::resolve(args.clone().merge(file))?;
+        let a = secrets::resolve(args.clone().merge(file), secret_files)?;
         let data_dir = a
             .data_dir
             .clone()

@@ -13,29 +13,52 @@ use anyhow::{Result, bail};
 
 use super::SettingsArgs;
 
+/// Which secret files a command reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretFiles {
+    /// Every one (`serve`, and its reload).
+    All,
+    /// Only the database's. Admin commands need nothing else, and run from a shell they have
+    /// no `$CREDENTIALS_DIRECTORY`: the DNS and certificate secrets stay in the service's
+    /// credentials, unread, and a placeholder stands in so the config still validates.
+    DatabaseOnly,
+}
+
+/// What stands in for a secret file an admin command does not read.
+const UNREAD: &str = "(unread: admin commands read only the database secrets)";
+
 /// Replaces each `*_file` setting in `a` by the secret it names; giving a secret both ways is
 /// an error naming both keys.
-pub(super) fn resolve(mut a: SettingsArgs) -> Result<SettingsArgs> {
+pub(super) fn resolve(mut a: SettingsArgs, which: SecretFiles) -> Result<SettingsArgs> {
     let dir = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
     let dir = dir.as_deref();
+    let service_dir = match which {
+        SecretFiles::All => Some(dir),
+        SecretFiles::DatabaseOnly => None,
+    };
     a.cloudflare_token = pick(
         "cloudflare_token",
         a.cloudflare_token.take(),
         a.cloudflare_token_file.take(),
-        dir,
+        service_dir,
     )?;
     a.rfc2136_secret = pick(
         "rfc2136_secret",
         a.rfc2136_secret.take(),
         a.rfc2136_secret_file.take(),
-        dir,
+        service_dir,
     )?;
-    a.cert_key = pick("cert_key", a.cert_key.take(), a.cert_key_file.take(), dir)?;
+    a.cert_key = pick(
+        "cert_key",
+        a.cert_key.take(),
+        a.cert_key_file.take(),
+        service_dir,
+    )?;
     a.database_url = pick(
         "database_url",
         a.database_url.take(),
         a.database_url_file.take(),
-        dir,
+        Some(dir),
     )?;
     if let Some(file) = a.database_password_file.take() {
         let password = read("database_password_file", &file, dir)?;
@@ -49,17 +72,20 @@ pub(super) fn resolve(mut a: SettingsArgs) -> Result<SettingsArgs> {
     Ok(a)
 }
 
-/// The secret `key`, given directly (`value`) or in a file (`file`), not both.
+/// The secret `key`, given directly (`value`) or in a file (`file`), not both. `read_in` is
+/// `None` when the file is not to be read ([`SecretFiles::DatabaseOnly`]), else the directory
+/// relative names are resolved against, if any.
 fn pick(
     key: &str,
     value: Option<String>,
     file: Option<PathBuf>,
-    dir: Option<&Path>,
+    read_in: Option<Option<&Path>>,
 ) -> Result<Option<String>> {
-    match (value, file) {
-        (Some(_), Some(_)) => bail!("{key} and {key}_file: give one of them, not both"),
-        (value, None) => Ok(value),
-        (None, Some(file)) => read(&format!("{key}_file"), &file, dir).map(Some),
+    match (value, file, read_in) {
+        (Some(_), Some(_), _) => bail!("{key} and {key}_file: give one of them, not both"),
+        (value, None, _) => Ok(value),
+        (None, Some(_), None) => Ok(Some(UNREAD.to_owned())),
+        (None, Some(file), Some(dir)) => read(&format!("{key}_file"), &file, dir).map(Some),
     }
 }
 
@@ -298,9 +324,24 @@ mod tests {
             "cloudflare_token",
             None,
             Some(PathBuf::from("cloudflare_token")),
-            Some(dir.path()),
+            Some(Some(dir.path())),
         )?;
         assert_eq!(got.as_deref(), Some("from-systemd"));
+        Ok(())
+    }
+
+    #[test]
+    fn admin_commands_read_only_the_database_secrets() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let args = cloudflare(SettingsArgs {
+            cloudflare_token_file: Some(PathBuf::from("/nonexistent/cloudflare_token")),
+            database_url_file: Some(secret_file(dir.path(), "db", "sqlite://x.db\n")),
+            ..SettingsArgs::default()
+        });
+        let e = format!("{:#}", Config::load(&args).expect_err("serve reads it"));
+        assert!(e.contains("cloudflare_token_file"), "{e}");
+        let c = Config::load_admin(&args)?;
+        assert_eq!(c.database_url.0, "sqlite://x.db");
         Ok(())
     }
 }
