@@ -53,6 +53,19 @@ pub enum Db {
     Postgres,
 }
 
+/// How to start a broker, beyond its flags.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Extra environment variables for `serve`.
+    pub env: Vec<(String, String)>,
+    /// Collect stderr into [`TestBroker::stderr`] (at log level info) instead of inheriting it.
+    pub capture_stderr: bool,
+    /// Give `serve` the database URL in a file (`--database-url-file`) instead of
+    /// `BROKER_DATABASE_URL`; a Postgres URL without a password gets one (which a trust-auth
+    /// server ignores), kept in [`TestBroker::db_password`].
+    pub url_in_file: bool,
+}
+
 /// A running broker process with its own data dir (and Postgres database).
 pub struct TestBroker {
     child: Option<Child>,
@@ -67,6 +80,11 @@ pub struct TestBroker {
     pub setup_token: Option<String>,
     extra: Vec<String>,
     pg: Option<(String, String)>,
+    opts: Options,
+    /// What `serve` wrote to stderr, one entry per line, with `Options::capture_stderr`.
+    pub stderr: Lines,
+    /// The password in the URL file, with `Options::url_in_file` on Postgres.
+    pub db_password: Option<String>,
 }
 
 impl TestBroker {
@@ -75,6 +93,10 @@ impl TestBroker {
     }
 
     pub async fn start_with(db: Db, extra: &[&str]) -> Result<Self> {
+        Self::start_opts(db, extra, Options::default()).await
+    }
+
+    pub async fn start_opts(db: Db, extra: &[&str], opts: Options) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let (db_url, pg) = match db {
             Db::Sqlite => (
@@ -97,6 +119,9 @@ impl TestBroker {
             setup_token: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             pg,
+            opts,
+            stderr: Arc::new(Mutex::new(Vec::new())),
+            db_password: None,
         };
         b.spawn()?;
         Ok(b)
@@ -119,7 +144,21 @@ impl TestBroker {
 
     fn spawn(&mut self) -> Result<()> {
         let mut cmd = self.base_command();
-        let log = std::env::var("WARREN_TEST_LOG").unwrap_or_else(|_| "warn".into());
+        let log = if self.opts.capture_stderr {
+            "info".to_owned()
+        } else {
+            std::env::var("WARREN_TEST_LOG").unwrap_or_else(|_| "warn".into())
+        };
+        cmd.envs(self.opts.env.iter().map(|(k, v)| (k, v)));
+        if self.opts.url_in_file {
+            let (url, password) = with_password(&self.db_url);
+            let file = self.dir.path().join("database-url");
+            std::fs::write(&file, format!("{url}\n"))?;
+            self.db_password = password;
+            cmd.env_remove("BROKER_DATABASE_URL")
+                .arg("--database-url-file")
+                .arg(file);
+        }
         // Port 0 everywhere, unless the test picked an address itself.
         for flag in ["--ssh-addr", "--http-addr", "--https-addr", "--admin-addr"] {
             if !self.extra.iter().any(|a| a == flag) {
@@ -130,8 +169,26 @@ impl TestBroker {
             .args(&self.extra)
             .arg("serve")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(if self.opts.capture_stderr {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            });
         let mut child = cmd.spawn().context("spawn broker")?;
+        if let Some(stderr) = child.stderr.take() {
+            let sink = self.stderr.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stderr);
+                let mut line = Vec::new();
+                while matches!(reader.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                    let text = String::from_utf8_lossy(&line);
+                    sink.lock()
+                        .expect("lock")
+                        .push(text.trim_end_matches('\n').to_owned());
+                    line.clear();
+                }
+            });
+        }
         let stdout = child.stdout.take().context("stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         let (mut ssh, mut http, mut https, mut api) = (0u16, 0u16, 0u16, 0u16);
@@ -204,6 +261,39 @@ impl TestBroker {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Sends the broker a signal (`TERM`, `HUP`…).
+    pub fn signal(&self, sig: &str) -> Result<()> {
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()?;
+        if !st.success() {
+            bail!("kill -{sig} failed");
+        }
+        Ok(())
+    }
+
+    /// Waits for the broker to exit on its own (after a signal), at most `within`.
+    pub async fn wait_exit(&mut self, within: Duration) -> Result<std::process::ExitStatus> {
+        let end = Instant::now() + within;
+        let child = self.child.as_mut().context("not running")?;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() > end {
+                bail!("broker still running after {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The stderr lines captured so far (`Options::capture_stderr`).
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.lock().expect("lock").clone()
     }
 
     /// (VmRSS, VmHWM) of the broker in KiB.
@@ -292,6 +382,27 @@ impl Drop for TestBroker {
             })
             .join();
         }
+    }
+}
+
+/// `url` with a password in its userinfo (a made-up one if it has none, and a user), and the
+/// password.
+fn with_password(url: &str) -> (String, Option<String>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_owned(), None);
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => match rest[..at].split_once(':') {
+            Some((_, pw)) => (url.to_owned(), Some(pw.to_owned())),
+            None if scheme.starts_with("postgres") => {
+                let pw = format!("e2e-secret-{:016x}", rand::random::<u64>());
+                let url = format!("{scheme}://{}:{pw}{}", &rest[..at], &rest[at..]);
+                (url, Some(pw))
+            }
+            None => (url.to_owned(), None),
+        },
+        None => (url.to_owned(), None),
     }
 }
 

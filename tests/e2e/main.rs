@@ -12,6 +12,7 @@ mod hostile;
 mod https;
 mod integrity;
 mod isolation;
+mod lifecycle;
 mod origin;
 mod public;
 mod rules;

@@ -181,8 +181,14 @@ async fn serve(
         return Ok(text(format!("hello from {tag}")));
     }
     if path == "/slow" {
-        // Long enough that concurrent requests overlap at the origin.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Long enough that concurrent requests overlap at the origin; `?ms=N` for longer.
+        let ms = req
+            .uri()
+            .query()
+            .and_then(|q| q.strip_prefix("ms="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(300);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
         return Ok(text("slow"));
     }
     if path == "/switch" {

@@ -6,6 +6,9 @@ mod admin;
 mod config;
 mod domains;
 mod domains_cmd;
+mod drain;
+mod logging;
+mod notify;
 mod policy;
 mod prompt;
 mod public;
@@ -121,7 +124,10 @@ fn tune_malloc() {
 fn tune_malloc() {}
 
 fn run(cli: Cli) -> Result<()> {
-    let config = Config::load(&cli.settings)?;
+    let config = match cli.command {
+        Command::Serve => Config::load(&cli.settings)?,
+        _ => Config::load_admin(&cli.settings)?,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

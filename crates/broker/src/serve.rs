@@ -2,11 +2,9 @@
 //! to stop.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use warren_edge::{Edge, EdgeSettings, TcpPorts};
 use warren_registry::Registry;
@@ -60,11 +58,7 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
 /// Runs the broker until SIGTERM or Ctrl-C; `args` are what `config` was loaded from, read
 /// again on SIGHUP.
 pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log).context("log: bad filter")?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    crate::logging::init(&config)?;
     raise_open_file_limit();
 
     std::fs::create_dir_all(&config.data_dir)
@@ -145,7 +139,8 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         )
         .map_err(|e| anyhow::anyhow!("console_host: {e}"))?;
     let console_url = ssh_settings.url_for(&config.console_label);
-    let shutdown = CancellationToken::new();
+    let stages = crate::drain::Stages::new();
+    let shutdown = stages.shutdown.clone();
     let tasks = tokio_util::task::TaskTracker::new();
     let shards =
         Arc::new(Shards::start(config.tunnel_threads).context("cannot start the tunnel threads")?);
@@ -169,7 +164,8 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         )
         .with_tcp_ports(tcp_ports)
         .with_tenants(tenants.clone())
-        .with_shards(shards.clone()),
+        .with_shards(shards.clone())
+        .with_drain(stages.draining.clone()),
     );
     // Share cookies are signed with a key every node on this database holds.
     let share_key = crate::policy::share_key(&*store).await?;
@@ -228,13 +224,13 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
     tasks.spawn(warren_ssh::run(ssh_listener, shutdown.clone(), ssh));
     tasks.spawn(warren_edge::run(
         http_listener,
-        shutdown.clone(),
+        stages.draining.clone(),
         edge.clone(),
     ));
     tasks.spawn(warren_edge::run_tls(
         https_listener,
-        shutdown.clone(),
-        edge,
+        stages.draining.clone(),
+        edge.clone(),
         tls_config,
     ));
     tasks.spawn(watcher.run(shutdown.clone()));
@@ -310,10 +306,16 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
     );
     info!(%ssh_addr, %http_addr, host_key = %fingerprint, "listening");
 
-    wait_for_signal(|| crate::reload::reload(&args, &config, &certs)).await;
-    info!("shutting down");
-    shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
+    crate::notify::ready("serving");
+
+    wait_for_signal(|| {
+        crate::notify::reloading();
+        crate::reload::reload(&args, &config, &certs);
+        crate::notify::ready("serving");
+    })
+    .await;
+    crate::notify::stopping();
+    crate::drain::drain(&stages, config.shutdown_grace, &edge, &sessions, &tasks).await;
     Ok(())
 }
 

@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 mod access;
+mod drain;
 mod headers;
 mod host;
 mod io;
@@ -95,6 +96,7 @@ pub struct Edge {
     pub(crate) shards: Arc<Shards>,
     pub(crate) access: access::Gate,
     pub(crate) certified: Option<CertificateCheck>,
+    pub(crate) visitors: drain::Visitors,
 }
 
 impl std::fmt::Debug for Edge {
@@ -115,6 +117,7 @@ impl Edge {
             shards: Arc::new(Shards::inline()),
             access: access::Gate::default(),
             certified: None,
+            visitors: drain::Visitors::default(),
         }
     }
 
@@ -168,6 +171,23 @@ impl Edge {
         self
     }
 
+    /// Once the listeners' shutdown token has fired: waits until every visitor connection has
+    /// finished its request in flight and closed, at most `deadline`, then closes the rest.
+    /// Returns how many were still open at the deadline.
+    pub async fn drain(&self, deadline: Duration) -> usize {
+        let visitors = &self.visitors;
+        visitors.tracker.close();
+        let _ = tokio::time::timeout(deadline, visitors.tracker.wait()).await;
+        let left = visitors.tracker.len();
+        visitors.cut.cancel();
+        left
+    }
+
+    /// Visitor connections open now.
+    pub fn visitor_connections(&self) -> usize {
+        self.visitors.tracker.len()
+    }
+
     pub(crate) fn trusts(&self, peer: &SocketAddr) -> bool {
         self.trusts_ip(&peer.ip())
     }
@@ -181,7 +201,8 @@ impl Edge {
     }
 }
 
-/// Serves plain HTTP visitors on `listener` until `shutdown` is cancelled.
+/// Serves plain HTTP visitors on `listener` until `shutdown` is cancelled; connections then
+/// finish the request in flight and close (see [`Edge::drain`]).
 pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
@@ -208,13 +229,10 @@ pub async fn run(
             };
             let shards = edge.shards.clone();
             shards.run(shard, socket, move |socket| {
-                async move {
-                    tokio::select! {
-                        _ = serve_visitor(edge, socket, peer) => {}
-                        _ = shutdown.cancelled() => {}
-                    }
-                }
-                .instrument(info_span!("visitor", %peer))
+                let conn = serve_visitor(edge.clone(), socket, peer, shutdown);
+                edge.visitors
+                    .track(conn)
+                    .instrument(info_span!("visitor", %peer))
             });
         });
     }
@@ -265,7 +283,12 @@ pub(crate) async fn accept(
     }
 }
 
-async fn serve_visitor(edge: Arc<Edge>, socket: tokio::net::TcpStream, peer: SocketAddr) {
+async fn serve_visitor(
+    edge: Arc<Edge>,
+    socket: tokio::net::TcpStream,
+    peer: SocketAddr,
+    draining: CancellationToken,
+) {
     let (io, writer) = io::visitor_io(socket);
     let conn_state = Arc::new(proxy::ConnState::new(edge.clone(), peer, "http", None));
     let service = {
@@ -273,15 +296,15 @@ async fn serve_visitor(edge: Arc<Edge>, socket: tokio::net::TcpStream, peer: Soc
         hyper::service::service_fn(move |req| proxy::handle(conn_state.clone(), req))
     };
     let s = &edge.settings;
-    let result = hyper::server::conn::http1::Builder::new()
+    let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(s.header_read_timeout)
         .max_header_size(s.max_header_bytes)
         .max_buf_size(READ_BUF_MAX)
         .max_headers(s.max_headers)
         .serve_connection(TokioIo::new(io), service)
-        .with_upgrades()
-        .await;
+        .with_upgrades();
+    let result = drain::graceful(conn, &draining, |c| c.graceful_shutdown()).await;
     if let Err(e) = result {
         if e.is_timeout() && conn_state.requests() == 0 {
             // The visitor never finished its first request head: a slowloris or a stalled

@@ -24,7 +24,8 @@ use crate::rewind::Rewind;
 /// A ClientHello larger than this is not one we will route.
 const MAX_HELLO: usize = 64 * 1024;
 
-/// Serves HTTPS visitors on `listener` until `shutdown` is cancelled.
+/// Serves HTTPS visitors on `listener` until `shutdown` is cancelled; connections then finish
+/// the request in flight and close (see [`Edge::drain`](crate::Edge::drain)).
 pub async fn run_tls(
     listener: TcpListener,
     shutdown: CancellationToken,
@@ -46,13 +47,10 @@ pub async fn run_tls(
             let shard = label.as_deref().and_then(|l| edge.shard_of(l));
             let shards = edge.shards.clone();
             shards.run(shard, socket, move |socket| {
-                async move {
-                    tokio::select! {
-                        _ = serve(edge, config, socket, peer, label, raw) => {}
-                        _ = shutdown.cancelled() => {}
-                    }
-                }
-                .instrument(info_span!("tls visitor", %peer))
+                let conn = serve(edge.clone(), config, socket, peer, label, raw, shutdown);
+                edge.visitors
+                    .track(conn)
+                    .instrument(info_span!("tls visitor", %peer))
             });
         });
     }
@@ -97,6 +95,7 @@ async fn serve(
     peer: SocketAddr,
     label: Option<String>,
     raw: Vec<u8>,
+    draining: CancellationToken,
 ) {
     if let Some(label) = &label
         && let Lookup::Live(route) = edge.registry.lookup(label)
@@ -160,10 +159,8 @@ async fn serve(
         .max_header_list_size(s.max_header_bytes as u32)
         .max_concurrent_streams(128)
         .keep_alive_interval(Some(Duration::from_secs(30)));
-    if let Err(e) = builder
-        .serve_connection_with_upgrades(TokioIo::new(tls), service)
-        .await
-    {
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+    if let Err(e) = crate::drain::graceful(conn, &draining, |c| c.graceful_shutdown()).await {
         debug!(error = %e, "https visitor connection ended with error");
     }
 }

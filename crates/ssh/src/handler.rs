@@ -228,9 +228,13 @@ impl Handler for Connection {
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
         if let (Some(user), Some(key)) = (&self.user, &self.key) {
             self.authed.store(true, Ordering::Relaxed);
-            self.server
-                .sessions
-                .insert(self.id, user.id, key.clone(), session.handle());
+            self.server.sessions.insert(
+                self.id,
+                user.id,
+                key.clone(),
+                session.handle(),
+                self.console.clone(),
+            );
         }
         Ok(())
     }

@@ -74,6 +74,8 @@ pub struct SshServer {
     shards: Arc<Shards>,
     config: Arc<Config>,
     next_id: AtomicU64,
+    /// Stops accepting new connections while live sessions go on (see [`SshServer::with_drain`]).
+    draining: CancellationToken,
 }
 
 impl std::fmt::Debug for SshServer {
@@ -124,6 +126,7 @@ impl SshServer {
             config: Arc::new(config),
             next_id: AtomicU64::new(1),
             tenants: None,
+            draining: CancellationToken::new(),
         }
     }
 }
@@ -147,6 +150,14 @@ impl SshServer {
         self
     }
 
+    /// Stops accepting new connections once `draining` fires, while live sessions (and the
+    /// tunnels visitors' requests in flight run through) go on until [`run`]'s `shutdown`: the
+    /// broker drains visitors between the two.
+    pub fn with_drain(mut self, draining: CancellationToken) -> Self {
+        self.draining = draining;
+        self
+    }
+
     /// Runs each session on one of `shards`' tunnel threads (in turn) instead of where it was
     /// accepted.
     pub fn with_shards(mut self, shards: Arc<Shards>) -> Self {
@@ -155,8 +166,8 @@ impl SshServer {
     }
 }
 
-/// Serves SSH on `listener` until `shutdown` is cancelled; live sessions are then told the
-/// server is going away.
+/// Serves SSH on `listener` until `shutdown` (or the server's drain token) is cancelled; live
+/// sessions are disconnected, with the reason, when `shutdown` is.
 pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
@@ -165,6 +176,7 @@ pub async fn run(
     loop {
         let (socket, peer) = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
+            _ = server.draining.cancelled() => return Ok(()),
             accepted = listener.accept() => match accepted {
                 Ok(x) => x,
                 Err(e) => {

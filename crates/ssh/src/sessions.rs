@@ -4,12 +4,15 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use russh::server::Handle;
+
+use crate::console::Console;
 use warren_registry::SessionId;
 
 struct Entry {
     user_id: i64,
     key: String,
     handle: Handle,
+    console: Console,
 }
 
 /// The table of authenticated sessions. A std `Mutex` is fine: it is held for map edits only,
@@ -28,15 +31,34 @@ impl std::fmt::Debug for Sessions {
 }
 
 impl Sessions {
-    pub(crate) fn insert(&self, id: SessionId, user_id: i64, key: String, handle: Handle) {
+    pub(crate) fn insert(
+        &self,
+        id: SessionId,
+        user_id: i64,
+        key: String,
+        handle: Handle,
+        console: Console,
+    ) {
         self.lock().insert(
             id,
             Entry {
                 user_id,
                 key,
                 handle,
+                console,
             },
         );
+    }
+
+    /// Writes `line` to every session's terminal (queued until a session channel opens, as
+    /// every console line is); returns how many sessions. For news all owners need, such as a
+    /// shutdown, while their sessions are still up.
+    pub fn announce(&self, line: &str) -> usize {
+        let map = self.lock();
+        for e in map.values() {
+            e.console.line(line);
+        }
+        map.len()
     }
 
     pub(crate) fn remove(&self, id: SessionId) {
@@ -63,6 +85,11 @@ impl Sessions {
     pub async fn disconnect_key(&self, fingerprint: &str, reason: &str) -> usize {
         self.disconnect_where(|e| e.key == fingerprint, reason)
             .await
+    }
+
+    /// Disconnects every session with `reason` (at shutdown); returns how many.
+    pub async fn disconnect_all(&self, reason: &str) -> usize {
+        self.disconnect_where(|_| true, reason).await
     }
 
     async fn disconnect_where(&self, pred: impl Fn(&Entry) -> bool, reason: &str) -> usize {

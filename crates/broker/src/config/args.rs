@@ -8,6 +8,8 @@ use clap::Args;
 use serde::Deserialize;
 use warren_edge::IpNet;
 
+use crate::logging::LogFormat;
+
 /// Declares the settings struct and its `merge` from one list of fields.
 macro_rules! settings {
     ($( $(#[$meta:meta])* $field:ident : $ty:ty ),* $(,)?) => {
@@ -39,6 +41,13 @@ settings! {
     /// `sqlite://PATH` or `postgres://…` [default: sqlite://DATA_DIR/warren.db].
     #[arg(long, global = true, env = "BROKER_DATABASE_URL", value_name = "URL")]
     database_url: String,
+    /// File holding database_url, so a password in it is not on the command line; a relative
+    /// name is looked up in $CREDENTIALS_DIRECTORY (systemd LoadCredential) when set.
+    #[arg(long, global = true, env = "BROKER_DATABASE_URL_FILE", value_name = "FILE")]
+    database_url_file: PathBuf,
+    /// File holding the Postgres password, added to database_url (which names the user).
+    #[arg(long, global = true, env = "BROKER_DATABASE_PASSWORD_FILE", value_name = "FILE")]
+    database_password_file: PathBuf,
     /// SSH listener [default: 127.0.0.1:2222].
     #[arg(long, global = true, env = "BROKER_SSH_ADDR", value_name = "ADDR")]
     ssh_addr: SocketAddr,
@@ -158,6 +167,9 @@ settings! {
     /// Base64 32-byte key encrypting certificate keys at rest [default: DATA_DIR/cert-key, generated].
     #[arg(long, global = true, env = "BROKER_CERT_KEY", value_name = "BASE64")]
     cert_key: String,
+    /// File holding cert_key (relative: in $CREDENTIALS_DIRECTORY when set).
+    #[arg(long, global = true, env = "BROKER_CERT_KEY_FILE", value_name = "FILE")]
+    cert_key_file: PathBuf,
     /// DNS provider: builtin, cloudflare, rfc2136 or none [default: none].
     #[arg(long, global = true, env = "BROKER_DNS_PROVIDER", value_name = "KIND")]
     dns_provider: String,
@@ -176,6 +188,9 @@ settings! {
     /// Cloudflare API token (Zone:Read, DNS:Edit).
     #[arg(long, global = true, env = "BROKER_CLOUDFLARE_TOKEN", value_name = "TOKEN")]
     cloudflare_token: String,
+    /// File holding cloudflare_token (relative: in $CREDENTIALS_DIRECTORY when set).
+    #[arg(long, global = true, env = "BROKER_CLOUDFLARE_TOKEN_FILE", value_name = "FILE")]
+    cloudflare_token_file: PathBuf,
     /// Cloudflare zone name [default: DOMAIN].
     #[arg(long, global = true, env = "BROKER_CLOUDFLARE_ZONE", value_name = "ZONE")]
     cloudflare_zone: String,
@@ -194,6 +209,9 @@ settings! {
     /// TSIG secret, base64.
     #[arg(long, global = true, env = "BROKER_RFC2136_SECRET", value_name = "BASE64")]
     rfc2136_secret: String,
+    /// File holding rfc2136_secret (relative: in $CREDENTIALS_DIRECTORY when set).
+    #[arg(long, global = true, env = "BROKER_RFC2136_SECRET_FILE", value_name = "FILE")]
+    rfc2136_secret_file: PathBuf,
     /// TSIG algorithm: hmac-sha256, hmac-sha384 or hmac-sha512 [default: hmac-sha256].
     #[arg(long, global = true, env = "BROKER_RFC2136_ALGORITHM", value_name = "ALG")]
     rfc2136_algorithm: String,
@@ -219,9 +237,16 @@ settings! {
     /// Seconds a custom domain whose proof is gone is still served [default: 86400].
     #[arg(long, global = true, env = "BROKER_DOMAIN_GRACE_SECS", value_name = "SECS")]
     domain_grace_secs: u64,
-    /// Log filter, as RUST_LOG [default: info].
+    /// Log filter, as RUST_LOG; unset, RUST_LOG is read before the config file [default: info].
     #[arg(long, global = true, env = "BROKER_LOG", value_name = "FILTER")]
     log: String,
+    /// Log lines as text (colours only on a terminal) or JSON, one object per line [default: text].
+    #[arg(long, global = true, env = "BROKER_LOG_FORMAT", value_name = "FORMAT")]
+    log_format: LogFormat,
+    /// At SIGTERM, seconds visitor requests in flight get to finish before the broker closes
+    /// every connection and exits [default: 10].
+    #[arg(long, global = true, env = "BROKER_SHUTDOWN_GRACE_SECS", value_name = "SECS")]
+    shutdown_grace_secs: u64,
 }
 
 /// An IP network (`10.0.0.0/8`) or a single address (`10.0.0.1`).

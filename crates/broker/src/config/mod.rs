@@ -9,12 +9,14 @@ use std::time::Duration;
 
 mod args;
 mod public;
+mod secrets;
 
 use anyhow::{Context, Result, bail};
 use warren_edge::IpNet;
 
 pub use args::SettingsArgs;
 pub use public::{DnsConfig, PublicConfig};
+use secrets::SecretFiles;
 
 /// A string whose `Debug` does not show it (database URLs carry passwords).
 #[derive(Clone, PartialEq, Eq)]
@@ -117,8 +119,12 @@ pub struct Config {
     pub tunnel_threads: usize,
     /// Deadline for SSH authentication.
     pub auth_timeout: Duration,
-    /// Log filter.
+    /// Log filter (`log`, else `RUST_LOG`, else the file's `log`, else `info`).
     pub log: String,
+    /// Text or JSON log lines.
+    pub log_format: crate::logging::LogFormat,
+    /// How long in-flight visitor requests get to finish at SIGTERM.
+    pub shutdown_grace: Duration,
     /// The console host's label (`console`), reserved from tenants.
     pub console_label: String,
     /// The admin listener, if on.
@@ -139,13 +145,25 @@ pub struct DomainConfig {
 }
 
 impl Config {
-    /// Merges file < env < flags (clap has already put flags over variables) and validates.
+    /// Merges file < env < flags (clap has already put flags over variables), reads every
+    /// secret file, and validates: what `serve` runs on.
     pub fn load(args: &SettingsArgs) -> Result<Self> {
+        Self::load_with(args, SecretFiles::All)
+    }
+
+    /// As [`Config::load`], for admin commands: of the secret files only the database's are
+    /// read (see [`SecretFiles::DatabaseOnly`]).
+    pub fn load_admin(args: &SettingsArgs) -> Result<Self> {
+        Self::load_with(args, SecretFiles::DatabaseOnly)
+    }
+
+    fn load_with(args: &SettingsArgs, secret_files: SecretFiles) -> Result<Self> {
         let file = match config_file(args.config.as_deref(), DEFAULT_CONFIG_FILES) {
             Some(path) => read_file(&path)?,
             None => SettingsArgs::default(),
         };
-        let a = args.clone().merge(file);
+        let file_log = file.log.clone();
+        let a = secrets::resolve(args.clone().merge(file), secret_files)?;
         let data_dir = a
             .data_dir
             .clone()
@@ -158,7 +176,11 @@ impl Config {
             .iter()
             .any(|p| database_url.starts_with(p))
         {
-            bail!("database_url: expected sqlite://PATH or postgres://…, got {database_url:?}");
+            // Redacted: whatever was given may carry a password (`mysql://root:pw@…`).
+            bail!(
+                "database_url: expected sqlite://PATH or postgres://…, got {:?}",
+                Secret(database_url).redacted()
+            );
         }
         let domain = a
             .domain
@@ -285,7 +307,6 @@ impl Config {
                 "auth_timeout_secs",
                 a.auth_timeout_secs.unwrap_or(30),
             )?),
-            log: a.log.unwrap_or_else(|| "info".into()),
             domains: DomainConfig {
                 resolvers: warren_domains::parse_resolvers(
                     a.dns_resolvers.as_deref().unwrap_or_default(),
@@ -300,6 +321,13 @@ impl Config {
                     grace: a.domain_grace_secs.unwrap_or(86_400) as i64,
                 },
             },
+            log: crate::logging::filter(
+                args.log.as_deref(),
+                std::env::var("RUST_LOG").ok().as_deref(),
+                file_log.as_deref(),
+            ),
+            log_format: a.log_format.unwrap_or_default(),
+            shutdown_grace: Duration::from_secs(a.shutdown_grace_secs.unwrap_or(10)),
             console_label,
             admin_addr,
             public,

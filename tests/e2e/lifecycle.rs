@@ -1,0 +1,223 @@
+//! How the broker lives under a service manager: logs a journal or shipper can read, secrets
+//! from files, systemd's readiness protocol, and a SIGTERM that lets requests in flight finish.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tokio::net::{TcpStream, UnixDatagram};
+
+use crate::client::get;
+use crate::harness::{DEADLINE, Db, Options, Ssh, TestBroker, eventually};
+use crate::origin::Origin;
+
+fn capturing() -> Options {
+    Options {
+        capture_stderr: true,
+        ..Options::default()
+    }
+}
+
+/// Serves one tunnel and one request through it, then stops the broker with SIGTERM: enough
+/// for a few log lines of each kind (start, SSH session, shutdown).
+async fn exercise(broker: &mut TestBroker) -> Result<()> {
+    let key = broker.user_with_key("alice")?;
+    let origin = Origin::start("logs").await?;
+    let ssh = Ssh::spawn(broker, &key, &["-R", &format!("0:{}", origin.target())])?;
+    let url = ssh.url(0).await?;
+    assert_eq!(get(&url).await?.status, 200);
+    broker.signal("TERM")?;
+    let status = broker.wait_exit(DEADLINE).await?;
+    assert!(status.success(), "{status:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line() -> Result<()> {
+    let mut broker =
+        TestBroker::start_opts(Db::Sqlite, &["--log-format", "json"], capturing()).await?;
+    exercise(&mut broker).await?;
+    let lines = broker.stderr_lines();
+    assert!(lines.len() >= 3, "too few log lines: {lines:?}");
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("not JSON: {line:?}"))?;
+        assert!(v["level"].is_string(), "no level: {line}");
+        assert!(v["fields"]["message"].is_string(), "no message: {line}");
+        assert!(v["timestamp"].is_string(), "no timestamp: {line}");
+    }
+    let messages: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.split("\"message\":\"").nth(1))
+        .collect();
+    assert!(
+        messages.iter().any(|m| m.starts_with("listening")),
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.starts_with("shutting down")),
+        "{messages:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_logs_to_a_pipe_have_no_colour_codes() -> Result<()> {
+    let mut broker = TestBroker::start_opts(Db::Sqlite, &[], capturing()).await?;
+    exercise(&mut broker).await?;
+    let lines = broker.stderr_lines();
+    assert!(
+        lines.iter().any(|l| l.contains("listening")),
+        "the text log said nothing: {lines:?}"
+    );
+    for line in &lines {
+        assert!(!line.contains("\x1b["), "ANSI code on a pipe: {line:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_url_comes_from_a_file_and_its_password_stays_out_of_the_log() -> Result<()> {
+    let mut broker = TestBroker::start_opts(
+        Db::Postgres,
+        &[],
+        Options {
+            capture_stderr: true,
+            url_in_file: true,
+            ..Options::default()
+        },
+    )
+    .await?;
+    let password = broker
+        .db_password
+        .clone()
+        .context("the URL file has a password")?;
+    // The broker serves from that database: a user the CLI adds there can open a tunnel.
+    exercise(&mut broker).await?;
+    let lines = broker.stderr_lines();
+    assert!(lines.iter().any(|l| l.contains("listening")), "{lines:?}");
+    assert!(
+        !lines.iter().any(|l| l.contains(&password)),
+        "the password is in the log: {lines:?}"
+    );
+    Ok(())
+}
+
+/// The next notification the broker sends, within `DEADLINE`.
+async fn next_notice(socket: &UnixDatagram) -> Result<String> {
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(DEADLINE, socket.recv(&mut buf))
+        .await
+        .context("no notification from the broker")??;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_is_told_ready_reloading_and_stopping() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path)?;
+    let mut broker = TestBroker::start_opts(
+        Db::Sqlite,
+        &[],
+        Options {
+            env: vec![("NOTIFY_SOCKET".into(), path.display().to_string())],
+            ..Options::default()
+        },
+    )
+    .await?;
+    let ready = next_notice(&socket).await?;
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    // Ready means serving: the listeners answer.
+    TcpStream::connect(("127.0.0.1", broker.http_port)).await?;
+
+    broker.signal("HUP")?;
+    let reloading = next_notice(&socket).await?;
+    assert!(
+        reloading.lines().any(|l| l == "RELOADING=1")
+            && reloading.lines().any(|l| l.starts_with("MONOTONIC_USEC=")),
+        "{reloading:?}"
+    );
+    let ready = next_notice(&socket).await?;
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+
+    broker.signal("TERM")?;
+    let stopping = next_notice(&socket).await?;
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
+    assert!(broker.wait_exit(DEADLINE).await?.success());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_request_in_flight_finish_and_refuses_new_ones() -> Result<()> {
+    let grace = Duration::from_secs(10);
+    let mut broker = TestBroker::start_with(Db::Sqlite, &["--shutdown-grace-secs", "10"]).await?;
+    let key = broker.user_with_key("alice")?;
+    let origin = Origin::start("drain").await?;
+    let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("0:{}", origin.target())])?;
+    let url = ssh.url(0).await?;
+    assert_eq!(get(&url).await?.status, 200);
+
+    let before = origin.requests();
+    let visitor = tokio::spawn({
+        let url = format!("{url}/slow?ms=1500");
+        async move { get(&url).await }
+    });
+    eventually("the slow request reaches the origin", DEADLINE, || async {
+        (origin.requests() > before).then_some(())
+    })
+    .await?;
+    let term = Instant::now();
+    broker.signal("TERM")?;
+
+    // New visitors are refused while the request is still in flight.
+    let port = broker.http_port;
+    eventually("new connections refused", DEADLINE, || async move {
+        TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await?;
+    assert!(
+        !visitor.is_finished(),
+        "the slow response came before the listener closed; the test proves nothing"
+    );
+    // The owner is told, in their session, while it is still up.
+    ssh.line("The broker is shutting down").await?;
+
+    let resp = visitor.await??;
+    assert_eq!((resp.status, resp.body.as_str()), (200, "slow"));
+    let status = broker.wait_exit(grace).await?;
+    assert!(status.success(), "{status:?}");
+    assert!(term.elapsed() < grace, "took {:?}", term.elapsed());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shutdown_grace_is_a_deadline() -> Result<()> {
+    let mut broker = TestBroker::start_with(Db::Sqlite, &["--shutdown-grace-secs", "1"]).await?;
+    let key = broker.user_with_key("alice")?;
+    let origin = Origin::start("too slow").await?;
+    let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("0:{}", origin.target())])?;
+    let url = ssh.url(0).await?;
+    let before = origin.requests();
+    let visitor = tokio::spawn({
+        let url = format!("{url}/slow?ms=15000");
+        async move { get(&url).await }
+    });
+    eventually("the slow request reaches the origin", DEADLINE, || async {
+        (origin.requests() > before).then_some(())
+    })
+    .await?;
+    let term = Instant::now();
+    broker.signal("TERM")?;
+    let status = broker.wait_exit(DEADLINE).await?;
+    let took = term.elapsed();
+    assert!(status.success(), "{status:?}");
+    if took > Duration::from_secs(8) {
+        bail!("the broker waited {took:?} for a request past its 1 s grace");
+    }
+    // The visitor's connection was closed, not answered.
+    assert!(visitor.await?.is_err());
+    Ok(())
+}
