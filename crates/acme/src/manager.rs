@@ -100,6 +100,8 @@ pub struct CertManager {
     /// When an attempt for each name last failed: the background task waits `retry_min` after
     /// it even if the store could not record the failure (no tight loop against the CA).
     attempted: Mutex<HashMap<String, Instant>>,
+    /// Orders issued and failed.
+    metrics: Arc<warren_metrics::Metrics>,
 }
 
 impl std::fmt::Debug for CertManager {
@@ -135,7 +137,14 @@ impl CertManager {
             wake: Notify::new(),
             installed: Mutex::new(HashMap::new()),
             attempted: Mutex::new(HashMap::new()),
+            metrics: Arc::new(warren_metrics::Metrics::noop()),
         }
+    }
+
+    /// Counts orders, issued and failed, into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<warren_metrics::Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Installs every stored certificate into the `CertStore`; call once at start, before the
@@ -233,8 +242,12 @@ impl CertManager {
         // Time spent waiting for the budget is not a failure's backoff to double.
         let previous = previous.filter(|r| !waiting(r));
         match self.order(name, owner).await {
-            Ok(row) => Ok((&row).into()),
+            Ok(row) => {
+                self.metrics.acme_issued.increment(1);
+                Ok((&row).into())
+            }
             Err(e) => {
+                self.metrics.acme_failed.increment(1);
                 self.attempted
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)

@@ -4,6 +4,7 @@
 mod accounts;
 mod admin;
 mod config;
+mod observe;
 mod policy;
 mod prompt;
 mod public;

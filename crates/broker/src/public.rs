@@ -61,6 +61,8 @@ pub struct Public {
     pending: Mutex<HashMap<String, Pending>>,
     /// Random names that went away: checked once their grace period is over.
     fading: Mutex<HashMap<String, Instant>>,
+    /// Failed provider calls, labelled with the provider's kind.
+    dns_errors: warren_metrics::Counter,
 }
 
 /// What `serve` prints about DNS.
@@ -81,6 +83,7 @@ impl Public {
         challenges: Arc<Challenges>,
         tasks: &TaskTracker,
         shutdown: &CancellationToken,
+        metrics: &Arc<warren_metrics::Metrics>,
     ) -> Result<(Arc<Self>, PublicInfo)> {
         let p = &config.public;
         let domain = config.domain.clone();
@@ -149,13 +152,10 @@ impl Public {
                             format!("acme_root_ca: cannot read {}", path.display())
                         })?);
                 }
-                let manager = Arc::new(CertManager::new(
-                    settings,
-                    store.clone(),
-                    certs,
-                    challenges,
-                    dns.clone(),
-                ));
+                let manager = Arc::new(
+                    CertManager::new(settings, store.clone(), certs, challenges, dns.clone())
+                        .with_metrics(metrics.clone()),
+                );
                 let loaded = manager.load().await?;
                 tasks.spawn(manager.clone().run(shutdown.clone()));
                 if a.wildcard {
@@ -176,6 +176,11 @@ impl Public {
                 Some(manager)
             }
         };
+        let dns_errors = dns
+            .as_ref()
+            .map_or_else(warren_metrics::Counter::noop, |d| {
+                metrics.dns_errors(d.kind())
+            });
         let public = Arc::new(Self {
             wildcard: p.acme.as_ref().is_some_and(|a| a.wildcard),
             domain,
@@ -187,6 +192,7 @@ impl Public {
             grace: config.grace,
             pending: Mutex::new(HashMap::new()),
             fading: Mutex::new(HashMap::new()),
+            dns_errors,
         });
         for r in store.list_reservations(None).await? {
             public.name_up(&r.name, Some(r.user_id));
@@ -312,6 +318,7 @@ impl Public {
                         Some(AuditEvent::new("broker", action, &fqdn, None))
                     }
                     Err(e) => {
+                        self.dns_errors.increment(1);
                         p.failures += 1;
                         let delay = RETRY_MIN
                             .saturating_mul(1 << p.failures.min(16))

@@ -66,6 +66,7 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     raise_open_file_limit();
+    let (metrics, prometheus) = crate::observe::recorder()?;
 
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
@@ -157,7 +158,8 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
             registry.clone(),
             shutdown.clone(),
         )
-        .with_shards(shards.clone()),
+        .with_shards(shards.clone())
+        .with_metrics(metrics.clone()),
     );
     let ssh = Arc::new(
         SshServer::new(
@@ -169,6 +171,7 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         )
         .with_tcp_ports(tcp_ports)
         .with_tenants(tenants.clone())
+        .with_metrics(metrics.clone())
         .with_shards(shards.clone()),
     );
     // Share cookies are signed with a key every node on this database holds.
@@ -195,7 +198,8 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
             Arc::new(crate::policy::StoreRedeemer(store.clone())),
             share_key,
         )
-        .with_shards(shards),
+        .with_shards(shards)
+        .with_metrics(metrics.clone()),
     );
 
     let (public, public_info) = crate::public::Public::start(
@@ -206,23 +210,23 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         challenges.clone(),
         &tasks,
         &shutdown,
+        &metrics,
     )
     .await?;
     let watcher =
         crate::watch::Watcher::start(public, store.clone(), registry.clone(), sessions.clone())
             .await?;
-    tasks.spawn(warren_ssh::run(ssh_listener, shutdown.clone(), ssh));
-    tasks.spawn(warren_edge::run(
-        http_listener,
-        shutdown.clone(),
-        edge.clone(),
+    let listeners = Arc::new(crate::observe::Listeners::default());
+    tasks.spawn(listeners.watch("ssh", warren_ssh::run(ssh_listener, shutdown.clone(), ssh)));
+    tasks.spawn(listeners.watch(
+        "http",
+        warren_edge::run(http_listener, shutdown.clone(), edge.clone()),
     ));
-    tasks.spawn(warren_edge::run_tls(
-        https_listener,
-        shutdown.clone(),
-        edge,
-        tls_config,
+    tasks.spawn(listeners.watch(
+        "https",
+        warren_edge::run_tls(https_listener, shutdown.clone(), edge, tls_config),
     ));
+    tasks.spawn(crate::observe::upkeep(prometheus.clone(), shutdown.clone()));
     tasks.spawn(watcher.run(shutdown.clone()));
     let admin_addr = match config.admin_addr {
         Some(addr) => {
@@ -231,7 +235,22 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
                 .with_context(|| format!("admin_addr: cannot listen on {addr}"))?;
             let local = listener.local_addr()?;
             let stop = shutdown.clone();
-            let service = api_router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            // /metrics, /healthz and /readyz here only: the console host (the same API
+            // through the edge) is open to visitors.
+            let observer = crate::observe::Observer {
+                handle: prometheus,
+                metrics: metrics.clone(),
+                registry: registry.clone(),
+                sessions: sessions.clone(),
+                certs: certs.clone(),
+                store: store.clone(),
+                listeners: listeners.clone(),
+                sqlite_file: sqlite_path(&config.database_url.0).map(|p| p.to_path_buf()),
+                console_owner: CONSOLE_OWNER,
+            };
+            let service = api_router
+                .merge(crate::observe::router(Arc::new(observer)))
+                .into_make_service_with_connect_info::<std::net::SocketAddr>();
             tasks.spawn(async move {
                 if let Err(e) = axum::serve(listener, service)
                     .with_graceful_shutdown(stop.cancelled_owned())

@@ -10,6 +10,7 @@ use russh::{MethodKind, MethodSet};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
+use warren_metrics::{Limit, Metrics};
 use warren_registry::{PortAllocator, Registry, RouteKind};
 use warren_shards::Shards;
 use warren_store::Store;
@@ -72,6 +73,8 @@ pub struct SshServer {
     /// The service functions behind `ssh HOST COMMAND`; without them commands show the log.
     pub(crate) tenants: Option<warren_tenants::Tenants>,
     shards: Arc<Shards>,
+    /// SSH connections, logins, refusals by reason, and the limits the SSH side enforces.
+    pub(crate) metrics: Arc<Metrics>,
     config: Arc<Config>,
     next_id: AtomicU64,
 }
@@ -124,6 +127,7 @@ impl SshServer {
             config: Arc::new(config),
             next_id: AtomicU64::new(1),
             tenants: None,
+            metrics: Arc::new(Metrics::noop()),
         }
     }
 }
@@ -144,6 +148,12 @@ impl SshServer {
     /// Runs `ssh HOST COMMAND` through `tenants` (the same functions as the REST API).
     pub fn with_tenants(mut self, tenants: warren_tenants::Tenants) -> Self {
         self.tenants = Some(tenants);
+        self
+    }
+
+    /// Counts connections, logins, refusals and limit hits into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
         self
     }
 
@@ -178,6 +188,7 @@ pub async fn run(
         // OpenSSH sets TCP_NODELAY only for sessions with a pty; without it on our side too,
         // every `ssh -N` tunnel pays a Nagle + delayed-ACK stall per small write.
         let _ = socket.set_nodelay(true);
+        server.metrics.ssh_connections.increment(1);
         let id = server.next_id.fetch_add(1, Ordering::Relaxed);
         let server = server.clone();
         let shutdown = shutdown.clone();
@@ -187,7 +198,12 @@ pub async fn run(
             async move {
                 let authed = Arc::new(AtomicBool::new(false));
                 let handler = Connection::new(server.clone(), id, peer, authed.clone());
-                let socket = AuthDeadline::new(socket, authed, server.settings.auth_timeout);
+                let socket = AuthDeadline::new(
+                    socket,
+                    authed,
+                    server.settings.auth_timeout,
+                    server.metrics.limit_counter(Limit::AuthTimeout),
+                );
                 let session =
                     match russh::server::run_stream(server.config.clone(), socket, handler).await {
                         Ok(s) => s,
