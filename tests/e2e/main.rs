@@ -11,6 +11,7 @@ mod hostile;
 mod https;
 mod integrity;
 mod isolation;
+mod metrics;
 mod origin;
 mod public;
 mod rules;
