@@ -170,7 +170,7 @@ pub struct Metrics {
     pub bytes_in: Counter,
     /// Body bytes from origins to visitors since start (as `bytes_in`).
     pub bytes_out: Counter,
-    /// Certificates served (set at scrape time).
+    /// Names served with a certificate (set at scrape time).
     pub certificates: Gauge,
     /// The soonest expiry among them, Unix seconds; 0 with none (set at scrape time).
     pub certificate_expiry: Gauge,
@@ -358,7 +358,10 @@ fn describe(r: &dyn Recorder) {
         "warren_visitor_connections_live",
         "Visitor connections holding a tunnel's connection slot.",
     );
-    g("warren_certificates", "Certificates served.");
+    g(
+        "warren_certificates",
+        "Names served with a certificate (a certificate for several names counts once per name).",
+    );
     g(
         "warren_certificate_expiry_earliest_seconds",
         "When the certificate that expires first expires, in Unix seconds (0 with none).",
