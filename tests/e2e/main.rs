@@ -13,6 +13,7 @@ mod https;
 mod integrity;
 mod isolation;
 mod lifecycle;
+mod metrics;
 mod origin;
 mod public;
 mod rules;

@@ -100,6 +100,8 @@ pub struct CertManager {
     /// When an attempt for each name failed and the store could not record it: the background
     /// task then waits `retry_min` anyway (no tight loop against the CA).
     attempted: Mutex<HashMap<String, Instant>>,
+    /// Orders issued and failed.
+    metrics: Arc<warren_metrics::Metrics>,
 }
 
 impl std::fmt::Debug for CertManager {
@@ -135,7 +137,14 @@ impl CertManager {
             wake: Notify::new(),
             installed: Mutex::new(HashMap::new()),
             attempted: Mutex::new(HashMap::new()),
+            metrics: Arc::new(warren_metrics::Metrics::noop()),
         }
+    }
+
+    /// Counts orders, issued and failed, into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<warren_metrics::Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Installs every stored certificate into the `CertStore`; call once at start, before the
@@ -233,8 +242,12 @@ impl CertManager {
         // Time spent waiting for the budget is not a failure's backoff to double.
         let previous = previous.filter(|r| !waiting(r));
         match self.order(name, owner).await {
-            Ok(row) => Ok((&row).into()),
+            Ok(row) => {
+                self.metrics.acme_issued.increment(1);
+                Ok((&row).into())
+            }
             Err(e) => {
+                self.metrics.acme_failed.increment(1);
                 let s = &self.settings;
                 let delay = retry_delay(previous.as_ref(), s.retry_min, s.retry_max, jitter());
                 warn!(name, error = %e, retry_in_secs = delay, "certificate order failed");

@@ -9,6 +9,7 @@ mod domains_cmd;
 mod drain;
 mod logging;
 mod notify;
+mod observe;
 mod policy;
 mod prompt;
 mod public;

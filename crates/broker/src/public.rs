@@ -68,6 +68,8 @@ pub struct Public {
     fading: Mutex<HashMap<String, Instant>>,
     /// Rung when a DNS change is wanted, so it is made at once rather than on the next tick.
     wake: tokio::sync::Notify,
+    /// Failed provider calls, labelled with the provider's kind.
+    dns_errors: warren_metrics::Counter,
 }
 
 /// What `serve` prints about DNS.
@@ -88,6 +90,7 @@ impl Public {
         challenges: Arc<Challenges>,
         tasks: &TaskTracker,
         shutdown: &CancellationToken,
+        metrics: &Arc<warren_metrics::Metrics>,
     ) -> Result<(Arc<Self>, PublicInfo)> {
         let p = &config.public;
         let domain = config.domain.clone();
@@ -156,13 +159,10 @@ impl Public {
                             format!("acme_root_ca: cannot read {}", path.display())
                         })?);
                 }
-                let manager = Arc::new(CertManager::new(
-                    settings,
-                    store.clone(),
-                    certs,
-                    challenges,
-                    dns.clone(),
-                ));
+                let manager = Arc::new(
+                    CertManager::new(settings, store.clone(), certs, challenges, dns.clone())
+                        .with_metrics(metrics.clone()),
+                );
                 let loaded = manager.load().await?;
                 tasks.spawn(manager.clone().run(shutdown.clone()));
                 if a.wildcard {
@@ -183,6 +183,11 @@ impl Public {
                 Some(manager)
             }
         };
+        let dns_errors = dns
+            .as_ref()
+            .map_or_else(warren_metrics::Counter::noop, |d| {
+                metrics.dns_errors(d.kind())
+            });
         let public = Arc::new(Self {
             wildcard: p.acme.as_ref().is_some_and(|a| a.wildcard),
             domain,
@@ -195,6 +200,7 @@ impl Public {
             pending: Mutex::new(HashMap::new()),
             fading: Mutex::new(HashMap::new()),
             wake: tokio::sync::Notify::new(),
+            dns_errors,
         });
         tasks.spawn(public.clone().run(shutdown.clone()));
         for r in store.list_reservations(None).await? {
@@ -342,6 +348,7 @@ impl Public {
                         Some(AuditEvent::new("broker", action, &fqdn, None))
                     }
                     Err(e) => {
+                        self.dns_errors.increment(1);
                         p.failures += 1;
                         let delay = RETRY_MIN
                             .saturating_mul(1 << p.failures.min(16))

@@ -60,6 +60,7 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
 pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
     crate::logging::init(&config)?;
     raise_open_file_limit();
+    let (metrics, prometheus) = crate::observe::recorder()?;
 
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
@@ -152,7 +153,8 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
             registry.clone(),
             shutdown.clone(),
         )
-        .with_shards(shards.clone()),
+        .with_shards(shards.clone())
+        .with_metrics(metrics.clone()),
     );
     let ssh = Arc::new(
         SshServer::new(
@@ -164,6 +166,7 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         )
         .with_tcp_ports(tcp_ports)
         .with_tenants(tenants.clone())
+        .with_metrics(metrics.clone())
         .with_shards(shards.clone())
         .with_drain(stages.draining.clone()),
     );
@@ -195,7 +198,8 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         .with_certificate_check({
             let certs = certs.clone();
             Arc::new(move |host: &str| certs.get(host).is_some())
-        }),
+        })
+        .with_metrics(metrics.clone()),
     );
 
     let (public, public_info) = crate::public::Public::start(
@@ -206,6 +210,7 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         challenges.clone(),
         &tasks,
         &shutdown,
+        &metrics,
     )
     .await?;
     let watcher = crate::watch::Watcher::start(
@@ -221,18 +226,22 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         public.acme(),
         config.domains.intervals,
     );
-    tasks.spawn(warren_ssh::run(ssh_listener, shutdown.clone(), ssh));
-    tasks.spawn(warren_edge::run(
-        http_listener,
-        stages.draining.clone(),
-        edge.clone(),
+    let listeners = Arc::new(crate::observe::Listeners::default());
+    tasks.spawn(listeners.watch("ssh", warren_ssh::run(ssh_listener, shutdown.clone(), ssh)));
+    tasks.spawn(listeners.watch(
+        "http",
+        warren_edge::run(http_listener, stages.draining.clone(), edge.clone()),
     ));
-    tasks.spawn(warren_edge::run_tls(
-        https_listener,
-        stages.draining.clone(),
-        edge.clone(),
-        tls_config,
+    tasks.spawn(listeners.watch(
+        "https",
+        warren_edge::run_tls(
+            https_listener,
+            stages.draining.clone(),
+            edge.clone(),
+            tls_config,
+        ),
     ));
+    tasks.spawn(crate::observe::upkeep(prometheus.clone(), shutdown.clone()));
     tasks.spawn(watcher.run(shutdown.clone()));
     tasks.spawn(domains.run(shutdown.clone()));
     let admin_addr = match config.admin_addr {
@@ -242,7 +251,22 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
                 .with_context(|| format!("admin_addr: cannot listen on {addr}"))?;
             let local = listener.local_addr()?;
             let stop = shutdown.clone();
-            let service = api_router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            // /metrics, /healthz and /readyz here only: the console host (the same API
+            // through the edge) is open to visitors.
+            let observer = crate::observe::Observer {
+                handle: prometheus,
+                metrics: metrics.clone(),
+                registry: registry.clone(),
+                sessions: sessions.clone(),
+                certs: certs.clone(),
+                store: store.clone(),
+                listeners: listeners.clone(),
+                sqlite_file: sqlite_path(&config.database_url.0).map(|p| p.to_path_buf()),
+                console_owner: CONSOLE_OWNER,
+            };
+            let service = api_router
+                .merge(crate::observe::router(Arc::new(observer)))
+                .into_make_service_with_connect_info::<std::net::SocketAddr>();
             tasks.spawn(async move {
                 if let Err(e) = axum::serve(listener, service)
                     .with_graceful_shutdown(stop.cancelled_owned())

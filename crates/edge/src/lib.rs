@@ -31,6 +31,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
+use warren_metrics::{Limit, Listener, Metrics};
 use warren_registry::{Lookup, Registry};
 use warren_shards::Shards;
 
@@ -97,6 +98,8 @@ pub struct Edge {
     pub(crate) access: access::Gate,
     pub(crate) certified: Option<CertificateCheck>,
     pub(crate) visitors: drain::Visitors,
+    /// What the edge counts: requests by status class, their latency, connections, limits.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Edge {
@@ -118,7 +121,14 @@ impl Edge {
             access: access::Gate::default(),
             certified: None,
             visitors: drain::Visitors::default(),
+            metrics: Arc::new(Metrics::noop()),
         }
+    }
+
+    /// Counts requests, visitor connections and limit hits into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Answers share links (`/.well-known/warren-share/TOKEN`) by redeeming them through
@@ -211,6 +221,7 @@ pub async fn run(
     // Upstream pools are shared by HTTP and HTTPS visitors; one sweeper serves both.
     tokio::spawn(pool::expire(edge.clone(), shutdown.clone()));
     while let Some((socket, peer)) = accept(&listener, &shutdown, "http").await {
+        edge.metrics.visitor_connection(Listener::Http);
         let edge = edge.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
@@ -219,6 +230,7 @@ pub async fn run(
                     Some(host) => edge.shard_for(&host),
                     None => {
                         // Not a byte of a request head in all that time.
+                        edge.metrics.limit_hit(Limit::HeaderTimeout);
                         let (_, writer) = io::visitor_io(socket);
                         writer.write_final(pages::REQUEST_TIMEOUT).await;
                         return;
@@ -306,6 +318,7 @@ async fn serve_visitor(
         .with_upgrades();
     let result = drain::graceful(conn, &draining, |c| c.graceful_shutdown()).await;
     if let Err(e) = result {
+        count_head_limits(&edge, &e, conn_state.requests());
         if e.is_timeout() && conn_state.requests() == 0 {
             // The visitor never finished its first request head: a slowloris or a stalled
             // client. Say so instead of vanishing.
@@ -313,5 +326,16 @@ async fn serve_visitor(
         } else {
             debug!(error = %e, "visitor connection ended with error");
         }
+    }
+}
+
+/// Counts the limits hyper enforces itself, which end a connection without asking our
+/// service: a request head too large or with too many headers (hyper answers 431), and a
+/// first head that did not arrive in time (we answer 408).
+pub(crate) fn count_head_limits(edge: &Edge, e: &hyper::Error, requests: u64) {
+    if e.is_parse_too_large() {
+        edge.metrics.limit_hit(Limit::RequestHead);
+    } else if e.is_timeout() && requests == 0 {
+        edge.metrics.limit_hit(Limit::HeaderTimeout);
     }
 }

@@ -79,13 +79,12 @@ impl ConnState {
         if let Some((_, permit)) = slots.iter().find(|(r, _)| Arc::ptr_eq(r, route)) {
             return Ok(permit.clone());
         }
-        let permit = Arc::new(
-            route
-                .connections
-                .clone()
-                .try_acquire_owned()
-                .map_err(|_| Failure::Busy)?,
-        );
+        let permit = Arc::new(route.connections.clone().try_acquire_owned().map_err(|_| {
+            self.edge
+                .metrics
+                .limit_hit(warren_metrics::Limit::TunnelConnections);
+            Failure::Busy
+        })?);
         slots.push((route.clone(), permit.clone()));
         Ok(permit)
     }
@@ -97,7 +96,13 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let tls = state.proto == "https";
+    let started = Instant::now();
     let mut resp = route(&state, req).await;
+    // Handles resolved once (warren-metrics): an index and two atomic adds per request.
+    state
+        .edge
+        .metrics
+        .request(resp.status().as_u16(), started.elapsed());
     if tls
         && let Some(max_age) = state.edge.settings.hsts_max_age
         && let Ok(v) = HeaderValue::from_str(&format!("max-age={max_age}"))

@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span};
+use warren_metrics::{Limit, Listener, Metrics};
 use warren_registry::{Lookup, PortAllocator, Registry, RouteKind, tcp_name};
 use warren_shards::Shards;
 
@@ -30,6 +31,7 @@ pub struct TcpPorts {
     open: Arc<Mutex<HashSet<u16>>>,
     shutdown: CancellationToken,
     shards: Arc<Shards>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for TcpPorts {
@@ -58,7 +60,14 @@ impl TcpPorts {
             open: Arc::default(),
             shutdown,
             shards: Arc::new(Shards::inline()),
+            metrics: Arc::new(Metrics::noop()),
         }
+    }
+
+    /// Counts connections and connection-limit hits into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Serves each connection on its tunnel's thread (see `warren-shards`).
@@ -79,9 +88,10 @@ impl TcpPorts {
         let open = self.open.clone();
         let shutdown = self.shutdown.clone();
         let shards = self.shards.clone();
+        let metrics = self.metrics.clone();
         tokio::spawn(
             async move {
-                accept_loop(listener, port, registry, shutdown, shards).await;
+                accept_loop(listener, port, registry, shutdown, shards, metrics).await;
                 open.lock().unwrap_or_else(|p| p.into_inner()).remove(&port);
                 debug!("tcp port closed");
             }
@@ -145,6 +155,7 @@ async fn accept_loop(
     registry: Arc<Registry>,
     shutdown: CancellationToken,
     shards: Arc<Shards>,
+    metrics: Arc<Metrics>,
 ) {
     let name = tcp_name(port);
     let mut reap = tokio::time::interval(REAP);
@@ -160,6 +171,7 @@ async fn accept_loop(
             accepted = listener.accept() => {
                 let Ok((socket, peer)) = accepted else { continue };
                 let _ = socket.set_nodelay(true);
+                metrics.visitor_connection(Listener::Tcp);
                 let Lookup::Live(route) = registry.lookup(&name) else { continue };
                 if route.kind != RouteKind::Tcp {
                     continue;
@@ -170,8 +182,12 @@ async fn accept_loop(
                     continue;
                 }
                 let shard = route.endpoint.shard();
+                let metrics = metrics.clone();
                 shards.run(shard, socket, move |mut socket| async move {
-                    let Ok(_permit) = route.connections.clone().try_acquire_owned() else { return };
+                    let Ok(_permit) = route.connections.clone().try_acquire_owned() else {
+                        metrics.limit_hit(Limit::TunnelConnections);
+                        return;
+                    };
                     let started = std::time::Instant::now();
                     match route.endpoint.open(peer).await {
                         Ok(mut upstream) => {

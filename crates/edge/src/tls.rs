@@ -33,6 +33,8 @@ pub async fn run_tls(
     config: Arc<ServerConfig>,
 ) -> std::io::Result<()> {
     while let Some((socket, peer)) = crate::accept(&listener, &shutdown, "https").await {
+        edge.metrics
+            .visitor_connection(warren_metrics::Listener::Https);
         let edge = edge.clone();
         let config = config.clone();
         let shutdown = shutdown.clone();
@@ -106,7 +108,7 @@ async fn serve(
         {
             return;
         }
-        passthrough(route, socket, raw, peer).await;
+        passthrough(route, socket, raw, peer, &edge.metrics).await;
         return;
     }
     // The ClientHello is parsed again here (cheap) so that rustls's `Accepted` path is used:
@@ -161,6 +163,9 @@ async fn serve(
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
     if let Err(e) = crate::drain::graceful(conn, &draining, |c| c.graceful_shutdown()).await {
+        if let Some(e) = e.downcast_ref::<hyper::Error>() {
+            crate::count_head_limits(&edge, e, state.requests());
+        }
         debug!(error = %e, "https visitor connection ended with error");
     }
 }
@@ -206,9 +211,16 @@ async fn read_client_hello(socket: &mut TcpStream) -> std::io::Result<(Option<St
 }
 
 /// Relays the visitor's encrypted bytes to the owner's service, ClientHello first.
-async fn passthrough(route: Arc<Route>, mut socket: TcpStream, hello: Vec<u8>, peer: SocketAddr) {
+async fn passthrough(
+    route: Arc<Route>,
+    mut socket: TcpStream,
+    hello: Vec<u8>,
+    peer: SocketAddr,
+    metrics: &warren_metrics::Metrics,
+) {
     let Ok(_permit) = route.connections.clone().try_acquire_owned() else {
         debug!("passthrough tunnel at its connection limit");
+        metrics.limit_hit(warren_metrics::Limit::TunnelConnections);
         return;
     };
     let started = std::time::Instant::now();

@@ -116,6 +116,28 @@ pub struct Route {
     max_connections: usize,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    /// Where this route's byte counts go when it is dropped ([`Registry::bytes_moved`]).
+    retired: Arc<Retired>,
+}
+
+/// The bytes of routes that are gone, so that the broker's totals since start
+/// ([`Registry::bytes_moved`]) do not fall when a tunnel closes. Added to once per route, when
+/// its last user drops it: nothing on the visitor path.
+#[derive(Debug, Default)]
+struct Retired {
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+impl Drop for Route {
+    fn drop(&mut self) {
+        self.retired
+            .bytes_in
+            .fetch_add(*self.bytes_in.get_mut(), Ordering::Relaxed);
+        self.retired
+            .bytes_out
+            .fetch_add(*self.bytes_out.get_mut(), Ordering::Relaxed);
+    }
 }
 
 /// What a live tunnel has done since it was bound, for listings ([`Route::stats`]). Read from
@@ -282,6 +304,7 @@ pub struct Registry {
     limits: OwnerLimits,
     /// Entries per HTTP tunnel's request log; 0 records nothing.
     request_log_entries: usize,
+    retired: Arc<Retired>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -307,7 +330,26 @@ impl Registry {
             max_connections: max_connections.max(1),
             limits: OwnerLimits::NONE,
             request_log_entries: DEFAULT_REQUEST_LOG_ENTRIES,
+            retired: Arc::default(),
         }
+    }
+
+    /// Bytes moved between visitors and origins since this table was made, (visitor to
+    /// origin, origin to visitor): routes that are gone plus the live ones, read for metrics
+    /// when scraped. A route unbound but still in use (a download in flight) is in neither
+    /// until it is dropped, so a reading can be lower than the one before: a reader that
+    /// needs a monotonic total keeps the highest it has seen.
+    pub fn bytes_moved(&self) -> (u64, u64) {
+        let mut moved = (
+            self.retired.bytes_in.load(Ordering::Relaxed),
+            self.retired.bytes_out.load(Ordering::Relaxed),
+        );
+        for route in self.routes() {
+            let stats = route.stats();
+            moved.0 += stats.bytes_in;
+            moved.1 += stats.bytes_out;
+        }
+        moved
     }
 
     /// Keeps the last `entries` requests of each HTTP tunnel name in memory (the default is
@@ -493,6 +535,7 @@ impl Registry {
             max_connections,
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            retired: self.retired.clone(),
         };
         self.update(move |map| {
             let displaced = match map.get(name) {
@@ -938,6 +981,24 @@ mod tests {
         );
         drop(held);
         assert_eq!(route.stats().connections, 0);
+    }
+
+    #[test]
+    fn bytes_moved_outlive_their_routes() {
+        let reg = Registry::new(Duration::from_secs(60), 3);
+        let (a, _) = reg.bind("a", 1, 100, RouteKind::Http, ep()).expect("a");
+        let (b, _) = reg.bind("b", 2, 200, RouteKind::Tcp, ep()).expect("b");
+        a.count_bytes(10, 100);
+        b.count_bytes(1, 2);
+        assert_eq!(reg.bytes_moved(), (11, 102));
+        reg.unbind("a", 100);
+        // Unbound but still held (a download in flight): counted again once dropped.
+        a.count_bytes(5, 0);
+        drop(a);
+        assert_eq!(reg.bytes_moved(), (16, 102));
+        reg.sweep();
+        drop(b);
+        assert_eq!(reg.bytes_moved(), (16, 102), "b is live: counted once");
     }
 
     #[test]

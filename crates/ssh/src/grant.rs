@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use russh::server::Handle;
 use tracing::{info, warn};
+use warren_metrics::Limit;
 use warren_registry::{BindError, RouteKind, StickyKey, names, tcp_name, tcp_port};
 use warren_store::{AuditAction, Reservation, StoreError, User};
 
@@ -70,6 +71,7 @@ impl Connection {
         }
         let limits = &self.server.settings.limits;
         if self.forwards.len() >= limits.forwards_per_session {
+            self.server.metrics.limit_hit(Limit::ForwardsPerSession);
             return Err(Refusal::new(format!(
                 "this session already has {} forwards, the most this broker allows \
                  (max_forwards_per_session)",
@@ -149,6 +151,7 @@ impl Connection {
         if let Some(max) = own.max_tunnels {
             let live = self.server.registry.held_by(user.id).routes;
             if live as i64 >= max {
+                self.server.metrics.limit_hit(Limit::TunnelQuota);
                 return Err(Refusal::new(format!(
                     "you already have {live} live tunnels, the most allowed for you (quota max_tunnels = {max})"
                 )));
@@ -196,7 +199,13 @@ impl Connection {
                 }
                 let why = match e {
                     BindError::Taken(name) => format!("name {name:?} is in use by another user"),
-                    limit => limit.to_string(),
+                    limit => {
+                        self.server.metrics.limit_hit(match limit {
+                            BindError::TooManyTcpPorts(_) => Limit::TcpPortsPerUser,
+                            _ => Limit::ForwardsPerUser,
+                        });
+                        limit.to_string()
+                    }
                 };
                 return Err(Refusal::new(why).about(&grant.name));
             }
@@ -377,12 +386,14 @@ impl Connection {
             })?
             .len();
         if held >= limits.names_per_user {
+            self.server.metrics.limit_hit(Limit::NamesPerUser);
             return Err(Refusal::new(format!(
                 "you already hold {held} names, the most this broker allows per user \
                  (max_names_per_user); release one first (broker release NAME)"
             )));
         }
         if let Err(wait) = self.server.claims.check(user.id) {
+            self.server.metrics.limit_hit(Limit::ClaimsPerHour);
             return Err(Refusal::new(format!(
                 "you claimed {} names within the last hour, the most this broker allows \
                  (max_claims_per_hour); try again in {} s",
@@ -419,6 +430,7 @@ impl Connection {
             // Checked again, atomically, by the bind; this only spares opening a listener.
             let held = registry.held_by(user.id).tcp_ports;
             if held >= registry.owner_limits().tcp_ports {
+                self.server.metrics.limit_hit(Limit::TcpPortsPerUser);
                 return Err(BindError::TooManyTcpPorts(held).to_string());
             }
             ports.allocate(None)

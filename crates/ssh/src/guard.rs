@@ -23,6 +23,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
+use warren_metrics::Counter;
+
 use crate::readahead::{ReadAhead, Source};
 
 pub(crate) struct AuthDeadline {
@@ -30,20 +32,33 @@ pub(crate) struct AuthDeadline {
     ahead: ReadAhead,
     authed: Arc<AtomicBool>,
     deadline: Pin<Box<Sleep>>,
+    /// Counts a connection cut by the deadline, once (`auth_timeout` in the limit metrics).
+    timeouts: Option<Counter>,
 }
 
 impl AuthDeadline {
-    pub(crate) fn new(inner: TcpStream, authed: Arc<AtomicBool>, within: Duration) -> Self {
+    pub(crate) fn new(
+        inner: TcpStream,
+        authed: Arc<AtomicBool>,
+        within: Duration,
+        timeouts: Counter,
+    ) -> Self {
         Self {
             inner,
             ahead: ReadAhead::default(),
             authed,
             deadline: Box::pin(tokio::time::sleep(within)),
+            timeouts: Some(timeouts),
         }
     }
 
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        !self.authed.load(Ordering::Relaxed) && self.deadline.as_mut().poll(cx).is_ready()
+        let expired =
+            !self.authed.load(Ordering::Relaxed) && self.deadline.as_mut().poll(cx).is_ready();
+        if expired && let Some(counter) = self.timeouts.take() {
+            counter.increment(1);
+        }
+        expired
     }
 }
 

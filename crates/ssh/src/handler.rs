@@ -10,6 +10,7 @@ use russh::server::{
 };
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
 use tracing::{debug, info, warn};
+use warren_metrics::AuthFailure;
 use warren_registry::SessionId;
 use warren_store::{AuditAction, AuditEvent, User};
 
@@ -124,6 +125,7 @@ impl Connection {
             Ok(Some((_, user))) if !user.disabled => KeyCheck::Ok(user),
             Ok(Some((_, user))) => KeyCheck::Disabled(user),
             Ok(None) => {
+                self.server.metrics.auth_failure(AuthFailure::UnknownKey);
                 self.refusal = Some(format!(
                     "Warren: key {fp} is not registered. Ask the operator to run: broker key add USER <your .pub file>"
                 ));
@@ -131,6 +133,7 @@ impl Connection {
             }
             Err(e) => {
                 warn!(error = %e, "key lookup failed");
+                self.server.metrics.auth_failure(AuthFailure::StoreError);
                 self.refusal = Some(
                     "Warren: the broker cannot check keys right now; try again shortly.".into(),
                 );
@@ -190,6 +193,7 @@ impl Handler for Connection {
                 Ok(Auth::Accept)
             }
             KeyCheck::Disabled(user) => {
+                self.server.metrics.auth_failure(AuthFailure::DisabledUser);
                 self.refusal = Some(format!(
                     "Warren: user {:?} is disabled; ask the operator.",
                     user.name
@@ -228,6 +232,7 @@ impl Handler for Connection {
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
         if let (Some(user), Some(key)) = (&self.user, &self.key) {
             self.authed.store(true, Ordering::Relaxed);
+            self.server.metrics.ssh_logins.increment(1);
             self.server.sessions.insert(
                 self.id,
                 user.id,

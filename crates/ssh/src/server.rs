@@ -10,6 +10,7 @@ use russh::{MethodKind, MethodSet};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
+use warren_metrics::{Limit, Metrics};
 use warren_registry::{PortAllocator, Registry, RouteKind};
 use warren_shards::Shards;
 use warren_store::Store;
@@ -72,6 +73,8 @@ pub struct SshServer {
     /// The service functions behind `ssh HOST COMMAND`; without them commands show the log.
     pub(crate) tenants: Option<warren_tenants::Tenants>,
     shards: Arc<Shards>,
+    /// SSH connections, logins, refusals by reason, and the limits the SSH side enforces.
+    pub(crate) metrics: Arc<Metrics>,
     config: Arc<Config>,
     next_id: AtomicU64,
     /// Stops accepting new connections while live sessions go on (see [`SshServer::with_drain`]).
@@ -127,6 +130,7 @@ impl SshServer {
             next_id: AtomicU64::new(1),
             tenants: None,
             draining: CancellationToken::new(),
+            metrics: Arc::new(Metrics::noop()),
         }
     }
 }
@@ -155,6 +159,12 @@ impl SshServer {
     /// broker drains visitors between the two.
     pub fn with_drain(mut self, draining: CancellationToken) -> Self {
         self.draining = draining;
+        self
+    }
+
+    /// Counts connections, logins, refusals and limit hits into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
         self
     }
 
@@ -190,6 +200,7 @@ pub async fn run(
         // OpenSSH sets TCP_NODELAY only for sessions with a pty; without it on our side too,
         // every `ssh -N` tunnel pays a Nagle + delayed-ACK stall per small write.
         let _ = socket.set_nodelay(true);
+        server.metrics.ssh_connections.increment(1);
         let id = server.next_id.fetch_add(1, Ordering::Relaxed);
         let server = server.clone();
         let shutdown = shutdown.clone();
@@ -199,7 +210,12 @@ pub async fn run(
             async move {
                 let authed = Arc::new(AtomicBool::new(false));
                 let handler = Connection::new(server.clone(), id, peer, authed.clone());
-                let socket = AuthDeadline::new(socket, authed, server.settings.auth_timeout);
+                let socket = AuthDeadline::new(
+                    socket,
+                    authed,
+                    server.settings.auth_timeout,
+                    server.metrics.limit_counter(Limit::AuthTimeout),
+                );
                 let session =
                     match russh::server::run_stream(server.config.clone(), socket, handler).await {
                         Ok(s) => s,
