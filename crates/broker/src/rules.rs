@@ -6,11 +6,10 @@ use std::io::Read;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use warren_tenants::rules::{self as service, RulesView};
+use warren_tenants::rules as service;
 use warren_tenants::shares::{self, ShareView};
 use warren_tenants::{Caller, parse_duration};
 
-use crate::admin::when;
 use crate::config::Config;
 
 /// `broker rules NAME [ACTION]`
@@ -112,7 +111,7 @@ pub async fn rules(config: &Config, args: RulesArgs) -> Result<()> {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&view)?);
             } else {
-                print_rules(&view);
+                print!("{}", view.text());
             }
         }
         Some(RulesCmd::Auth(AuthCmd::Add { user })) => {
@@ -161,39 +160,6 @@ pub async fn rules(config: &Config, args: RulesArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_rules(v: &RulesView) {
-    println!("{} ({}, {})", v.name, v.kind, v.owner);
-    if v.basic_users.is_empty() && v.allow.is_empty() && v.deny.is_empty() {
-        println!("  open: no password, no IP rules");
-    }
-    for u in &v.basic_users {
-        println!("  auth   {} ({})", u.username, u.scheme);
-    }
-    for net in &v.allow {
-        println!("  allow  {net}");
-    }
-    for net in &v.deny {
-        println!("  deny   {net}");
-    }
-    for s in &v.shares {
-        println!("  share  {}", share_line(s));
-    }
-}
-
-fn share_line(s: &ShareView) -> String {
-    let uses = s
-        .uses_left
-        .map_or_else(|| "unlimited uses".to_owned(), |n| format!("{n} uses left"));
-    format!(
-        "{:<5} {:<8} {:<16} expires {:<8} by {}",
-        s.id,
-        s.state,
-        uses,
-        when(Some(s.expires_at)),
-        s.created_by
-    )
-}
-
 pub async fn share(config: &Config, args: ShareArgs) -> Result<()> {
     let ctx = crate::accounts::tenants(config).await?;
     let op = Caller::operator();
@@ -204,12 +170,9 @@ pub async fn share(config: &Config, args: ShareArgs) -> Result<()> {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&links)?);
             } else {
-                println!(
-                    "{:<5} {:<8} {:<16} {:<16} CREATED BY",
-                    "ID", "STATE", "USES", "EXPIRES"
-                );
+                println!("{}", ShareView::HEADING);
                 for s in &links {
-                    println!("{}", share_line(s));
+                    println!("{}", s.line());
                 }
             }
         }
@@ -223,7 +186,7 @@ pub async fn share(config: &Config, args: ShareArgs) -> Result<()> {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&made)?);
             } else {
-                println!("{name}: share link {}", share_line(&made.share));
+                println!("{name}: share link {}", made.share.line());
                 println!("{}", made.url);
             }
         }

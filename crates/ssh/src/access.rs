@@ -5,9 +5,9 @@
 
 use std::fmt::Write as _;
 
-use warren_tenants::rules::{self, RulesView};
+use warren_tenants::rules;
 use warren_tenants::shares::{self, ShareView};
-use warren_tenants::{Caller, Tenants, parse_duration, when};
+use warren_tenants::{Caller, Tenants, parse_duration};
 
 use crate::commands::{Args, Output, Res, fit, json};
 
@@ -34,7 +34,7 @@ pub(crate) async fn rules(t: &Tenants, c: &Caller, a: &mut Args, stdin: &[u8]) -
             if a.json {
                 return Ok(json(&v));
             }
-            Ok(Output::ok(render(&v)))
+            Ok(Output::ok(v.text()))
         }
         ["auth", "add", user] => {
             let password = first_line(stdin).ok_or_else(|| {
@@ -93,41 +93,6 @@ fn first_line(stdin: &[u8]) -> Option<String> {
     (!line.is_empty()).then(|| line.to_owned())
 }
 
-/// The rules as lines of at most 80 columns.
-fn render(v: &RulesView) -> String {
-    let mut s = format!("{} ({}, {})\n", fit(&v.name, 40), v.kind, fit(&v.owner, 24));
-    if v.basic_users.is_empty() && v.allow.is_empty() && v.deny.is_empty() {
-        s.push_str("  open: no password, no IP rules\n");
-    }
-    for u in &v.basic_users {
-        let _ = writeln!(s, "  auth   {} ({})", fit(&u.username, 64), u.scheme);
-    }
-    for net in &v.allow {
-        let _ = writeln!(s, "  allow  {net}");
-    }
-    for net in &v.deny {
-        let _ = writeln!(s, "  deny   {net}");
-    }
-    for l in &v.shares {
-        let _ = writeln!(s, "  share  {}", share_line(l));
-    }
-    s
-}
-
-fn share_line(s: &ShareView) -> String {
-    let uses = s
-        .uses_left
-        .map_or_else(|| "unlimited".to_owned(), |n| format!("{n} left"));
-    format!(
-        "{:<5} {:<8} {:<10} expires {:<8} by {}",
-        s.id,
-        s.state,
-        uses,
-        when(Some(s.expires_at)),
-        fit(&s.created_by, 24)
-    )
-}
-
 /// `share NAME --expires 2h [--uses N]`, `share NAME list`, `share NAME revoke ID`
 pub(crate) async fn share(t: &Tenants, c: &Caller, a: &mut Args) -> Res {
     let expires = a.flag("expires")?;
@@ -154,7 +119,7 @@ pub(crate) async fn share(t: &Tenants, c: &Caller, a: &mut Args) -> Res {
             }
             Ok(Output::ok(format!(
                 "{name}: share link {}\n{}\n",
-                share_line(&made.share),
+                made.share.line(),
                 made.url
             )))
         }
@@ -163,9 +128,9 @@ pub(crate) async fn share(t: &Tenants, c: &Caller, a: &mut Args) -> Res {
             if a.json {
                 return Ok(json(&links));
             }
-            let mut s = format!("{:<5} {:<8} {:<10} EXPIRES\n", "ID", "STATE", "USES");
+            let mut s = format!("{}\n", ShareView::HEADING);
             for l in &links {
-                let _ = writeln!(s, "{}", share_line(l));
+                let _ = writeln!(s, "{}", l.line());
             }
             if links.is_empty() {
                 let _ = writeln!(

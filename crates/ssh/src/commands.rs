@@ -202,16 +202,7 @@ pub(crate) fn json<T: Serialize>(v: &T) -> Output {
     }
 }
 
-/// Cuts `s` to `n` characters, marking the cut.
-pub(crate) fn fit(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_owned()
-    } else {
-        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
-        t.push('…');
-        t
-    }
-}
+pub(crate) use warren_tenants::fit;
 
 /// Runs one command for `caller`; `stdin` is what the client sent before EOF.
 pub(crate) async fn run(

@@ -44,6 +44,34 @@ pub struct RulesView {
 }
 
 impl RulesView {
+    /// The rules as the CLI and the SSH command print them, lines within 80 columns.
+    pub fn text(&self) -> String {
+        use std::fmt::Write as _;
+        let fit = crate::fit;
+        let mut s = format!(
+            "{} ({}, {})\n",
+            fit(&self.name, 40),
+            self.kind,
+            fit(&self.owner, 24)
+        );
+        if self.basic_users.is_empty() && self.allow.is_empty() && self.deny.is_empty() {
+            s.push_str("  open: no password, no IP rules\n");
+        }
+        for u in &self.basic_users {
+            let _ = writeln!(s, "  auth   {} ({})", fit(&u.username, 64), u.scheme);
+        }
+        for net in &self.allow {
+            let _ = writeln!(s, "  allow  {net}");
+        }
+        for net in &self.deny {
+            let _ = writeln!(s, "  deny   {net}");
+        }
+        for l in &self.shares {
+            let _ = writeln!(s, "  share  {}", l.line());
+        }
+        s
+    }
+
     fn of(rules: Rules, now: i64) -> Self {
         let pick = |action: &str| {
             rules

@@ -69,6 +69,26 @@ impl ShareView {
     }
 }
 
+impl ShareView {
+    /// The heading of [`ShareView::line`]s.
+    pub const HEADING: &'static str = "ID    STATE    USES       EXPIRES";
+
+    /// One line of a listing (the CLI's and the SSH command's), within 80 columns.
+    pub fn line(&self) -> String {
+        let uses = self
+            .uses_left
+            .map_or_else(|| "unlimited".to_owned(), |n| format!("{n} left"));
+        format!(
+            "{:<5} {:<8} {:<10} expires {:<8} by {}",
+            self.id,
+            self.state,
+            uses,
+            crate::when(Some(self.expires_at)),
+            crate::fit(&self.created_by, 24)
+        )
+    }
+}
+
 /// A link just made: the only time its URL is known.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CreatedShare {

@@ -219,3 +219,15 @@ pub fn when(t: Option<i64>) -> String {
         }
     }
 }
+
+/// Cuts `s` to `n` characters, marking the cut: listings stay in their columns (and in 80 of
+/// them) whatever a tenant named things.
+pub fn fit(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}

@@ -70,11 +70,6 @@ pub(crate) async fn auth_put(
     ApiPath((name, user)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<BasicPassword>,
 ) -> ApiResult<axum::Json<RulesView>> {
-    if req.password.is_empty() {
-        return Err(
-            warren_tenants::ServiceError::invalid("password", "the password is empty").into(),
-        );
-    }
     rules::auth_add(&state.tenants, &auth.caller, &name, &user, &req.password).await?;
     Ok(axum::Json(
         rules::show(&state.tenants, &auth.caller, &name).await?,
