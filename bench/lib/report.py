@@ -1,4 +1,5 @@
 """Ratios, the printed table, and the SVG chart of a bench result."""
+import statistics
 
 FIGURES = ["rps", "p50_ms", "p99_ms", "cold_rps", "cold_p99_ms", "bulk_mb_s", "upload_mb_s"]
 LOWER_IS_BETTER = {"p50_ms", "p99_ms", "cold_p99_ms"}
@@ -18,6 +19,13 @@ def ratios(result):
     for a, b in COMPARISONS:
         if a in P and b in P:
             out[f"{a}_vs_{b}"] = {k: round(P[a][k] / P[b][k], 3) if P[b].get(k) else None for k in FIGURES}
+            # The same ratio taken round by round (the two rows measured minutes apart at
+            # most, in alternating order), then the median: the machine's drift over the run
+            # cancels, which a ratio of two medians does not do.
+            sa, sb = P[a]["samples"]["load"], P[b]["samples"]["load"]
+            paired = [x["rps"] / y["rps"] for x, y in zip(sa, sb) if y["rps"]]
+            if paired:
+                out[f"{a}_vs_{b}"]["rps_paired"] = round(statistics.median(paired), 3)
     # The server's own CPU per GiB moved (broker against sandhole's process).
     gib = result.get("cpu_s_per_gib", {})
     for what in gib:

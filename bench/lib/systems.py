@@ -173,9 +173,9 @@ http {{
     return plain, tls
 
 
-def start_broker(procs, tmp, binary, cert, cert_key, extra=()):
+def start_broker(procs, tmp, binary, cert, cert_key, extra=(), wrap=()):
     """A fresh Warren broker (embedded SQLite) with one user `bench` and a new ed25519 key;
-    `extra` flags go to `serve`."""
+    `extra` flags go to `serve`, which runs under `wrap` (a profiler's command line) if given."""
     data = os.path.join(tmp, "broker")
     env = dict(os.environ, BROKER_DATA_DIR=data, BROKER_LOG="warn")
     env.pop("BROKER_CONFIG", None)
@@ -187,7 +187,7 @@ def start_broker(procs, tmp, binary, cert, cert_key, extra=()):
     if not os.path.exists(key):
         subprocess.run(["ssh-keygen", "-q", "-N", "", "-t", "ed25519", "-f", key], check=True)
     subprocess.run([binary, "key", "add", "bench", key + ".pub"], env=env, check=True, stdout=subprocess.DEVNULL)
-    p = procs.start([binary, "--ssh-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--https-addr", "127.0.0.1:0", "--admin-addr", "off",
+    p = procs.start([*wrap, binary, "--ssh-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--https-addr", "127.0.0.1:0", "--admin-addr", "off",
                      "--tls-cert", cert, "--tls-key", cert_key, "--public-scheme", "http", "--https-redirect", "false",
                      *extra, "serve"], env=env, stdout=subprocess.PIPE, text=True, preexec_fn=raise_nofile)
     ports = {}

@@ -198,6 +198,7 @@ fn expected(method: &str, path: &str) -> Option<(u16, u16)> {
         ("get", "/api/v1/tunnels/{name}/requests/live") => (404, 404),
         ("get", "/api/v1/events") => (403, 200),
         ("get", "/api/v1/certificates") => (403, 200),
+        ("get", "/api/v1/dns") => (403, 200),
         ("get", "/api/v1/domains") => (403, 200),
         ("get", "/api/v1/reservations/{name}/domains") => (404, 200),
         ("post", "/api/v1/reservations/{name}/domains") => (404, 403),
@@ -304,6 +305,7 @@ async fn authorization_of_every_route(db: Db) -> Result<()> {
                 | "/api/v1/tunnels"
                 | "/api/v1/events"
                 | "/api/v1/certificates"
+                | "/api/v1/dns"
                 | "/api/v1/domains"
                     if method == "get" =>
                 {
@@ -731,6 +733,16 @@ async fn reservations_quotas_and_the_console_host() -> Result<()> {
             .contains("max_reservations"),
         "{}",
         r.raw
+    );
+    // With no DNS provider the broker publishes nothing: the operator's records serve names.
+    let r = api.call_with("GET", "/api/v1/dns", Cred::Token(&alice), None, &host)?;
+    assert_eq!(
+        (r.status, r.body.clone()),
+        (
+            200,
+            json!([{"name": "chat", "fqdn": "chat.localhost", "state": "unmanaged",
+                    "since": null, "last_error": null}])
+        )
     );
     // Kinds: a tcp reservation names a port of the range; a bad kind is a 422 naming `kind`.
     let r = api.call_with(

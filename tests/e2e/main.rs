@@ -4,6 +4,7 @@
 
 mod admin;
 mod api;
+mod check;
 mod client;
 mod commands;
 mod domains;

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::harness::{Db, Ssh, TestBroker, eventually};
+use crate::api::{Api, Cred, token};
+use crate::harness::{DEADLINE, Db, Ssh, TestBroker, eventually};
 use crate::origin::Origin;
 
 #[path = "../../crates/acme/tests/harness/pebble.rs"]
@@ -26,8 +27,24 @@ struct Public {
 }
 
 /// Pebble first (it must know where to validate), then the broker on those very ports with
-/// its built-in DNS server, which Pebble asks for every name.
+/// its built-in DNS server, which Pebble asks for every name. The ports are picked free before
+/// either starts, so another test may take one in between: the broker then cannot listen, and
+/// the whole start is tried again on new ports.
 async fn start(challenge: &str, extra: &[&str]) -> Result<Public> {
+    let mut attempt = 1;
+    loop {
+        match start_once(challenge, extra).await {
+            Ok(public) => return Ok(public),
+            Err(e) if attempt < 3 => {
+                eprintln!("public: start attempt {attempt} failed ({e:#}); new ports");
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn start_once(challenge: &str, extra: &[&str]) -> Result<Public> {
     let dir = tempfile::tempdir()?;
     let (http, https, dns) = (
         pebble::free_port(),
@@ -229,6 +246,31 @@ async fn the_dns01_wildcard_serves_reserved_and_random_names_with_no_order_of_th
     env.published(&format!("shop.{ZONE}")).await?;
     let (_, subject) = env.curl(&format!("shop.{ZONE}"), &ca).await?;
     assert!(subject.contains(&format!("*.{ZONE}")), "{subject}");
+    // Their owner sees the records' state through the API: the reserved name, the bound one
+    // and the random one, all published; another tenant sees none of them.
+    let api = Api::of(&env.broker);
+    let alice = token(&env.broker, "alice", "dns", "read")?;
+    let random_label = random_host.split('.').next().unwrap_or_default().to_owned();
+    let mut want = vec!["app".to_owned(), random_label, "shop".to_owned()];
+    want.sort();
+    let dns = eventually("every name published in the API", DEADLINE, || {
+        let r = api.call("GET", "/api/v1/dns", Cred::Token(&alice), None);
+        let want = want.clone();
+        async move {
+            let r = r.ok()?;
+            let rows = r.body.as_array()?.clone();
+            let names: Vec<&str> = rows.iter().filter_map(|d| d["name"].as_str()).collect();
+            (r.status == 200 && names == want && rows.iter().all(|d| d["state"] == "published"))
+                .then_some(rows)
+        }
+    })
+    .await?;
+    assert_eq!(dns[2]["fqdn"], format!("shop.{ZONE}"));
+    assert!(dns[2]["since"].as_i64().is_some() && dns[2]["last_error"].is_null());
+    env.broker.cli_ok(&["user", "add", "bob"])?;
+    let bob = token(&env.broker, "bob", "dns", "read")?;
+    let r = api.call("GET", "/api/v1/dns", Cred::Token(&bob), None)?;
+    assert_eq!((r.status, r.body.clone()), (200, serde_json::json!([])));
     // Only the wildcard was ordered: no reserved or random name has a certificate of its own.
     let listing = env.broker.cli_ok(&["certs", "list"])?;
     let names: Vec<&str> = listing
@@ -354,6 +396,27 @@ async fn dns_provider_down_is_reported_and_retried() -> Result<()> {
         line.contains(&format!("shop.{ZONE}")) && line.contains("rfc2136"),
         "{line}"
     );
+    // The owner sees it failing, with the provider's reason, through the API.
+    let alice = token(&broker, "alice", "dns", "read")?;
+    let r = Api::of(&broker).call("GET", "/api/v1/dns", Cred::Token(&alice), None)?;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    let row = &r.body[0];
+    assert_eq!(
+        (
+            row["name"].as_str(),
+            row["fqdn"].as_str(),
+            row["state"].as_str()
+        ),
+        (
+            Some("shop"),
+            Some(&*format!("shop.{ZONE}")),
+            Some("failing")
+        ),
+        "{}",
+        r.raw
+    );
+    let reason = row["last_error"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("set via rfc2136: "), "{reason}");
     // The name still works as a tunnel name: DNS trouble never blocks the data path.
     assert_eq!(
         crate::client::get(&format!("http://shop.{ZONE}:{}/", broker.http_port))

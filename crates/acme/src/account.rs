@@ -109,3 +109,70 @@ pub(crate) async fn create(
     info!(directory = %dir, account = account.id(), "ACME account created");
     Ok(account)
 }
+
+/// Proves, changing nothing, that the CA's directory answers through the configured trust
+/// roots, and that a stored account for it opens with the configured key (`broker check`).
+pub async fn check(settings: &AcmeSettings, store: &dyn Store) -> Result<String, AcmeError> {
+    let dir = &settings.directory_url;
+    let client = http_client(settings)?;
+    let req = http::Request::get(dir.as_str())
+        .body(BodyWrapper::from(Vec::new()))
+        .map_err(|e| AcmeError::BadSettings(format!("acme_directory {dir:?}: {e}")))?;
+    let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req))
+        .await
+        .map_err(|_| AcmeError::Directory("no answer within 20 s".into()))?
+        .map_err(|e| AcmeError::Directory(chain(&e)))?;
+    let status = resp.parts.status;
+    let mut body = resp.body;
+    let bytes = body
+        .into_bytes()
+        .await
+        .map_err(|e| AcmeError::Directory(e.to_string()))?;
+    if !status.is_success() {
+        return Err(AcmeError::Directory(format!("answered {status}")));
+    }
+    let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| {
+        AcmeError::Directory("not an ACME directory (the answer is not JSON)".into())
+    })?;
+    if ["newNonce", "newAccount", "newOrder"]
+        .iter()
+        .any(|k| json.get(k).and_then(|v| v.as_str()).is_none())
+    {
+        return Err(AcmeError::Directory(
+            "not an ACME directory (no newNonce/newAccount/newOrder)".into(),
+        ));
+    }
+    let ari = if json.get("renewalInfo").is_some() {
+        "renewal information (ARI) offered"
+    } else {
+        "no renewal information (ARI)"
+    };
+    let account = match store.acme_account(dir).await? {
+        None => "no account yet (made at the first order)".to_owned(),
+        Some(row) => {
+            settings.key.open(dir, &row.credentials).map_err(|e| {
+                AcmeError::Cipher(format!(
+                    "the stored account does not open with cert_key ({e}): was the key file replaced?"
+                ))
+            })?;
+            "the stored account opens with cert_key".to_owned()
+        }
+    };
+    Ok(format!("{dir}: answers; {ari}; {account}"))
+}
+
+/// An error with its causes: hyper's "client error (Connect)" alone does not say that the
+/// connection was refused, or that the CA's certificate is not trusted.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}

@@ -82,6 +82,9 @@ pub enum AcmeError {
     /// The settings are unusable (bad root PEM, unknown challenge name).
     #[error("ACME settings: {0}")]
     BadSettings(String),
+    /// The CA's directory did not answer as one (`broker check`).
+    #[error("ACME directory: {0}")]
+    Directory(String),
     /// Something on our side that should not fail (key generation, JSON encoding).
     #[error("internal: {0}")]
     Internal(String),

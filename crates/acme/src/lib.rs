@@ -32,6 +32,7 @@ mod names;
 mod order;
 mod schedule;
 
+pub use account::check;
 pub use budget::{Candidate, Issued, Limit, OrderBudget, Verdict, WINDOW};
 pub use cipher::KeyCipher;
 pub use error::AcmeError;

@@ -89,7 +89,7 @@ impl ApiState {
         (name = "reservations", description = "Reserved names"),
         (name = "rules", description = "Who may visit a reserved name: basic auth, IP lists, share links"),
         (name = "tunnels", description = "Live tunnels"),
-        (name = "audit", description = "Audit log and certificates"),
+        (name = "audit", description = "Audit log, certificates and DNS state"),
         (name = "domains", description = "Custom domains")
     )
 )]

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod admin;
+mod check;
 mod config;
 mod domains;
 mod domains_cmd;
@@ -42,6 +43,9 @@ enum Command {
     Serve,
     /// Apply database migrations and exit (serve does this on start too).
     Migrate,
+    /// Check the config, database, certificate, DNS provider and ACME directory, changing
+    /// nothing; exits non-zero with the reasons if any check fails.
+    Check,
     /// Manage users.
     #[command(subcommand)]
     User(admin::UserCmd),
@@ -126,7 +130,7 @@ fn tune_malloc() {}
 
 fn run(cli: Cli) -> Result<()> {
     let config = match cli.command {
-        Command::Serve => Config::load(&cli.settings)?,
+        Command::Serve | Command::Check => Config::load(&cli.settings)?,
         _ => Config::load_admin(&cli.settings)?,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -135,6 +139,7 @@ fn run(cli: Cli) -> Result<()> {
     rt.block_on(async move {
         match cli.command {
             Command::Serve => serve::serve(config, cli.settings).await,
+            Command::Check => check::check(&config, &cli.settings).await,
             Command::Migrate => {
                 serve::open_store(&config).await?;
                 println!("migrations applied to {}", config.database_url.redacted());

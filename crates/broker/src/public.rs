@@ -115,30 +115,9 @@ impl Public {
                 }
                 Some(server)
             }
-            DnsConfig::Cloudflare { token, zone, api } => {
-                dns_info = format!("cloudflare zone {zone}");
-                Some(Arc::new(Cloudflare::new(CloudflareSettings {
-                    api_base: api.clone(),
-                    token: token.clone(),
-                    zone: zone.clone(),
-                })?))
-            }
-            DnsConfig::Rfc2136 {
-                server,
-                zone,
-                key_name,
-                secret,
-                algorithm,
-            } => {
-                dns_info = format!("rfc2136 {server} zone {zone}");
-                Some(Arc::new(Rfc2136::new(Rfc2136Settings {
-                    server: *server,
-                    zone: zone.clone(),
-                    key_name: key_name.clone(),
-                    algorithm: *algorithm,
-                    secret: secret.clone(),
-                    ttl: 60,
-                })?))
+            remote => {
+                dns_info = describe_remote(remote);
+                remote_dns(remote)?
             }
         };
         let mut acme_info = "off (no acme_directory)".to_owned();
@@ -149,16 +128,7 @@ impl Public {
                     Some(k) => KeyCipher::from_base64(k.expose())?,
                     None => KeyCipher::load_or_create(&config.data_dir.join("cert-key"))?,
                 };
-                let mut settings = AcmeSettings::new(a.directory.clone(), key);
-                settings.challenge = a.challenge;
-                settings.email = a.email.clone();
-                settings.budget = a.budget;
-                if let Some(path) = &a.root_ca {
-                    settings.root_ca_pem =
-                        Some(std::fs::read_to_string(path).with_context(|| {
-                            format!("acme_root_ca: cannot read {}", path.display())
-                        })?);
-                }
+                let settings = acme_settings(a, key)?;
                 let manager = Arc::new(
                     CertManager::new(settings, store.clone(), certs, challenges, dns.clone())
                         .with_metrics(metrics.clone()),
@@ -383,4 +353,59 @@ impl Public {
             }
         }
     }
+}
+
+/// The DNS provider the broker drives over the network (Cloudflare, an RFC 2136 server);
+/// `None` for none or the built-in server, which is the broker itself. Shared by `serve` and
+/// `broker check`.
+pub fn remote_dns(dns: &DnsConfig) -> Result<Option<Arc<dyn DnsProvider>>> {
+    Ok(match dns {
+        DnsConfig::None | DnsConfig::Builtin { .. } => None,
+        DnsConfig::Cloudflare { token, zone, api } => {
+            Some(Arc::new(Cloudflare::new(CloudflareSettings {
+                api_base: api.clone(),
+                token: token.clone(),
+                zone: zone.clone(),
+            })?))
+        }
+        DnsConfig::Rfc2136 {
+            server,
+            zone,
+            key_name,
+            secret,
+            algorithm,
+        } => Some(Arc::new(Rfc2136::new(Rfc2136Settings {
+            server: *server,
+            zone: zone.clone(),
+            key_name: key_name.clone(),
+            algorithm: *algorithm,
+            secret: secret.clone(),
+            ttl: 60,
+        })?)),
+    })
+}
+
+/// How `serve` names a remote DNS provider at start.
+pub fn describe_remote(dns: &DnsConfig) -> String {
+    match dns {
+        DnsConfig::None => "none".into(),
+        DnsConfig::Builtin { addr, .. } => format!("built-in server on {addr}"),
+        DnsConfig::Cloudflare { zone, .. } => format!("cloudflare zone {zone}"),
+        DnsConfig::Rfc2136 { server, zone, .. } => format!("rfc2136 {server} zone {zone}"),
+    }
+}
+
+/// The ACME client's settings from the config, with the key that seals its secrets.
+pub fn acme_settings(a: &crate::config::AcmeConfig, key: KeyCipher) -> Result<AcmeSettings> {
+    let mut settings = AcmeSettings::new(a.directory.clone(), key);
+    settings.challenge = a.challenge;
+    settings.email = a.email.clone();
+    settings.budget = a.budget;
+    if let Some(path) = &a.root_ca {
+        settings.root_ca_pem = Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("acme_root_ca: cannot read {}", path.display()))?,
+        );
+    }
+    Ok(settings)
 }

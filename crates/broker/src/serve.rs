@@ -16,7 +16,7 @@ use warren_tls::{CertStore, Challenges, Resolver};
 use crate::config::{Config, SettingsArgs};
 
 /// The file of a SQLite database URL (`None` for Postgres).
-fn sqlite_path(url: &str) -> Option<&std::path::Path> {
+pub fn sqlite_path(url: &str) -> Option<&std::path::Path> {
     let path = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))?;
@@ -388,6 +388,7 @@ pub fn tenants_for(
             },
             tcp_ports: (*config.tcp_ports.start(), *config.tcp_ports.end()),
             reserved_labels: vec![config.console_label.clone()],
+            dns_managed: !matches!(config.public.dns, crate::config::DnsConfig::None),
         },
     );
     match crate::domains::checking(config) {

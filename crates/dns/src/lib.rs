@@ -53,6 +53,12 @@ pub trait DnsProvider: Send + Sync + 'static {
 
     /// Short name for logs and status: "cloudflare", "rfc2136", "builtin".
     fn kind(&self) -> &'static str;
+
+    /// Proves, changing nothing, that the provider can be reached with these credentials
+    /// (`broker check`); says what was proven. A provider with nothing to reach says so.
+    async fn check(&self) -> Result<String, DnsError> {
+        Ok(format!("{}: nothing to reach", self.kind()))
+    }
 }
 
 /// A credential whose `Debug` prints `MASKED`, so settings can be logged whole.

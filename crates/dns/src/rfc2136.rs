@@ -325,6 +325,18 @@ impl DnsProvider for Rfc2136 {
             .await
     }
 
+    /// An UPDATE with an empty update section: the server checks the TSIG key and its update
+    /// policy for the zone, and changes nothing.
+    async fn check(&self) -> Result<String, DnsError> {
+        self.send(self.update_message(Vec::new())).await?;
+        Ok(format!(
+            "rfc2136: {} accepts updates to zone {} signed with key {}",
+            self.server,
+            without_dot(&self.zone),
+            without_dot(self.signer.signer_name())
+        ))
+    }
+
     fn kind(&self) -> &'static str {
         KIND
     }

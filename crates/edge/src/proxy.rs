@@ -276,7 +276,7 @@ async fn proxy(
 ) -> Response<Body> {
     let started = Instant::now();
     let line = RequestLine::of(&req);
-    let exchange = Exchange::start(&route, &req, || state.visitor_ip(&req));
+    let exchange = Exchange::start(&route, &req, started, || state.visitor_ip(&req));
     let (slot, in_flight, mut upstream) = match upstream_for(state, &route).await {
         Ok(x) => x,
         Err(failure) => return exchange.respond(failure.finish(&route, &line, started)),

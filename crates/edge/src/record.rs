@@ -50,21 +50,22 @@ pub(crate) struct Pending {
     visitor: IpAddr,
     user_agent: String,
     /// Request body bytes so far, counted by the body on its way to the origin (on the
-    /// upstream connection's task).
-    bytes_in: Arc<AtomicU64>,
+    /// upstream connection's task); `None` for a request without a body.
+    bytes_in: Option<Arc<AtomicU64>>,
 }
 
 impl Exchange {
-    /// Starts `req`'s exchange on `route`; `visitor` is its real address (see
-    /// `headers::visitor_ip`), asked for only when the route keeps a log.
-    pub(crate) fn start<B>(
+    /// Starts `req`'s exchange on `route`, which arrived at `started`; `visitor` is its real
+    /// address (see `headers::visitor_ip`), asked for only when the route keeps a log.
+    pub(crate) fn start<B: hyper::body::Body>(
         route: &Arc<Route>,
         req: &Request<B>,
+        started: Instant,
         visitor: impl FnOnce() -> IpAddr,
     ) -> Self {
         let pending = route.request_log().map(|log| Pending {
             log: log.clone(),
-            started: Instant::now(),
+            started,
             at_ms: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
@@ -76,7 +77,8 @@ impl Exchange {
             ),
             visitor: visitor(),
             user_agent: user_agent(req.headers()),
-            bytes_in: Arc::new(AtomicU64::new(0)),
+            // Most requests (GETs) have no body: no counter to share with it.
+            bytes_in: (!req.body().is_end_stream()).then(|| Arc::new(AtomicU64::new(0))),
         });
         Self {
             route: route.clone(),
@@ -89,7 +91,7 @@ impl Exchange {
         RequestBody::new(
             body,
             self.route.clone(),
-            self.pending.as_ref().map(|p| p.bytes_in.clone()),
+            self.pending.as_ref().and_then(|p| p.bytes_in.clone()),
         )
     }
 
@@ -125,7 +127,10 @@ impl Pending {
     /// Writes the entry: `status` sent, `bytes_out` handed to the visitor, whether the whole
     /// response went.
     pub(crate) fn record(self, status: u16, bytes_out: u64, complete: bool) {
-        let bytes_in = self.bytes_in.load(Ordering::Relaxed);
+        let bytes_in = self
+            .bytes_in
+            .as_ref()
+            .map_or(0, |b| b.load(Ordering::Relaxed));
         self.record_moved(status, bytes_in, bytes_out, complete);
     }
 
@@ -219,7 +224,11 @@ fn upto(raw: &[u8], max: usize) -> &[u8] {
 
 fn push_escaped(out: &mut String, raw: &[u8]) {
     use std::fmt::Write;
-    for chunk in raw.utf8_chunks() {
+    // Paths and user agents are printable ASCII nearly always: copied in one go.
+    let plain = raw.iter().take_while(|b| (0x20..0x7f).contains(*b)).count();
+    // Printable ASCII is UTF-8.
+    out.push_str(std::str::from_utf8(&raw[..plain]).unwrap_or_default());
+    for chunk in raw[plain..].utf8_chunks() {
         for c in chunk.valid().chars() {
             if c.is_control() {
                 let mut utf8 = [0; 4];

@@ -4,7 +4,7 @@
 //! The SQL is kept in `const`s beside the trait (readable and searchable, unlike SQL inside a
 //! macro body); the macro at the bottom only writes the two identical `impl`s of short methods.
 
-use crate::{AuditEvent, Result, StoreError, User};
+use crate::{AuditAction, AuditEvent, Result, StoreError, User};
 
 /// Per-user quotas; `None` means the broker's configured default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
@@ -138,6 +138,14 @@ pub trait AccountStore: Send + Sync + 'static {
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<AuditEvent>>;
+
+    /// The newest event about `subject` with one of `actions` (none given: `None`): the state
+    /// a name's DNS records were last left in, say, which the API shows its owner.
+    async fn last_event_about(
+        &self,
+        subject: &str,
+        actions: &[AuditAction],
+    ) -> Result<Option<AuditEvent>>;
 }
 
 const TOKEN_COLUMNS: &str = "id, user_id, name, hint, scope, expires_at, last_used_at, created_at";
@@ -181,6 +189,17 @@ mod sql {
     pub const EVENTS_PAGE: &str = "SELECT id, at, actor, action, subject, user_id, detail \
          FROM audit_events WHERE ($1 IS NULL OR user_id = $1) AND ($2 IS NULL OR id < $2) \
          ORDER BY id DESC LIMIT $3";
+
+    /// The newest of one subject's events with one of `n` actions (`$2`…), by the index on
+    /// `(subject, id)`.
+    pub fn last_event_about(n: usize) -> String {
+        let actions: Vec<String> = (0..n).map(|i| format!("${}", i + 2)).collect();
+        format!(
+            "SELECT id, at, actor, action, subject, user_id, detail FROM audit_events \
+             WHERE subject = $1 AND action IN ({}) ORDER BY id DESC LIMIT 1",
+            actions.join(", ")
+        )
+    }
 }
 
 fn token_select(tail: &str) -> String {
@@ -500,6 +519,23 @@ macro_rules! impl_accounts {
                     .bind(limit)
                     .fetch_all(&self.pool)
                     .await?)
+            }
+
+            async fn last_event_about(
+                &self,
+                subject: &str,
+                actions: &[AuditAction],
+            ) -> Result<Option<AuditEvent>> {
+                if actions.is_empty() {
+                    return Ok(None);
+                }
+                let sql = sql::last_event_about(actions.len());
+                // Only numbered placeholders are formatted in; the values are bound.
+                let mut q = sqlx::query_as::<_, AuditEvent>(sqlx::AssertSqlSafe(sql)).bind(subject);
+                for a in actions {
+                    q = q.bind(a.as_str());
+                }
+                Ok(q.fetch_optional(&self.pool).await?)
             }
         }
     };

@@ -16,6 +16,7 @@ mod backend;
 mod accounts;
 mod domains;
 mod error;
+mod probe;
 mod rules;
 mod types;
 
@@ -24,6 +25,7 @@ pub use action::{AuditAction, UnknownAction};
 pub use backend::{PostgresStore, SqliteStore};
 pub use domains::{CustomDomain, DomainCheck, DomainFilter, DomainStore};
 pub use error::StoreError;
+pub use probe::{Schema, probe};
 pub use rules::{BasicUser, IpRule, NewShare, RuleStore, Rules, ShareLink};
 pub use types::{
     AcmeAccount, AuditEvent, Certificate, NewCertificate, NewKey, Reservation, SshKey, User,

@@ -682,6 +682,69 @@ both!(events_page_newest_first_with_a_cursor, |fx| {
     assert!(all.iter().any(|e| e.subject == "bob"));
 });
 
+both!(the_last_event_about_a_subject, |fx| {
+    use warren_store::{AuditAction, AuditEvent};
+    let s = &fx.store;
+    let dns = [
+        AuditAction::DnsSet,
+        AuditAction::DnsRemove,
+        AuditAction::DnsError,
+    ];
+    assert_eq!(
+        s.last_event_about("chat.example.com", &dns)
+            .await
+            .expect("none"),
+        None
+    );
+    let mut err = AuditEvent::new("broker", AuditAction::DnsError, "chat.example.com", None);
+    err.detail = "set via cloudflare: 403".into();
+    s.record(&err).await.expect("error");
+    s.record(&AuditEvent::new(
+        "broker",
+        AuditAction::DnsSet,
+        "other.example.com",
+        None,
+    ))
+    .await
+    .expect("other");
+    s.record(&AuditEvent::new(
+        "broker",
+        AuditAction::CertIssue,
+        "chat.example.com",
+        None,
+    ))
+    .await
+    .expect("cert");
+    let last = s
+        .last_event_about("chat.example.com", &dns)
+        .await
+        .expect("last")
+        .expect("an event");
+    assert_eq!(
+        (last.kind(), last.detail.as_str()),
+        (Some(AuditAction::DnsError), "set via cloudflare: 403")
+    );
+    s.record(&AuditEvent::new(
+        "broker",
+        AuditAction::DnsSet,
+        "chat.example.com",
+        None,
+    ))
+    .await
+    .expect("set");
+    let last = s
+        .last_event_about("chat.example.com", &dns)
+        .await
+        .expect("last");
+    assert_eq!(last.and_then(|e| e.kind()), Some(AuditAction::DnsSet));
+    assert_eq!(
+        s.last_event_about("chat.example.com", &[])
+            .await
+            .expect("no actions"),
+        None
+    );
+});
+
 both!(rules_belong_to_a_reservation_and_are_audited, |fx| {
     let s = &fx.store;
     let alice = s.create_user("cli", "alice", false).await.expect("alice");
@@ -916,3 +979,22 @@ both!(share_cookie_key_is_made_once, |fx| {
 
 #[path = "suite/domains.rs"]
 mod domains;
+
+both!(a_probe_reads_the_schema_and_changes_nothing, |fx| {
+    let schema = warren_store::probe(&fx.url).await.expect("probe");
+    assert!(schema.known >= 7, "{schema:?}");
+    assert_eq!((schema.pending(), schema.unknown.clone()), (0, vec![]));
+});
+
+#[tokio::test]
+async fn a_probe_never_creates_a_sqlite_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("nothing.db");
+    let url = format!("sqlite://{}", path.display());
+    assert!(warren_store::probe(&url).await.is_err());
+    assert!(!path.exists(), "the probe created {}", path.display());
+    // An empty file is a database with no schema: every migration pending.
+    std::fs::write(&path, b"").expect("empty file");
+    let schema = warren_store::probe(&url).await.expect("probe");
+    assert_eq!((schema.applied, schema.pending()), (0, schema.known));
+}

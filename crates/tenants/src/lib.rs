@@ -52,6 +52,9 @@ pub struct TenantSettings {
     pub tcp_ports: (u16, u16),
     /// Names no tenant may reserve (the console's host label, …).
     pub reserved_labels: Vec<String>,
+    /// Whether the broker publishes tenants' names in DNS itself (a DNS provider is set), so
+    /// their records have a state to show.
+    pub dns_managed: bool,
 }
 
 /// The configured quotas every user has unless an admin sets their own.

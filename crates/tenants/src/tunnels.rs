@@ -1,11 +1,14 @@
 //! Live tunnels (from the registry), the audit log and certificates of one's names.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
-use warren_registry::Lookup;
-use warren_store::AuditEvent;
+use warren_registry::{Lookup, RouteKind};
+use warren_store::{AuditAction, AuditEvent};
 
-use crate::{Caller, CertView, EventView, Page, Result, Scope, ServiceError, Tenants, TunnelView};
+use crate::{
+    Caller, CertView, DnsState, DnsView, EventView, Page, Result, Scope, ServiceError, Tenants,
+    TunnelView,
+};
 
 /// Largest page of the audit log.
 pub const MAX_PAGE: i64 = 500;
@@ -183,4 +186,63 @@ impl Tenants {
             })
             .collect())
     }
+
+    /// The DNS state of the caller's names (everyone's with `all`, admin): their reservations
+    /// and the random names their live tunnels hold, TCP ports aside (those have no name of
+    /// their own). Read from the audit log, where the broker writes every outcome
+    /// (`dns.set`, `dns.remove`, `dns.error`), so any process on the store can answer.
+    pub async fn dns(&self, caller: &Caller, all: bool) -> Result<Vec<DnsView>> {
+        caller.require(Scope::Read)?;
+        if all {
+            caller.require(Scope::Admin)?;
+        }
+        let owner = (!all).then_some(caller.user.name.as_str());
+        let mut names: BTreeSet<String> = self
+            .store
+            .list_reservations(owner)
+            .await?
+            .into_iter()
+            .filter(|r| r.kind != "tcp")
+            .map(|r| r.name)
+            .collect();
+        if let Some(reg) = &self.registry {
+            names.extend(
+                reg.routes()
+                    .into_iter()
+                    .filter(|r| (all || r.owner == caller.user.id) && r.kind != RouteKind::Tcp)
+                    .map(|r| r.name.clone()),
+            );
+        }
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let fqdn = format!("{name}.{}", self.settings.urls.domain);
+            let (state, since, last_error) = if !self.settings.dns_managed {
+                (DnsState::Unmanaged, None, None)
+            } else {
+                match self.store.last_event_about(&fqdn, &DNS_ACTIONS).await? {
+                    None => (DnsState::Pending, None, None),
+                    Some(e) => match e.kind() {
+                        Some(AuditAction::DnsSet) => (DnsState::Published, Some(e.at), None),
+                        Some(AuditAction::DnsRemove) => (DnsState::Removed, Some(e.at), None),
+                        _ => (DnsState::Failing, Some(e.at), Some(e.detail)),
+                    },
+                }
+            };
+            out.push(DnsView {
+                name,
+                fqdn,
+                state,
+                since,
+                last_error,
+            });
+        }
+        Ok(out)
+    }
 }
+
+/// What the broker writes about a name's records.
+const DNS_ACTIONS: [AuditAction; 3] = [
+    AuditAction::DnsSet,
+    AuditAction::DnsRemove,
+    AuditAction::DnsError,
+];

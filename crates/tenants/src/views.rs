@@ -186,6 +186,38 @@ pub struct CertView {
     pub next_attempt: Option<i64>,
 }
 
+/// Where the broker has left one name's DNS records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsState {
+    /// The records point at the broker.
+    Published,
+    /// The provider refused the last change; the broker retries with backoff.
+    Failing,
+    /// The records were withdrawn (the name was released or its tunnel faded).
+    Removed,
+    /// Not done yet: the broker has the change queued.
+    Pending,
+    /// The broker manages no DNS: the operator's own records (a wildcard, typically) serve
+    /// the name.
+    Unmanaged,
+}
+
+/// The DNS state of one of the caller's names.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DnsView {
+    /// The label: `chat`.
+    pub name: String,
+    /// The record's name: `chat.example.com`.
+    pub fqdn: String,
+    /// Where its records stand.
+    pub state: DnsState,
+    /// Unix seconds of the change (or first failure) that says so.
+    pub since: Option<i64>,
+    /// What the provider answered, while failing.
+    pub last_error: Option<String>,
+}
+
 /// One page of a list that grows, newest first.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Page<T> {

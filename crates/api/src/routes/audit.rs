@@ -1,8 +1,8 @@
-//! The audit log and certificates.
+//! The audit log, certificates and the DNS state of names.
 
 use axum::extract::State;
 use serde::Deserialize;
-use warren_tenants::{CertView, EventView, Page};
+use warren_tenants::{CertView, DnsView, EventView, Page};
 
 use super::{AllFilter, ApiQuery};
 use crate::ApiState;
@@ -52,4 +52,18 @@ pub(crate) async fn certificates(
     Ok(axum::Json(
         state.tenants.certificates(&auth.caller, f.all).await?,
     ))
+}
+
+/// Where the DNS records of the caller's names stand (everyone's with `all`, admin): their
+/// reservations and the random names of their live tunnels, with the provider's last error
+/// while a change keeps failing.
+#[utoipa::path(get, path = "/api/v1/dns", tag = "audit", params(AllFilter),
+    responses((status = 200, body = Vec<DnsView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("token" = []), ("session" = [])))]
+pub(crate) async fn dns(
+    State(state): State<ApiState>,
+    auth: Auth,
+    ApiQuery(f): ApiQuery<AllFilter>,
+) -> ApiResult<axum::Json<Vec<DnsView>>> {
+    Ok(axum::Json(state.tenants.dns(&auth.caller, f.all).await?))
 }

@@ -64,6 +64,7 @@ pub(crate) fn all(r: OpenApiRouter<ApiState>) -> OpenApiRouter<ApiState> {
         .routes(routes!(tunnels::live))
         .routes(routes!(audit::events))
         .routes(routes!(audit::certificates))
+        .routes(routes!(audit::dns))
         .routes(routes!(domains::list_all))
         .routes(routes!(domains::list, domains::attach))
         .routes(routes!(domains::get, domains::detach))

@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use warren_edge::IpNet;
 
 pub use args::SettingsArgs;
-pub use public::{DnsConfig, PublicConfig};
+pub use public::{AcmeConfig, DnsConfig, PublicConfig};
 use secrets::SecretFiles;
 
 /// A string whose `Debug` does not show it (database URLs carry passwords).

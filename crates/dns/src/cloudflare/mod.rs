@@ -245,6 +245,16 @@ impl DnsProvider for Cloudflare {
         Ok(())
     }
 
+    /// Finding the zone proves the token and the zone name; whether the token may also edit
+    /// records shows only at the first change (Cloudflare has no dry run for that).
+    async fn check(&self) -> Result<String, DnsError> {
+        let id = self.zone_id().await?;
+        Ok(format!(
+            "cloudflare: the token sees zone {} (id {id})",
+            without_dot(&self.zone)
+        ))
+    }
+
     fn kind(&self) -> &'static str {
         KIND
     }

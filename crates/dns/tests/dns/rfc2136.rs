@@ -160,6 +160,36 @@ async fn wrong_credentials_and_wrong_zone_are_clear_errors() {
 }
 
 #[tokio::test]
+async fn a_check_proves_the_key_and_changes_nothing() {
+    let knot = Knot::start().await;
+    let soa = knot.lookup("", RecordType::SOA).await;
+    let proven = provider(&knot, &knot.keys[0])
+        .check()
+        .await
+        .expect("a key allowed to update");
+    assert!(
+        proven.contains(&format!("zone {}", knot.zone)) && proven.contains(knot.keys[0].name),
+        "{proven}"
+    );
+    // The zone's serial did not move: an empty update is no change.
+    assert_eq!(knot.lookup("", RecordType::SOA).await, soa);
+    let wrong_secret = Key {
+        secret: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into(),
+        ..copy(&knot.keys[0])
+    };
+    let err = provider(&knot, &wrong_secret)
+        .check()
+        .await
+        .expect_err("bad secret");
+    assert!(err.to_string().contains("BADSIG"), "{err}");
+    let err = provider(&knot, &knot.readonly_key)
+        .check()
+        .await
+        .expect_err("a key without update rights");
+    assert!(matches!(err, DnsError::AuthRefused { .. }), "{err:?}");
+}
+
+#[tokio::test]
 async fn server_down_is_unreachable() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
