@@ -159,7 +159,7 @@ async fn sigterm_lets_a_request_in_flight_finish_and_refuses_new_ones() -> Resul
 
     let before = origin.requests();
     let visitor = tokio::spawn({
-        let url = format!("{url}/slow?ms=1500");
+        let url = format!("{url}/slow?ms=4000");
         async move { get(&url).await }
     });
     eventually("the slow request reaches the origin", DEADLINE, || async {
@@ -184,6 +184,17 @@ async fn sigterm_lets_a_request_in_flight_finish_and_refuses_new_ones() -> Resul
     );
     // The owner is told, in their session, while it is still up.
     ssh.line("The broker is shutting down").await?;
+    // The admin listener still answers, and says it is not ready: a load balancer's health
+    // check sends new visitors elsewhere during the drain.
+    let ready = get(&format!("http://127.0.0.1:{}/readyz", broker.api_port)).await?;
+    assert_eq!(
+        (ready.status, ready.body.as_str()),
+        (503, "not ready: shutting down: draining the requests in flight\n")
+    );
+    assert!(
+        !visitor.is_finished(),
+        "the slow response came before /readyz was asked; the test proves nothing"
+    );
 
     let resp = visitor.await??;
     assert_eq!((resp.status, resp.body.as_str()), (200, "slow"));

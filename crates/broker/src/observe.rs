@@ -107,6 +107,9 @@ pub struct Observer {
     pub sqlite_file: Option<std::path::PathBuf>,
     /// The console's route, which is not a tenant's tunnel.
     pub console_owner: i64,
+    /// Cancelled when SIGTERM starts the drain: from then on the broker is not ready, so a
+    /// load balancer sends new visitors elsewhere while those in flight finish.
+    pub draining: tokio_util::sync::CancellationToken,
 }
 
 /// `/metrics`, `/healthz` and `/readyz`, for the admin listener.
@@ -137,12 +140,14 @@ async fn metrics(State(o): State<Arc<Observer>>) -> Response {
 }
 
 async fn readyz(State(o): State<Arc<Observer>>) -> Response {
-    let why = match o.database().await {
-        Err(why) => Some(why),
-        Ok(()) => o
-            .listeners
+    let why = if o.draining.is_cancelled() {
+        Some("shutting down: draining the requests in flight".to_owned())
+    } else if let Err(why) = o.database().await {
+        Some(why)
+    } else {
+        o.listeners
             .down()
-            .map(|l| format!("the {l} listener is not accepting")),
+            .map(|l| format!("the {l} listener is not accepting"))
     };
     match why {
         None => (StatusCode::OK, "ready\n".to_owned()).into_response(),

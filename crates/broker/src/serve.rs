@@ -263,6 +263,7 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
                 listeners: listeners.clone(),
                 sqlite_file: sqlite_path(&config.database_url.0).map(|p| p.to_path_buf()),
                 console_owner: CONSOLE_OWNER,
+                draining: stages.draining.clone(),
             };
             let service = api_router
                 .merge(crate::observe::router(Arc::new(observer)))
