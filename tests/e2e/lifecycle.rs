@@ -189,7 +189,10 @@ async fn sigterm_lets_a_request_in_flight_finish_and_refuses_new_ones() -> Resul
     let ready = get(&format!("http://127.0.0.1:{}/readyz", broker.api_port)).await?;
     assert_eq!(
         (ready.status, ready.body.as_str()),
-        (503, "not ready: shutting down: draining the requests in flight\n")
+        (
+            503,
+            "not ready: shutting down: draining the requests in flight\n"
+        )
     );
     assert!(
         !visitor.is_finished(),

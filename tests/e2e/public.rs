@@ -489,3 +489,59 @@ async fn a_dns_provider_that_hangs_does_not_delay_a_user_disable() -> Result<()>
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_of_names_released_while_the_broker_was_down_are_withdrawn_at_start() -> Result<()>
+{
+    const SECRET: &str = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0";
+    let zone = crate::zone::Zone::start_keyed(Some(("warren", SECRET))).await?;
+    let server = zone.addr.to_string();
+    let mut broker = TestBroker::start_with(
+        Db::Sqlite,
+        &[
+            "--domain",
+            &zone.name,
+            "--dns-provider",
+            "rfc2136",
+            "--rfc2136-server",
+            &server,
+            "--rfc2136-key-name",
+            "warren",
+            "--rfc2136-secret",
+            SECRET,
+            "--public-ipv4",
+            "127.0.0.1",
+        ],
+    )
+    .await?;
+    broker.cli_ok(&["user", "add", "alice"])?;
+    for name in ["shop", "keep"] {
+        broker.cli_ok(&["reserve", "alice", name])?;
+    }
+    for name in ["shop", "keep"] {
+        let fqdn = zone.fqdn(name);
+        eventually(&format!("{fqdn} published"), DEADLINE, || async {
+            (zone.dig(&fqdn, "A").await == "127.0.0.1").then_some(())
+        })
+        .await?;
+    }
+    // Released from the CLI while no broker runs: nobody withdraws its record then.
+    broker.stop();
+    broker.cli_ok(&["release", "shop"])?;
+    assert_eq!(zone.dig(&zone.fqdn("shop"), "A").await, "127.0.0.1");
+    broker.restart()?;
+    let shop = zone.fqdn("shop");
+    eventually("the released name's record withdrawn", DEADLINE, || async {
+        zone.dig(&shop, "A").await.is_empty().then_some(())
+    })
+    .await?;
+    assert_eq!(zone.dig(&zone.fqdn("keep"), "A").await, "127.0.0.1");
+    let events = broker.cli_ok(&["events"])?;
+    assert!(
+        events
+            .lines()
+            .any(|l| l.contains("dns.remove") && l.contains(&shop)),
+        "{events}"
+    );
+    Ok(())
+}

@@ -24,12 +24,18 @@ pub struct Zone {
 impl Zone {
     /// Starts knotd for a fresh zone and waits until it answers for it.
     pub async fn start() -> Result<Self> {
+        Self::start_keyed(None).await
+    }
+
+    /// The same, updates allowed only when signed with TSIG key `(name, base64 secret)`
+    /// (HMAC-SHA256), as a broker's RFC 2136 provider signs them.
+    pub async fn start_keyed(key: Option<(&str, &str)>) -> Result<Self> {
         let name = format!("k{:08x}.test", rand::random::<u32>());
         let mut last = String::new();
         for _ in 0..5 {
             let dir = tempfile::tempdir()?;
             let port = free_udp_tcp_port();
-            write_config(dir.path(), port, &name)?;
+            write_config(dir.path(), port, &name, key)?;
             let log = std::fs::File::create(dir.path().join("knotd.log"))?;
             let child = Command::new(knotd())
                 .arg("-c")
@@ -137,13 +143,21 @@ fn free_udp_tcp_port() -> u16 {
     }
 }
 
-fn write_config(dir: &Path, port: u16, zone: &str) -> Result<()> {
+fn write_config(dir: &Path, port: u16, zone: &str, key: Option<(&str, &str)>) -> Result<()> {
     let d = dir.display();
+    let (keys, acl_key) = match key {
+        Some((name, secret)) => (
+            format!("key:\n  - id: {name}\n    algorithm: hmac-sha256\n    secret: {secret}\n"),
+            format!("    key: {name}\n"),
+        ),
+        None => (String::new(), String::new()),
+    };
     let conf = format!(
         "server:\n    rundir: \"{d}\"\n    listen: 127.0.0.1@{port}\n    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n\
          database:\n    storage: \"{d}\"\n\
          log:\n  - target: stderr\n    any: info\n\
-         acl:\n  - id: local\n    address: 127.0.0.1\n    action: update\n\
+         {keys}\
+         acl:\n  - id: local\n    address: 127.0.0.1\n    action: update\n{acl_key}\
          zone:\n  - domain: {zone}\n    storage: \"{d}\"\n    file: \"{zone}.zone\"\n    acl: local\n    zonefile-sync: -1\n"
     );
     std::fs::write(dir.join("knot.conf"), conf)?;

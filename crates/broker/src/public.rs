@@ -173,8 +173,15 @@ impl Public {
             dns_errors,
         });
         tasks.spawn(public.clone().run(shutdown.clone()));
-        for r in store.list_reservations(None).await? {
+        let reserved = store.list_reservations(None).await?;
+        for r in &reserved {
             public.name_up(&r.name, Some(r.user_id));
+        }
+        if matches!(
+            p.dns,
+            DnsConfig::Cloudflare { .. } | DnsConfig::Rfc2136 { .. }
+        ) {
+            public.withdraw_leftovers(&reserved).await?;
         }
         Ok((
             public,
@@ -189,6 +196,34 @@ impl Public {
     /// through it too).
     pub fn acme(&self) -> Option<Arc<CertManager>> {
         self.acme.clone()
+    }
+
+    /// Records an external provider may still hold for names that are gone: released while
+    /// the broker was down (from the CLI), or random names whose tunnels ended with the last
+    /// run. A name's newest `dns.*` audit row says whether its records may exist (anything but
+    /// `dns.remove`); those not reserved are withdrawn, and a tunnel that binds one of them
+    /// again meanwhile simply wants it back. The built-in server keeps nothing across runs.
+    async fn withdraw_leftovers(&self, reserved: &[warren_store::Reservation]) -> Result<()> {
+        let suffix = format!(".{}", self.domain);
+        let newest = self
+            .store
+            .last_events_by_subject(&[
+                AuditAction::DnsSet,
+                AuditAction::DnsRemove,
+                AuditAction::DnsError,
+            ])
+            .await?;
+        for e in newest {
+            let Some(label) = e.subject.strip_suffix(&suffix) else {
+                continue;
+            };
+            let gone = !reserved.iter().any(|r| r.name == label);
+            if gone && e.kind() != Some(AuditAction::DnsRemove) {
+                info!(fqdn = %e.subject, "withdrawing the records of a name that is gone");
+                self.want(&e.subject, Want::Absent);
+            }
+        }
+        Ok(())
     }
 
     fn fqdn(&self, label: &str) -> String {

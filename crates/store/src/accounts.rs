@@ -139,6 +139,11 @@ pub trait AccountStore: Send + Sync + 'static {
         limit: i64,
     ) -> Result<Vec<AuditEvent>>;
 
+    /// For every subject with an event of one of `actions`, the newest such event: where each
+    /// name's DNS records were last left, read at start to withdraw records of names released
+    /// while the broker was down.
+    async fn last_events_by_subject(&self, actions: &[AuditAction]) -> Result<Vec<AuditEvent>>;
+
     /// The newest event about `subject` with one of `actions` (none given: `None`): the state
     /// a name's DNS records were last left in, say, which the API shows its owner.
     async fn last_event_about(
@@ -189,6 +194,17 @@ mod sql {
     pub const EVENTS_PAGE: &str = "SELECT id, at, actor, action, subject, user_id, detail \
          FROM audit_events WHERE ($1 IS NULL OR user_id = $1) AND ($2 IS NULL OR id < $2) \
          ORDER BY id DESC LIMIT $3";
+
+    /// The newest event of each subject among those with one of `n` actions (`$1`…).
+    pub fn last_events_by_subject(n: usize) -> String {
+        let actions: Vec<String> = (0..n).map(|i| format!("${}", i + 1)).collect();
+        let actions = actions.join(", ");
+        format!(
+            "SELECT id, at, actor, action, subject, user_id, detail FROM audit_events \
+             WHERE id IN (SELECT MAX(id) FROM audit_events WHERE action IN ({actions}) \
+             GROUP BY subject) ORDER BY id"
+        )
+    }
 
     /// The newest of one subject's events with one of `n` actions (`$2`…), by the index on
     /// `(subject, id)`.
@@ -519,6 +535,22 @@ macro_rules! impl_accounts {
                     .bind(limit)
                     .fetch_all(&self.pool)
                     .await?)
+            }
+
+            async fn last_events_by_subject(
+                &self,
+                actions: &[AuditAction],
+            ) -> Result<Vec<AuditEvent>> {
+                if actions.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let sql = sql::last_events_by_subject(actions.len());
+                // Only numbered placeholders are formatted in; the values are bound.
+                let mut q = sqlx::query_as::<_, AuditEvent>(sqlx::AssertSqlSafe(sql));
+                for a in actions {
+                    q = q.bind(a.as_str());
+                }
+                Ok(q.fetch_all(&self.pool).await?)
             }
 
             async fn last_event_about(

@@ -743,6 +743,17 @@ both!(the_last_event_about_a_subject, |fx| {
             .expect("no actions"),
         None
     );
+    let newest = s.last_events_by_subject(&dns).await.expect("by subject");
+    assert_eq!(
+        newest
+            .iter()
+            .map(|e| (e.subject.as_str(), e.kind()))
+            .collect::<Vec<_>>(),
+        [
+            ("other.example.com", Some(AuditAction::DnsSet)),
+            ("chat.example.com", Some(AuditAction::DnsSet)),
+        ]
+    );
 });
 
 both!(rules_belong_to_a_reservation_and_are_audited, |fx| {
