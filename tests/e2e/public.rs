@@ -545,3 +545,54 @@ async fn records_of_names_released_while_the_broker_was_down_are_withdrawn_at_st
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns01_wildcard_through_rfc2136_waits_for_the_record_at_the_server() -> Result<()> {
+    // Knot holds the zone and Pebble asks Knot: the broker writes the TXT record by a signed
+    // update, sees it answer at the server, and only then tells the CA to look.
+    const SECRET: &str = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0";
+    let zone = crate::zone::Zone::start_keyed(Some(("warren", SECRET))).await?;
+    let dir = tempfile::tempdir()?;
+    let (http, https) = (pebble::free_port(), pebble::free_port());
+    let pebble = pebble::Pebble::start(dir.path(), zone.addr, http.port(), https.port()).await;
+    let root_ca = dir.path().join("pebble-listener-ca.pem");
+    std::fs::write(&root_ca, &pebble.listener_ca_pem)?;
+    let (server, root) = (zone.addr.to_string(), root_ca.display().to_string());
+    let broker = TestBroker::start_with(
+        Db::Sqlite,
+        &[
+            "--domain",
+            &zone.name,
+            "--dns-provider",
+            "rfc2136",
+            "--rfc2136-server",
+            &server,
+            "--rfc2136-key-name",
+            "warren",
+            "--rfc2136-secret",
+            SECRET,
+            "--public-ipv4",
+            "127.0.0.1",
+            "--acme-directory",
+            &pebble.directory_url,
+            "--acme-root-ca",
+            &root,
+        ],
+    )
+    .await?;
+    let env = Public {
+        broker,
+        pebble,
+        dir,
+        dns_port: zone.addr.port(),
+    };
+    let wildcard = format!("*.{}", zone.name);
+    env.issued(&wildcard).await?;
+    // The challenge record is gone once the order is done.
+    let challenge = zone.fqdn("_acme-challenge");
+    eventually("the challenge record removed", DEADLINE, || async {
+        zone.dig(&challenge, "TXT").await.is_empty().then_some(())
+    })
+    .await?;
+    Ok(())
+}

@@ -112,6 +112,27 @@ pub struct AcmeSettings {
     pub order_timeout: Duration,
     /// How many certificates may be issued per 7 days, and per tenant.
     pub budget: OrderBudget,
+    /// How a DNS-01 order waits for its TXT record to show before the CA looks.
+    pub propagation: Propagation,
+}
+
+/// Where a DNS-01 record must show, and for how long to wait for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Propagation {
+    /// The servers to ask; `None`: the DNS provider's own idea of the zone's authoritative
+    /// servers ([`warren_dns::DnsProvider::authoritative_servers`]).
+    pub servers: Option<Vec<std::net::SocketAddr>>,
+    /// How long to wait before the order fails (and is retried later).
+    pub timeout: Duration,
+}
+
+impl Default for Propagation {
+    fn default() -> Self {
+        Self {
+            servers: None,
+            timeout: warren_dns::propagation::DEFAULT_TIMEOUT,
+        }
+    }
 }
 
 impl AcmeSettings {
@@ -128,6 +149,7 @@ impl AcmeSettings {
             retry_min: Duration::from_secs(60),
             retry_max: Duration::from_secs(24 * 3600),
             order_timeout: Duration::from_secs(180),
+            propagation: Propagation::default(),
             budget: OrderBudget::default(),
         }
     }

@@ -278,6 +278,7 @@ impl CertManager {
         let responders = Responders {
             challenges: &self.challenges,
             dns: self.dns.as_deref(),
+            propagation: &self.settings.propagation,
         };
         info!(name, challenge = %kind, "ordering a certificate");
         let issued = order::issue(

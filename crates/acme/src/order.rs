@@ -12,12 +12,15 @@ use tracing::{debug, warn};
 use warren_dns::DnsProvider;
 use warren_tls::Challenges;
 
+use crate::Propagation;
 use crate::{AcmeError, ChallengeKind};
 
 /// Where challenge answers go.
 pub(crate) struct Responders<'a> {
     pub(crate) challenges: &'a Challenges,
     pub(crate) dns: Option<&'a dyn DnsProvider>,
+    /// Where and how long to wait for a DNS-01 record before the CA is told to look.
+    pub(crate) propagation: &'a Propagation,
 }
 
 /// What a successful order yields, in PEM.
@@ -140,6 +143,18 @@ async fn attempt(
                 // created the record, and removal is idempotent.
                 cleanup.txt_records.push((fqdn.clone(), value.clone()));
                 dns.add_txt(&fqdn, &value).await?;
+                let servers = match &to.propagation.servers {
+                    Some(servers) => servers.clone(),
+                    None => dns.authoritative_servers().await,
+                };
+                debug!(%fqdn, ?servers, "waiting for the record at the authoritative servers");
+                warren_dns::propagation::wait_for_txt(
+                    &servers,
+                    &fqdn,
+                    &value,
+                    to.propagation.timeout,
+                )
+                .await?;
             }
         }
         debug!(name, %domain, challenge = %kind, "challenge answer in place");

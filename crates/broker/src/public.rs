@@ -436,6 +436,7 @@ pub fn acme_settings(a: &crate::config::AcmeConfig, key: KeyCipher) -> Result<Ac
     settings.challenge = a.challenge;
     settings.email = a.email.clone();
     settings.budget = a.budget;
+    settings.propagation = a.propagation.clone();
     if let Some(path) = &a.root_ca {
         settings.root_ca_pem = Some(
             std::fs::read_to_string(path)

@@ -42,6 +42,12 @@ pub enum DnsError {
         /// The provider's own error text.
         detail: String,
     },
+    /// A record the provider accepted did not show at the zone's authoritative servers in time.
+    #[error("DNS change not visible yet: {detail}")]
+    NotVisible {
+        /// Which server, and what it answered.
+        detail: String,
+    },
     /// The provider answered with something we cannot use (malformed, unsigned, unexpected).
     #[error("{provider}: unusable answer from DNS provider: {detail}")]
     BadResponse {
@@ -56,6 +62,9 @@ impl DnsError {
     /// Whether trying again later may help (network trouble, a garbled answer). Credentials,
     /// missing zones, rejections and bad input need a human.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unreachable { .. } | Self::BadResponse { .. })
+        matches!(
+            self,
+            Self::Unreachable { .. } | Self::BadResponse { .. } | Self::NotVisible { .. }
+        )
     }
 }

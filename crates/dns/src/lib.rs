@@ -21,6 +21,7 @@ pub mod builtin;
 pub mod cloudflare;
 mod error;
 mod names;
+pub mod propagation;
 pub mod rfc2136;
 
 pub use builtin::{BuiltinDns, BuiltinSettings};
@@ -53,6 +54,13 @@ pub trait DnsProvider: Send + Sync + 'static {
 
     /// Short name for logs and status: "cloudflare", "rfc2136", "builtin".
     fn kind(&self) -> &'static str;
+
+    /// The servers to ask whether a change is visible yet (see [`propagation`]): the zone's
+    /// authoritative servers as far as the provider knows them. Empty: visible as soon as the
+    /// change returns (the built-in server is the authority itself).
+    async fn authoritative_servers(&self) -> Vec<std::net::SocketAddr> {
+        Vec::new()
+    }
 
     /// Proves, changing nothing, that the provider can be reached with these credentials
     /// (`broker check`); says what was proven. A provider with nothing to reach says so.

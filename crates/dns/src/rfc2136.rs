@@ -224,7 +224,7 @@ impl Rfc2136 {
 }
 
 /// One request/answer over a fresh TCP connection (2-byte length framing, RFC 1035 §4.2.2).
-async fn exchange(server: SocketAddr, request: &[u8]) -> Result<Vec<u8>, DnsError> {
+pub(crate) async fn exchange(server: SocketAddr, request: &[u8]) -> Result<Vec<u8>, DnsError> {
     let mut stream = TcpStream::connect(server)
         .await
         .map_err(|e| unreachable(format!("cannot connect to {server}: {e}")))?;
@@ -323,6 +323,12 @@ impl DnsProvider for Rfc2136 {
         tracing::debug!(name = %name, "rfc2136: removing TXT");
         self.send(self.update_message(vec![Self::delete_rr(&name, data)]))
             .await
+    }
+
+    /// The server updates go to: the zone's primary. Its secondaries, if any, are not known
+    /// to the broker; name them in `dns_propagation_servers` to wait for them too.
+    async fn authoritative_servers(&self) -> Vec<SocketAddr> {
+        vec![self.server]
     }
 
     /// An UPDATE with an empty update section: the server checks the TSIG key and its update

@@ -170,6 +170,15 @@ settings! {
     /// File holding cert_key (relative: in $CREDENTIALS_DIRECTORY when set).
     #[arg(long, global = true, env = "BROKER_CERT_KEY_FILE", value_name = "FILE")]
     cert_key_file: PathBuf,
+    /// Seconds a DNS-01 order waits for its TXT record to show at the zone's authoritative
+    /// servers before it fails (and is retried later) [default: 120].
+    #[arg(long, global = true, env = "BROKER_DNS_PROPAGATION_TIMEOUT_SECS", value_name = "SECS")]
+    dns_propagation_timeout_secs: u64,
+    /// Servers (IP:PORT, comma-separated) to ask for DNS-01 records instead of the provider's
+    /// own (Cloudflare: the zone's name servers; RFC 2136: rfc2136_server): add secondaries
+    /// here [default: the provider's].
+    #[arg(long, global = true, env = "BROKER_DNS_PROPAGATION_SERVERS", value_delimiter = ',', value_name = "ADDRS")]
+    dns_propagation_servers: Vec<SocketAddr>,
     /// DNS provider: builtin, cloudflare, rfc2136 or none [default: none].
     #[arg(long, global = true, env = "BROKER_DNS_PROVIDER", value_name = "KIND")]
     dns_provider: String,

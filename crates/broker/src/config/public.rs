@@ -75,6 +75,8 @@ pub struct AcmeConfig {
     pub budget: OrderBudget,
     /// Key encrypting certificate keys at rest (else a generated file in the data dir).
     pub cert_key: Option<Secret>,
+    /// Where DNS-01 records must show before the CA is asked to look, and for how long.
+    pub propagation: warren_acme::Propagation,
 }
 
 impl PublicConfig {
@@ -175,6 +177,16 @@ impl PublicConfig {
                     challenge,
                     wildcard,
                     cert_key: a.cert_key.clone().map(Secret::new),
+                    propagation: warren_acme::Propagation {
+                        servers: a.dns_propagation_servers.clone(),
+                        timeout: match a.dns_propagation_timeout_secs {
+                            Some(0) => {
+                                bail!("dns_propagation_timeout_secs: must be greater than 0")
+                            }
+                            Some(s) => std::time::Duration::from_secs(s),
+                            None => warren_dns::propagation::DEFAULT_TIMEOUT,
+                        },
+                    },
                 })
             }
         };

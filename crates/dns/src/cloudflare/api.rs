@@ -55,6 +55,9 @@ struct ResultInfo {
 pub(super) struct Zone {
     pub id: String,
     pub name: String,
+    /// The zone's authoritative servers (`ada.ns.cloudflare.com`, …).
+    #[serde(default)]
+    pub name_servers: Vec<String>,
 }
 
 /// A record in `GET /zones/{id}/dns_records`.

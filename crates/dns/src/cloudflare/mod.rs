@@ -245,6 +245,36 @@ impl DnsProvider for Cloudflare {
         Ok(())
     }
 
+    /// The zone's Cloudflare name servers, as its zone object lists them, resolved (port 53).
+    /// None when they cannot be had: the order then goes ahead without waiting, as before.
+    async fn authoritative_servers(&self) -> Vec<std::net::SocketAddr> {
+        let zone = without_dot(&self.zone);
+        let zones: Vec<Zone> = match self.api.list_all("zones", &[("name", &zone)]).await {
+            Ok(z) => z,
+            Err(e) => {
+                tracing::warn!(zone = %zone, error = %e.into_dns_error(), "cannot list the zone's name servers");
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        for ns in zones
+            .into_iter()
+            .filter(|z| z.name.eq_ignore_ascii_case(&zone))
+            .flat_map(|z| z.name_servers)
+        {
+            let found = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                tokio::net::lookup_host((ns.as_str(), 53)),
+            )
+            .await;
+            match found {
+                Ok(Ok(addrs)) => out.extend(addrs),
+                _ => tracing::warn!(%ns, "cannot resolve a name server of the zone"),
+            }
+        }
+        out
+    }
+
     /// Finding the zone proves the token and the zone name; whether the token may also edit
     /// records shows only at the first change (Cloudflare has no dry run for that).
     async fn check(&self) -> Result<String, DnsError> {

@@ -274,3 +274,40 @@ async fn unsigned_success_is_not_believed() {
     assert!(err.to_string().contains("TSIG"), "{err}");
     fake.await.expect("fake server");
 }
+
+#[tokio::test]
+async fn an_order_waits_until_the_record_shows_at_the_server() {
+    use std::time::{Duration, Instant};
+    use warren_dns::propagation::wait_for_txt;
+    let knot = Knot::start().await;
+    let dns = provider(&knot, &knot.keys[0]);
+    let servers = dns.authoritative_servers().await;
+    assert_eq!(servers, [knot.addr]);
+    let fqdn = knot.fqdn("_acme-challenge");
+    // Not there: a clear error naming the server and what it holds, after the deadline.
+    let err = wait_for_txt(&servers, &fqdn, "token-1", Duration::from_secs(1))
+        .await
+        .expect_err("no record yet");
+    assert!(matches!(err, DnsError::NotVisible { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&knot.addr.to_string()) && err.to_string().contains("[]"),
+        "{err}"
+    );
+    // Added while the wait polls: it returns once the server answers with the value, not
+    // before (another value at the name does not count).
+    dns.add_txt(&fqdn, "other").await.expect("other value");
+    let started = Instant::now();
+    let add = {
+        let dns = provider(&knot, &knot.keys[0]);
+        let fqdn = fqdn.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            dns.add_txt(&fqdn, "token-1").await
+        })
+    };
+    wait_for_txt(&servers, &fqdn, "token-1", Duration::from_secs(20))
+        .await
+        .expect("seen once added");
+    assert!(started.elapsed() >= Duration::from_millis(2500));
+    add.await.expect("task").expect("added");
+}
