@@ -64,6 +64,9 @@ pub struct Options {
     /// `BROKER_DATABASE_URL`; a Postgres URL without a password gets one (which a trust-auth
     /// server ignores), kept in [`TestBroker::db_password`].
     pub url_in_file: bool,
+    /// Reach Postgres through this local port (a fault-injecting proxy in front of the
+    /// server at 127.0.0.1:5432) instead of directly; the admin commands go through it too.
+    pub pg_port: Option<u16>,
 }
 
 /// A running broker process with its own data dir (and Postgres database).
@@ -105,6 +108,10 @@ impl TestBroker {
             ),
             Db::Postgres => {
                 let (url, admin, name) = create_pg_database().await?;
+                let url = match opts.pg_port {
+                    Some(port) => url.replacen(":5432/", &format!(":{port}/"), 1),
+                    None => url,
+                };
                 (url, Some((admin, name)))
             }
         };

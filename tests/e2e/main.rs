@@ -8,6 +8,7 @@ mod check;
 mod client;
 mod commands;
 mod domains;
+mod faults;
 mod harness;
 mod hostile;
 mod https;

@@ -1,0 +1,143 @@
+//! Faults injected into a running broker: the database going away under live tunnels. The
+//! broker reaches Postgres through a TCP proxy the test cuts and restores, so one test can lose
+//! its database while the others (same Postgres server) keep theirs.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Result;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::AbortHandle;
+
+use crate::client::get;
+use crate::harness::{DEADLINE, Db, Options, Ssh, TestBroker, eventually};
+use crate::origin::Origin;
+
+/// A TCP proxy to Postgres that can drop every connection and refuse new ones.
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<AbortHandle>>>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let up = Arc::new(AtomicBool::new(true));
+        let conns = Arc::new(Mutex::new(Vec::new()));
+        let (up2, conns2) = (up.clone(), conns.clone());
+        tokio::spawn(async move {
+            while let Ok((mut visitor, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    drop(visitor);
+                    continue;
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut visitor, &mut server).await;
+                    }
+                });
+                conns2.lock().expect("lock").push(task.abort_handle());
+            }
+        });
+        Ok(Self { port, up, conns })
+    }
+
+    /// The database is gone: every connection closes, new ones are refused.
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for c in self.conns.lock().expect("lock").drain(..) {
+            c.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_going_away_stops_no_live_tunnel_and_loses_nothing() -> Result<()> {
+    let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], 5432))).await?;
+    let broker = TestBroker::start_opts(
+        Db::Postgres,
+        &[],
+        Options {
+            pg_port: Some(proxy.port),
+            ..Options::default()
+        },
+    )
+    .await?;
+    let key = broker.user_with_key("alice")?;
+    broker.cli_ok(&["reserve", "alice", "chat"])?;
+    let origin = Origin::start("A").await?;
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("chat:80:{}", origin.target())],
+    )?;
+    let url = ssh.url(0).await?;
+    assert_eq!(get(&url).await?.body, "hello from A");
+
+    proxy.cut();
+    // The live tunnel keeps serving: routes are in memory, no visitor waits on the database.
+    for _ in 0..20 {
+        let resp = get(&url).await?;
+        assert_eq!((resp.status, resp.body.as_str()), (200, "hello from A"));
+    }
+    // An admin write fails with a clear error, and says so at once, not after a long hang.
+    let started = std::time::Instant::now();
+    let out = broker.cli(&["reserve", "alice", "later"])?;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "a write without a database succeeded"
+    );
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("database"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    // An owner connecting meanwhile is told why, in words (the key cannot be looked up).
+    let origin_b = Origin::start("B").await?;
+    let waiting = Ssh::spawn(
+        &broker,
+        &key,
+        &[
+            "-o",
+            "ExitOnForwardFailure=no",
+            "-R",
+            &format!("0:{}", origin_b.target()),
+        ],
+    )?;
+    let said = waiting
+        .err_line("Warren: the broker cannot check keys right now; try again shortly.")
+        .await;
+
+    proxy.restore();
+    // Writes work again, and nothing written before the outage is lost.
+    eventually("the database back for admin writes", DEADLINE, || async {
+        broker
+            .cli(&["reserve", "alice", "later"])
+            .ok()
+            .filter(|o| o.status.success())
+    })
+    .await?;
+    let names = broker.cli_ok(&["names"])?;
+    assert!(names.contains("chat") && names.contains("later"), "{names}");
+    assert!(broker.cli_ok(&["key", "list"])?.contains("alice"));
+    // New tunnels come up again.
+    let again = Ssh::spawn(&broker, &key, &["-R", &format!("0:{}", origin_b.target())])?;
+    let url_b = again.url(0).await?;
+    assert_eq!(get(&url_b).await?.body, "hello from B");
+    assert_eq!(get(&url).await?.body, "hello from A");
+    said?;
+    Ok(())
+}
