@@ -141,3 +141,36 @@ async fn postgres_going_away_stops_no_live_tunnel_and_loses_nothing() -> Result<
     said?;
     Ok(())
 }
+
+/// The label of a tunnel URL (`http://brave-otter-1.localhost:PORT` → `brave-otter-1`).
+fn label(url: &str) -> &str {
+    url.split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('.').next())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_broker_gives_a_reconnecting_owner_their_random_name_back() -> Result<()> {
+    let mut broker = TestBroker::start_with(Db::Sqlite, &[]).await?;
+    let key = broker.user_with_key("alice")?;
+    let origin = Origin::start("A").await?;
+    let first = {
+        let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("0:{}", origin.target())])?;
+        let url = ssh.url(0).await?;
+        assert_eq!(get(&url).await?.body, "hello from A");
+        broker.kill();
+        url
+    };
+    broker.restart()?;
+    // The owner's reconnect loop comes back with the same key and the same forward.
+    let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("0:{}", origin.target())])?;
+    let again = ssh.url(0).await?;
+    assert_eq!(label(&again), label(&first), "{first} then {again}");
+    assert_eq!(get(&again).await?.body, "hello from A");
+    // Another user's random forward gets a name of its own.
+    let bob = broker.user_with_key("bob")?;
+    let other = Ssh::spawn(&broker, &bob, &["-R", &format!("0:{}", origin.target())])?;
+    assert_ne!(label(&other.url(0).await?), label(&first));
+    Ok(())
+}

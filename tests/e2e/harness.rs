@@ -250,6 +250,14 @@ impl TestBroker {
         self.spawn()
     }
 
+    /// Kills the broker outright (SIGKILL): no drain, no last audit rows.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Stops the broker (SIGTERM, then kill).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -17,6 +17,7 @@ mod public;
 mod reload;
 mod rules;
 mod serve;
+mod sticky;
 mod watch;
 
 use anyhow::Result;

@@ -102,6 +102,13 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
             .with_owner_limits(config.owner_limits)
             .with_request_log(config.request_log_entries),
     );
+    let restored = crate::sticky::restore(store.as_ref(), &registry).await?;
+    if restored > 0 {
+        info!(
+            names = restored,
+            "random names kept for their owners' reconnects"
+        );
+    }
     let sessions = Arc::new(Sessions::default());
     let ssh_settings = SshSettings {
         urls: public_urls(&config, http_addr.port(), https_addr.port()),

@@ -256,6 +256,29 @@ pub struct StickyKey {
     pub ordinal: u32,
 }
 
+impl StickyKey {
+    /// The key as the audit log's `tunnel.bind` and `tunnel.unbind` rows carry it
+    /// (`sticky=FINGERPRINT,ORDINAL,ADDRESS`, at the end of the detail), so a restarted broker
+    /// can give reconnecting owners their random names back.
+    pub fn to_detail(&self) -> String {
+        format!("sticky={},{},{}", self.key, self.ordinal, self.address)
+    }
+
+    /// The key a row's detail carries, if any ([`StickyKey::to_detail`]).
+    pub fn from_detail(detail: &str) -> Option<Self> {
+        let (_, rest) = detail.split_once("sticky=")?;
+        let mut parts = rest.splitn(3, ',');
+        let key = parts.next()?.to_owned();
+        let ordinal = parts.next()?.parse().ok()?;
+        let address = parts.next()?.to_owned();
+        (!key.is_empty()).then_some(Self {
+            key,
+            address,
+            ordinal,
+        })
+    }
+}
+
 #[derive(Clone)]
 enum Entry {
     Live(Arc<Route>),
@@ -634,8 +657,14 @@ impl Registry {
     /// Remembers (or refreshes) the random name of a forward; kept until a grace period after
     /// it was last refreshed, which the SSH side does when the forward ends.
     pub fn remember(&self, key: StickyKey, name: &str) {
+        self.remember_for(key, name, self.grace);
+    }
+
+    /// Remembers the random name of a forward for `left` from now: what is left of its grace
+    /// period when it is restored at start from the audit log.
+    pub fn remember_for(&self, key: StickyKey, name: &str, left: Duration) {
         let mut sticky = self.sticky.lock().unwrap_or_else(|p| p.into_inner());
-        sticky.insert(key, (name.to_owned(), Instant::now() + self.grace));
+        sticky.insert(key, (name.to_owned(), Instant::now() + left));
     }
 
     /// Drops expired parked names and sticky entries; call now and then.
@@ -796,6 +825,22 @@ mod tests {
         assert_eq!(gone, ["a", "b"]);
         assert!(matches!(reg.lookup("a"), Lookup::Unknown));
         assert_eq!(reg.routes().len(), 1);
+    }
+
+    #[test]
+    fn a_sticky_key_round_trips_through_an_audit_detail() {
+        for address in ["localhost", "", "0.0.0.0", "a,b"] {
+            let key = StickyKey {
+                key: "SHA256:abc+/def".into(),
+                address: address.into(),
+                ordinal: 3,
+            };
+            let detail = format!("localhost:80 {}", key.to_detail());
+            assert_eq!(StickyKey::from_detail(&detail), Some(key));
+        }
+        assert_eq!(StickyKey::from_detail("localhost:80"), None);
+        assert_eq!(StickyKey::from_detail("sticky=,1,x"), None);
+        assert_eq!(StickyKey::from_detail("sticky=k,notanumber,x"), None);
     }
 
     #[test]

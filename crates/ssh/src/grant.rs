@@ -233,6 +233,7 @@ impl Connection {
                 grant.name
             ));
         }
+        let sticky_detail = grant.sticky.as_ref().map(StickyKey::to_detail);
         if let Some(key) = grant.sticky {
             registry.remember(key, &grant.name);
             match grant.kind {
@@ -246,12 +247,12 @@ impl Connection {
             "{url} -> forward {}:{reply}",
             display_addr(address)
         ));
-        self.audit(
-            AuditAction::TunnelBind,
-            &grant.name,
-            format!("{address}:{reply}"),
-        )
-        .await;
+        let detail = match sticky_detail {
+            Some(sticky) => format!("{address}:{reply} {sticky}"),
+            None => format!("{address}:{reply}"),
+        };
+        self.audit(AuditAction::TunnelBind, &grant.name, detail)
+            .await;
         Ok(())
     }
 

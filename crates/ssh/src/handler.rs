@@ -11,7 +11,7 @@ use russh::server::{
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
 use tracing::{debug, info, warn};
 use warren_metrics::AuthFailure;
-use warren_registry::SessionId;
+use warren_registry::{SessionId, StickyKey};
 use warren_store::{AuditAction, AuditEvent, User};
 
 use warren_tenants::{Caller, Scope, Via};
@@ -464,7 +464,12 @@ impl Handler for Connection {
             "closed {}",
             self.server.public_url(fwd.kind, &fwd.name)
         ));
-        self.audit(AuditAction::TunnelUnbind, &fwd.name, String::new())
+        let detail = fwd
+            .sticky
+            .as_ref()
+            .map(StickyKey::to_detail)
+            .unwrap_or_default();
+        self.audit(AuditAction::TunnelUnbind, &fwd.name, detail)
             .await;
         Ok(true)
     }
@@ -483,12 +488,16 @@ impl Drop for Connection {
                 let store = self.server.store.clone();
                 let actor = self.actor();
                 let user_id = self.user.as_ref().map(|u| u.id);
-                let names: Vec<String> = gone.into_iter().map(|f| f.name).collect();
+                let names: Vec<(String, Option<StickyKey>)> =
+                    gone.into_iter().map(|f| (f.name, f.sticky)).collect();
                 rt.spawn(async move {
-                    for name in names {
+                    for (name, sticky) in names {
                         let mut e =
                             AuditEvent::new(&actor, AuditAction::TunnelUnbind, &name, user_id);
-                        e.detail = "session ended".into();
+                        e.detail = match sticky {
+                            Some(key) => format!("session ended {}", key.to_detail()),
+                            None => "session ended".into(),
+                        };
                         let _ = store.record(&e).await;
                     }
                 });
