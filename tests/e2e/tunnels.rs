@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::client::get;
-use crate::harness::{DEADLINE, Ssh, TestBroker, answers, eventually};
+use crate::harness::{DEADLINE, Db, Ssh, TestBroker, answers, eventually};
 use crate::origin::Origin;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,6 +355,34 @@ async fn origin_refusing_is_a_502_that_says_so_and_the_owner_is_told() -> Result
     assert_eq!(resp.status, 502);
     assert!(resp.body.contains("connection refused"), "{}", resp.body);
     ssh.line("is your local service running?").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_too_slow_to_answer_is_a_504_and_the_owner_is_told() -> Result<()> {
+    let broker = TestBroker::start_with(Db::Sqlite, &["--origin-timeout-secs", "1"]).await?;
+    let key = broker.user_with_key("alice")?;
+    let origin = Origin::start("A").await?;
+    let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("0:{}", origin.target())])?;
+    let url = ssh.url(0).await?;
+    let started = std::time::Instant::now();
+    let resp = get(&format!("{url}/slow?ms=5000")).await?;
+    assert_eq!(resp.status, 504, "{}", resp.body);
+    assert!(
+        resp.body
+            .contains("The tunnel&#39;s service did not answer within 1 s."),
+        "{}",
+        resp.body
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    ssh.line("(the local service did not answer within 1 s)")
+        .await?;
+    // The limit is on the response head: a quick answer is untouched.
+    assert_eq!(get(&url).await?.body, "hello from A");
     Ok(())
 }
 

@@ -186,6 +186,7 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
                 max_header_bytes: config.max_header_bytes,
                 max_headers: config.max_headers,
                 header_read_timeout: config.header_timeout,
+                origin_timeout: config.origin_timeout,
                 trusted_proxies: config.trusted_proxies.clone(),
                 redirect_https_port: (tls_on && config.https_redirect)
                     .then(|| config.public_tls_port.unwrap_or(https_addr.port())),

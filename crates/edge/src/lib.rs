@@ -59,6 +59,9 @@ pub struct EdgeSettings {
     pub max_headers: usize,
     /// A visitor that has not sent a complete request head by then gets 408.
     pub header_read_timeout: Duration,
+    /// An origin that has not sent its response head by then gets the visitor a 504 (the
+    /// body may then stream for as long as it likes).
+    pub origin_timeout: Duration,
     /// Peers whose `X-Forwarded-*` / `Forwarded` headers are kept and extended; everyone
     /// else's are replaced.
     pub trusted_proxies: Vec<IpNet>,
@@ -76,6 +79,7 @@ impl Default for EdgeSettings {
             max_header_bytes: 32 * 1024,
             max_headers: 100,
             header_read_timeout: Duration::from_secs(20),
+            origin_timeout: Duration::from_secs(300),
             trusted_proxies: Vec::new(),
             redirect_https_port: None,
             hsts_max_age: None,

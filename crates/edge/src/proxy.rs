@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
@@ -305,12 +305,18 @@ async fn proxy(
     };
     headers::add_forwarded(h, &forwarding);
 
-    let mut resp = match upstream
-        .send_request(Request::from_parts(parts, body))
-        .await
-    {
-        Ok(resp) => resp,
-        Err(e) => {
+    let limit = state.edge.settings.origin_timeout;
+    let sent = tokio::time::timeout(
+        limit,
+        upstream.send_request(Request::from_parts(parts, body)),
+    );
+    let mut resp = match sent.await {
+        Err(_) => {
+            // The upstream connection is dropped with the request (never reused mid-answer).
+            return exchange.respond(Failure::Slow(limit).finish(&route, &line, started));
+        }
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => {
             debug!(error = %e, "upstream request failed");
             return exchange.respond(
                 Failure::Owner(
@@ -432,6 +438,8 @@ enum Failure {
     Owner(String, String),
     /// The SSH session did not give us a stream.
     Unreachable(String),
+    /// The origin sent no response head within `origin_timeout`.
+    Slow(Duration),
 }
 
 impl Failure {
@@ -449,12 +457,24 @@ impl Failure {
                 "Tunnel unreachable",
                 "The tunnel's SSH session did not answer.",
             ),
+            Failure::Slow(limit) => page(
+                StatusCode::GATEWAY_TIMEOUT,
+                "Gateway timeout",
+                &format!(
+                    "The tunnel's service did not answer within {} s.",
+                    limit.as_secs()
+                ),
+            ),
         };
         let mut log = line.log(resp.status(), started);
         match self {
             Failure::Owner(_, owner) => log.push_str(&format!(" ({owner})")),
             Failure::Unreachable(why) => log.push_str(&format!(" ({why})")),
             Failure::Busy => log.push_str(" (too many connections)"),
+            Failure::Slow(limit) => log.push_str(&format!(
+                " (the local service did not answer within {} s)",
+                limit.as_secs()
+            )),
         }
         route.endpoint.notify(log);
         resp

@@ -120,6 +120,10 @@ settings! {
     /// Seconds a visitor has to send a request head [default: 20].
     #[arg(long, global = true, env = "BROKER_HEADER_TIMEOUT_SECS", value_name = "SECS")]
     header_timeout_secs: u64,
+    /// Seconds the local service behind a tunnel has to send its response head before the
+    /// visitor gets 504; a body may then stream for as long as it takes [default: 300].
+    #[arg(long, global = true, env = "BROKER_ORIGIN_TIMEOUT_SECS", value_name = "SECS")]
+    origin_timeout_secs: u64,
     /// Recent requests kept in memory per HTTP tunnel, for its owner to list and follow; 0
     /// records none [default: 1000].
     #[arg(long, global = true, env = "BROKER_REQUEST_LOG_ENTRIES", value_name = "N")]

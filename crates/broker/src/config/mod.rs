@@ -107,6 +107,8 @@ pub struct Config {
     pub max_headers: usize,
     /// Request head deadline.
     pub header_timeout: Duration,
+    /// Response head deadline for origins.
+    pub origin_timeout: Duration,
     /// Recent requests kept per HTTP tunnel (the registry's request log); 0 for none.
     pub request_log_entries: usize,
     /// Trusted proxies.
@@ -290,6 +292,10 @@ impl Config {
             header_timeout: Duration::from_secs(positive(
                 "header_timeout_secs",
                 a.header_timeout_secs.unwrap_or(20),
+            )?),
+            origin_timeout: Duration::from_secs(positive(
+                "origin_timeout_secs",
+                a.origin_timeout_secs.unwrap_or(300),
             )?),
             request_log_entries: a
                 .request_log_entries
