@@ -400,3 +400,70 @@ async fn integrity_http2_fan_out_is_capped() -> Result<()> {
     );
     Ok(())
 }
+
+/// Every status line in a raw response stream (pipelined answers included).
+fn statuses(text: &str) -> Vec<u16> {
+    text.split("HTTP/1.1 ")
+        .skip(1)
+        .filter_map(|s| s.get(..3)?.parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integrity_smuggling_attempts_are_refused_or_framed_once() -> Result<()> {
+    let (broker, _ssh, origin, _) = tunnel(false).await?;
+    let p = broker.http_port;
+    let host = format!("app.localhost:{p}");
+    // Refused outright, before anything reaches the origin.
+    for (what, req) in [
+        (
+            "two different Content-Lengths",
+            format!(
+                "POST /upload HTTP/1.1\r\nHost: {host}\r\nContent-Length: 4\r\nContent-Length: 5\r\nConnection: close\r\n\r\nabcde"
+            ),
+        ),
+        (
+            "an obs-folded header",
+            format!(
+                "GET /headers HTTP/1.1\r\nHost: {host}\r\nX-Folded: a\r\n b\r\nConnection: close\r\n\r\n"
+            ),
+        ),
+    ] {
+        let before = origin.requests();
+        let text = raw(p, req.as_bytes(), WAIT).await?;
+        assert_eq!(statuses(&text), [400], "{what}: {text}");
+        assert_eq!(origin.requests(), before, "{what} reached the origin");
+    }
+    // Content-Length and a chunked Transfer-Encoding at once, with a request hidden in the
+    // body: the encoding wins (RFC 9112 §6.3), the origin gets one POST with an empty body,
+    // and the connection is closed after the answer, so the hidden GET is never read.
+    let before = origin.requests();
+    let text = raw(
+        p,
+        format!(
+            "POST /upload HTTP/1.1\r\nHost: {host}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /headers HTTP/1.1\r\nHost: {host}\r\n\r\n"
+        )
+        .as_bytes(),
+        WAIT,
+    )
+    .await?;
+    assert_eq!(statuses(&text), [200], "{text}");
+    let resp = RawResp::parse(&text)?;
+    assert_eq!(resp.header("connection"), Some("close"), "{text}");
+    assert!(resp.body.starts_with("0 "), "the origin saw a body: {text}");
+    assert_eq!(origin.requests(), before + 1, "{text}");
+    // Bare LF line ends are read as line ends, and the origin gets exactly the one request,
+    // with exactly the routed Host.
+    let before = origin.requests();
+    let text = raw(
+        p,
+        format!("GET /headers HTTP/1.1\nHost: {host}\nConnection: close\n\n").as_bytes(),
+        WAIT,
+    )
+    .await?;
+    assert_eq!(statuses(&text), [200], "{text}");
+    let resp = RawResp::parse(&text)?;
+    assert_eq!(seen(&resp.body, "host"), [host.as_str()], "{}", resp.body);
+    assert_eq!(origin.requests(), before + 1);
+    Ok(())
+}
