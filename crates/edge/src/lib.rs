@@ -41,7 +41,7 @@ pub use access::{Redeemed, SHARE_COOKIE, ShareRedeemer};
 pub use host::{HostError, route_label};
 pub use ipnet::IpNet;
 pub use tcp::TcpPorts;
-pub use tls::run_tls;
+pub use tls::{Hello, run_tls};
 
 /// The most hyper reads from a visitor at once. Request heads are bounded separately
 /// (`max_header_bytes`); this only lets a large upload be read in large pieces: fewer reads,

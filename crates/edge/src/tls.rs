@@ -172,40 +172,54 @@ async fn serve(
 
 /// Reads until a whole ClientHello is in; returns its SNI and every byte read.
 async fn read_client_hello(socket: &mut TcpStream) -> std::io::Result<(Option<String>, Vec<u8>)> {
-    let mut acceptor = rustls::server::Acceptor::default();
-    let mut raw = Vec::new();
+    let mut hello = Hello::default();
     let mut buf = [0u8; 4096];
     loop {
         let n = socket.read(&mut buf).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
-        raw.extend_from_slice(&buf[..n]);
-        if raw.len() > MAX_HELLO {
+        if let Some(sni) = hello.feed(&buf[..n])? {
+            return Ok((sni, hello.raw));
+        }
+    }
+}
+
+/// A ClientHello arriving in pieces: every byte kept (passthrough relays them as they came),
+/// parsed by rustls. Apart from the socket so that it can be fuzzed (fuzz/, `client_hello`).
+#[derive(Default)]
+pub struct Hello {
+    acceptor: rustls::server::Acceptor,
+    raw: Vec<u8>,
+}
+
+impl Hello {
+    /// Takes the next bytes: `Some(sni)` once the ClientHello is whole (`Some(None)`: it named
+    /// no server), `None` while more is needed, an error for anything that is not one or for
+    /// one past [`MAX_HELLO`] bytes.
+    pub fn feed(&mut self, mut bytes: &[u8]) -> std::io::Result<Option<Option<String>>> {
+        self.raw.extend_from_slice(bytes);
+        if self.raw.len() > MAX_HELLO {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 "ClientHello too large",
             ));
         }
-        let mut rd = &buf[..n];
-        while !rd.is_empty() {
-            acceptor.read_tls(&mut rd)?;
+        while !bytes.is_empty() {
+            self.acceptor.read_tls(&mut bytes)?;
         }
-        match acceptor.accept() {
-            Ok(Some(accepted)) => {
-                let sni = accepted
+        match self.acceptor.accept() {
+            Ok(Some(accepted)) => Ok(Some(
+                accepted
                     .client_hello()
                     .server_name()
-                    .map(|s| s.to_ascii_lowercase());
-                return Ok((sni, raw));
-            }
-            Ok(None) => continue,
-            Err((e, _alert)) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    e.to_string(),
-                ));
-            }
+                    .map(|s| s.to_ascii_lowercase()),
+            )),
+            Ok(None) => Ok(None),
+            Err((e, _alert)) => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                e.to_string(),
+            )),
         }
     }
 }
