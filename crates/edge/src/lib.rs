@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 mod access;
+mod admit;
 mod drain;
 mod headers;
 mod host;
@@ -31,6 +32,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
+use warren_admit::{Admission, Throttle, Ticket};
 use warren_metrics::{Limit, Listener, Metrics};
 use warren_registry::{Lookup, Registry};
 use warren_shards::Shards;
@@ -100,6 +102,10 @@ pub struct Edge {
     pub(crate) visitors: drain::Visitors,
     /// What the edge counts: requests by status class, their latency, connections, limits.
     pub(crate) metrics: Arc<Metrics>,
+    /// Which new visitor connections are taken on (see [`Edge::with_admission`]).
+    pub(crate) admission: Arc<Admission>,
+    /// Refusals are logged at most once in a while, with the count since.
+    pub(crate) refusals_logged: Throttle,
 }
 
 impl std::fmt::Debug for Edge {
@@ -122,7 +128,17 @@ impl Edge {
             certified: None,
             visitors: drain::Visitors::default(),
             metrics: Arc::new(Metrics::noop()),
+            admission: Arc::new(Admission::unlimited()),
+            refusals_logged: Throttle::new(Duration::from_secs(10)),
         }
+    }
+
+    /// Limits visitor connections at accept: per IP at once, per IP per second, and in all
+    /// while they have sent no request head (or ClientHello) yet. Give [`TcpPorts`] the same
+    /// one, so that one IP's count spans every listener.
+    pub fn with_admission(mut self, admission: Arc<Admission>) -> Self {
+        self.admission = admission;
+        self
     }
 
     /// Counts requests, visitor connections and limit hits into `metrics`.
@@ -222,6 +238,13 @@ pub async fn run(
     tokio::spawn(pool::expire(edge.clone(), shutdown.clone()));
     while let Some((socket, peer)) = accept(&listener, &shutdown, "http").await {
         edge.metrics.visitor_connection(Listener::Http);
+        let ticket = match edge.admission.admit(peer.ip()) {
+            Ok(ticket) => ticket,
+            Err(why) => {
+                admit::refuse(&edge, &socket, peer, why, true);
+                continue;
+            }
+        };
         let edge = edge.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
@@ -241,7 +264,7 @@ pub async fn run(
             };
             let shards = edge.shards.clone();
             shards.run(shard, socket, move |socket| {
-                let conn = serve_visitor(edge.clone(), socket, peer, shutdown);
+                let conn = serve_visitor(edge.clone(), socket, peer, shutdown, ticket);
                 edge.visitors
                     .track(conn)
                     .instrument(info_span!("visitor", %peer))
@@ -300,9 +323,14 @@ async fn serve_visitor(
     socket: tokio::net::TcpStream,
     peer: SocketAddr,
     draining: CancellationToken,
+    mut ticket: Ticket,
 ) {
     let (io, writer) = io::visitor_io(socket);
-    let conn_state = Arc::new(proxy::ConnState::new(edge.clone(), peer, "http", None));
+    // The IP's place stays with `ticket` until the connection ends; the pending one goes with
+    // the first request head.
+    let conn_state = Arc::new(
+        proxy::ConnState::new(edge.clone(), peer, "http", None).pending(ticket.take_pending()),
+    );
     let service = {
         let conn_state = conn_state.clone();
         hyper::service::service_fn(move |req| proxy::handle(conn_state.clone(), req))
@@ -327,6 +355,7 @@ async fn serve_visitor(
             debug!(error = %e, "visitor connection ended with error");
         }
     }
+    drop(ticket);
 }
 
 /// Counts the limits hyper enforces itself, which end a connection without asking our

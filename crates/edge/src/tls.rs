@@ -35,6 +35,14 @@ pub async fn run_tls(
     while let Some((socket, peer)) = crate::accept(&listener, &shutdown, "https").await {
         edge.metrics
             .visitor_connection(warren_metrics::Listener::Https);
+        let ticket = match edge.admission.admit(peer.ip()) {
+            Ok(ticket) => ticket,
+            Err(why) => {
+                // An answer would cost a TLS handshake: close at once.
+                crate::admit::refuse(&edge, &socket, peer, why, false);
+                continue;
+            }
+        };
         let edge = edge.clone();
         let config = config.clone();
         let shutdown = shutdown.clone();
@@ -49,7 +57,7 @@ pub async fn run_tls(
             let shard = label.as_deref().and_then(|l| edge.shard_of(l));
             let shards = edge.shards.clone();
             shards.run(shard, socket, move |socket| {
-                let conn = serve(edge.clone(), config, socket, peer, label, raw, shutdown);
+                let conn = serve(edge.clone(), config, socket, peer, label, raw, shutdown, ticket);
                 edge.visitors
                     .track(conn)
                     .instrument(info_span!("tls visitor", %peer))
@@ -89,7 +97,10 @@ async fn hello(edge: &Edge, mut socket: TcpStream) -> Option<(TcpStream, Option<
 }
 
 /// The rest of a TLS visitor's connection, on its tunnel's thread: passthrough, or the
-/// handshake and HTTP.
+/// handshake and HTTP. `ticket` holds the visitor's places in the admission limits: the
+/// pending one is given back with the first request head (terminated) or now (passthrough,
+/// whose ClientHello is all we will see of it), the IP's one when the connection ends.
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     edge: Arc<Edge>,
     config: Arc<ServerConfig>,
@@ -98,6 +109,7 @@ async fn serve(
     label: Option<String>,
     raw: Vec<u8>,
     draining: CancellationToken,
+    mut ticket: warren_admit::Ticket,
 ) {
     if let Some(label) = &label
         && let Lookup::Live(route) = edge.registry.lookup(label)
@@ -108,6 +120,7 @@ async fn serve(
         {
             return;
         }
+        ticket.identified();
         passthrough(route, socket, raw, peer, &edge.metrics).await;
         return;
     }
@@ -142,7 +155,7 @@ async fn serve(
     }
     // A connection opened for one tunnel's name may carry only that tunnel's requests; one
     // opened for another name (the apex, an IP, no SNI) is not tied to a tunnel.
-    let state = Arc::new(ConnState::new(edge.clone(), peer, "https", label));
+    let state = Arc::new(ConnState::new(edge.clone(), peer, "https", label).pending(ticket.take_pending()));
     let service = {
         let state = state.clone();
         hyper::service::service_fn(move |req| proxy::handle(state.clone(), req))
@@ -168,6 +181,7 @@ async fn serve(
         }
         debug!(error = %e, "https visitor connection ended with error");
     }
+    drop(ticket);
 }
 
 /// Reads until a whole ClientHello is in; returns its SNI and every byte read.

@@ -23,9 +23,11 @@ mod limits;
 mod readahead;
 mod server;
 mod sessions;
+mod startup;
 mod stream;
 
 pub use keys::{KeyError, host_key_fingerprint, load_or_create_host_key, parse_public_key};
 pub use limits::SessionLimits;
 pub use server::{SshServer, SshSettings, run};
 pub use sessions::Sessions;
+pub use warren_admit::{Admission, IpRate};
