@@ -7,6 +7,7 @@ mod api;
 mod client;
 mod commands;
 mod domains;
+mod flood;
 mod harness;
 mod hostile;
 mod https;
