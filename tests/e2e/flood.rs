@@ -23,7 +23,9 @@ const STRANGER: [u8; 4] = [127, 0, 0, 2];
 async fn from(ip: [u8; 4], port: u16) -> Result<TcpStream> {
     let sock = TcpSocket::new_v4()?;
     sock.bind(SocketAddr::from((ip, 0)))?;
-    Ok(sock.connect(SocketAddr::from(([127, 0, 0, 1], port))).await?)
+    Ok(sock
+        .connect(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await?)
 }
 
 /// What the server sent before it closed the connection, or `None` if it was still open
@@ -75,7 +77,11 @@ async fn unauthenticated_ssh_past_the_per_ip_cap_is_closed_at_once_and_owners_st
     // logged in no longer counts against it.
     let mut owners = Vec::new();
     for i in 0..6 {
-        let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("app{i}:80:{}", origin.target())])?;
+        let ssh = Ssh::spawn(
+            &broker,
+            &key,
+            &["-R", &format!("app{i}:80:{}", origin.target())],
+        )?;
         ssh.url(0).await?;
         owners.push(ssh);
     }
@@ -98,25 +104,39 @@ async fn unauthenticated_ssh_past_the_per_ip_cap_is_closed_at_once_and_owners_st
     }
     for s in &mut held {
         let text = until_close(s, Duration::from_millis(300)).await;
-        assert!(text.is_none(), "a connection within the cap was closed: {text:?}");
+        assert!(
+            text.is_none(),
+            "a connection within the cap was closed: {text:?}"
+        );
     }
     // The owner's real OpenSSH client from 127.0.0.1 still logs in and serves.
-    let late = Ssh::spawn(&broker, &key, &["-R", &format!("late:80:{}", origin.target())])?;
+    let late = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("late:80:{}", origin.target())],
+    )?;
     late.url(0).await?;
     serves(&broker, "late").await?;
     serves(&broker, "app0").await?;
-    assert_eq!(metric(&broker, &limit_hits("ssh_max_startups_per_ip")).await?, 6.0);
+    assert_eq!(
+        metric(&broker, &limit_hits("ssh_max_startups_per_ip")).await?,
+        6.0
+    );
     // The stranger's places come back once the broker has seen its connections close.
     drop(held);
-    crate::harness::eventually("the stranger's places come back", crate::harness::DEADLINE, || async {
-        let mut again = from(STRANGER, broker.ssh_port).await.ok()?;
-        let mut banner = [0u8; 14];
-        tokio::time::timeout(Duration::from_secs(5), again.read_exact(&mut banner))
-            .await
-            .ok()?
-            .ok()?;
-        (&banner == b"SSH-2.0-warren").then_some(())
-    })
+    crate::harness::eventually(
+        "the stranger's places come back",
+        crate::harness::DEADLINE,
+        || async {
+            let mut again = from(STRANGER, broker.ssh_port).await.ok()?;
+            let mut banner = [0u8; 14];
+            tokio::time::timeout(Duration::from_secs(5), again.read_exact(&mut banner))
+                .await
+                .ok()?
+                .ok()?;
+            (&banner == b"SSH-2.0-warren").then_some(())
+        },
+    )
     .await
 }
 
@@ -137,7 +157,11 @@ async fn idle_and_slowloris_visitors_past_the_per_ip_cap_get_429_while_others_ar
     .await?;
     let key = broker.user_with_key("alice")?;
     let origin = Origin::start("A").await?;
-    let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("app:80:{}", origin.target())])?;
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("app:80:{}", origin.target())],
+    )?;
     ssh.url(0).await?;
     let p = broker.http_port;
     // Three idle connections and three slowloris ones that dribble a header.
@@ -148,7 +172,8 @@ async fn idle_and_slowloris_visitors_past_the_per_ip_cap_get_429_while_others_ar
     let mut slow = Vec::new();
     for _ in 0..3 {
         let mut s = from(STRANGER, p).await?;
-        s.write_all(b"GET / HTTP/1.1\r\nHost: app.localhost\r\nX-A: ").await?;
+        s.write_all(b"GET / HTTP/1.1\r\nHost: app.localhost\r\nX-A: ")
+            .await?;
         slow.push(s);
     }
     // The seventh gets a 429 that says why and when to come back, then the close.
@@ -162,7 +187,9 @@ async fn idle_and_slowloris_visitors_past_the_per_ip_cap_get_429_while_others_ar
     assert_eq!(status_of(&said), Some(429), "{said:?}");
     assert!(said.contains("retry-after: 5\r\n"), "{said:?}");
     assert!(
-        said.ends_with("Too many connections from your address at once. Close some and try again.\r\n\r\n\r\n"),
+        said.ends_with(
+            "Too many connections from your address at once. Close some and try again.\r\n\r\n\r\n"
+        ),
         "{said:?}"
     );
     // HTTPS counts in the same per-IP total; there the refusal is a close without a byte
@@ -188,14 +215,18 @@ async fn idle_and_slowloris_visitors_past_the_per_ip_cap_get_429_while_others_ar
     );
     // Once they close, the stranger's places come back.
     drop((idle, slow));
-    crate::harness::eventually("the stranger is admitted again", crate::harness::DEADLINE, || async {
-        let mut s = from(STRANGER, p).await.ok()?;
-        s.write_all(b"GET / HTTP/1.1\r\nHost: app.localhost\r\nConnection: close\r\n\r\n")
-            .await
-            .ok()?;
-        let text = until_close(&mut s, Duration::from_secs(5)).await?;
-        (status_of(&text) == Some(200)).then_some(())
-    })
+    crate::harness::eventually(
+        "the stranger is admitted again",
+        crate::harness::DEADLINE,
+        || async {
+            let mut s = from(STRANGER, p).await.ok()?;
+            s.write_all(b"GET / HTTP/1.1\r\nHost: app.localhost\r\nConnection: close\r\n\r\n")
+                .await
+                .ok()?;
+            let text = until_close(&mut s, Duration::from_secs(5)).await?;
+            (status_of(&text) == Some(200)).then_some(())
+        },
+    )
     .await?;
     Ok(())
 }
@@ -216,7 +247,11 @@ async fn a_burst_past_the_per_ip_rate_gets_429_with_retry_after_and_is_counted()
     .await?;
     let key = broker.user_with_key("alice")?;
     let origin = Origin::start("A").await?;
-    let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("app:80:{}", origin.target())])?;
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("app:80:{}", origin.target())],
+    )?;
     ssh.url(0).await?;
     let mut statuses = Vec::new();
     let mut refusals = Vec::new();
@@ -225,13 +260,19 @@ async fn a_burst_past_the_per_ip_rate_gets_429_with_retry_after_and_is_counted()
         let _ = s
             .write_all(b"GET / HTTP/1.1\r\nHost: app.localhost\r\nConnection: close\r\n\r\n")
             .await;
-        let text = until_close(&mut s, Duration::from_secs(5)).await.unwrap_or_default();
+        let text = until_close(&mut s, Duration::from_secs(5))
+            .await
+            .unwrap_or_default();
         statuses.push(status_of(&text));
         if status_of(&text) == Some(429) {
             refusals.push(text);
         }
     }
-    assert_eq!(&statuses[..5], &[Some(200); 5], "the burst is served: {statuses:?}");
+    assert_eq!(
+        &statuses[..5],
+        &[Some(200); 5],
+        "the burst is served: {statuses:?}"
+    );
     // At one a second, at most one more may have come back while the twelve ran.
     assert!(refusals.len() >= 6, "{statuses:?}");
     assert_eq!(
@@ -241,7 +282,10 @@ async fn a_burst_past_the_per_ip_rate_gets_429_with_retry_after_and_is_counted()
     );
     for text in &refusals {
         assert!(text.contains("retry-after: 1\r\n"), "{text:?}");
-        assert!(text.contains("Too many new connections from your address"), "{text:?}");
+        assert!(
+            text.contains("Too many new connections from your address"),
+            "{text:?}"
+        );
     }
     // Others are not slowed down by the stranger's rate.
     serves(&broker, "app").await?;
@@ -269,7 +313,11 @@ async fn a_stranger_holding_more_connections_than_open_files_starves_nobody() ->
     .await?;
     let key = broker.user_with_key("alice")?;
     let origin = Origin::start("A").await?;
-    let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("app:80:{}", origin.target())])?;
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("app:80:{}", origin.target())],
+    )?;
     ssh.url(0).await?;
     let (rss_before, _) = broker.memory_kib()?;
     // 300 visitor connections and 60 SSH ones: more than the broker's 256 descriptors.
@@ -283,13 +331,19 @@ async fn a_stranger_holding_more_connections_than_open_files_starves_nobody() ->
     let (rss_flood, _) = broker.memory_kib()?;
     // A new owner logs in and serves; visitors reach both tunnels.
     let bob = broker.user_with_key("bob")?;
-    let late = Ssh::spawn(&broker, &bob, &["-R", &format!("late:80:{}", origin.target())])?;
+    let late = Ssh::spawn(
+        &broker,
+        &bob,
+        &["-R", &format!("late:80:{}", origin.target())],
+    )?;
     late.url(0).await?;
     serves(&broker, "late").await?;
     serves(&broker, "app").await?;
     let lines = broker.stderr_lines();
     assert!(
-        lines.iter().any(|l| l.contains("connection limits") && l.contains("open_files=256")),
+        lines
+            .iter()
+            .any(|l| l.contains("connection limits") && l.contains("open_files=256")),
         "the limits chosen are logged:\n{}",
         lines.join("\n")
     );
@@ -298,8 +352,14 @@ async fn a_stranger_holding_more_connections_than_open_files_starves_nobody() ->
         "{}",
         lines.join("\n")
     );
-    let refused_lines = lines.iter().filter(|l| l.contains("connection refused")).count();
-    assert!(refused_lines <= 4, "refusals are logged now and then: {refused_lines}");
+    let refused_lines = lines
+        .iter()
+        .filter(|l| l.contains("connection refused"))
+        .count();
+    assert!(
+        refused_lines <= 4,
+        "refusals are logged now and then: {refused_lines}"
+    );
     // Defaults for 256 descriptors: 32 visitor connections per IP, 10 SSH startups per IP;
     // past the first 200 (the default burst) the per-IP rate refuses first.
     let per_ip = metric(&broker, &limit_hits("max_visitor_connections_per_ip")).await?;
@@ -334,7 +394,8 @@ impl KeepAlive {
         let req = hyper::Request::get("/")
             .header("host", host)
             .body(http_body_util::Empty::new())?;
-        let resp = tokio::time::timeout(Duration::from_secs(20), self.0.send_request(req)).await??;
+        let resp =
+            tokio::time::timeout(Duration::from_secs(20), self.0.send_request(req)).await??;
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await?.to_bytes();
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
@@ -350,10 +411,17 @@ async fn memory_stays_bounded_under_ten_thousand_idle_connections() -> Result<()
     let broker = TestBroker::start_with(Db::Sqlite, &["--limit-exempt", NOBODY]).await?;
     let key = broker.user_with_key("alice")?;
     let origin = Origin::start("A").await?;
-    let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("app:80:{}", origin.target())])?;
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("app:80:{}", origin.target())],
+    )?;
     ssh.url(0).await?;
     let mut visitor = KeepAlive::open(broker.http_port).await?;
-    assert_eq!(visitor.get("app.localhost").await?, (200, "hello from A".into()));
+    assert_eq!(
+        visitor.get("app.localhost").await?,
+        (200, "hello from A".into())
+    );
     let (before, _) = broker.memory_kib()?;
     let started = Instant::now();
     let mut held = Vec::new();
@@ -365,7 +433,10 @@ async fn memory_stays_bounded_under_ten_thousand_idle_connections() -> Result<()
         held.push(from(STRANGER, broker.ssh_port).await?);
     }
     let took = started.elapsed();
-    assert_eq!(visitor.get("app.localhost").await?, (200, "hello from A".into()));
+    assert_eq!(
+        visitor.get("app.localhost").await?,
+        (200, "hello from A".into())
+    );
     let mut fresh = TcpStream::connect(("127.0.0.1", broker.http_port)).await?;
     let _ = fresh
         .write_all(b"GET / HTTP/1.1\r\nHost: app.localhost\r\nConnection: close\r\n\r\n")
@@ -373,10 +444,7 @@ async fn memory_stays_bounded_under_ten_thousand_idle_connections() -> Result<()
     let fresh = until_close(&mut fresh, Duration::from_secs(5))
         .await
         .context("a new visitor was left waiting")?;
-    assert!(
-        matches!(status_of(&fresh), Some(200 | 503)),
-        "{fresh:?}"
-    );
+    assert!(matches!(status_of(&fresh), Some(200 | 503)), "{fresh:?}");
     let (during, peak) = broker.memory_kib()?;
     let pending = metric(&broker, &limit_hits("max_pending_visitor_connections")).await?;
     let per_ip = metric(&broker, &limit_hits("max_visitor_connections_per_ip")).await?;

@@ -39,9 +39,18 @@ mod tests {
 
     #[test]
     fn ipv6_counts_by_64_and_mapped_ipv4_as_ipv4() {
-        assert_eq!(IpKey::of(ip("2001:db8::1")), IpKey::of(ip("2001:db8::ffff:1")));
-        assert_ne!(IpKey::of(ip("2001:db8::1")), IpKey::of(ip("2001:db8:0:1::1")));
-        assert_eq!(IpKey::of(ip("::ffff:192.0.2.7")), IpKey::of(ip("192.0.2.7")));
+        assert_eq!(
+            IpKey::of(ip("2001:db8::1")),
+            IpKey::of(ip("2001:db8::ffff:1"))
+        );
+        assert_ne!(
+            IpKey::of(ip("2001:db8::1")),
+            IpKey::of(ip("2001:db8:0:1::1"))
+        );
+        assert_eq!(
+            IpKey::of(ip("::ffff:192.0.2.7")),
+            IpKey::of(ip("192.0.2.7"))
+        );
         assert_ne!(IpKey::of(ip("192.0.2.7")), IpKey::of(ip("192.0.2.8")));
         assert_ne!(IpKey::of(ip("0.0.0.1")), IpKey::of(ip("::1")));
     }

@@ -139,7 +139,11 @@ mod tests {
             2,
             3,
             IpRate::new(100, Duration::from_secs(1), 4),
-            vec!["192.0.2.200/32".parse().unwrap_or_else(|_| IpNet::from(ip(200)))],
+            vec![
+                "192.0.2.200/32"
+                    .parse()
+                    .unwrap_or_else(|_| IpNet::from(ip(200))),
+            ],
         );
         let t1 = a.admit(ip(1)).expect("1");
         let _t2 = a.admit(ip(1)).expect("2");
@@ -158,7 +162,10 @@ mod tests {
         for _ in 0..100 {
             assert!(a.admit(ip(200)).is_ok(), "exempt");
         }
-        assert!(a.admit("::ffff:192.0.2.200".parse().unwrap_or(ip(200))).is_ok());
+        assert!(
+            a.admit("::ffff:192.0.2.200".parse().unwrap_or(ip(200)))
+                .is_ok()
+        );
     }
 
     /// What admission costs per connection: the rate check, the IP's count and the pending

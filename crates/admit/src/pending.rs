@@ -87,7 +87,11 @@ mod tests {
         a.release();
         assert_eq!(p.held(), 1, "released once however often asked");
         drop(a);
-        assert_eq!(p.held(), 1, "dropping a released slot gives nothing back twice");
+        assert_eq!(
+            p.held(),
+            1,
+            "dropping a released slot gives nothing back twice"
+        );
         drop(b);
         assert_eq!(p.held(), 0);
     }

@@ -409,15 +409,23 @@ mod retry_tests {
             let low = retry_delay(failures, 0.0);
             let high = retry_delay(failures, 0.999_999);
             assert_eq!(low, step / 2, "failures {failures}");
-            assert!(high <= step && high > step.mul_f64(0.99), "failures {failures}: {high:?}");
+            assert!(
+                high <= step && high > step.mul_f64(0.99),
+                "failures {failures}: {high:?}"
+            );
             let any = retry_delay(failures, rand::random::<f64>());
             assert!(any >= low && any <= step);
         }
         assert_eq!(retry_delay(1, 0.0), Duration::from_secs(1));
-        assert_eq!(retry_delay(30, 0.999_999).as_secs(), 299, "capped at RETRY_MAX");
+        assert_eq!(
+            retry_delay(30, 0.999_999).as_secs(),
+            299,
+            "capped at RETRY_MAX"
+        );
         // Names failing together spread out instead of retrying at one instant.
-        let spread: std::collections::BTreeSet<_> =
-            (0..100).map(|_| retry_delay(5, rand::random::<f64>()).as_millis()).collect();
+        let spread: std::collections::BTreeSet<_> = (0..100)
+            .map(|_| retry_delay(5, rand::random::<f64>()).as_millis())
+            .collect();
         assert!(spread.len() > 50, "{}", spread.len());
     }
 }

@@ -56,7 +56,13 @@ pub(crate) fn count(metrics: &Metrics, logged: &Throttle, peer: SocketAddr, why:
 
 /// Counts a refused visitor connection; on plain HTTP (`answer`) writes the response. The
 /// caller drops the socket, which closes it.
-pub(crate) fn refuse(edge: &Edge, socket: &TcpStream, peer: SocketAddr, why: Refusal, answer: bool) {
+pub(crate) fn refuse(
+    edge: &Edge,
+    socket: &TcpStream,
+    peer: SocketAddr,
+    why: Refusal,
+    answer: bool,
+) {
     count(&edge.metrics, &edge.refusals_logged, peer, why);
     if !answer {
         return;

@@ -103,7 +103,10 @@ impl TcpPorts {
         let admission = self.admission.clone();
         tokio::spawn(
             async move {
-                accept_loop(listener, port, registry, shutdown, shards, metrics, admission).await;
+                accept_loop(
+                    listener, port, registry, shutdown, shards, metrics, admission,
+                )
+                .await;
                 open.lock().unwrap_or_else(|p| p.into_inner()).remove(&port);
                 debug!("tcp port closed");
             }

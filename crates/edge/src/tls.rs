@@ -57,7 +57,16 @@ pub async fn run_tls(
             let shard = label.as_deref().and_then(|l| edge.shard_of(l));
             let shards = edge.shards.clone();
             shards.run(shard, socket, move |socket| {
-                let conn = serve(edge.clone(), config, socket, peer, label, raw, shutdown, ticket);
+                let conn = serve(
+                    edge.clone(),
+                    config,
+                    socket,
+                    peer,
+                    label,
+                    raw,
+                    shutdown,
+                    ticket,
+                );
                 edge.visitors
                     .track(conn)
                     .instrument(info_span!("tls visitor", %peer))
@@ -140,9 +149,18 @@ async fn serve(
             return;
         }
     };
-    let tls = match start.into_stream(config).await {
-        Ok(tls) => tls,
-        Err(e) => {
+    // The handshake gets the head's deadline too: a client that stalls in it would otherwise
+    // hold its connection (and its pending place) for good.
+    let handshake =
+        tokio::time::timeout(edge.settings.header_read_timeout, start.into_stream(config));
+    let tls = match handshake.await {
+        Ok(Ok(tls)) => tls,
+        Err(_) => {
+            edge.metrics.limit_hit(warren_metrics::Limit::HeaderTimeout);
+            debug!("TLS handshake timed out");
+            return;
+        }
+        Ok(Err(e)) => {
             // No certificate for this name, a protocol error, or an ACME TLS-ALPN-01
             // validation that is done: rustls has sent its alert.
             debug!(error = %e, "TLS handshake ended");
@@ -155,7 +173,8 @@ async fn serve(
     }
     // A connection opened for one tunnel's name may carry only that tunnel's requests; one
     // opened for another name (the apex, an IP, no SNI) is not tied to a tunnel.
-    let state = Arc::new(ConnState::new(edge.clone(), peer, "https", label).pending(ticket.take_pending()));
+    let state =
+        Arc::new(ConnState::new(edge.clone(), peer, "https", label).pending(ticket.take_pending()));
     let service = {
         let state = state.clone();
         hyper::service::service_fn(move |req| proxy::handle(state.clone(), req))

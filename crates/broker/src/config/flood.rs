@@ -100,9 +100,7 @@ impl FloodLimits {
     pub fn resolve(&self, open_files: u64) -> Resolved {
         let share = |div: u64, lo: u64, hi: u64| (open_files / div).clamp(lo, hi);
         Resolved {
-            ssh_startups: self
-                .ssh_startups
-                .unwrap_or(share(16, 8, 200) as usize),
+            ssh_startups: self.ssh_startups.unwrap_or(share(16, 8, 200) as usize),
             ssh_startups_per_ip: self.ssh_startups_per_ip,
             visitors_per_ip: self.visitors_per_ip.unwrap_or(share(8, 8, 256) as u32),
             pending_visitors: self
@@ -170,12 +168,20 @@ mod tests {
         let l = FloodLimits::load(&SettingsArgs::default())?;
         let small = l.resolve(256);
         assert_eq!(
-            (small.ssh_startups, small.pending_visitors, small.visitors_per_ip),
+            (
+                small.ssh_startups,
+                small.pending_visitors,
+                small.visitors_per_ip
+            ),
             (16, 64, 32)
         );
         let unit = l.resolve(1024);
         assert_eq!(
-            (unit.ssh_startups, unit.pending_visitors, unit.visitors_per_ip),
+            (
+                unit.ssh_startups,
+                unit.pending_visitors,
+                unit.visitors_per_ip
+            ),
             (64, 256, 128)
         );
         let big = l.resolve(1 << 20);
@@ -200,7 +206,10 @@ mod tests {
         };
         let l = FloodLimits::load(&a)?;
         let r = l.resolve(1 << 20);
-        assert_eq!((r.ssh_startups, r.pending_visitors, r.visitors_per_ip), (3, 7, 2));
+        assert_eq!(
+            (r.ssh_startups, r.pending_visitors, r.visitors_per_ip),
+            (3, 7, 2)
+        );
         assert!(l.exempt.is_empty());
         for bad in [
             SettingsArgs {
