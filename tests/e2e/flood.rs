@@ -188,7 +188,7 @@ async fn idle_and_slowloris_visitors_past_the_per_ip_cap_get_429_while_others_ar
     assert!(said.contains("retry-after: 5\r\n"), "{said:?}");
     assert!(
         said.ends_with(
-            "Too many connections from your address at once. Close some and try again.\r\n\r\n\r\n"
+            "Too many connections from your address at once. Close some and try again.\r\n"
         ),
         "{said:?}"
     );

@@ -18,12 +18,12 @@ use crate::Edge;
 
 /// 429 for an IP over its count of concurrent connections.
 pub(crate) const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\n\
-content-type: text/plain\r\nretry-after: 5\r\nconnection: close\r\ncontent-length: 80\r\n\r\n\
-Too many connections from your address at once. Close some and try again.\r\n\r\n\r\n";
+content-type: text/plain\r\nretry-after: 5\r\nconnection: close\r\ncontent-length: 75\r\n\r\n\
+Too many connections from your address at once. Close some and try again.\r\n";
 
 /// 503 while the broker holds as many connections without a request as it allows.
 pub(crate) const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-content-type: text/plain\r\nretry-after: 5\r\nconnection: close\r\ncontent-length: 64\r\n\r\n\
+content-type: text/plain\r\nretry-after: 5\r\nconnection: close\r\ncontent-length: 66\r\n\r\n\
 The server is handling too many new connections. Try again soon.\r\n";
 
 /// 429 for an IP opening connections faster than the rate, told when to come back.
