@@ -492,3 +492,54 @@ async fn memory_stays_bounded_under_ten_thousand_idle_connections() -> Result<()
     drop(held);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_tcp_port_closes_connections_past_the_per_ip_cap() -> Result<()> {
+    let broker = TestBroker::start_with(
+        Db::Sqlite,
+        &[
+            "--tcp-ports",
+            "23000-23999",
+            "--limit-exempt",
+            NOBODY,
+            "--max-visitor-connections-per-ip",
+            "3",
+        ],
+    )
+    .await?;
+    let key = broker.user_with_key("alice")?;
+    let origin = Origin::start("raw").await?;
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("tcp:0:{}", origin.target())],
+    )?;
+    let url = ssh.url(0).await?;
+    let port: u16 = url.rsplit(':').next().context("port")?.parse()?;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(from(STRANGER, port).await?);
+    }
+    // No head to answer on a raw port: the fourth is closed without a byte.
+    let mut fourth = from(STRANGER, port).await?;
+    let said = until_close(&mut fourth, Duration::from_secs(5))
+        .await
+        .context("the connection past the cap was left open")?;
+    assert_eq!(said, "");
+    for s in &mut held {
+        assert!(until_close(s, Duration::from_millis(200)).await.is_none());
+    }
+    // Someone else still gets through to the owner's service.
+    let mut sock = TcpStream::connect(("127.0.0.1", port)).await?;
+    sock.write_all(b"GET / HTTP/1.1\r\nHost: whatever\r\nConnection: close\r\n\r\n")
+        .await?;
+    let text = until_close(&mut sock, Duration::from_secs(10))
+        .await
+        .context("no answer")?;
+    assert!(text.ends_with("hello from raw"), "{text}");
+    assert_eq!(
+        metric(&broker, &limit_hits("max_visitor_connections_per_ip")).await?,
+        1.0
+    );
+    Ok(())
+}
