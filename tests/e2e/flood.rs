@@ -543,3 +543,68 @@ async fn a_raw_tcp_port_closes_connections_past_the_per_ip_cap() -> Result<()> {
     );
     Ok(())
 }
+
+/// Strangers from many addresses can fill the global pending cap, which no per-IP cap stops;
+/// connections accepted while it is three quarters full get seconds, not the configured 30,
+/// to send a head, so an honest visitor is refused (503, at once) only briefly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pending_cap_frees_places_within_seconds() -> Result<()> {
+    let broker = TestBroker::start_with(
+        Db::Sqlite,
+        &[
+            "--limit-exempt",
+            NOBODY,
+            "--max-pending-visitor-connections",
+            "20",
+            "--header-timeout-secs",
+            "30",
+        ],
+    )
+    .await?;
+    let key = broker.user_with_key("alice")?;
+    let origin = Origin::start("A").await?;
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("app:80:{}", origin.target())],
+    )?;
+    ssh.url(0).await?;
+    let p = broker.http_port;
+    let mut held = Vec::new();
+    for i in 0..20u8 {
+        held.push(from([127, 0, 1, i / 2 + 1], p).await?);
+    }
+    let request = b"GET / HTTP/1.1\r\nHost: app.localhost\r\nConnection: close\r\n\r\n";
+    let mut honest = from([127, 0, 0, 1], p).await?;
+    let _ = honest.write_all(request).await;
+    let said = until_close(&mut honest, Duration::from_secs(5))
+        .await
+        .context("refused at once")?;
+    assert_eq!(status_of(&said), Some(503), "{said:?}");
+    assert!(said.contains("retry-after: 5\r\n"), "{said:?}");
+    let started = Instant::now();
+    crate::harness::eventually("a place frees up", crate::harness::DEADLINE, || async {
+        let mut s = from([127, 0, 0, 1], p).await.ok()?;
+        s.write_all(request).await.ok()?;
+        let text = until_close(&mut s, Duration::from_secs(5)).await?;
+        (status_of(&text) == Some(200)).then_some(())
+    })
+    .await?;
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(15), "served after {waited:?}");
+    // The six accepted under pressure got 408 within seconds; the fourteen before still wait.
+    let mut cut = 0;
+    for s in &mut held {
+        match until_close(s, Duration::from_millis(100)).await {
+            Some(text) => {
+                assert_eq!(status_of(&text), Some(408), "{text:?}");
+                cut += 1;
+            }
+            None => {}
+        }
+    }
+    assert_eq!(cut, 6, "connections accepted at 15 of 20 pending and later");
+    assert!(metric(&broker, &limit_hits("max_pending_visitor_connections")).await? >= 1.0);
+    println!("an honest visitor was served {waited:?} after the pending cap was full");
+    Ok(())
+}

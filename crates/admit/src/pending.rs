@@ -35,6 +35,13 @@ impl Pending {
         self.held.load(Ordering::Relaxed)
     }
 
+    /// Whether at least three quarters of the places are taken: callers then give new
+    /// connections a shorter deadline to identify themselves, so that a flood cannot keep
+    /// every place for a whole deadline.
+    pub fn pressed(&self) -> bool {
+        self.held().saturating_mul(4) >= self.max.saturating_mul(3)
+    }
+
     /// One more pending connection, or `None` at the cap.
     pub fn try_take(self: &Arc<Self>) -> Option<PendingSlot> {
         let taken = self
@@ -83,6 +90,7 @@ mod tests {
         let a = p.try_take().expect("a");
         let b = p.try_take().expect("b");
         assert!(p.try_take().is_none());
+        assert!(p.pressed());
         a.release();
         a.release();
         assert_eq!(p.held(), 1, "released once however often asked");
@@ -94,5 +102,10 @@ mod tests {
         );
         drop(b);
         assert_eq!(p.held(), 0);
+        assert!(!p.pressed());
+        assert!(
+            !Pending::new(usize::MAX).pressed(),
+            "no overflow when unlimited"
+        );
     }
 }

@@ -8,13 +8,46 @@
 //! those connections, and raw TCP ones, are closed at once.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tracing::warn;
-use warren_admit::{Refusal, Throttle};
+use warren_admit::{Refusal, Throttle, Ticket};
 use warren_metrics::{Limit, Metrics};
 
 use crate::Edge;
+
+/// The head deadline of a connection accepted while at least three quarters of the pending
+/// places are taken. A browser sends its request head (or ClientHello) one round trip after
+/// connecting; only a stranger holding connections idle needs the configured 20 s. Connections
+/// accepted under pressure are thus cut within seconds, so strangers from many addresses cannot
+/// keep every pending place (and every new honest visitor out) for the whole deadline: at
+/// most those accepted before the pressure began keep theirs (Apache's `mod_reqtimeout` idea).
+pub(crate) const PRESSED_HEAD_DEADLINE: Duration = Duration::from_secs(3);
+
+/// A visitor connection the limits took on: its places, and how long it has to send its
+/// request head or ClientHello.
+pub(crate) struct Admitted {
+    pub(crate) ticket: Ticket,
+    pub(crate) head_deadline: Duration,
+}
+
+impl Edge {
+    /// Admits a visitor connection from `peer` (see `warren-admit`).
+    pub(crate) fn admit(&self, peer: SocketAddr) -> Result<Admitted, Refusal> {
+        let ticket = self.admission.admit(peer.ip())?;
+        let pressed = self.admission.pending().pressed();
+        let configured = self.settings.header_read_timeout;
+        Ok(Admitted {
+            ticket,
+            head_deadline: if pressed {
+                configured.min(PRESSED_HEAD_DEADLINE)
+            } else {
+                configured
+            },
+        })
+    }
+}
 
 /// 429 for an IP over its count of concurrent connections.
 pub(crate) const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\n\

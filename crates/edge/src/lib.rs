@@ -32,7 +32,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
-use warren_admit::{Admission, Throttle, Ticket};
+use warren_admit::{Admission, Throttle};
 use warren_metrics::{Limit, Listener, Metrics};
 use warren_registry::{Lookup, Registry};
 use warren_shards::Shards;
@@ -238,8 +238,8 @@ pub async fn run(
     tokio::spawn(pool::expire(edge.clone(), shutdown.clone()));
     while let Some((socket, peer)) = accept(&listener, &shutdown, "http").await {
         edge.metrics.visitor_connection(Listener::Http);
-        let ticket = match edge.admission.admit(peer.ip()) {
-            Ok(ticket) => ticket,
+        let admitted = match edge.admit(peer) {
+            Ok(admitted) => admitted,
             Err(why) => {
                 admit::refuse(&edge, &socket, peer, why, true);
                 continue;
@@ -249,7 +249,7 @@ pub async fn run(
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let shard = if edge.shards.len() > 1 {
-                match first_host(&edge, &socket).await {
+                match first_host(&socket, admitted.head_deadline).await {
                     Some(host) => edge.shard_for(&host),
                     None => {
                         // Not a byte of a request head in all that time.
@@ -264,7 +264,7 @@ pub async fn run(
             };
             let shards = edge.shards.clone();
             shards.run(shard, socket, move |socket| {
-                let conn = serve_visitor(edge.clone(), socket, peer, shutdown, ticket);
+                let conn = serve_visitor(edge.clone(), socket, peer, shutdown, admitted);
                 edge.visitors
                     .track(conn)
                     .instrument(info_span!("visitor", %peer))
@@ -278,9 +278,9 @@ pub async fn run(
 /// `None` if nothing arrived within the request head deadline, an empty host if what arrived
 /// does not name one (yet). The peek sees what one read would; a head split across packets
 /// may hide its Host, which only costs the thread choice.
-async fn first_host(edge: &Edge, socket: &tokio::net::TcpStream) -> Option<Vec<u8>> {
+async fn first_host(socket: &tokio::net::TcpStream, deadline: Duration) -> Option<Vec<u8>> {
     let mut buf = [0u8; 2048];
-    let peeked = tokio::time::timeout(edge.settings.header_read_timeout, socket.peek(&mut buf));
+    let peeked = tokio::time::timeout(deadline, socket.peek(&mut buf));
     match peeked.await {
         Err(_) => None,
         Ok(Ok(n)) => Some(
@@ -323,8 +323,12 @@ async fn serve_visitor(
     socket: tokio::net::TcpStream,
     peer: SocketAddr,
     draining: CancellationToken,
-    mut ticket: Ticket,
+    admitted: admit::Admitted,
 ) {
+    let admit::Admitted {
+        mut ticket,
+        head_deadline,
+    } = admitted;
     let (io, writer) = io::visitor_io(socket);
     // The IP's place stays with `ticket` until the connection ends; the pending one goes with
     // the first request head.
@@ -338,7 +342,7 @@ async fn serve_visitor(
     let s = &edge.settings;
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(s.header_read_timeout)
+        .header_read_timeout(head_deadline)
         .max_header_size(s.max_header_bytes)
         .max_buf_size(READ_BUF_MAX)
         .max_headers(s.max_headers)

@@ -35,8 +35,8 @@ pub async fn run_tls(
     while let Some((socket, peer)) = crate::accept(&listener, &shutdown, "https").await {
         edge.metrics
             .visitor_connection(warren_metrics::Listener::Https);
-        let ticket = match edge.admission.admit(peer.ip()) {
-            Ok(ticket) => ticket,
+        let admitted = match edge.admit(peer) {
+            Ok(admitted) => admitted,
             Err(why) => {
                 // An answer would cost a TLS handshake: close at once.
                 crate::admit::refuse(&edge, &socket, peer, why, false);
@@ -48,7 +48,7 @@ pub async fn run_tls(
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let hello = tokio::select! {
-                hello = hello(&edge, socket) => hello,
+                hello = hello(&edge, socket, admitted.head_deadline) => hello,
                 _ = shutdown.cancelled() => return,
             };
             let Some((socket, label, raw)) = hello else {
@@ -65,7 +65,7 @@ pub async fn run_tls(
                     label,
                     raw,
                     shutdown,
-                    ticket,
+                    admitted,
                 );
                 edge.visitors
                     .track(conn)
@@ -78,12 +78,12 @@ pub async fn run_tls(
 
 /// Reads the ClientHello (within the request head deadline): the socket, the tunnel label its
 /// SNI names (if any) and the bytes read.
-async fn hello(edge: &Edge, mut socket: TcpStream) -> Option<(TcpStream, Option<String>, Vec<u8>)> {
-    let hello = tokio::time::timeout(
-        edge.settings.header_read_timeout,
-        read_client_hello(&mut socket),
-    )
-    .await;
+async fn hello(
+    edge: &Edge,
+    mut socket: TcpStream,
+    deadline: Duration,
+) -> Option<(TcpStream, Option<String>, Vec<u8>)> {
+    let hello = tokio::time::timeout(deadline, read_client_hello(&mut socket)).await;
     let (sni, raw) = match hello {
         Ok(Ok(x)) => x,
         Ok(Err(e)) => {
@@ -106,7 +106,7 @@ async fn hello(edge: &Edge, mut socket: TcpStream) -> Option<(TcpStream, Option<
 }
 
 /// The rest of a TLS visitor's connection, on its tunnel's thread: passthrough, or the
-/// handshake and HTTP. `ticket` holds the visitor's places in the admission limits: the
+/// handshake and HTTP. `admitted` holds the visitor's places in the admission limits: the
 /// pending one is given back with the first request head (terminated) or now (passthrough,
 /// whose ClientHello is all we will see of it), the IP's one when the connection ends.
 #[allow(clippy::too_many_arguments)]
@@ -118,8 +118,12 @@ async fn serve(
     label: Option<String>,
     raw: Vec<u8>,
     draining: CancellationToken,
-    mut ticket: warren_admit::Ticket,
+    admitted: crate::admit::Admitted,
 ) {
+    let crate::admit::Admitted {
+        mut ticket,
+        head_deadline,
+    } = admitted;
     if let Some(label) = &label
         && let Lookup::Live(route) = edge.registry.lookup(label)
         && route.kind == RouteKind::TlsPassthrough
@@ -151,8 +155,7 @@ async fn serve(
     };
     // The handshake gets the head's deadline too: a client that stalls in it would otherwise
     // hold its connection (and its pending place) for good.
-    let handshake =
-        tokio::time::timeout(edge.settings.header_read_timeout, start.into_stream(config));
+    let handshake = tokio::time::timeout(head_deadline, start.into_stream(config));
     let tls = match handshake.await {
         Ok(Ok(tls)) => tls,
         Err(_) => {
@@ -184,7 +187,7 @@ async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(s.header_read_timeout)
+        .header_read_timeout(head_deadline)
         .max_buf_size(s.max_header_bytes.max(8192))
         .max_headers(s.max_headers);
     builder

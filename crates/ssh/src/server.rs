@@ -35,6 +35,12 @@ const CHANNEL_WINDOW: u32 = 2 << 20;
 /// Messages a channel's queue holds: a whole window of OpenSSH's 32 KiB packets, twice over, so
 /// that only a peer sending small packets ever makes the session keep a backlog.
 const CHANNEL_QUEUE: usize = 2 * (CHANNEL_WINDOW as usize / (32 << 10));
+/// The authentication deadline of a connection accepted while at least three quarters of the
+/// `ssh_max_startups` places are taken. OpenSSH logs in within a second or two (key exchange
+/// and one signature); only a stranger holding connections idle needs the configured 30 s, and
+/// with it a flood from many addresses would keep every place, and every new owner out, for
+/// the whole deadline. Connections accepted under pressure are cut after this instead.
+const PRESSED_AUTH_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The SSH server's part of the broker configuration.
 #[derive(Debug, Clone)]
@@ -220,6 +226,11 @@ pub async fn run(
                 continue;
             }
         };
+        let auth_deadline = if server.admission.pending().pressed() {
+            server.settings.auth_timeout.min(PRESSED_AUTH_DEADLINE)
+        } else {
+            server.settings.auth_timeout
+        };
         // OpenSSH sets TCP_NODELAY only for sessions with a pty; without it on our side too,
         // every `ssh -N` tunnel pays a Nagle + delayed-ACK stall per small write.
         let _ = socket.set_nodelay(true);
@@ -236,7 +247,7 @@ pub async fn run(
                 let socket = AuthDeadline::new(
                     socket,
                     startup,
-                    server.settings.auth_timeout,
+                    auth_deadline,
                     server.metrics.limit_counter(Limit::AuthTimeout),
                 );
                 let session =
