@@ -595,12 +595,9 @@ async fn a_full_pending_cap_frees_places_within_seconds() -> Result<()> {
     // The six accepted under pressure got 408 within seconds; the fourteen before still wait.
     let mut cut = 0;
     for s in &mut held {
-        match until_close(s, Duration::from_millis(100)).await {
-            Some(text) => {
-                assert_eq!(status_of(&text), Some(408), "{text:?}");
-                cut += 1;
-            }
-            None => {}
+        if let Some(text) = until_close(s, Duration::from_millis(100)).await {
+            assert_eq!(status_of(&text), Some(408), "{text:?}");
+            cut += 1;
         }
     }
     assert_eq!(cut, 6, "connections accepted at 15 of 20 pending and later");
