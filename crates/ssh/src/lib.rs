@@ -30,4 +30,3 @@ pub use keys::{KeyError, host_key_fingerprint, load_or_create_host_key, parse_pu
 pub use limits::SessionLimits;
 pub use server::{SshServer, SshSettings, run};
 pub use sessions::Sessions;
-pub use warren_admit::{Admission, IpRate};
