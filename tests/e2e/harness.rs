@@ -60,6 +60,9 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// Collect stderr into [`TestBroker::stderr`] (at log level info) instead of inheriting it.
     pub capture_stderr: bool,
+    /// Run `serve` with this soft and hard open-file limit (through `prlimit`), as a unit's
+    /// `LimitNOFILE` would.
+    pub open_files: Option<u64>,
     /// Give `serve` the database URL in a file (`--database-url-file`) instead of
     /// `BROKER_DATABASE_URL`; a Postgres URL without a password gets one (which a trust-auth
     /// server ignores), kept in [`TestBroker::db_password`].
@@ -135,7 +138,21 @@ impl TestBroker {
     }
 
     fn base_command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_broker"));
+        self.command_with_limit(None)
+    }
+
+    /// The broker's command, under `prlimit --nofile=N:N` when `open_files` is given.
+    fn command_with_limit(&self, open_files: Option<u64>) -> Command {
+        let mut cmd = match open_files {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}"))
+                    .arg("--")
+                    .arg(env!("CARGO_BIN_EXE_broker"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_broker")),
+        };
         cmd.env_remove("BROKER_CONFIG")
             .env("BROKER_DATA_DIR", self.dir.path())
             .env("BROKER_DATABASE_URL", &self.db_url);
@@ -150,7 +167,7 @@ impl TestBroker {
     }
 
     fn spawn(&mut self) -> Result<()> {
-        let mut cmd = self.base_command();
+        let mut cmd = self.command_with_limit(self.opts.open_files);
         let log = if self.opts.capture_stderr {
             "info".to_owned()
         } else {

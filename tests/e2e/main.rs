@@ -9,6 +9,7 @@ mod client;
 mod commands;
 mod domains;
 mod faults;
+mod flood;
 mod harness;
 mod hostile;
 mod https;

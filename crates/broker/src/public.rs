@@ -355,9 +355,7 @@ impl Public {
                     Err(e) => {
                         self.dns_errors.increment(1);
                         p.failures += 1;
-                        let delay = RETRY_MIN
-                            .saturating_mul(1 << p.failures.min(16))
-                            .min(RETRY_MAX);
+                        let delay = retry_delay(p.failures, rand::random::<f64>());
                         p.due = Instant::now() + delay;
                         let text = e.to_string();
                         warn!(%fqdn, error = %text, retry_in = ?delay, "DNS change failed");
@@ -444,4 +442,51 @@ pub fn acme_settings(a: &crate::config::AcmeConfig, key: KeyCipher) -> Result<Ac
         );
     }
     Ok(settings)
+}
+
+/// How long after its `failures`-th failure in a row a DNS change is tried again: exponential
+/// backoff from RETRY_MIN, capped at RETRY_MAX, with "equal jitter": a random point (`unit`,
+/// in [0, 1)) in the upper half of the step. Without it every name that failed together (a
+/// provider outage) retried in lockstep, each wave hitting the recovering provider at once;
+/// the fixed half keeps the backoff's growth, so a failing provider is still asked less and
+/// less often.
+fn retry_delay(failures: u32, unit: f64) -> Duration {
+    let step = RETRY_MIN
+        .saturating_mul(1 << failures.min(16))
+        .min(RETRY_MAX);
+    step / 2 + step.mul_f64(unit.clamp(0.0, 1.0) / 2.0)
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_with_jitter_within_bounds() {
+        for failures in 0..40 {
+            let step = RETRY_MIN
+                .saturating_mul(1 << failures.min(16))
+                .min(RETRY_MAX);
+            let low = retry_delay(failures, 0.0);
+            let high = retry_delay(failures, 0.999_999);
+            assert_eq!(low, step / 2, "failures {failures}");
+            assert!(
+                high <= step && high > step.mul_f64(0.99),
+                "failures {failures}: {high:?}"
+            );
+            let any = retry_delay(failures, rand::random::<f64>());
+            assert!(any >= low && any <= step);
+        }
+        assert_eq!(retry_delay(1, 0.0), Duration::from_secs(1));
+        assert_eq!(
+            retry_delay(30, 0.999_999).as_secs(),
+            299,
+            "capped at RETRY_MAX"
+        );
+        // Names failing together spread out instead of retrying at one instant.
+        let spread: std::collections::BTreeSet<_> = (0..100)
+            .map(|_| retry_delay(5, rand::random::<f64>()).as_millis())
+            .collect();
+        assert!(spread.len() > 50, "{}", spread.len());
+    }
 }

@@ -59,7 +59,9 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
 /// again on SIGHUP.
 pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
     crate::logging::init(&config)?;
-    raise_open_file_limit();
+    let open_files = raise_open_file_limit();
+    let flood = config.flood.resolve(open_files);
+    crate::config::log_flood_limits(&flood, open_files);
     let (metrics, prometheus) = crate::observe::recorder()?;
 
     std::fs::create_dir_all(&config.data_dir)
@@ -152,6 +154,8 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
     let tasks = tokio_util::task::TaskTracker::new();
     let shards =
         Arc::new(Shards::start(config.tunnel_threads).context("cannot start the tunnel threads")?);
+    // One admission for every visitor listener: an IP's count spans HTTP, HTTPS and TCP.
+    let visitor_admission = Arc::new(config.flood.visitors(&flood));
     let tcp_ports = Arc::new(
         TcpPorts::new(
             config.tcp_addr,
@@ -161,7 +165,8 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
             shutdown.clone(),
         )
         .with_shards(shards.clone())
-        .with_metrics(metrics.clone()),
+        .with_metrics(metrics.clone())
+        .with_admission(visitor_admission.clone()),
     );
     let ssh = Arc::new(
         SshServer::new(
@@ -175,7 +180,8 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         .with_tenants(tenants.clone())
         .with_metrics(metrics.clone())
         .with_shards(shards.clone())
-        .with_drain(stages.draining.clone()),
+        .with_drain(stages.draining.clone())
+        .with_admission(Arc::new(config.flood.ssh(&flood))),
     );
     // Share cookies are signed with a key every node on this database holds.
     let share_key = crate::policy::share_key(&*store).await?;
@@ -207,7 +213,8 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
             let certs = certs.clone();
             Arc::new(move |host: &str| certs.get(host).is_some())
         })
-        .with_metrics(metrics.clone()),
+        .with_metrics(metrics.clone())
+        .with_admission(visitor_admission),
     );
 
     let (public, public_info) = crate::public::Public::start(
@@ -409,11 +416,18 @@ pub fn tenants_for(
 /// Each tunnel and each visitor connection is a file descriptor, and the soft limit a service
 /// starts with (1,024 under systemd) cut off every visitor and owner once a stranger held 1,100
 /// idle connections. The hard limit is the operator's to set (`LimitNOFILE`); the soft one is
-/// ours to raise to it.
-fn raise_open_file_limit() {
+/// ours to raise to it. Returns the soft limit in force, which the connection limits' defaults
+/// are derived from (config/flood.rs).
+fn raise_open_file_limit() -> u64 {
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) => info!(open_files = n, "open-file limit"),
-        Err(e) => warn!(error = %e, "cannot raise the open-file limit"),
+        Ok(n) => {
+            info!(open_files = n, "open-file limit");
+            n
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot raise the open-file limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 mod access;
+mod admit;
 mod drain;
 mod headers;
 mod host;
@@ -31,6 +32,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
+use warren_admit::{Admission, Throttle};
 use warren_metrics::{Limit, Listener, Metrics};
 use warren_registry::{Lookup, Registry};
 use warren_shards::Shards;
@@ -104,6 +106,10 @@ pub struct Edge {
     pub(crate) visitors: drain::Visitors,
     /// What the edge counts: requests by status class, their latency, connections, limits.
     pub(crate) metrics: Arc<Metrics>,
+    /// Which new visitor connections are taken on (see [`Edge::with_admission`]).
+    pub(crate) admission: Arc<Admission>,
+    /// Refusals are logged at most once in a while, with the count since.
+    pub(crate) refusals_logged: Throttle,
 }
 
 impl std::fmt::Debug for Edge {
@@ -126,7 +132,17 @@ impl Edge {
             certified: None,
             visitors: drain::Visitors::default(),
             metrics: Arc::new(Metrics::noop()),
+            admission: Arc::new(Admission::unlimited()),
+            refusals_logged: Throttle::new(Duration::from_secs(10)),
         }
+    }
+
+    /// Limits visitor connections at accept: per IP at once, per IP per second, and in all
+    /// while they have sent no request head (or ClientHello) yet. Give [`TcpPorts`] the same
+    /// one, so that one IP's count spans every listener.
+    pub fn with_admission(mut self, admission: Arc<Admission>) -> Self {
+        self.admission = admission;
+        self
     }
 
     /// Counts requests, visitor connections and limit hits into `metrics`.
@@ -226,11 +242,18 @@ pub async fn run(
     tokio::spawn(pool::expire(edge.clone(), shutdown.clone()));
     while let Some((socket, peer)) = accept(&listener, &shutdown, "http").await {
         edge.metrics.visitor_connection(Listener::Http);
+        let admitted = match edge.admit(peer) {
+            Ok(admitted) => admitted,
+            Err(why) => {
+                admit::refuse(&edge, &socket, peer, why, true);
+                continue;
+            }
+        };
         let edge = edge.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let shard = if edge.shards.len() > 1 {
-                match first_host(&edge, &socket).await {
+                match first_host(&socket, admitted.head_deadline).await {
                     Some(host) => edge.shard_for(&host),
                     None => {
                         // Not a byte of a request head in all that time.
@@ -245,7 +268,7 @@ pub async fn run(
             };
             let shards = edge.shards.clone();
             shards.run(shard, socket, move |socket| {
-                let conn = serve_visitor(edge.clone(), socket, peer, shutdown);
+                let conn = serve_visitor(edge.clone(), socket, peer, shutdown, admitted);
                 edge.visitors
                     .track(conn)
                     .instrument(info_span!("visitor", %peer))
@@ -259,9 +282,9 @@ pub async fn run(
 /// `None` if nothing arrived within the request head deadline, an empty host if what arrived
 /// does not name one (yet). The peek sees what one read would; a head split across packets
 /// may hide its Host, which only costs the thread choice.
-async fn first_host(edge: &Edge, socket: &tokio::net::TcpStream) -> Option<Vec<u8>> {
+async fn first_host(socket: &tokio::net::TcpStream, deadline: Duration) -> Option<Vec<u8>> {
     let mut buf = [0u8; 2048];
-    let peeked = tokio::time::timeout(edge.settings.header_read_timeout, socket.peek(&mut buf));
+    let peeked = tokio::time::timeout(deadline, socket.peek(&mut buf));
     match peeked.await {
         Err(_) => None,
         Ok(Ok(n)) => Some(
@@ -304,9 +327,18 @@ async fn serve_visitor(
     socket: tokio::net::TcpStream,
     peer: SocketAddr,
     draining: CancellationToken,
+    admitted: admit::Admitted,
 ) {
+    let admit::Admitted {
+        mut ticket,
+        head_deadline,
+    } = admitted;
     let (io, writer) = io::visitor_io(socket);
-    let conn_state = Arc::new(proxy::ConnState::new(edge.clone(), peer, "http", None));
+    // The IP's place stays with `ticket` until the connection ends; the pending one goes with
+    // the first request head.
+    let conn_state = Arc::new(
+        proxy::ConnState::new(edge.clone(), peer, "http", None).pending(ticket.take_pending()),
+    );
     let service = {
         let conn_state = conn_state.clone();
         hyper::service::service_fn(move |req| proxy::handle(conn_state.clone(), req))
@@ -314,7 +346,7 @@ async fn serve_visitor(
     let s = &edge.settings;
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(s.header_read_timeout)
+        .header_read_timeout(head_deadline)
         .max_header_size(s.max_header_bytes)
         .max_buf_size(READ_BUF_MAX)
         .max_headers(s.max_headers)
@@ -331,6 +363,7 @@ async fn serve_visitor(
             debug!(error = %e, "visitor connection ended with error");
         }
     }
+    drop(ticket);
 }
 
 /// Counts the limits hyper enforces itself, which end a connection without asking our

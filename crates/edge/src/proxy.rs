@@ -37,6 +37,8 @@ pub(crate) struct ConnState {
     slots: Mutex<Vec<(Arc<Route>, Arc<OwnedSemaphorePermit>)>>,
     /// The upstream connections it used last, and how many of its requests may be at one.
     upstreams: VisitorUpstreams,
+    /// Its place among the connections without a request head yet, given back at the first.
+    pending: Option<warren_admit::PendingSlot>,
 }
 
 impl ConnState {
@@ -54,7 +56,14 @@ impl ConnState {
             requests: AtomicU64::new(0),
             slots: Mutex::new(Vec::new()),
             upstreams: VisitorUpstreams::new(),
+            pending: None,
         }
+    }
+
+    /// Gives `slot` back when the first request head arrives.
+    pub(crate) fn pending(mut self, slot: Option<warren_admit::PendingSlot>) -> Self {
+        self.pending = slot;
+        self
     }
 
     /// Requests seen on this connection so far.
@@ -95,6 +104,10 @@ pub(crate) async fn handle(
     state: Arc<ConnState>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    if let Some(pending) = &state.pending {
+        // A whole request head is in: no longer a connection that has said nothing.
+        pending.release();
+    }
     let tls = state.proto == "https";
     let started = Instant::now();
     let mut resp = route(&state, req).await;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span};
+use warren_admit::Admission;
 use warren_metrics::{Limit, Listener, Metrics};
 use warren_registry::{Lookup, PortAllocator, Registry, RouteKind, tcp_name};
 use warren_shards::Shards;
@@ -32,6 +33,7 @@ pub struct TcpPorts {
     shutdown: CancellationToken,
     shards: Arc<Shards>,
     metrics: Arc<Metrics>,
+    admission: Arc<Admission>,
 }
 
 impl std::fmt::Debug for TcpPorts {
@@ -61,7 +63,16 @@ impl TcpPorts {
             shutdown,
             shards: Arc::new(Shards::inline()),
             metrics: Arc::new(Metrics::noop()),
+            admission: Arc::new(Admission::unlimited()),
         }
+    }
+
+    /// Limits connections per IP at once and per second (the edge's [`Admission`], so one
+    /// IP's count spans every listener). A raw TCP connection has no head to wait for: it
+    /// never counts as pending. Refused connections are closed at once.
+    pub fn with_admission(mut self, admission: Arc<Admission>) -> Self {
+        self.admission = admission;
+        self
     }
 
     /// Counts connections and connection-limit hits into `metrics`.
@@ -89,9 +100,13 @@ impl TcpPorts {
         let shutdown = self.shutdown.clone();
         let shards = self.shards.clone();
         let metrics = self.metrics.clone();
+        let admission = self.admission.clone();
         tokio::spawn(
             async move {
-                accept_loop(listener, port, registry, shutdown, shards, metrics).await;
+                accept_loop(
+                    listener, port, registry, shutdown, shards, metrics, admission,
+                )
+                .await;
                 open.lock().unwrap_or_else(|p| p.into_inner()).remove(&port);
                 debug!("tcp port closed");
             }
@@ -156,8 +171,10 @@ async fn accept_loop(
     shutdown: CancellationToken,
     shards: Arc<Shards>,
     metrics: Arc<Metrics>,
+    admission: Arc<Admission>,
 ) {
     let name = tcp_name(port);
+    let refusals_logged = warren_admit::Throttle::new(Duration::from_secs(10));
     let mut reap = tokio::time::interval(REAP);
     reap.tick().await;
     loop {
@@ -172,6 +189,14 @@ async fn accept_loop(
                 let Ok((socket, peer)) = accepted else { continue };
                 let _ = socket.set_nodelay(true);
                 metrics.visitor_connection(Listener::Tcp);
+                let mut ticket = match admission.admit(peer.ip()) {
+                    Ok(ticket) => ticket,
+                    Err(why) => {
+                        crate::admit::count(&metrics, &refusals_logged, peer, why);
+                        continue;
+                    }
+                };
+                ticket.identified();
                 let Lookup::Live(route) = registry.lookup(&name) else { continue };
                 if route.kind != RouteKind::Tcp {
                     continue;
@@ -184,6 +209,7 @@ async fn accept_loop(
                 let shard = route.endpoint.shard();
                 let metrics = metrics.clone();
                 shards.run(shard, socket, move |mut socket| async move {
+                    let _ticket = ticket;
                     let Ok(_permit) = route.connections.clone().try_acquire_owned() else {
                         metrics.limit_hit(Limit::TunnelConnections);
                         return;

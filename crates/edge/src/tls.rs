@@ -35,12 +35,20 @@ pub async fn run_tls(
     while let Some((socket, peer)) = crate::accept(&listener, &shutdown, "https").await {
         edge.metrics
             .visitor_connection(warren_metrics::Listener::Https);
+        let admitted = match edge.admit(peer) {
+            Ok(admitted) => admitted,
+            Err(why) => {
+                // An answer would cost a TLS handshake: close at once.
+                crate::admit::refuse(&edge, &socket, peer, why, false);
+                continue;
+            }
+        };
         let edge = edge.clone();
         let config = config.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let hello = tokio::select! {
-                hello = hello(&edge, socket) => hello,
+                hello = hello(&edge, socket, admitted.head_deadline) => hello,
                 _ = shutdown.cancelled() => return,
             };
             let Some((socket, label, raw)) = hello else {
@@ -49,7 +57,16 @@ pub async fn run_tls(
             let shard = label.as_deref().and_then(|l| edge.shard_of(l));
             let shards = edge.shards.clone();
             shards.run(shard, socket, move |socket| {
-                let conn = serve(edge.clone(), config, socket, peer, label, raw, shutdown);
+                let conn = serve(
+                    edge.clone(),
+                    config,
+                    socket,
+                    peer,
+                    label,
+                    raw,
+                    shutdown,
+                    admitted,
+                );
                 edge.visitors
                     .track(conn)
                     .instrument(info_span!("tls visitor", %peer))
@@ -61,12 +78,12 @@ pub async fn run_tls(
 
 /// Reads the ClientHello (within the request head deadline): the socket, the tunnel label its
 /// SNI names (if any) and the bytes read.
-async fn hello(edge: &Edge, mut socket: TcpStream) -> Option<(TcpStream, Option<String>, Vec<u8>)> {
-    let hello = tokio::time::timeout(
-        edge.settings.header_read_timeout,
-        read_client_hello(&mut socket),
-    )
-    .await;
+async fn hello(
+    edge: &Edge,
+    mut socket: TcpStream,
+    deadline: Duration,
+) -> Option<(TcpStream, Option<String>, Vec<u8>)> {
+    let hello = tokio::time::timeout(deadline, read_client_hello(&mut socket)).await;
     let (sni, raw) = match hello {
         Ok(Ok(x)) => x,
         Ok(Err(e)) => {
@@ -89,7 +106,10 @@ async fn hello(edge: &Edge, mut socket: TcpStream) -> Option<(TcpStream, Option<
 }
 
 /// The rest of a TLS visitor's connection, on its tunnel's thread: passthrough, or the
-/// handshake and HTTP.
+/// handshake and HTTP. `admitted` holds the visitor's places in the admission limits: the
+/// pending one is given back with the first request head (terminated) or now (passthrough,
+/// whose ClientHello is all we will see of it), the IP's one when the connection ends.
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     edge: Arc<Edge>,
     config: Arc<ServerConfig>,
@@ -98,7 +118,12 @@ async fn serve(
     label: Option<String>,
     raw: Vec<u8>,
     draining: CancellationToken,
+    admitted: crate::admit::Admitted,
 ) {
+    let crate::admit::Admitted {
+        mut ticket,
+        head_deadline,
+    } = admitted;
     if let Some(label) = &label
         && let Lookup::Live(route) = edge.registry.lookup(label)
         && route.kind == RouteKind::TlsPassthrough
@@ -108,6 +133,7 @@ async fn serve(
         {
             return;
         }
+        ticket.identified();
         passthrough(route, socket, raw, peer, &edge.metrics).await;
         return;
     }
@@ -127,9 +153,17 @@ async fn serve(
             return;
         }
     };
-    let tls = match start.into_stream(config).await {
-        Ok(tls) => tls,
-        Err(e) => {
+    // The handshake gets the head's deadline too: a client that stalls in it would otherwise
+    // hold its connection (and its pending place) for good.
+    let handshake = tokio::time::timeout(head_deadline, start.into_stream(config));
+    let tls = match handshake.await {
+        Ok(Ok(tls)) => tls,
+        Err(_) => {
+            edge.metrics.limit_hit(warren_metrics::Limit::HeaderTimeout);
+            debug!("TLS handshake timed out");
+            return;
+        }
+        Ok(Err(e)) => {
             // No certificate for this name, a protocol error, or an ACME TLS-ALPN-01
             // validation that is done: rustls has sent its alert.
             debug!(error = %e, "TLS handshake ended");
@@ -142,7 +176,8 @@ async fn serve(
     }
     // A connection opened for one tunnel's name may carry only that tunnel's requests; one
     // opened for another name (the apex, an IP, no SNI) is not tied to a tunnel.
-    let state = Arc::new(ConnState::new(edge.clone(), peer, "https", label));
+    let state =
+        Arc::new(ConnState::new(edge.clone(), peer, "https", label).pending(ticket.take_pending()));
     let service = {
         let state = state.clone();
         hyper::service::service_fn(move |req| proxy::handle(state.clone(), req))
@@ -152,7 +187,7 @@ async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(s.header_read_timeout)
+        .header_read_timeout(head_deadline)
         .max_buf_size(s.max_header_bytes.max(8192))
         .max_headers(s.max_headers);
     builder
@@ -168,6 +203,7 @@ async fn serve(
         }
         debug!(error = %e, "https visitor connection ended with error");
     }
+    drop(ticket);
 }
 
 /// Reads until a whole ClientHello is in; returns its SNI and every byte read.

@@ -51,11 +51,25 @@ pub enum Limit {
     HeaderTimeout,
     /// An SSH client did not authenticate within `auth_timeout`.
     AuthTimeout,
+    /// An IP already had `ssh_max_startups_per_ip` SSH connections not yet authenticated.
+    SshStartupsPerIp,
+    /// The broker already had `ssh_max_startups` SSH connections not yet authenticated.
+    SshStartups,
+    /// An IP opened SSH connections faster than `ssh_connections_per_minute_per_ip`.
+    SshConnectionRate,
+    /// An IP already had `max_visitor_connections_per_ip` visitor connections (429 / close).
+    VisitorConnectionsPerIp,
+    /// An IP opened visitor connections faster than `visitor_connections_per_sec_per_ip`
+    /// (429 / close).
+    VisitorConnectionRate,
+    /// The broker already had `max_pending_visitor_connections` visitor connections without a
+    /// request head or ClientHello (503 / close).
+    PendingVisitors,
 }
 
 impl Limit {
     /// Every limit, in label order.
-    pub const ALL: [Limit; 10] = [
+    pub const ALL: [Limit; 16] = [
         Limit::TunnelConnections,
         Limit::ForwardsPerUser,
         Limit::TunnelQuota,
@@ -66,6 +80,12 @@ impl Limit {
         Limit::RequestHead,
         Limit::HeaderTimeout,
         Limit::AuthTimeout,
+        Limit::SshStartupsPerIp,
+        Limit::SshStartups,
+        Limit::SshConnectionRate,
+        Limit::VisitorConnectionsPerIp,
+        Limit::VisitorConnectionRate,
+        Limit::PendingVisitors,
     ];
 
     /// The `limit` label: the setting's name.
@@ -81,6 +101,12 @@ impl Limit {
             Limit::RequestHead => "max_header_bytes",
             Limit::HeaderTimeout => "header_timeout",
             Limit::AuthTimeout => "auth_timeout",
+            Limit::SshStartupsPerIp => "ssh_max_startups_per_ip",
+            Limit::SshStartups => "ssh_max_startups",
+            Limit::SshConnectionRate => "ssh_connections_per_minute_per_ip",
+            Limit::VisitorConnectionsPerIp => "max_visitor_connections_per_ip",
+            Limit::VisitorConnectionRate => "visitor_connections_per_sec_per_ip",
+            Limit::PendingVisitors => "max_pending_visitor_connections",
         }
     }
 }

@@ -15,7 +15,6 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -26,11 +25,12 @@ use tokio::time::Sleep;
 use warren_metrics::Counter;
 
 use crate::readahead::{ReadAhead, Source};
+use crate::startup::Startup;
 
 pub(crate) struct AuthDeadline {
     inner: TcpStream,
     ahead: ReadAhead,
-    authed: Arc<AtomicBool>,
+    startup: Arc<Startup>,
     deadline: Pin<Box<Sleep>>,
     /// Counts a connection cut by the deadline, once (`auth_timeout` in the limit metrics).
     timeouts: Option<Counter>,
@@ -39,14 +39,14 @@ pub(crate) struct AuthDeadline {
 impl AuthDeadline {
     pub(crate) fn new(
         inner: TcpStream,
-        authed: Arc<AtomicBool>,
+        startup: Arc<Startup>,
         within: Duration,
         timeouts: Counter,
     ) -> Self {
         Self {
             inner,
             ahead: ReadAhead::default(),
-            authed,
+            startup,
             deadline: Box::pin(tokio::time::sleep(within)),
             timeouts: Some(timeouts),
         }
@@ -54,7 +54,7 @@ impl AuthDeadline {
 
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
         let expired =
-            !self.authed.load(Ordering::Relaxed) && self.deadline.as_mut().poll(cx).is_ready();
+            !self.startup.is_authenticated() && self.deadline.as_mut().poll(cx).is_ready();
         if expired && let Some(counter) = self.timeouts.take() {
             counter.increment(1);
         }

@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use russh::keys::HashAlg;
 use russh::server::{
@@ -20,6 +19,7 @@ use crate::commands;
 use crate::console::Console;
 use crate::forwards::Forwards;
 use crate::server::SshServer;
+use crate::startup::Startup;
 
 /// Fake "allocated ports" for `-R 0:` forwards start here. Nothing listens on them: OpenSSH only
 /// needs a distinct non-zero number per forward to match our channels to its forwards.
@@ -41,7 +41,7 @@ pub(crate) struct Connection {
     pub(crate) server: Arc<SshServer>,
     pub(crate) id: SessionId,
     peer: SocketAddr,
-    authed: Arc<AtomicBool>,
+    startup: Arc<Startup>,
     user: Option<User>,
     pub(crate) key: Option<String>,
     /// Why publickey auth failed, told via keyboard-interactive (the only way OpenSSH shows
@@ -65,13 +65,13 @@ impl Connection {
         server: Arc<SshServer>,
         id: SessionId,
         peer: SocketAddr,
-        authed: Arc<AtomicBool>,
+        startup: Arc<Startup>,
     ) -> Self {
         Self {
             server,
             id,
             peer,
-            authed,
+            startup,
             user: None,
             key: None,
             refusal: None,
@@ -231,7 +231,7 @@ impl Handler for Connection {
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
         if let (Some(user), Some(key)) = (&self.user, &self.key) {
-            self.authed.store(true, Ordering::Relaxed);
+            self.startup.authenticated();
             self.server.metrics.ssh_logins.increment(1);
             self.server.sessions.insert(
                 self.id,

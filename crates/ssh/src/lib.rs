@@ -23,6 +23,7 @@ mod limits;
 mod readahead;
 mod server;
 mod sessions;
+mod startup;
 mod stream;
 
 pub use keys::{KeyError, host_key_fingerprint, load_or_create_host_key, parse_public_key};

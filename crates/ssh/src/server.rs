@@ -1,7 +1,7 @@
 //! The accept loop and the state every connection shares.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use russh::keys::PrivateKey;
@@ -10,6 +10,7 @@ use russh::{MethodKind, MethodSet};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
+use warren_admit::{Admission, Refusal, Throttle};
 use warren_metrics::{Limit, Metrics};
 use warren_registry::{PortAllocator, Registry, RouteKind};
 use warren_shards::Shards;
@@ -20,6 +21,7 @@ use crate::guard::AuthDeadline;
 use crate::handler::Connection;
 use crate::limits::{ClaimLimiter, SessionLimits};
 use crate::sessions::Sessions;
+use crate::startup::Startup;
 
 /// What each channel may have in flight towards the broker. The window re-opens as the visitor
 /// side consumes (vendor/russh), so this is also what one visitor who stops reading can hold
@@ -33,6 +35,12 @@ const CHANNEL_WINDOW: u32 = 2 << 20;
 /// Messages a channel's queue holds: a whole window of OpenSSH's 32 KiB packets, twice over, so
 /// that only a peer sending small packets ever makes the session keep a backlog.
 const CHANNEL_QUEUE: usize = 2 * (CHANNEL_WINDOW as usize / (32 << 10));
+/// The authentication deadline of a connection accepted while at least three quarters of the
+/// `ssh_max_startups` places are taken. OpenSSH logs in within a second or two (key exchange
+/// and one signature); only a stranger holding connections idle needs the configured 30 s, and
+/// with it a flood from many addresses would keep every place, and every new owner out, for
+/// the whole deadline. Connections accepted under pressure are cut after this instead.
+const PRESSED_AUTH_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The SSH server's part of the broker configuration.
 #[derive(Debug, Clone)]
@@ -79,6 +87,10 @@ pub struct SshServer {
     next_id: AtomicU64,
     /// Stops accepting new connections while live sessions go on (see [`SshServer::with_drain`]).
     draining: CancellationToken,
+    /// Which new connections are taken on (see [`SshServer::with_admission`]).
+    admission: Arc<Admission>,
+    /// Refusals are logged at most once in a while, with the count since.
+    refusals_logged: Throttle,
 }
 
 impl std::fmt::Debug for SshServer {
@@ -131,6 +143,8 @@ impl SshServer {
             tenants: None,
             draining: CancellationToken::new(),
             metrics: Arc::new(Metrics::noop()),
+            admission: Arc::new(Admission::unlimited()),
+            refusals_logged: Throttle::new(Duration::from_secs(10)),
         }
     }
 }
@@ -168,6 +182,14 @@ impl SshServer {
         self
     }
 
+    /// Limits connections that have not authenticated: per IP and in all (places given back at
+    /// login), and new connections per IP per minute. Refused connections are closed at once,
+    /// before any key exchange, with one line saying why.
+    pub fn with_admission(mut self, admission: Arc<Admission>) -> Self {
+        self.admission = admission;
+        self
+    }
+
     /// Runs each session on one of `shards`' tunnel threads (in turn) instead of where it was
     /// accepted.
     pub fn with_shards(mut self, shards: Arc<Shards>) -> Self {
@@ -197,6 +219,18 @@ pub async fn run(
                 }
             },
         };
+        let ticket = match server.admission.admit(peer.ip()) {
+            Ok(ticket) => ticket,
+            Err(why) => {
+                server.refuse(socket, peer, why);
+                continue;
+            }
+        };
+        let auth_deadline = if server.admission.pending().pressed() {
+            server.settings.auth_timeout.min(PRESSED_AUTH_DEADLINE)
+        } else {
+            server.settings.auth_timeout
+        };
         // OpenSSH sets TCP_NODELAY only for sessions with a pty; without it on our side too,
         // every `ssh -N` tunnel pays a Nagle + delayed-ACK stall per small write.
         let _ = socket.set_nodelay(true);
@@ -208,12 +242,12 @@ pub async fn run(
         let shards = server.shards.clone();
         shards.run(None, socket, move |socket| {
             async move {
-                let authed = Arc::new(AtomicBool::new(false));
-                let handler = Connection::new(server.clone(), id, peer, authed.clone());
+                let startup = Arc::new(Startup::new(ticket));
+                let handler = Connection::new(server.clone(), id, peer, startup.clone());
                 let socket = AuthDeadline::new(
                     socket,
-                    authed,
-                    server.settings.auth_timeout,
+                    startup,
+                    auth_deadline,
                     server.metrics.limit_counter(Limit::AuthTimeout),
                 );
                 let session =
@@ -239,5 +273,42 @@ pub async fn run(
             }
             .instrument(span)
         });
+    }
+}
+
+impl SshServer {
+    /// Closes a connection a limit refused: counted, logged now and then, and told why in one
+    /// line before the version exchange (RFC 4253 4.2 lets a server send lines before its
+    /// version; OpenSSH shows them with `-v`, then reports the closed connection). One
+    /// non-blocking write into an empty send buffer, no task, no key exchange: a flood of
+    /// refused connections costs an accept, a write and a close each.
+    fn refuse(&self, socket: tokio::net::TcpStream, peer: std::net::SocketAddr, why: Refusal) {
+        let (limit, text) = match why {
+            Refusal::PerIp => (
+                Limit::SshStartupsPerIp,
+                "too many unauthenticated connections from your address (ssh_max_startups_per_ip); try again later"
+                    .to_owned(),
+            ),
+            Refusal::Pending => (
+                Limit::SshStartups,
+                "too many unauthenticated connections (ssh_max_startups); try again later".to_owned(),
+            ),
+            Refusal::Rate(wait) => (
+                Limit::SshConnectionRate,
+                format!(
+                    "too many new connections from your address (ssh_connections_per_minute_per_ip); try again in {} s",
+                    wait.as_secs().max(1)
+                ),
+            ),
+        };
+        self.metrics.limit_hit(limit);
+        if let Some(quiet) = self.refusals_logged.hit() {
+            warn!(%peer, limit = limit.as_str(), refused_since_last_line = quiet, "ssh connection refused");
+        }
+        let _ = socket.try_write(format!("Warren: {text}\r\n").as_bytes());
+        // Whatever the client already sent is read away so that the close is a FIN, not a
+        // reset that could discard the line before the client reads it.
+        let mut sink = [0u8; 512];
+        let _ = socket.try_read(&mut sink);
     }
 }

@@ -142,6 +142,40 @@ settings! {
     /// shared work-stealing runtime instead [default: one per core].
     #[arg(long, global = true, env = "BROKER_TUNNEL_THREADS", value_name = "N")]
     tunnel_threads: usize,
+    /// SSH connections from one IP (IPv6: one /64) not yet authenticated; past it a new one is
+    /// closed at once [default: 10].
+    #[arg(long, global = true, env = "BROKER_SSH_MAX_STARTUPS_PER_IP", value_name = "N")]
+    ssh_max_startups_per_ip: u32,
+    /// SSH connections not yet authenticated, over all IPs [default: open-file limit / 16,
+    /// 8 to 200].
+    #[arg(long, global = true, env = "BROKER_SSH_MAX_STARTUPS", value_name = "N")]
+    ssh_max_startups: usize,
+    /// New SSH connections one IP may open per minute (a burst of as many, then one every
+    /// 60/N s); 0 for no limit [default: 60].
+    #[arg(long, global = true, env = "BROKER_SSH_CONNECTIONS_PER_MINUTE_PER_IP", value_name = "N")]
+    ssh_connections_per_minute_per_ip: u32,
+    /// Visitor connections one IP may hold open at once, over every listener (429 on HTTP,
+    /// close on HTTPS and TCP) [default: open-file limit / 8, 8 to 256].
+    #[arg(long, global = true, env = "BROKER_MAX_VISITOR_CONNECTIONS_PER_IP", value_name = "N")]
+    max_visitor_connections_per_ip: u32,
+    /// New visitor connections one IP may open per second after its burst; 0 for no limit
+    /// [default: 50].
+    #[arg(long, global = true, env = "BROKER_VISITOR_CONNECTIONS_PER_SEC_PER_IP", value_name = "N")]
+    visitor_connections_per_sec_per_ip: u32,
+    /// New visitor connections one IP may open at once before the per-second rate applies
+    /// [default: 200].
+    #[arg(long, global = true, env = "BROKER_VISITOR_CONNECTION_BURST_PER_IP", value_name = "N")]
+    visitor_connection_burst_per_ip: u32,
+    /// Visitor connections that have not sent a whole request head (or ClientHello) yet, over
+    /// all IPs (503 on HTTP, close on HTTPS) [default: open-file limit / 4, 16 to 10000].
+    #[arg(long, global = true, env = "BROKER_MAX_PENDING_VISITOR_CONNECTIONS", value_name = "N")]
+    max_pending_visitor_connections: usize,
+    /// Comma-separated IPs/CIDRs none of the connection limits above apply to: the operator's
+    /// own processes (a reverse proxy or load balancer in front, health checks)
+    /// [default: 127.0.0.1,::1].
+    #[arg(long, global = true, env = "BROKER_LIMIT_EXEMPT", value_delimiter = ',', value_name = "CIDRS", value_parser = parse_net)]
+    #[serde(default, deserialize_with = "nets")]
+    limit_exempt: Vec<IpNet>,
     /// Seconds a new SSH connection has to authenticate [default: 30].
     #[arg(long, global = true, env = "BROKER_AUTH_TIMEOUT_SECS", value_name = "SECS")]
     auth_timeout_secs: u64,

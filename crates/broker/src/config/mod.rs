@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod args;
+mod flood;
 mod public;
 mod secrets;
 
@@ -15,6 +16,7 @@ use anyhow::{Context, Result, bail};
 use warren_edge::IpNet;
 
 pub use args::SettingsArgs;
+pub use flood::{FloodLimits, log as log_flood_limits};
 pub use public::{AcmeConfig, DnsConfig, PublicConfig};
 use secrets::SecretFiles;
 
@@ -121,6 +123,8 @@ pub struct Config {
     pub tunnel_threads: usize,
     /// Deadline for SSH authentication.
     pub auth_timeout: Duration,
+    /// Connection limits against floods (per IP, unauthenticated, pending).
+    pub flood: FloodLimits,
     /// Log filter (`log`, else `RUST_LOG`, else the file's `log`, else `info`).
     pub log: String,
     /// Text or JSON log lines.
@@ -225,6 +229,7 @@ impl Config {
             bail!("max_header_bytes: must be at least 8192, got {max_header_bytes}");
         }
         let public = PublicConfig::load(&a, &domain)?;
+        let flood = FloodLimits::load(&a)?;
         let tls_files = match (a.tls_cert, a.tls_key) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
@@ -313,6 +318,7 @@ impl Config {
                 "auth_timeout_secs",
                 a.auth_timeout_secs.unwrap_or(30),
             )?),
+            flood,
             domains: DomainConfig {
                 resolvers: warren_domains::parse_resolvers(
                     a.dns_resolvers.as_deref().unwrap_or_default(),
