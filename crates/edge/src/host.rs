@@ -39,6 +39,12 @@ pub fn route_label(raw: &[u8], domain: &str) -> Result<(Target, String), HostErr
         // Bracketed IPv6 literals have colons of their own.
         _ if s.starts_with('[') => {
             let end = s.find(']').ok_or(HostError::Invalid)?;
+            // Only an IPv6 address may stand in brackets (RFC 3986 IP-literal; IPvFuture is
+            // for nobody's browser): anything else, quotes included, would ride into pages
+            // and logs as a "host".
+            s[1..end]
+                .parse::<std::net::Ipv6Addr>()
+                .map_err(|_| HostError::Invalid)?;
             let rest = &s[end + 1..];
             if !rest.is_empty() {
                 check_port(rest.strip_prefix(':').ok_or(HostError::Invalid)?)?;
@@ -163,6 +169,10 @@ mod tests {
             "chat example.com",
             "[::1",
             "[::1]x",
+            // Found by the fuzz target `host`: brackets took anything as a "host".
+            "[\"<x>]",
+            "[1.2.3.4]",
+            "[]",
         ] {
             assert_eq!(label(bad), Err(HostError::Invalid), "{bad}");
         }

@@ -37,10 +37,8 @@ use warren_metrics::{Limit, Listener, Metrics};
 use warren_registry::{Lookup, Registry};
 use warren_shards::Shards;
 
-use crate::host::Target;
-
 pub use access::{Redeemed, SHARE_COOKIE, ShareRedeemer};
-pub use host::{HostError, route_label};
+pub use host::{HostError, Target, route_label};
 pub use ipnet::IpNet;
 pub use tcp::TcpPorts;
 pub use tls::{Hello, run_tls};
