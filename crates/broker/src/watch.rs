@@ -197,6 +197,8 @@ impl Watcher {
             | A::DomainFail
             | A::DomainCheck
             | A::DomainUnroute => {}
+            // The alerts task reads webhooks from the store at each event.
+            A::WebhookCreate | A::WebhookDelete | A::WebhookGiveUp => {}
         }
         false
     }
