@@ -124,6 +124,8 @@ pub struct Alerts {
     store: Arc<dyn Store>,
     settings: Arc<Settings>,
     damper: Damper,
+    /// Live tunnels as they were bound (an unbind event no longer knows a route's kind).
+    live: HashMap<String, Tunnel>,
     wake: Arc<Notify>,
     /// When each certificate's last `cert.expiring` was queued (Unix seconds).
     expiry_sent: HashMap<String, i64>,
@@ -138,6 +140,7 @@ impl Alerts {
     pub fn new(store: Arc<dyn Store>, settings: Arc<Settings>, wake: Arc<Notify>) -> Self {
         Self {
             damper: Damper::new(settings.down_after),
+            live: HashMap::new(),
             store,
             settings,
             wake,
@@ -174,17 +177,25 @@ impl Alerts {
 
     async fn on_signal(&mut self, s: Signal) {
         match s {
-            Signal::Bind(t) => match self.damper.bind(&t) {
-                OnBind::Up => self.tunnel(EventKind::TunnelUp, &t, None).await,
-                OnBind::Flap => info!(name = %t.name, "tunnel back within alert_down_after_secs: no alert"),
-                OnBind::Replaced(old) => {
-                    self.down(&old).await;
-                    self.tunnel(EventKind::TunnelUp, &t, None).await;
+            Signal::Bind(t) => {
+                self.live.insert(t.name.clone(), t.clone());
+                match self.damper.bind(&t) {
+                    OnBind::Up => self.tunnel(EventKind::TunnelUp, &t, None).await,
+                    OnBind::Flap => {
+                        info!(name = %t.name, "tunnel back within alert_down_after_secs: no alert")
+                    }
+                    OnBind::Replaced(old) => {
+                        self.down(&old).await;
+                        self.tunnel(EventKind::TunnelUp, &t, None).await;
+                    }
                 }
-            },
+            }
             Signal::Unbind(t) => {
-                self.damper
-                    .unbind(t, Instant::now(), warren_store::now());
+                let t = match self.live.remove(&t.name) {
+                    Some(bound) if bound.owner == t.owner => bound,
+                    _ => t,
+                };
+                self.damper.unbind(t, Instant::now(), warren_store::now());
             }
             Signal::DnsError { name, error } => {
                 self.queue(&Alert::dns_error(&name, &error, warren_store::now()))
