@@ -190,7 +190,16 @@ pub async fn status(config: &Config, json: bool) -> Result<()> {
     };
     let p: Published = serde_json::from_str(&text)
         .with_context(|| format!("{} is not what `broker serve` writes", path.display()))?;
+    // Plain HTTP on loopback; reqwest still wants a TLS config, so it gets an empty one on
+    // ring (the workspace's provider) instead of pulling in a second crypto library.
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
     let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
         .timeout(ASK_TIMEOUT)
         .no_proxy()
         .build()?;
