@@ -403,7 +403,12 @@ async fn authorization_of_every_route(db: Db) -> Result<()> {
     let toks = api.call("GET", "/api/v1/tokens", Cred::Token(&alice_w), None)?;
     assert_eq!(toks.body.as_array().map(Vec::len), Some(2), "{}", toks.raw);
     let hooks = api.call("GET", "/api/v1/webhooks", Cred::Token(&alice_w), None)?;
-    assert_eq!(hooks.body.as_array().map(Vec::len), Some(1), "{}", hooks.raw);
+    assert_eq!(
+        hooks.body.as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        hooks.raw
+    );
     assert_eq!(hooks.body[0]["url"], "https://203.0.114.7/alices-hook");
     let users = broker.cli_ok(&["user", "list"])?;
     assert!(

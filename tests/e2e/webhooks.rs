@@ -156,7 +156,10 @@ async fn tunnel_alerts_are_signed_and_a_quick_reconnect_sends_nothing() -> Resul
     let up = &hits[0];
     assert_eq!(up.header("x-warren-event"), "tunnel.up");
     assert_eq!(up.header("content-type"), "application/json");
-    assert!(up.header("x-warren-delivery").parse::<i64>().is_ok(), "{up:?}");
+    assert!(
+        up.header("x-warren-delivery").parse::<i64>().is_ok(),
+        "{up:?}"
+    );
     let ts: i64 = up.header("x-warren-timestamp").parse()?;
     let body = up.json();
     assert_eq!(body["event"], "tunnel.up");
@@ -168,7 +171,10 @@ async fn tunnel_alerts_are_signed_and_a_quick_reconnect_sends_nothing() -> Resul
         format!("http://chat.localhost:{}", broker.http_port)
     );
     assert!((body["at"].as_i64().unwrap_or(0) - ts).abs() <= 5, "{body}");
-    assert!(verifies(&secret, up), "the signature must verify with the secret");
+    assert!(
+        verifies(&secret, up),
+        "the signature must verify with the secret"
+    );
     assert!(!verifies("whsec_another", up), "and with no other secret");
 
     // Gone and back within alert_down_after_secs (3 s): nothing is sent.
@@ -181,7 +187,11 @@ async fn tunnel_alerts_are_signed_and_a_quick_reconnect_sends_nothing() -> Resul
     let down = &hits[1];
     assert_eq!(down.json()["event"], "tunnel.down");
     assert_eq!(down.json()["name"], "chat");
-    assert!(down.json()["down_since"].as_i64().is_some(), "{}", down.body);
+    assert!(
+        down.json()["down_since"].as_i64().is_some(),
+        "{}",
+        down.body
+    );
     assert!(
         down.json()["at"].as_i64().unwrap_or(0) - down.json()["down_since"].as_i64().unwrap_or(0)
             >= 3,
@@ -206,7 +216,13 @@ async fn tunnel_alerts_are_signed_and_a_quick_reconnect_sends_nothing() -> Resul
         Cred::Token(&alice),
         None,
     )?;
-    let events: Vec<&str> = log.body.as_array().context("log")?.iter().filter_map(|d| d["event"].as_str()).collect();
+    let events: Vec<&str> = log
+        .body
+        .as_array()
+        .context("log")?
+        .iter()
+        .filter_map(|d| d["event"].as_str())
+        .collect();
     assert_eq!(events, ["ping", "tunnel.down", "tunnel.up"], "{}", log.raw);
     Ok(())
 }
@@ -219,12 +235,27 @@ async fn retries(db: Db) -> Result<()> {
     let receiver = Receiver::start().await?;
     receiver.answer(&[500, 500]);
     let (id, secret) = add_hook(&api, &alice, &receiver.url)?;
-    let r = api.call("POST", &format!("/api/v1/webhooks/{id}/test"), Cred::Token(&alice), None)?;
-    assert_eq!((r.status, r.body["event"].as_str()), (202, Some("ping")), "{}", r.raw);
+    let r = api.call(
+        "POST",
+        &format!("/api/v1/webhooks/{id}/test"),
+        Cred::Token(&alice),
+        None,
+    )?;
+    assert_eq!(
+        (r.status, r.body["event"].as_str()),
+        (202, Some("ping")),
+        "{}",
+        r.raw
+    );
     let delivery = r.body["id"].as_i64().context("delivery id")?;
     let log = eventually("the ping delivered", DEADLINE, || async {
         let log = api
-            .call("GET", &format!("/api/v1/webhooks/{id}/deliveries"), Cred::Token(&alice), None)
+            .call(
+                "GET",
+                &format!("/api/v1/webhooks/{id}/deliveries"),
+                Cred::Token(&alice),
+                None,
+            )
             .ok()?;
         (log.body[0]["state"] == "delivered").then_some(log)
     })
@@ -247,10 +278,20 @@ async fn retries(db: Db) -> Result<()> {
     let dead = Receiver::start().await?;
     dead.answer(&[503, 503, 503]);
     let (dead_id, _) = add_hook(&api, &alice, &dead.url)?;
-    api.call("POST", &format!("/api/v1/webhooks/{dead_id}/test"), Cred::Token(&alice), None)?;
+    api.call(
+        "POST",
+        &format!("/api/v1/webhooks/{dead_id}/test"),
+        Cred::Token(&alice),
+        None,
+    )?;
     let log = eventually("the ping given up", DEADLINE, || async {
         let log = api
-            .call("GET", &format!("/api/v1/webhooks/{dead_id}/deliveries"), Cred::Token(&alice), None)
+            .call(
+                "GET",
+                &format!("/api/v1/webhooks/{dead_id}/deliveries"),
+                Cred::Token(&alice),
+                None,
+            )
             .ok()?;
         (log.body[0]["state"] == "failed").then_some(log)
     })
@@ -297,12 +338,22 @@ async fn webhooks_cannot_reach_private_addresses() -> Result<()> {
         "http://[::1]:9090/",
         "http://localhost:9090/",
     ] {
-        let r = api.call("POST", "/api/v1/webhooks", Cred::Token(&alice), Some(&json!({ "url": url })))?;
+        let r = api.call(
+            "POST",
+            "/api/v1/webhooks",
+            Cred::Token(&alice),
+            Some(&json!({ "url": url })),
+        )?;
         assert_eq!((r.status, r.code()), (422, "invalid"), "{url}: {}", r.raw);
         assert_eq!(r.body["error"]["field"], "url", "{}", r.raw);
         assert!(r.raw.contains("public"), "{url}: {}", r.raw);
     }
-    let r = api.call("POST", "/api/v1/webhooks", Cred::Token(&alice), Some(&json!({ "url": "ftp://hooks.example.com/" })))?;
+    let r = api.call(
+        "POST",
+        "/api/v1/webhooks",
+        Cred::Token(&alice),
+        Some(&json!({ "url": "ftp://hooks.example.com/" })),
+    )?;
     assert_eq!(r.status, 422, "{}", r.raw);
     assert!(r.raw.contains("http:// or https://"), "{}", r.raw);
     let list = api.call("GET", "/api/v1/webhooks", Cred::Token(&alice), None)?;
@@ -316,7 +367,14 @@ async fn webhooks_cannot_reach_private_addresses() -> Result<()> {
     // that allowed private receivers) that now resolves to loopback gets no connection.
     let receiver = Receiver::start().await?;
     let sneaky = receiver.url.replace("127.0.0.1", "localhost");
-    let out = broker.cli_ok(&["--webhook-allow-private", "true", "webhooks", "add", "alice", &sneaky])?;
+    let out = broker.cli_ok(&[
+        "--webhook-allow-private",
+        "true",
+        "webhooks",
+        "add",
+        "alice",
+        &sneaky,
+    ])?;
     let id: i64 = out
         .split_whitespace()
         .nth(1)
@@ -325,12 +383,24 @@ async fn webhooks_cannot_reach_private_addresses() -> Result<()> {
     broker.cli_ok(&["webhooks", "test", &id.to_string()])?;
     let log = eventually("the ping refused", DEADLINE, || async {
         let log = api
-            .call("GET", &format!("/api/v1/webhooks/{id}/deliveries"), Cred::Token(&alice), None)
+            .call(
+                "GET",
+                &format!("/api/v1/webhooks/{id}/deliveries"),
+                Cred::Token(&alice),
+                None,
+            )
             .ok()?;
         (log.body[0]["state"] == "failed").then_some(log)
     })
     .await?;
-    assert!(log.body[0]["last_error"].as_str().unwrap_or("").contains("non-public"), "{}", log.raw);
+    assert!(
+        log.body[0]["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("non-public"),
+        "{}",
+        log.raw
+    );
     assert_eq!(log.body[0]["last_status"], Value::Null);
     assert!(receiver.hits().is_empty(), "the receiver was reached");
     Ok(())
@@ -353,7 +423,12 @@ async fn another_tenants_webhooks_do_not_exist_for_them() -> Result<()> {
         ("DELETE", format!("/api/v1/webhooks/{id}")),
     ] {
         let r = api.call(m, &path, Cred::Token(&bob), None)?;
-        assert_eq!((r.status, r.code()), (404, "not_found"), "{m} {path}: {}", r.raw);
+        assert_eq!(
+            (r.status, r.code()),
+            (404, "not_found"),
+            "{m} {path}: {}",
+            r.raw
+        );
         assert!(!r.raw.contains(&receiver.url), "{}", r.raw);
     }
     let r = api.call("GET", "/api/v1/webhooks", Cred::Token(&bob), None)?;
@@ -361,19 +436,42 @@ async fn another_tenants_webhooks_do_not_exist_for_them() -> Result<()> {
     let r = api.call("GET", "/api/v1/webhooks?all=true", Cred::Token(&bob), None)?;
     assert_eq!(r.status, 403, "{}", r.raw);
     // A read token sees but cannot create, test or delete.
-    let r = api.call("POST", "/api/v1/webhooks", Cred::Token(&alice_r), Some(&json!({ "url": receiver.url })))?;
+    let r = api.call(
+        "POST",
+        "/api/v1/webhooks",
+        Cred::Token(&alice_r),
+        Some(&json!({ "url": receiver.url })),
+    )?;
     assert_eq!((r.status, r.code()), (403, "forbidden"), "{}", r.raw);
-    let r = api.call("DELETE", &format!("/api/v1/webhooks/{id}"), Cred::Token(&alice_r), None)?;
+    let r = api.call(
+        "DELETE",
+        &format!("/api/v1/webhooks/{id}"),
+        Cred::Token(&alice_r),
+        None,
+    )?;
     assert_eq!(r.status, 403, "{}", r.raw);
     // Only an admin makes global hooks.
-    let r = api.call("POST", "/api/v1/webhooks", Cred::Token(&alice), Some(&json!({ "url": receiver.url, "global": true })))?;
+    let r = api.call(
+        "POST",
+        "/api/v1/webhooks",
+        Cred::Token(&alice),
+        Some(&json!({ "url": receiver.url, "global": true })),
+    )?;
     assert_eq!(r.status, 403, "{}", r.raw);
     // Nothing was sent or removed; the owner deletes it, audited.
     assert!(receiver.hits().is_empty());
-    let r = api.call("DELETE", &format!("/api/v1/webhooks/{id}"), Cred::Token(&alice), None)?;
+    let r = api.call(
+        "DELETE",
+        &format!("/api/v1/webhooks/{id}"),
+        Cred::Token(&alice),
+        None,
+    )?;
     assert_eq!(r.status, 200, "{}", r.raw);
     let events = broker.cli_ok(&["events"])?;
-    assert!(events.contains("webhook.create") && events.contains("webhook.delete"), "{events}");
+    assert!(
+        events.contains("webhook.create") && events.contains("webhook.delete"),
+        "{events}"
+    );
     Ok(())
 }
 
@@ -382,11 +480,21 @@ async fn global_hooks_get_every_tunnel() -> Result<()> {
     let broker = broker(Db::Sqlite, &[]).await?;
     let key = broker.user_with_key("alice")?;
     let receiver = Receiver::start().await?;
-    let out = broker.cli_ok(&["--webhook-allow-private", "true", "webhooks", "add", "--global", &receiver.url])?;
+    let out = broker.cli_ok(&[
+        "--webhook-allow-private",
+        "true",
+        "webhooks",
+        "add",
+        "--global",
+        &receiver.url,
+    ])?;
     let secret = out.lines().last().unwrap_or_default().trim().to_owned();
     assert!(secret.starts_with("whsec_"), "{out}");
     let list = broker.cli_ok(&["webhooks", "list"])?;
-    assert!(list.contains("(global)") && !list.contains(&secret), "{list}");
+    assert!(
+        list.contains("(global)") && !list.contains(&secret),
+        "{list}"
+    );
     let origin = Origin::start("global").await?;
     let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("0:{}", origin.target())])?;
     let url = ssh.url(0).await?;
@@ -402,12 +510,23 @@ async fn broker_status_asks_the_running_broker() -> Result<()> {
     let mut broker = broker(Db::Sqlite, &["--webhook-max-attempts", "1"]).await?;
     let key = broker.user_with_key("alice")?;
     let origin = Origin::start("status").await?;
-    let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("chat:80:{}", origin.target())])?;
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("chat:80:{}", origin.target())],
+    )?;
     ssh.url(0).await?;
     // A webhook given up shows among the recent errors.
     let dead = Receiver::start().await?;
     dead.answer(&[500]);
-    broker.cli_ok(&["--webhook-allow-private", "true", "webhooks", "add", "alice", &dead.url])?;
+    broker.cli_ok(&[
+        "--webhook-allow-private",
+        "true",
+        "webhooks",
+        "add",
+        "alice",
+        &dead.url,
+    ])?;
     broker.cli_ok(&["webhooks", "test", "1"])?;
     dead.wait_for(1, "the ping").await?;
     let text = eventually("status with the give-up", DEADLINE, || async {
@@ -416,9 +535,18 @@ async fn broker_status_asks_the_running_broker() -> Result<()> {
     })
     .await?;
     assert!(text.contains("TUNNELS (1)"), "{text}");
-    let line = text.lines().find(|l| l.starts_with("chat ")).context(text.clone())?;
-    assert!(line.contains("http") && line.contains("alice") && line.contains("chat.localhost"), "{line}");
-    assert!(!text.contains("console"), "the console is not a tunnel: {text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("chat "))
+        .context(text.clone())?;
+    assert!(
+        line.contains("http") && line.contains("alice") && line.contains("chat.localhost"),
+        "{line}"
+    );
+    assert!(
+        !text.contains("console"),
+        "the console is not a tunnel: {text}"
+    );
     let json: Value = serde_json::from_str(&broker.cli_ok(&["status", "--json"])?)?;
     assert_eq!(json["tunnels"][0]["name"], "chat");
     assert_eq!(json["tunnels"][0]["user"], "alice");
@@ -433,5 +561,29 @@ async fn broker_status_asks_the_running_broker() -> Result<()> {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.starts_with("error: no running broker"), "{err}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_deliveries_survive_a_restart() -> Result<()> {
+    let mut broker = broker(Db::Sqlite, &[]).await?;
+    broker.user_with_key("alice")?;
+    let receiver = Receiver::start().await?;
+    broker.cli_ok(&["--webhook-allow-private", "true", "webhooks", "add", "alice", &receiver.url])?;
+    // Queued while no broker runs: the row waits in the store.
+    broker.stop();
+    let out = broker.cli_ok(&["webhooks", "test", "1"])?;
+    assert!(out.contains("ping queued as delivery"), "{out}");
+    let log = broker.cli_ok(&["webhooks", "deliveries", "1"])?;
+    assert!(log.contains("pending"), "{log}");
+    broker.restart()?;
+    let hits = receiver.wait_for(1, "the ping after the restart").await?;
+    assert_eq!(hits[0].header("x-warren-event"), "ping");
+    let log = eventually("the delivery logged", DEADLINE, || async {
+        let log = broker.cli_ok(&["webhooks", "deliveries", "1"]).ok()?;
+        log.contains("delivered").then_some(log)
+    })
+    .await?;
+    assert!(log.contains("ping"), "{log}");
     Ok(())
 }

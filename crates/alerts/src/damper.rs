@@ -82,10 +82,7 @@ impl Damper {
             .filter(|(_, g)| g.deadline <= now)
             .map(|(n, _)| n.clone())
             .collect();
-        let mut out: Vec<Gone> = names
-            .iter()
-            .filter_map(|n| self.gone.remove(n))
-            .collect();
+        let mut out: Vec<Gone> = names.iter().filter_map(|n| self.gone.remove(n)).collect();
         out.sort_by_key(|g| g.deadline);
         out
     }

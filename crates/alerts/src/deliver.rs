@@ -103,7 +103,10 @@ impl Deliverer {
                     async move {
                         let id = d.id;
                         attempt.run(d).await;
-                        in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                        in_flight
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&id);
                         drop(permit);
                     },
                     span,
@@ -173,7 +176,9 @@ impl Attempt {
         };
         match state {
             "delivered" => debug!(attempts, "webhook delivered"),
-            "failed" => warn!(attempts, error = ?error, url = %warren_store::redact_url(&hook.url), "webhook delivery given up"),
+            "failed" => {
+                warn!(attempts, error = ?error, url = %warren_store::redact_url(&hook.url), "webhook delivery given up")
+            }
             _ => info!(attempts, error = ?error, "webhook delivery failed; will retry"),
         }
         let outcome = DeliveryAttempt {
@@ -189,7 +194,12 @@ impl Attempt {
     }
 
     /// One POST: the receiver's status, or why there was none.
-    async fn send(&self, url: &str, secret: &str, d: &WebhookDelivery) -> (Option<u16>, Option<String>) {
+    async fn send(
+        &self,
+        url: &str,
+        secret: &str,
+        d: &WebhookDelivery,
+    ) -> (Option<u16>, Option<String>) {
         let url = match guard::parse(url) {
             Ok(u) => u,
             Err(e) => return (None, Some(e.to_string())),
@@ -213,7 +223,10 @@ impl Attempt {
             .header("x-warren-event", &d.event)
             .header("x-warren-delivery", d.id.to_string())
             .header("x-warren-timestamp", timestamp.to_string())
-            .header("x-warren-signature", sign::signature(secret, timestamp, &d.body))
+            .header(
+                "x-warren-signature",
+                sign::signature(secret, timestamp, &d.body),
+            )
             .body(d.body.clone())
             .send()
             .await;
@@ -280,9 +293,7 @@ mod tests {
         let base = Duration::from_secs(10);
         let cap = Duration::from_secs(3600);
         for attempts in 1..40 {
-            let ceiling = base
-                .saturating_mul(1u32 << (attempts - 1).min(30))
-                .min(cap);
+            let ceiling = base.saturating_mul(1u32 << (attempts - 1).min(30)).min(cap);
             for _ in 0..20 {
                 assert!(backoff(base, cap, attempts as i64) <= ceiling);
             }

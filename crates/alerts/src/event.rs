@@ -72,7 +72,13 @@ pub struct Alert {
 impl Alert {
     /// `tunnel.up` / `tunnel.down` of `t`, owned by the user named `user`. `down_since` is
     /// when a tunnel that is now reported down went away.
-    pub fn tunnel(kind: EventKind, t: &Tunnel, user: &str, at: i64, down_since: Option<i64>) -> Self {
+    pub fn tunnel(
+        kind: EventKind,
+        t: &Tunnel,
+        user: &str,
+        at: i64,
+        down_since: Option<i64>,
+    ) -> Self {
         let mut body = json!({
             "event": kind.as_str(),
             "at": at,

@@ -159,9 +159,8 @@ impl reqwest::dns::Resolve for GuardedResolver {
         let allow_private = self.allow_private;
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let kept: Vec<SocketAddr> = found
                 .iter()
                 .copied()
@@ -171,11 +170,13 @@ impl reqwest::dns::Resolve for GuardedResolver {
                 (true, Some(first)) => Err(Box::new(UrlError::Private {
                     host,
                     addr: first.ip(),
-                }) as Box<dyn std::error::Error + Send + Sync>),
+                })
+                    as Box<dyn std::error::Error + Send + Sync>),
                 (true, None) => Err(Box::new(UrlError::Unresolved {
                     host,
                     why: "no addresses".into(),
-                }) as Box<dyn std::error::Error + Send + Sync>),
+                })
+                    as Box<dyn std::error::Error + Send + Sync>),
                 (false, _) => Ok(Box::new(kept.into_iter()) as reqwest::dns::Addrs),
             }
         })
@@ -213,7 +214,12 @@ mod tests {
         ] {
             assert!(!is_public(ip(private)), "{private}");
         }
-        for public in ["1.1.1.1", "8.8.8.8", "2606:4700:4700::1111", "::ffff:1.1.1.1"] {
+        for public in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "2606:4700:4700::1111",
+            "::ffff:1.1.1.1",
+        ] {
             assert!(is_public(ip(public)), "{public}");
         }
     }
@@ -221,7 +227,10 @@ mod tests {
     #[tokio::test]
     async fn urls_are_http_with_a_public_host() {
         assert!(matches!(parse("ftp://x.example/"), Err(UrlError::Scheme(s)) if s == "ftp"));
-        assert!(matches!(parse("file:///etc/passwd"), Err(UrlError::Scheme(_))));
+        assert!(matches!(
+            parse("file:///etc/passwd"),
+            Err(UrlError::Scheme(_))
+        ));
         assert!(matches!(parse("not a url"), Err(UrlError::Malformed(_))));
         let local = parse("http://127.0.0.1:9090/api/v1/users").expect("parses");
         assert!(matches!(

@@ -241,7 +241,12 @@ impl Alerts {
         for hook in hooks {
             match self.store.pending_deliveries(hook.id).await {
                 Ok(n) if n >= self.settings.max_pending => {
-                    warn!(hook = hook.id, pending = n, event = alert.kind.as_str(), "webhook queue full; alert dropped");
+                    warn!(
+                        hook = hook.id,
+                        pending = n,
+                        event = alert.kind.as_str(),
+                        "webhook queue full; alert dropped"
+                    );
                     continue;
                 }
                 Ok(_) => {}
@@ -313,4 +318,61 @@ pub fn certificate_alerts(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(name: &str, not_after: Option<i64>, error: Option<(&str, i64)>) -> Certificate {
+        Certificate {
+            id: 1,
+            name: name.into(),
+            chain_pem: not_after.map(|_| "PEM".into()),
+            private_key: None,
+            not_before: None,
+            not_after,
+            issuer: None,
+            challenge: None,
+            last_error: error.map(|(e, _)| e.into()),
+            last_attempt: error.map(|(_, at)| at),
+            next_attempt: None,
+            updated_at: 0,
+            owner_id: None,
+        }
+    }
+
+    #[test]
+    fn certificate_alerts_once_a_day_and_only_new_failures() {
+        let day = 86_400;
+        let now = 1_000 * day;
+        let warning = 14 * day;
+        let (mut sent, mut seen) = (HashMap::new(), HashMap::new());
+        let certs = [
+            cert("soon.example.com", Some(now + 3 * day), None),
+            cert("later.example.com", Some(now + 60 * day), None),
+            cert("broken.example.com", None, Some(("rate limited", now - 10))),
+        ];
+        // At start: the expiring one; the failure already there is not news.
+        let a = certificate_alerts(&certs, now, warning, &mut sent, &mut seen, true);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].kind, EventKind::CertExpiring);
+        assert_eq!(a[0].body["name"], "soon.example.com");
+        assert_eq!(a[0].body["days_left"], 3);
+        assert_eq!(a[0].owner, None, "global hooks only");
+        // An hour later nothing repeats.
+        let a = certificate_alerts(&certs, now + 3600, warning, &mut sent, &mut seen, false);
+        assert!(a.is_empty(), "{a:?}");
+        // A new failure is reported once; a day later the expiry warning comes again.
+        let failed_again = [
+            cert("soon.example.com", Some(now + 3 * day), None),
+            cert("broken.example.com", None, Some(("still rate limited", now + day))),
+        ];
+        let a = certificate_alerts(&failed_again, now + day, warning, &mut sent, &mut seen, false);
+        let kinds: Vec<EventKind> = a.iter().map(|a| a.kind).collect();
+        assert_eq!(kinds, [EventKind::CertExpiring, EventKind::CertError]);
+        assert_eq!(a[1].body["error"], "still rate limited");
+        let a = certificate_alerts(&failed_again, now + day + 60, warning, &mut sent, &mut seen, false);
+        assert!(a.is_empty(), "{a:?}");
+    }
 }

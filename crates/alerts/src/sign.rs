@@ -70,7 +70,10 @@ mod tests {
         // The data signed here is "0.what do ya want for nothing?"; recompute by hand.
         let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(b"Jefe").expect("key");
         m.update(b"0.what do ya want for nothing?");
-        assert_eq!(sig, format!("sha256={}", hex::encode(m.finalize().into_bytes())));
+        assert_eq!(
+            sig,
+            format!("sha256={}", hex::encode(m.finalize().into_bytes()))
+        );
         assert!(verify("Jefe", 0, "what do ya want for nothing?", &sig));
         assert!(!verify("Jeff", 0, "what do ya want for nothing?", &sig));
         assert!(!verify("Jefe", 1, "what do ya want for nothing?", &sig));

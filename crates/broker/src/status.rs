@@ -79,8 +79,7 @@ impl Status {
             addr,
             token: token.clone(),
         })?;
-        write_private(&path, &text)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        write_private(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
         Ok(Self {
             token,
             tenants,
@@ -167,7 +166,11 @@ async fn serve_status(State(s): State<Arc<Status>>, headers: HeaderMap) -> Respo
         Ok(r) => axum::Json(r).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "status report failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "status: internal error\n").into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "status: internal error\n",
+            )
+                .into_response()
         }
     }
 }
@@ -212,7 +215,11 @@ pub async fn status(config: &Config, json: bool) -> Result<()> {
             anyhow::anyhow!(
                 "no broker answers at {} ({}): is `broker serve` running?",
                 p.addr,
-                if e.is_timeout() { "timed out" } else { "connection failed" }
+                if e.is_timeout() {
+                    "timed out"
+                } else {
+                    "connection failed"
+                }
             )
         })?;
     if !resp.status().is_success() {

@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use warren_registry::Registry;
-use warren_ssh::Sessions;
-use tokio::sync::mpsc;
 use warren_alerts::Signal;
+use warren_registry::Registry;
 use warren_registry::RouteKind;
+use warren_ssh::Sessions;
 use warren_store::{AuditAction, AuditEvent, Store};
 use warren_tenants::PublicUrls;
 

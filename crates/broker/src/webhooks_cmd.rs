@@ -72,9 +72,7 @@ pub async fn webhooks(config: &Config, args: WebhooksArgs) -> Result<()> {
                 println!(
                     "{:>5} {:<16} {:<9} {}",
                     h.id,
-                    h.user
-                        .as_deref()
-                        .map_or("(global)".into(), |u| fit(u, 16)),
+                    h.user.as_deref().map_or("(global)".into(), |u| fit(u, 16)),
                     when(Some(h.created_at)),
                     h.url
                 );
@@ -97,7 +95,9 @@ pub async fn webhooks(config: &Config, args: WebhooksArgs) -> Result<()> {
                 h.user.as_deref().unwrap_or("every tunnel (global)"),
                 h.url
             );
-            println!("signing secret (shown once; X-Warren-Signature is HMAC-SHA256 of TIMESTAMP.BODY with it):");
+            println!(
+                "signing secret (shown once; X-Warren-Signature is HMAC-SHA256 of TIMESTAMP.BODY with it):"
+            );
             println!("{}", h.secret.unwrap_or_default());
         }
         WebhooksCmd::Rm { id } => {

@@ -238,10 +238,7 @@ impl Metrics {
             acme_failed: counter("warren_acme_orders_total", &[("result", "failed")]),
             webhook_delivered: counter("warren_webhook_deliveries_total", &[("result", "ok")]),
             webhook_failed: counter("warren_webhook_deliveries_total", &[("result", "failed")]),
-            webhook_given_up: counter(
-                "warren_webhook_deliveries_total",
-                &[("result", "given_up")],
-            ),
+            webhook_given_up: counter("warren_webhook_deliveries_total", &[("result", "given_up")]),
             tunnels_live: ROUTE_KINDS.map(|k| gauge("warren_tunnels_live", &[("kind", k)])),
             sessions_live: gauge("warren_ssh_sessions_live", &[]),
             visitor_connections_live: gauge("warren_visitor_connections_live", &[]),

@@ -26,11 +26,12 @@ pub use backend::{PostgresStore, SqliteStore};
 pub use domains::{CustomDomain, DomainCheck, DomainFilter, DomainStore};
 pub use error::StoreError;
 pub use rules::{BasicUser, IpRule, NewShare, RuleStore, Rules, ShareLink};
-pub use webhooks::{
-    DeliveryAttempt, Webhook, WebhookDelivery, WebhookFilter, WebhookStore, now_ms, redact as redact_url,
-};
 pub use types::{
     AcmeAccount, AuditEvent, Certificate, NewCertificate, NewKey, Reservation, SshKey, User,
+};
+pub use webhooks::{
+    DeliveryAttempt, Webhook, WebhookDelivery, WebhookFilter, WebhookStore, now_ms,
+    redact as redact_url,
 };
 
 use std::sync::Arc;
@@ -44,7 +45,8 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// `actor` on mutations names who did it (`cli`, `ssh:alice`) and goes to the audit log.
 #[async_trait::async_trait]
 pub trait Store:
-    AccountStore + RuleStore + DomainStore + WebhookStore + Send + Sync + 'static {
+    AccountStore + RuleStore + DomainStore + WebhookStore + Send + Sync + 'static
+{
     /// Creates a user; names are unique.
     async fn create_user(&self, actor: &str, name: &str, is_admin: bool) -> Result<User>;
     /// All users, oldest first.

@@ -143,8 +143,7 @@ mod sql {
     pub const GLOBAL: &str = select!("WHERE w.user_id IS NULL ORDER BY w.id");
     pub const EVENTS_OF: &str = select!("WHERE w.user_id = $1 OR w.user_id IS NULL ORDER BY w.id");
     pub const BY_ID: &str = select!("WHERE w.id = $1");
-    pub const INSERT: &str =
-        "INSERT INTO webhooks (user_id, url, secret, created_at) VALUES ($1, $2, $3, $4) \
+    pub const INSERT: &str = "INSERT INTO webhooks (user_id, url, secret, created_at) VALUES ($1, $2, $3, $4) \
          RETURNING id";
     pub const DELETE: &str = "DELETE FROM webhooks WHERE id = $1";
     macro_rules! delivery {
@@ -163,8 +162,9 @@ mod sql {
     pub const DELIVERY: &str = delivery!("WHERE id = $1");
     pub const PENDING: &str =
         "SELECT COUNT(*) FROM webhook_deliveries WHERE webhook_id = $1 AND state = 'pending'";
-    pub const DUE: &str =
-        delivery!("WHERE state = 'pending' AND next_attempt_ms <= $1 ORDER BY next_attempt_ms, id LIMIT $2");
+    pub const DUE: &str = delivery!(
+        "WHERE state = 'pending' AND next_attempt_ms <= $1 ORDER BY next_attempt_ms, id LIMIT $2"
+    );
     pub const OF_HOOK: &str = delivery!("WHERE webhook_id = $1 ORDER BY id DESC LIMIT $2");
     pub const ATTEMPT: &str = "UPDATE webhook_deliveries SET attempts = attempts + 1, \
          last_attempt = $2, last_status = $3, last_error = $4, state = $5, next_attempt_ms = $6, \

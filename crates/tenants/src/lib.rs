@@ -32,8 +32,8 @@ pub use caller::{Caller, Scope, Via};
 pub use domains::{DnsRecordView, DomainSettings, DomainView};
 pub use error::ServiceError;
 pub use urls::PublicUrls;
-pub use webhooks::{DeliveryView, MAX_DELIVERIES, WebhookSettings, WebhookView};
 pub use views::*;
+pub use webhooks::{DeliveryView, MAX_DELIVERIES, WebhookSettings, WebhookView};
 
 use std::sync::Arc;
 

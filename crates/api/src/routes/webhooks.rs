@@ -22,7 +22,9 @@ pub(crate) async fn list(
     auth: Auth,
     ApiQuery(f): ApiQuery<AllFilter>,
 ) -> ApiResult<axum::Json<Vec<WebhookView>>> {
-    Ok(axum::Json(state.tenants.webhooks(&auth.caller, f.all).await?))
+    Ok(axum::Json(
+        state.tenants.webhooks(&auth.caller, f.all).await?,
+    ))
 }
 
 /// A webhook to register.
