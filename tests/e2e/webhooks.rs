@@ -569,7 +569,14 @@ async fn pending_deliveries_survive_a_restart() -> Result<()> {
     let mut broker = broker(Db::Sqlite, &[]).await?;
     broker.user_with_key("alice")?;
     let receiver = Receiver::start().await?;
-    broker.cli_ok(&["--webhook-allow-private", "true", "webhooks", "add", "alice", &receiver.url])?;
+    broker.cli_ok(&[
+        "--webhook-allow-private",
+        "true",
+        "webhooks",
+        "add",
+        "alice",
+        &receiver.url,
+    ])?;
     // Queued while no broker runs: the row waits in the store.
     broker.stop();
     let out = broker.cli_ok(&["webhooks", "test", "1"])?;

@@ -366,13 +366,31 @@ mod tests {
         // A new failure is reported once; a day later the expiry warning comes again.
         let failed_again = [
             cert("soon.example.com", Some(now + 3 * day), None),
-            cert("broken.example.com", None, Some(("still rate limited", now + day))),
+            cert(
+                "broken.example.com",
+                None,
+                Some(("still rate limited", now + day)),
+            ),
         ];
-        let a = certificate_alerts(&failed_again, now + day, warning, &mut sent, &mut seen, false);
+        let a = certificate_alerts(
+            &failed_again,
+            now + day,
+            warning,
+            &mut sent,
+            &mut seen,
+            false,
+        );
         let kinds: Vec<EventKind> = a.iter().map(|a| a.kind).collect();
         assert_eq!(kinds, [EventKind::CertExpiring, EventKind::CertError]);
         assert_eq!(a[1].body["error"], "still rate limited");
-        let a = certificate_alerts(&failed_again, now + day + 60, warning, &mut sent, &mut seen, false);
+        let a = certificate_alerts(
+            &failed_again,
+            now + day + 60,
+            warning,
+            &mut sent,
+            &mut seen,
+            false,
+        );
         assert!(a.is_empty(), "{a:?}");
     }
 }

@@ -916,3 +916,5 @@ both!(share_cookie_key_is_made_once, |fx| {
 
 #[path = "suite/domains.rs"]
 mod domains;
+#[path = "suite/webhooks.rs"]
+mod webhooks;
