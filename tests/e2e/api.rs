@@ -205,6 +205,11 @@ fn expected(method: &str, path: &str) -> Option<(u16, u16)> {
         ("get", "/api/v1/reservations/{name}/domains/{domain}") => (404, 404),
         ("delete", "/api/v1/reservations/{name}/domains/{domain}") => (404, 403),
         ("post", "/api/v1/reservations/{name}/domains/{domain}/verify") => (404, 403),
+        ("get", "/api/v1/webhooks") => (403, 200),
+        ("post", "/api/v1/webhooks") => (404, 403),
+        ("delete", "/api/v1/webhooks/{id}") => (404, 403),
+        ("get", "/api/v1/webhooks/{id}/deliveries") => (404, 200),
+        ("post", "/api/v1/webhooks/{id}/test") => (404, 403),
         _ => return Some((0, 0)),
     })
 }
@@ -230,8 +235,17 @@ async fn authorization_of_every_route(db: Db) -> Result<()> {
         .and_then(|a| a.iter().find(|t| t["name"] == "r"))
         .map(|t| t["id"].clone())
         .context("token r")?;
+    // A public receiver (an address literal: no DNS needed), never called in this test.
+    let hook = api.call(
+        "POST",
+        "/api/v1/webhooks",
+        Cred::Token(&alice_w),
+        Some(&json!({"url": "https://203.0.114.7/alices-hook"})),
+    )?;
+    assert_eq!(hook.status, 201, "{}", hook.raw);
+    let hook_id = hook.body["id"].as_i64().context("webhook id")?;
     // Secrets that bob must never see in any answer.
-    let alices = ["alice-site", fp.as_str(), "\"r\""];
+    let alices = ["alice-site", fp.as_str(), "\"r\"", "alices-hook"];
     let spare = keygen(broker.dir.path(), "spare", "ed25519")?;
     let spare = std::fs::read_to_string(format!("{}.pub", spare.display()))?;
 
@@ -260,7 +274,14 @@ async fn authorization_of_every_route(db: Db) -> Result<()> {
                     },
                 )
                 .replace("{fingerprint}", &fp.replace('/', "%2F").replace('+', "%2B"))
-                .replace("{id}", &tok_id.to_string())
+                .replace(
+                    "{id}",
+                    &if path.starts_with("/api/v1/webhooks") {
+                        hook_id.to_string()
+                    } else {
+                        tok_id.to_string()
+                    },
+                )
                 .replace("{user}", "bob")
                 .replace("{domain}", "app.alice.example")
             };
@@ -275,6 +296,9 @@ async fn authorization_of_every_route(db: Db) -> Result<()> {
                     Some(json!({"name": "bobs-try", "user": "alice"}))
                 }
                 ("post", "/api/v1/users") => Some(json!({"name": "mallory"})),
+                ("post", "/api/v1/webhooks") => {
+                    Some(json!({"url": "https://203.0.114.7/bobs-try", "user": "alice"}))
+                }
                 ("post", "/api/v1/reservations/{name}/domains") => {
                     Some(json!({"domain": "app.alice.example"}))
                 }
@@ -307,6 +331,7 @@ async fn authorization_of_every_route(db: Db) -> Result<()> {
                 | "/api/v1/certificates"
                 | "/api/v1/dns"
                 | "/api/v1/domains"
+                | "/api/v1/webhooks"
                     if method == "get" =>
                 {
                     "?all=true"
@@ -379,6 +404,14 @@ async fn authorization_of_every_route(db: Db) -> Result<()> {
     assert_eq!(keys.body[0]["fingerprint"], fp.as_str());
     let toks = api.call("GET", "/api/v1/tokens", Cred::Token(&alice_w), None)?;
     assert_eq!(toks.body.as_array().map(Vec::len), Some(2), "{}", toks.raw);
+    let hooks = api.call("GET", "/api/v1/webhooks", Cred::Token(&alice_w), None)?;
+    assert_eq!(
+        hooks.body.as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        hooks.raw
+    );
+    assert_eq!(hooks.body[0]["url"], "https://203.0.114.7/alices-hook");
     let users = broker.cli_ok(&["user", "list"])?;
     assert!(
         !users.contains("mallory") && !users.contains("disabled"),

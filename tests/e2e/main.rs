@@ -23,4 +23,5 @@ mod rules;
 mod tenant_rules;
 mod transfer;
 mod tunnels;
+mod webhooks;
 mod zone;

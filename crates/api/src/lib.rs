@@ -90,7 +90,8 @@ impl ApiState {
         (name = "rules", description = "Who may visit a reserved name: basic auth, IP lists, share links"),
         (name = "tunnels", description = "Live tunnels"),
         (name = "audit", description = "Audit log, certificates and DNS state"),
-        (name = "domains", description = "Custom domains")
+        (name = "domains", description = "Custom domains"),
+        (name = "webhooks", description = "Tunnel alerts: webhooks and their delivery logs")
     )
 )]
 struct ApiDoc;

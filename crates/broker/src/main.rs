@@ -17,8 +17,10 @@ mod public;
 mod reload;
 mod rules;
 mod serve;
+mod status;
 mod sticky;
 mod watch;
+mod webhooks_cmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -87,6 +89,16 @@ enum Command {
     },
     /// Custom domains: list (the default), `add NAME DOMAIN`, `rm DOMAIN`, `verify DOMAIN`.
     Domains(domains_cmd::DomainsArgs),
+    /// Webhooks for tunnel alerts: list (the default), `add USER URL` or `add --global URL`,
+    /// `rm ID`, `deliveries ID`, `test ID`.
+    Webhooks(webhooks_cmd::WebhooksArgs),
+    /// Ask the running broker (on its admin listener) for its live tunnels, certificates and
+    /// recent errors.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List reserved names.
     Names {
         /// Only this user's.
@@ -157,6 +169,8 @@ fn run(cli: Cli) -> Result<()> {
             Command::Release { name } => admin::release(&config, &name).await,
             Command::Domains(args) => domains_cmd::domains(&config, args).await,
             Command::Names { user } => admin::names(&config, user.as_deref()).await,
+            Command::Webhooks(args) => webhooks_cmd::webhooks(&config, args).await,
+            Command::Status { json } => status::status(&config, json).await,
             Command::Certs(cmd) => admin::certs(&config, cmd).await,
             Command::Events { limit } => admin::events(&config, limit).await,
         }

@@ -228,13 +228,25 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         &metrics,
     )
     .await?;
+    let (alert_tx, alert_rx) = warren_alerts::channel();
     let watcher = crate::watch::Watcher::start(
         public.clone(),
         store.clone(),
         registry.clone(),
         sessions.clone(),
+        alert_tx,
+        tenants.settings.urls.clone(),
     )
     .await?;
+    let alert_settings = Arc::new(config.alerts.clone());
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let deliverer = warren_alerts::Deliverer::new(
+        store.clone(),
+        alert_settings.clone(),
+        metrics.clone(),
+        wake.clone(),
+    )?;
+    let alerts = warren_alerts::Alerts::new(store.clone(), alert_settings, wake);
     let domains = crate::domains::DomainTask::new(
         tenants.clone(),
         registry.clone(),
@@ -258,6 +270,8 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
     ));
     tasks.spawn(crate::observe::upkeep(prometheus.clone(), shutdown.clone()));
     tasks.spawn(watcher.run(shutdown.clone()));
+    tasks.spawn(alerts.run(alert_rx, shutdown.clone()));
+    tasks.spawn(deliverer.run(shutdown.clone()));
     tasks.spawn(domains.run(shutdown.clone()));
     let admin_addr = match config.admin_addr {
         Some(addr) => {
@@ -280,8 +294,15 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
                 console_owner: CONSOLE_OWNER,
                 draining: stages.draining.clone(),
             };
+            let status = crate::status::Status::publish(
+                &config.data_dir,
+                local,
+                tenants.clone(),
+                config.console_label.clone(),
+            )?;
             let service = api_router
                 .merge(crate::observe::router(Arc::new(observer)))
+                .merge(crate::status::router(Arc::new(status)))
                 .into_make_service_with_connect_info::<std::net::SocketAddr>();
             tasks.spawn(async move {
                 if let Err(e) = axum::serve(listener, service)
@@ -356,6 +377,9 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
     .await;
     crate::notify::stopping();
     crate::drain::drain(&stages, config.shutdown_grace, &edge, &sessions, &tasks).await;
+    if admin_addr.is_some() {
+        crate::status::unpublish(&config.data_dir);
+    }
     Ok(())
 }
 
@@ -407,6 +431,9 @@ pub fn tenants_for(
             dns_managed: !matches!(config.public.dns, crate::config::DnsConfig::None),
         },
     );
+    let tenants = tenants.with_webhooks(warren_tenants::WebhookSettings {
+        allow_private: config.alerts.allow_private,
+    });
     match crate::domains::checking(config) {
         Some(domains) => tenants.with_domains(domains),
         None => tenants,

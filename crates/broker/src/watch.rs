@@ -3,18 +3,24 @@
 //! The admin CLI is another process (perhaps on another node, with Postgres); polling the log
 //! works the same on SQLite and Postgres and needs no extra channel. Disabled users and
 //! removed keys lose their sessions; reservations refresh the edge's "offline" answers; access
-//! rules and share links rebuild the name's policy in the edge.
+//! rules and share links rebuild the name's policy in the edge. Tunnel binds and unbinds and
+//! DNS errors go on to the alerts task (`warren-alerts`) through a bounded channel that is
+//! never waited on: a slow webhook receiver cannot hold up a `user.disable`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+use warren_alerts::Signal;
 use warren_registry::Registry;
+use warren_registry::RouteKind;
 use warren_ssh::Sessions;
 use warren_store::{AuditAction, AuditEvent, Store};
+use warren_tenants::PublicUrls;
 
 use crate::public::Public;
 
@@ -35,6 +41,10 @@ pub struct Watcher {
     cursor: i64,
     /// Names whose access policy must be rebuilt from the store.
     stale_policies: HashSet<String>,
+    /// Where tunnel and DNS events go for alerting.
+    alerts: mpsc::Sender<Signal>,
+    /// How tunnel URLs are written in alerts.
+    urls: PublicUrls,
 }
 
 impl Watcher {
@@ -44,6 +54,8 @@ impl Watcher {
         store: Arc<dyn Store>,
         registry: Arc<Registry>,
         sessions: Arc<Sessions>,
+        alerts: mpsc::Sender<Signal>,
+        urls: PublicUrls,
     ) -> Result<Self> {
         let cursor = store.last_event_id().await?;
         let w = Self {
@@ -53,6 +65,8 @@ impl Watcher {
             sessions,
             cursor,
             stale_policies: HashSet::new(),
+            alerts,
+            urls,
         };
         w.reload_reserved().await?;
         // After the cursor is fixed: a change made meanwhile is applied again by the tail.
@@ -159,6 +173,7 @@ impl Watcher {
                 if warren_registry::tcp_port(&e.subject).is_none() {
                     self.public.name_up(&e.subject, e.user_id);
                 }
+                self.alert(Signal::Bind(self.tunnel(e)));
             }
             A::TunnelUnbind => {
                 if warren_registry::tcp_port(&e.subject).is_none()
@@ -166,7 +181,13 @@ impl Watcher {
                 {
                     self.public.name_fading(&e.subject);
                 }
+                self.alert(Signal::Unbind(self.tunnel(e)));
             }
+            A::TunnelDisconnect => self.alert(Signal::Unbind(self.tunnel(e))),
+            A::DnsError => self.alert(Signal::DnsError {
+                name: e.subject.clone(),
+                error: e.detail.clone(),
+            }),
             // Checked where they matter, at the next use: keys and users at authentication,
             // tokens and console sessions per request (sessions cached for a second), quotas
             // at the next bind. The rest only record what this broker did itself.
@@ -176,7 +197,6 @@ impl Watcher {
             | A::UserQuota
             | A::KeyAdd
             | A::TunnelRefuse
-            | A::TunnelDisconnect
             | A::TokenCreate
             | A::TokenRevoke
             | A::SessionLogin
@@ -188,8 +208,7 @@ impl Watcher {
             | A::CertIssue
             | A::CertDelete
             | A::DnsSet
-            | A::DnsRemove
-            | A::DnsError => {}
+            | A::DnsRemove => {}
             // The domains task reads every custom domain from the store each second.
             A::DomainAdd
             | A::DomainRemove
@@ -197,8 +216,34 @@ impl Watcher {
             | A::DomainFail
             | A::DomainCheck
             | A::DomainUnroute => {}
+            // The alerts task reads webhooks from the store at each event.
+            A::WebhookCreate | A::WebhookDelete | A::WebhookGiveUp => {}
         }
         false
+    }
+
+    /// The tunnel an event is about, as alerts describe it. The kind is the live route's when
+    /// it is still bound; an unbound name's kind the alerts task remembers from its bind.
+    fn tunnel(&self, e: &AuditEvent) -> warren_alerts::Tunnel {
+        let kind = match self.registry.lookup(&e.subject) {
+            warren_registry::Lookup::Live(route) => route.kind,
+            _ if warren_registry::tcp_port(&e.subject).is_some() => RouteKind::Tcp,
+            _ => RouteKind::Http,
+        };
+        warren_alerts::Tunnel {
+            url: self.urls.url(kind, &e.subject),
+            kind: kind.as_str().into(),
+            name: e.subject.clone(),
+            owner: e.user_id,
+        }
+    }
+
+    /// Hands `signal` to the alerts task without waiting: when its queue is full the signal
+    /// is dropped (and said so), never the watcher held up.
+    fn alert(&self, signal: Signal) {
+        if let Err(e) = self.alerts.try_send(signal) {
+            warn!(error = %e, "alerts queue full; an alert is lost");
+        }
     }
 
     async fn reload_reserved(&self) -> Result<()> {

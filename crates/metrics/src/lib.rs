@@ -185,6 +185,12 @@ pub struct Metrics {
     pub acme_issued: Counter,
     /// ACME orders that failed.
     pub acme_failed: Counter,
+    /// Webhook deliveries a receiver accepted (2xx).
+    pub webhook_delivered: Counter,
+    /// Webhook attempts that failed and will be retried.
+    pub webhook_failed: Counter,
+    /// Webhook deliveries given up after their last attempt.
+    pub webhook_given_up: Counter,
     recorder: Option<std::sync::Arc<dyn Recorder + Send + Sync>>,
     /// Live tunnels by route kind, in [`ROUTE_KINDS`] order (set at scrape time).
     pub tunnels_live: [Gauge; 3],
@@ -256,6 +262,9 @@ impl Metrics {
             ssh_logins: counter("warren_ssh_logins_total", &[]),
             acme_issued: counter("warren_acme_orders_total", &[("result", "issued")]),
             acme_failed: counter("warren_acme_orders_total", &[("result", "failed")]),
+            webhook_delivered: counter("warren_webhook_deliveries_total", &[("result", "ok")]),
+            webhook_failed: counter("warren_webhook_deliveries_total", &[("result", "failed")]),
+            webhook_given_up: counter("warren_webhook_deliveries_total", &[("result", "given_up")]),
             tunnels_live: ROUTE_KINDS.map(|k| gauge("warren_tunnels_live", &[("kind", k)])),
             sessions_live: gauge("warren_ssh_sessions_live", &[]),
             visitor_connections_live: gauge("warren_visitor_connections_live", &[]),
@@ -364,6 +373,11 @@ fn describe(r: &dyn Recorder) {
         "warren_acme_orders_total",
         None,
         "ACME certificate orders, by result.",
+    );
+    c(
+        "warren_webhook_deliveries_total",
+        None,
+        "Webhook delivery attempts, by result: ok (2xx), failed (will be retried), given_up (the last attempt failed).",
     );
     c(
         "warren_visitor_bytes_total",

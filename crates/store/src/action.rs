@@ -110,6 +110,12 @@ actions! {
     DomainCheck = "domain.check",
     /// A failing custom domain stopped being served (its grace is over).
     DomainUnroute = "domain.unroute",
+    /// A webhook was registered (a tenant's, or a global one).
+    WebhookCreate = "webhook.create",
+    /// A webhook was deleted.
+    WebhookDelete = "webhook.delete",
+    /// A webhook delivery was given up after its last attempt (the error in the detail).
+    WebhookGiveUp = "webhook.give_up",
 }
 
 impl fmt::Display for AuditAction {

@@ -56,6 +56,9 @@ pub enum StoreError {
     /// another.
     #[error("domain {0:?} is already attached")]
     DomainTaken(String),
+    /// A webhook id that is not in the store.
+    #[error("no webhook with id {0}")]
+    NoSuchWebhook(i64),
     /// A custom domain that is not attached (the message says where it was looked for).
     #[error("no custom domain {0}")]
     NoSuchDomain(String),

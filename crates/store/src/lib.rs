@@ -19,6 +19,7 @@ mod error;
 mod probe;
 mod rules;
 mod types;
+mod webhooks;
 
 pub use accounts::{AccountStore, ApiToken, LoginSession, NewToken, Quotas, SigningKey};
 pub use action::{AuditAction, UnknownAction};
@@ -29,6 +30,10 @@ pub use probe::{Schema, probe};
 pub use rules::{BasicUser, IpRule, NewShare, RuleStore, Rules, ShareLink};
 pub use types::{
     AcmeAccount, AuditEvent, Certificate, NewCertificate, NewKey, Reservation, SshKey, User,
+};
+pub use webhooks::{
+    DeliveryAttempt, Webhook, WebhookDelivery, WebhookFilter, WebhookStore, now_ms,
+    redact as redact_url,
 };
 
 use std::sync::Arc;
@@ -41,7 +46,9 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 ///
 /// `actor` on mutations names who did it (`cli`, `ssh:alice`) and goes to the audit log.
 #[async_trait::async_trait]
-pub trait Store: AccountStore + RuleStore + DomainStore + Send + Sync + 'static {
+pub trait Store:
+    AccountStore + RuleStore + DomainStore + WebhookStore + Send + Sync + 'static
+{
     /// Creates a user; names are unique.
     async fn create_user(&self, actor: &str, name: &str, is_admin: bool) -> Result<User>;
     /// All users, oldest first.

@@ -1009,3 +1009,6 @@ async fn a_probe_never_creates_a_sqlite_file() {
     let schema = warren_store::probe(&url).await.expect("probe");
     assert_eq!((schema.applied, schema.pending()), (0, schema.known));
 }
+
+#[path = "suite/webhooks.rs"]
+mod webhooks;

@@ -83,7 +83,8 @@ impl From<StoreError> for ServiceError {
             | StoreError::NoSuchToken(_)
             | StoreError::NoSuchRule(_)
             | StoreError::NoSuchShare { .. }
-            | StoreError::NoSuchDomain(_) => Self::NotFound(e.to_string()),
+            | StoreError::NoSuchDomain(_)
+            | StoreError::NoSuchWebhook(_) => Self::NotFound(e.to_string()),
             StoreError::BadUrl(_) | StoreError::Database(_) | StoreError::Migrate(_) => {
                 tracing::error!(error = %e, "store failure");
                 Self::Internal(e.to_string())

@@ -25,6 +25,7 @@ mod users;
 pub use reservations::KINDS;
 pub use users::check_user_name;
 mod views;
+mod webhooks;
 
 pub use auth::{MAX_TOKEN_LIFETIME, parse_duration};
 pub use caller::{Caller, Scope, Via};
@@ -32,6 +33,7 @@ pub use domains::{DnsRecordView, DomainSettings, DomainView};
 pub use error::ServiceError;
 pub use urls::PublicUrls;
 pub use views::*;
+pub use webhooks::{DeliveryView, MAX_DELIVERIES, WebhookSettings, WebhookView};
 
 use std::sync::Arc;
 
@@ -93,6 +95,8 @@ pub struct Tenants {
     pub settings: Arc<TenantSettings>,
     /// Checking custom domains, when set up ([`Tenants::with_domains`]).
     pub domains: Option<Arc<DomainSettings>>,
+    /// What webhook URLs may be ([`Tenants::with_webhooks`]).
+    pub webhooks: Arc<WebhookSettings>,
 }
 
 impl std::fmt::Debug for Tenants {
@@ -115,6 +119,7 @@ impl Tenants {
             registry,
             settings: Arc::new(settings),
             domains: None,
+            webhooks: Arc::new(WebhookSettings::default()),
         }
     }
 

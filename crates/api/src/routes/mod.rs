@@ -10,6 +10,7 @@ mod session;
 mod tokens;
 mod tunnels;
 mod users;
+mod webhooks;
 
 use axum::extract::{FromRequest, FromRequestParts};
 use utoipa_axum::router::OpenApiRouter;
@@ -69,6 +70,10 @@ pub(crate) fn all(r: OpenApiRouter<ApiState>) -> OpenApiRouter<ApiState> {
         .routes(routes!(domains::list, domains::attach))
         .routes(routes!(domains::get, domains::detach))
         .routes(routes!(domains::verify))
+        .routes(routes!(webhooks::list, webhooks::create))
+        .routes(routes!(webhooks::delete))
+        .routes(routes!(webhooks::deliveries))
+        .routes(routes!(webhooks::test))
 }
 
 /// `?user=NAME` (admins; `*` for everyone).

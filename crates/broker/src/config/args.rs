@@ -284,6 +284,24 @@ settings! {
     /// Seconds a custom domain whose proof is gone is still served [default: 86400].
     #[arg(long, global = true, env = "BROKER_DOMAIN_GRACE_SECS", value_name = "SECS")]
     domain_grace_secs: u64,
+    /// Seconds a tunnel must stay gone before its webhooks get `tunnel.down`; a reconnect within
+    /// them sends nothing [default: 60].
+    #[arg(long, global = true, env = "BROKER_ALERT_DOWN_AFTER_SECS", value_name = "SECS")]
+    alert_down_after_secs: u64,
+    /// Let webhooks reach loopback, private and link-local addresses (receivers on the
+    /// operator's own network); off, such URLs are refused [default: false].
+    #[arg(long, global = true, env = "BROKER_WEBHOOK_ALLOW_PRIVATE", value_name = "BOOL")]
+    webhook_allow_private: bool,
+    /// Attempts per webhook delivery before it is given up [default: 8].
+    #[arg(long, global = true, env = "BROKER_WEBHOOK_MAX_ATTEMPTS", value_name = "N")]
+    webhook_max_attempts: u32,
+    /// Ceiling of the first retry's random wait, in milliseconds; it doubles per attempt, up to
+    /// an hour [default: 10000].
+    #[arg(long, global = true, env = "BROKER_WEBHOOK_BACKOFF_MS", value_name = "MS")]
+    webhook_backoff_ms: u64,
+    /// Seconds one webhook attempt may take, connecting included [default: 10].
+    #[arg(long, global = true, env = "BROKER_WEBHOOK_TIMEOUT_SECS", value_name = "SECS")]
+    webhook_timeout_secs: u64,
     /// Log filter, as RUST_LOG; unset, RUST_LOG is read before the config file [default: info].
     #[arg(long, global = true, env = "BROKER_LOG", value_name = "FILTER")]
     log: String,

@@ -139,6 +139,8 @@ pub struct Config {
     pub public: PublicConfig,
     /// Custom domains: how they are checked.
     pub domains: DomainConfig,
+    /// Tunnel alerts and webhook deliveries (`alert_*`, `webhook_*`).
+    pub alerts: warren_alerts::Settings,
 }
 
 /// How custom domains are checked (`dns_resolvers`, `domain_*_secs`).
@@ -340,6 +342,27 @@ impl Config {
             ),
             log_format: a.log_format.unwrap_or_default(),
             shutdown_grace: Duration::from_secs(a.shutdown_grace_secs.unwrap_or(10)),
+            alerts: {
+                let d = warren_alerts::Settings::default();
+                warren_alerts::Settings {
+                    down_after: a
+                        .alert_down_after_secs
+                        .map_or(d.down_after, Duration::from_secs),
+                    allow_private: a.webhook_allow_private.unwrap_or(d.allow_private),
+                    max_attempts: positive(
+                        "webhook_max_attempts",
+                        u64::from(a.webhook_max_attempts.unwrap_or(d.max_attempts)),
+                    )? as u32,
+                    backoff: a
+                        .webhook_backoff_ms
+                        .map_or(d.backoff, Duration::from_millis),
+                    timeout: Duration::from_secs(positive(
+                        "webhook_timeout_secs",
+                        a.webhook_timeout_secs.unwrap_or(d.timeout.as_secs()),
+                    )?),
+                    ..d
+                }
+            },
             console_label,
             admin_addr,
             public,
