@@ -490,30 +490,39 @@ async fn a_dns_provider_that_hangs_does_not_delay_a_user_disable() -> Result<()>
     Ok(())
 }
 
+/// The TSIG key a keyed Knot zone (`Zone::start_keyed`) and the broker share.
+const TSIG_SECRET: &str = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0";
+
+/// A Knot zone that takes updates signed with [`TSIG_SECRET`], and the broker flags that make
+/// it the broker's RFC 2136 provider.
+async fn keyed_zone() -> Result<(crate::zone::Zone, Vec<String>)> {
+    let zone = crate::zone::Zone::start_keyed(Some(("warren", TSIG_SECRET))).await?;
+    let flags = [
+        "--domain",
+        &zone.name,
+        "--dns-provider",
+        "rfc2136",
+        "--rfc2136-server",
+        &zone.addr.to_string(),
+        "--rfc2136-key-name",
+        "warren",
+        "--rfc2136-secret",
+        TSIG_SECRET,
+        "--public-ipv4",
+        "127.0.0.1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    Ok((zone, flags))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_of_names_released_while_the_broker_was_down_are_withdrawn_at_start() -> Result<()>
 {
-    const SECRET: &str = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0";
-    let zone = crate::zone::Zone::start_keyed(Some(("warren", SECRET))).await?;
-    let server = zone.addr.to_string();
-    let mut broker = TestBroker::start_with(
-        Db::Sqlite,
-        &[
-            "--domain",
-            &zone.name,
-            "--dns-provider",
-            "rfc2136",
-            "--rfc2136-server",
-            &server,
-            "--rfc2136-key-name",
-            "warren",
-            "--rfc2136-secret",
-            SECRET,
-            "--public-ipv4",
-            "127.0.0.1",
-        ],
-    )
-    .await?;
+    let (zone, flags) = keyed_zone().await?;
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut broker = TestBroker::start_with(Db::Sqlite, &flags).await?;
     broker.cli_ok(&["user", "add", "alice"])?;
     for name in ["shop", "keep"] {
         broker.cli_ok(&["reserve", "alice", name])?;
@@ -550,36 +559,21 @@ async fn records_of_names_released_while_the_broker_was_down_are_withdrawn_at_st
 async fn a_dns01_wildcard_through_rfc2136_waits_for_the_record_at_the_server() -> Result<()> {
     // Knot holds the zone and Pebble asks Knot: the broker writes the TXT record by a signed
     // update, sees it answer at the server, and only then tells the CA to look.
-    const SECRET: &str = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0";
-    let zone = crate::zone::Zone::start_keyed(Some(("warren", SECRET))).await?;
     let dir = tempfile::tempdir()?;
     let (http, https) = (pebble::free_port(), pebble::free_port());
+    let (zone, flags) = keyed_zone().await?;
     let pebble = pebble::Pebble::start(dir.path(), zone.addr, http.port(), https.port()).await;
     let root_ca = dir.path().join("pebble-listener-ca.pem");
     std::fs::write(&root_ca, &pebble.listener_ca_pem)?;
-    let (server, root) = (zone.addr.to_string(), root_ca.display().to_string());
-    let broker = TestBroker::start_with(
-        Db::Sqlite,
-        &[
-            "--domain",
-            &zone.name,
-            "--dns-provider",
-            "rfc2136",
-            "--rfc2136-server",
-            &server,
-            "--rfc2136-key-name",
-            "warren",
-            "--rfc2136-secret",
-            SECRET,
-            "--public-ipv4",
-            "127.0.0.1",
-            "--acme-directory",
-            &pebble.directory_url,
-            "--acme-root-ca",
-            &root,
-        ],
-    )
-    .await?;
+    let root = root_ca.display().to_string();
+    let mut flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    flags.extend([
+        "--acme-directory",
+        &pebble.directory_url,
+        "--acme-root-ca",
+        &root,
+    ]);
+    let broker = TestBroker::start_with(Db::Sqlite, &flags).await?;
     let env = Public {
         broker,
         pebble,
