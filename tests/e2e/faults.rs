@@ -174,3 +174,67 @@ async fn a_killed_broker_gives_a_reconnecting_owner_their_random_name_back() -> 
     assert_ne!(label(&other.url(0).await?), label(&first));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_a_clear_error_and_nothing_is_corrupted() -> Result<()> {
+    let broker = TestBroker::start_opts(
+        Db::Sqlite,
+        &[],
+        Options {
+            small_disk_mib: Some(16),
+            ..Options::default()
+        },
+    )
+    .await?;
+    let key = broker.user_with_key("alice")?;
+    broker.cli_ok(&["reserve", "alice", "chat"])?;
+    let origin = Origin::start("A").await?;
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("chat:80:{}", origin.target())],
+    )?;
+    let url = ssh.url(0).await?;
+    // Fill the disk to the last byte.
+    let filler = broker.dir.path().join("filler");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(std::process::Stdio::null())
+        .status()?;
+    // Writes fail, saying why; the live tunnel keeps serving.
+    let mut failures = 0;
+    for i in 0..50 {
+        let out = broker.cli(&["reserve", "alice", &format!("n{i}")])?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(
+                stderr.starts_with("error: ") && stderr.contains("full"),
+                "{stderr}"
+            );
+            failures += 1;
+            break;
+        }
+    }
+    assert_eq!(failures, 1, "writes kept succeeding on a full disk");
+    assert_eq!(get(&url).await?.body, "hello from A");
+    // Space back: writes succeed again, and the database is whole.
+    std::fs::remove_file(&filler)?;
+    eventually("writes succeed once space returns", DEADLINE, || async {
+        broker
+            .cli(&["reserve", "alice", "after"])
+            .ok()
+            .filter(|o| o.status.success())
+    })
+    .await?;
+    let names = broker.cli_ok(&["names"])?;
+    assert!(names.contains("chat") && names.contains("after"), "{names}");
+    let check = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('PRAGMA integrity_check').fetchone()[0])")
+        .arg(broker.dir.path().join("warren.db"))
+        .output()?;
+    assert_eq!(String::from_utf8_lossy(&check.stdout).trim(), "ok");
+    assert_eq!(get(&url).await?.body, "hello from A");
+    Ok(())
+}

@@ -70,6 +70,9 @@ pub struct Options {
     /// Reach Postgres through this local port (a fault-injecting proxy in front of the
     /// server at 127.0.0.1:5432) instead of directly; the admin commands go through it too.
     pub pg_port: Option<u16>,
+    /// Put the data dir (SQLite database included) on a tmpfs of this many MiB, so a test can
+    /// fill the disk (needs root, as the test machine runs; unmounted when dropped).
+    pub small_disk_mib: Option<u32>,
 }
 
 /// A running broker process with its own data dir (and Postgres database).
@@ -104,6 +107,17 @@ impl TestBroker {
 
     pub async fn start_opts(db: Db, extra: &[&str], opts: Options) -> Result<Self> {
         let dir = tempfile::tempdir()?;
+        if let Some(mib) = opts.small_disk_mib {
+            let ok = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+                .arg(dir.path())
+                .status()
+                .context("mount")?
+                .success();
+            if !ok {
+                bail!("cannot mount a {mib} MiB tmpfs on the data dir (the test needs root)");
+            }
+        }
         let (db_url, pg) = match db {
             Db::Sqlite => (
                 format!("sqlite://{}", dir.path().join("warren.db").display()),
@@ -397,6 +411,9 @@ impl TestBroker {
 impl Drop for TestBroker {
     fn drop(&mut self) {
         self.stop();
+        if self.opts.small_disk_mib.is_some() {
+            let _ = Command::new("umount").arg(self.dir.path()).status();
+        }
         if let Some((admin, db)) = self.pg.take() {
             let _ = std::thread::spawn(move || {
                 if let Ok(rt) = tokio::runtime::Builder::new_current_thread()

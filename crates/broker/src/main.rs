@@ -113,7 +113,15 @@ fn main() -> std::process::ExitCode {
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // A tenant is never shown an internal error's detail (the API and the SSH commands
+            // say "internal error"); the operator at the CLI is, or a full disk would read
+            // as "internal error" too.
+            match e.downcast_ref::<warren_tenants::ServiceError>() {
+                Some(warren_tenants::ServiceError::Internal(detail)) => {
+                    eprintln!("error: {detail}")
+                }
+                _ => eprintln!("error: {e:#}"),
+            }
             std::process::ExitCode::FAILURE
         }
     }
