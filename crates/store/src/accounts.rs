@@ -197,24 +197,30 @@ mod sql {
 
     /// The newest event of each subject among those with one of `n` actions (`$1`…).
     pub fn last_events_by_subject(n: usize) -> String {
-        let actions: Vec<String> = (0..n).map(|i| format!("${}", i + 1)).collect();
-        let actions = actions.join(", ");
         format!(
             "SELECT id, at, actor, action, subject, user_id, detail FROM audit_events \
-             WHERE id IN (SELECT MAX(id) FROM audit_events WHERE action IN ({actions}) \
-             GROUP BY subject) ORDER BY id"
+             WHERE id IN (SELECT MAX(id) FROM audit_events WHERE action IN ({}) \
+             GROUP BY subject) ORDER BY id",
+            placeholders(1, n)
         )
     }
 
     /// The newest of one subject's events with one of `n` actions (`$2`…), by the index on
     /// `(subject, id)`.
     pub fn last_event_about(n: usize) -> String {
-        let actions: Vec<String> = (0..n).map(|i| format!("${}", i + 2)).collect();
         format!(
             "SELECT id, at, actor, action, subject, user_id, detail FROM audit_events \
              WHERE subject = $1 AND action IN ({}) ORDER BY id DESC LIMIT 1",
-            actions.join(", ")
+            placeholders(2, n)
         )
+    }
+
+    /// `$first, …` for `n` bound values.
+    fn placeholders(first: usize, n: usize) -> String {
+        (first..first + n)
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
