@@ -4,9 +4,11 @@
 
 mod admin;
 mod api;
+mod browser;
 mod check;
 mod client;
 mod commands;
+mod console;
 mod domains;
 mod faults;
 mod flood;

@@ -46,7 +46,13 @@ pub enum TokenCmd {
 pub async fn tenants(config: &Config) -> Result<Tenants> {
     let store = open_existing_store(config).await?;
     let urls = crate::serve::public_urls(config, config.http_addr.port(), config.https_addr.port());
-    Ok(crate::serve::tenants_for(config, store, None, urls))
+    Ok(crate::serve::tenants_for(
+        config,
+        store,
+        None,
+        urls,
+        config.ssh_addr.port(),
+    ))
 }
 
 /// `broker user passwd NAME`

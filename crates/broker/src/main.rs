@@ -17,6 +17,7 @@ mod public;
 mod reload;
 mod rules;
 mod serve;
+mod signals;
 mod status;
 mod sticky;
 mod watch;

@@ -59,6 +59,7 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
 /// again on SIGHUP.
 pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
     crate::logging::init(&config)?;
+    let mut signals = crate::signals::Signals::install();
     let open_files = raise_open_file_limit();
     let flood = config.flood.resolve(open_files);
     crate::config::log_flood_limits(&flood, open_files);
@@ -127,6 +128,7 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         store.clone(),
         Some(registry.clone()),
         ssh_settings.urls.clone(),
+        ssh_addr.port(),
     );
     let api = warren_api::ApiState::new(
         tenants.clone(),
@@ -138,14 +140,17 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
     .context("cannot load the API's session keys")?;
     let api_router = warren_api::router(api);
     // The console host is a route like a tunnel's, owned by no user (id 0): the edge serves it
-    // with everything it does for tunnels, and no tenant can bind its name.
+    // with everything it does for tunnels, and no tenant can bind its name. It serves the web
+    // console's pages, and the API under /api/ (the console's only back end).
     registry
         .bind(
             &config.console_label,
             CONSOLE_OWNER,
             CONSOLE_SESSION,
             warren_registry::RouteKind::Http,
-            Arc::new(warren_api::LocalEndpoint::new(api_router.clone())),
+            Arc::new(warren_api::LocalEndpoint::new(warren_console::router(
+                api_router.clone(),
+            ))),
         )
         .map_err(|e| anyhow::anyhow!("console_host: {e}"))?;
     let console_url = ssh_settings.url_for(&config.console_label);
@@ -369,12 +374,11 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
 
     crate::notify::ready("serving");
 
-    wait_for_signal(|| {
+    while signals.next().await == crate::signals::Signal::Reload {
         crate::notify::reloading();
         crate::reload::reload(&args, &config, &certs);
         crate::notify::ready("serving");
-    })
-    .await;
+    }
     crate::notify::stopping();
     crate::drain::drain(&stages, config.shutdown_grace, &edge, &sessions, &tasks).await;
     if admin_addr.is_some() {
@@ -415,6 +419,7 @@ pub fn tenants_for(
     store: Arc<dyn Store>,
     registry: Option<Arc<Registry>>,
     urls: warren_tenants::PublicUrls,
+    ssh_port: u16,
 ) -> warren_tenants::Tenants {
     let tenants = warren_tenants::Tenants::new(
         store,
@@ -428,6 +433,11 @@ pub fn tenants_for(
             },
             tcp_ports: (*config.tcp_ports.start(), *config.tcp_ports.end()),
             reserved_labels: vec![config.console_label.clone()],
+            ssh: warren_tenants::SshEndpoint {
+                ssh_host: config.public_ssh_host.clone(),
+                ssh_port: config.public_ssh_port.unwrap_or(ssh_port),
+                ssh_user: "tunnel".into(),
+            },
             dns_managed: !matches!(config.public.dns, crate::config::DnsConfig::None),
         },
     );
@@ -455,34 +465,5 @@ fn raise_open_file_limit() -> u64 {
             warn!(error = %e, "cannot raise the open-file limit");
             rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
         }
-    }
-}
-
-/// Waits for SIGTERM or Ctrl-C; SIGHUP calls `on_hup` and keeps waiting (its default action
-/// would end the broker and every tunnel with it).
-async fn wait_for_signal(on_hup: impl Fn()) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::hangup()),
-        ) {
-            (Ok(mut term), Ok(mut hup)) => loop {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => return,
-                    _ = term.recv() => return,
-                    _ = hup.recv() => on_hup(),
-                }
-            },
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = on_hup;
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

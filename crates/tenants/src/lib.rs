@@ -54,9 +54,22 @@ pub struct TenantSettings {
     pub tcp_ports: (u16, u16),
     /// Names no tenant may reserve (the console's host label, …).
     pub reserved_labels: Vec<String>,
+    /// Where owners connect with ssh.
+    pub ssh: SshEndpoint,
     /// Whether the broker publishes tenants' names in DNS itself (a DNS provider is set), so
     /// their records have a state to show.
     pub dns_managed: bool,
+}
+
+/// Where owners point ssh, as the console's Connect page and `GET /api/v1/server` write it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct SshEndpoint {
+    /// Host name or address.
+    pub ssh_host: String,
+    /// Port.
+    pub ssh_port: u16,
+    /// The login name owners use (any name works; keys decide who they are).
+    pub ssh_user: String,
 }
 
 /// The configured quotas every user has unless an admin sets their own.

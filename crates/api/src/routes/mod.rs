@@ -6,6 +6,7 @@ mod domains;
 mod keys;
 mod reservations;
 mod rules;
+mod server;
 mod session;
 mod tokens;
 mod tunnels;
@@ -60,6 +61,8 @@ pub(crate) fn all(r: OpenApiRouter<ApiState>) -> OpenApiRouter<ApiState> {
         .routes(routes!(rules::shares_list, rules::share_create))
         .routes(routes!(rules::share_revoke))
         .routes(routes!(tunnels::list))
+        .routes(routes!(tunnels::list_live))
+        .routes(routes!(server::info))
         .routes(routes!(tunnels::disconnect))
         .routes(routes!(tunnels::requests))
         .routes(routes!(tunnels::live))

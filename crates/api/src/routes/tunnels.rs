@@ -30,6 +30,62 @@ pub(crate) async fn list(
     ))
 }
 
+/// How often the live list is looked at; a change is sent at most this often.
+const LIVE_TICK: Duration = Duration::from_secs(1);
+/// A live stream ends after this long and the browser's `EventSource` reconnects, so a session
+/// that ended (sign-out, disable) stops receiving within this bound even though the stream
+/// itself is not re-authenticated on every tick.
+const LIVE_STREAM_LIFETIME: Duration = Duration::from_secs(300);
+
+/// The caller's live tunnels (everyone's with `all`, admin) as Server-Sent Events: an
+/// `event: tunnels` with the whole list (JSON, as `GET /api/v1/tunnels` answers) at once,
+/// then again each time it changes (counters included), at most once a second. The stream
+/// ends after five minutes; clients reconnect (EventSource does so by itself).
+#[utoipa::path(get, path = "/api/v1/tunnels/live", tag = "tunnels", params(AllFilter),
+    responses((status = 200, description = "text/event-stream of tunnel lists", content_type = "text/event-stream", body = String),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("token" = []), ("session" = [])))]
+pub(crate) async fn list_live(
+    State(state): State<ApiState>,
+    auth: Auth,
+    ApiQuery(f): ApiQuery<AllFilter>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    // Refused now (scope, live tunnels unknown to this process), not as a broken stream.
+    let all = f.all;
+    let first = state.tenants.tunnels(&auth.caller, all).await?;
+    let end = tokio::time::Instant::now() + LIVE_STREAM_LIFETIME;
+    let tick = tokio::time::interval(LIVE_TICK);
+    let start = (Some(first), String::new(), tick);
+    let stream = futures::stream::unfold(start, move |(mut pending, mut last, mut tick)| {
+        let state = state.clone();
+        let caller = auth.caller.clone();
+        async move {
+            loop {
+                let list = match pending.take() {
+                    Some(list) => list,
+                    None => {
+                        tick.tick().await;
+                        if tokio::time::Instant::now() >= end {
+                            return None;
+                        }
+                        state.tenants.tunnels(&caller, all).await.ok()?
+                    }
+                };
+                let json = serde_json::to_string(&list).unwrap_or_default();
+                if json != last {
+                    let event = Event::default()
+                        .event("tunnels")
+                        .retry(LIVE_TICK)
+                        .data(&json);
+                    last = json;
+                    return Some((Ok(event), (None, last, tick)));
+                }
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
 /// Disconnect a live tunnel; its owner's session is told who did it.
 #[utoipa::path(delete, path = "/api/v1/tunnels/{name}", tag = "tunnels", params(("name" = String, Path, description = "The tunnel's name")),
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),

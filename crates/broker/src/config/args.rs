@@ -72,6 +72,12 @@ settings! {
     /// Port of printed http:// URLs [default: the HTTP listener's port].
     #[arg(long, global = true, env = "BROKER_PUBLIC_PORT", value_name = "PORT")]
     public_port: u16,
+    /// Host owners connect to with ssh, as the console's Connect page writes it [default: the domain].
+    #[arg(long, global = true, env = "BROKER_PUBLIC_SSH_HOST", value_name = "HOST")]
+    public_ssh_host: String,
+    /// Port owners connect to with ssh (behind a port forward or load balancer) [default: the SSH listener's port].
+    #[arg(long, global = true, env = "BROKER_PUBLIC_SSH_PORT", value_name = "PORT")]
+    public_ssh_port: u16,
     /// Port of printed https:// URLs [default: the HTTPS listener's port].
     #[arg(long, global = true, env = "BROKER_PUBLIC_TLS_PORT", value_name = "PORT")]
     public_tls_port: u16,

@@ -93,6 +93,10 @@ pub struct Config {
     pub public_scheme: String,
     /// Port of printed URLs; `None` means the HTTP listener's actual port.
     pub public_port: Option<u16>,
+    /// Host owners give to ssh (the Connect page's commands).
+    pub public_ssh_host: String,
+    /// Port owners give to ssh; `None` means the SSH listener's actual port.
+    pub public_ssh_port: Option<u16>,
     /// Auto-claim of free names.
     pub auto_claim: bool,
     /// Grace period.
@@ -254,6 +258,7 @@ impl Config {
                 Ok(v)
             }
         };
+        let public_ssh_host = a.public_ssh_host.clone().unwrap_or_else(|| domain.clone());
         Ok(Self {
             database_url: Secret(database_url),
             ssh_addr: a.ssh_addr.unwrap_or_else(|| ([127, 0, 0, 1], 2222).into()),
@@ -270,6 +275,8 @@ impl Config {
             domain,
             public_scheme,
             public_port: a.public_port,
+            public_ssh_host,
+            public_ssh_port: a.public_ssh_port,
             auto_claim: a.auto_claim.unwrap_or(true),
             grace: Duration::from_secs(a.grace_secs.unwrap_or(600)),
             max_tunnel_connections: positive(

@@ -1,0 +1,394 @@
+//! The web console in a real browser (headless Debian chromium over WebDriver): a tenant's
+//! whole journey against a real broker, real `ssh -R` and curl; hostile text that must stay
+//! text; axe-core on every page; screenshots at desktop and phone widths; a dashboard of a
+//! thousand live tunnels.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use crate::browser::{Browser, PAGE};
+use crate::harness::{Db, Ssh, TestBroker, eventually, keygen};
+use crate::origin::Origin;
+use crate::rules::{curl, until};
+
+const PASSWORD: &str = "alice's long password";
+
+/// A broker with alice, who has a console password and no key yet; her key pair is made.
+async fn with_alice(extra: &[&str]) -> Result<(TestBroker, std::path::PathBuf, String)> {
+    let broker = TestBroker::start_with(Db::Sqlite, extra).await?;
+    broker.cli_ok(&["user", "add", "alice"])?;
+    let out = broker.cli_input(&["user", "passwd", "alice"], &format!("{PASSWORD}\n"))?;
+    anyhow::ensure!(out.status.success(), "passwd: {out:?}");
+    let key = keygen(broker.dir.path(), "alice", "ed25519")?;
+    let console = broker.url("console");
+    Ok((broker, key, console))
+}
+
+async fn sign_in(b: &Browser, console: &str, name: &str, password: &str) -> Result<()> {
+    b.goto(&format!("{console}/")).await?;
+    // Not signed in: the dashboard sends the browser to the sign-in page.
+    b.find("form[aria-label=\"Sign in\"]").await?;
+    b.fill("Sign in", "name", name).await?;
+    b.fill("Sign in", "password", password).await?;
+    b.submit("Sign in").await?;
+    b.text_of("h1", "Live tunnels").await?;
+    Ok(())
+}
+
+/// `ssh-keygen -lf`'s fingerprint of a public key file.
+fn fingerprint(public: &str) -> Result<String> {
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-lf", public])
+        .output()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .map(str::to_owned)
+        .context("ssh-keygen -lf")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_signs_in_adds_a_key_reserves_connects_protects_and_shares() -> Result<()> {
+    let (broker, key, console) = with_alice(&[]).await?;
+    let b = Browser::start().await?;
+    sign_in(&b, &console, "alice", PASSWORD).await?;
+
+    // Add a key by pasting it.
+    b.goto(&format!("{console}/keys")).await?;
+    let public = format!("{}.pub", key.display());
+    b.fill(
+        "Add an SSH key",
+        "public_key",
+        std::fs::read_to_string(&public)?.trim(),
+    )
+    .await?;
+    b.submit("Add an SSH key").await?;
+    let fp = fingerprint(&public)?;
+    b.text_of("table", &fp).await?;
+
+    // Reserve chat.
+    b.goto(&format!("{console}/reservations")).await?;
+    b.fill("Reserve a name", "name", "chat").await?;
+    b.submit("Reserve a name").await?;
+    b.text_of("table", "chat.localhost").await?;
+
+    // The dashboard, then a real ssh -R: the row appears without a reload.
+    b.goto(&format!("{console}/")).await?;
+    b.text_of("main", "No tunnel is live").await?;
+    b.js("window.__same_page = 42; return true;", vec![])
+        .await?;
+    let origin = Origin::start("chat's origin").await?;
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("chat:80:{}", origin.target())],
+    )?;
+    let url = ssh.url(0).await?;
+    assert_eq!(url, broker.url("chat"));
+    let row = b
+        .text_of("tr[data-name=\"chat\"]", "chat.localhost")
+        .await?;
+    assert!(row.contains("http"), "{row}");
+    assert_eq!(
+        b.js("return window.__same_page;", vec![]).await?,
+        json!(42),
+        "the page was reloaded"
+    );
+    // Its request counter moves live too.
+    assert_eq!(curl(&[], &url).await?.body, "hello from chat's origin");
+    eventually("the request counted on the dashboard", PAGE, || async {
+        let cells = b
+            .js(
+                "const r = document.querySelector('tr[data-name=\"chat\"]'); \
+                 return r ? [...r.cells].map((c) => c.textContent) : [];",
+                vec![],
+            )
+            .await
+            .ok()?;
+        (cells.get(4) == Some(&json!("1"))).then_some(())
+    })
+    .await?;
+
+    // Protect it: basic auth set in the console, checked with curl at the edge.
+    b.goto(&format!("{console}/reservations/chat")).await?;
+    b.fill("Add a basic auth user", "username", "carol").await?;
+    b.fill("Add a basic auth user", "password", "carol's secret")
+        .await?;
+    b.submit("Add a basic auth user").await?;
+    b.text_of(".scroll[aria-label=\"Basic auth users\"]", "carol")
+        .await?;
+    let asked = until("the edge asks for a password", &url, &[], 401).await?;
+    assert!(
+        asked
+            .headers
+            .to_ascii_lowercase()
+            .contains("www-authenticate: basic realm=\"chat.localhost\""),
+        "{}",
+        asked.headers
+    );
+    let ok = curl(&["-u", "carol:carol's secret"], &url).await?;
+    assert_eq!(
+        (ok.status, ok.body.as_str()),
+        (200, "hello from chat's origin")
+    );
+
+    // A share link, shown once with its QR code, opened in a fresh browser.
+    b.fill("Create a share link", "expires", "2h").await?;
+    b.submit("Create a share link").await?;
+    let link = b
+        .text_of(".share-url", "/.well-known/warren-share/")
+        .await?;
+    let qr_drawn = eventually("the QR code drawn", PAGE, || async {
+        let w = b
+            .js("const i = document.querySelector('img.qr'); return i && i.complete ? i.naturalWidth : 0;", vec![])
+            .await
+            .ok()?;
+        (w.as_u64().unwrap_or(0) > 0).then_some(())
+    })
+    .await;
+    assert!(qr_drawn.is_ok(), "the QR image did not load");
+    let stranger = Browser::start().await?;
+    stranger.goto(&link).await?;
+    let seen = stranger.body_text().await?;
+    assert!(seen.contains("hello from chat's origin"), "{seen}");
+    stranger.close().await?;
+
+    // Screenshots: the dashboard and the reservation page at desktop and phone widths.
+    b.goto(&format!("{console}/")).await?;
+    b.text_of("tr[data-name=\"chat\"]", "chat").await?;
+    b.screenshot("dashboard-desktop", 1280, 900).await?;
+    b.screenshot("dashboard-phone", 390, 844).await?;
+    b.goto(&format!("{console}/reservations/chat")).await?;
+    b.text_of("main", "carol").await?;
+    b.screenshot("reservation-phone", 390, 844).await?;
+    b.screenshot("reservation-desktop", 1280, 900).await?;
+    // No horizontal scrolling of the page itself on a phone (tables scroll in their region).
+    b.client.set_window_size(390, 844).await?;
+    let overflow = b
+        .js(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+            vec![],
+        )
+        .await?;
+    assert!(
+        overflow.as_i64().unwrap_or(1) <= 0,
+        "the page is wider than a phone: {overflow}"
+    );
+
+    // Disconnect from the dashboard: the owner is told, the row goes away live.
+    b.client.set_window_size(1280, 900).await?;
+    b.goto(&format!("{console}/")).await?;
+    b.find("tr[data-name=\"chat\"]").await?;
+    b.click_button("Disconnect chat").await?;
+    ssh.line("tunnel chat was disconnected by alice/console")
+        .await?;
+    b.text_of("main", "No tunnel is live").await?;
+    b.close().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_a_tenant_or_a_visitor_controls_never_runs() -> Result<()> {
+    let (broker, key, console) = with_alice(&[]).await?;
+    // A key whose comment is markup.
+    let public = format!("{}.pub", key.display());
+    let line = std::fs::read_to_string(&public)?;
+    let mut parts = line.split_whitespace();
+    let (alg, body) = (parts.next().context("alg")?, parts.next().context("key")?);
+    let evil = "<script>window.__pwned=1</script><img src=x onerror=\"window.__pwned=2\">";
+    std::fs::write(&public, format!("{alg} {body} {evil}\n"))?;
+    broker.cli_ok(&["key", "add", "alice", &public])?;
+    broker.cli_ok(&["reserve", "alice", "chat"])?;
+    let origin = Origin::start("A").await?;
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("chat:80:{}", origin.target())],
+    )?;
+    let url = ssh.url(0).await?;
+
+    let b = Browser::start().await?;
+    sign_in(&b, &console, "alice", PASSWORD).await?;
+    b.goto(&format!("{console}/keys")).await?;
+    b.text_of("main table", "<script>window.__pwned=1</script>")
+        .await?;
+
+    // A request whose path and user agent are markup, seen live on the reservation page.
+    b.goto(&format!("{console}/reservations/chat")).await?;
+    b.find(".live-dot:not(.off)").await?;
+    let ua = "<img src=x onerror=\"window.__pwned=3\">";
+    curl(
+        &["-A", ua],
+        &format!("{url}/%3Cscript%3Ewindow.__pwned=4%3C/script%3E"),
+    )
+    .await?;
+    curl(&["-A", ua], &format!("{url}/<b>bold</b>")).await?;
+    let text = b
+        .text_of("main table", "onerror=\"window.__pwned=3\"")
+        .await?;
+    assert!(
+        text.contains("<b>bold</b>") || text.contains("%3Cscript%3E"),
+        "{text}"
+    );
+    // Its detail too.
+    b.find("tr.clickable").await?.click().await?;
+    b.text_of(".request-detail", "onerror=").await?;
+    let verdict = b
+        .js(
+            "return { pwned: window.__pwned === undefined ? null : window.__pwned, \
+                      scripts: document.querySelectorAll('main script').length, \
+                      images: document.querySelectorAll('main img').length, \
+                      bold: document.querySelectorAll('main b').length };",
+            vec![],
+        )
+        .await?;
+    assert_eq!(
+        verdict,
+        json!({"pwned": null, "scripts": 0, "images": 0, "bold": 0}),
+        "tenant text became markup"
+    );
+    b.close().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axe_finds_no_serious_accessibility_violation_on_any_page() -> Result<()> {
+    let (broker, key, console) = with_alice(&[]).await?;
+    broker.cli_ok(&["user", "add", "root", "--admin"])?;
+    let out = broker.cli_input(&["user", "passwd", "root"], &format!("{PASSWORD}\n"))?;
+    anyhow::ensure!(out.status.success(), "passwd: {out:?}");
+    broker.cli_ok(&["key", "add", "root", &format!("{}.pub", key.display())])?;
+    broker.cli_ok(&["reserve", "root", "chat"])?;
+    let origin = Origin::start("A").await?;
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("chat:80:{}", origin.target())],
+    )?;
+    let url = ssh.url(0).await?;
+    curl(&[], &url).await?;
+
+    let b = Browser::start().await?;
+    b.goto(&format!("{console}/login")).await?;
+    b.find("form[aria-label=\"Sign in\"]").await?;
+    let mut found = Vec::new();
+    found.extend(b.axe().await?.into_iter().map(|v| format!("/login: {v}")));
+    sign_in(&b, &console, "root", PASSWORD).await?;
+    let pages = [
+        ("/", "tr[data-name=\"chat\"]"),
+        ("/reservations", "main table"),
+        ("/reservations/chat", ".live-dot:not(.off)"),
+        ("/keys", "main table"),
+        ("/tokens", "form"),
+        ("/connect", "pre"),
+        ("/account", "form"),
+        ("/admin/users", "main table"),
+        ("/admin/tunnels", "tr[data-name=\"chat\"]"),
+        ("/admin/audit", "main table"),
+        ("/admin/status", "h1"),
+        ("/pair/NOPE-NOPE", ".error"),
+    ];
+    for (page, ready) in pages {
+        b.goto(&format!("{console}{page}")).await?;
+        b.find(ready).await?;
+        let v = b.axe().await?;
+        println!("axe {page}: {} serious or critical", v.len());
+        found.extend(v.into_iter().map(|v| format!("{page}: {v}")));
+    }
+    assert!(found.is_empty(), "axe-core:\n{}", found.join("\n"));
+    b.close().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dashboard_of_a_thousand_live_tunnels_loads_and_updates() -> Result<()> {
+    const TUNNELS: usize = 1000;
+    const PER_SESSION: usize = 250;
+    let (broker, key, console) = with_alice(&[
+        "--max-forwards-per-user",
+        "1200",
+        "--max-forwards-per-session",
+        "300",
+    ])
+    .await?;
+    broker.cli_ok(&["key", "add", "alice", &format!("{}.pub", key.display())])?;
+    let origin = Origin::start("many").await?;
+    let forward = format!("0:{}", origin.target());
+    let mut sessions = Vec::new();
+    for _ in 0..TUNNELS / PER_SESSION {
+        let args: Vec<&str> = std::iter::repeat_n(["-R", forward.as_str()], PER_SESSION)
+            .flatten()
+            .collect();
+        sessions.push(Ssh::spawn(&broker, &key, &args)?);
+    }
+    let mut urls = Vec::new();
+    for s in &sessions {
+        urls.push(s.url(PER_SESSION - 1).await?);
+    }
+
+    let b = Browser::start().await?;
+    sign_in(&b, &console, "alice", PASSWORD).await?;
+    // A frame-gap recorder survives nothing across loads, so it starts with the page: the
+    // time to a full table is measured from the navigation's start (Navigation Timing).
+    let started = Instant::now();
+    b.goto(&format!("{console}/")).await?;
+    let rows_at_ms = eventually("a thousand rows", PAGE, || async {
+        let v = b
+            .js(
+                "return document.querySelectorAll('tbody tr').length >= arguments[0] ? performance.now() : null;",
+                vec![json!(TUNNELS)],
+            )
+            .await
+            .ok()?;
+        v.as_f64()
+    })
+    .await?;
+    let wall = started.elapsed();
+    b.js(
+        "window.__gap = 0; let last = performance.now(); \
+         const f = (t) => { window.__gap = Math.max(window.__gap, t - last); last = t; requestAnimationFrame(f); }; \
+         requestAnimationFrame(f); return true;",
+        vec![],
+    )
+    .await?;
+    // Three updates, each a visitor's request, each seen on the page without a reload.
+    let name = urls[0]
+        .trim_start_matches("http://")
+        .split('.')
+        .next()
+        .context("a random name")?
+        .to_owned();
+    let mut update_ms = Vec::new();
+    for n in 1..=3u64 {
+        let t = Instant::now();
+        assert_eq!(curl(&[], &urls[0]).await?.body, "hello from many");
+        eventually("the count on the dashboard", PAGE, || async {
+            let v = b
+                .js(
+                    "const r = document.querySelector(`tr[data-name=\"${arguments[0]}\"]`); return r ? r.cells[4].textContent : null;",
+                    vec![json!(name)],
+                )
+                .await
+                .ok()?;
+            (v == json!(n.to_string())).then_some(())
+        })
+        .await?;
+        update_ms.push(t.elapsed().as_millis());
+    }
+    let gap = b.js("return window.__gap;", vec![]).await?;
+    println!(
+        "dashboard with {TUNNELS} live tunnels: full table {rows_at_ms:.0} ms after navigation start \
+         ({} ms wall, sign-in excluded); a request reached the page in {update_ms:?} ms; \
+         longest frame gap during updates {gap} ms",
+        wall.as_millis()
+    );
+    assert!(
+        gap.as_f64().unwrap_or(f64::MAX) < 1000.0,
+        "the page stalled for {gap} ms"
+    );
+    b.close().await?;
+    drop(sessions);
+    Ok(())
+}
