@@ -368,7 +368,7 @@ async fn a_dashboard_of_a_thousand_live_tunnels_loads_and_updates() -> Result<()
     .await
     .with_context(|| format!("{} of {TUNNELS} bound", bound()))?;
     let bind_time = binding.elapsed();
-    let urls = vec![sessions[0].url(0).await?];
+    let first = sessions[0].url(0).await?;
 
     let b = Browser::start().await?;
     sign_in(&b, &console, "alice", PASSWORD).await?;
@@ -410,7 +410,7 @@ async fn a_dashboard_of_a_thousand_live_tunnels_loads_and_updates() -> Result<()
     )
     .await?;
     // Three updates, each a visitor's request, each seen on the page without a reload.
-    let name = urls[0]
+    let name = first
         .trim_start_matches("http://")
         .split('.')
         .next()
@@ -419,7 +419,7 @@ async fn a_dashboard_of_a_thousand_live_tunnels_loads_and_updates() -> Result<()
     let mut update_ms = Vec::new();
     for n in 1..=3u64 {
         let t = Instant::now();
-        assert_eq!(curl(&[], &urls[0]).await?.body, "hello from many");
+        assert_eq!(curl(&[], &first).await?.body, "hello from many");
         eventually("the count on the dashboard", PAGE, || async {
             let v = b
                 .js(
