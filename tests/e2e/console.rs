@@ -128,10 +128,39 @@ async fn a_tenant_signs_in_adds_a_key_reserves_connects_protects_and_shares() ->
         "{}",
         asked.headers
     );
-    let ok = curl(&["-u", "carol:carol's secret"], &url).await?;
+    let ok = curl(
+        &[
+            "-u",
+            "carol:carol's secret",
+            "-H",
+            "x-api-key: sekrit-123",
+            "-H",
+            "cookie: sid=sekrit-456",
+        ],
+        &url,
+    )
+    .await?;
     assert_eq!(
         (ok.status, ok.body.as_str()),
         (200, "hello from chat's origin")
+    );
+    // That request, live in the list; its detail shows the headers, the password not.
+    let newest = b.text_of("tr.clickable", "200").await?;
+    assert!(newest.contains("curl/"), "{newest}");
+    b.find("tr.clickable").await?.click().await?;
+    let detail = b.text_of(".request-detail", "x-api-key").await?;
+    let line = |name: &str| {
+        detail
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(str::to_owned)
+            .unwrap_or_default()
+    };
+    assert!(line("host").contains("chat.localhost"), "{detail}");
+    assert!(line("x-api-key").trim_end().ends_with('…'), "{detail}");
+    assert!(
+        !detail.contains("sekrit") && !detail.contains("Basic"),
+        "credentials are shown: {detail}"
     );
 
     // A share link, shown once with its QR code, opened in a fresh browser.

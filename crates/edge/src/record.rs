@@ -30,6 +30,12 @@ pub(crate) const PATH_MAX: usize = 256;
 /// The longest `User-Agent` kept: browsers' are 100-150 bytes.
 pub(crate) const USER_AGENT_MAX: usize = 160;
 
+/// The most header bytes kept per request: a browser's request head is 0.5-2 KB.
+pub(crate) const HEADERS_MAX: usize = 2048;
+
+/// The longest header value kept.
+const HEADER_VALUE_MAX: usize = 256;
+
 /// What replaces each query value.
 const REDACTED: &str = "…";
 
@@ -49,6 +55,7 @@ pub(crate) struct Pending {
     path: String,
     visitor: IpAddr,
     user_agent: String,
+    headers: String,
     /// Request body bytes so far, counted by the body on its way to the origin (on the
     /// upstream connection's task); `None` for a request without a body.
     bytes_in: Option<Arc<AtomicU64>>,
@@ -77,6 +84,7 @@ impl Exchange {
             ),
             visitor: visitor(),
             user_agent: user_agent(req.headers()),
+            headers: headers(req.headers()),
             // Most requests (GETs) have no body: no counter to share with it.
             bytes_in: (!req.body().is_end_stream()).then(|| Arc::new(AtomicU64::new(0))),
         });
@@ -146,6 +154,7 @@ impl Pending {
             bytes_out,
             visitor: self.visitor,
             user_agent: self.user_agent,
+            headers: self.headers,
             complete,
         });
     }
@@ -168,6 +177,55 @@ fn user_agent(headers: &HeaderMap) -> String {
         .get(header::USER_AGENT)
         .map(|v| escape(v.as_bytes(), USER_AGENT_MAX))
         .unwrap_or_default()
+}
+
+/// The headers as `name: value` lines, for a request's detail in the console: credentials,
+/// cookies and anything named like a secret show `…` instead of their value (the log is read
+/// in a browser, maybe by another admin); values are escaped and cut to 256 bytes, the whole
+/// to [`HEADERS_MAX`].
+pub(crate) fn headers(headers: &HeaderMap) -> String {
+    let mut out = String::with_capacity(512);
+    for (name, value) in headers {
+        let name = name.as_str();
+        if out.len() + name.len() + 4 > HEADERS_MAX {
+            out.push_str("…: …\n");
+            break;
+        }
+        out.push_str(name);
+        out.push_str(": ");
+        if secret(name) {
+            out.push_str(REDACTED);
+        } else {
+            let start = out.len();
+            push_escaped(&mut out, upto(value.as_bytes(), HEADER_VALUE_MAX));
+            if out.len() - start > HEADER_VALUE_MAX {
+                let mut end = start + HEADER_VALUE_MAX;
+                while !out.is_char_boundary(end) {
+                    end -= 1;
+                }
+                out.truncate(end);
+                out.push_str(REDACTED);
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Header names (lowercase, as `http` keeps them) whose values are credentials.
+fn secret(name: &str) -> bool {
+    matches!(name, "authorization" | "proxy-authorization" | "cookie")
+        || [
+            "auth",
+            "token",
+            "secret",
+            "passw",
+            "key",
+            "session",
+            "signature",
+        ]
+        .iter()
+        .any(|w| name.contains(w))
 }
 
 /// The request target with every query value replaced by `…` and its keys kept:
@@ -262,6 +320,47 @@ fn cut(s: &mut String, max: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn headers_keep_names_and_hide_credentials() {
+        let mut h = HeaderMap::new();
+        h.insert("host", "chat.example.com".parse().expect("hv"));
+        h.insert(
+            "authorization",
+            "Basic YWxpY2U6c2VjcmV0".parse().expect("hv"),
+        );
+        h.insert("cookie", "warren_share=abc; sid=def".parse().expect("hv"));
+        h.insert("x-api-key", "k-123".parse().expect("hv"));
+        h.insert("x-auth-token", "t-456".parse().expect("hv"));
+        h.insert("accept", "text/html".parse().expect("hv"));
+        h.insert("x-long", "a".repeat(1000).parse().expect("hv"));
+        let out = headers(&h);
+        assert!(out.contains("host: chat.example.com\n"), "{out}");
+        assert!(out.contains("accept: text/html\n"), "{out}");
+        for secret in ["YWxpY2U6c2VjcmV0", "abc", "def", "k-123", "t-456"] {
+            assert!(!out.contains(secret), "{secret} in {out}");
+        }
+        assert!(
+            out.contains("authorization: …\n") && out.contains("cookie: …\n"),
+            "{out}"
+        );
+        let long = out
+            .lines()
+            .find(|l| l.starts_with("x-long"))
+            .expect("x-long");
+        assert_eq!(
+            long.len(),
+            "x-long: ".len() + HEADER_VALUE_MAX + "…".len(),
+            "{long}"
+        );
+        // Many headers: the whole stays bounded.
+        let mut many = HeaderMap::new();
+        for i in 0..200 {
+            let name: http::HeaderName = format!("x-h{i}").parse().expect("name");
+            many.insert(name, "v".repeat(100).parse().expect("hv"));
+        }
+        assert!(headers(&many).len() <= HEADERS_MAX + 16);
+    }
 
     #[test]
     fn query_values_are_redacted_and_keys_kept() {

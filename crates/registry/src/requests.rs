@@ -50,6 +50,9 @@ pub struct RequestEntry {
     pub visitor: IpAddr,
     /// The `User-Agent`, cut short; empty when there was none.
     pub user_agent: String,
+    /// The request's headers as sent, one `name: value` line each, the values of credentials
+    /// and cookies replaced by `…`, cut short (the edge's `record::headers`).
+    pub headers: String,
     /// Whether the whole response was sent (an upgraded connection: both sides closed
     /// cleanly); `false` when the visitor (or the origin) went away before its end.
     pub complete: bool,
@@ -179,6 +182,7 @@ mod tests {
             bytes_out: n,
             visitor: IpAddr::from([127, 0, 0, 1]),
             user_agent: String::new(),
+            headers: String::new(),
             complete: true,
         }
     }
@@ -284,6 +288,7 @@ mod tests {
                     bytes_out: 1024,
                     visitor: IpAddr::from([203, 0, 113, 7]),
                     user_agent: ua.to_owned(),
+                    headers: String::new(),
                     complete: true,
                 });
             }

@@ -919,6 +919,7 @@ mod tests {
             bytes_out: 0,
             visitor: [127, 0, 0, 1].into(),
             user_agent: String::new(),
+            headers: String::new(),
             complete: true,
         }
     }

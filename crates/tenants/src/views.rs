@@ -133,6 +133,8 @@ pub struct RequestView {
     pub visitor: String,
     /// The visitor's user agent (cut short).
     pub user_agent: String,
+    /// The request's headers, `[name, value]`, as sent; credentials and cookies show `…`.
+    pub headers: Vec<[String; 2]>,
     /// Whether the response was delivered whole.
     pub complete: bool,
 }
@@ -149,6 +151,12 @@ impl From<&warren_registry::RequestEntry> for RequestView {
             bytes_out: e.bytes_out,
             visitor: e.visitor.to_string(),
             user_agent: e.user_agent.clone(),
+            headers: e
+                .headers
+                .lines()
+                .filter_map(|l| l.split_once(": "))
+                .map(|(k, v)| [k.to_owned(), v.to_owned()])
+                .collect(),
             complete: e.complete,
         }
     }
