@@ -122,12 +122,19 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         limits: config.session_limits,
     };
     let example_url = ssh_settings.url_for("NAME");
+    let console_url = ssh_settings.url_for(&config.console_label);
     let tenants = tenants_for(
         &config,
         store.clone(),
         Some(registry.clone()),
         ssh_settings.urls.clone(),
     );
+    // Codes live in this process: the SSH side issues them, the API (here) decides them.
+    let tenants = if config.pairing {
+        tenants.with_pairings(Arc::new(warren_tenants::Pairings::new(console_url.clone())))
+    } else {
+        tenants
+    };
     let api = warren_api::ApiState::new(
         tenants.clone(),
         warren_api::ApiSettings {
@@ -148,7 +155,6 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
             Arc::new(warren_api::LocalEndpoint::new(api_router.clone())),
         )
         .map_err(|e| anyhow::anyhow!("console_host: {e}"))?;
-    let console_url = ssh_settings.url_for(&config.console_label);
     let stages = crate::drain::Stages::new();
     let shutdown = stages.shutdown.clone();
     let tasks = tokio_util::task::TaskTracker::new();
