@@ -117,7 +117,7 @@ impl Connection {
             Ok(Some((_, user))) if !user.disabled => KeyCheck::Ok(user),
             Ok(Some((_, user))) => KeyCheck::Disabled(user),
             Ok(None) => {
-                self.server.metrics.auth_failure(AuthFailure::UnknownKey);
+                // Counted by the caller: a key that may pair has not failed (yet).
                 self.refusal = Some(format!(
                     "Warren: key {fp} is not registered. Ask the operator to run: broker key add USER <your .pub file>"
                 ));
@@ -150,7 +150,11 @@ impl Handler for Connection {
             // An unknown key may pair, once it has proven it holds the private half: ask for
             // the signature (`auth_publickey` decides).
             KeyCheck::Unknown if self.may_pair() => Auth::Accept,
-            KeyCheck::Unknown | KeyCheck::Refused => Auth::reject(),
+            KeyCheck::Unknown => {
+                self.server.metrics.auth_failure(AuthFailure::UnknownKey);
+                Auth::reject()
+            }
+            KeyCheck::Refused => Auth::reject(),
         })
     }
 
@@ -182,7 +186,11 @@ impl Handler for Connection {
                 self.pairing = Pairing::Candidate(self.candidate(key.public_key));
                 Ok(Auth::reject())
             }
-            KeyCheck::Unknown | KeyCheck::Refused => Ok(Auth::reject()),
+            KeyCheck::Unknown => {
+                self.server.metrics.auth_failure(AuthFailure::UnknownKey);
+                Ok(Auth::reject())
+            }
+            KeyCheck::Refused => Ok(Auth::reject()),
         }
     }
 
