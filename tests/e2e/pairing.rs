@@ -140,12 +140,31 @@ async fn a_rejected_pairing_ends_the_session_with_who_said_no() -> Result<()> {
     let alice = token(&broker, "alice", "w", "write")?;
     let origin = Origin::start("A").await?;
     let laptop = keygen(broker.dir.path(), "laptop", "ed25519")?;
+    // OpenSSH's own keepalives, every second, one unanswered allowed: the wait must not stall
+    // the session loop.
     let mut ssh = Ssh::spawn(
         &broker,
         &laptop,
-        &["-N", "-R", &format!("0:{}", origin.target())],
+        &[
+            "-o",
+            "ServerAliveInterval=1",
+            "-o",
+            "ServerAliveCountMax=1",
+            "-N",
+            "-R",
+            &format!("0:{}", origin.target()),
+        ],
     )?;
     let (_, code) = code_of(&ssh).await?;
+    // Not a synchronisation: the time a person takes to decide, several keepalives long.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    assert!(
+        ssh.exit(std::time::Duration::from_millis(10))
+            .await
+            .is_err(),
+        "the waiting client hung up: {}",
+        ssh.all_output()
+    );
     let path = format!("/api/v1/pairings/{code}");
     let no = api.call("POST", &format!("{path}/reject"), Cred::Token(&alice), None)?;
     assert_eq!(no.status, 204, "{}", no.raw);
@@ -250,5 +269,38 @@ async fn a_paired_key_gets_no_name_reserved_by_someone_else() -> Result<()> {
         bobs.body, "hello from A",
         "bob's name serves alice's origin"
     );
+    Ok(())
+}
+
+/// The operator registered the key while its pairing waited: approving says so (409) and the
+/// session is told to reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_registered_meanwhile_cannot_be_paired() -> Result<()> {
+    let broker = TestBroker::start().await?;
+    let api = Api::of(&broker);
+    broker.user_with_key("alice")?;
+    broker.cli_ok(&["user", "add", "bob"])?;
+    let alice = token(&broker, "alice", "w", "write")?;
+    let laptop = keygen(broker.dir.path(), "laptop", "ed25519")?;
+    let mut ssh = Ssh::spawn(&broker, &laptop, &["-N", "-R", "0:localhost:9"])?;
+    let (_, code) = code_of(&ssh).await?;
+    broker.cli_ok(&["key", "add", "bob", &format!("{}.pub", laptop.display())])?;
+    let path = format!("/api/v1/pairings/{code}/approve");
+    let r = api.call("POST", &path, Cred::Token(&alice), None)?;
+    assert_eq!(r.status, 409, "{}", r.raw);
+    assert_eq!(r.code(), "conflict", "{}", r.raw);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("already registered")),
+        "{}",
+        r.raw
+    );
+    assert!(!r.raw.contains("bob"), "the holder is not named: {}", r.raw);
+    ssh.any_line("registered to an account meanwhile; reconnect")
+        .await?;
+    assert!(!ssh.exit(DEADLINE).await?.success());
+    let again = api.call("POST", &path, Cred::Token(&alice), None)?;
+    assert_eq!(again.status, 404, "{}", again.raw);
     Ok(())
 }

@@ -437,6 +437,19 @@ mod tests {
     }
 
     #[test]
+    fn lookups_per_user_are_limited() {
+        let p = Pairings::new("http://c");
+        for _ in 0..10 {
+            p.count(1).expect("within the burst");
+        }
+        assert!(matches!(
+            p.count(1),
+            Err(ServiceError::RateLimited { retry_after }) if retry_after > Duration::ZERO
+        ));
+        assert!(p.count(2).is_ok(), "another user is not affected");
+    }
+
+    #[test]
     fn codes_per_address_are_limited() {
         let p = Pairings::new("http://c");
         let ip = IpAddr::from([10, 0, 0, 1]);
