@@ -294,9 +294,13 @@ impl Handler for Connection {
         session.channel_success(channel)?;
         if Some(channel) == self.session_channel {
             self.console.attach(channel, session.handle());
-            if let Some(line) = self.pairing.waiting_line() {
+            let (user, no_forwards) = {
+                let s = self.tunnels.lock();
+                (s.user.is_some(), s.forwards.is_empty())
+            };
+            if let (false, Some(line)) = (user, self.pairing.waiting_line()) {
                 self.console.line(line);
-            } else if self.tunnels.lock().forwards.is_empty() {
+            } else if no_forwards {
                 self.console.line(
                     "Warren: no tunnels requested. Try: ssh -R 0:localhost:8080 … (random name) or -R NAME:80:localhost:8080",
                 );
