@@ -110,7 +110,8 @@ impl Connection {
         });
     }
 
-    /// Looks up an offered key. On [`KeyCheck::Refused`], `self.refusal` says why.
+    /// Looks up an offered key. On [`KeyCheck::Unknown`] and [`KeyCheck::Refused`],
+    /// `self.refusal` says why.
     async fn check_key(&mut self, key: &russh::keys::PublicKey) -> KeyCheck {
         let fp = key.fingerprint(HashAlg::Sha256).to_string();
         match self.server.store.key_by_fingerprint(&fp).await {
