@@ -88,7 +88,8 @@ async fn config_errors_name_the_key() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_key_is_refused_with_one_line_that_says_how_to_register() -> Result<()> {
-    let broker = TestBroker::start().await?;
+    // With pairing on (the default) the key would get a pairing code instead (e2e pairing.rs).
+    let broker = TestBroker::start_with(Db::Sqlite, &["--pairing", "false"]).await?;
     let stranger = keygen(broker.dir.path(), "stranger", "ed25519")?;
     let mut ssh = Ssh::spawn(&broker, &stranger, &["-R", "0:localhost:9"])?;
     let status = ssh.exit(DEADLINE).await?;

@@ -175,6 +175,10 @@ fn expected(method: &str, path: &str) -> Option<(u16, u16)> {
         ("get", "/api/v1/keys") => (404, 200),
         ("post", "/api/v1/keys") => (404, 403),
         ("delete", "/api/v1/keys/{fingerprint}") => (404, 403),
+        // The code is the secret: anyone with write scope may look, a read token may not.
+        ("get", "/api/v1/pairings/{code}") => (404, 403),
+        ("post", "/api/v1/pairings/{code}/approve") => (404, 403),
+        ("post", "/api/v1/pairings/{code}/reject") => (404, 403),
         ("get", "/api/v1/tokens") => (404, 200),
         ("post", "/api/v1/tokens") => (404, 403),
         ("delete", "/api/v1/tokens/{id}") => (404, 403),
@@ -285,6 +289,7 @@ async fn authorization_of_every_route(db: Db) -> Result<()> {
                     },
                 )
                 .replace("{user}", "bob")
+                .replace("{code}", "ABCD-EFGH")
                 .replace("{domain}", "app.alice.example")
             };
             let m = method.to_uppercase();

@@ -20,6 +20,7 @@ mod isolation;
 mod lifecycle;
 mod metrics;
 mod origin;
+mod pairing;
 mod public;
 mod rules;
 mod tenant_rules;

@@ -34,7 +34,12 @@ fn must(scrape: &str, series: &str) -> Result<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_tunnels_requests_refusals_and_limits() -> Result<()> {
-    let broker = TestBroker::start_with(Db::Sqlite, &["--max-tunnel-connections", "1"]).await?;
+    // Pairing off: the stranger below is refused (and counted) instead of waiting for a code.
+    let broker = TestBroker::start_with(
+        Db::Sqlite,
+        &["--max-tunnel-connections", "1", "--pairing", "false"],
+    )
+    .await?;
     let key = broker.user_with_key("alice")?;
     let origin = Origin::start("metered").await?;
     let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("m:80:{}", origin.target())])?;

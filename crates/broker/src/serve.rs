@@ -123,6 +123,7 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         limits: config.session_limits,
     };
     let example_url = ssh_settings.url_for("NAME");
+    let console_url = ssh_settings.url_for(&config.console_label);
     let tenants = tenants_for(
         &config,
         store.clone(),
@@ -130,6 +131,12 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         ssh_settings.urls.clone(),
         ssh_addr.port(),
     );
+    // Codes live in this process: the SSH side issues them, the API (here) decides them.
+    let tenants = if config.pairing {
+        tenants.with_pairings(Arc::new(warren_tenants::Pairings::new(console_url.clone())))
+    } else {
+        tenants
+    };
     let api = warren_api::ApiState::new(
         tenants.clone(),
         warren_api::ApiSettings {
@@ -153,7 +160,6 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
             ))),
         )
         .map_err(|e| anyhow::anyhow!("console_host: {e}"))?;
-    let console_url = ssh_settings.url_for(&config.console_label);
     let stages = crate::drain::Stages::new();
     let shutdown = stages.shutdown.clone();
     let tasks = tokio_util::task::TaskTracker::new();

@@ -196,6 +196,8 @@ impl Watcher {
             | A::UserPasswd
             | A::UserQuota
             | A::KeyAdd
+            | A::PairingApprove
+            | A::PairingReject
             | A::TunnelRefuse
             | A::TokenCreate
             | A::TokenRevoke

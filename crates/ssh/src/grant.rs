@@ -1,6 +1,6 @@
 //! A `tcpip-forward` request, from the client's words to a live route: a pure [`classify`],
-//! then [`Connection::grant`] (policy and limits; writes to the store only what it has checked
-//! it may), then one [`Connection::bind`], and one [`Connection::refuse`] for every way it can
+//! then [`Tunnels::grant`] (policy and limits; writes to the store only what it has checked
+//! it may), then one [`Tunnels::bind`], and one [`Tunnels::refuse`] for every way it can
 //! fail. A refused request changes nothing: a name claimed for a bind that then fails is
 //! released again.
 
@@ -15,7 +15,7 @@ use warren_store::{AuditAction, Reservation, StoreError, User};
 use crate::ask::{Ask, classify};
 use crate::endpoint::SshEndpoint;
 use crate::forwards::{Clash, Forward};
-use crate::handler::Connection;
+use crate::tunnels::Tunnels;
 
 /// What a request was granted, before it is bound.
 pub(crate) struct Grant {
@@ -30,6 +30,15 @@ pub(crate) struct Grant {
     /// The owner's own cap on concurrent visitor connections (quota
     /// `max_visitor_connections`), else the broker's.
     max_connections: Option<usize>,
+}
+
+impl Grant {
+    /// Binds under `port`, the one the client was already answered with (a forward asked for
+    /// while its key waited on a pairing).
+    pub(crate) fn answered(mut self, port: u32) -> Self {
+        self.reply_port = Some(port);
+        self
+    }
 }
 
 /// Why a request was refused: one line for the owner's session, and the name to record the
@@ -55,27 +64,30 @@ impl Refusal {
 
 const DB_DOWN: &str = "the broker cannot reach its database; try again shortly";
 
-impl Connection {
+impl Tunnels {
     /// Decides what `-R address:port` gets, within the session's and the user's limits.
     pub(crate) async fn grant(
-        &mut self,
+        &self,
         user: &User,
         address: &str,
         port: u32,
     ) -> Result<Grant, Refusal> {
-        if self.forwards.check_request(address, port) == Err(Clash::Request) {
+        let (clash, held) = {
+            let s = self.lock();
+            (s.forwards.check_request(address, port), s.forwards.len())
+        };
+        if clash == Err(Clash::Request) {
             return Err(Refusal::new(format!(
                 "{}:{port} is forwarded already in this session",
                 display_addr(address)
             )));
         }
         let limits = &self.server.settings.limits;
-        if self.forwards.len() >= limits.forwards_per_session {
+        if held >= limits.forwards_per_session {
             self.server.metrics.limit_hit(Limit::ForwardsPerSession);
             return Err(Refusal::new(format!(
-                "this session already has {} forwards, the most this broker allows \
-                 (max_forwards_per_session)",
-                self.forwards.len()
+                "this session already has {held} forwards, the most this broker allows \
+                 (max_forwards_per_session)"
             )));
         }
         let max_connections = self.within_tunnel_quota(user).await?;
@@ -89,9 +101,9 @@ impl Connection {
             Ask::Refuse(why) => Err(Refusal::new(why)),
             Ask::Random => {
                 let sticky = StickyKey {
-                    key: self.key.clone().unwrap_or_default(),
+                    key: self.key(),
                     address: address.to_owned(),
-                    ordinal: self.random_count,
+                    ordinal: self.lock().random_count,
                 };
                 let name = self.random_name(user, &sticky).await?;
                 Ok(Grant {
@@ -115,7 +127,7 @@ impl Connection {
                 })
             }
             Ask::Named(label, kind) => {
-                if self.forwards.holds_name(&label) {
+                if self.holds(&label) {
                     return Err(Refusal::new(format!(
                         "{label:?} is forwarded already in this session"
                     ))
@@ -164,16 +176,17 @@ impl Connection {
 
     /// Binds a granted forward, answering the client with the port it will name it by.
     pub(crate) async fn bind(
-        &mut self,
+        &self,
         user: &User,
         address: &str,
         port: &mut u32,
         grant: Grant,
         handle: Handle,
     ) -> Result<(), Refusal> {
+        let next_port = self.lock().next_port;
         let reply = match grant.reply_port {
             Some(p) => p,
-            None if *port == 0 => self.next_port,
+            None if *port == 0 => next_port,
             None => *port,
         };
         let endpoint = Arc::new(SshEndpoint {
@@ -215,16 +228,32 @@ impl Connection {
             kind: grant.kind,
             sticky: grant.sticky.clone(),
         };
-        if self.forwards.insert(address, reply, fwd).is_err() {
-            // `grant` checked both clashes and nothing ran in between; never leave a route
-            // that no forward owns.
+        let inserted = {
+            let mut s = self.lock();
+            if s.closed {
+                Err("the session ended")
+            } else if s.forwards.insert(address, reply, fwd).is_err() {
+                Err("this forward clashes with another of this session")
+            } else {
+                if reply == s.next_port {
+                    s.next_port += 1;
+                }
+                match (&grant.sticky, grant.kind) {
+                    (None, _) => {}
+                    (Some(_), RouteKind::Tcp) => s.tcp_count += 1,
+                    (Some(_), _) => s.random_count += 1,
+                }
+                Ok(())
+            }
+        };
+        if let Err(why) = inserted {
+            // Never leave a route that no forward owns (`grant` checked the clashes, but an
+            // approval's binds can run beside the handler's).
             registry.unbind(&grant.name, self.id);
-            return Err(Refusal::new(
-                "this forward clashes with another of this session",
-            ));
-        }
-        if reply == self.next_port {
-            self.next_port += 1;
+            if grant.claimed {
+                self.unclaim(&grant.name).await;
+            }
+            return Err(Refusal::new(why));
         }
         *port = reply;
         if let Some(old) = displaced {
@@ -236,10 +265,6 @@ impl Connection {
         let sticky_detail = grant.sticky.as_ref().map(StickyKey::to_detail);
         if let Some(key) = grant.sticky {
             registry.remember(key, &grant.name);
-            match grant.kind {
-                RouteKind::Tcp => self.tcp_count += 1,
-                _ => self.random_count += 1,
-            }
         }
         let url = self.server.public_url(grant.kind, &grant.name);
         info!(name = %grant.name, user = %user.name, "tunnel bound");
@@ -273,7 +298,7 @@ impl Connection {
         let reg = &self.server.registry;
         if let Some(name) = reg.sticky(sticky)
             && reg.is_free_for(&name, user.id)
-            && !self.forwards.holds_name(&name)
+            && !self.holds(&name)
             && self
                 .reservation_holder(&name)
                 .await?
@@ -421,9 +446,9 @@ impl Connection {
             .clone()
             .ok_or_else(|| Refusal::new("raw TCP tunnels are not enabled on this broker"))?;
         let sticky = StickyKey {
-            key: self.key.clone().unwrap_or_default(),
+            key: self.key(),
             address: "tcp".into(),
-            ordinal: self.tcp_count,
+            ordinal: self.lock().tcp_count,
         };
         let registry = &self.server.registry;
         let remembered = registry.sticky(&sticky).and_then(|n| tcp_port(&n));
@@ -445,13 +470,9 @@ impl Connection {
         Ok((port, sticky))
     }
 
-    /// Unbinds a forward that was cancelled or whose session ended.
-    pub(crate) fn release(&self, fwd: &Forward) {
-        self.server.registry.unbind(&fwd.name, self.id);
-        if let Some(key) = &fwd.sticky {
-            // Restart the stickiness clock from the moment the forward went away.
-            self.server.registry.remember(key.clone(), &fwd.name);
-        }
+    /// Whether this session forwards `name` already.
+    fn holds(&self, name: &str) -> bool {
+        self.lock().forwards.holds_name(name)
     }
 }
 

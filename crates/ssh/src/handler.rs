@@ -17,13 +17,10 @@ use warren_tenants::{Caller, Scope, Via};
 
 use crate::commands;
 use crate::console::Console;
-use crate::forwards::Forwards;
+use crate::pairing::Pairing;
 use crate::server::SshServer;
 use crate::startup::Startup;
-
-/// Fake "allocated ports" for `-R 0:` forwards start here. Nothing listens on them: OpenSSH only
-/// needs a distinct non-zero number per forward to match our channels to its forwards.
-const FIRST_ALLOCATED_PORT: u32 = 40000;
+use crate::tunnels::Tunnels;
 
 /// What the store says of an offered key.
 enum KeyCheck {
@@ -32,7 +29,9 @@ enum KeyCheck {
     /// Registered to a disabled user. Said only once the client has proven it holds the key:
     /// whoever has only the public key must not learn whose it is.
     Disabled(User),
-    /// Not registered (or the store could not say): `refusal` is set.
+    /// Not registered: `refusal` is set (it may still pair, see [`Pairing`]).
+    Unknown,
+    /// The store could not say: `refusal` is set.
     Refused,
 }
 
@@ -40,22 +39,18 @@ enum KeyCheck {
 pub(crate) struct Connection {
     pub(crate) server: Arc<SshServer>,
     pub(crate) id: SessionId,
-    peer: SocketAddr,
-    startup: Arc<Startup>,
-    user: Option<User>,
-    pub(crate) key: Option<String>,
+    pub(crate) peer: SocketAddr,
+    pub(crate) startup: Arc<Startup>,
     /// Why publickey auth failed, told via keyboard-interactive (the only way OpenSSH shows
     /// server text after the banner).
-    refusal: Option<String>,
+    pub(crate) refusal: Option<String>,
     pub(crate) console: Console,
-    pub(crate) forwards: Forwards,
+    /// The user, the key and the forwards (shared with a pairing's approval).
+    pub(crate) tunnels: Tunnels,
+    /// An unknown key on its way to an owner.
+    pub(crate) pairing: Pairing,
     /// The client's session channel, the only one whose input we interpret.
     session_channel: Option<ChannelId>,
-    /// Random-name and TCP forwards bound so far: the ordinal of the next one's sticky key.
-    pub(crate) random_count: u32,
-    pub(crate) tcp_count: u32,
-    /// The next fake port for a `-R …:0:` forward.
-    pub(crate) next_port: u32,
     /// A command waiting for its stdin to end (`keys add`): channel, words, input so far.
     pending: Option<(ChannelId, Vec<String>, Vec<u8>)>,
 }
@@ -67,20 +62,17 @@ impl Connection {
         peer: SocketAddr,
         startup: Arc<Startup>,
     ) -> Self {
+        let console = Console::spawn();
         Self {
+            tunnels: Tunnels::new(server.clone(), id, console.clone()),
             server,
             id,
             peer,
             startup,
-            user: None,
-            key: None,
             refusal: None,
-            console: Console::spawn(),
-            forwards: Forwards::default(),
+            console,
+            pairing: Pairing::None,
             session_channel: None,
-            random_count: 0,
-            tcp_count: 0,
-            next_port: FIRST_ALLOCATED_PORT,
             pending: None,
         }
     }
@@ -93,7 +85,7 @@ impl Connection {
         stdin: Vec<u8>,
         session: &Session,
     ) {
-        let (Some(tenants), Some(user)) = (self.server.tenants.clone(), self.user.clone()) else {
+        let (Some(tenants), Some(user)) = (self.server.tenants.clone(), self.tunnels.user()) else {
             return;
         };
         let scope = if user.is_admin {
@@ -118,18 +110,19 @@ impl Connection {
         });
     }
 
-    /// Looks up an offered key. On [`KeyCheck::Refused`], `self.refusal` says why.
+    /// Looks up an offered key. On [`KeyCheck::Unknown`] and [`KeyCheck::Refused`],
+    /// `self.refusal` says why.
     async fn check_key(&mut self, key: &russh::keys::PublicKey) -> KeyCheck {
         let fp = key.fingerprint(HashAlg::Sha256).to_string();
         match self.server.store.key_by_fingerprint(&fp).await {
             Ok(Some((_, user))) if !user.disabled => KeyCheck::Ok(user),
             Ok(Some((_, user))) => KeyCheck::Disabled(user),
             Ok(None) => {
-                self.server.metrics.auth_failure(AuthFailure::UnknownKey);
+                // Counted by the caller: a key that may pair has not failed (yet).
                 self.refusal = Some(format!(
                     "Warren: key {fp} is not registered. Ask the operator to run: broker key add USER <your .pub file>"
                 ));
-                KeyCheck::Refused
+                KeyCheck::Unknown
             }
             Err(e) => {
                 warn!(error = %e, "key lookup failed");
@@ -139,26 +132,6 @@ impl Connection {
                 );
                 KeyCheck::Refused
             }
-        }
-    }
-
-    pub(crate) fn actor(&self) -> String {
-        match &self.user {
-            Some(u) => format!("ssh:{}", u.name),
-            None => "ssh".into(),
-        }
-    }
-
-    pub(crate) async fn audit(&self, action: AuditAction, subject: &str, detail: String) {
-        let mut e = AuditEvent::new(
-            &self.actor(),
-            action,
-            subject,
-            self.user.as_ref().map(|u| u.id),
-        );
-        e.detail = detail;
-        if let Err(err) = self.server.store.record(&e).await {
-            warn!(error = %err, "audit write failed");
         }
     }
 }
@@ -175,6 +148,13 @@ impl Handler for Connection {
         // key; only then is it told why it may not log in (`auth_publickey`).
         Ok(match self.check_key(offer.public_key).await {
             KeyCheck::Ok(_) | KeyCheck::Disabled(_) => Auth::Accept,
+            // An unknown key may pair, once it has proven it holds the private half: ask for
+            // the signature (`auth_publickey` decides).
+            KeyCheck::Unknown if self.may_pair() => Auth::Accept,
+            KeyCheck::Unknown => {
+                self.server.metrics.auth_failure(AuthFailure::UnknownKey);
+                Auth::reject()
+            }
             KeyCheck::Refused => Auth::reject(),
         })
     }
@@ -188,8 +168,9 @@ impl Handler for Connection {
             KeyCheck::Ok(user) => {
                 let fp = key.public_key.fingerprint(HashAlg::Sha256).to_string();
                 info!(user = %user.name, key = %fp, "authenticated");
-                self.user = Some(user);
-                self.key = Some(fp);
+                let mut s = self.tunnels.lock();
+                s.user = Some(user);
+                s.key = Some(fp);
                 Ok(Auth::Accept)
             }
             KeyCheck::Disabled(user) => {
@@ -198,6 +179,16 @@ impl Handler for Connection {
                     "Warren: user {:?} is disabled; ask the operator.",
                     user.name
                 ));
+                Ok(Auth::reject())
+            }
+            KeyCheck::Unknown if self.may_pair() => {
+                // Rejected for now, so that a client holding a registered key as well goes on
+                // to offer it; if it runs out, keyboard-interactive shows the pairing code.
+                self.pairing = Pairing::Candidate(self.candidate(key.public_key));
+                Ok(Auth::reject())
+            }
+            KeyCheck::Unknown => {
+                self.server.metrics.auth_failure(AuthFailure::UnknownKey);
                 Ok(Auth::reject())
             }
             KeyCheck::Refused => Ok(Auth::reject()),
@@ -210,12 +201,23 @@ impl Handler for Connection {
         _submethods: &str,
         response: Option<Response<'a>>,
     ) -> Result<Auth, Self::Error> {
+        if response.is_some() && self.pairing.is_waiting() {
+            // The code is shown: the connection may go on, with no user until an approval.
+            return Ok(Auth::Accept);
+        }
         if response.is_some() {
             // Said once; take keyboard-interactive off the table so OpenSSH does not ask again
             // (it would retry NumberOfPasswordPrompts times).
             return Ok(Auth::Reject {
                 proceed_with_methods: Some(MethodSet::from(&[MethodKind::PublicKey][..])),
                 partial_success: false,
+            });
+        }
+        if let Some(text) = self.offer_code() {
+            return Ok(Auth::Partial {
+                name: "".into(),
+                instructions: text.into(),
+                prompts: Vec::new().into(),
             });
         }
         let text = self.refusal.clone().unwrap_or_else(|| {
@@ -230,16 +232,22 @@ impl Handler for Connection {
     }
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
-        if let (Some(user), Some(key)) = (&self.user, &self.key) {
+        let (user, key) = {
+            let s = self.tunnels.lock();
+            (s.user.clone(), s.key.clone())
+        };
+        if let (Some(user), Some(key)) = (user, key) {
             self.startup.authenticated();
             self.server.metrics.ssh_logins.increment(1);
             self.server.sessions.insert(
                 self.id,
                 user.id,
-                key.clone(),
+                key,
                 session.handle(),
                 self.console.clone(),
             );
+        } else {
+            self.start_waiting(session.handle());
         }
         Ok(())
     }
@@ -287,7 +295,13 @@ impl Handler for Connection {
         session.channel_success(channel)?;
         if Some(channel) == self.session_channel {
             self.console.attach(channel, session.handle());
-            if self.forwards.is_empty() {
+            let (user, no_forwards) = {
+                let s = self.tunnels.lock();
+                (s.user.is_some(), s.forwards.is_empty())
+            };
+            if let (false, Some(line)) = (user, self.pairing.waiting_line()) {
+                self.console.line(line);
+            } else if no_forwards {
                 self.console.line(
                     "Warren: no tunnels requested. Try: ssh -R 0:localhost:8080 … (random name) or -R NAME:80:localhost:8080",
                 );
@@ -314,12 +328,13 @@ impl Handler for Connection {
             Ok(args) => args,
             Err(why) => vec!["--bad-command".into(), why],
         };
-        if args.is_empty() || self.server.tenants.is_none() {
-            // An empty command is a shell: show the tunnel log.
+        if args.is_empty() || self.server.tenants.is_none() || self.tunnels.user().is_none() {
+            // An empty command is a shell: show the tunnel log (and a key waiting on a
+            // pairing may run nothing yet).
             return self.shell_request(channel, session).await;
         }
         session.channel_success(channel)?;
-        info!(session = self.id, user = ?self.user.as_ref().map(|u| &u.name), command = %args[0].chars().take(32).collect::<String>(), "ssh command");
+        info!(session = self.id, user = ?self.tunnels.user().map(|u| u.name), command = %args[0].chars().take(32).collect::<String>(), "ssh command");
         if commands::reads_stdin(&args) {
             self.pending = Some((channel, args, Vec::new()));
         } else {
@@ -430,21 +445,28 @@ impl Handler for Connection {
         port: &mut u32,
         session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        let Some(user) = self.user.clone() else {
-            return Ok(false);
+        let user = match self.tunnels.user() {
+            Some(user) => user,
+            // A key waiting on a pairing: the forward is recorded and bound on approval (unless
+            // the approval landed just now).
+            None => match self.wait_forward(address, port) {
+                Some(answer) => return Ok(answer),
+                None => match self.tunnels.user() {
+                    Some(user) => user,
+                    None => return Ok(false),
+                },
+            },
         };
         let asked = *port;
-        let granted = match self.grant(&user, address, asked).await {
-            Ok(grant) => {
-                self.bind(&user, address, port, grant, session.handle())
-                    .await
-            }
+        let t = &self.tunnels;
+        let granted = match t.grant(&user, address, asked).await {
+            Ok(grant) => t.bind(&user, address, port, grant, session.handle()).await,
             Err(refusal) => Err(refusal),
         };
         match granted {
             Ok(()) => Ok(true),
             Err(refusal) => {
-                self.refuse(address, asked, refusal).await;
+                t.refuse(address, asked, refusal).await;
                 Ok(false)
             }
         }
@@ -456,10 +478,11 @@ impl Handler for Connection {
         port: u32,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        let Some(fwd) = self.forwards.remove(address, port) else {
-            return Ok(false);
+        let removed = self.tunnels.lock().forwards.remove(address, port);
+        let Some(fwd) = removed else {
+            return Ok(self.cancel_waiting(address, port));
         };
-        self.release(&fwd);
+        self.tunnels.release(&fwd);
         self.console.line(format!(
             "closed {}",
             self.server.public_url(fwd.kind, &fwd.name)
@@ -469,7 +492,8 @@ impl Handler for Connection {
             .as_ref()
             .map(StickyKey::to_detail)
             .unwrap_or_default();
-        self.audit(AuditAction::TunnelUnbind, &fwd.name, detail)
+        self.tunnels
+            .audit(AuditAction::TunnelUnbind, &fwd.name, detail)
             .await;
         Ok(true)
     }
@@ -477,17 +501,18 @@ impl Handler for Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        let gone: Vec<_> = self.forwards.drain().collect();
+        let gone = self.tunnels.close();
+        self.pairing.forget(&self.server);
         for fwd in &gone {
-            self.release(fwd);
+            self.tunnels.release(fwd);
         }
         if !gone.is_empty() {
             debug!(n = gone.len(), peer = %self.peer, "session ended, names parked");
             // Record the unbinds; Drop cannot await, so the writes go to a task.
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 let store = self.server.store.clone();
-                let actor = self.actor();
-                let user_id = self.user.as_ref().map(|u| u.id);
+                let actor = self.tunnels.actor();
+                let user_id = self.tunnels.user().map(|u| u.id);
                 let names: Vec<(String, Option<StickyKey>)> =
                     gone.into_iter().map(|f| (f.name, f.sticky)).collect();
                 rt.spawn(async move {

@@ -20,11 +20,13 @@ mod guard;
 mod handler;
 mod keys;
 mod limits;
+mod pairing;
 mod readahead;
 mod server;
 mod sessions;
 mod startup;
 mod stream;
+mod tunnels;
 
 pub use keys::{KeyError, host_key_fingerprint, load_or_create_host_key, parse_public_key};
 pub use limits::SessionLimits;

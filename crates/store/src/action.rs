@@ -54,6 +54,10 @@ actions! {
     KeyAdd = "key.add",
     /// An SSH key was removed: the broker drops the sessions that used it.
     KeyRemove = "key.remove",
+    /// An unknown key was paired to the approving user (its `key.add` row precedes this one).
+    PairingApprove = "pairing.approve",
+    /// A pairing was rejected: the waiting key stays unknown and its session is closed.
+    PairingReject = "pairing.reject",
     /// A name was reserved.
     NameReserve = "name.reserve",
     /// A name was released.

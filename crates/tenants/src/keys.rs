@@ -5,7 +5,7 @@ use warren_store::NewKey;
 
 use crate::{Caller, KeyView, Result, Scope, ServiceError, Tenants};
 
-fn view(k: warren_store::SshKey) -> KeyView {
+pub(crate) fn view(k: warren_store::SshKey) -> KeyView {
     KeyView {
         fingerprint: k.fingerprint,
         algorithm: k.algorithm,

@@ -14,6 +14,7 @@ mod domains;
 mod error;
 pub mod htpasswd;
 mod keys;
+pub mod pairing;
 pub mod passwords;
 mod reservations;
 pub mod rules;
@@ -31,6 +32,7 @@ pub use auth::{MAX_TOKEN_LIFETIME, parse_duration};
 pub use caller::{Caller, Scope, Via};
 pub use domains::{DnsRecordView, DomainSettings, DomainView};
 pub use error::ServiceError;
+pub use pairing::{PairingView, Pairings};
 pub use urls::PublicUrls;
 pub use views::*;
 pub use webhooks::{DeliveryView, MAX_DELIVERIES, WebhookSettings, WebhookView};
@@ -110,6 +112,9 @@ pub struct Tenants {
     pub domains: Option<Arc<DomainSettings>>,
     /// What webhook URLs may be ([`Tenants::with_webhooks`]).
     pub webhooks: Arc<WebhookSettings>,
+    /// Unknown SSH keys waiting for a user to approve them ([`Tenants::with_pairings`]); `None`
+    /// when pairing is off, and unknown keys are refused.
+    pub pairings: Option<Arc<Pairings>>,
 }
 
 impl std::fmt::Debug for Tenants {
@@ -133,7 +138,14 @@ impl Tenants {
             settings: Arc::new(settings),
             domains: None,
             webhooks: Arc::new(WebhookSettings::default()),
+            pairings: None,
         }
+    }
+
+    /// Turns device pairing on: the SSH side issues codes into `pairings`, the API decides them.
+    pub fn with_pairings(mut self, pairings: Arc<Pairings>) -> Self {
+        self.pairings = Some(pairings);
+        self
     }
 
     fn registry(&self) -> Result<&Arc<Registry>> {

@@ -4,6 +4,7 @@
 mod audit;
 mod domains;
 mod keys;
+mod pairings;
 mod reservations;
 mod rules;
 mod server;
@@ -50,6 +51,9 @@ pub(crate) fn all(r: OpenApiRouter<ApiState>) -> OpenApiRouter<ApiState> {
         .routes(routes!(users::reset_password))
         .routes(routes!(keys::list, keys::add))
         .routes(routes!(keys::remove))
+        .routes(routes!(pairings::get))
+        .routes(routes!(pairings::approve))
+        .routes(routes!(pairings::reject))
         .routes(routes!(tokens::list, tokens::create))
         .routes(routes!(tokens::revoke))
         .routes(routes!(reservations::list, reservations::create))

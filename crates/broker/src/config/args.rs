@@ -96,6 +96,10 @@ settings! {
     /// Let `-R NAME:80:…` claim a free NAME for the user [default: true].
     #[arg(long, global = true, env = "BROKER_AUTO_CLAIM", value_name = "BOOL")]
     auto_claim: bool,
+    /// Let an unknown SSH key ask to join an account: its session shows a code that a signed-in
+    /// user approves on the console's /pair page [default: true].
+    #[arg(long, global = true, env = "BROKER_PAIRING", value_name = "BOOL")]
+    pairing: bool,
     /// Seconds a name stays with its owner after the tunnel drops [default: 600].
     #[arg(long, global = true, env = "BROKER_GRACE_SECS", value_name = "SECS")]
     grace_secs: u64,

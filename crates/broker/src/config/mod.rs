@@ -99,6 +99,8 @@ pub struct Config {
     pub public_ssh_port: Option<u16>,
     /// Auto-claim of free names.
     pub auto_claim: bool,
+    /// Device pairing: unknown keys may ask to join an account through the console.
+    pub pairing: bool,
     /// Grace period.
     pub grace: Duration,
     /// Per-tunnel visitor connection cap.
@@ -278,6 +280,7 @@ impl Config {
             public_ssh_host,
             public_ssh_port: a.public_ssh_port,
             auto_claim: a.auto_claim.unwrap_or(true),
+            pairing: a.pairing.unwrap_or(true),
             grace: Duration::from_secs(a.grace_secs.unwrap_or(600)),
             max_tunnel_connections: positive(
                 "max_tunnel_connections",
@@ -453,6 +456,7 @@ mod tests {
         assert_eq!(c.https_addr.to_string(), "127.0.0.1:8443");
         assert!(c.public.acme.is_none() && matches!(c.public.dns, DnsConfig::None));
         assert!(c.auto_claim);
+        assert!(c.pairing);
         assert_eq!(c.grace, Duration::from_secs(600));
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         assert_eq!(c.tunnel_threads, cores);
