@@ -478,3 +478,109 @@ async fn a_dashboard_of_a_thousand_live_tunnels_loads_and_updates() -> Result<()
     drop(sessions);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_laptop_is_paired_in_the_browser_and_its_forward_comes_up() -> Result<()> {
+    let (broker, laptop, console) = with_alice(&[]).await?;
+    let origin = Origin::start("the new laptop").await?;
+    // The laptop's key is unknown to the broker: its session shows a code and a link.
+    let ssh = Ssh::spawn(
+        &broker,
+        &laptop,
+        &["-N", "-R", &format!("laptop:80:{}", origin.target())],
+    )?;
+    let line = ssh.any_line("/pair/").await?;
+    let link = line
+        .split_whitespace()
+        .find(|w| w.contains("/pair/"))
+        .context("the pairing link")?
+        .to_owned();
+    let pid = ssh.pid();
+
+    let b = Browser::start().await?;
+    sign_in(&b, &console, "alice", PASSWORD).await?;
+    b.goto(&link).await?;
+    let fp = fingerprint(&format!("{}.pub", laptop.display()))?;
+    b.text_of(".fingerprint", &fp).await?;
+    b.text_of("main", "laptop:80").await?;
+    b.click_button("Approve: add this key to alice").await?;
+    b.text_of("main", "Approved").await?;
+    // The waiting forward serves, in the same ssh process.
+    let url = broker.url("laptop");
+    let seen = until("the paired forward serves", &url, &[], 200).await?;
+    assert_eq!(seen.body, "hello from the new laptop");
+    assert_eq!(ssh.pid(), pid);
+    // The key is alice's now, on her keys page.
+    b.goto(&format!("{console}/keys")).await?;
+    b.text_of("main table", &fp).await?;
+    // The code was used: opening the link again says so.
+    b.goto(&link).await?;
+    b.find(".error").await?;
+    b.close().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_admin_sets_up_in_the_browser_then_manages_users() -> Result<()> {
+    let broker = TestBroker::start_with(Db::Sqlite, &[]).await?;
+    let token = broker.setup_token.clone().context("the setup link")?;
+    let console = broker.url("console");
+    let b = Browser::start().await?;
+    b.goto(&format!("{console}/setup#{token}")).await?;
+    let form = "Set up the first administrator";
+    b.fill(form, "name", "root").await?;
+    b.fill(form, "password", PASSWORD).await?;
+    b.fill(form, "confirm", PASSWORD).await?;
+    b.submit(form).await?;
+    b.text_of("h1", "Live tunnels").await?;
+    b.text_of("nav", "Signed in as root").await?;
+
+    // The commands on the Connect page name this server's real SSH port.
+    b.goto(&format!("{console}/connect")).await?;
+    let cmd = b.text_of("pre", "ssh ").await?;
+    assert_eq!(
+        cmd,
+        format!(
+            "ssh -p {} -N -o ServerAliveInterval=15 -o ServerAliveCountMax=3 \
+             -o ExitOnForwardFailure=yes -R 0:localhost:8080 tunnel@localhost",
+            broker.ssh_port
+        )
+    );
+
+    // Create bob, give him a quota, disable him.
+    b.goto(&format!("{console}/admin/users")).await?;
+    b.fill("Create a user", "name", "bob").await?;
+    b.fill("Create a user", "password", "bob's long password")
+        .await?;
+    b.submit("Create a user").await?;
+    b.text_of("main table", "bob").await?;
+    b.js(
+        "document.querySelector('form[aria-label=\"Quotas of bob\"]').closest('details').open = true; return true;",
+        vec![],
+    )
+    .await?;
+    b.fill("Quotas of bob", "max_tunnels", "3").await?;
+    b.submit("Quotas of bob").await?;
+    b.text_of("main table", "3 tunnels").await?;
+    b.click_button("Disable bob").await?;
+    b.text_of("main table", "disabled").await?;
+    let users = broker.cli_ok(&["user", "list"])?;
+    let bob = users
+        .lines()
+        .find(|l| l.contains("bob"))
+        .context("bob listed")?;
+    assert!(bob.contains("disabled"), "{users}");
+    // The setup link worked once.
+    let again = Browser::start().await?;
+    again.goto(&format!("{console}/setup#{token}")).await?;
+    let form_again = "Set up the first administrator";
+    again.fill(form_again, "name", "mallory").await?;
+    again.fill(form_again, "password", PASSWORD).await?;
+    again.fill(form_again, "confirm", PASSWORD).await?;
+    again.submit(form_again).await?;
+    again.find("form .error:not(:empty)").await?;
+    assert!(!broker.cli_ok(&["user", "list"])?.contains("mallory"));
+    again.close().await?;
+    b.close().await?;
+    Ok(())
+}
