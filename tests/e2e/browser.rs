@@ -207,16 +207,29 @@ impl Browser {
         Ok(serde_json::from_value(out)?)
     }
 
+    /// Resizes the window and waits until the page has laid out at the new width (the resize
+    /// reaches the renderer after the WebDriver call returns).
+    pub async fn resize(&self, width: u32, height: u32) -> Result<()> {
+        self.client.set_window_size(width, height).await?;
+        let want = i64::from(width);
+        eventually("the page at its new width", DEADLINE, || async {
+            let w = self
+                .client
+                .execute_async(
+                    "const done = arguments[0]; requestAnimationFrame(() => requestAnimationFrame(() => done(window.innerWidth)));",
+                    vec![],
+                )
+                .await
+                .ok()?;
+            // The viewport is the window less any frame: within a few pixels of it.
+            (w.as_i64().is_some_and(|w| (w - want).abs() <= 20)).then_some(())
+        })
+        .await
+    }
+
     /// A PNG of the viewport at `width`×`height`, saved as `name`.png under the artifacts.
     pub async fn screenshot(&self, name: &str, width: u32, height: u32) -> Result<PathBuf> {
-        self.client.set_window_size(width, height).await?;
-        // Let the layout settle at the new size (two frames).
-        self.client
-            .execute_async(
-                "const done = arguments[0]; requestAnimationFrame(() => requestAnimationFrame(() => done(true)));",
-                vec![],
-            )
-            .await?;
+        self.resize(width, height).await?;
         let png = self.client.screenshot().await?;
         let path = artifacts()?.join(format!("{name}.png"));
         std::fs::write(&path, png)?;

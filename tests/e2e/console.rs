@@ -147,7 +147,14 @@ async fn a_tenant_signs_in_adds_a_key_reserves_connects_protects_and_shares() ->
     // That request, live in the list; its detail shows the headers, the password not.
     let newest = b.text_of("tr.clickable", "200").await?;
     assert!(newest.contains("curl/"), "{newest}");
-    b.find("tr.clickable").await?.click().await?;
+    // By keyboard: the row takes focus and opens with Enter.
+    let row = b.find("tr.clickable").await?;
+    b.js(
+        "arguments[0].focus(); return true;",
+        vec![serde_json::to_value(&row)?],
+    )
+    .await?;
+    row.send_keys("\u{E007}").await?;
     let detail = b.text_of(".request-detail", "x-api-key").await?;
     let line = |name: &str| {
         detail
@@ -162,6 +169,26 @@ async fn a_tenant_signs_in_adds_a_key_reserves_connects_protects_and_shares() ->
         !detail.contains("sekrit") && !detail.contains("Basic"),
         "credentials are shown: {detail}"
     );
+
+    // A custom domain: the exact records to add, and its state.
+    b.fill("Attach a custom domain", "domain", "app.alice.example")
+        .await?;
+    b.submit("Attach a custom domain").await?;
+    let records = b
+        .text_of(
+            ".scroll[aria-label=\"DNS records for app.alice.example\"]",
+            "CNAME",
+        )
+        .await?;
+    assert!(
+        records.contains("app.alice.example") && records.contains("chat.localhost"),
+        "{records}"
+    );
+    assert!(
+        records.contains("TXT") && records.contains("_warren-challenge.app.alice.example"),
+        "{records}"
+    );
+    b.text_of("main", "pending").await?;
 
     // A share link, shown once with its QR code, opened in a fresh browser.
     b.fill("Create a share link", "expires", "2h").await?;
@@ -194,20 +221,29 @@ async fn a_tenant_signs_in_adds_a_key_reserves_connects_protects_and_shares() ->
     b.screenshot("reservation-phone", 390, 844).await?;
     b.screenshot("reservation-desktop", 1280, 900).await?;
     // No horizontal scrolling of the page itself on a phone (tables scroll in their region).
-    b.client.set_window_size(390, 844).await?;
+    b.resize(390, 844).await?;
     let overflow = b
         .js(
             "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
             vec![],
         )
         .await?;
-    assert!(
-        overflow.as_i64().unwrap_or(1) <= 0,
-        "the page is wider than a phone: {overflow}"
-    );
+    if overflow.as_i64().unwrap_or(1) > 0 {
+        let wide = b
+            .js(
+                "const w = document.documentElement.clientWidth; \
+                 return [w, document.documentElement.scrollWidth, ...[...document.querySelectorAll('body *')] \
+                   .filter((e) => e.getBoundingClientRect().right > w + 1 || e.scrollWidth > e.clientWidth + 1) \
+                   .slice(0, 12).map((e) => e.tagName + '.' + e.className + ' r=' \
+                     + Math.round(e.getBoundingClientRect().right) + ' sw=' + e.scrollWidth + ' cw=' + e.clientWidth + ' ' + (e.textContent || '').slice(0, 30))];",
+                vec![],
+            )
+            .await?;
+        anyhow::bail!("the page is wider than a phone by {overflow} px: {wide}");
+    }
 
     // Disconnect from the dashboard: the owner is told, the row goes away live.
-    b.client.set_window_size(1280, 900).await?;
+    b.resize(1280, 900).await?;
     b.goto(&format!("{console}/")).await?;
     b.find("tr[data-name=\"chat\"]").await?;
     b.click_button("Disconnect chat").await?;

@@ -136,7 +136,7 @@ async function drawDomains(el, base) {
       h('h3', {}, d.domain, ' ', h('span', { class: 'badge ' + (d.serving ? 'ok' : 'warn') }, d.state)),
       d.serving ? null : h('p', {}, 'Add these records at your DNS provider, then check:'),
       table('DNS records for ' + d.domain, [{ label: 'Type' }, { label: 'Name' }, { label: 'Value' }, { label: '' }],
-        d.records.map((rec) => [rec.kind, h('code', {}, rec.name), h('code', {}, rec.value), button('Copy', () => copy(rec.value), { label: `Copy the ${rec.kind} value` })])),
+        d.records.map((rec) => [rec.type, h('code', {}, rec.name), h('code', {}, rec.value), button('Copy', () => copy(rec.value), { label: `Copy the ${rec.type} value` })])),
       d.last_error ? h('p', { class: 'error' }, 'Last check: ', d.last_error) : null,
       h('p', { class: 'muted' }, 'Last checked ', when(d.last_checked), d.verified_at ? [', verified ', when(d.verified_at)] : null),
       h('div', { class: 'actions' },
