@@ -169,6 +169,25 @@ async fn a_tenant_signs_in_adds_a_key_reserves_connects_protects_and_shares() ->
         !detail.contains("sekrit") && !detail.contains("Basic"),
         "credentials are shown: {detail}"
     );
+    // The filter: 4xx shows the missing page only, and back.
+    let missing = curl(&["-u", "carol:carol's secret"], &format!("{url}/missing")).await?;
+    assert_eq!(missing.status, 404);
+    b.text_of("tr.clickable", "/missing").await?;
+    let status = b.find("#req-status").await?;
+    status.select_by_value("4").await?;
+    let shown = b
+        .js(
+            "return [...document.querySelectorAll('tr.clickable')].filter((r) => !r.hidden) \
+               .map((r) => r.cells[3].textContent);",
+            vec![],
+        )
+        .await?;
+    let shown: Vec<String> = serde_json::from_value(shown)?;
+    assert!(
+        !shown.is_empty() && shown.iter().all(|s| s.starts_with('4')),
+        "{shown:?}"
+    );
+    status.select_by_value("").await?;
 
     // A custom domain: the exact records to add, and its state.
     b.fill("Attach a custom domain", "domain", "app.alice.example")
@@ -617,6 +636,50 @@ async fn the_first_admin_sets_up_in_the_browser_then_manages_users() -> Result<(
     again.find("form .error:not(:empty)").await?;
     assert!(!broker.cli_ok(&["user", "list"])?.contains("mallory"));
     again.close().await?;
+    b.close().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_is_shown_once_works_and_stops_when_revoked_and_a_key_is_removed() -> Result<()> {
+    let (broker, key, console) = with_alice(&[]).await?;
+    broker.cli_ok(&["key", "add", "alice", &format!("{}.pub", key.display())])?;
+    let b = Browser::start().await?;
+    sign_in(&b, &console, "alice", PASSWORD).await?;
+    b.goto(&format!("{console}/tokens")).await?;
+    b.fill("Create an API token", "name", "ci").await?;
+    b.submit("Create an API token").await?;
+    let token = b.text_of(".new-token", "wrn_").await?;
+    let api = crate::api::Api::of(&broker);
+    let me = api.call("GET", "/api/v1/me", crate::api::Cred::Token(&token), None)?;
+    assert_eq!((me.status, me.body["name"].as_str()), (200, Some("alice")));
+    // Listed by its start only; revoking asks once more, then the token is refused.
+    let listed = b.text_of("main table", "ci").await?;
+    assert!(
+        !listed.contains(&token),
+        "the whole token is listed: {listed}"
+    );
+    b.click_button("Revoke ci").await?;
+    b.click_button("Confirm revoke: Revoke ci").await?;
+    b.text_of("main", "No tokens.").await?;
+    let gone = api.call("GET", "/api/v1/me", crate::api::Cred::Token(&token), None)?;
+    assert_eq!(gone.status, 401, "{}", gone.raw);
+
+    // Removing the key: it is gone from the list and from the broker.
+    b.goto(&format!("{console}/keys")).await?;
+    b.find("main table").await?;
+    let label = b
+        .js(
+            "return document.querySelector('main table button').getAttribute('aria-label');",
+            vec![],
+        )
+        .await?;
+    let label = label.as_str().context("remove button")?.to_owned();
+    b.click_button(&label).await?;
+    b.click_button(&format!("Confirm remove: {label}")).await?;
+    b.text_of("main", "No keys yet").await?;
+    let keys = broker.cli_ok(&["key", "list"])?;
+    assert!(!keys.contains("alice"), "{keys}");
     b.close().await?;
     Ok(())
 }
