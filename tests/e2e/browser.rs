@@ -26,6 +26,14 @@ pub fn artifacts() -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Browser tests take turns: a chromium is a few hundred MB and a core's worth of start-up, and
+/// several at once on two cores made page loads crawl past the deadlines. Each test holds this
+/// for its whole run (it may open more than one browser).
+pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    TURN.lock().await
+}
+
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use crate::browser::{Browser, PAGE};
+use crate::browser::{Browser, PAGE, one_at_a_time};
 use crate::harness::{Db, Ssh, TestBroker, eventually, keygen};
 use crate::origin::Origin;
 use crate::rules::{curl, until};
@@ -51,6 +51,7 @@ fn fingerprint(public: &str) -> Result<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_signs_in_adds_a_key_reserves_connects_protects_and_shares() -> Result<()> {
+    let _turn = one_at_a_time().await;
     let (broker, key, console) = with_alice(&[]).await?;
     let b = Browser::start().await?;
     sign_in(&b, &console, "alice", PASSWORD).await?;
@@ -275,6 +276,7 @@ async fn a_tenant_signs_in_adds_a_key_reserves_connects_protects_and_shares() ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_a_tenant_or_a_visitor_controls_never_runs() -> Result<()> {
+    let _turn = one_at_a_time().await;
     let (broker, key, console) = with_alice(&[]).await?;
     // A key whose comment is markup.
     let public = format!("{}.pub", key.display());
@@ -339,6 +341,7 @@ async fn text_a_tenant_or_a_visitor_controls_never_runs() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn axe_finds_no_serious_accessibility_violation_on_any_page() -> Result<()> {
+    let _turn = one_at_a_time().await;
     let (broker, key, console) = with_alice(&[]).await?;
     broker.cli_ok(&["user", "add", "root", "--admin"])?;
     let out = broker.cli_input(&["user", "passwd", "root"], &format!("{PASSWORD}\n"))?;
@@ -400,6 +403,7 @@ async fn axe_finds_no_serious_accessibility_violation_on_any_page() -> Result<()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dashboard_of_a_thousand_live_tunnels_loads_and_updates() -> Result<()> {
+    let _turn = one_at_a_time().await;
     const TUNNELS: usize = 1000;
     const PER_SESSION: usize = 250;
     let (broker, _, console) = with_alice(&[
@@ -536,6 +540,7 @@ async fn a_dashboard_of_a_thousand_live_tunnels_loads_and_updates() -> Result<()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_laptop_is_paired_in_the_browser_and_its_forward_comes_up() -> Result<()> {
+    let _turn = one_at_a_time().await;
     let (broker, laptop, console) = with_alice(&[]).await?;
     let origin = Origin::start("the new laptop").await?;
     // The laptop's key is unknown to the broker: its session shows a code and a link.
@@ -577,6 +582,7 @@ async fn a_new_laptop_is_paired_in_the_browser_and_its_forward_comes_up() -> Res
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_admin_sets_up_in_the_browser_then_manages_users() -> Result<()> {
+    let _turn = one_at_a_time().await;
     let broker = TestBroker::start_with(Db::Sqlite, &[]).await?;
     let token = broker.setup_token.clone().context("the setup link")?;
     let console = broker.url("console");
@@ -642,6 +648,7 @@ async fn the_first_admin_sets_up_in_the_browser_then_manages_users() -> Result<(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_is_shown_once_works_and_stops_when_revoked_and_a_key_is_removed() -> Result<()> {
+    let _turn = one_at_a_time().await;
     let (broker, key, console) = with_alice(&[]).await?;
     broker.cli_ok(&["key", "add", "alice", &format!("{}.pub", key.display())])?;
     let b = Browser::start().await?;
