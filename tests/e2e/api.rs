@@ -197,7 +197,7 @@ fn expected(method: &str, path: &str) -> Option<(u16, u16)> {
         ("post", "/api/v1/reservations/{name}/shares") => (404, 403),
         ("delete", "/api/v1/reservations/{name}/shares/{id}") => (404, 403),
         ("get", "/api/v1/tunnels") => (403, 200),
-        ("get", "/api/v1/tunnels/live") => (403, 200),
+        ("get", "/api/v1/live/tunnels") => (403, 200),
         ("get", "/api/v1/server") => (200, 200),
         ("delete", "/api/v1/tunnels/{name}") => (404, 403),
         ("get", "/api/v1/tunnels/{name}/requests") => (404, 404),
@@ -334,7 +334,7 @@ async fn authorization_of_every_route(db: Db) -> Result<()> {
                 "/api/v1/reservations/{name}/rules/ip" if method == "delete" => "?cidr=10.0.0.0/8",
                 "/api/v1/reservations"
                 | "/api/v1/tunnels"
-                | "/api/v1/tunnels/live"
+                | "/api/v1/live/tunnels"
                 | "/api/v1/events"
                 | "/api/v1/certificates"
                 | "/api/v1/dns"
@@ -966,7 +966,7 @@ async fn schemathesis_finds_the_api_true_to_its_document() -> Result<()> {
             "--exclude-checks",
             "positive_data_acceptance,ignored_auth",
             "--exclude-path-regex",
-            "/tokens/\\{id\\}|/tunnels/live",
+            "/tokens/\\{id\\}|/live/tunnels",
             "--max-examples",
             "20",
             "--seed",

@@ -41,7 +41,13 @@ async function start() {
     return;
   }
   const [re, page, title, opts = {}] = route;
-  const params = (path.match(re) || []).slice(1).map(decodeURIComponent);
+  let params;
+  try {
+    params = (path.match(re) || []).slice(1).map(decodeURIComponent);
+  } catch {
+    fill(main, h('h1', {}, 'Not found'), h('p', {}, 'This address is malformed. ', h('a', { href: '/' }, 'Go to the dashboard'), '.'));
+    return;
+  }
   document.title = `${title} · Warren`;
   let session = null;
   if (!opts.open) {

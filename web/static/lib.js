@@ -223,7 +223,16 @@ export function confirmButton(text, confirmText, action, label) {
     }
     clearTimeout(timer);
     b.disabled = true;
-    try { await action(); } catch (e) { announce(message(e), 'error'); b.disabled = false; }
+    try {
+      await action();
+    } catch (e) {
+      // Failed: back to asking twice.
+      announce(message(e), 'error');
+      armed = false;
+      b.textContent = text;
+      if (label) b.setAttribute('aria-label', label);
+      b.disabled = false;
+    }
   });
   return b;
 }
@@ -253,25 +262,40 @@ export function snippet(title, text) {
     h('pre', { 'aria-labelledby': pid, tabindex: 0 }, text));
 }
 
-/** A live Server-Sent Events view: calls on(event, data) for each event; shows its state. */
+/**
+ * A live Server-Sent Events view: calls handlers[event](data) for each event and
+ * handlers.open() on each (re)connection (streams replay their backlog then); shows its state
+ * in `indicator`. A stream the browser gave up on (an error answer: signed out, or gone) is
+ * handed to handlers.closed() if given; else the session is checked: signed out goes to the
+ * sign-in page, anything else is retried.
+ */
 export function live(url, handlers, indicator) {
-  const src = new EventSource(url, { withCredentials: true });
   const set = (on, text) => {
     if (!indicator) return;
     indicator.className = 'live-dot' + (on ? '' : ' off');
     indicator.textContent = text;
   };
-  src.onopen = () => set(true, 'Live');
-  src.onerror = () => set(false, 'Reconnecting…');
-  for (const [ev, fn] of Object.entries(handlers)) {
-    src.addEventListener(ev, (m) => {
-      let data;
-      try { data = JSON.parse(m.data); } catch { data = m.data; }
-      fn(data);
-    });
-  }
+  let src;
+  const connect = () => {
+    src = new EventSource(url, { withCredentials: true });
+    src.onopen = () => { set(true, 'Live'); if (handlers.open) handlers.open(); };
+    src.onerror = () => {
+      if (src.readyState !== EventSource.CLOSED) return set(false, 'Reconnecting…');
+      set(false, 'Not live');
+      if (handlers.closed) return handlers.closed();
+      api('GET', '/session').then(() => setTimeout(connect, 3000), (e) => (e.status === 401 ? toLogin() : setTimeout(connect, 5000)));
+    };
+    for (const [ev, fn] of Object.entries(handlers)) {
+      if (ev === 'open' || ev === 'closed') continue;
+      src.addEventListener(ev, (m) => {
+        let data;
+        try { data = JSON.parse(m.data); } catch { data = m.data; }
+        fn(data);
+      });
+    }
+  };
+  connect();
   addEventListener('pagehide', () => src.close());
-  return src;
 }
 
 export const enc = encodeURIComponent;

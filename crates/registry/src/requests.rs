@@ -58,6 +58,15 @@ pub struct RequestEntry {
     pub complete: bool,
 }
 
+impl RequestEntry {
+    /// The request's headers, `(name, value)`, read back from [`RequestEntry::headers`]
+    /// (one `name: value` line each; header names cannot hold `:` and values cannot hold a
+    /// line break, so the split is exact).
+    pub fn header_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers.lines().filter_map(|l| l.split_once(": "))
+    }
+}
+
 /// The recent requests of one tunnel name, kept across its owner's reconnects within the
 /// grace period and dropped with the name.
 pub struct RequestLog {

@@ -184,7 +184,9 @@ impl Handler for Connection {
             KeyCheck::Unknown if self.may_pair() => {
                 // Rejected for now, so that a client holding a registered key as well goes on
                 // to offer it; if it runs out, keyboard-interactive shows the pairing code.
-                self.pairing = Pairing::Candidate(self.candidate(key.public_key));
+                if let Some(candidate) = self.candidate(key.public_key) {
+                    self.pairing = Pairing::Candidate(candidate);
+                }
                 Ok(Auth::reject())
             }
             KeyCheck::Unknown => {

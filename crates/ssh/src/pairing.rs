@@ -75,16 +75,17 @@ impl Connection {
         matches!(self.pairing, Pairing::None) && pairings(&self.server).is_some()
     }
 
-    /// What the store will keep of `key` if it is approved.
-    pub(crate) fn candidate(&self, key: &PublicKey) -> NewKey {
+    /// What the store will keep of `key` if it is approved; `None` for a key that cannot be
+    /// written back in OpenSSH form (it could never be stored whole).
+    pub(crate) fn candidate(&self, key: &PublicKey) -> Option<NewKey> {
         let mut key = key.clone();
         key.set_comment("");
-        NewKey {
+        Some(NewKey {
             fingerprint: key.fingerprint(HashAlg::Sha256).to_string(),
             algorithm: key.algorithm().as_str().to_owned(),
-            public_key: key.to_openssh().unwrap_or_default().trim().to_owned(),
+            public_key: key.to_openssh().ok()?.trim().to_owned(),
             comment: format!("paired from {}", self.peer.ip()),
-        }
+        })
     }
 
     /// Issues a code for the key that signed, if one did: the instructions that show it.

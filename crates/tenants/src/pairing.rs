@@ -137,6 +137,11 @@ fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
+/// The longest forward text shown to the approver (an address is a client's own words).
+const FORWARD_TEXT_MAX: usize = 100;
+/// The most forwards recorded for one waiting session.
+const FORWARDS_SHOWN_MAX: usize = 64;
+
 /// A code as typed or pasted (`abcd-efgh`, ` ABCDEFGH `) in its stored form, or `None` if it
 /// cannot be one.
 fn normalize(code: &str) -> Option<String> {
@@ -168,8 +173,15 @@ impl Pairings {
     /// Issues a code for `key`, which has just proven itself from `peer`.
     pub fn issue(&self, key: NewKey, peer: IpAddr) -> std::result::Result<Ticket, IssueError> {
         self.issued.retain_recent();
+        // IPv6 counts per /64, as warren-admit counts connections: one host has a whole /64.
+        let source = match peer {
+            IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+            v4 => v4,
+        };
         self.issued
-            .check_key(&peer)
+            .check_key(&source)
             .map_err(|nu| IssueError::TooMany(nu.wait_time_from(DefaultClock::default().now())))?;
         let (tx, rx) = oneshot::channel();
         let mut map = self.lock();
@@ -177,6 +189,9 @@ impl Pairings {
         if map.len() >= MAX_PENDING {
             return Err(IssueError::Full);
         }
+        // One code per key at a time: a key that connects again replaces its older code (whose
+        // session is woken and told it expired), so one key cannot hold many.
+        map.retain(|_, p| p.key.fingerprint != key.fingerprint);
         let code = loop {
             let c: String = (0..CODE_LEN)
                 .map(|_| char::from(ALPHABET[usize::from(rand::random::<u8>() % 32)]))
@@ -210,9 +225,20 @@ impl Pairings {
     }
 
     /// Records a forward the session waiting on `code` asked for, so the approver sees it.
-    pub fn add_forward(&self, code: &str, forward: String) {
+    pub fn add_forward(&self, code: &str, mut forward: String) {
         let Some(c) = normalize(code) else { return };
-        if let Some(p) = self.lock().get_mut(&c) {
+        // What a client asks for is its own text: shown short, and only so many.
+        if forward.len() > FORWARD_TEXT_MAX {
+            let mut end = FORWARD_TEXT_MAX;
+            while !forward.is_char_boundary(end) {
+                end -= 1;
+            }
+            forward.truncate(end);
+            forward.push('…');
+        }
+        if let Some(p) = self.lock().get_mut(&c)
+            && p.forwards.len() < FORWARDS_SHOWN_MAX
+        {
             p.forwards.push(forward);
         }
     }
@@ -279,8 +305,12 @@ impl Pairings {
     }
 
     /// Puts back a pairing whose approval failed on our side, so it can be tried again.
+    /// Returns a pairing whose approval failed on the store, so it can be tried again; not if
+    /// its session went meanwhile (nobody would be waiting for the forwards).
     fn put_back(&self, code: String, p: Pending) {
-        self.lock().insert(code, p);
+        if !p.wake.is_closed() {
+            self.lock().insert(code, p);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {

@@ -153,7 +153,10 @@ pub async fn show(ctx: &Tenants, caller: &Caller, name: &str) -> Result<RulesVie
 /// Checks a basic-auth user name: what a browser can send (RFC 7617: no colon, no control
 /// characters), of a sensible length.
 pub fn check_username(user: &str) -> Result<()> {
+    // `.` and `..` would be path segments in the URL that names the user (…/rules/auth/..).
     let ok = !user.is_empty()
+        && user != "."
+        && user != ".."
         && user.len() <= 64
         && !user.contains(':')
         && !user.chars().any(|c| c.is_control() || c.is_whitespace());
@@ -162,7 +165,9 @@ pub fn check_username(user: &str) -> Result<()> {
     } else {
         Err(ServiceError::invalid(
             "username",
-            format!("{user:?}: use 1-64 characters without ':', spaces or control characters"),
+            format!(
+                "{user:?}: use 1-64 characters without ':', spaces or control characters (not . or .. alone)"
+            ),
         ))
     }
 }
@@ -318,7 +323,7 @@ mod tests {
         for ok in ["alice", "a.b-c_d", "ünïcode", "x@example.com"] {
             assert!(check_username(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "a:b", "a b", "a\tb", &"x".repeat(65)] {
+        for bad in ["", "a:b", "a b", "a\tb", ".", "..", &"x".repeat(65)] {
             assert!(check_username(bad).is_err(), "{bad:?}");
         }
     }

@@ -7,7 +7,10 @@ use crate::{Caller, Result, Scope, ServiceError, Tenants, UserView};
 
 /// Login names: what `broker user add` has always accepted.
 pub fn check_user_name(name: &str) -> Result<()> {
+    // `.` and `..` would be path segments in every URL that names the user (/api/v1/users/..).
     let ok = !name.is_empty()
+        && name != "."
+        && name != ".."
         && name.len() <= 64
         && name
             .bytes()
@@ -17,7 +20,9 @@ pub fn check_user_name(name: &str) -> Result<()> {
     } else {
         Err(ServiceError::invalid(
             "name",
-            format!("user name {name:?}: use 1-64 of lowercase letters, digits, '-', '_', '.'"),
+            format!(
+                "user name {name:?}: use 1-64 of lowercase letters, digits, '-', '_', '.' (not . or .. alone)"
+            ),
         ))
     }
 }
@@ -185,7 +190,7 @@ mod tests {
     #[test]
     fn user_names() {
         assert!(check_user_name("alice.b-2_x").is_ok());
-        for bad in ["", "Alice", "a b", "ä", &"a".repeat(65)] {
+        for bad in ["", "Alice", "a b", "ä", ".", "..", &"a".repeat(65)] {
             assert!(check_user_name(bad).is_err(), "{bad}");
         }
     }

@@ -152,9 +152,7 @@ impl From<&warren_registry::RequestEntry> for RequestView {
             visitor: e.visitor.to_string(),
             user_agent: e.user_agent.clone(),
             headers: e
-                .headers
-                .lines()
-                .filter_map(|l| l.split_once(": "))
+                .header_pairs()
                 .map(|(k, v)| [k.to_owned(), v.to_owned()])
                 .collect(),
             complete: e.complete,

@@ -8,7 +8,7 @@ export async function render({ main }) {
   const load = async () => {
     more.disabled = true;
     const page = await api('GET', '/events?all=true&limit=100' + (cursor ? '&cursor=' + enc(cursor) : ''));
-    pages.append(table('Audit events', [{ label: 'When' }, { label: 'Actor' }, { label: 'Action' }, { label: 'Subject' }, { label: 'Detail', narrow: true }],
+    pages.append(table(cursor ? 'Older audit events' : 'Audit events', [{ label: 'When' }, { label: 'Actor' }, { label: 'Action' }, { label: 'Subject' }, { label: 'Detail', narrow: true }],
       items(page).map((e) => [when(e.at), e.actor, h('code', {}, e.action), e.subject, e.detail]), cursor ? null : 'Nothing yet.'));
     cursor = page.next_cursor;
     more.hidden = !cursor;

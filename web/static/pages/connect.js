@@ -21,7 +21,8 @@ export async function render({ main, query }) {
     const opt = pick.selectedOptions[0];
     const name = opt ? opt.value : '';
     const kind = opt ? opt.dataset.kind : 'http';
-    const local = `localhost:${Number(port.value) || 8080}`;
+    const n = Number(port.value);
+    const local = `localhost:${Number.isInteger(n) && n >= 1 && n <= 65535 ? n : 8080}`;
     fill(out, snippets(server, name, kind, local));
   };
   pick.addEventListener('change', draw);

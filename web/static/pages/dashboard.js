@@ -1,4 +1,4 @@
-// Live tunnels, updated in place from /api/v1/tunnels/live (Server-Sent Events): rows are kept
+// Live tunnels, updated in place from /api/v1/live/tunnels (Server-Sent Events): rows are kept
 // by name and only changed cells are rewritten, so a thousand tunnels update without
 // re-rendering the table and a focused button keeps its focus.
 import { api, h, fill, live, link, bytes, relative, announce, button, enc } from '../lib.js';
@@ -46,7 +46,7 @@ export async function render({ main, all, title }) {
     empty.hidden = tunnels.length !== 0;
     count.textContent = tunnels.length === 1 ? '1 live tunnel' : `${tunnels.length} live tunnels`;
   };
-  live('/api/v1/tunnels/live' + (all ? '?all=true' : ''), { tunnels: update }, state);
+  live('/api/v1/live/tunnels' + (all ? '?all=true' : ''), { tunnels: update }, state);
   // Relative times move on between updates too.
   setInterval(() => { for (const r of rows.values()) r.since.textContent = relative(r.sinceSecs); }, 15000);
 }

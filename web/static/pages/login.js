@@ -1,9 +1,14 @@
 import { api, h, form, setCsrf } from '../lib.js';
 
-/** Where to go after signing in: only a path of this console, never another site. */
+/** Where to go after signing in: only a page of this console, never another site (the URL
+ * parser decides, so `/\\evil.example` and a tab after the slash cannot slip through). */
 function next(query) {
-  const n = query.get('next') || '/';
-  return n.startsWith('/') && !n.startsWith('//') ? n : '/';
+  try {
+    const u = new URL(query.get('next') || '/', location.origin);
+    return u.origin === location.origin ? u.pathname + u.search + u.hash : '/';
+  } catch {
+    return '/';
+  }
 }
 
 export async function render({ main, query }) {

@@ -14,9 +14,9 @@ export async function render({ main, params, me }) {
       h('p', {}, 'Codes work once and for 5 minutes. Connect again to get a new one.'));
     return;
   }
-  const result = h('div', { role: 'status', 'aria-live': 'polite' });
   fill(box,
-    h('p', {}, 'A device asks to connect with a key the broker does not know. Approve only if it is yours.'),
+    h('p', {}, 'A device asks to connect with a key the broker does not know.'),
+    h('p', { class: 'warn' }, h('strong', {}, 'Approve only a device in front of you'), ', whose terminal shows this same code. Someone who sends you a pairing link is asking for access to your account.'),
     h('dl', { class: 'facts' },
       h('dt', {}, 'Code'), h('dd', {}, h('code', {}, p.code)),
       h('dt', {}, 'Key'), h('dd', {}, h('code', { class: 'fingerprint' }, p.fingerprint), ' ', p.algorithm, p.comment ? [' ', p.comment] : null),
@@ -26,12 +26,13 @@ export async function render({ main, params, me }) {
     h('div', { class: 'actions' },
       button(`Approve: add this key to ${me.name}`, async () => {
         const k = await api('POST', `/pairings/${enc(code)}/approve`);
-        fill(box, h('p', { class: 'ok', role: 'status' }, `Approved. The key ${k.fingerprint} now belongs to ${me.name}; the waiting forwards are coming up in its ssh session.`),
+        fill(box, h('p', { class: 'ok', role: 'status', tabindex: -1 }, `Approved. The key ${k.fingerprint} now belongs to ${me.name}; the waiting forwards are coming up in its ssh session.`),
           h('p', {}, h('a', { href: '/' }, 'See your live tunnels')));
+        box.querySelector('p').focus();
       }, { class: 'primary' }),
       button('Reject', async () => {
         await api('POST', `/pairings/${enc(code)}/reject`);
-        fill(box, h('p', { role: 'status' }, 'Rejected. The device was told and disconnected.'));
-      }, { class: 'danger' })),
-    result);
+        fill(box, h('p', { role: 'status', tabindex: -1 }, 'Rejected. The device was told and disconnected.'));
+        box.querySelector('p').focus();
+      }, { class: 'danger' })));
 }

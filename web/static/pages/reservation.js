@@ -23,7 +23,7 @@ export async function render({ main, params }) {
       h('dt', {}, 'Kind'), h('dd', {}, res.kind),
       h('dt', {}, 'Owner'), h('dd', {}, res.user),
       h('dt', {}, 'Reserved'), h('dd', {}, when(res.created_at))),
-    h('p', {}, 'Connect it: ', h('code', {}, `ssh -R ${res.kind === 'tcp' ? res.name : res.name + ':80'}:localhost:8080 …`), ' — ', h('a', { href: '/connect?name=' + enc(res.name) }, 'full commands and a service that reconnects'), '.'));
+    h('p', {}, 'Connect it: ', h('code', {}, `ssh -R ${res.kind === 'tcp' ? res.name : res.name + (res.kind === 'tls' ? ':443' : ':80')}:localhost:8080 …`), ' — ', h('a', { href: '/connect?name=' + enc(res.name) }, 'full commands and a service that reconnects'), '.'));
 
   const rules = h('div');
   const shares = h('div');
@@ -212,14 +212,15 @@ function drawRequests(el, res, base, setLive) {
       setLive(now.live);
       if (!now.live) { setTimeout(connect, 3000); return; }
     } catch { setTimeout(connect, 5000); return; }
-    src = live(`/api/v1/tunnels/${enc(res.name)}/requests/live`, {
+    src = true;
+    live(`/api/v1/tunnels/${enc(res.name)}/requests/live`, {
+      // Each connection replays the recent requests first: start the table afresh.
+      open: () => { tbody.replaceChildren(); entries.length = 0; },
       request: add,
       lagged: (n) => announce(`${n} requests went by too fast to show.`),
+      // Gone for good (the tunnel's log ended, or the session did): look again shortly.
+      closed: () => { src = null; setLive(false); setTimeout(connect, 3000); },
     }, state);
-    src.addEventListener('error', () => {
-      // Gone for good (the tunnel's log ended): wait for it to come back.
-      if (src.readyState === EventSource.CLOSED) { src = null; setLive(false); state.className = 'live-dot off'; state.textContent = 'Not live'; setTimeout(connect, 3000); }
-    });
   };
   connect();
 }

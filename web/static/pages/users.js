@@ -1,4 +1,4 @@
-import { api, h, fill, form, table, when, items, announce, button } from '../lib.js';
+import { api, h, fill, form, table, when, items, announce, button, enc } from '../lib.js';
 
 export async function render({ main }) {
   const list = h('div');
@@ -37,8 +37,8 @@ export async function render({ main }) {
         h('div', {},
           h('div', { class: 'actions' },
             u.disabled
-              ? button('Enable', async () => { await api('POST', `/users/${u.name}/enable`); announce(`Enabled ${u.name}.`); await load(); }, { label: 'Enable ' + u.name })
-              : button('Disable', async () => { await api('POST', `/users/${u.name}/disable`); announce(`Disabled ${u.name}; their tunnels were dropped.`); await load(); }, { label: 'Disable ' + u.name, class: 'small danger' })),
+              ? button('Enable', async () => { await api('POST', `/users/${enc(u.name)}/enable`); announce(`Enabled ${u.name}.`); await load(); }, { label: 'Enable ' + u.name })
+              : button('Disable', async () => { await api('POST', `/users/${enc(u.name)}/disable`); announce(`Disabled ${u.name}; their tunnels were dropped.`); await load(); }, { label: 'Disable ' + u.name, class: 'small danger' })),
           h('details', {}, h('summary', {}, 'Quotas and password'),
             form({
               label: 'Quotas of ' + u.name,
@@ -50,7 +50,7 @@ export async function render({ main }) {
               ],
               onsubmit: async (v) => {
                 const n = (x) => (x === '' ? null : Number(x));
-                await api('PUT', `/users/${u.name}/quotas`, { max_reservations: n(v.max_reservations), max_tunnels: n(v.max_tunnels), max_visitor_connections: n(v.max_visitor_connections) });
+                await api('PUT', `/users/${enc(u.name)}/quotas`, { max_reservations: n(v.max_reservations), max_tunnels: n(v.max_tunnels), max_visitor_connections: n(v.max_visitor_connections) });
                 announce(`Quotas of ${u.name} set.`);
                 await load();
               },
@@ -59,7 +59,7 @@ export async function render({ main }) {
               label: 'Reset the password of ' + u.name,
               submit: 'Reset password',
               fields: [{ name: 'password', label: 'New password', type: 'password', required: true, autocomplete: 'new-password' }],
-              onsubmit: async (v, f) => { await api('PUT', `/users/${u.name}/password`, { password: v.password }); f.reset(); announce(`Password of ${u.name} reset; their sessions ended.`); },
+              onsubmit: async (v, f) => { await api('PUT', `/users/${enc(u.name)}/password`, { password: v.password }); f.reset(); announce(`Password of ${u.name} reset; their sessions ended.`); },
             }))),
       ])));
   }

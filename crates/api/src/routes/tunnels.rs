@@ -40,8 +40,9 @@ const LIVE_STREAM_LIFETIME: Duration = Duration::from_secs(300);
 /// The caller's live tunnels (everyone's with `all`, admin) as Server-Sent Events: an
 /// `event: tunnels` with the whole list (JSON, as `GET /api/v1/tunnels` answers) at once,
 /// then again each time it changes (counters included), at most once a second. The stream
-/// ends after five minutes; clients reconnect (EventSource does so by itself).
-#[utoipa::path(get, path = "/api/v1/tunnels/live", tag = "tunnels", params(AllFilter),
+/// ends after five minutes; clients reconnect (EventSource does so by itself). Not under
+/// `/tunnels/`: a tunnel may be named `live`.
+#[utoipa::path(get, path = "/api/v1/live/tunnels", tag = "tunnels", params(AllFilter),
     responses((status = 200, description = "text/event-stream of tunnel lists", content_type = "text/event-stream", body = String),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("token" = []), ("session" = [])))]
@@ -54,7 +55,9 @@ pub(crate) async fn list_live(
     let all = f.all;
     let first = state.tenants.tunnels(&auth.caller, all).await?;
     let end = tokio::time::Instant::now() + LIVE_STREAM_LIFETIME;
-    let tick = tokio::time::interval(LIVE_TICK);
+    // Paced, never catching up: a slow reader does not cause a burst of list builds.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + LIVE_TICK, LIVE_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let start = (Some(first), String::new(), tick);
     let stream = futures::stream::unfold(start, move |(mut pending, mut last, mut tick)| {
         let state = state.clone();
@@ -133,7 +136,8 @@ pub(crate) async fn requests(
 
 /// The tunnel's requests live, as Server-Sent Events (`event: request`, JSON data): the recent
 /// ones first, then each as it completes. A client that falls behind gets an `event: lagged`
-/// with how many it missed; the edge never waits for it.
+/// with how many it missed; the edge never waits for it. The stream ends after five minutes
+/// (clients reconnect, and the recent ones come first again).
 #[utoipa::path(get, path = "/api/v1/tunnels/{name}/requests/live", tag = "tunnels",
     params(("name" = String, Path, description = "The tunnel's name")),
     responses((status = 200, description = "text/event-stream of requests", content_type = "text/event-stream", body = String),
@@ -162,6 +166,11 @@ pub(crate) async fn live(
             Err(RecvError::Closed) => None,
         }
     });
-    let stream = futures::StreamExt::chain(futures::stream::iter(first), live);
+    // Bounded like the tunnel list: a revoked token or a signed-out session stops receiving
+    // visitors' requests within five minutes, when the client must authenticate again.
+    let stream = futures::StreamExt::take_until(
+        futures::StreamExt::chain(futures::stream::iter(first), live),
+        tokio::time::sleep(LIVE_STREAM_LIFETIME),
+    );
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
