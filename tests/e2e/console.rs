@@ -687,6 +687,24 @@ async fn a_token_is_shown_once_works_and_stops_when_revoked_and_a_key_is_removed
     b.text_of("main", "No keys yet").await?;
     let keys = broker.cli_ok(&["key", "list"])?;
     assert!(!keys.contains("alice"), "{keys}");
+
+    // A random name's page: no reservation, but its requests show live.
+    let other = keygen(broker.dir.path(), "alice-other", "ed25519")?;
+    broker.cli_ok(&["key", "add", "alice", &format!("{}.pub", other.display())])?;
+    let origin = Origin::start("R").await?;
+    let ssh = Ssh::spawn(&broker, &other, &["-R", &format!("0:{}", origin.target())])?;
+    let url = ssh.url(0).await?;
+    let name = url
+        .trim_start_matches("http://")
+        .split('.')
+        .next()
+        .context("random name")?
+        .to_owned();
+    b.goto(&format!("{console}/reservations/{name}")).await?;
+    b.text_of("main", "A random name").await?;
+    b.find(".live-dot:not(.off)").await?;
+    curl(&[], &format!("{url}/seen-here")).await?;
+    b.text_of("tr.clickable", "/seen-here").await?;
     b.close().await?;
     Ok(())
 }

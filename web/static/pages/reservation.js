@@ -9,9 +9,14 @@ export async function render({ main, params }) {
   try {
     res = await api('GET', base);
   } catch (e) {
-    main.append(h('h1', {}, name), h('p', { class: 'error', role: 'alert' }, message(e)),
-      h('p', {}, h('a', { href: '/reservations' }, 'Back to your reservations')));
-    return;
+    // Not reserved, but maybe a live random name of the caller's: its requests still show.
+    const t = e.status === 404 ? items(await api('GET', '/tunnels').catch(() => [])).find((x) => x.name === name) : null;
+    if (!t) {
+      main.append(h('h1', {}, name), h('p', { class: 'error', role: 'alert' }, message(e)),
+        h('p', {}, h('a', { href: '/reservations' }, 'Back to your reservations')));
+      return;
+    }
+    return randomName(main, t);
   }
   const stateBadge = h('span', { class: 'badge' });
   const setLive = (on) => { stateBadge.className = 'badge ' + (on ? 'ok' : 'muted'); stateBadge.textContent = on ? 'live' : 'offline'; };
@@ -40,6 +45,21 @@ export async function render({ main, params }) {
     drawHealth(health, res),
   ]);
   drawRequests(requests, res, base, setLive);
+}
+
+/** A live tunnel on a random name: its URL and requests; rules need a reservation. */
+function randomName(main, t) {
+  const requests = h('div');
+  main.append(
+    h('h1', {}, t.name, ' ', h('span', { class: 'badge ok' }, 'live')),
+    h('dl', { class: 'facts card' },
+      h('dt', {}, 'URL'), h('dd', {}, link(t.url), ' ', button('Copy', () => copy(t.url), { label: 'Copy the URL' })),
+      h('dt', {}, 'Kind'), h('dd', {}, t.kind),
+      h('dt', {}, 'Owner'), h('dd', {}, t.user)),
+    h('p', {}, 'A random name: it is yours while the tunnel is up and for the grace period after. ',
+      h('a', { href: '/reservations' }, 'Reserve a name'), ' to keep one and to set access rules on it.'),
+    section('Recent requests', requests));
+  drawRequests(requests, { name: t.name }, '/tunnels', () => {}, true);
 }
 
 function section(title, ...body) {
@@ -167,7 +187,7 @@ async function drawHealth(el, res) {
       : h('p', { class: 'muted' }, 'No DNS record state for this name.'));
 }
 
-function drawRequests(el, res, base, setLive) {
+function drawRequests(el, res, base, setLive, random = false) {
   const status = h('select', { id: 'req-status' }, [['', 'All'], ['2', '2xx'], ['3', '3xx'], ['4', '4xx'], ['5', '5xx']].map(([v, t]) => h('option', { value: v }, t)));
   const path = h('input', { id: 'req-path', type: 'search', placeholder: '/api', autocomplete: 'off', spellcheck: 'false' });
   const state = h('span', { class: 'live-dot off' }, 'Not live');
@@ -208,9 +228,11 @@ function drawRequests(el, res, base, setLive) {
   const connect = async () => {
     if (src) return;
     try {
-      const now = await api('GET', base);
-      setLive(now.live);
-      if (!now.live) { setTimeout(connect, 3000); return; }
+      const up = random
+        ? items(await api('GET', '/tunnels')).some((x) => x.name === res.name)
+        : (await api('GET', base)).live;
+      setLive(up);
+      if (!up) { setTimeout(connect, 3000); return; }
     } catch { setTimeout(connect, 5000); return; }
     src = true;
     live(`/api/v1/tunnels/${enc(res.name)}/requests/live`, {
