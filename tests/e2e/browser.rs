@@ -43,6 +43,15 @@ fn free_port() -> Result<u16> {
 impl Browser {
     /// Starts chromedriver and a headless chromium session (desktop size).
     pub async fn start() -> Result<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// The same, the system in dark mode (`prefers-color-scheme: dark`).
+    pub async fn start_dark() -> Result<Self> {
+        Self::start_with(&["--force-dark-mode"]).await
+    }
+
+    async fn start_with(extra: &[&str]) -> Result<Self> {
         let mut last = None;
         // chromedriver cannot take port 0: ask the kernel for a free port, and try again in
         // the rare case another test took it in between.
@@ -69,19 +78,28 @@ impl Browser {
                 continue;
             }
             let profile = tempfile::tempdir()?;
+            let mut args: Vec<String> = [
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--window-size=1280,900",
+                "--host-resolver-rules=MAP *.localhost 127.0.0.1",
+            ]
+            .iter()
+            .chain(extra)
+            .map(|a| a.to_string())
+            .collect();
+            args.push(format!("--user-data-dir={}", profile.path().display()));
             let mut caps = serde_json::Map::new();
             caps.insert(
                 "goog:chromeOptions".into(),
-                json!({
-                    "binary": "/usr/bin/chromium",
-                    "args": [
-                        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                        "--disable-quic", "--no-first-run", "--disable-background-networking",
-                        "--disable-component-update", "--disable-sync", "--window-size=1280,900",
-                        "--host-resolver-rules=MAP *.localhost 127.0.0.1",
-                        format!("--user-data-dir={}", profile.path().display()),
-                    ],
-                }),
+                json!({ "binary": "/usr/bin/chromium", "args": args }),
             );
             let connector = hyper_util::client::legacy::connect::HttpConnector::new();
             match ClientBuilder::new(connector)

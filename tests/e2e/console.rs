@@ -398,6 +398,28 @@ async fn axe_finds_no_serious_accessibility_violation_on_any_page() -> Result<()
         "axe-core missed planted violations: {planted}"
     );
     b.close().await?;
+
+    // The system's dark mode: the console follows it, and stays readable (axe checks contrast).
+    let dark = Browser::start_dark().await?;
+    sign_in(&dark, &console, "root", PASSWORD).await?;
+    for (page, ready) in [
+        ("/", "tr[data-name=\"chat\"]"),
+        ("/reservations/chat", ".live-dot:not(.off)"),
+    ] {
+        dark.goto(&format!("{console}{page}")).await?;
+        dark.find(ready).await?;
+        let bg = dark
+            .js(
+                "return getComputedStyle(document.body).backgroundColor;",
+                vec![],
+            )
+            .await?;
+        assert_eq!(bg, json!("rgb(20, 24, 22)"), "{page} is not dark");
+        let v = dark.axe().await?;
+        assert!(v.is_empty(), "axe-core, dark {page}:\n{}", v.join("\n"));
+    }
+    dark.screenshot("reservation-dark-phone", 390, 844).await?;
+    dark.close().await?;
     Ok(())
 }
 
