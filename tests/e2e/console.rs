@@ -230,6 +230,43 @@ async fn a_tenant_signs_in_adds_a_key_reserves_connects_protects_and_shares() ->
     let seen = stranger.body_text().await?;
     assert!(seen.contains("hello from chat's origin"), "{seen}");
     stranger.close().await?;
+    // Revoked (asked twice), the link opens nothing any more.
+    let revoke = b
+        .js(
+            "const b = [...document.querySelectorAll('button')] \
+               .find((b) => (b.getAttribute('aria-label') || '').startsWith('Revoke share')); \
+             return b ? b.getAttribute('aria-label') : null;",
+            vec![],
+        )
+        .await?;
+    let revoke = revoke.as_str().context("a revoke button")?.to_owned();
+    b.click_button(&revoke).await?;
+    b.click_button(&format!("Confirm revoke: {revoke}")).await?;
+    b.text_of(".scroll[aria-label=\"Share links\"]", "revoked")
+        .await?;
+    let dead = curl(&[], &link).await?;
+    assert_ne!(
+        dead.status, 200,
+        "a revoked link still opens: {}",
+        dead.body
+    );
+    assert!(!dead.body.contains("hello from chat's origin"));
+
+    // An IP list: a deny rule shows, then goes.
+    b.fill("Add an IP rule", "cidr", "10.0.0.0/8").await?;
+    b.find("form[aria-label=\"Add an IP rule\"] select[name=\"action\"]")
+        .await?
+        .select_by_value("deny")
+        .await?;
+    b.submit("Add an IP rule").await?;
+    b.text_of(".scroll[aria-label=\"IP rules\"]", "10.0.0.0/8")
+        .await?;
+    let rules = broker.cli_ok(&["rules", "chat"])?;
+    assert!(rules.contains("10.0.0.0/8"), "{rules}");
+    b.click_button("Remove deny 10.0.0.0/8").await?;
+    b.click_button("Confirm remove: Remove deny 10.0.0.0/8")
+        .await?;
+    b.text_of("main", "No IP rules").await?;
 
     // Screenshots: the dashboard and the reservation page at desktop and phone widths.
     b.goto(&format!("{console}/")).await?;
@@ -709,6 +746,17 @@ async fn a_token_is_shown_once_works_and_stops_when_revoked_and_a_key_is_removed
     b.text_of("main", "No keys yet").await?;
     let keys = broker.cli_ok(&["key", "list"])?;
     assert!(!keys.contains("alice"), "{keys}");
+
+    // Reserve a spare name, then release it (asked twice).
+    b.goto(&format!("{console}/reservations")).await?;
+    b.fill("Reserve a name", "name", "spare").await?;
+    b.submit("Reserve a name").await?;
+    b.text_of("main table", "spare").await?;
+    b.click_button("Release spare").await?;
+    b.click_button("Confirm release: Release spare").await?;
+    b.text_of("main", "No reserved names yet").await?;
+    let names = broker.cli_ok(&["names"])?;
+    assert!(!names.contains("spare"), "{names}");
 
     // A random name's page: no reservation, but its requests show live.
     let other = keygen(broker.dir.path(), "alice-other", "ed25519")?;

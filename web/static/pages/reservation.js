@@ -125,7 +125,7 @@ function drawShares(el, base, shares, redraw, fresh = h('div', { 'aria-live': 'p
     h('p', { class: 'muted' }, 'A share link lets someone in without a password, until it expires or its uses run out.'),
     table('Share links', [{ label: 'Id', num: true }, { label: 'State' }, { label: 'Expires' }, { label: 'Uses left', num: true }, { label: 'By', narrow: true }, { label: 'Action' }],
       shares.map((s) => [String(s.id), s.state, when(s.expires_at), s.uses_left === null ? 'unlimited' : String(s.uses_left), s.created_by,
-        s.state === 'active' ? confirmButton('Revoke', 'Confirm revoke', async () => { await api('DELETE', `${base}/shares/${s.id}`); announce('Share link revoked.'); await redraw(); }, `Revoke share ${s.id}`) : '']),
+        s.state === 'live' ? confirmButton('Revoke', 'Confirm revoke', async () => { await api('DELETE', `${base}/shares/${s.id}`); announce('Share link revoked.'); await redraw(); }, `Revoke share ${s.id}`) : '']),
       'No share links.'),
     form({
       label: 'Create a share link',
