@@ -1091,3 +1091,68 @@ async fn recent_requests_are_listed_and_streamed_live() -> Result<()> {
     assert!(row["since"].as_u64().unwrap_or(0) > 1_700_000_000, "{row}");
     Ok(())
 }
+
+/// A user's live streams are capped (each costs a list build a second): the 17th is a 429
+/// with `Retry-After`, and a place comes back when a stream's client goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_streams_are_capped_per_user() -> Result<()> {
+    use tokio::io::AsyncBufReadExt;
+    let broker = TestBroker::start().await?;
+    broker.user_with_key("alice")?;
+    broker.cli_ok(&["user", "add", "bob"])?;
+    let alice = token(&broker, "alice", "r", "read")?;
+    let bob = token(&broker, "bob", "r", "read")?;
+    let url = format!("http://127.0.0.1:{}/api/v1/live/tunnels", broker.api_port);
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        let mut child = tokio::process::Command::new("curl")
+            .args(["-sN", "-H", &format!("authorization: Bearer {alice}"), &url])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let out = child.stdout.take().context("curl's stdout")?;
+        let mut lines = tokio::io::BufReader::new(out).lines();
+        // Open for sure: its first event has arrived.
+        let first = tokio::time::timeout(DEADLINE, lines.next_line())
+            .await
+            .context("no first event")??;
+        assert_eq!(first.as_deref(), Some("event: tunnels"));
+        held.push((child, lines));
+    }
+    let api = Api::of(&broker);
+    let stream = ["--max-time", "2"];
+    let r = api.call_with(
+        "GET",
+        "/api/v1/live/tunnels",
+        Cred::Token(&alice),
+        None,
+        &stream,
+    )?;
+    assert_eq!((r.status, r.code()), (429, "rate_limited"), "{}", r.raw);
+    assert!(r.headers.contains("retry-after: "), "{}", r.headers);
+    // Another user is not affected.
+    let r = api.call_with(
+        "GET",
+        "/api/v1/live/tunnels",
+        Cred::Token(&bob),
+        None,
+        &stream,
+    )?;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    // One client goes: its place comes back.
+    drop(held.pop());
+    crate::harness::eventually("a place back", DEADLINE, || async {
+        let r = api
+            .call_with(
+                "GET",
+                "/api/v1/live/tunnels",
+                Cred::Token(&alice),
+                None,
+                &stream,
+            )
+            .ok()?;
+        (r.status == 200).then_some(())
+    })
+    .await?;
+    Ok(())
+}

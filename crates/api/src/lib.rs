@@ -12,6 +12,7 @@ pub mod auth;
 pub mod error;
 mod local;
 mod routes;
+pub mod streams;
 
 pub use local::LocalEndpoint;
 
@@ -45,6 +46,8 @@ pub struct ApiState {
     pub limiter: Arc<LoginLimiter>,
     /// Settings.
     pub settings: Arc<ApiSettings>,
+    /// Live (SSE) streams open per user.
+    pub streams: Arc<streams::Streams>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -67,6 +70,7 @@ impl ApiState {
             sessions: Arc::new(sessions),
             limiter: Arc::new(LoginLimiter::default()),
             settings: Arc::new(settings),
+            streams: Arc::new(streams::Streams::default()),
         })
     }
 }

@@ -44,7 +44,8 @@ const LIVE_STREAM_LIFETIME: Duration = Duration::from_secs(300);
 /// `/tunnels/`: a tunnel may be named `live`.
 #[utoipa::path(get, path = "/api/v1/live/tunnels", tag = "tunnels", params(AllFilter),
     responses((status = 200, description = "text/event-stream of tunnel lists", content_type = "text/event-stream", body = String),
-              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody),
+              (status = 429, description = "the user has 16 live streams open already", body = ErrorBody)),
     security(("token" = []), ("session" = [])))]
 pub(crate) async fn list_live(
     State(state): State<ApiState>,
@@ -54,12 +55,13 @@ pub(crate) async fn list_live(
     // Refused now (scope, live tunnels unknown to this process), not as a broken stream.
     let all = f.all;
     let first = state.tenants.tunnels(&auth.caller, all).await?;
+    let slot = state.streams.open(auth.caller.user.id)?;
     let end = tokio::time::Instant::now() + LIVE_STREAM_LIFETIME;
     // Paced, never catching up: a slow reader does not cause a burst of list builds.
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + LIVE_TICK, LIVE_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let start = (Some(first), String::new(), tick);
-    let stream = futures::stream::unfold(start, move |(mut pending, mut last, mut tick)| {
+    let start = (Some(first), String::new(), tick, slot);
+    let stream = futures::stream::unfold(start, move |(mut pending, mut last, mut tick, slot)| {
         let state = state.clone();
         let caller = auth.caller.clone();
         async move {
@@ -81,7 +83,7 @@ pub(crate) async fn list_live(
                         .retry(LIVE_TICK)
                         .data(&json);
                     last = json;
-                    return Some((Ok(event), (None, last, tick)));
+                    return Some((Ok(event), (None, last, tick, slot)));
                 }
             }
         }
@@ -141,7 +143,8 @@ pub(crate) async fn requests(
 #[utoipa::path(get, path = "/api/v1/tunnels/{name}/requests/live", tag = "tunnels",
     params(("name" = String, Path, description = "The tunnel's name")),
     responses((status = 200, description = "text/event-stream of requests", content_type = "text/event-stream", body = String),
-              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 429, description = "the user has 16 live streams open already", body = ErrorBody)),
     security(("token" = []), ("session" = [])))]
 pub(crate) async fn live(
     State(state): State<ApiState>,
@@ -149,6 +152,7 @@ pub(crate) async fn live(
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let log = state.tenants.request_log(&auth.caller, &name)?;
+    let slot = state.streams.open(auth.caller.user.id)?;
     let (backlog, rx) = log.recent_then_subscribe();
     let event = |e: &warren_registry::RequestEntry| {
         Event::default()
@@ -157,12 +161,14 @@ pub(crate) async fn live(
             .unwrap_or_else(|_| Event::default().comment("unencodable"))
     };
     let first: Vec<Result<Event, Infallible>> = backlog.iter().map(|e| Ok(event(e))).collect();
-    let live = futures::stream::unfold(rx, move |mut rx| async move {
+    // The slot rides with the receiver: the place is given back when the stream goes.
+    let live = futures::stream::unfold((rx, slot), move |(mut rx, slot)| async move {
         match rx.recv().await {
-            Ok(e) => Some((Ok(event(&e)), rx)),
-            Err(RecvError::Lagged(n)) => {
-                Some((Ok(Event::default().event("lagged").data(n.to_string())), rx))
-            }
+            Ok(e) => Some((Ok(event(&e)), (rx, slot))),
+            Err(RecvError::Lagged(n)) => Some((
+                Ok(Event::default().event("lagged").data(n.to_string())),
+                (rx, slot),
+            )),
             Err(RecvError::Closed) => None,
         }
     });
