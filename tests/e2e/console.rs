@@ -188,6 +188,11 @@ async fn a_tenant_signs_in_adds_a_key_reserves_connects_protects_and_shares() ->
         !shown.is_empty() && shown.iter().all(|s| s.starts_with('4')),
         "{shown:?}"
     );
+    // The visitors basic auth kept out are in the log too, not only the origin's 404.
+    assert!(
+        shown.iter().any(|s| s == "401") && shown.iter().any(|s| s == "404"),
+        "{shown:?}"
+    );
     status.select_by_value("").await?;
 
     // A custom domain: the exact records to add, and its state.

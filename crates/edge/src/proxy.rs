@@ -202,12 +202,16 @@ async fn route(state: &Arc<ConnState>, req: Request<Incoming>) -> Response<Body>
         Lookup::Live(route) => {
             let mut req = req;
             let tls = state.proto == "https";
+            let started = Instant::now();
             if let Some(answer) =
                 crate::access::check(edge, state.peer, tls, &route, &mut req, label, name).await
             {
-                return answer;
+                // Kept out (or sent to sign in) by the name's rules: logged like any answer,
+                // so the owner sees who was refused, not only who got in.
+                return Exchange::start(&route, &req, started, || state.visitor_ip(&req))
+                    .respond(answer);
             }
-            proxy(state, route, req, &host).await
+            proxy(state, route, req, &host, started).await
         }
         Lookup::Parked { retry_after } => retry_page(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -280,14 +284,15 @@ fn no_tunnel(host: &str) -> Response<Body> {
 }
 
 /// Proxies `req` to `route`'s origin; every answer (the origin's or a page) is counted and
-/// logged through its [`Exchange`].
+/// logged through its [`Exchange`]. `started`: when the request was handed to the route (its
+/// access check included).
 async fn proxy(
     state: &ConnState,
     route: Arc<Route>,
     mut req: Request<Incoming>,
     host: &RequestHost,
+    started: Instant,
 ) -> Response<Body> {
-    let started = Instant::now();
     let line = RequestLine::of(&req);
     let exchange = Exchange::start(&route, &req, started, || state.visitor_ip(&req));
     let (slot, in_flight, mut upstream) = match upstream_for(state, &route).await {
