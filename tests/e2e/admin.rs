@@ -272,12 +272,7 @@ async fn binds_and_unbinds_are_audited() -> Result<()> {
     let origin = Origin::start("E").await?;
     let mut ssh = Ssh::spawn(&broker, &key, &["-R", &format!("0:{}", origin.target())])?;
     let url = ssh.url(0).await?;
-    let name = url
-        .trim_start_matches("http://")
-        .split('.')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
+    let name = crate::harness::label_of(&url)?;
     ssh.kill().await;
     let store = warren_store::open(&broker.db_url).await?;
     eventually("unbind audited", DEADLINE, || {

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::browser::{Browser, PAGE, one_at_a_time};
-use crate::harness::{Db, Ssh, TestBroker, eventually, keygen};
+use crate::harness::{Db, Ssh, TestBroker, eventually, keygen, label_of, serve_as};
 use crate::origin::Origin;
 use crate::rules::{curl, until};
 
@@ -329,13 +329,7 @@ async fn text_a_tenant_or_a_visitor_controls_never_runs() -> Result<()> {
     std::fs::write(&public, format!("{alg} {body} {evil}\n"))?;
     broker.cli_ok(&["key", "add", "alice", &public])?;
     broker.cli_ok(&["reserve", "alice", "chat"])?;
-    let origin = Origin::start("A").await?;
-    let ssh = Ssh::spawn(
-        &broker,
-        &key,
-        &["-R", &format!("chat:80:{}", origin.target())],
-    )?;
-    let url = ssh.url(0).await?;
+    let (_origin, _ssh, url) = serve_as(&broker, &key, "chat", "A").await?;
 
     let b = Browser::start().await?;
     sign_in(&b, &console, "alice", PASSWORD).await?;
@@ -390,13 +384,7 @@ async fn axe_finds_no_serious_accessibility_violation_on_any_page() -> Result<()
     anyhow::ensure!(out.status.success(), "passwd: {out:?}");
     broker.cli_ok(&["key", "add", "root", &format!("{}.pub", key.display())])?;
     broker.cli_ok(&["reserve", "root", "chat"])?;
-    let origin = Origin::start("A").await?;
-    let ssh = Ssh::spawn(
-        &broker,
-        &key,
-        &["-R", &format!("chat:80:{}", origin.target())],
-    )?;
-    let url = ssh.url(0).await?;
+    let (_origin, _ssh, url) = serve_as(&broker, &key, "chat", "A").await?;
     curl(&[], &url).await?;
 
     let b = Browser::start().await?;
@@ -562,12 +550,7 @@ async fn a_dashboard_of_a_thousand_live_tunnels_loads_and_updates() -> Result<()
     )
     .await?;
     // Three updates, each a visitor's request, each seen on the page without a reload.
-    let name = first
-        .trim_start_matches("http://")
-        .split('.')
-        .next()
-        .context("a name")?
-        .to_owned();
+    let name = label_of(&first)?;
     let mut update_ms = Vec::new();
     for n in 1..=3u64 {
         let t = Instant::now();
@@ -769,12 +752,7 @@ async fn a_token_is_shown_once_works_and_stops_when_revoked_and_a_key_is_removed
     let origin = Origin::start("R").await?;
     let ssh = Ssh::spawn(&broker, &other, &["-R", &format!("0:{}", origin.target())])?;
     let url = ssh.url(0).await?;
-    let name = url
-        .trim_start_matches("http://")
-        .split('.')
-        .next()
-        .context("random name")?
-        .to_owned();
+    let name = label_of(&url)?;
     b.goto(&format!("{console}/reservations/{name}")).await?;
     b.text_of("main", "A random name").await?;
     b.find(".live-dot:not(.off)").await?;

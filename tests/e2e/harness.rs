@@ -474,6 +474,36 @@ async fn create_pg_database() -> Result<(String, String, String)> {
 }
 
 /// `ssh-keygen -t KIND` into `dir/NAME`; returns the private key path.
+/// The tunnel's label in a URL the session printed: `http://brave-otter-42.localhost:8080` →
+/// `brave-otter-42`.
+pub fn label_of(url: &str) -> Result<String> {
+    url.split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .split('.')
+        .next()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .with_context(|| format!("no label in {url:?}"))
+}
+
+/// An origin tagged `tag` served as `name` (`-R name:80:…`) by a new session with `key`:
+/// the origin, the session and the URL it printed.
+pub async fn serve_as(
+    broker: &TestBroker,
+    key: &Path,
+    name: &str,
+    tag: &str,
+) -> Result<(crate::origin::Origin, Ssh, String)> {
+    let origin = crate::origin::Origin::start(tag).await?;
+    let ssh = Ssh::spawn(
+        broker,
+        key,
+        &["-R", &format!("{name}:80:{}", origin.target())],
+    )?;
+    let url = ssh.url(0).await?;
+    Ok((origin, ssh, url))
+}
+
 pub fn keygen(dir: &Path, name: &str, kind: &str) -> Result<PathBuf> {
     let path = dir.join(format!("{name}-{kind}-{:08x}", rand::random::<u32>()));
     let mut cmd = Command::new("ssh-keygen");
