@@ -80,13 +80,7 @@ async fn a_tenant_signs_in_adds_a_key_reserves_connects_protects_and_shares() ->
     b.text_of("main", "No tunnel is live").await?;
     b.js("window.__same_page = 42; return true;", vec![])
         .await?;
-    let origin = Origin::start("chat's origin").await?;
-    let ssh = Ssh::spawn(
-        &broker,
-        &key,
-        &["-R", &format!("chat:80:{}", origin.target())],
-    )?;
-    let url = ssh.url(0).await?;
+    let (_origin, ssh, url) = serve_as(&broker, &key, "chat", "chat's origin").await?;
     assert_eq!(url, broker.url("chat"));
     let row = b
         .text_of("tr[data-name=\"chat\"]", "chat.localhost")

@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
 use crate::client::get;
-use crate::harness::{DEADLINE, Db, Options, Ssh, TestBroker, eventually};
+use crate::harness::{DEADLINE, Db, Options, Ssh, TestBroker, eventually, serve_as};
 use crate::origin::Origin;
 
 /// A TCP proxy to Postgres that can drop every connection and refuse new ones.
@@ -73,13 +73,7 @@ async fn postgres_going_away_stops_no_live_tunnel_and_loses_nothing() -> Result<
     .await?;
     let key = broker.user_with_key("alice")?;
     broker.cli_ok(&["reserve", "alice", "chat"])?;
-    let origin = Origin::start("A").await?;
-    let ssh = Ssh::spawn(
-        &broker,
-        &key,
-        &["-R", &format!("chat:80:{}", origin.target())],
-    )?;
-    let url = ssh.url(0).await?;
+    let (_origin, _ssh, url) = serve_as(&broker, &key, "chat", "A").await?;
     assert_eq!(get(&url).await?.body, "hello from A");
 
     proxy.cut();
@@ -188,13 +182,7 @@ async fn a_full_disk_is_a_clear_error_and_nothing_is_corrupted() -> Result<()> {
     .await?;
     let key = broker.user_with_key("alice")?;
     broker.cli_ok(&["reserve", "alice", "chat"])?;
-    let origin = Origin::start("A").await?;
-    let ssh = Ssh::spawn(
-        &broker,
-        &key,
-        &["-R", &format!("chat:80:{}", origin.target())],
-    )?;
-    let url = ssh.url(0).await?;
+    let (_origin, _ssh, url) = serve_as(&broker, &key, "chat", "A").await?;
     // Fill the disk to the last byte.
     let filler = broker.dir.path().join("filler");
     let _ = std::process::Command::new("dd")

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{DEADLINE, Db, Ssh, TestBroker, eventually};
+use crate::harness::{DEADLINE, Db, Ssh, TestBroker, eventually, serve_as};
 use crate::origin::Origin;
 
 const PASSWORD: &str = "correct horse battery";
@@ -69,13 +69,7 @@ pub(crate) async fn site(db: Db, extra: &[&str]) -> Result<Site> {
     let broker = TestBroker::start_with(db, extra).await?;
     let key = broker.user_with_key("alice")?;
     broker.cli_ok(&["reserve", "alice", "chat"])?;
-    let origin = Origin::start("A").await?;
-    let ssh = Ssh::spawn(
-        &broker,
-        &key,
-        &["-R", &format!("chat:80:{}", origin.target())],
-    )?;
-    ssh.url(0).await?;
+    let (origin, ssh, _) = serve_as(&broker, &key, "chat", "A").await?;
     let url = broker.url("chat");
     assert_eq!(curl(&[], &url).await?.status, 200);
     Ok(Site {
