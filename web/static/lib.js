@@ -135,7 +135,8 @@ export function row(cols, cells) {
   return h('tr', {}, cells.map((c, i) => h('td', { class: cls(cols[i] || {}) }, c)));
 }
 
-const cls = (c) => [c.num ? 'num' : '', c.narrow ? 'hide-narrow' : ''].join(' ').trim() || null;
+/** A column's cell class: `num` right-aligns, `narrow` hides it on a phone. */
+export const cls = (c) => [c.num ? 'num' : '', c.narrow ? 'hide-narrow' : ''].join(' ').trim() || null;
 
 let ids = 0;
 const id = (name) => `f-${name}-${++ids}`;

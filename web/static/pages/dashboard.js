@@ -1,11 +1,12 @@
 // Live tunnels, updated in place from /api/v1/live/tunnels (Server-Sent Events): rows are kept
 // by name and only changed cells are rewritten, so a thousand tunnels update without
 // re-rendering the table and a focused button keeps its focus.
-import { api, h, fill, live, link, bytes, relative, announce, button, enc } from '../lib.js';
+import { api, h, fill, live, link, bytes, relative, announce, button, enc, cls } from '../lib.js';
 
 const COLS = (all) => [
-  ['Name'], ['URL'], ['Kind', 'narrow'], ...(all ? [['Owner']] : []), ['Up since', 'narrow'],
-  ['Requests', 'num'], ['In', 'num narrow'], ['Out', 'num narrow'], ['Visitors', 'num'], ['Action'],
+  { label: 'Name' }, { label: 'URL' }, { label: 'Kind', narrow: true }, ...(all ? [{ label: 'Owner' }] : []),
+  { label: 'Up since', narrow: true }, { label: 'Requests', num: true }, { label: 'In', num: true, narrow: true },
+  { label: 'Out', num: true, narrow: true }, { label: 'Visitors', num: true }, { label: 'Action' },
 ];
 
 export async function render({ main, all, title }) {
@@ -18,7 +19,7 @@ export async function render({ main, all, title }) {
   const cols = COLS(all);
   const wrap = h('div', { class: 'scroll', role: 'region', 'aria-label': title, tabindex: 0 },
     h('table', {}, h('caption', {}, title, ' ', state),
-      h('thead', {}, h('tr', {}, cols.map(([label, c]) => h('th', { scope: 'col', class: cellClass(c) }, label)))),
+      h('thead', {}, h('tr', {}, cols.map((c) => h('th', { scope: 'col', class: cls(c) }, c.label)))),
       tbody));
   main.append(h('h1', {}, title), count, wrap, empty);
 
@@ -51,10 +52,8 @@ export async function render({ main, all, title }) {
   setInterval(() => { for (const r of rows.values()) r.since.textContent = relative(r.sinceSecs); }, 15000);
 }
 
-const cellClass = (c) => (c || '').split(' ').map((x) => (x === 'num' ? 'num' : x === 'narrow' ? 'hide-narrow' : '')).join(' ').trim() || null;
-
 function makeRow(t, all, cols) {
-  const td = (i) => h('td', { class: cellClass(cols[i][1]) });
+  const td = (i) => h('td', { class: cls(cols[i]) });
   const cells = cols.map((_, i) => td(i));
   let i = 0;
   const r = { tr: h('tr', { 'data-name': t.name }, cells), sinceSecs: t.since };

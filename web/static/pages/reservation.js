@@ -1,6 +1,6 @@
 // One reserved name: how to connect it, who may visit (basic auth, IP lists, share links),
 // custom domains, certificate and DNS state, and its requests live.
-import { api, h, fill, form, table, when, link, items, announce, button, confirmButton, snippet, copy, live, bytes, enc, message } from '../lib.js';
+import { api, h, fill, form, table, when, link, items, announce, button, confirmButton, copy, live, bytes, enc, message, cls } from '../lib.js';
 
 export async function render({ main, params }) {
   const name = params[0];
@@ -193,14 +193,14 @@ function drawRequests(el, res, base, setLive, random = false) {
   const state = h('span', { class: 'live-dot off' }, 'Not live');
   const tbody = h('tbody');
   const detail = h('div', { 'aria-live': 'polite' });
-  const cols = ['Time', 'Method', 'Path', 'Status', 'Duration', 'Out', 'Visitor', 'User agent'];
-  const narrow = new Set([4, 5, 6, 7]);
+  const cols = [{ label: 'Time' }, { label: 'Method' }, { label: 'Path' }, { label: 'Status' },
+    { label: 'Duration', narrow: true }, { label: 'Out', narrow: true }, { label: 'Visitor', narrow: true }, { label: 'User agent', narrow: true }];
   const entries = [];
   const shows = (r) => (!status.value || String(r.status).startsWith(status.value)) && (!path.value || r.path.includes(path.value));
   const rowOf = (r) => {
     const tr = h('tr', { class: 'clickable', tabindex: 0, 'aria-label': `${r.method} ${r.path} ${r.status}, details` },
       [new Date(r.at_ms).toLocaleTimeString(), r.method, r.path, String(r.status), r.duration_ms + ' ms', bytes(r.bytes_out), r.visitor, r.user_agent]
-        .map((c, i) => h('td', { class: narrow.has(i) ? 'hide-narrow' : null }, c)));
+        .map((c, i) => h('td', { class: cls(cols[i]) }, c)));
     const open = () => showDetail(detail, r);
     tr.addEventListener('click', open);
     tr.addEventListener('keydown', (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); open(); } });
@@ -216,7 +216,7 @@ function drawRequests(el, res, base, setLive, random = false) {
       h('div', { class: 'field' }, h('label', { for: 'req-path' }, 'Path contains'), path)),
     h('div', { class: 'scroll', role: 'region', 'aria-label': 'Recent requests', tabindex: 0 },
       h('table', {}, h('caption', {}, 'Newest first ', state),
-        h('thead', {}, h('tr', {}, cols.map((c, i) => h('th', { scope: 'col', class: narrow.has(i) ? 'hide-narrow' : null }, c)))), tbody)),
+        h('thead', {}, h('tr', {}, cols.map((c) => h('th', { scope: 'col', class: cls(c) }, c.label)))), tbody)),
     detail);
   const add = (r) => {
     const tr = rowOf(r);
