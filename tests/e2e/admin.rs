@@ -363,3 +363,50 @@ async fn serve_raises_its_open_file_limit_to_the_hard_limit() -> Result<()> {
     assert_eq!(nums[0], nums[1], "soft limit not at the hard limit: {line}");
     Ok(())
 }
+
+/// Every operator list takes `--json` and prints the API's objects, so a script reads the same
+/// fields from `broker … --json` as from `/api/v1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operator_list_prints_the_apis_json() -> Result<()> {
+    let broker = TestBroker::start().await?;
+    let key = broker.user_with_key("alice")?;
+    broker.cli_ok(&["reserve", "alice", "chat"])?;
+    let json = |args: &[&str]| -> Result<serde_json::Value> {
+        let out = broker.cli_ok(args)?;
+        serde_json::from_str(&out).with_context(|| format!("{args:?} is not JSON: {out}"))
+    };
+    let users = json(&["user", "list", "--json"])?;
+    let alice = users
+        .as_array()
+        .and_then(|u| u.iter().find(|u| u["name"] == "alice"))
+        .with_context(|| format!("{users}"))?;
+    assert!(
+        alice["id"].as_i64().is_some() && alice["disabled"] == false,
+        "{alice}"
+    );
+    assert!(alice["quotas"].is_object(), "{alice}");
+    let fingerprint = std::process::Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(key.with_extension("pub"))
+        .output()?;
+    let fingerprint = String::from_utf8_lossy(&fingerprint.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    let keys = json(&["key", "list", "--json"])?;
+    assert_eq!(keys[0]["fingerprint"], fingerprint.as_str(), "{keys}");
+    assert_eq!(keys[0]["user"], "alice", "{keys}");
+    let names = json(&["names", "--json"])?;
+    assert_eq!(
+        (names[0]["name"].as_str(), names[0]["user"].as_str()),
+        (Some("chat"), Some("alice")),
+        "{names}"
+    );
+    assert_eq!(json(&["certs", "list", "--json"])?, serde_json::json!([]));
+    let events = json(&["events", "--json", "--limit", "2"])?;
+    let items = events["items"].as_array().context("items")?;
+    assert_eq!(items.len(), 2, "{events}");
+    assert_eq!(items[0]["action"], "name.reserve", "newest first: {events}");
+    Ok(())
+}

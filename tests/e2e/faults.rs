@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
 use crate::client::get;
-use crate::harness::{DEADLINE, Db, Options, Ssh, TestBroker, eventually, serve_as};
+use crate::harness::{DEADLINE, Db, Options, Ssh, TestBroker, eventually, label_of, serve_as};
 use crate::origin::Origin;
 
 /// A TCP proxy to Postgres that can drop every connection and refuse new ones.
@@ -136,36 +136,55 @@ async fn postgres_going_away_stops_no_live_tunnel_and_loses_nothing() -> Result<
     Ok(())
 }
 
-/// The label of a tunnel URL (`http://brave-otter-1.localhost:PORT` → `brave-otter-1`).
-fn label(url: &str) -> &str {
-    url.split("://")
-        .nth(1)
-        .and_then(|rest| rest.split('.').next())
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_broker_gives_a_reconnecting_owner_their_random_name_back() -> Result<()> {
+async fn a_killed_broker_gives_a_reconnecting_owner_their_names_back() -> Result<()> {
     let mut broker = TestBroker::start_with(Db::Sqlite, &[]).await?;
     let key = broker.user_with_key("alice")?;
     let origin = Origin::start("A").await?;
+    let forwards = [
+        "-R".to_owned(),
+        format!("0:{}", origin.target()),
+        "-R".to_owned(),
+        format!("chat:80:{}", origin.target()),
+    ];
+    let forwards: Vec<&str> = forwards.iter().map(String::as_str).collect();
     let first = {
-        let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("0:{}", origin.target())])?;
-        let url = ssh.url(0).await?;
-        assert_eq!(get(&url).await?.body, "hello from A");
+        let ssh = Ssh::spawn(&broker, &key, &forwards)?;
+        let (random, named) = (ssh.url(0).await?, ssh.url(1).await?);
+        assert_eq!(label_of(&named)?, "chat");
+        assert_eq!(get(&random).await?.body, "hello from A");
+        // Configuration made while it runs: an access rule on the named tunnel.
+        broker.cli_ok(&["rules", "chat", "deny", "192.0.2.0/24"])?;
         broker.kill();
-        url
+        random
     };
     broker.restart()?;
-    // The owner's reconnect loop comes back with the same key and the same forward.
-    let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("0:{}", origin.target())])?;
+    // Nothing configured is lost: the user, the claimed name and its rule.
+    assert!(broker.cli_ok(&["user", "list"])?.contains("alice"));
+    assert!(broker.cli_ok(&["rules", "chat"])?.contains("192.0.2.0/24"));
+    // The owner's reconnect loop comes back with the same key and the same forwards.
+    let ssh = Ssh::spawn(&broker, &key, &forwards)?;
     let again = ssh.url(0).await?;
-    assert_eq!(label(&again), label(&first), "{first} then {again}");
+    assert_eq!(label_of(&again)?, label_of(&first)?, "{first} then {again}");
     assert_eq!(get(&again).await?.body, "hello from A");
-    // Another user's random forward gets a name of its own.
+    assert_eq!(label_of(&ssh.url(1).await?)?, "chat");
+    assert_eq!(get(&broker.url("chat")).await?.body, "hello from A");
+    // Another user's random forward gets a name of its own, and `chat` stays alice's.
     let bob = broker.user_with_key("bob")?;
-    let other = Ssh::spawn(&broker, &bob, &["-R", &format!("0:{}", origin.target())])?;
-    assert_ne!(label(&other.url(0).await?), label(&first));
+    let other = Ssh::spawn(
+        &broker,
+        &bob,
+        &[
+            "-o",
+            "ExitOnForwardFailure=no",
+            "-R",
+            &format!("0:{}", origin.target()),
+            "-R",
+            &format!("chat:80:{}", origin.target()),
+        ],
+    )?;
+    assert_ne!(label_of(&other.url(0).await?)?, label_of(&first)?);
+    other.line("chat").await?;
     Ok(())
 }
 

@@ -60,6 +60,8 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// Collect stderr into [`TestBroker::stderr`] (at log level info) instead of inheriting it.
     pub capture_stderr: bool,
+    /// The log filter (`--log`) instead of the default (info when captured, else warn).
+    pub log: Option<String>,
     /// Run `serve` with this soft and hard open-file limit (through `prlimit`), as a unit's
     /// `LimitNOFILE` would.
     pub open_files: Option<u64>,
@@ -182,7 +184,9 @@ impl TestBroker {
 
     fn spawn(&mut self) -> Result<()> {
         let mut cmd = self.command_with_limit(self.opts.open_files);
-        let log = if self.opts.capture_stderr {
+        let log = if let Some(log) = &self.opts.log {
+            log.clone()
+        } else if self.opts.capture_stderr {
             "info".to_owned()
         } else {
             std::env::var("WARREN_TEST_LOG").unwrap_or_else(|_| "warn".into())

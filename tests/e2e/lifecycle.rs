@@ -60,6 +60,59 @@ async fn json_logs_are_one_object_per_line() -> Result<()> {
     Ok(())
 }
 
+/// A line about a visitor of a tunnel says whose tunnel, which, and who visited, as fields a
+/// log shipper can index: a request that fails at the tunnel is logged inside the visitor's
+/// span, which carries `tenant`, `tunnel` and `visitor`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_about_a_visitor_carry_tenant_tunnel_and_visitor() -> Result<()> {
+    let broker = TestBroker::start_opts(
+        Db::Sqlite,
+        &["--log-format", "json"],
+        Options {
+            log: Some("warn,warren_edge=debug".into()),
+            ..capturing()
+        },
+    )
+    .await?;
+    let key = broker.user_with_key("alice")?;
+    let alice_id = broker
+        .cli_ok(&["user", "list", "--json"])
+        .ok()
+        .and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok())
+        .and_then(|v| v.as_array()?.iter().find(|u| u["name"] == "alice")?["id"].as_i64())
+        .context("alice's id")?;
+    // An origin that is gone: the visitor gets a 502 and the broker logs why.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    };
+    let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("chat:80:127.0.0.1:{port}")])?;
+    ssh.url(0).await?;
+    assert_eq!(get(&broker.url("chat")).await?.status, 502);
+    let line = eventually("the failed request in the log", DEADLINE, || {
+        let lines = broker.stderr_lines();
+        async move {
+            lines
+                .into_iter()
+                .find(|l| l.contains("\"tunnel request failed\""))
+        }
+    })
+    .await?;
+    let v: serde_json::Value = serde_json::from_str(&line)?;
+    let span = &v["span"];
+    assert_eq!(
+        (
+            span["tenant"].as_i64(),
+            span["tunnel"].as_str(),
+            span["visitor"].as_str()
+        ),
+        (Some(alice_id), Some("chat"), Some("127.0.0.1")),
+        "{line}"
+    );
+    assert_eq!(v["fields"]["status"], 502, "{line}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_logs_to_a_pipe_have_no_colour_codes() -> Result<()> {
     let mut broker = TestBroker::start_opts(Db::Sqlite, &[], capturing()).await?;
@@ -233,5 +286,80 @@ async fn the_shutdown_grace_is_a_deadline() -> Result<()> {
     }
     // The visitor's connection was closed, not answered.
     assert!(visitor.await?.is_err());
+    Ok(())
+}
+
+/// The shipped unit as systemd reads it: `systemd-analyze verify` says nothing (an unknown or
+/// misspelt key is only a warning to systemd, so silence is the test), and the sandbox keeps
+/// its "OK" exposure rating. The binary's path is the one just built, so verify can check it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_systemd_unit_verifies_clean_and_stays_sandboxed() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/warren.service"),
+    )?
+    .replace("/usr/local/bin/broker", env!("CARGO_BIN_EXE_broker"));
+    let path = dir.path().join("warren.service");
+    std::fs::write(&path, unit)?;
+    let verify = tokio::process::Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .output()
+        .await
+        .context("systemd-analyze (package systemd)")?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert!(verify.status.success() && said.trim().is_empty(), "{said}");
+    let security = tokio::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(&path)
+        .output()
+        .await?;
+    let report = String::from_utf8_lossy(&security.stdout);
+    let level: f64 = report
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for warren.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .context("no exposure level")?
+        .parse()?;
+    assert!(level <= 2.0, "exposure {level}: {report}");
+    Ok(())
+}
+
+/// `systemctl reload` after an edit: what cannot change live is named in the log, so nobody
+/// believes it took effect, and the tunnel lives through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_names_the_settings_that_wait_for_a_restart() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("broker.toml");
+    std::fs::write(&file, "grace_secs = 600\nmax_tunnel_connections = 64\n")?;
+    let file_arg = file.display().to_string();
+    let broker = TestBroker::start_opts(Db::Sqlite, &["--config", &file_arg], capturing()).await?;
+    let key = broker.user_with_key("alice")?;
+    let origin = Origin::start("A").await?;
+    let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("0:{}", origin.target())])?;
+    let url = ssh.url(0).await?;
+    std::fs::write(&file, "grace_secs = 5\nmax_tunnel_connections = 64\n")?;
+    broker.signal("HUP")?;
+    let line = eventually("the reload's warning", DEADLINE, || {
+        let lines = broker.stderr_lines();
+        async move {
+            lines
+                .into_iter()
+                .find(|l| l.contains("take effect only at the next restart"))
+        }
+    })
+    .await?;
+    assert!(
+        line.contains("grace") && !line.contains("max_tunnel_connections"),
+        "{line}"
+    );
+    assert_eq!(get(&url).await?.body, "hello from A");
     Ok(())
 }

@@ -283,6 +283,41 @@ async fn the_dns01_wildcard_serves_reserved_and_random_names_with_no_order_of_th
         .filter_map(|l| l.split_whitespace().next())
         .collect();
     assert_eq!(names, [format!("*.{ZONE}")], "{listing}");
+    // `broker status` shows it, expiring in weeks, with no error; the metrics count it.
+    let status = env.broker.cli_ok(&["status"])?;
+    let cert_line = status
+        .lines()
+        .skip_while(|l| !l.starts_with("CERTIFICATES (1)"))
+        .find(|l| l.starts_with(&format!("*.{ZONE}")))
+        .with_context(|| format!("no wildcard under CERTIFICATES:\n{status}"))?;
+    assert!(
+        cert_line.trim_end().ends_with(" -"),
+        "an error shown: {cert_line}"
+    );
+    assert!(
+        cert_line.contains("in ") && cert_line.contains('d'),
+        "expiry: {cert_line}"
+    );
+    let metrics = crate::client::get(&format!("http://127.0.0.1:{}/metrics", env.broker.api_port))
+        .await?
+        .body;
+    let value = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(-1.0)
+    };
+    assert_eq!(
+        value("warren_acme_orders_total{result=\"issued\"}"),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(value("warren_certificates "), 1.0, "{metrics}");
+    let expiry = value("warren_certificate_expiry_earliest_seconds ");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs_f64();
+    assert!(expiry > now + 86_400.0, "expiry {expiry}, now {now}");
     // Plain HTTP now redirects.
     let resp = crate::client::get(&format!("http://app.{ZONE}:{}/", env.broker.http_port)).await?;
     assert_eq!(resp.status, 308);
@@ -421,6 +456,20 @@ async fn dns_provider_down_is_reported_and_retried() -> Result<()> {
     );
     let reason = row["last_error"].as_str().unwrap_or_default();
     assert!(reason.starts_with("set via rfc2136: "), "{reason}");
+    // Counted for the operator's alerting, by provider.
+    let metrics = crate::client::get(&format!("http://127.0.0.1:{}/metrics", broker.api_port))
+        .await?
+        .body;
+    let errors: f64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("warren_dns_errors_total{provider=\"rfc2136\"}")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .with_context(|| format!("no dns errors series:\n{metrics}"))?;
+    assert!(errors >= 1.0, "{metrics}");
     // The name still works as a tunnel name: DNS trouble never blocks the data path.
     assert_eq!(
         crate::client::get(&format!("http://shop.{ZONE}:{}/", broker.http_port))

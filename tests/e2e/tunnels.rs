@@ -229,11 +229,64 @@ async fn invalid_names_and_unsupported_ports_are_refused_with_reasons() -> Resul
             &format!("Bad_Name:80:{t}"),
             "-R",
             &format!("x:8443:{t}"),
+            "-R",
+            &format!("xn--pypal-4ve:80:{t}"),
         ],
     )?;
     ssh.line("\"www\" is reserved by the operator").await?;
     ssh.line("may only use lowercase letters").await?;
     ssh.line("named tunnels use port 80").await?;
+    // A look-alike (`pаypal` with a Cyrillic `а`) is refused by name, and never bound.
+    ssh.line("\"xn--pypal-4ve\" is refused: punycode (xn--)")
+        .await?;
+    assert_eq!(get(&broker.url("xn--pypal-4ve")).await?.status, 404);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_console_host_cannot_be_bound_or_reserved_by_a_tenant() -> Result<()> {
+    let broker = TestBroker::start_with(
+        crate::harness::Db::Sqlite,
+        &["--console-host", "dash.localhost"],
+    )
+    .await?;
+    let key = broker.user_with_key("alice")?;
+    let origin = Origin::start("A").await?;
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &[
+            "-o",
+            "ExitOnForwardFailure=no",
+            "-R",
+            &format!("dash:80:{}", origin.target()),
+            "-R",
+            &format!("console:80:{}", origin.target()),
+        ],
+    )?;
+    ssh.line("\"dash\" is reserved by the operator").await?;
+    ssh.line("\"console\" is reserved by the operator").await?;
+    // The console's page, not alice's origin.
+    let page = get(&broker.url("dash")).await?;
+    assert!(
+        page.status == 200 && !page.body.contains("hello from A"),
+        "{} {}",
+        page.status,
+        page.body
+    );
+    // The operator's CLI, reading the same settings, refuses it too.
+    let out = broker.cli(&[
+        "--console-host",
+        "dash.localhost",
+        "reserve",
+        "alice",
+        "dash",
+    ])?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("\"dash\" is kept for the broker itself"),
+        "{said}"
+    );
     Ok(())
 }
 

@@ -505,6 +505,53 @@ async fn global_hooks_get_every_tunnel() -> Result<()> {
     Ok(())
 }
 
+/// The broker's own trouble reaches the operator's global hook: a DNS provider that is not
+/// there gives a signed `dns.error` naming the record and the provider's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_errors_go_to_the_global_hook() -> Result<()> {
+    let dead = crate::public::pebble::free_port();
+    let broker = broker(
+        Db::Sqlite,
+        &[
+            "--domain",
+            "tunnel.test",
+            "--dns-provider",
+            "rfc2136",
+            "--rfc2136-server",
+            &dead.to_string(),
+            "--rfc2136-key-name",
+            "warren",
+            "--rfc2136-secret",
+            "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0",
+            "--public-ipv4",
+            "127.0.0.1",
+        ],
+    )
+    .await?;
+    let receiver = Receiver::start().await?;
+    let out = broker.cli_ok(&[
+        "--webhook-allow-private",
+        "true",
+        "webhooks",
+        "add",
+        "--global",
+        &receiver.url,
+    ])?;
+    let secret = out.lines().last().unwrap_or_default().trim().to_owned();
+    broker.cli_ok(&["user", "add", "alice"])?;
+    broker.cli_ok(&["reserve", "alice", "shop"])?;
+    let hits = receiver.wait_for(1, "dns.error to the global hook").await?;
+    let hit = hits
+        .iter()
+        .find(|h| h.json()["event"] == "dns.error")
+        .context("no dns.error among the deliveries")?;
+    assert_eq!(hit.json()["name"], "shop.tunnel.test", "{}", hit.body);
+    let error = hit.json()["error"].as_str().unwrap_or_default().to_owned();
+    assert!(error.contains("rfc2136"), "{error}");
+    assert!(verifies(&secret, hit));
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_status_asks_the_running_broker() -> Result<()> {
     let mut broker = broker(Db::Sqlite, &["--webhook-max-attempts", "1"]).await?;

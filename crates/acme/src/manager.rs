@@ -9,6 +9,7 @@
 //! across the CA round trip on purpose (concurrent first orders must create one account, not
 //! two); the std mutexes guard small maps and are never held across an `.await`.
 
+mod ari;
 mod work;
 
 use std::collections::HashMap;
@@ -26,7 +27,7 @@ use warren_tls::{CertStore, CertifiedKey, Challenges};
 use crate::budget::Candidate;
 use crate::names::validate_name;
 use crate::order::{self, Responders};
-use crate::schedule::{jitter, renew_at, retry_delay};
+use crate::schedule::{AriPlan, jitter, renew_at, retry_delay};
 use crate::{AcmeError, AcmeSettings, ChallengeKind, account};
 
 /// Who the store records as having issued certificates.
@@ -88,6 +89,9 @@ pub struct CertManager {
     account: tokio::sync::Mutex<Option<Account>>,
     /// Set when the CA says our stored account does not exist (CA reset): create a new one.
     account_gone: AtomicBool,
+    /// Set once the CA has answered a renewal-information request: renewals then name the
+    /// certificate they replace (see `ari`).
+    ari_offered: AtomicBool,
     name_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Names waiting for the background task ([`CertManager::request`]) with their owners,
     /// first come first served.
@@ -131,6 +135,7 @@ impl CertManager {
             dns,
             account: tokio::sync::Mutex::new(None),
             account_gone: AtomicBool::new(false),
+            ari_offered: AtomicBool::new(false),
             name_locks: Mutex::new(HashMap::new()),
             queue: Mutex::new(Vec::new()),
             deciding: tokio::sync::Mutex::new(()),
@@ -239,9 +244,16 @@ impl CertManager {
         owner: Option<i64>,
         previous: Option<Certificate>,
     ) -> Result<CertStatus, AcmeError> {
+        let replaces = if self.ari_offered.load(Ordering::Relaxed) {
+            previous
+                .as_ref()
+                .and_then(|r| ari::identifier(r.chain_pem.as_deref()?))
+        } else {
+            None
+        };
         // Time spent waiting for the budget is not a failure's backoff to double.
         let previous = previous.filter(|r| !waiting(r));
-        match self.order(name, owner).await {
+        match self.order(name, owner, replaces).await {
             Ok(row) => {
                 self.metrics.acme_issued.increment(1);
                 Ok((&row).into())
@@ -272,7 +284,12 @@ impl CertManager {
     }
 
     /// The order itself: account, challenges, certificate; then serve it and store it.
-    async fn order(&self, name: &str, owner: Option<i64>) -> Result<Certificate, AcmeError> {
+    async fn order(
+        &self,
+        name: &str,
+        owner: Option<i64>,
+        replaces: Option<instant_acme::CertificateIdentifier<'static>>,
+    ) -> Result<Certificate, AcmeError> {
         let kind = self.challenge_for(name)?;
         let account = self.account().await?;
         let responders = Responders {
@@ -287,6 +304,7 @@ impl CertManager {
             kind,
             &responders,
             self.settings.order_timeout,
+            replaces,
         )
         .await
         .inspect_err(|e| self.notice_account_gone(e))?;
@@ -314,6 +332,14 @@ impl CertManager {
             )
             .await?;
         info!(name, issuer = ?row.issuer, not_after = ?row.not_after, "certificate issued");
+        // Where the CA offers renewal information, its window times the renewal instead.
+        if let Some(AriPlan::At(at)) = self.ari(&row).await {
+            match self.store.reschedule_certificate(name, at).await {
+                Ok(Some(moved)) => return Ok(moved),
+                Ok(None) => {}
+                Err(e) => warn!(name, error = %e, "could not record the CA's renewal window"),
+            }
+        }
         Ok(row)
     }
 

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use instant_acme::{
-    Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, Order, OrderStatus,
-    RetryPolicy,
+    Account, AuthorizationStatus, CertificateIdentifier, ChallengeType, Identifier, NewOrder,
+    Order, OrderStatus, RetryPolicy,
 };
 use rcgen::{CertificateParams, DistinguishedName, KeyPair};
 use tracing::{debug, warn};
@@ -70,18 +70,20 @@ impl Drop for Cleanup<'_> {
     }
 }
 
-/// Orders a certificate for `name` validated with `kind`, giving up after `timeout`.
+/// Orders a certificate for `name` validated with `kind`, giving up after `timeout`. A renewal
+/// names the certificate it `replaces` where the CA offers renewal information (RFC 9773).
 pub(crate) async fn issue(
     account: &Account,
     name: &str,
     kind: ChallengeKind,
     to: &Responders<'_>,
     timeout: Duration,
+    replaces: Option<CertificateIdentifier<'static>>,
 ) -> Result<Issued, AcmeError> {
     let mut cleanup = Cleanup::new(to.challenges);
     let result = tokio::time::timeout(
         timeout,
-        attempt(account, name, kind, to, timeout, &mut cleanup),
+        attempt(account, name, kind, to, timeout, replaces, &mut cleanup),
     )
     .await;
     cleanup.remove_txt(to.dns).await;
@@ -95,10 +97,15 @@ async fn attempt(
     kind: ChallengeKind,
     to: &Responders<'_>,
     timeout: Duration,
+    replaces: Option<CertificateIdentifier<'static>>,
     cleanup: &mut Cleanup<'_>,
 ) -> Result<Issued, AcmeError> {
     let identifiers = [Identifier::Dns(name.to_owned())];
-    let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
+    let mut new_order = NewOrder::new(&identifiers);
+    if let Some(id) = replaces {
+        new_order = new_order.replaces(id);
+    }
+    let mut order = account.new_order(&new_order).await?;
     let mut authorizations = order.authorizations();
     while let Some(authz) = authorizations.next().await {
         let mut authz = authz?;

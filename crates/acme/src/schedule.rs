@@ -28,6 +28,43 @@ pub(crate) fn renew_at(not_before: i64, not_after: i64, jitter: f64) -> i64 {
     not_before + life * 2 / 3 - spread
 }
 
+/// What ACME Renewal Information (RFC 9773) says to do with a certificate, once read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AriPlan {
+    /// Renew now: the chosen point of the CA's window has passed (or the window is past the
+    /// certificate's end, which only a confused CA would suggest).
+    Now,
+    /// Look again at this time (Unix seconds): the chosen point of the window, or the CA's
+    /// `Retry-After`, whichever comes first (a CA can move the window, e.g. before a mass
+    /// revocation, and says how often to ask).
+    At(i64),
+}
+
+/// Shortest and longest time between two readings of a certificate's renewal information:
+/// RFC 9773 §4.3.2 asks clients to bound a server's `Retry-After` both ways.
+const ARI_POLL_MIN: i64 = 60;
+const ARI_POLL_MAX: i64 = 24 * 3600;
+
+/// The plan for a certificate valid until `not_after` whose CA suggests renewing in
+/// [`start`, `end`] and asks to be asked again after `retry_after` seconds: a uniformly random
+/// point of the window (`jitter` in [0, 1)), as RFC 9773 §4.2 says, so a CA's many clients do
+/// not all come at its first second.
+pub(crate) fn ari_plan(
+    now: i64,
+    (start, end): (i64, i64),
+    retry_after: i64,
+    not_after: i64,
+    jitter: f64,
+) -> AriPlan {
+    let end = end.max(start);
+    let chosen = start + ((end - start) as f64 * jitter) as i64;
+    if chosen <= now || chosen >= not_after {
+        return AriPlan::Now;
+    }
+    let poll = now + retry_after.clamp(ARI_POLL_MIN, ARI_POLL_MAX);
+    AriPlan::At(chosen.min(poll))
+}
+
 /// Seconds to wait after a failed attempt, given the name's row before this failure: the
 /// previous retry delay doubled if the previous attempt failed too, else `min`; at most `max`;
 /// plus up to 10% jitter.
@@ -71,6 +108,52 @@ mod tests {
             updated_at: last_attempt,
             owner_id: None,
         }
+    }
+
+    #[test]
+    fn ari_picks_a_point_of_the_window_and_asks_again_when_told() {
+        let (hour, day) = (3_600, 86_400);
+        let (now, not_after) = (100 * day, 130 * day);
+        // A window ahead: its start or middle by the jitter, unless asking again first.
+        let soon = (now + 2 * hour, now + 4 * hour);
+        assert_eq!(
+            ari_plan(now, soon, day, not_after, 0.0),
+            AriPlan::At(now + 2 * hour)
+        );
+        assert_eq!(
+            ari_plan(now, soon, day, not_after, 0.5),
+            AriPlan::At(now + 3 * hour)
+        );
+        // A window weeks ahead: ask again when told, within [1 min, 1 day].
+        let later = (110 * day, 112 * day);
+        assert_eq!(
+            ari_plan(now, later, 6 * hour, not_after, 0.5),
+            AriPlan::At(now + 6 * hour)
+        );
+        assert_eq!(
+            ari_plan(now, later, 0, not_after, 0.5),
+            AriPlan::At(now + 60)
+        );
+        assert_eq!(
+            ari_plan(now, later, 90 * day, not_after, 0.5),
+            AriPlan::At(now + day)
+        );
+        // A window that has begun (the CA moved it, e.g. before revoking): at once if the
+        // chosen point has passed.
+        assert_eq!(
+            ari_plan(now, (now - day, now), hour, not_after, 0.3),
+            AriPlan::Now
+        );
+        // A window past the certificate's end is not followed blindly; an inverted one is
+        // read as its start.
+        assert_eq!(
+            ari_plan(now, (131 * day, 132 * day), hour, not_after, 0.0),
+            AriPlan::Now
+        );
+        assert_eq!(
+            ari_plan(now, (now + hour, now - day), day, not_after, 0.9),
+            AriPlan::At(now + hour)
+        );
     }
 
     #[test]

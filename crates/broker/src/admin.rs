@@ -7,10 +7,17 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use warren_ssh::parse_public_key;
 
+use crate::accounts::tenants;
 use crate::config::Config;
 use crate::serve::open_existing_store;
 
 const ACTOR: &str = "cli";
+
+/// A list in the API's JSON shape, so scripts read the same objects from both.
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
 
 /// `broker user …`
 #[derive(Debug, Subcommand)]
@@ -24,7 +31,11 @@ pub enum UserCmd {
         admin: bool,
     },
     /// List users.
-    List,
+    List {
+        /// Print JSON (the API's user objects).
+        #[arg(long)]
+        json: bool,
+    },
     /// Disable a user: their live tunnels drop at once and they cannot log in.
     Disable {
         /// The user.
@@ -72,6 +83,9 @@ pub enum KeyCmd {
         /// Only this user's.
         #[arg(long)]
         user: Option<String>,
+        /// Print JSON (the API's key objects).
+        #[arg(long)]
+        json: bool,
     },
     /// Remove a key by fingerprint (SHA256:…); sessions using it are dropped.
     Rm {
@@ -112,7 +126,13 @@ pub async fn user(config: &Config, cmd: UserCmd) -> Result<()> {
                 if u.is_admin { " (admin)" } else { "" }
             );
         }
-        UserCmd::List => {
+        UserCmd::List { json: true } => print_json(
+            &tenants(config)
+                .await?
+                .users(&warren_tenants::Caller::operator())
+                .await?,
+        )?,
+        UserCmd::List { json: false } => {
             let users = store.list_users().await?;
             println!(
                 "{:<24} {:<6} {:<9} {:>5} {:>6}",
@@ -176,7 +196,17 @@ pub async fn key(config: &Config, cmd: KeyCmd) -> Result<()> {
                 );
             }
         }
-        KeyCmd::List { user } => {
+        KeyCmd::List { user, json: true } => {
+            let all = tenants(config).await?;
+            print_json(
+                &all.keys(
+                    &warren_tenants::Caller::operator(),
+                    Some(user.as_deref().unwrap_or("*")),
+                )
+                .await?,
+            )?;
+        }
+        KeyCmd::List { user, json: false } => {
             println!(
                 "{:<16} {:<52} {:<20} COMMENT",
                 "USER", "FINGERPRINT", "TYPE"
@@ -217,7 +247,17 @@ pub async fn release(config: &Config, name: &str) -> Result<()> {
     Ok(())
 }
 
-pub async fn names(config: &Config, user: Option<&str>) -> Result<()> {
+pub async fn names(config: &Config, user: Option<&str>, json: bool) -> Result<()> {
+    if json {
+        let all = tenants(config).await?;
+        return print_json(
+            &all.reservations(
+                &warren_tenants::Caller::operator(),
+                Some(user.unwrap_or("*")),
+            )
+            .await?,
+        );
+    }
     let store = open_existing_store(config).await?;
     println!("{:<32} USER", "NAME");
     for r in store.list_reservations(user).await? {
@@ -230,7 +270,11 @@ pub async fn names(config: &Config, user: Option<&str>) -> Result<()> {
 #[derive(Debug, Subcommand)]
 pub enum CertsCmd {
     /// List certificates: name, issuer, expiry, last error, next attempt.
-    List,
+    List {
+        /// Print JSON (the API's certificate objects).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub(crate) use warren_tenants::when;
@@ -238,7 +282,14 @@ pub(crate) use warren_tenants::when;
 pub async fn certs(config: &Config, cmd: CertsCmd) -> Result<()> {
     let store = open_existing_store(config).await?;
     match cmd {
-        CertsCmd::List => {
+        CertsCmd::List { json: true } => {
+            let all = tenants(config).await?;
+            print_json(
+                &all.certificates(&warren_tenants::Caller::operator(), true)
+                    .await?,
+            )?;
+        }
+        CertsCmd::List { json: false } => {
             println!(
                 "{:<32} {:<36} {:<10} {:<10} LAST ERROR",
                 "NAME", "ISSUER", "EXPIRES", "NEXT TRY"
@@ -258,7 +309,15 @@ pub async fn certs(config: &Config, cmd: CertsCmd) -> Result<()> {
     Ok(())
 }
 
-pub async fn events(config: &Config, limit: i64) -> Result<()> {
+pub async fn events(config: &Config, limit: i64, json: bool) -> Result<()> {
+    if json {
+        // The API's page: newest first, with the cursor for the next one.
+        let all = tenants(config).await?;
+        let page = all
+            .events(&warren_tenants::Caller::operator(), true, None, Some(limit))
+            .await?;
+        return print_json(&page);
+    }
     let store = open_existing_store(config).await?;
     let last = store.last_event_id().await?;
     let events = store

@@ -4,11 +4,9 @@
 mod accounts;
 mod admin;
 mod check;
-mod config;
 mod domains;
 mod domains_cmd;
 mod drain;
-mod logging;
 mod notify;
 mod observe;
 mod policy;
@@ -24,7 +22,9 @@ mod watch;
 mod webhooks_cmd;
 
 use anyhow::Result;
+// The settings live in the package's library (src/lib.rs), for the config fuzz target.
 use clap::{Parser, Subcommand};
+use warren_broker::{config, logging};
 
 use crate::config::{Config, SettingsArgs};
 
@@ -87,6 +87,9 @@ enum Command {
         /// How many of the newest events.
         #[arg(long, default_value_t = 50)]
         limit: i64,
+        /// Print JSON (the API's page of events, newest first).
+        #[arg(long)]
+        json: bool,
     },
     /// Custom domains: list (the default), `add NAME DOMAIN`, `rm DOMAIN`, `verify DOMAIN`.
     Domains(domains_cmd::DomainsArgs),
@@ -105,6 +108,9 @@ enum Command {
         /// Only this user's.
         #[arg(long)]
         user: Option<String>,
+        /// Print JSON (the API's reservation objects).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -177,11 +183,11 @@ fn run(cli: Cli) -> Result<()> {
             Command::Share(args) => rules::share(&config, args).await,
             Command::Release { name } => admin::release(&config, &name).await,
             Command::Domains(args) => domains_cmd::domains(&config, args).await,
-            Command::Names { user } => admin::names(&config, user.as_deref()).await,
+            Command::Names { user, json } => admin::names(&config, user.as_deref(), json).await,
             Command::Webhooks(args) => webhooks_cmd::webhooks(&config, args).await,
             Command::Status { json } => status::status(&config, json).await,
             Command::Certs(cmd) => admin::certs(&config, cmd).await,
-            Command::Events { limit } => admin::events(&config, limit).await,
+            Command::Events { limit, json } => admin::events(&config, limit, json).await,
         }
     })
 }

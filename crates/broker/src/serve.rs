@@ -394,7 +394,7 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
 }
 
 /// The console route's owner: no user has id 0 (ids start at 1 on both backends).
-const CONSOLE_OWNER: i64 = 0;
+const CONSOLE_OWNER: i64 = warren_registry::BROKER_OWNER;
 /// The console route's session: SSH sessions are numbered from 1.
 const CONSOLE_SESSION: warren_registry::SessionId = 0;
 

@@ -31,7 +31,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use hmac::{Hmac, KeyInit, Mac};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 use warren_registry::access::{SHARE_PATH, is_share_token};
@@ -232,8 +232,8 @@ async fn basic(edge: &Edge, policy: &Arc<AccessPolicy>, headers: &HeaderMap) -> 
     else {
         return Basic::Missing;
     };
-    let digest: [u8; 32] = Sha256::digest(raw).into();
-    match policy.cache().get(&digest) {
+    let tag = policy.cache().tag(raw);
+    match policy.cache().get(tag) {
         Some(true) => return Basic::Good,
         Some(false) => return Basic::Wrong,
         None => {}
@@ -248,7 +248,7 @@ async fn basic(edge: &Edge, policy: &Arc<AccessPolicy>, headers: &HeaderMap) -> 
     };
     let Some(hash) = policy.user(&user).map(|c| c.hash.clone()) else {
         // Unknown users are remembered as wrong like wrong passwords: no hashing either way.
-        policy.cache().put(digest, false);
+        policy.cache().put(tag, false);
         return Basic::Wrong;
     };
     let permit = match tokio::time::timeout(
@@ -266,7 +266,7 @@ async fn basic(edge: &Edge, policy: &Arc<AccessPolicy>, headers: &HeaderMap) -> 
     })
     .await
     .unwrap_or(false);
-    policy.cache().put(digest, ok);
+    policy.cache().put(tag, ok);
     if ok { Basic::Good } else { Basic::Wrong }
 }
 

@@ -267,9 +267,13 @@ pub async fn run(
             let shards = edge.shards.clone();
             shards.run(shard, socket, move |socket| {
                 let conn = serve_visitor(edge.clone(), socket, peer, shutdown, admitted);
-                edge.visitors
-                    .track(conn)
-                    .instrument(info_span!("visitor", %peer))
+                edge.visitors.track(conn).instrument(info_span!(
+                    "visitor",
+                    %peer,
+                    tenant = tracing::field::Empty,
+                    tunnel = tracing::field::Empty,
+                    visitor = tracing::field::Empty
+                ))
             });
         });
     }
@@ -372,5 +376,42 @@ pub(crate) fn count_head_limits(edge: &Edge, e: &hyper::Error, requests: u64) {
         edge.metrics.limit_hit(Limit::RequestHead);
     } else if e.is_timeout() && requests == 0 {
         edge.metrics.limit_hit(Limit::HeaderTimeout);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A head whose Host has not arrived yet peeks as no host (the connection goes to the
+    /// default thread) and loses nothing: hyper then reads the whole head from the socket.
+    #[tokio::test]
+    async fn a_head_in_pieces_peeks_as_no_host_and_stays_whole() -> std::io::Result<()> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr()?).await?;
+        let (mut server, _) = listener.accept().await?;
+        let wait = Duration::from_secs(5);
+        client.write_all(b"GET / HTTP/1.1\r\nHo").await?;
+        assert_eq!(first_host(&server, wait).await, Some(Vec::new()));
+        client.write_all(b"st: app.localhost\r\n\r\n").await?;
+        let whole = b"GET / HTTP/1.1\r\nHost: app.localhost\r\n\r\n";
+        let mut got = vec![0u8; whole.len()];
+        tokio::time::timeout(wait, server.read_exact(&mut got)).await??;
+        assert_eq!(got, whole);
+
+        // A whole head names its host; silence past the deadline is `None`.
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr()?).await?;
+        let (server, _) = listener.accept().await?;
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: Chat.Localhost:8080\r\n\r\n")
+            .await?;
+        let host = first_host(&server, wait).await;
+        assert_eq!(host.as_deref(), Some(&b"Chat.Localhost:8080"[..]));
+        let silent = tokio::net::TcpStream::connect(listener.local_addr()?).await?;
+        let (server, _) = listener.accept().await?;
+        assert_eq!(first_host(&server, Duration::from_millis(100)).await, None);
+        drop(silent);
+        Ok(())
     }
 }

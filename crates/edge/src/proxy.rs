@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,8 @@ pub(crate) struct ConnState {
     upstreams: VisitorUpstreams,
     /// Its place among the connections without a request head yet, given back at the first.
     pending: Option<warren_admit::PendingSlot>,
+    /// Whether the connection's span names its tunnel and visitor yet (see `describe`).
+    described: AtomicBool,
 }
 
 impl ConnState {
@@ -57,6 +59,20 @@ impl ConnState {
             slots: Mutex::new(Vec::new()),
             upstreams: VisitorUpstreams::new(),
             pending: None,
+            described: AtomicBool::new(false),
+        }
+    }
+
+    /// Names the tunnel's tenant (user id), name (`tunnel`) and the visitor's address on this connection's
+    /// span, so every later line about it carries them. Once per connection: the log formatters
+    /// append a recorded field rather than replace it, and a keep-alive connection's span must
+    /// not grow with each request.
+    fn describe<B>(&self, route: &Route, req: &Request<B>) {
+        if !self.described.swap(true, Ordering::Relaxed) {
+            let span = tracing::Span::current();
+            span.record("tenant", route.owner);
+            span.record("tunnel", route.name.as_str());
+            span.record("visitor", tracing::field::display(self.visitor_ip(req)));
         }
     }
 
@@ -200,6 +216,7 @@ async fn route(state: &Arc<ConnState>, req: Request<Incoming>) -> Response<Body>
             &format!("{name} is served over HTTPS by its owner directly."),
         ),
         Lookup::Live(route) => {
+            state.describe(&route, &req);
             let mut req = req;
             let tls = state.proto == "https";
             let started = Instant::now();
@@ -494,6 +511,7 @@ impl Failure {
                 limit.as_secs()
             )),
         }
+        debug!(status = resp.status().as_u16(), why = %log, "tunnel request failed");
         route.endpoint.notify(log);
         resp
     }

@@ -208,6 +208,7 @@ async fn accept_loop(
                 }
                 let shard = route.endpoint.shard();
                 let metrics = metrics.clone();
+                let (route_owner, route_name) = (route.owner, route.name.clone());
                 shards.run(shard, socket, move |mut socket| async move {
                     let _ticket = ticket;
                     let Ok(_permit) = route.connections.clone().try_acquire_owned() else {
@@ -225,7 +226,7 @@ async fn accept_loop(
                         }
                         Err(e) => route.endpoint.notify(format!("TCP connection from {peer} failed: {e}")),
                     }
-                }.instrument(info_span!("tcp visitor", %peer)));
+                }.instrument(info_span!("tcp visitor", %peer, tenant = route_owner, tunnel = %route_name, visitor = %peer.ip())));
             }
         }
     }

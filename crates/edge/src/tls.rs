@@ -67,9 +67,13 @@ pub async fn run_tls(
                     shutdown,
                     admitted,
                 );
-                edge.visitors
-                    .track(conn)
-                    .instrument(info_span!("tls visitor", %peer))
+                edge.visitors.track(conn).instrument(info_span!(
+                    "tls visitor",
+                    %peer,
+                    tenant = tracing::field::Empty,
+                    tunnel = tracing::field::Empty,
+                    visitor = tracing::field::Empty
+                ))
             });
         });
     }
@@ -128,6 +132,11 @@ async fn serve(
         && let Lookup::Live(route) = edge.registry.lookup(label)
         && route.kind == RouteKind::TlsPassthrough
     {
+        // No header to read: the peer is the visitor. Once: the connection has one tunnel.
+        let span = tracing::Span::current();
+        span.record("tenant", route.owner);
+        span.record("tunnel", route.name.as_str());
+        span.record("visitor", tracing::field::display(peer.ip()));
         if let Some(policy) = edge.registry.policy_for(&route)
             && !crate::access::admits_stream(&route, &policy, peer)
         {

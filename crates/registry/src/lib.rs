@@ -17,6 +17,11 @@
 //! ([`Route::stats`]).
 #![warn(missing_docs)]
 
+/// The owner of the broker's own routes (the console host): a user id nobody has, since the
+/// store's ids start at 1, so no tenant can take such a name over and a refusal can say whose
+/// it is.
+pub const BROKER_OWNER: i64 = 0;
+
 pub mod access;
 mod aliases;
 pub mod names;

@@ -52,6 +52,14 @@ pub enum NameError {
     /// On the reserved list.
     #[error("name {0:?} is reserved by the operator")]
     Reserved(String),
+    /// Punycode (`xn--…`), or `--` in the third and fourth places, which IDNA keeps for such
+    /// prefixes (RFC 5891 §4.2.3.1). An internationalised name can spell a look-alike of
+    /// another tenant's or a well-known name (`xn--pypal-4ve` shows as `pаypal`, with a
+    /// Cyrillic `а`): on a domain many tenants share, that is a phishing aid.
+    #[error(
+        "name {0:?} is refused: punycode (xn--) and '--' in places 3-4 can spell look-alikes of other names"
+    )]
+    LookAlike(String),
 }
 
 /// Checks that `name` is one DNS label a tenant may hold: 1–63 of `a-z0-9-`, no leading or
@@ -72,6 +80,9 @@ pub fn validate(name: &str) -> Result<(), NameError> {
     }
     if name.starts_with('-') || name.ends_with('-') {
         return Err(NameError::EdgeHyphen(name.to_owned()));
+    }
+    if name.get(2..4) == Some("--") {
+        return Err(NameError::LookAlike(name.to_owned()));
     }
     if RESERVED.contains(&name) {
         return Err(NameError::Reserved(name.to_owned()));
@@ -128,6 +139,13 @@ mod tests {
         }
         assert!(matches!(validate("-a"), Err(NameError::EdgeHyphen(_))));
         assert!(matches!(validate("a-"), Err(NameError::EdgeHyphen(_))));
+        for look_alike in ["xn--pypal-4ve", "xn--80ak6aa92e", "ab--c", "zz--top"] {
+            assert!(
+                matches!(validate(look_alike), Err(NameError::LookAlike(_))),
+                "{look_alike}"
+            );
+        }
+        assert_eq!(validate("a--b"), Ok(()), "'--' elsewhere is a plain name");
         for r in ["www", "console", "api", "_acme-challenge"] {
             assert!(validate(r).is_err(), "{r}");
         }

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use russh::server::Handle;
 use tracing::{info, warn};
 use warren_metrics::Limit;
-use warren_registry::{BindError, RouteKind, StickyKey, names, tcp_name, tcp_port};
+use warren_registry::{
+    BROKER_OWNER, BindError, Lookup, RouteKind, StickyKey, names, tcp_name, tcp_port,
+};
 use warren_store::{AuditAction, Reservation, StoreError, User};
 
 use crate::ask::{Ask, classify};
@@ -342,9 +344,17 @@ impl Tunnels {
     ) -> Result<bool, Refusal> {
         names::validate(label).map_err(|e| Refusal::new(e.to_string()))?;
         if !self.server.registry.is_free_for(label, user.id) {
-            return Err(Refusal::new(format!(
-                "name {label:?} is in use by another user"
-            )));
+            // The console's own name (a label from the config, not on the fixed reserved
+            // list) is the operator's, not "another user's".
+            let operators = matches!(
+                self.server.registry.lookup(label),
+                Lookup::Live(r) if r.owner == BROKER_OWNER
+            );
+            return Err(Refusal::new(if operators {
+                format!("name {label:?} is reserved by the operator")
+            } else {
+                format!("name {label:?} is in use by another user")
+            }));
         }
         let store = &self.server.store;
         let held = self.held_reservation(label).await?;

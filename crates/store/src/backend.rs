@@ -514,6 +514,17 @@ macro_rules! impl_store {
                 .await?)
             }
 
+            async fn reschedule_certificate(&self, name: &str, next_attempt: i64) -> Result<Option<Certificate>> {
+                Ok(sqlx::query_as::<_, Certificate>(concat!(
+                    "UPDATE certificates SET next_attempt = $2 WHERE name = $1 RETURNING ",
+                    cert_columns!()
+                ))
+                .bind(name)
+                .bind(next_attempt)
+                .fetch_optional(&self.writer)
+                .await?)
+            }
+
             async fn certificate_issues_since(&self, since: i64) -> Result<Vec<AuditEvent>> {
                 Ok(sqlx::query_as::<_, AuditEvent>(
                     "SELECT id, at, actor, action, subject, user_id, detail FROM audit_events \

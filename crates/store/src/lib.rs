@@ -132,6 +132,14 @@ pub trait Store:
         reason: &str,
         next_attempt: i64,
     ) -> Result<Certificate>;
+    /// Moves `name`'s next look to `next_attempt` and nothing else (the CA's renewal
+    /// information moved it); `None` when the name has no row. Not audited: it happens on
+    /// every reading of that information.
+    async fn reschedule_certificate(
+        &self,
+        name: &str,
+        next_attempt: i64,
+    ) -> Result<Option<Certificate>>;
     /// The `cert.issue` events (one per certificate stored by [`Store::put_certificate`]) at or
     /// after `since`, oldest first; `user_id` is the certificate's owner. The order budget is
     /// derived from them: the audit log is append-only, so a deleted certificate still counts

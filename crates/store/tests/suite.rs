@@ -519,6 +519,27 @@ both!(order_budget_history_and_waits, |fx| {
         .expect("wait");
     assert_eq!(again.last_attempt, failed.last_attempt);
     assert_eq!(again.next_attempt, Some(9_000));
+    // Renewal information moves the next look only.
+    let moved = s
+        .reschedule_certificate("new.example.com", 12_000)
+        .await
+        .expect("reschedule")
+        .expect("row");
+    assert_eq!(moved.next_attempt, Some(12_000));
+    assert_eq!(
+        (
+            moved.last_attempt,
+            moved.last_error.as_deref(),
+            moved.owner_id
+        ),
+        (again.last_attempt, Some("waiting"), Some(alice.id))
+    );
+    assert!(
+        s.reschedule_certificate("nothing.example.com", 1)
+            .await
+            .expect("reschedule")
+            .is_none()
+    );
     // Waiting is not an issuance.
     assert_eq!(
         s.certificate_issues_since(before)

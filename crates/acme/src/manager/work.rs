@@ -18,6 +18,7 @@ use super::{BUDGET_WAIT, CertManager, CertStatus, backing_off};
 use crate::AcmeError;
 use crate::budget::{Candidate, Issued, Verdict, WINDOW};
 use crate::names::validate_name;
+use crate::schedule::AriPlan;
 
 /// The background task looks at the store at least this often, so certificates renewed by
 /// another node sharing the database are picked up.
@@ -80,6 +81,17 @@ impl CertManager {
             }
             if self.recently_failed(&row.name) {
                 next = next.min(now() + self.settings.retry_min.as_secs() as i64);
+                continue;
+            }
+            // A renewal that came due by our clock: the CA's renewal information, where it
+            // offers it, may say "not yet" (and when to ask again).
+            if row.material().is_some()
+                && let Some(AriPlan::At(at)) = self.ari(row).await
+            {
+                if let Err(e) = self.store.reschedule_certificate(&row.name, at).await {
+                    warn!(name = %row.name, error = %e, "could not record the CA's renewal window");
+                }
+                next = next.min(at);
                 continue;
             }
             if !wanted.iter().any(|(_, c)| c.name == row.name) {

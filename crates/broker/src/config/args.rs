@@ -48,6 +48,11 @@ settings! {
     /// File holding the Postgres password, added to database_url (which names the user).
     #[arg(long, global = true, env = "BROKER_DATABASE_PASSWORD_FILE", value_name = "FILE")]
     database_password_file: PathBuf,
+    /// Where relative `*_file` names are found when `$CREDENTIALS_DIRECTORY` is not set (a
+    /// shell: `broker check`, admin commands) [default: /etc/warren/credentials, if it exists;
+    /// else the current directory].
+    #[arg(long, global = true, env = "BROKER_CREDENTIALS_DIR", value_name = "DIR")]
+    credentials_dir: PathBuf,
     /// SSH listener [default: 127.0.0.1:2222].
     #[arg(long, global = true, env = "BROKER_SSH_ADDR", value_name = "ADDR")]
     ssh_addr: SocketAddr,

@@ -178,6 +178,18 @@ impl Config {
         };
         let file_log = file.log.clone();
         let a = secrets::resolve(args.clone().merge(file), secret_files)?;
+        Self::from_settings(a, args.log.as_deref(), file_log.as_deref())
+    }
+
+    /// The checks and defaults, on settings already merged (file < env < flags) with their
+    /// secret files read: touches no file, so the config fuzz target drives it with any TOML.
+    /// `flag_log` and `file_log` are the log filters given by flag and by file, which rank
+    /// around `RUST_LOG`.
+    pub fn from_settings(
+        a: SettingsArgs,
+        flag_log: Option<&str>,
+        file_log: Option<&str>,
+    ) -> Result<Self> {
         let data_dir = a
             .data_dir
             .clone()
@@ -202,11 +214,13 @@ impl Config {
             .unwrap_or_else(|| "localhost".into())
             .trim_end_matches('.')
             .to_ascii_lowercase();
-        // DNS label rules; the reserved words are for tenants' names, not the operator's domain.
+        // DNS label rules; the reserved words and the look-alike guard are for tenants' names,
+        // not the operator's own (internationalised) domain.
         let label_ok = |l: &str| {
+            use warren_registry::names::NameError;
             matches!(
                 warren_registry::names::validate(l),
-                Ok(()) | Err(warren_registry::names::NameError::Reserved(_))
+                Ok(()) | Err(NameError::Reserved(_) | NameError::LookAlike(_))
             )
         };
         if domain.is_empty() || !domain.split('.').all(label_ok) {
@@ -346,9 +360,9 @@ impl Config {
                 },
             },
             log: crate::logging::filter(
-                args.log.as_deref(),
+                flag_log,
                 std::env::var("RUST_LOG").ok().as_deref(),
-                file_log.as_deref(),
+                file_log,
             ),
             log_format: a.log_format.unwrap_or_default(),
             shutdown_grace: Duration::from_secs(a.shutdown_grace_secs.unwrap_or(10)),
@@ -427,6 +441,25 @@ mod tests {
             config: Some(path),
             ..args
         })
+    }
+
+    #[test]
+    fn the_example_production_config_loads_and_says_what_it_says() -> Result<()> {
+        // deploy/broker.toml is what an operator copies: it must keep validating as settings
+        // come and go, and mean what its comments say.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/broker.toml");
+        let c = Config::load(&SettingsArgs {
+            config: Some(path),
+            ..SettingsArgs::default()
+        })?;
+        assert_eq!(c.domain, "tunnel.example.com");
+        assert_eq!(c.console_label, "console");
+        assert_eq!(c.ssh_addr, "0.0.0.0:2222".parse::<SocketAddr>()?);
+        assert_eq!(c.admin_addr, Some("127.0.0.1:9090".parse::<SocketAddr>()?));
+        assert_eq!(c.public_scheme, "https", "ACME on: the URLs are https");
+        assert_eq!(c.tcp_ports, 20000..=20999);
+        assert!(c.public.acme.is_some());
+        Ok(())
     }
 
     #[test]

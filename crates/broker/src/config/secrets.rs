@@ -3,9 +3,13 @@
 //! the config file or the environment (`/proc/PID/environ`, `systemctl show`).
 //!
 //! A relative `*_file` name is looked up in `$CREDENTIALS_DIRECTORY` when systemd set it
-//! (`LoadCredential=cloudflare_token:/etc/warren/cf-token` + `cloudflare_token_file =
-//! "cloudflare_token"`), else in the current directory. One trailing newline (what `echo` and
-//! editors add) is trimmed. Errors name the setting and the file, never what it holds.
+//! (`LoadCredential=cloudflare_token:/etc/warren/credentials/cloudflare_token` +
+//! `cloudflare_token_file = "cloudflare_token"`). From a shell (`broker check`, admin
+//! commands) there is no such variable: the name is then looked up in `credentials_dir`,
+//! by default `/etc/warren/credentials` (where the README's install keeps the files the unit
+//! loads) when that directory exists, else in the current directory. So the same config works
+//! for the service and for its operator. One trailing newline (what `echo` and editors add) is
+//! trimmed. Errors name the setting and the file, never what it holds.
 
 use std::path::{Path, PathBuf};
 
@@ -29,8 +33,26 @@ const UNREAD: &str = "(unread: admin commands read only the database secrets)";
 
 /// Replaces each `*_file` setting in `a` by the secret it names; giving a secret both ways is
 /// an error naming both keys.
-pub(super) fn resolve(mut a: SettingsArgs, which: SecretFiles) -> Result<SettingsArgs> {
-    let dir = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+pub(super) fn resolve(a: SettingsArgs, which: SecretFiles) -> Result<SettingsArgs> {
+    let service = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    let default = Path::new(CREDENTIALS_DIR);
+    resolve_in(a, which, service, default.is_dir().then_some(default))
+}
+
+/// Where the README's install keeps secret files (root:warren, 0640).
+pub const CREDENTIALS_DIR: &str = "/etc/warren/credentials";
+
+/// [`resolve`], given `$CREDENTIALS_DIRECTORY` (`service`) and the default credentials
+/// directory if it exists.
+fn resolve_in(
+    mut a: SettingsArgs,
+    which: SecretFiles,
+    service: Option<PathBuf>,
+    default: Option<&Path>,
+) -> Result<SettingsArgs> {
+    let dir = service
+        .or_else(|| a.credentials_dir.take())
+        .or_else(|| default.map(Path::to_owned));
     let dir = dir.as_deref();
     let service_dir = match which {
         SecretFiles::All => Some(dir),
@@ -164,6 +186,55 @@ mod tests {
             public_ipv4: Some("203.0.113.7".parse().expect("ip")),
             ..args
         }
+    }
+
+    #[test]
+    fn relative_names_are_found_in_the_service_then_the_credentials_dir() -> Result<()> {
+        let (service, creds) = (tempfile::tempdir()?, tempfile::tempdir()?);
+        secret_file(
+            service.path(),
+            "db",
+            "postgres://warren:from-service@db/w\n",
+        );
+        secret_file(creds.path(), "db", "postgres://warren:from-creds@db/w\n");
+        let args = || SettingsArgs {
+            database_url_file: Some("db".into()),
+            ..SettingsArgs::default()
+        };
+        let url = |a: SettingsArgs| a.database_url.unwrap_or_default();
+        // Under systemd: $CREDENTIALS_DIRECTORY, whatever else is set.
+        let a = resolve_in(
+            SettingsArgs {
+                credentials_dir: Some(creds.path().into()),
+                ..args()
+            },
+            SecretFiles::All,
+            Some(service.path().into()),
+            None,
+        )?;
+        assert!(url(a).contains("from-service"));
+        // From a shell: the default credentials directory...
+        let a = resolve_in(args(), SecretFiles::DatabaseOnly, None, Some(creds.path()))?;
+        assert!(url(a).contains("from-creds"));
+        // ...or the configured one, which names itself when the file is missing.
+        let empty = tempfile::tempdir()?;
+        let e = resolve_in(
+            SettingsArgs {
+                credentials_dir: Some(empty.path().into()),
+                ..args()
+            },
+            SecretFiles::All,
+            None,
+            Some(creds.path()),
+        )
+        .expect_err("not there");
+        let shown = format!("{e:#}");
+        assert!(
+            shown.starts_with("database_url_file: cannot read ")
+                && shown.contains(&empty.path().join("db").display().to_string()),
+            "{shown}"
+        );
+        Ok(())
     }
 
     #[test]

@@ -268,7 +268,12 @@ impl DnsProvider for Cloudflare {
             )
             .await;
             match found {
-                Ok(Ok(addrs)) => out.extend(addrs),
+                Ok(Ok(addrs)) => match one_reachable(addrs, can_route) {
+                    Some(addr) => out.push(addr),
+                    None => {
+                        tracing::warn!(%ns, "no address of a name server of the zone is reachable from here")
+                    }
+                },
                 _ => tracing::warn!(%ns, "cannot resolve a name server of the zone"),
             }
         }
@@ -287,5 +292,53 @@ impl DnsProvider for Cloudflare {
 
     fn kind(&self) -> &'static str {
         KIND
+    }
+}
+
+/// One address to ask of a name server that has several: an IPv4 one this host can route to,
+/// else an IPv6 one. Every address of every server used to be awaited, and on an IPv4-only
+/// VPS the IPv6 ones never answer, so each DNS-01 order waited out its whole timeout and failed.
+fn one_reachable(
+    addrs: impl IntoIterator<Item = std::net::SocketAddr>,
+    routable: impl Fn(&std::net::SocketAddr) -> bool,
+) -> Option<std::net::SocketAddr> {
+    let mut usable: Vec<_> = addrs.into_iter().filter(|a| routable(a)).collect();
+    usable.sort_by_key(std::net::SocketAddr::is_ipv6);
+    usable.into_iter().next()
+}
+
+/// Whether this host has a route to `addr`: connecting a UDP socket sends nothing, and fails at
+/// once without a route (no IPv6 on the host, say).
+fn can_route(addr: &std::net::SocketAddr) -> bool {
+    let local: std::net::SocketAddr = if addr.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    };
+    std::net::UdpSocket::bind(local)
+        .and_then(|s| s.connect(addr))
+        .is_ok()
+}
+
+#[cfg(test)]
+mod reach_tests {
+    use super::*;
+
+    #[test]
+    fn one_routable_address_per_name_server_ipv4_first() {
+        let v4: std::net::SocketAddr = "173.245.58.1:53".parse().expect("addr");
+        let v6: std::net::SocketAddr = "[2606:4700:50::1]:53".parse().expect("addr");
+        assert_eq!(one_reachable([v6, v4], |_| true), Some(v4));
+        assert_eq!(
+            one_reachable([v6, v4], |a| a.is_ipv6()),
+            Some(v6),
+            "an IPv6-only host"
+        );
+        assert_eq!(
+            one_reachable([v6], |a| a.is_ipv4()),
+            None,
+            "an IPv4-only host"
+        );
+        assert!(can_route(&"127.0.0.1:53".parse().expect("addr")));
     }
 }
