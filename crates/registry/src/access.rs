@@ -65,8 +65,8 @@ const CACHE_MAX: usize = 1024;
 ///
 /// A tag is 128 bits from two SipHash instances keyed at random per cache, so nobody outside
 /// the process can compute one: a stranger can only guess blindly at a value whose tag is
-/// cached good (1,024 of 2^128). It replaced a SHA-256 digest, which cost 1.3 % of the
-/// broker's instructions per request on a protected tunnel (bench/cost, ARCHITECTURE.md).
+/// cached good (1,024 of 2^128). It replaced a SHA-256 digest of the header, the largest
+/// part of a cached check (its effect on `bench/cost` is still to be measured).
 #[derive(Debug, Default)]
 pub struct CredentialCache {
     keys: [RandomState; 2],
