@@ -44,7 +44,7 @@ async fn until_close(s: &mut TcpStream, wait: Duration) -> Option<String> {
 }
 
 /// One series of the broker's `/metrics`.
-async fn metric(broker: &TestBroker, series: &str) -> Result<f64> {
+pub(crate) async fn metric(broker: &TestBroker, series: &str) -> Result<f64> {
     let scrape = get(&format!("http://127.0.0.1:{}/metrics", broker.api_port)).await?;
     scrape
         .body

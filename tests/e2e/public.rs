@@ -298,22 +298,13 @@ async fn the_dns01_wildcard_serves_reserved_and_random_names_with_no_order_of_th
         cert_line.contains("in ") && cert_line.contains('d'),
         "expiry: {cert_line}"
     );
-    let metrics = crate::client::get(&format!("http://127.0.0.1:{}/metrics", env.broker.api_port))
-        .await?
-        .body;
-    let value = |series: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-            .unwrap_or(-1.0)
-    };
+    let metric = |series: &'static str| crate::flood::metric(&env.broker, series);
     assert_eq!(
-        value("warren_acme_orders_total{result=\"issued\"}"),
-        1.0,
-        "{metrics}"
+        metric("warren_acme_orders_total{result=\"issued\"}").await?,
+        1.0
     );
-    assert_eq!(value("warren_certificates "), 1.0, "{metrics}");
-    let expiry = value("warren_certificate_expiry_earliest_seconds ");
+    assert_eq!(metric("warren_certificates ").await?, 1.0);
+    let expiry = metric("warren_certificate_expiry_earliest_seconds ").await?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs_f64();
@@ -457,19 +448,9 @@ async fn dns_provider_down_is_reported_and_retried() -> Result<()> {
     let reason = row["last_error"].as_str().unwrap_or_default();
     assert!(reason.starts_with("set via rfc2136: "), "{reason}");
     // Counted for the operator's alerting, by provider.
-    let metrics = crate::client::get(&format!("http://127.0.0.1:{}/metrics", broker.api_port))
-        .await?
-        .body;
-    let errors: f64 = metrics
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("warren_dns_errors_total{provider=\"rfc2136\"}")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .with_context(|| format!("no dns errors series:\n{metrics}"))?;
-    assert!(errors >= 1.0, "{metrics}");
+    let errors =
+        crate::flood::metric(&broker, "warren_dns_errors_total{provider=\"rfc2136\"}").await?;
+    assert!(errors >= 1.0, "{errors} DNS errors counted");
     // The name still works as a tunnel name: DNS trouble never blocks the data path.
     assert_eq!(
         crate::client::get(&format!("http://shop.{ZONE}:{}/", broker.http_port))
