@@ -19,12 +19,15 @@ def url(port, host, path, tls):
     return f"https://localhost:{port}{path}" if tls else f"http://127.0.0.1:{port}{path}"
 
 
-def wrk(port, host, seconds, tls=False, cold=False, headers=()):
+def wrk(port, host, seconds, tls=False, cold=False, headers=(), script=None):
     """Keep-alive load on 64 connections, or with `cold` a new TCP (and TLS) connection per request;
-    `headers` are sent with every request (a basic-auth row's Authorization)."""
+    `headers` are sent with every request (a basic-auth row's Authorization); `script` is a wrk Lua
+    script that shapes each request (the spread row's rotating Host)."""
     extra = ["-H", "Connection: close"] if cold else []
     for h in headers:
         extra += ["-H", h]
+    if script:
+        extra += ["-s", script]
     out = subprocess.run(["wrk", "-t2", "-c64", f"-d{seconds}s", "--latency", "-H", f"Host: {host}", *extra,
                           url(port, host, "/1k.bin", tls)], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))

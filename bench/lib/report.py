@@ -10,7 +10,9 @@ COMPARISONS = [("warren", "classic"), ("warren_tls", "classic_tls"), ("warren", 
                # A tunnel behind basic auth against the open one, same broker, same run (target >= 0.95).
                ("warren_auth", "warren"),
                # What recording each request in the tunnel's request log costs (same build).
-               ("warren", "warren_nolog")]
+               ("warren", "warren_nolog"),
+               # Visitor load spread over 100 live tunnels against the same load on one.
+               ("warren_spread", "warren")]
 
 
 def ratios(result):

@@ -265,9 +265,12 @@ def start_sandhole(procs, tmp, binary, pubkey, cert, cert_key):
 
 
 def ssh_tunnel(procs, ssh_port, key, origin_port, spec, user="tunnel"):
-    """The same OpenSSH client for every tunnel: `ssh -N -R SPEC:localhost:ORIGIN`."""
+    """The same OpenSSH client for every tunnel: `ssh -N -R SPEC:localhost:ORIGIN`; a list of
+    specs gives one `-R` each over the one session."""
+    specs = spec if isinstance(spec, list) else [spec]
+    forwards = [a for s in specs for a in ("-R", f"{s}:localhost:{origin_port}")]
     return procs.start([
         "ssh", "-F", "/dev/null", "-N", "-i", key, "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
         "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ExitOnForwardFailure=yes",
-        "-p", str(ssh_port), "-R", f"{spec}:localhost:{origin_port}", f"{user}@127.0.0.1"],
+        "-p", str(ssh_port), *forwards, f"{user}@127.0.0.1"],
         stdin=subprocess.DEVNULL)

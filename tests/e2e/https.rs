@@ -176,6 +176,44 @@ async fn unknown_sni_is_refused_promptly() -> Result<()> {
     Ok(())
 }
 
+/// A slowloris on the TLS port: a ClientHello dribbled one byte every 200 ms never completes
+/// and keeps the connection alive byte by byte, yet the broker closes it once the head
+/// deadline (here 2 s) has passed since the connection began, not since the last byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dribbled_client_hello_is_cut_at_the_head_deadline() -> Result<()> {
+    let (broker, _) = tls_broker(&["--header-timeout-secs", "2"]).await?;
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", broker.https_port)).await?;
+    // A handshake record of 512 bytes announcing a ClientHello (TLS 1.2 legacy version), then
+    // its random: all plausible, none of it enough to route by.
+    sock.write_all(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+        .await?;
+    let started = std::time::Instant::now();
+    let mut sent = 0usize;
+    let closed_after = loop {
+        // The broker closing shows as a read of 0 bytes or an error (a reset once we write).
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(Duration::from_millis(200), sock.read(&mut byte)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break started.elapsed(),
+            Ok(Ok(_)) => bail!("the broker answered a ClientHello it has not had"),
+            Err(_) => {}
+        }
+        if sock.write_all(&[0]).await.is_err() {
+            break started.elapsed();
+        }
+        sent += 1;
+        if started.elapsed() > Duration::from_secs(15) {
+            bail!("still open after 15 s and {sent} dribbled bytes");
+        }
+    };
+    assert!(
+        closed_after >= Duration::from_millis(1800),
+        "closed after {closed_after:?}, before the deadline"
+    );
+    assert!(sent >= 5, "the client kept sending ({sent} bytes)");
+    println!("dribbled ClientHello cut after {closed_after:?} and {sent} bytes");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_passthrough_routes_by_sni_to_the_owners_certificate() -> Result<()> {
     let broker = TestBroker::start().await?;

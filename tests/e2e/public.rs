@@ -389,24 +389,8 @@ async fn tls_alpn01_issues_through_the_https_listener() -> Result<()> {
 async fn dns_provider_down_is_reported_and_retried() -> Result<()> {
     // An RFC 2136 server that is not there: every change fails, visibly, and keeps being retried.
     let dead = pebble::free_port();
-    let broker = TestBroker::start_with(
-        Db::Sqlite,
-        &[
-            "--domain",
-            ZONE,
-            "--dns-provider",
-            "rfc2136",
-            "--rfc2136-server",
-            &dead.to_string(),
-            "--rfc2136-key-name",
-            "warren",
-            "--rfc2136-secret",
-            "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0",
-            "--public-ipv4",
-            "127.0.0.1",
-        ],
-    )
-    .await?;
+    let flags = rfc2136_flags(ZONE, dead);
+    let broker = TestBroker::start_with(Db::Sqlite, &as_strs(&flags)).await?;
     broker.cli_ok(&["user", "add", "alice"])?;
     broker.cli_ok(&["reserve", "alice", "shop"])?;
     let events = eventually(
@@ -476,24 +460,8 @@ async fn a_dns_provider_that_hangs_does_not_delay_a_user_disable() -> Result<()>
             let _ = asked_tx.send(());
         }
     });
-    let broker = TestBroker::start_with(
-        Db::Sqlite,
-        &[
-            "--domain",
-            ZONE,
-            "--dns-provider",
-            "rfc2136",
-            "--rfc2136-server",
-            &addr.to_string(),
-            "--rfc2136-key-name",
-            "warren",
-            "--rfc2136-secret",
-            "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0",
-            "--public-ipv4",
-            "127.0.0.1",
-        ],
-    )
-    .await?;
+    let flags = rfc2136_flags(ZONE, addr);
+    let broker = TestBroker::start_with(Db::Sqlite, &as_strs(&flags)).await?;
     let key = broker.user_with_key("alice")?;
     let origin = Origin::start("A").await?;
     let mut ssh = Ssh::spawn(
@@ -531,13 +499,20 @@ const TSIG_SECRET: &str = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0";
 /// it the broker's RFC 2136 provider.
 async fn keyed_zone() -> Result<(crate::zone::Zone, Vec<String>)> {
     let zone = crate::zone::Zone::start_keyed(Some(("warren", TSIG_SECRET))).await?;
-    let flags = [
+    let flags = rfc2136_flags(&zone.name, zone.addr);
+    Ok((zone, flags))
+}
+
+/// The broker flags that make the RFC 2136 server at `server` (keyed with [`TSIG_SECRET`])
+/// the DNS provider of `domain`, whose names point at 127.0.0.1.
+pub(crate) fn rfc2136_flags(domain: &str, server: impl std::fmt::Display) -> Vec<String> {
+    [
         "--domain",
-        &zone.name,
+        domain,
         "--dns-provider",
         "rfc2136",
         "--rfc2136-server",
-        &zone.addr.to_string(),
+        &server.to_string(),
         "--rfc2136-key-name",
         "warren",
         "--rfc2136-secret",
@@ -547,8 +522,12 @@ async fn keyed_zone() -> Result<(crate::zone::Zone, Vec<String>)> {
     ]
     .iter()
     .map(|s| s.to_string())
-    .collect();
-    Ok((zone, flags))
+    .collect()
+}
+
+/// Borrowed views of owned flags, as `TestBroker::start_with` takes them.
+pub(crate) fn as_strs(flags: &[String]) -> Vec<&str> {
+    flags.iter().map(String::as_str).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

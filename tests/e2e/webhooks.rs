@@ -510,24 +510,8 @@ async fn global_hooks_get_every_tunnel() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_errors_go_to_the_global_hook() -> Result<()> {
     let dead = crate::public::pebble::free_port();
-    let broker = broker(
-        Db::Sqlite,
-        &[
-            "--domain",
-            "tunnel.test",
-            "--dns-provider",
-            "rfc2136",
-            "--rfc2136-server",
-            &dead.to_string(),
-            "--rfc2136-key-name",
-            "warren",
-            "--rfc2136-secret",
-            "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0",
-            "--public-ipv4",
-            "127.0.0.1",
-        ],
-    )
-    .await?;
+    let flags = crate::public::rfc2136_flags("tunnel.test", dead);
+    let broker = broker(Db::Sqlite, &crate::public::as_strs(&flags)).await?;
     let receiver = Receiver::start().await?;
     let out = broker.cli_ok(&[
         "--webhook-allow-private",

@@ -13,6 +13,12 @@ use tokio_util::sync::CancellationToken;
 use warren_acme::{AcmeError, CertManager, ChallengeKind};
 use warren_tls::cert_info_der;
 
+/// The challenge type `name`'s stored certificate was validated with.
+async fn challenge_of(env: &Env, name: &str) -> Option<String> {
+    let row = env.store.certificate(name).await.expect("row");
+    row.expect("stored").challenge
+}
+
 /// Issues `name` with `kind`, then checks a verified TLS connection gets it.
 async fn issue_and_connect(env: &Env, kind: ChallengeKind, name: &str, sni: &str) {
     let manager = env.manager(kind);
@@ -93,13 +99,7 @@ async fn tls_alpn01_issues_and_serves() {
     let name = format!("alpn.{ZONE}");
     env.add_host(&name).await;
     issue_and_connect(&env, ChallengeKind::TlsAlpn01, &name, &name).await;
-    let row = env
-        .store
-        .certificate(&name)
-        .await
-        .expect("row")
-        .expect("stored");
-    assert_eq!(row.challenge.as_deref(), Some("tls-alpn-01"));
+    assert_eq!(challenge_of(&env, &name).await.as_deref(), Some("tls-alpn-01"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,16 +119,56 @@ async fn wildcard_uses_dns01_and_cleans_its_txt_record() {
         env.dns.live_txt.lock().expect("lock").is_empty(),
         "TXT removed"
     );
-    let row = env
-        .store
-        .certificate(&name)
-        .await
-        .expect("row")
-        .expect("stored");
-    assert_eq!(row.challenge.as_deref(), Some("dns-01"));
+    assert_eq!(challenge_of(&env, &name).await.as_deref(), Some("dns-01"));
     // One label only: a deeper name is not covered.
     let roots = env.pebble.issuing_root().await;
     assert!(env.connect(&format!("a.b.{ZONE}"), &roots).await.is_err());
+}
+
+/// A provider whose API says "done" 4 s before the record answers at the zone's server: the
+/// manager asks the CA to validate only once the server answers, so the order succeeds (and
+/// took at least the lag). The same provider with the wait turned off (no servers to ask) is
+/// validated too early and fails: what the wait is for, and proof this test can tell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns01_waits_until_a_late_txt_record_answers() {
+    const LAG: Duration = Duration::from_secs(4);
+    let env = Env::start().await;
+    *env.dns.txt_lag.lock().expect("lock") = LAG;
+    let name = format!("*.{ZONE}");
+    let manager_with = |servers: Vec<std::net::SocketAddr>| {
+        let mut settings = env.settings(ChallengeKind::Dns01);
+        settings.propagation.servers = Some(servers);
+        settings.propagation.timeout = Duration::from_secs(30);
+        CertManager::new(
+            settings,
+            env.store.clone(),
+            env.certs.clone(),
+            env.challenges.clone(),
+            Some(env.dns.clone() as Arc<dyn warren_dns::DnsProvider>),
+        )
+    };
+
+    let hasty = manager_with(Vec::new());
+    let err = hasty
+        .ensure(&name)
+        .await
+        .expect_err("validated before the record showed");
+    assert!(
+        matches!(&err, AcmeError::Validation { detail, .. } if detail.contains("TXT")),
+        "the CA refused for want of the TXT record: {err:?}"
+    );
+
+    let patient = manager_with(vec![env.dns_addr]);
+    let started = std::time::Instant::now();
+    // The failed order backs off; a forced order goes ahead now.
+    let status = patient
+        .force_renew(&name)
+        .await
+        .unwrap_or_else(|e| panic!("issue {name}: {e}\n{}", env.pebble.log()));
+    assert!(started.elapsed() >= LAG, "{:?}", started.elapsed());
+    assert!(status.last_error.is_none(), "{status:?}");
+    assert!(status.not_after.is_some(), "{status:?}");
+    assert_eq!(challenge_of(&env, &name).await.as_deref(), Some("dns-01"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

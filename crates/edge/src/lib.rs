@@ -9,6 +9,21 @@
 //! name's access rules (IP lists, basic auth, share links) are enforced first (`access`).
 #![warn(missing_docs)]
 
+/// The span of one visitor connection (`name` tells the listener). `tenant`, `tunnel` and
+/// `visitor` start empty and are recorded once, when the connection's route is known
+/// (`ConnState::describe`); recording them per request would grow a keep-alive span.
+macro_rules! visitor_span {
+    ($name:literal, $peer:expr) => {
+        tracing::info_span!(
+            $name,
+            peer = %$peer,
+            tenant = tracing::field::Empty,
+            tunnel = tracing::field::Empty,
+            visitor = tracing::field::Empty
+        )
+    };
+}
+
 mod access;
 mod admit;
 mod drain;
@@ -31,7 +46,7 @@ use std::time::Duration;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, warn};
 use warren_admit::{Admission, Throttle};
 use warren_metrics::{Limit, Listener, Metrics};
 use warren_registry::{Lookup, Registry};
@@ -267,13 +282,9 @@ pub async fn run(
             let shards = edge.shards.clone();
             shards.run(shard, socket, move |socket| {
                 let conn = serve_visitor(edge.clone(), socket, peer, shutdown, admitted);
-                edge.visitors.track(conn).instrument(info_span!(
-                    "visitor",
-                    %peer,
-                    tenant = tracing::field::Empty,
-                    tunnel = tracing::field::Empty,
-                    visitor = tracing::field::Empty
-                ))
+                edge.visitors
+                    .track(conn)
+                    .instrument(visitor_span!("visitor", peer))
             });
         });
     }

@@ -12,7 +12,7 @@ use rustls::ServerConfig;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info_span};
+use tracing::{Instrument, debug};
 use warren_registry::{Lookup, Route, RouteKind};
 
 use crate::Edge;
@@ -67,13 +67,9 @@ pub async fn run_tls(
                     shutdown,
                     admitted,
                 );
-                edge.visitors.track(conn).instrument(info_span!(
-                    "tls visitor",
-                    %peer,
-                    tenant = tracing::field::Empty,
-                    tunnel = tracing::field::Empty,
-                    visitor = tracing::field::Empty
-                ))
+                edge.visitors
+                    .track(conn)
+                    .instrument(visitor_span!("tls visitor", peer))
             });
         });
     }

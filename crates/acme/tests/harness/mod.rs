@@ -43,6 +43,8 @@ pub struct Env {
     pub db_url: String,
     /// Where the TLS listener (the edge stand-in) accepts; Pebble's tlsPort.
     pub tls_addr: SocketAddr,
+    /// The built-in DNS server Pebble resolves with: the zone's one authoritative server.
+    pub dns_addr: SocketAddr,
     shutdown: CancellationToken,
     _dir: tempfile::TempDir,
 }
@@ -108,6 +110,7 @@ impl Env {
             key_path,
             db_url,
             tls_addr,
+            dns_addr,
             shutdown,
             _dir: dir,
         }
@@ -194,6 +197,9 @@ pub struct RecordingDns {
     inner: Arc<BuiltinDns>,
     pub live_txt: Mutex<HashSet<(String, String)>>,
     pub txt_added: Mutex<usize>,
+    /// How long after `add_txt` has answered "done" the record shows at the server, as with a
+    /// provider whose API returns before its secondaries (or Cloudflare's edge) have it.
+    pub txt_lag: Mutex<Duration>,
 }
 
 impl RecordingDns {
@@ -202,6 +208,7 @@ impl RecordingDns {
             inner,
             live_txt: Mutex::new(HashSet::new()),
             txt_added: Mutex::new(0),
+            txt_lag: Mutex::new(Duration::ZERO),
         }
     }
 }
@@ -215,7 +222,16 @@ impl DnsProvider for RecordingDns {
         self.inner.remove_addresses(fqdn).await
     }
     async fn add_txt(&self, fqdn: &str, value: &str) -> Result<(), DnsError> {
-        self.inner.add_txt(fqdn, value).await?;
+        let lag = *self.txt_lag.lock().expect("lock");
+        if lag.is_zero() {
+            self.inner.add_txt(fqdn, value).await?;
+        } else {
+            let (inner, fqdn, value) = (self.inner.clone(), fqdn.to_owned(), value.to_owned());
+            tokio::spawn(async move {
+                tokio::time::sleep(lag).await;
+                inner.add_txt(&fqdn, &value).await.expect("late TXT");
+            });
+        }
         *self.txt_added.lock().expect("lock") += 1;
         self.live_txt
             .lock()
