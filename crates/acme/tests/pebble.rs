@@ -99,7 +99,10 @@ async fn tls_alpn01_issues_and_serves() {
     let name = format!("alpn.{ZONE}");
     env.add_host(&name).await;
     issue_and_connect(&env, ChallengeKind::TlsAlpn01, &name, &name).await;
-    assert_eq!(challenge_of(&env, &name).await.as_deref(), Some("tls-alpn-01"));
+    assert_eq!(
+        challenge_of(&env, &name).await.as_deref(),
+        Some("tls-alpn-01")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

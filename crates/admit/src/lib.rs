@@ -8,12 +8,16 @@
 //!   released by the caller once a request head, a ClientHello or an SSH login arrived;
 //! - and, checked once at accept, its IP's rate of new connections ([`IpRate`]).
 //!
+//! Sources that logged in before ([`Known`]) may take the quarter of the pending places that
+//! strangers may not, so a flood from many addresses still leaves owners a way in.
+//!
 //! Sources on the exempt list (the operator's own processes on the box by default) are
 //! admitted with an empty ticket. Everything here is O(1) per connection with no lock held
 //! across an await (see `accounting_cost` in per_ip.rs for the measured figure).
 #![warn(missing_docs)]
 
 mod key;
+mod known;
 mod pending;
 mod per_ip;
 mod rate;
@@ -25,6 +29,7 @@ use std::time::Duration;
 
 pub use ipnet::IpNet;
 pub use key::IpKey;
+pub use known::Known;
 pub use pending::{Pending, PendingSlot};
 pub use per_ip::{IpSlot, PerIp};
 pub use rate::IpRate;
@@ -74,6 +79,7 @@ pub struct Admission {
     pending: Arc<Pending>,
     rate: IpRate,
     exempt: Vec<IpNet>,
+    known: Option<Known>,
 }
 
 impl Admission {
@@ -85,6 +91,21 @@ impl Admission {
             pending: Pending::new(pending),
             rate,
             exempt,
+            known: None,
+        }
+    }
+
+    /// Keeps a quarter of the pending places for sources [`Admission::vouch`] was told of
+    /// (the SSH side: addresses that logged in within `ttl`, at most `capacity` of them).
+    pub fn with_known(mut self, capacity: usize, ttl: Duration) -> Self {
+        self.known = Some(Known::new(capacity, ttl));
+        self
+    }
+
+    /// `ip` proved itself (an SSH login): it may use the places kept from strangers.
+    pub fn vouch(&self, ip: IpAddr) {
+        if let Some(known) = &self.known {
+            known.vouch(ip);
         }
     }
 
@@ -107,7 +128,8 @@ impl Admission {
         }
         self.rate.check(ip).map_err(Refusal::Rate)?;
         let slot = self.per_ip.try_take(ip).ok_or(Refusal::PerIp)?;
-        let pending = self.pending.try_take().ok_or(Refusal::Pending)?;
+        let known = self.known.as_ref().is_none_or(|k| k.contains(ip));
+        let pending = self.pending.try_take(known).ok_or(Refusal::Pending)?;
         Ok(Ticket {
             ip: Some(slot),
             pending: Some(pending),
@@ -166,6 +188,41 @@ mod tests {
             a.admit("::ffff:192.0.2.200".parse().unwrap_or(ip(200)))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn known_sources_get_the_places_strangers_may_not_take() {
+        let a = Admission::new(
+            10,
+            4,
+            IpRate::new(100, Duration::from_secs(1), 100),
+            Vec::new(),
+        )
+        .with_known(16, Duration::from_secs(3600));
+        a.vouch(ip(9));
+        let strangers: Vec<_> = (1..=3).map(|i| a.admit(ip(i)).expect("stranger")).collect();
+        assert_eq!(
+            a.admit(ip(4)).err(),
+            Some(Refusal::Pending),
+            "3 of 4 for strangers"
+        );
+        let owner = a
+            .admit(ip(9))
+            .expect("the known source gets the kept place");
+        assert_eq!(
+            a.admit(ip(9)).err(),
+            Some(Refusal::Pending),
+            "the cap holds"
+        );
+        drop((strangers, owner));
+        // Without a known set, as the edge's visitors: the whole cap for everyone.
+        let open = Admission::new(
+            10,
+            2,
+            IpRate::new(100, Duration::from_secs(1), 100),
+            Vec::new(),
+        );
+        let _both = (open.admit(ip(1)).expect("1"), open.admit(ip(2)).expect("2"));
     }
 
     /// What admission costs per connection: the rate check, the IP's count and the pending

@@ -42,12 +42,24 @@ impl Pending {
         self.held().saturating_mul(4) >= self.max.saturating_mul(3)
     }
 
-    /// One more pending connection, or `None` at the cap.
-    pub fn try_take(self: &Arc<Self>) -> Option<PendingSlot> {
+    /// The places a stranger may take: all but the quarter kept for known sources
+    /// (`crate::Known`), so a flood from strangers alone never fills the cap.
+    pub fn strangers_max(&self) -> usize {
+        self.max - self.max / 4
+    }
+
+    /// One more pending connection, or `None` at the cap: the whole cap for a `known` source
+    /// (one that logged in before), [`Pending::strangers_max`] for anyone else.
+    pub fn try_take(self: &Arc<Self>, known: bool) -> Option<PendingSlot> {
+        let cap = if known {
+            self.max
+        } else {
+            self.strangers_max()
+        };
         let taken = self
             .held
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < self.max).then_some(n + 1)
+                (n < cap).then_some(n + 1)
             });
         taken.ok().map(|_| PendingSlot {
             pending: self.clone(),
@@ -87,9 +99,9 @@ mod tests {
     #[test]
     fn a_slot_counts_until_released_or_dropped_once() {
         let p = Pending::new(2);
-        let a = p.try_take().expect("a");
-        let b = p.try_take().expect("b");
-        assert!(p.try_take().is_none());
+        let a = p.try_take(true).expect("a");
+        let b = p.try_take(true).expect("b");
+        assert!(p.try_take(true).is_none());
         assert!(p.pressed());
         a.release();
         a.release();
@@ -107,5 +119,17 @@ mod tests {
             !Pending::new(usize::MAX).pressed(),
             "no overflow when unlimited"
         );
+    }
+
+    #[test]
+    fn strangers_leave_a_quarter_for_known_sources() {
+        let p = Pending::new(8);
+        let strangers: Vec<_> = std::iter::from_fn(|| p.try_take(false)).collect();
+        assert_eq!(strangers.len(), 6);
+        assert!(p.pressed(), "strangers at their share shorten deadlines");
+        let known: Vec<_> = std::iter::from_fn(|| p.try_take(true)).collect();
+        assert_eq!(known.len(), 2);
+        assert_eq!(Pending::new(3).strangers_max(), 3, "too small to keep any");
+        assert!(Pending::new(usize::MAX).try_take(false).is_some());
     }
 }

@@ -240,6 +240,8 @@ impl Handler for Connection {
         };
         if let (Some(user), Some(key)) = (user, key) {
             self.startup.authenticated();
+            // Its address may now use the startup places kept from strangers.
+            self.server.admission.vouch(self.peer.ip());
             self.server.metrics.ssh_logins.increment(1);
             self.server.sessions.insert(
                 self.id,

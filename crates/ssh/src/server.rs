@@ -88,7 +88,7 @@ pub struct SshServer {
     /// Stops accepting new connections while live sessions go on (see [`SshServer::with_drain`]).
     draining: CancellationToken,
     /// Which new connections are taken on (see [`SshServer::with_admission`]).
-    admission: Arc<Admission>,
+    pub(crate) admission: Arc<Admission>,
     /// Refusals are logged at most once in a while, with the count since.
     refusals_logged: Throttle,
 }

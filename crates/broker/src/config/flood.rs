@@ -96,6 +96,9 @@ impl FloodLimits {
         })
     }
 
+    /// How long an address that logged in keeps its way past a flood of strangers.
+    const KNOWN_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
+
     /// The caps for a process allowed `open_files` descriptors (see the module doc).
     pub fn resolve(&self, open_files: u64) -> Resolved {
         let share = |div: u64, lo: u64, hi: u64| (open_files / div).clamp(lo, hi);
@@ -121,6 +124,9 @@ impl FloodLimits {
             ),
             self.exempt.clone(),
         )
+        // Owners' addresses of the last week keep a quarter of `ssh_max_startups` (see
+        // `warren_admit::Known`); 65,536 addresses are ~4 MiB at most.
+        .with_known(65_536, Self::KNOWN_FOR)
     }
 
     /// The edge's admission (every visitor listener shares it).
