@@ -66,7 +66,8 @@ const CACHE_MAX: usize = 1024;
 /// A tag is 128 bits from two SipHash instances keyed at random per cache, so nobody outside
 /// the process can compute one: a stranger can only guess blindly at a value whose tag is
 /// cached good (1,024 of 2^128). It replaced a SHA-256 digest of the header, the largest
-/// part of a cached check (its effect on `bench/cost` is still to be measured).
+/// part of a cached check: basic auth's cost per request went from ×1.036 to ×1.015 of an
+/// open tunnel's instructions (`bench/cost`, docs/ARCHITECTURE.md).
 #[derive(Debug, Default)]
 pub struct CredentialCache {
     keys: [RandomState; 2],
