@@ -11,11 +11,15 @@
 //! Sources that logged in before ([`Known`]) may take the quarter of the pending places that
 //! strangers may not, so a flood from many addresses still leaves owners a way in.
 //!
+//! Apart from admission, [`AuthFailures`] counts failed SSH authentications per IP and refuses
+//! an address that failed too often for the rest of its minute, whatever key it then offers.
+//!
 //! Sources on the exempt list (the operator's own processes on the box by default) are
 //! admitted with an empty ticket. Everything here is O(1) per connection with no lock held
 //! across an await (see `accounting_cost` in per_ip.rs for the measured figure).
 #![warn(missing_docs)]
 
+mod failures;
 mod key;
 mod known;
 mod pending;
@@ -27,6 +31,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use failures::AuthFailures;
 pub use ipnet::IpNet;
 pub use key::IpKey;
 pub use known::Known;

@@ -210,6 +210,10 @@ fn set_gauges(
     // in neither part of the registry's total, and a counter must not go down.
     m.bytes_in.absolute(bytes_in);
     m.bytes_out.absolute(bytes_out);
+    // Throttling episodes are counted by the tunnels' buckets (no metrics handle on that
+    // path) and read here.
+    m.limit_counter(warren_metrics::Limit::TunnelBandwidth)
+        .absolute(registry.throttle_episodes());
     let expiries: Vec<i64> = certs
         .names()
         .iter()

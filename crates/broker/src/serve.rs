@@ -103,7 +103,8 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
     let registry = Arc::new(
         Registry::new(config.grace, config.max_tunnel_connections)
             .with_owner_limits(config.owner_limits)
-            .with_request_log(config.request_log_entries),
+            .with_request_log(config.request_log_entries)
+            .with_bandwidth(config.max_tunnel_bytes_per_sec),
     );
     let restored = crate::sticky::restore(store.as_ref(), &registry).await?;
     if restored > 0 {
@@ -192,7 +193,8 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         .with_metrics(metrics.clone())
         .with_shards(shards.clone())
         .with_drain(stages.draining.clone())
-        .with_admission(Arc::new(config.flood.ssh(&flood))),
+        .with_admission(Arc::new(config.flood.ssh(&flood)))
+        .with_auth_failures(Arc::new(config.flood.ssh_auth_failures())),
     );
     // Share cookies are signed with a key every node on this database holds.
     let share_key = crate::policy::share_key(&*store).await?;

@@ -33,6 +33,9 @@ pub const REQUEST_DURATION_BUCKETS: &[f64] = &[
 pub enum Limit {
     /// A tunnel already had `max_tunnel_connections` visitor connections (503).
     TunnelConnections,
+    /// A tunnel began to be held to `max_tunnel_bytes_per_sec` (one hit per episode: its
+    /// visitors are slowed, not refused).
+    TunnelBandwidth,
     /// A user already had `max_forwards_per_user` live tunnels.
     ForwardsPerUser,
     /// A user's own `max_tunnels` quota.
@@ -57,6 +60,9 @@ pub enum Limit {
     SshStartups,
     /// An IP opened SSH connections faster than `ssh_connections_per_minute_per_ip`.
     SshConnectionRate,
+    /// An IP failed SSH authentication `ssh_auth_failures_per_minute_per_ip` times this minute:
+    /// a connection or a key from it refused.
+    SshAuthFailures,
     /// An IP already had `max_visitor_connections_per_ip` visitor connections (429 / close).
     VisitorConnectionsPerIp,
     /// An IP opened visitor connections faster than `visitor_connections_per_sec_per_ip`
@@ -69,8 +75,9 @@ pub enum Limit {
 
 impl Limit {
     /// Every limit, in label order.
-    pub const ALL: [Limit; 16] = [
+    pub const ALL: [Limit; 18] = [
         Limit::TunnelConnections,
+        Limit::TunnelBandwidth,
         Limit::ForwardsPerUser,
         Limit::TunnelQuota,
         Limit::ForwardsPerSession,
@@ -83,6 +90,7 @@ impl Limit {
         Limit::SshStartupsPerIp,
         Limit::SshStartups,
         Limit::SshConnectionRate,
+        Limit::SshAuthFailures,
         Limit::VisitorConnectionsPerIp,
         Limit::VisitorConnectionRate,
         Limit::PendingVisitors,
@@ -92,6 +100,7 @@ impl Limit {
     pub fn as_str(self) -> &'static str {
         match self {
             Limit::TunnelConnections => "max_tunnel_connections",
+            Limit::TunnelBandwidth => "max_tunnel_bytes_per_sec",
             Limit::ForwardsPerUser => "max_forwards_per_user",
             Limit::TunnelQuota => "max_tunnels",
             Limit::ForwardsPerSession => "max_forwards_per_session",
@@ -104,6 +113,7 @@ impl Limit {
             Limit::SshStartupsPerIp => "ssh_max_startups_per_ip",
             Limit::SshStartups => "ssh_max_startups",
             Limit::SshConnectionRate => "ssh_connections_per_minute_per_ip",
+            Limit::SshAuthFailures => "ssh_auth_failures_per_minute_per_ip",
             Limit::VisitorConnectionsPerIp => "max_visitor_connections_per_ip",
             Limit::VisitorConnectionRate => "visitor_connections_per_sec_per_ip",
             Limit::PendingVisitors => "max_pending_visitor_connections",

@@ -24,11 +24,13 @@ pub const BROKER_OWNER: i64 = 0;
 
 pub mod access;
 mod aliases;
+mod bandwidth;
 pub mod names;
 mod requests;
 mod table;
 
 pub use access::{AccessPolicy, Credential, CredentialCache, IpAction};
+pub use bandwidth::{Bandwidth, Direction, EPISODE_GAP, Pace};
 
 pub use requests::{DEFAULT_REQUEST_LOG_ENTRIES, RequestEntry, RequestLog, SUBSCRIBER_BACKLOG};
 pub use table::{

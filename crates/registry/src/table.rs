@@ -8,9 +8,9 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 
-use crate::Endpoint;
 use crate::access::AccessPolicy;
 use crate::requests::{DEFAULT_REQUEST_LOG_ENTRIES, RequestEntry, RequestLog};
+use crate::{Bandwidth, Endpoint};
 
 /// Identifies one SSH connection; a name bound by it is released when it ends.
 pub type SessionId = u64;
@@ -118,6 +118,8 @@ pub struct Route {
     bytes_out: AtomicU64,
     /// Where this route's byte counts go when it is dropped ([`Registry::bytes_moved`]).
     retired: Arc<Retired>,
+    /// `max_tunnel_bytes_per_sec`'s buckets; `None` with the limit off.
+    pub bandwidth: Option<Bandwidth>,
 }
 
 /// The bytes of routes that are gone, so that the broker's totals since start
@@ -328,6 +330,10 @@ pub struct Registry {
     /// Entries per HTTP tunnel's request log; 0 records nothing.
     request_log_entries: usize,
     retired: Arc<Retired>,
+    /// Bytes per second each way per tunnel; 0: no limit.
+    bandwidth: u64,
+    /// Throttling episodes over all tunnels since start.
+    throttled: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -354,6 +360,8 @@ impl Registry {
             limits: OwnerLimits::NONE,
             request_log_entries: DEFAULT_REQUEST_LOG_ENTRIES,
             retired: Arc::default(),
+            bandwidth: 0,
+            throttled: Arc::default(),
         }
     }
 
@@ -373,6 +381,18 @@ impl Registry {
             moved.1 += stats.bytes_out;
         }
         moved
+    }
+
+    /// Limits each tunnel to `bytes_per_sec` each way (upload, download), shared by its
+    /// visitors; 0 for no limit. Applies to routes bound from now on.
+    pub fn with_bandwidth(mut self, bytes_per_sec: u64) -> Self {
+        self.bandwidth = bytes_per_sec;
+        self
+    }
+
+    /// Times a tunnel began to be held to its bandwidth since start (see [`Bandwidth`]).
+    pub fn throttle_episodes(&self) -> u64 {
+        self.throttled.load(Ordering::Relaxed)
     }
 
     /// Keeps the last `entries` requests of each HTTP tunnel name in memory (the default is
@@ -559,6 +579,8 @@ impl Registry {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             retired: self.retired.clone(),
+            bandwidth: (self.bandwidth > 0)
+                .then(|| Bandwidth::new(self.bandwidth, self.throttled.clone())),
         };
         self.update(move |map| {
             let displaced = match map.get(name) {

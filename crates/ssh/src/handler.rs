@@ -144,6 +144,9 @@ impl Handler for Connection {
         _user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
+        if self.penalised() {
+            return Ok(Auth::reject());
+        }
         // A disabled user's key is accepted here so that the client proves it holds the
         // key; only then is it told why it may not log in (`auth_publickey`).
         Ok(match self.check_key(offer.public_key).await {
@@ -153,6 +156,7 @@ impl Handler for Connection {
             KeyCheck::Unknown if self.may_pair() => Auth::Accept,
             KeyCheck::Unknown => {
                 self.server.metrics.auth_failure(AuthFailure::UnknownKey);
+                self.auth_failed();
                 Auth::reject()
             }
             KeyCheck::Refused => Auth::reject(),
@@ -164,6 +168,9 @@ impl Handler for Connection {
         _user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
+        if self.penalised() {
+            return Ok(Auth::reject());
+        }
         match self.check_key(key.public_key).await {
             KeyCheck::Ok(user) => {
                 let fp = key.public_key.fingerprint(HashAlg::Sha256).to_string();
@@ -175,6 +182,7 @@ impl Handler for Connection {
             }
             KeyCheck::Disabled(user) => {
                 self.server.metrics.auth_failure(AuthFailure::DisabledUser);
+                self.auth_failed();
                 self.refusal = Some(format!(
                     "Warren: user {:?} is disabled; ask the operator.",
                     user.name
@@ -184,6 +192,9 @@ impl Handler for Connection {
             KeyCheck::Unknown if self.may_pair() => {
                 // Rejected for now, so that a client holding a registered key as well goes on
                 // to offer it; if it runs out, keyboard-interactive shows the pairing code.
+                // It counts as a failure against the address all the same: otherwise a scanner
+                // would guess one key per connection for free.
+                self.auth_failed();
                 if let Some(candidate) = self.candidate(key.public_key) {
                     self.pairing = Pairing::Candidate(candidate);
                 }
@@ -191,6 +202,7 @@ impl Handler for Connection {
             }
             KeyCheck::Unknown => {
                 self.server.metrics.auth_failure(AuthFailure::UnknownKey);
+                self.auth_failed();
                 Ok(Auth::reject())
             }
             KeyCheck::Refused => Ok(Auth::reject()),
@@ -215,7 +227,11 @@ impl Handler for Connection {
                 partial_success: false,
             });
         }
-        if let Some(text) = self.offer_code() {
+        // An address past `ssh_auth_failures_per_minute_per_ip` is told so (the client whose
+        // refused key crossed the line included), and gets no pairing code.
+        if let Some(why) = self.penalty() {
+            self.refusal = Some(why);
+        } else if let Some(text) = self.offer_code() {
             return Ok(Auth::Partial {
                 name: "".into(),
                 instructions: text.into(),

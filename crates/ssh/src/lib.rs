@@ -21,6 +21,7 @@ mod handler;
 mod keys;
 mod limits;
 mod pairing;
+mod penalty;
 mod readahead;
 mod server;
 mod sessions;

@@ -10,7 +10,7 @@ use russh::{MethodKind, MethodSet};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
-use warren_admit::{Admission, Refusal, Throttle};
+use warren_admit::{Admission, AuthFailures, Refusal, Throttle};
 use warren_metrics::{Limit, Metrics};
 use warren_registry::{PortAllocator, Registry, RouteKind};
 use warren_shards::Shards;
@@ -89,6 +89,9 @@ pub struct SshServer {
     draining: CancellationToken,
     /// Which new connections are taken on (see [`SshServer::with_admission`]).
     pub(crate) admission: Arc<Admission>,
+    /// Failed authentications per IP, and the addresses refused for too many (see
+    /// [`SshServer::with_auth_failures`]).
+    pub(crate) auth_failures: Arc<AuthFailures>,
     /// Refusals are logged at most once in a while, with the count since.
     refusals_logged: Throttle,
 }
@@ -144,6 +147,7 @@ impl SshServer {
             draining: CancellationToken::new(),
             metrics: Arc::new(Metrics::noop()),
             admission: Arc::new(Admission::unlimited()),
+            auth_failures: Arc::new(AuthFailures::off()),
             refusals_logged: Throttle::new(Duration::from_secs(10)),
         }
     }
@@ -190,6 +194,13 @@ impl SshServer {
         self
     }
 
+    /// Counts refused keys per IP into `failures`; an address past its limit is refused, at
+    /// accept and at every further key, for the rest of its window.
+    pub fn with_auth_failures(mut self, failures: Arc<AuthFailures>) -> Self {
+        self.auth_failures = failures;
+        self
+    }
+
     /// Runs each session on one of `shards`' tunnel threads (in turn) instead of where it was
     /// accepted.
     pub fn with_shards(mut self, shards: Arc<Shards>) -> Self {
@@ -219,10 +230,21 @@ pub async fn run(
                 }
             },
         };
+        // First, so that an address refused for its failures does not spend its rate too.
+        if let Some(wait) = server.auth_failures.blocked(peer.ip()) {
+            server.refuse(
+                socket,
+                peer,
+                Limit::SshAuthFailures,
+                crate::penalty::message(wait),
+            );
+            continue;
+        }
         let ticket = match server.admission.admit(peer.ip()) {
             Ok(ticket) => ticket,
             Err(why) => {
-                server.refuse(socket, peer, why);
+                let (limit, text) = refusal(why);
+                server.refuse(socket, peer, limit, text);
                 continue;
             }
         };
@@ -282,25 +304,13 @@ impl SshServer {
     /// version; OpenSSH shows them with `-v`, then reports the closed connection). One
     /// non-blocking write into an empty send buffer, no task, no key exchange: a flood of
     /// refused connections costs an accept, a write and a close each.
-    fn refuse(&self, socket: tokio::net::TcpStream, peer: std::net::SocketAddr, why: Refusal) {
-        let (limit, text) = match why {
-            Refusal::PerIp => (
-                Limit::SshStartupsPerIp,
-                "too many unauthenticated connections from your address (ssh_max_startups_per_ip); try again later"
-                    .to_owned(),
-            ),
-            Refusal::Pending => (
-                Limit::SshStartups,
-                "too many unauthenticated connections (ssh_max_startups); try again later".to_owned(),
-            ),
-            Refusal::Rate(wait) => (
-                Limit::SshConnectionRate,
-                format!(
-                    "too many new connections from your address (ssh_connections_per_minute_per_ip); try again in {} s",
-                    wait.as_secs().max(1)
-                ),
-            ),
-        };
+    fn refuse(
+        &self,
+        socket: tokio::net::TcpStream,
+        peer: std::net::SocketAddr,
+        limit: Limit,
+        text: String,
+    ) {
         self.metrics.limit_hit(limit);
         if let Some(quiet) = self.refusals_logged.hit() {
             warn!(%peer, limit = limit.as_str(), refused_since_last_line = quiet, "ssh connection refused");
@@ -310,5 +320,27 @@ impl SshServer {
         // reset that could discard the line before the client reads it.
         let mut sink = [0u8; 512];
         let _ = socket.try_read(&mut sink);
+    }
+}
+
+/// The limit that refused a connection at admission, and what its client is told.
+fn refusal(why: Refusal) -> (Limit, String) {
+    match why {
+        Refusal::PerIp => (
+            Limit::SshStartupsPerIp,
+            "too many unauthenticated connections from your address (ssh_max_startups_per_ip); try again later"
+                .to_owned(),
+        ),
+        Refusal::Pending => (
+            Limit::SshStartups,
+            "too many unauthenticated connections (ssh_max_startups); try again later".to_owned(),
+        ),
+        Refusal::Rate(wait) => (
+            Limit::SshConnectionRate,
+            format!(
+                "too many new connections from your address (ssh_connections_per_minute_per_ip); try again in {} s",
+                wait.as_secs().max(1)
+            ),
+        ),
     }
 }

@@ -111,6 +111,10 @@ settings! {
     /// Concurrent visitor connections per tunnel [default: 256].
     #[arg(long, global = true, env = "BROKER_MAX_TUNNEL_CONNECTIONS", value_name = "N")]
     max_tunnel_connections: usize,
+    /// Bytes per second each tunnel may move each way (upload, download), shared by its
+    /// visitors; past it they are slowed, not refused; 0 for no limit [default: 0].
+    #[arg(long, global = true, env = "BROKER_MAX_TUNNEL_BYTES_PER_SEC", value_name = "BYTES")]
+    max_tunnel_bytes_per_sec: u64,
     /// Live tunnels one user may hold at once, over all sessions [default: 25].
     #[arg(long, global = true, env = "BROKER_MAX_FORWARDS_PER_USER", value_name = "N")]
     max_forwards_per_user: usize,
@@ -169,6 +173,11 @@ settings! {
     /// 60/N s); 0 for no limit [default: 60].
     #[arg(long, global = true, env = "BROKER_SSH_CONNECTIONS_PER_MINUTE_PER_IP", value_name = "N")]
     ssh_connections_per_minute_per_ip: u32,
+    /// Failed SSH authentications (keys refused) one IP (IPv6: one /64) may have per minute;
+    /// past it every connection from it is refused, a registered key included, until its
+    /// minute ends; 0 for no limit [default: 30].
+    #[arg(long, global = true, env = "BROKER_SSH_AUTH_FAILURES_PER_MINUTE_PER_IP", value_name = "N")]
+    ssh_auth_failures_per_minute_per_ip: u32,
     /// Visitor connections one IP may hold open at once, over every listener (429 on HTTP,
     /// close on HTTPS and TCP) [default: open-file limit / 8, 8 to 256].
     #[arg(long, global = true, env = "BROKER_MAX_VISITOR_CONNECTIONS_PER_IP", value_name = "N")]

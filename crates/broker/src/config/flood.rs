@@ -27,6 +27,8 @@ pub struct FloodLimits {
     pub ssh_startups: Option<usize>,
     /// New SSH connections per IP per minute (0: none).
     pub ssh_per_minute_per_ip: u32,
+    /// Failed SSH authentications per IP per minute before it is refused (0: none).
+    pub ssh_auth_failures_per_minute_per_ip: u32,
     /// Visitor connections per IP at once.
     pub visitors_per_ip: Option<u32>,
     /// New visitor connections per IP per second (0: none), after a burst of …
@@ -75,6 +77,9 @@ impl FloodLimits {
             ssh_startups: positive("ssh_max_startups", a.ssh_max_startups.map(|v| v as u64))?
                 .map(|v| v as usize),
             ssh_per_minute_per_ip: a.ssh_connections_per_minute_per_ip.unwrap_or(60),
+            ssh_auth_failures_per_minute_per_ip: a
+                .ssh_auth_failures_per_minute_per_ip
+                .unwrap_or(30),
             visitors_per_ip: positive(
                 "max_visitor_connections_per_ip",
                 a.max_visitor_connections_per_ip.map(u64::from),
@@ -127,6 +132,17 @@ impl FloodLimits {
         // Owners' addresses of the last week keep a quarter of `ssh_max_startups` (see
         // `warren_admit::Known`); 65,536 addresses are ~4 MiB at most.
         .with_known(65_536, Self::KNOWN_FOR)
+    }
+
+    /// The SSH side's count of failed authentications per IP: 65,536 addresses tracked at most
+    /// (~4 MiB), the oldest window dropped first past that.
+    pub fn ssh_auth_failures(&self) -> warren_admit::AuthFailures {
+        warren_admit::AuthFailures::new(
+            self.ssh_auth_failures_per_minute_per_ip,
+            Duration::from_secs(60),
+            65_536,
+            self.exempt.clone(),
+        )
     }
 
     /// The edge's admission (every visitor listener shares it).
@@ -197,6 +213,7 @@ mod tests {
         );
         assert_eq!(l.resolve(0).ssh_startups, 8);
         assert_eq!(l.ssh_startups_per_ip, 10);
+        assert_eq!(l.ssh_auth_failures().max(), 30);
         assert_eq!(l.exempt.len(), 2, "127.0.0.1 and ::1");
         Ok(())
     }

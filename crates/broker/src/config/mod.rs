@@ -105,6 +105,8 @@ pub struct Config {
     pub grace: Duration,
     /// Per-tunnel visitor connection cap.
     pub max_tunnel_connections: usize,
+    /// Bytes per second per tunnel each way (0: no limit).
+    pub max_tunnel_bytes_per_sec: u64,
     /// What one tenant may hold: live tunnels and TCP ports (the registry's limits).
     pub owner_limits: warren_registry::OwnerLimits,
     /// Forwards per session, names and claims per user (the SSH side's limits).
@@ -300,6 +302,7 @@ impl Config {
                 "max_tunnel_connections",
                 a.max_tunnel_connections.unwrap_or(256) as u64,
             )? as usize,
+            max_tunnel_bytes_per_sec: a.max_tunnel_bytes_per_sec.unwrap_or(0),
             owner_limits: warren_registry::OwnerLimits {
                 routes: positive(
                     "max_forwards_per_user",

@@ -1,0 +1,202 @@
+//! `max_tunnel_bytes_per_sec`: a token bucket per tunnel and direction, which the edge draws
+//! on as bytes move between a visitor and the SSH channel.
+//!
+//! One bucket per route and direction, shared by all its visitors: the limit is the owner's
+//! share of the broker's link, whatever number of connections a visitor opens (a per-connection
+//! limit would be multiplied by any download manager). Upload and download are separate so a
+//! large upload does not stall the responses the origin sends meanwhile.
+//!
+//! The bucket is kept as a virtual time (GCRA, as governor does it): the instant by which every
+//! byte taken so far has been paid for at the rate. Taking `n` bytes pushes it on by `n / rate`
+//! with one atomic read-modify-write; when it runs more than the burst (one second of the rate)
+//! ahead of now, the caller waits the difference. Bytes are moved first and paid for after, so
+//! no chunk is ever split or held back: the copy loop pauses between chunks instead. With the
+//! limit off there is no bucket at all, and the edge pays one branch per chunk.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const NANOS: u128 = 1_000_000_000;
+/// How far ahead of now the virtual time may run before anyone waits: one second's worth of
+/// bytes goes through at once (a page and its assets, a short burst of a terminal session).
+const BURST: Duration = Duration::from_secs(1);
+/// A throttled chunk after this long without one starts a new episode (one line to the owner).
+pub const EPISODE_GAP: Duration = Duration::from_secs(10);
+
+/// Which way bytes move through a tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From the visitor to the origin.
+    Upload,
+    /// From the origin to the visitor.
+    Download,
+}
+
+impl Direction {
+    /// The word the owner reads.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Upload => "upload",
+            Direction::Download => "download",
+        }
+    }
+}
+
+/// How long a caller waits after moving a chunk, and whether this chunk began an episode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    /// Time to pause before moving the next chunk.
+    pub wait: Duration,
+    /// The first throttled chunk after [`EPISODE_GAP`] without one: tell the owner, once.
+    pub episode: bool,
+}
+
+#[derive(Debug, Default)]
+struct Lane {
+    /// Nanoseconds after `base` by which everything taken is paid for.
+    paid_until: AtomicU64,
+    /// Nanoseconds after `base`, plus one, of the last chunk that had to wait (0: none yet).
+    last_wait: AtomicU64,
+}
+
+/// A tunnel's two buckets.
+#[derive(Debug)]
+pub struct Bandwidth {
+    rate: u64,
+    base: Instant,
+    up: Lane,
+    down: Lane,
+    /// Episodes over every tunnel of the registry, for the limit-hit metric.
+    episodes: Arc<AtomicU64>,
+}
+
+impl Bandwidth {
+    /// `rate` bytes per second each way (at least 1); episodes are counted into `episodes`.
+    pub fn new(rate: u64, episodes: Arc<AtomicU64>) -> Self {
+        Self {
+            rate: rate.max(1),
+            base: Instant::now(),
+            up: Lane::default(),
+            down: Lane::default(),
+            episodes,
+        }
+    }
+
+    /// The limit, bytes per second each way.
+    pub fn rate(&self) -> u64 {
+        self.rate
+    }
+
+    /// Pays for `n` bytes moved `dir`; `Some` when the caller must pause before the next chunk.
+    pub fn take(&self, dir: Direction, n: u64) -> Option<Pace> {
+        self.take_at(dir, n, Instant::now())
+    }
+
+    /// [`Bandwidth::take`] at `now`.
+    pub fn take_at(&self, dir: Direction, n: u64, now: Instant) -> Option<Pace> {
+        let lane = match dir {
+            Direction::Upload => &self.up,
+            Direction::Download => &self.down,
+        };
+        let now = now.saturating_duration_since(self.base).as_nanos() as u64;
+        let cost = (u128::from(n) * NANOS / u128::from(self.rate)).min(u128::from(u64::MAX / 4));
+        let mut paid = 0;
+        // Never fails: the closure always returns Some.
+        let _ = lane
+            .paid_until
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |before| {
+                paid = before.max(now).saturating_add(cost as u64);
+                Some(paid)
+            });
+        let ahead = paid.saturating_sub(now);
+        let burst = BURST.as_nanos() as u64;
+        if ahead <= burst {
+            return None;
+        }
+        let last = lane.last_wait.swap(now + 1, Ordering::Relaxed);
+        let episode = last == 0 || (now + 1).saturating_sub(last) > EPISODE_GAP.as_nanos() as u64;
+        if episode {
+            self.episodes.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(Pace {
+            wait: Duration::from_nanos(ahead - burst),
+            episode,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_second_of_burst_then_the_rate_and_one_episode_per_run() {
+        let episodes = Arc::new(AtomicU64::new(0));
+        let b = Bandwidth::new(100_000, episodes.clone());
+        let t0 = b.base;
+        // 100 kB go through at once (the burst)…
+        for _ in 0..10 {
+            assert_eq!(b.take_at(Direction::Download, 10_000, t0), None);
+        }
+        // … the next 10 kB are paid 100 ms ahead: wait that long.
+        let pace = b
+            .take_at(Direction::Download, 10_000, t0)
+            .expect("throttled");
+        assert_eq!(
+            pace,
+            Pace {
+                wait: ms(100),
+                episode: true
+            }
+        );
+        // Going on at the rate keeps the episode and the pause steady.
+        let next = b.take_at(Direction::Download, 10_000, t0 + ms(100));
+        assert_eq!(
+            next,
+            Some(Pace {
+                wait: ms(100),
+                episode: false
+            })
+        );
+        // The other direction has its own bucket.
+        assert_eq!(b.take_at(Direction::Upload, 50_000, t0), None);
+        // Idle long enough to refill: no wait; throttled again after the gap: a new episode.
+        let later = t0 + ms(200) + EPISODE_GAP + ms(1);
+        assert_eq!(b.take_at(Direction::Download, 100_000, later), None);
+        let again = b
+            .take_at(Direction::Download, 1_000, later)
+            .expect("throttled");
+        assert!(again.episode && again.wait == ms(10), "{again:?}");
+        assert_eq!(episodes.load(Ordering::Relaxed), 2);
+        // Over time the bytes let through match the rate: 1 MB in 10 s of paced chunks.
+        let b = Bandwidth::new(100_000, Arc::default());
+        let mut at = t0;
+        for _ in 0..100 {
+            if let Some(p) = b.take_at(Direction::Upload, 10_000, at) {
+                at += p.wait;
+            }
+        }
+        let spent = at - t0;
+        assert!(spent >= ms(8_900) && spent <= ms(9_100), "{spent:?}");
+    }
+
+    /// What drawing on the bucket costs per chunk (the atomic update and the clock read).
+    /// `cargo test -p warren-registry --release -- --ignored --nocapture bandwidth_cost`
+    #[test]
+    #[ignore]
+    fn bandwidth_cost() {
+        let b = Bandwidth::new(u64::MAX / 2, Arc::default());
+        let n = 5_000_000u32;
+        let started = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(b.take(Direction::Download, 16_384));
+        }
+        let per = started.elapsed().as_nanos() as f64 / f64::from(n);
+        println!("bandwidth bucket: {per:.1} ns per chunk");
+    }
+}
