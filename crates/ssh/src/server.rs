@@ -91,6 +91,9 @@ pub struct SshServer {
     pub(crate) admission: Arc<Admission>,
     /// Refusals are logged at most once in a while, with the count since.
     refusals_logged: Throttle,
+    /// This node among the brokers on the database: names are claimed cluster-wide through
+    /// it before they are bound here (see [`SshServer::with_cluster`]).
+    pub(crate) cluster: Option<Arc<warren_cluster::Membership>>,
 }
 
 impl std::fmt::Debug for SshServer {
@@ -145,6 +148,7 @@ impl SshServer {
             metrics: Arc::new(Metrics::noop()),
             admission: Arc::new(Admission::unlimited()),
             refusals_logged: Throttle::new(Duration::from_secs(10)),
+            cluster: None,
         }
     }
 }
@@ -165,6 +169,13 @@ impl SshServer {
     /// Runs `ssh HOST COMMAND` through `tenants` (the same functions as the REST API).
     pub fn with_tenants(mut self, tenants: warren_tenants::Tenants) -> Self {
         self.tenants = Some(tenants);
+        self
+    }
+
+    /// Claims every name through `cluster` before binding it, so that no two nodes on one
+    /// database serve one name; without it the registry alone decides (a single node).
+    pub fn with_cluster(mut self, cluster: Arc<warren_cluster::Membership>) -> Self {
+        self.cluster = Some(cluster);
         self
     }
 

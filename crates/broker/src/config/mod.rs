@@ -439,7 +439,7 @@ pub fn config_file(named: Option<&Path>, defaults: &[&str]) -> Option<PathBuf> {
 fn node_name(given: Option<&str>) -> Result<String> {
     let name = match given.map(str::trim) {
         Some(n) => n.to_owned(),
-        None => host_name(),
+        None => warren_cluster::host_name(),
     };
     let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
     if name.is_empty() || name.len() > 63 || !name.chars().all(ok) {
@@ -448,16 +448,6 @@ fn node_name(given: Option<&str>) -> Result<String> {
         );
     }
     Ok(name)
-}
-
-/// The kernel's host name (Linux), else `$HOSTNAME`, else `broker`.
-pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "broker".to_owned())
 }
 
 /// `HOST:PORT`, where HOST is a name or an address (IPv6 in brackets).
@@ -524,7 +514,11 @@ mod tests {
         assert_eq!(c.tcp_ports, 20000..=20999);
         assert!(c.public.acme.is_some());
         assert_eq!(c.cluster.lease, Duration::from_secs(10));
-        assert_eq!(c.cluster.node_name, host_name(), "node_name: the host name");
+        assert_eq!(
+            c.cluster.node_name,
+            warren_cluster::host_name(),
+            "node_name: the host name"
+        );
         Ok(())
     }
 
