@@ -38,9 +38,11 @@ async fn attempt(broker: &TestBroker, key: &std::path::Path, spec: &str) -> Opti
         if out.iter().any(|l| l.contains(" -> forward ")) {
             return Some(ssh);
         }
-        if out.iter().chain(&err).any(|l| {
-            l.contains("in use by another user") || l.contains("forwarding failed")
-        }) {
+        if out
+            .iter()
+            .chain(&err)
+            .any(|l| l.contains("in use by another user") || l.contains("forwarding failed"))
+        {
             return None;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
