@@ -216,6 +216,7 @@ fn expected(method: &str, path: &str) -> Option<(u16, u16)> {
         ("delete", "/api/v1/webhooks/{id}") => (404, 403),
         ("get", "/api/v1/webhooks/{id}/deliveries") => (404, 200),
         ("post", "/api/v1/webhooks/{id}/test") => (404, 403),
+        ("get", "/api/v1/nodes") => (403, 403),
         _ => return Some((0, 0)),
     })
 }

@@ -72,6 +72,9 @@ pub struct Options {
     /// Reach Postgres through this local port (a fault-injecting proxy in front of the
     /// server at 127.0.0.1:5432) instead of directly; the admin commands go through it too.
     pub pg_port: Option<u16>,
+    /// Run on this database (another broker's `db_url`) instead of a fresh one: a second node
+    /// beside that broker, which owns the database and drops it (see [`TestBroker::beside`]).
+    pub database: Option<String>,
     /// Put the data dir (SQLite database included) on a tmpfs of this many MiB, so a test can
     /// fill the disk (needs root, as the test machine runs; unmounted when dropped).
     pub small_disk_mib: Option<u32>,
@@ -120,12 +123,13 @@ impl TestBroker {
                 bail!("cannot mount a {mib} MiB tmpfs on the data dir (the test needs root)");
             }
         }
-        let (db_url, pg) = match db {
-            Db::Sqlite => (
+        let (db_url, pg) = match (opts.database.clone(), db) {
+            (Some(url), _) => (url, None),
+            (None, Db::Sqlite) => (
                 format!("sqlite://{}", dir.path().join("warren.db").display()),
                 None,
             ),
-            Db::Postgres => {
+            (None, Db::Postgres) => {
                 let (url, admin, name) = create_pg_database().await?;
                 let url = match opts.pg_port {
                     Some(port) => url.replacen(":5432/", &format!(":{port}/"), 1),
@@ -151,6 +155,22 @@ impl TestBroker {
         };
         b.spawn()?;
         Ok(b)
+    }
+
+    /// Another node on this broker's database, with its own data dir, ports and `extra` flags
+    /// (a cluster on Postgres; on SQLite, what must be refused). Drop it before this one: the
+    /// database goes with this one.
+    pub async fn beside(&self, extra: &[&str]) -> Result<Self> {
+        let db = if self.db_url.starts_with("sqlite:") {
+            Db::Sqlite
+        } else {
+            Db::Postgres
+        };
+        let opts = Options {
+            database: Some(self.db_url.clone()),
+            ..Options::default()
+        };
+        Self::start_opts(db, extra, opts).await
     }
 
     fn base_command(&self) -> Command {

@@ -7,6 +7,7 @@ mod api;
 mod browser;
 mod check;
 mod client;
+mod cluster;
 mod commands;
 mod console;
 mod domains;

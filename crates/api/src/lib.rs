@@ -95,7 +95,8 @@ impl ApiState {
         (name = "tunnels", description = "Live tunnels"),
         (name = "audit", description = "Audit log, certificates and DNS state"),
         (name = "domains", description = "Custom domains"),
-        (name = "webhooks", description = "Tunnel alerts: webhooks and their delivery logs")
+        (name = "webhooks", description = "Tunnel alerts: webhooks and their delivery logs"),
+        (name = "nodes", description = "The brokers sharing this database (admin)")
     )
 )]
 struct ApiDoc;

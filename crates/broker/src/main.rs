@@ -7,6 +7,7 @@ mod check;
 mod domains;
 mod domains_cmd;
 mod drain;
+mod nodes_cmd;
 mod notify;
 mod observe;
 mod policy;
@@ -103,6 +104,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The brokers sharing this database: name, state, addresses, up since, last heartbeat,
+    /// tunnels held.
+    Nodes {
+        /// Print JSON (the API's node objects).
+        #[arg(long)]
+        json: bool,
+    },
     /// List reserved names.
     Names {
         /// Only this user's.
@@ -183,6 +191,7 @@ fn run(cli: Cli) -> Result<()> {
             Command::Share(args) => rules::share(&config, args).await,
             Command::Release { name } => admin::release(&config, &name).await,
             Command::Domains(args) => domains_cmd::domains(&config, args).await,
+            Command::Nodes { json } => nodes_cmd::nodes(&config, json).await,
             Command::Names { user, json } => admin::names(&config, user.as_deref(), json).await,
             Command::Webhooks(args) => webhooks_cmd::webhooks(&config, args).await,
             Command::Status { json } => status::status(&config, json).await,

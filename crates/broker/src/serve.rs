@@ -85,6 +85,20 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
     let http_addr = http_listener.local_addr()?;
     let https_addr = https_listener.local_addr()?;
 
+    // Before anything is served: a second broker on one SQLite file, or a second node with
+    // this node's name, stops here with a line that names the other one.
+    let cluster = warren_cluster::Membership::join(
+        store.clone(),
+        warren_cluster::NodeSettings {
+            name: config.cluster.node_name.clone(),
+            public_addr: ssh_addr.to_string(),
+            cluster_addr: config.cluster.cluster_addr.clone(),
+            lease: config.cluster.lease,
+        },
+        metrics.clone(),
+    )
+    .await?;
+
     let certs = Arc::new(CertStore::new());
     let challenges = Arc::new(Challenges::new());
     let tls_on = config.tls_files.is_some() || config.public.acme.is_some();
@@ -194,7 +208,8 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         .with_shards(shards.clone())
         .with_drain(stages.draining.clone())
         .with_admission(Arc::new(config.flood.ssh(&flood)))
-        .with_auth_failures(Arc::new(config.flood.ssh_auth_failures())),
+        .with_auth_failures(Arc::new(config.flood.ssh_auth_failures()))
+        .with_cluster(cluster.clone()),
     );
     // Share cookies are signed with a key every node on this database holds.
     let share_key = crate::policy::share_key(&*store).await?;
@@ -283,6 +298,7 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
     ));
     tasks.spawn(crate::observe::upkeep(prometheus.clone(), shutdown.clone()));
     tasks.spawn(watcher.run(shutdown.clone()));
+    tasks.spawn(cluster.clone().run(registry.clone(), shutdown.clone()));
     tasks.spawn(alerts.run(alert_rx, shutdown.clone()));
     tasks.spawn(deliverer.run(shutdown.clone()));
     tasks.spawn(domains.run(shutdown.clone()));
@@ -353,6 +369,15 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         Some(a) => println!("  api   http://{a}/api/v1  console {console_url}"),
         None => println!("  api   {console_url}/api/v1  (admin_addr off)"),
     }
+    println!(
+        "  node  {}  {}",
+        cluster.name(),
+        if cluster.shared() {
+            "one of the nodes sharing this database (broker nodes)"
+        } else {
+            "the only node on this SQLite database"
+        }
+    );
     println!("  dns   {}", public_info.dns);
     println!("  acme  {}", public_info.acme);
     println!(

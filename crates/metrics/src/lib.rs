@@ -216,6 +216,14 @@ pub struct Metrics {
     pub certificates: Gauge,
     /// The soonest expiry among them, Unix seconds; 0 with none (set at scrape time).
     pub certificate_expiry: Gauge,
+    /// Nodes on this database whose heartbeat is within their lease, this one included (set
+    /// at each heartbeat).
+    pub cluster_nodes_alive: Gauge,
+    /// Tunnel names refused because a session on another live node holds them.
+    pub cluster_claims_refused: Counter,
+    /// Heartbeats that could not be written (the database was unreachable, or this node's
+    /// row was taken over).
+    pub cluster_heartbeat_failures: Counter,
 }
 
 fn key(name: &'static str, labels: &[(&'static str, &'static str)]) -> Key {
@@ -282,6 +290,9 @@ impl Metrics {
             bytes_out: counter("warren_visitor_bytes_total", &[("direction", "out")]),
             certificates: gauge("warren_certificates", &[]),
             certificate_expiry: gauge("warren_certificate_expiry_earliest_seconds", &[]),
+            cluster_nodes_alive: gauge("warren_cluster_nodes_alive", &[]),
+            cluster_claims_refused: counter("warren_cluster_claims_refused_total", &[]),
+            cluster_heartbeat_failures: counter("warren_cluster_heartbeat_failures_total", &[]),
             recorder,
         }
     }
@@ -399,10 +410,24 @@ fn describe(r: &dyn Recorder) {
         None,
         "DNS provider calls that failed, by provider.",
     );
+    c(
+        "warren_cluster_claims_refused_total",
+        None,
+        "Tunnel names refused because a session on another live node holds them.",
+    );
+    c(
+        "warren_cluster_heartbeat_failures_total",
+        None,
+        "Node heartbeats that could not be written; past the lease, other nodes take this one's names.",
+    );
     let g = |name: &'static str, help: &'static str| {
         r.describe_gauge(KeyName::from(name), None, SharedString::from(help));
     };
     g("warren_tunnels_live", "Live tunnels, by kind.");
+    g(
+        "warren_cluster_nodes_alive",
+        "Brokers on this database whose heartbeat is within their lease, this one included.",
+    );
     g("warren_ssh_sessions_live", "Authenticated SSH sessions.");
     g(
         "warren_visitor_connections_live",

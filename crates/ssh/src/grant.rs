@@ -29,6 +29,9 @@ pub(crate) struct Grant {
     reply_port: Option<u32>,
     /// The name was claimed for this request: release it if the bind fails.
     claimed: bool,
+    /// The name is held across the nodes for this session already (named requests claim it
+    /// before the store is asked; the others at the bind).
+    held: bool,
     /// The owner's own cap on concurrent visitor connections (quota
     /// `max_visitor_connections`), else the broker's.
     max_connections: Option<usize>,
@@ -64,7 +67,7 @@ impl Refusal {
     }
 }
 
-const DB_DOWN: &str = "the broker cannot reach its database; try again shortly";
+pub(crate) const DB_DOWN: &str = "the broker cannot reach its database; try again shortly";
 
 impl Tunnels {
     /// Decides what `-R address:port` gets, within the session's and the user's limits.
@@ -114,6 +117,7 @@ impl Tunnels {
                     sticky: Some(sticky),
                     reply_port: None,
                     claimed: false,
+                    held: false,
                     max_connections,
                 })
             }
@@ -125,6 +129,7 @@ impl Tunnels {
                     sticky: Some(sticky),
                     reply_port: (port == 0).then_some(u32::from(port_no)),
                     claimed: false,
+                    held: false,
                     max_connections,
                 })
             }
@@ -135,16 +140,25 @@ impl Tunnels {
                     ))
                     .about(&label));
                 }
-                let claimed = self
-                    .authorize_name(user, &label, kind)
+                // Held across the nodes first: a name served on another node is refused
+                // before an auto-claim spends one of the owner's claims on it.
+                self.claim_hold(user, &label)
                     .await
-                    .map_err(|r| r.about(&label))?;
+                    .map_err(|why| Refusal::new(why).about(&label))?;
+                let claimed = match self.authorize_name(user, &label, kind).await {
+                    Ok(claimed) => claimed,
+                    Err(r) => {
+                        self.settle_hold(&label).await;
+                        return Err(r.about(&label));
+                    }
+                };
                 Ok(Grant {
                     name: label,
                     kind,
                     sticky: None,
                     reply_port: None,
                     claimed,
+                    held: true,
                     max_connections,
                 })
             }
@@ -198,6 +212,16 @@ impl Tunnels {
             console: self.console.clone(),
             shard: warren_shards::Shards::current(),
         });
+        let held = match grant.held {
+            true => Ok(()),
+            false => self.claim_hold(user, &grant.name).await,
+        };
+        if let Err(why) = held {
+            if grant.claimed {
+                self.unclaim(&grant.name).await;
+            }
+            return Err(Refusal::new(why).about(&grant.name));
+        }
         let registry = &self.server.registry;
         let displaced = match registry.bind_limited(
             &grant.name,
@@ -209,6 +233,7 @@ impl Tunnels {
         ) {
             Ok((_, displaced)) => displaced,
             Err(e) => {
+                self.settle_hold(&grant.name).await;
                 if grant.claimed {
                     self.unclaim(&grant.name).await;
                 }
@@ -252,6 +277,7 @@ impl Tunnels {
             // Never leave a route that no forward owns (`grant` checked the clashes, but an
             // approval's binds can run beside the handler's).
             registry.unbind(&grant.name, self.id);
+            self.settle_hold(&grant.name).await;
             if grant.claimed {
                 self.unclaim(&grant.name).await;
             }

@@ -18,6 +18,7 @@ mod forwards;
 mod grant;
 mod guard;
 mod handler;
+mod holds;
 mod keys;
 mod limits;
 mod pairing;

@@ -94,6 +94,9 @@ pub struct SshServer {
     pub(crate) auth_failures: Arc<AuthFailures>,
     /// Refusals are logged at most once in a while, with the count since.
     refusals_logged: Throttle,
+    /// This node among the brokers on the database: names are claimed cluster-wide through
+    /// it before they are bound here (see [`SshServer::with_cluster`]).
+    pub(crate) cluster: Option<Arc<warren_cluster::Membership>>,
 }
 
 impl std::fmt::Debug for SshServer {
@@ -149,6 +152,7 @@ impl SshServer {
             admission: Arc::new(Admission::unlimited()),
             auth_failures: Arc::new(AuthFailures::off()),
             refusals_logged: Throttle::new(Duration::from_secs(10)),
+            cluster: None,
         }
     }
 }
@@ -169,6 +173,13 @@ impl SshServer {
     /// Runs `ssh HOST COMMAND` through `tenants` (the same functions as the REST API).
     pub fn with_tenants(mut self, tenants: warren_tenants::Tenants) -> Self {
         self.tenants = Some(tenants);
+        self
+    }
+
+    /// Claims every name through `cluster` before binding it, so that no two nodes on one
+    /// database serve one name; without it the registry alone decides (a single node).
+    pub fn with_cluster(mut self, cluster: Arc<warren_cluster::Membership>) -> Self {
+        self.cluster = Some(cluster);
         self
     }
 

@@ -106,9 +106,16 @@ impl Tunnels {
         }
     }
 
-    /// Unbinds a forward that was cancelled or whose session ended.
+    /// Unbinds a forward that was cancelled or whose session ended, and lets go of its
+    /// cluster-wide hold (on a task: this runs in `Drop` too).
     pub(crate) fn release(&self, fwd: &Forward) {
         self.server.registry.unbind(&fwd.name, self.id);
+        if let Some(cluster) = self.server.cluster.clone().filter(|c| c.shared())
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let (name, session) = (fwd.name.clone(), self.id);
+            rt.spawn(async move { cluster.release(&name, session).await });
+        }
         if let Some(key) = &fwd.sticky {
             // Restart the stickiness clock from the moment the forward went away.
             self.server.registry.remember(key.clone(), &fwd.name);

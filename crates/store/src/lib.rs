@@ -1,8 +1,9 @@
 //! Warren's persistent state, behind one [`Store`] trait.
 //!
 //! Everything a restart must not lose lives here: users, their SSH keys, reserved names and
-//! their access rules, ACME accounts and certificates, and an append-only audit log. Two backends implement the same trait with the same SQL (atuin's
-//! pattern): SQLite for the zero-setup single box, Postgres for production and several nodes.
+//! their access rules, ACME accounts and certificates, the nodes sharing the database and which
+//! of them holds each live tunnel name, and an append-only audit log. Two backends implement the
+//! same trait with the same SQL (atuin's pattern): SQLite for the zero-setup single box, Postgres for production and several nodes.
 //! Each has its own migrations under `migrations/{sqlite,postgres}`, applied by [`open`].
 //!
 //! Every mutation writes its audit event in the same transaction, so the log is complete and a
@@ -16,6 +17,7 @@ mod backend;
 mod accounts;
 mod domains;
 mod error;
+mod nodes;
 mod probe;
 mod rules;
 mod types;
@@ -26,6 +28,7 @@ pub use action::{AuditAction, UnknownAction};
 pub use backend::{PostgresStore, SqliteStore};
 pub use domains::{CustomDomain, DomainCheck, DomainFilter, DomainStore};
 pub use error::StoreError;
+pub use nodes::{Hold, Join, NewNode, NodeRow, NodeStore};
 pub use probe::{Schema, probe};
 pub use rules::{BasicUser, IpRule, NewShare, RuleStore, Rules, ShareLink};
 pub use types::{
@@ -47,7 +50,7 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// `actor` on mutations names who did it (`cli`, `ssh:alice`) and goes to the audit log.
 #[async_trait::async_trait]
 pub trait Store:
-    AccountStore + RuleStore + DomainStore + WebhookStore + Send + Sync + 'static
+    AccountStore + RuleStore + DomainStore + WebhookStore + NodeStore + Send + Sync + 'static
 {
     /// Creates a user; names are unique.
     async fn create_user(&self, actor: &str, name: &str, is_admin: bool) -> Result<User>;

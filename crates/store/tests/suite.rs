@@ -1033,3 +1033,6 @@ async fn a_probe_never_creates_a_sqlite_file() {
 
 #[path = "suite/webhooks.rs"]
 mod webhooks;
+
+#[path = "suite/nodes.rs"]
+mod nodes;

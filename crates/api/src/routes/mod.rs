@@ -4,6 +4,7 @@
 mod audit;
 mod domains;
 mod keys;
+mod nodes;
 mod pairings;
 mod reservations;
 mod rules;
@@ -81,6 +82,7 @@ pub(crate) fn all(r: OpenApiRouter<ApiState>) -> OpenApiRouter<ApiState> {
         .routes(routes!(webhooks::delete))
         .routes(routes!(webhooks::deliveries))
         .routes(routes!(webhooks::test))
+        .routes(routes!(nodes::list))
 }
 
 /// `?user=NAME` (admins; `*` for everyone).

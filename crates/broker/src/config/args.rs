@@ -332,6 +332,18 @@ settings! {
     /// Log lines as text (colours only on a terminal) or JSON, one object per line [default: text].
     #[arg(long, global = true, env = "BROKER_LOG_FORMAT", value_name = "FORMAT")]
     log_format: LogFormat,
+    /// This node's name among the brokers that share one Postgres database; unique per node
+    /// [default: the host name].
+    #[arg(long, global = true, env = "BROKER_NODE_NAME", value_name = "NAME")]
+    node_name: String,
+    /// Where the other nodes reach this one (HOST:PORT), as `broker nodes` lists it [default:
+    /// none].
+    #[arg(long, global = true, env = "BROKER_CLUSTER_ADDR", value_name = "ADDR")]
+    cluster_addr: String,
+    /// Seconds without a heartbeat after which a node counts as dead and its tunnels' names
+    /// may be taken on another node; heartbeats go every third of it [default: 10].
+    #[arg(long, global = true, env = "BROKER_NODE_LEASE_SECS", value_name = "SECS")]
+    node_lease_secs: u64,
     /// At SIGTERM, seconds visitor requests in flight get to finish before the broker closes
     /// every connection and exits [default: 10].
     #[arg(long, global = true, env = "BROKER_SHUTDOWN_GRACE_SECS", value_name = "SECS")]

@@ -149,6 +149,20 @@ pub struct Config {
     pub domains: DomainConfig,
     /// Tunnel alerts and webhook deliveries (`alert_*`, `webhook_*`).
     pub alerts: warren_alerts::Settings,
+    /// This node among the brokers on one database (`node_name`, `cluster_addr`,
+    /// `node_lease_secs`).
+    pub cluster: ClusterConfig,
+}
+
+/// This node's part in a cluster (see `warren-cluster`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Unique among the nodes on one database.
+    pub node_name: String,
+    /// Where the other nodes reach this one, if said.
+    pub cluster_addr: Option<String>,
+    /// How long a node may miss heartbeats before it counts as dead.
+    pub lease: Duration,
 }
 
 /// How custom domains are checked (`dns_resolvers`, `domain_*_secs`).
@@ -390,6 +404,17 @@ impl Config {
                     ..d
                 }
             },
+            cluster: ClusterConfig {
+                node_name: node_name(a.node_name.as_deref())?,
+                cluster_addr: match a.cluster_addr.as_deref().map(str::trim) {
+                    None | Some("") => None,
+                    Some(addr) => Some(cluster_addr(addr)?),
+                },
+                lease: Duration::from_secs(positive(
+                    "node_lease_secs",
+                    a.node_lease_secs.unwrap_or(10),
+                )?),
+            },
             console_label,
             admin_addr,
             public,
@@ -410,6 +435,35 @@ pub fn config_file(named: Option<&Path>, defaults: &[&str]) -> Option<PathBuf> {
         Some(path) => Some(path.to_owned()),
         None => defaults.iter().map(PathBuf::from).find(|p| p.is_file()),
     }
+}
+
+/// `node_name`, or the host name: letters, digits, `-`, `_` and `.`, at most 63, as it is shown
+/// in `broker nodes` and written to the database.
+fn node_name(given: Option<&str>) -> Result<String> {
+    let name = match given.map(str::trim) {
+        Some(n) => n.to_owned(),
+        None => warren_cluster::host_name(),
+    };
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if name.is_empty() || name.len() > 63 || !name.chars().all(ok) {
+        bail!(
+            "node_name: {name:?} must be 1-63 letters, digits, '-', '_' or '.' (set BROKER_NODE_NAME)"
+        );
+    }
+    Ok(name)
+}
+
+/// `HOST:PORT`, where HOST is a name or an address (IPv6 in brackets).
+fn cluster_addr(addr: &str) -> Result<String> {
+    let port_ok = addr
+        .rsplit_once(':')
+        .filter(|(host, _)| !host.is_empty())
+        .and_then(|(_, port)| port.parse::<u16>().ok())
+        .is_some_and(|p| p > 0);
+    if !port_ok || addr.contains(char::is_whitespace) {
+        bail!("cluster_addr: {addr:?} is not HOST:PORT");
+    }
+    Ok(addr.to_owned())
 }
 
 /// `FIRST-LAST` (inclusive) or a single port.
@@ -462,6 +516,49 @@ mod tests {
         assert_eq!(c.public_scheme, "https", "ACME on: the URLs are https");
         assert_eq!(c.tcp_ports, 20000..=20999);
         assert!(c.public.acme.is_some());
+        assert_eq!(c.cluster.lease, Duration::from_secs(10));
+        assert_eq!(
+            c.cluster.node_name,
+            warren_cluster::host_name(),
+            "node_name: the host name"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn node_settings_are_checked() -> Result<()> {
+        let c = Config::load(&SettingsArgs {
+            node_name: Some("warren-2".into()),
+            cluster_addr: Some("10.0.0.12:7000".into()),
+            node_lease_secs: Some(3),
+            ..SettingsArgs::default()
+        })?;
+        assert_eq!(
+            c.cluster,
+            ClusterConfig {
+                node_name: "warren-2".into(),
+                cluster_addr: Some("10.0.0.12:7000".into()),
+                lease: Duration::from_secs(3),
+            }
+        );
+        for (name, addr, lease, says) in [
+            ("a b", "", 10, "node_name"),
+            ("", "", 10, "node_name"),
+            ("n1", "10.0.0.1", 10, "cluster_addr"),
+            ("n1", ":7000", 10, "cluster_addr"),
+            ("n1", "", 0, "node_lease_secs"),
+        ] {
+            let e = Config::load(&SettingsArgs {
+                node_name: Some(name.into()),
+                cluster_addr: Some(addr.into()),
+                node_lease_secs: Some(lease),
+                ..SettingsArgs::default()
+            })
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+            assert!(e.starts_with(says), "{name:?} {addr:?} {lease}: {e:?}");
+        }
         Ok(())
     }
 

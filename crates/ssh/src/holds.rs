@@ -1,0 +1,52 @@
+//! A name's hold across the nodes on one database (`warren-cluster`): claimed before the
+//! name is bound here, given back when the bind fails. Released with the forward
+//! ([`Tunnels::release`]).
+
+use tracing::warn;
+use warren_cluster::ClaimError;
+use warren_registry::Lookup;
+use warren_store::User;
+
+use crate::grant::DB_DOWN;
+use crate::tunnels::Tunnels;
+
+impl Tunnels {
+    /// Claims `name` for this session across the nodes on the database, before it is bound
+    /// here: refused, with the words one node would use, while a session on another live node
+    /// holds it.
+    pub(crate) async fn claim_hold(&self, user: &User, name: &str) -> Result<(), String> {
+        let Some(cluster) = &self.server.cluster else {
+            return Ok(());
+        };
+        match cluster.claim(name, self.id, user.id).await {
+            Ok(()) => Ok(()),
+            // One node would hand the name to the newer session; across nodes that needs the
+            // older one's node to let go, which nothing tells it yet.
+            Err(ClaimError::Held { node, user_id, .. }) if user_id == user.id => Err(format!(
+                "{name:?} is forwarded by another session of yours, on node {node}; close that one first"
+            )),
+            Err(ClaimError::Held { .. }) => Err(format!("name {name:?} is in use by another user")),
+            Err(ClaimError::Store(e)) => {
+                warn!(%name, error = %e, "cluster claim failed");
+                Err(DB_DOWN.to_owned())
+            }
+        }
+    }
+
+    /// After a failed bind: the name's hold goes back to whichever session of this node
+    /// serves it (a claim on this node takes the row from a sibling session, and the registry
+    /// may then have refused), or is released when none does.
+    pub(crate) async fn settle_hold(&self, name: &str) {
+        let Some(cluster) = &self.server.cluster else {
+            return;
+        };
+        match self.server.registry.lookup(name) {
+            Lookup::Live(r) if r.session != self.id => {
+                if let Err(e) = cluster.claim(name, r.session, r.owner).await {
+                    warn!(%name, error = %e, "cannot give a name's hold back to its session");
+                }
+            }
+            _ => cluster.release(name, self.id).await,
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Nodes and name holds on both backends: joining (and being blocked), heartbeats on the
+//! database's clock, claims that one live node wins and a dead node loses, leaving.
+
+use warren_store::{Join, NewNode, NodeStore};
+
+use super::*;
+
+fn node(name: &str, lease_ms: i64) -> NewNode {
+    NewNode {
+        name: name.to_owned(),
+        incarnation: rand::random::<i64>(),
+        public_addr: format!("{name}.example:2222"),
+        cluster_addr: Some(format!("{name}.internal:7000")),
+        host: "box".to_owned(),
+        pid: 42,
+        lease_ms,
+    }
+}
+
+async fn join(s: &dyn NodeStore, n: &NewNode, exclusive: bool) -> Join {
+    s.join_node(n, exclusive).await.expect("join")
+}
+
+both!(nodes_join_beat_claim_and_leave, |fx| {
+    let s = fx.store.as_ref();
+    let one = node("n1", 60_000);
+    let Join::Joined(row) = join(s, &one, false).await else {
+        panic!("n1 could not join an empty database");
+    };
+    assert!(row.alive(), "{row:?}");
+    assert_eq!(row.cluster_addr.as_deref(), Some("n1.internal:7000"));
+    // The same name again while n1 is alive: blocked, whoever asks.
+    let again = node("n1", 60_000);
+    assert!(matches!(join(s, &again, false).await, Join::Blocked(r) if r.name == "n1"));
+    // Exclusive (a SQLite file): any live node blocks.
+    assert!(matches!(join(s, &node("n2", 60_000), true).await, Join::Blocked(r) if r.name == "n1"));
+    let two = node("n2", 60_000);
+    assert!(matches!(join(s, &two, false).await, Join::Joined(_)));
+    assert!(s.heartbeat("n1", one.incarnation, 3).await.expect("beat"));
+    assert!(
+        !s.heartbeat("n1", again.incarnation, 0).await.expect("beat"),
+        "not n1's incarnation"
+    );
+    let nodes = s.list_nodes().await.expect("nodes");
+    assert_eq!(
+        nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.tunnels))
+            .collect::<Vec<_>>(),
+        [("n1", 3), ("n2", 0)]
+    );
+    assert!(
+        nodes.iter().all(|n| n.alive() && n.silent_ms() < 30_000),
+        "{nodes:?}"
+    );
+
+    // Claims: the first wins, another live node loses, the holder's node decides its own.
+    let alice = s
+        .create_user("cli", "alice", false)
+        .await
+        .expect("alice")
+        .id;
+    let bob = s.create_user("cli", "bob", false).await.expect("bob").id;
+    assert_eq!(
+        s.claim_hold("app", "n1", 7, alice).await.expect("claim"),
+        None
+    );
+    let held = s
+        .claim_hold("app", "n2", 9, bob)
+        .await
+        .expect("claim")
+        .expect("n1 holds it");
+    assert_eq!(
+        (held.node.as_str(), held.session, held.user_id),
+        ("n1", 7, alice)
+    );
+    assert_eq!(
+        s.claim_hold("app", "n1", 8, alice).await.expect("claim"),
+        None
+    );
+    assert!(
+        !s.release_hold("app", "n1", 7).await.expect("release"),
+        "session 8 holds it now"
+    );
+    assert!(s.release_hold("app", "n1", 8).await.expect("release"));
+    assert_eq!(
+        s.claim_hold("app", "n2", 9, bob).await.expect("claim"),
+        None
+    );
+    assert_eq!(s.list_holds().await.expect("holds")[0].node, "n2");
+
+    // Leaving takes the node's holds with it; only its own incarnation may remove it.
+    assert!(!s.forget_node("n2", one.incarnation).await.expect("forget"));
+    assert!(s.forget_node("n2", two.incarnation).await.expect("forget"));
+    assert!(s.list_holds().await.expect("holds").is_empty());
+    assert_eq!(s.list_nodes().await.expect("nodes").len(), 1);
+});
+
+both!(a_dead_nodes_holds_are_taken_over, |fx| {
+    let s = fx.store.as_ref();
+    let alice = s
+        .create_user("cli", "alice", false)
+        .await
+        .expect("alice")
+        .id;
+    let bob = s.create_user("cli", "bob", false).await.expect("bob").id;
+    // n1's lease is so short that it is dead by the time n2 asks (no clock to wait on: the
+    // database's own clock moves on).
+    let one = node("n1", 1);
+    assert!(matches!(join(s, &one, false).await, Join::Joined(_)));
+    assert!(matches!(
+        join(s, &node("n2", 60_000), false).await,
+        Join::Joined(_)
+    ));
+    assert_eq!(
+        s.claim_hold("app", "n1", 1, alice).await.expect("claim"),
+        None
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let nodes = s.list_nodes().await.expect("nodes");
+    assert!(!nodes[0].alive() && nodes[1].alive(), "{nodes:?}");
+    assert_eq!(
+        s.claim_hold("app", "n2", 2, bob).await.expect("claim"),
+        None,
+        "n1 is dead"
+    );
+    // A dead node blocks no one, even its own name's next start; a long-silent row is reaped.
+    let restart = node("n1", 60_000);
+    assert!(matches!(join(s, &restart, false).await, Join::Joined(_)));
+    assert!(
+        s.forget_node("n1", restart.incarnation)
+            .await
+            .expect("forget")
+    );
+    assert!(matches!(join(s, &one, false).await, Join::Joined(_)));
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert!(matches!(
+        join(s, &node("n3", 60_000), false).await,
+        Join::Joined(_)
+    ));
+    assert_eq!(
+        s.reap_nodes(300).await.expect("reap"),
+        2,
+        "n1 and n2 were silent"
+    );
+    let names: Vec<String> = s
+        .list_nodes()
+        .await
+        .expect("nodes")
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
+    assert_eq!(names, ["n3"]);
+});
