@@ -24,6 +24,7 @@ pub const BROKER_OWNER: i64 = 0;
 
 pub mod access;
 mod aliases;
+mod map;
 pub mod names;
 mod requests;
 mod table;
