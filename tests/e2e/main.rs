@@ -18,6 +18,7 @@ mod https;
 mod integrity;
 mod isolation;
 mod lifecycle;
+mod memory;
 mod metrics;
 mod origin;
 mod pairing;
