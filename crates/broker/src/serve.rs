@@ -280,6 +280,7 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         ),
     ));
     tasks.spawn(crate::observe::upkeep(prometheus.clone(), shutdown.clone()));
+    tasks.spawn(crate::malloc::trim_every_while(shutdown.clone()));
     tasks.spawn(watcher.run(shutdown.clone()));
     tasks.spawn(alerts.run(alert_rx, shutdown.clone()));
     tasks.spawn(deliverer.run(shutdown.clone()));
