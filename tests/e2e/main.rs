@@ -20,6 +20,7 @@ mod integrity;
 mod isolation;
 mod lifecycle;
 mod limits;
+mod memory;
 mod metrics;
 mod origin;
 mod pairing;

@@ -180,6 +180,14 @@ async fn serve(
     if path == "/" {
         return Ok(text(format!("hello from {tag}")));
     }
+    if path == "/close" {
+        // An origin that closes after each answer (HTTP/1.0 servers, `python -m http.server`):
+        // the owner's side ends each SSH channel.
+        let mut r = text(format!("hello from {tag}"));
+        r.headers_mut()
+            .insert("connection", "close".parse().expect("hv"));
+        return Ok(r);
+    }
     if path == "/slow" {
         // Long enough that concurrent requests overlap at the origin; `?ms=N` for longer.
         let ms = req

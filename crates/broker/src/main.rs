@@ -7,6 +7,7 @@ mod check;
 mod domains;
 mod domains_cmd;
 mod drain;
+mod malloc;
 mod nodes_cmd;
 mod notify;
 mod observe;
@@ -123,7 +124,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    tune_malloc();
+    malloc::tune();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -141,28 +142,6 @@ fn main() -> std::process::ExitCode {
         }
     }
 }
-
-/// glibc gives the top of a thread's heap back to the kernel as soon as 128 KiB of it is free.
-/// Every SSH packet is a 32 KiB buffer allocated on one worker thread and freed on another, so
-/// the broker kept unmapping pages and faulting them in again: ~10% of its CPU in a bulk
-/// download. Keeping up to 4 MiB free per heap ends that and leaves idle memory per tunnel as it
-/// was (measured with bench/run; mimalloc did as well on CPU but cost 18 KiB more per tunnel).
-///
-/// Setting the trim threshold also freezes glibc's mmap threshold at 128 KiB, and an upload is
-/// read from the visitor in buffers of up to 256 KiB: each would be a fresh mapping, faulted in
-/// page by page (130,000 page faults per GiB uploaded). Buffers up to 1 MiB come from the heap.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn tune_malloc() {
-    // SAFETY: mallopt only sets allocator parameters; no other thread exists yet.
-    unsafe {
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 4 << 20);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn tune_malloc() {}
 
 fn run(cli: Cli) -> Result<()> {
     let config = match cli.command {

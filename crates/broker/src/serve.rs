@@ -297,6 +297,7 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         ),
     ));
     tasks.spawn(crate::observe::upkeep(prometheus.clone(), shutdown.clone()));
+    tasks.spawn(crate::malloc::trim_every_while(shutdown.clone()));
     tasks.spawn(watcher.run(shutdown.clone()));
     tasks.spawn(cluster.clone().run(registry.clone(), shutdown.clone()));
     tasks.spawn(alerts.run(alert_rx, shutdown.clone()));

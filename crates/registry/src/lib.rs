@@ -3,8 +3,8 @@
 //! The SSH side [`Registry::bind`]s a name to an [`Endpoint`] (something that can open a byte
 //! stream to the owner's local service); the edge [`Registry::lookup`]s a name per visitor
 //! connection and asks the endpoint for a stream. Neither knows the other. Lookups read an
-//! `arc-swap` snapshot, so the hot path takes no lock; binds and unbinds (rare) copy the map
-//! under a mutex.
+//! `arc-swap` snapshot of one of 256 shards, so the hot path takes no lock; binds and unbinds
+//! copy that shard under a mutex (see `map.rs`).
 //!
 //! The registry also remembers, for a grace period, names whose owner just went away: visitors
 //! get "back soon" instead of "unknown", nobody else can take the name meanwhile, and the same
@@ -25,6 +25,7 @@ pub const BROKER_OWNER: i64 = 0;
 pub mod access;
 mod aliases;
 mod bandwidth;
+mod map;
 pub mod names;
 mod requests;
 mod table;

@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 
 use crate::access::AccessPolicy;
+use crate::map::{RouteMap, Writer};
 use crate::requests::{DEFAULT_REQUEST_LOG_ENTRIES, RequestEntry, RequestLog};
 use crate::{Bandwidth, Endpoint};
 
@@ -281,8 +282,9 @@ impl StickyKey {
     }
 }
 
+/// What the table holds for one name.
 #[derive(Clone)]
-enum Entry {
+pub(crate) enum Entry {
     Live(Arc<Route>),
     Parked {
         owner: i64,
@@ -293,6 +295,14 @@ enum Entry {
 }
 
 impl Entry {
+    /// Whose name this is.
+    pub(crate) fn owner(&self) -> i64 {
+        match self {
+            Entry::Live(r) => r.owner,
+            Entry::Parked { owner, .. } => *owner,
+        }
+    }
+
     /// The name's request log, if `owner` may carry it on: the same owner, live or within
     /// the grace period (an expired name starts afresh, and never shows one tenant's visitors
     /// to another).
@@ -311,10 +321,8 @@ impl Entry {
 
 /// The live routing table. Cheap to share behind an `Arc`.
 pub struct Registry {
-    snapshot: ArcSwap<HashMap<String, Entry>>,
-    /// Serialises writers (copy-on-write of the snapshot). Held only for map surgery, never
-    /// across an await.
-    write: Mutex<()>,
+    /// Live and parked names: lock-free reads, writes that copy a 256th of the map.
+    routes: RouteMap,
     sticky: Mutex<HashMap<StickyKey, (String, Instant)>>,
     /// Reserved names, mirrored from the store so an offline owner's name answers 502 rather
     /// than 404 without a database query per visitor.
@@ -339,7 +347,7 @@ pub struct Registry {
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registry")
-            .field("routes", &self.snapshot.load().len())
+            .field("routes", &self.routes.len())
             .finish()
     }
 }
@@ -349,8 +357,7 @@ impl Registry {
     /// at most `max_connections` visitor connections at once.
     pub fn new(grace: Duration, max_connections: usize) -> Self {
         Self {
-            snapshot: ArcSwap::from_pointee(HashMap::new()),
-            write: Mutex::new(()),
+            routes: RouteMap::new(),
             sticky: Mutex::new(HashMap::new()),
             reserved: ArcSwap::from_pointee(HashSet::new()),
             policies: ArcSwap::from_pointee(HashMap::new()),
@@ -405,10 +412,10 @@ impl Registry {
     /// The recent requests of `name`, live or within its grace period. Whoever shows them
     /// checks [`RequestLog::owner`].
     pub fn request_log(&self, name: &str) -> Option<Arc<RequestLog>> {
-        match self.snapshot.load().get(name)? {
+        self.routes.with(name, |entry| match entry? {
             Entry::Live(route) => route.log.clone(),
             entry @ Entry::Parked { owner, .. } => entry.log_for(*owner),
-        }
+        })
     }
 
     /// The requests `name` records from now on (see [`RequestLog::subscribe`]; for the ones
@@ -431,10 +438,10 @@ impl Registry {
         self.limits
     }
 
-    /// What `owner` holds right now (a scan of the table: binds are rare, and each already
-    /// copies the table).
+    /// What `owner` holds right now (from the owner index, under the writers' lock for as long
+    /// as it takes to count the owner's names).
     pub fn held_by(&self, owner: i64) -> Held {
-        held_in(&self.snapshot.load(), owner, None)
+        held_in(&self.routes.write(), owner, None)
     }
 
     /// The grace period names are kept for after their owner goes away.
@@ -444,19 +451,19 @@ impl Registry {
 
     /// What `name` leads to right now. Lock-free.
     pub fn lookup(&self, name: &str) -> Lookup {
-        match self.snapshot.load().get(name) {
-            Some(Entry::Live(route)) => return Lookup::Live(route.clone()),
+        let found = self.routes.with(name, |entry| match entry {
+            Some(Entry::Live(route)) => Some(Lookup::Live(route.clone())),
             Some(Entry::Parked { until, .. }) => {
                 let now = Instant::now();
-                if *until > now {
-                    return Lookup::Parked {
-                        retry_after: *until - now,
-                    };
-                }
+                (*until > now).then(|| Lookup::Parked {
+                    retry_after: *until - now,
+                })
             }
-            None => {}
-        }
-        if self.reserved.load().contains(name) {
+            None => None,
+        });
+        if let Some(found) = found {
+            found
+        } else if self.reserved.load().contains(name) {
             Lookup::Offline
         } else {
             Lookup::Unknown
@@ -519,22 +526,22 @@ impl Registry {
 
     /// Whether nobody holds `name`, live or parked (what a fresh random name must be).
     pub fn is_vacant(&self, name: &str) -> bool {
-        match self.snapshot.load().get(name) {
+        self.routes.with(name, |entry| match entry {
             None => true,
             Some(Entry::Live(_)) => false,
             Some(Entry::Parked { until, .. }) => *until <= Instant::now(),
-        }
+        })
     }
 
     /// Whether `owner` may bind `name`: it is neither live nor parked for another owner.
     pub fn is_free_for(&self, name: &str, owner: i64) -> bool {
-        match self.snapshot.load().get(name) {
+        self.routes.with(name, |entry| match entry {
             None => true,
             Some(Entry::Live(r)) => r.owner == owner,
             Some(Entry::Parked {
                 owner: o, until, ..
             }) => *o == owner || *until <= Instant::now(),
-        }
+        })
     }
 
     /// Binds `name` to `endpoint` for `owner`'s `session`. A name the same owner holds from
@@ -582,89 +589,79 @@ impl Registry {
             bandwidth: (self.bandwidth > 0)
                 .then(|| Bandwidth::new(self.bandwidth, self.throttled.clone())),
         };
-        self.update(move |map| {
-            let displaced = match map.get(name) {
-                Some(Entry::Live(r)) if r.owner != owner => {
-                    return Err(BindError::Taken(name.to_owned()));
-                }
-                Some(Entry::Parked {
-                    owner: o, until, ..
-                }) if *o != owner && *until > Instant::now() => {
-                    return Err(BindError::Taken(name.to_owned()));
-                }
-                Some(Entry::Live(r)) if r.session != session => Some(r.clone()),
-                _ => None,
-            };
-            let held = held_in(map, owner, Some(name));
-            if held.routes >= self.limits.routes {
-                return Err(BindError::TooManyRoutes(held.routes));
+        let mut map = self.routes.write();
+        let existing = map.get(name);
+        let displaced = match &existing {
+            Some(Entry::Live(r)) if r.owner != owner => {
+                return Err(BindError::Taken(name.to_owned()));
             }
-            if kind == RouteKind::Tcp && held.tcp_ports >= self.limits.tcp_ports {
-                return Err(BindError::TooManyTcpPorts(held.tcp_ports));
+            Some(Entry::Parked {
+                owner: o, until, ..
+            }) if *o != owner && *until > Instant::now() => {
+                return Err(BindError::Taken(name.to_owned()));
             }
-            if kind == RouteKind::Http && self.request_log_entries > 0 {
-                route.log = Some(
-                    map.get(name)
-                        .and_then(|e| e.log_for(owner))
-                        .unwrap_or_else(|| {
-                            Arc::new(RequestLog::new(owner, self.request_log_entries))
-                        }),
-                );
-            }
-            let route = Arc::new(route);
-            map.insert(name.to_owned(), Entry::Live(route.clone()));
-            Ok((route, displaced))
-        })
+            Some(Entry::Live(r)) if r.session != session => Some(r.clone()),
+            _ => None,
+        };
+        let held = held_in(&map, owner, Some(name));
+        if held.routes >= self.limits.routes {
+            return Err(BindError::TooManyRoutes(held.routes));
+        }
+        if kind == RouteKind::Tcp && held.tcp_ports >= self.limits.tcp_ports {
+            return Err(BindError::TooManyTcpPorts(held.tcp_ports));
+        }
+        if kind == RouteKind::Http && self.request_log_entries > 0 {
+            route.log = Some(
+                existing
+                    .and_then(|e| e.log_for(owner))
+                    .unwrap_or_else(|| Arc::new(RequestLog::new(owner, self.request_log_entries))),
+            );
+        }
+        let route = Arc::new(route);
+        map.insert(name, Entry::Live(route.clone()));
+        Ok((route, displaced))
     }
 
     /// Unbinds `name` if `session` still serves it, parking it for the grace period. Returns
     /// whether anything changed (a name taken over by a newer session is left alone).
     pub fn unbind(&self, name: &str, session: SessionId) -> bool {
         let until = Instant::now() + self.grace;
-        self.update(|map| match map.get(name) {
+        let mut map = self.routes.write();
+        match map.get(name) {
             Some(Entry::Live(r)) if r.session == session => {
                 let parked = Entry::Parked {
                     owner: r.owner,
                     until,
                     log: r.log.clone(),
                 };
-                map.insert(name.to_owned(), parked);
-                Ok(true)
+                map.insert(name, parked);
+                true
             }
-            _ => Ok(false),
-        })
-        .unwrap_or(false)
+            _ => false,
+        }
     }
 
     /// Removes every live route of `owner` without parking them (the owner was disabled).
     pub fn drop_owner(&self, owner: i64) -> Vec<Arc<Route>> {
-        self.update(|map| {
-            let gone: Vec<_> = map
-                .values()
-                .filter_map(|e| match e {
-                    Entry::Live(r) if r.owner == owner => Some(r.clone()),
-                    _ => None,
-                })
-                .collect();
-            for r in &gone {
-                map.remove(&r.name);
+        let mut map = self.routes.write();
+        let mut gone = Vec::new();
+        for name in map.names_of(owner) {
+            if let Some(Entry::Live(r)) = map.remove(&name) {
+                gone.push(r);
             }
-            map.retain(|_, e| !matches!(e, Entry::Parked { owner: o, .. } if *o == owner));
-            Ok(gone)
-        })
-        .unwrap_or_default()
+        }
+        gone
     }
 
     /// Live routes, for listings.
     pub fn routes(&self) -> Vec<Arc<Route>> {
-        self.snapshot
-            .load()
-            .values()
-            .filter_map(|e| match e {
-                Entry::Live(r) => Some(r.clone()),
-                Entry::Parked { .. } => None,
-            })
-            .collect()
+        let mut live = Vec::new();
+        self.routes.for_each(|_, e| {
+            if let Entry::Live(r) = e {
+                live.push(r.clone());
+            }
+        });
+        live
     }
 
     /// The random name this forward had before, if it is still within the grace period.
@@ -692,40 +689,23 @@ impl Registry {
     /// Drops expired parked names and sticky entries; call now and then.
     pub fn sweep(&self) {
         let now = Instant::now();
-        let expired = |e: &Entry| matches!(e, Entry::Parked { until, .. } if *until <= now);
-        // Copy-on-write clones the whole table: only pay for it when something expired.
-        if self.snapshot.load().values().any(expired) {
-            let _ = self.update(|map| {
-                map.retain(|_, e| !expired(e));
-                Ok(())
-            });
-        }
+        // Only the shards that hold an expired name are copied.
+        self.routes
+            .write()
+            .remove_where(|_, e| matches!(e, Entry::Parked { until, .. } if *until <= now));
         let mut sticky = self.sticky.lock().unwrap_or_else(|p| p.into_inner());
         sticky.retain(|_, (_, until)| *until > now);
     }
-
-    /// Copy-on-write: clone the map, let `f` edit it, publish it if `f` succeeded.
-    fn update<T>(
-        &self,
-        f: impl FnOnce(&mut HashMap<String, Entry>) -> Result<T, BindError>,
-    ) -> Result<T, BindError> {
-        // A poisoned lock only means another writer panicked mid-edit of its private copy;
-        // the published snapshot is intact, so carry on.
-        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        let mut map = HashMap::clone(&self.snapshot.load());
-        let out = f(&mut map)?;
-        self.snapshot.store(Arc::new(map));
-        Ok(out)
-    }
 }
 
-/// What `owner` holds in `map`, leaving `except` out (the name about to be bound).
-fn held_in(map: &HashMap<String, Entry>, owner: i64, except: Option<&str>) -> Held {
+/// What `owner` holds in `map`, leaving `except` out (the name about to be bound): only the
+/// owner's own names are visited (the owner index).
+fn held_in(map: &Writer<'_>, owner: i64, except: Option<&str>) -> Held {
     let now = Instant::now();
     let mut held = Held::default();
-    for (name, entry) in map {
-        if Some(name.as_str()) == except {
-            continue;
+    map.for_owner(owner, |name, entry| {
+        if Some(name) == except {
+            return;
         }
         match entry {
             Entry::Live(r) if r.owner == owner => {
@@ -741,7 +721,7 @@ fn held_in(map: &HashMap<String, Entry>, owner: i64, except: Option<&str>) -> He
             }
             _ => {}
         }
-    }
+    });
     held
 }
 
@@ -824,16 +804,10 @@ mod tests {
         reg.bind("a", 2, 200, RouteKind::Http, ep())
             .expect("free after grace");
         reg.unbind("a", 200);
-        assert_eq!(
-            reg.snapshot.load().len(),
-            1,
-            "expired entry still in the table"
-        );
+        assert_eq!(reg.routes.len(), 1, "expired entry still in the table");
         reg.sweep();
-        assert!(
-            reg.snapshot.load().is_empty(),
-            "sweep left an expired entry"
-        );
+        assert_eq!(reg.routes.len(), 0, "sweep left an expired entry");
+        assert!(reg.routes.write().index_is_exact());
     }
 
     #[test]
@@ -1067,6 +1041,137 @@ mod tests {
         reg.sweep();
         drop(b);
         assert_eq!(reg.bytes_moved(), (16, 102), "b is live: counted once");
+    }
+
+    /// A tiny xorshift, so the random walks below are the same on every run.
+    struct Walk(u64);
+    impl Walk {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    /// Random binds, unbinds, owner drops and sweeps against a naive model (name → owner and
+    /// live session): after each step the owner index matches the shards exactly, and every
+    /// lookup and every owner's holdings match the model.
+    #[test]
+    fn the_owner_index_stays_exact() {
+        for (seed, grace) in [(1, 60), (2, 0), (3, 60), (4, 0)] {
+            let limits = OwnerLimits {
+                routes: 4,
+                tcp_ports: 2,
+            };
+            let reg = Registry::new(Duration::from_secs(grace), 10).with_owner_limits(limits);
+            // name → (owner, Some(session) when live, None when parked).
+            let mut model: HashMap<String, (i64, Option<SessionId>)> = HashMap::new();
+            let names: Vec<String> = (0..8)
+                .map(|i| format!("n{i}"))
+                .chain((0..4).map(|p| tcp_name(20000 + p)))
+                .collect();
+            let mut walk = Walk(seed);
+            let mut session = 0;
+            for step in 0..3_000 {
+                let name = &names[walk.below(names.len() as u64) as usize];
+                let owner = walk.below(4) as i64 + 1;
+                let held = |model: &HashMap<String, (i64, Option<SessionId>)>, o: i64| {
+                    let mut h = Held::default();
+                    for (n, (owner, live)) in model {
+                        if *owner == o && n != name {
+                            h.routes += usize::from(live.is_some());
+                            h.tcp_ports += usize::from(tcp_port(n).is_some());
+                        }
+                    }
+                    h
+                };
+                match walk.below(10) {
+                    0..=4 => {
+                        session += 1;
+                        let kind = if tcp_port(name).is_some() {
+                            RouteKind::Tcp
+                        } else {
+                            RouteKind::Http
+                        };
+                        let h = held(&model, owner);
+                        let expected = match model.get(name) {
+                            Some((o, _)) if *o != owner => Err(BindError::Taken(name.clone())),
+                            _ if h.routes >= limits.routes => {
+                                Err(BindError::TooManyRoutes(h.routes))
+                            }
+                            _ if kind == RouteKind::Tcp && h.tcp_ports >= limits.tcp_ports => {
+                                Err(BindError::TooManyTcpPorts(h.tcp_ports))
+                            }
+                            _ => Ok(()),
+                        };
+                        let got = reg.bind(name, owner, session, kind, ep()).map(|_| ());
+                        assert_eq!(got, expected, "step {step}: bind {name} for {owner}");
+                        if got.is_ok() {
+                            model.insert(name.clone(), (owner, Some(session)));
+                        }
+                    }
+                    5..=7 => {
+                        // Mostly the session that serves it, sometimes a stale one.
+                        let live = model.get(name).and_then(|(_, s)| *s);
+                        let s = match live {
+                            Some(s) if walk.below(4) > 0 => s,
+                            _ => session + 1,
+                        };
+                        let expected = live == Some(s);
+                        assert_eq!(reg.unbind(name, s), expected, "step {step}: unbind {name}");
+                        if expected {
+                            if grace == 0 {
+                                model.remove(name);
+                            } else if let Some(e) = model.get_mut(name) {
+                                e.1 = None;
+                            }
+                        }
+                    }
+                    8 => {
+                        let mut gone: Vec<String> = reg
+                            .drop_owner(owner)
+                            .iter()
+                            .map(|r| r.name.clone())
+                            .collect();
+                        gone.sort();
+                        let mut expected: Vec<String> = model
+                            .iter()
+                            .filter(|(_, (o, live))| *o == owner && live.is_some())
+                            .map(|(n, _)| n.clone())
+                            .collect();
+                        expected.sort();
+                        assert_eq!(gone, expected, "step {step}: drop {owner}");
+                        model.retain(|_, (o, _)| *o != owner);
+                    }
+                    _ => reg.sweep(),
+                }
+                assert!(reg.routes.write().index_is_exact(), "step {step}");
+                for n in &names {
+                    let seen = match reg.lookup(n) {
+                        Lookup::Live(r) => Some((r.owner, Some(r.session))),
+                        Lookup::Parked { .. } => Some((-1, None)),
+                        _ => None,
+                    };
+                    let expected = match model.get(n) {
+                        Some((o, Some(s))) => Some((*o, Some(*s))),
+                        Some((_, None)) => Some((-1, None)),
+                        None => None,
+                    };
+                    assert_eq!(seen, expected, "step {step}: lookup {n}");
+                }
+                for o in 1..=4 {
+                    let mut h = Held::default();
+                    for (n, (owner, live)) in &model {
+                        if *owner == o {
+                            h.routes += usize::from(live.is_some());
+                            h.tcp_ports += usize::from(tcp_port(n).is_some());
+                        }
+                    }
+                    assert_eq!(reg.held_by(o), h, "step {step}: held by {o}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -1460,6 +1460,13 @@ impl Session {
                 let channel_num = map_err!(ChannelId::decode(r))?;
                 map_err!(ensure_end(r))?;
                 if !self.common.is_established_channel(channel_num) {
+                    // Warren's patch: the peer's reply to a close we sent first. Our close
+                    // (`Encrypted::close`) dropped the channel's parameters, which is what
+                    // "established" looks at, so upstream returned here and the channel's
+                    // `ChannelRef` stayed in `self.channels` for the session's life.
+                    if let Some(chan) = self.channels.remove(&channel_num) {
+                        chan.send(ChannelMsg::Close).await.unwrap_or(());
+                    }
                     return Ok(());
                 }
                 if let Some(ref mut enc) = self.common.encrypted {
