@@ -148,14 +148,16 @@ def cpu_during(groups, fn):
 IN_FLIGHT = 200
 
 
-def idle_tunnels(procs, server_pid, ssh_port, key, origin, n, spec, probe=None, idle_s=10):
+def idle_tunnels(procs, server_pid, ssh_port, key, origin, n, spec, probe=None, idle_s=10, keep=False):
     """Server RSS and CPU per idle tunnel with `n` real OpenSSH clients connected, each with its own
-    `-R spec(i)`. `probe(i)` (optional) must answer for a sample of the tunnels once all are up."""
+    `-R spec(i)` and `key` (a path, or a function of i). `probe(i)` (optional) must answer for a
+    sample of the tunnels once all are up. With `keep`, returns the clients too, still connected."""
     rss0, _ = proc_status(server_pid)
     clients = []
+    key_of = key if callable(key) else (lambda i: key)
     t0 = time.time()
     for i in range(n):
-        clients.append(ssh_tunnel(procs, ssh_port, key, origin, spec(i)))
+        clients.append(ssh_tunnel(procs, ssh_port, key_of(i), origin, spec(i)))
         if i % 50 == 49:
             time.sleep(0.2)  # pace the key exchanges a little; not a synchronisation
             dead = [c for c in clients[-50:] if c.poll() is not None]
@@ -184,15 +186,17 @@ def idle_tunnels(procs, server_pid, ssh_port, key, origin, n, spec, probe=None, 
     time.sleep(idle_s)  # the measurement itself: CPU spent over `idle_s` idle seconds
     rss2, cpu2 = proc_status(server_pid)
     alive = sum(1 for c in clients if c.poll() is None)
-    for c in clients:
-        c.terminate()
-    for c in clients:
-        c.wait()
+    if not keep or alive != n:
+        for c in clients:
+            c.terminate()
+        for c in clients:
+            c.wait()
     if alive != n:
         raise Failure(f"{n - alive} of {n} ssh clients exited while idle")
-    return {"tunnels": n, "connect_s": round(up_s, 1), "rss_kib_before": rss0, "rss_kib_idle": rss2,
-            "rss_kib_per_tunnel": round((rss2 - rss0) / n, 1),
-            "cpu_ms_per_idle_tunnel_per_s": round((cpu2 - cpu1) * 1000 / idle_s / n, 4)}
+    result = {"tunnels": n, "connect_s": round(up_s, 1), "rss_kib_before": rss0, "rss_kib_idle": rss2,
+              "rss_kib_per_tunnel": round((rss2 - rss0) / n, 1),
+              "cpu_ms_per_idle_tunnel_per_s": round((cpu2 - cpu1) * 1000 / idle_s / n, 4)}
+    return (result, clients) if keep else result
 
 
 def named_probe(http_port, domain, prefix):

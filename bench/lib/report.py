@@ -73,6 +73,13 @@ def print_table(result):
         print(f"idle tunnels on {name}: {idle['tunnels']}, RSS {idle['rss_kib_before']} -> {idle['rss_kib_idle']} KiB, "
               f"{idle['rss_kib_per_tunnel']} KiB and {idle['cpu_ms_per_idle_tunnel_per_s']} ms CPU/s per tunnel, "
               f"all connected in {idle['connect_s']} s")
+    sc = result.get("scale")
+    if sc and "hold" in sc:
+        h, v, st = sc["hold"], sc["visitors"], sc["storm"]
+        print(f"scale: {h['tunnels']} tunnels held at {h['rss_kib_per_tunnel']} KiB and "
+              f"{h['cpu_ms_per_idle_tunnel_per_s']} ms CPU/s each; {v['connections']} idle visitor connections at "
+              f"{v['rss_kib_per_connection']} KiB each; reconnect storm: all {st['owners']} back in "
+              f"{st['all_back_s']} s ({st['retries']} retries)")
 
 
 COLORS = {"direct": "#9e9e9e", "raw_sshd": "#8d6e63", "classic": "#e57373", "classic_tls": "#ef9a9a",

@@ -61,6 +61,9 @@ async fn two_nodes_on_one_postgres_hold_each_name_once() -> Result<()> {
             LEASE_SECS,
             "--cluster-addr",
             "10.0.0.1:7000",
+            // Announced as above (a private network's address), listened for here.
+            "--cluster-listen",
+            "127.0.0.1:0",
         ],
     )
     .await?;
@@ -72,6 +75,8 @@ async fn two_nodes_on_one_postgres_hold_each_name_once() -> Result<()> {
             LEASE_SECS,
             "--cluster-addr",
             "10.0.0.2:7000",
+            "--cluster-listen",
+            "127.0.0.1:0",
         ])
         .await?;
 

@@ -3,6 +3,7 @@
 //! As in flood.rs, loopback is all of 127.0.0.0/8: other source addresses are 127.0.0.2 and
 //! up, and the brokers exempt nobody that takes part.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -254,6 +255,82 @@ async fn a_tunnel_held_to_its_bandwidth_serves_slower_and_its_owner_is_told_once
     assert_eq!(
         metric(&broker, &limit_hits("max_tunnel_bytes_per_sec")).await?,
         2.0
+    );
+    Ok(())
+}
+
+/// A 1 MB download through an HTTP tunnel `name` of the owner with `key`: how long it took,
+/// and the owner's session (for what it was told).
+async fn time_http(broker: &TestBroker, key: &Path, name: &str) -> Result<(Duration, Ssh)> {
+    let origin = Origin::start(name).await?;
+    let ssh = Ssh::spawn(
+        broker,
+        key,
+        &["-R", &format!("{name}:80:{}", origin.target())],
+    )?;
+    ssh.url(0).await?;
+    let (len, took) = download(
+        broker.http_port,
+        &format!("{name}.localhost:{}", broker.http_port),
+    )
+    .await?;
+    assert_eq!(len, SIZE);
+    Ok((took, ssh))
+}
+
+/// An admin's per-user bandwidth quota holds that owner's tunnels and no one else's, names
+/// itself in the owner's notice, and is refused out of range naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bandwidth_quota_holds_one_owners_tunnels_and_not_anothers() -> Result<()> {
+    let broker = TestBroker::start().await?;
+    let alice = broker.user_with_key("alice")?;
+    let bob = broker.user_with_key("bob")?;
+    let out = broker.cli_ok(&[
+        "user",
+        "quota",
+        "alice",
+        "--tunnel-bytes-per-sec",
+        &RATE.to_string(),
+    ])?;
+    assert!(
+        out.contains(&format!("max_tunnel_bytes_per_sec {RATE}")),
+        "{out}"
+    );
+    let bad = broker.cli(&["user", "quota", "bob", "--tunnel-bytes-per-sec=-1"])?;
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("max_tunnel_bytes_per_sec"),
+        "{err}"
+    );
+    let (held, alice_ssh) = time_http(&broker, &alice, "qa").await?;
+    let (free, bob_ssh) = time_http(&broker, &bob, "qb").await?;
+    println!("1 MB download: {held:?} at alice's quota of {RATE} B/s, {free:?} for bob");
+    assert!(
+        held >= Duration::from_secs(3),
+        "alice's tunnel took {held:?}"
+    );
+    assert!(free < Duration::from_secs(2), "bob's tunnel took {free:?}");
+    alice_ssh
+        .line(&format!(
+            "qa download held to {RATE} bytes/s (quota max_tunnel_bytes_per_sec)"
+        ))
+        .await?;
+    let unheld = bob_ssh.all_output();
+    assert!(!unheld.contains("max_tunnel_bytes_per_sec"), "{unheld}");
+    // Back to the broker's setting (none here): alice's next tunnel is free.
+    let out = broker.cli_ok(&[
+        "user",
+        "quota",
+        "alice",
+        "--tunnel-bytes-per-sec",
+        "default",
+    ])?;
+    assert!(out.contains("max_tunnel_bytes_per_sec 0"), "{out}");
+    drop(alice_ssh);
+    let (again, _ssh) = time_http(&broker, &alice, "qc").await?;
+    assert!(
+        again < Duration::from_secs(2),
+        "alice's tunnel took {again:?} after the reset"
     );
     Ok(())
 }

@@ -122,6 +122,11 @@ export function bytes(n) {
   return (i ? n.toFixed(n < 10 ? 1 : 0) : n) + ' ' + u[i];
 }
 
+/** A bandwidth quota in bytes per second; 0 is no limit. */
+export function rate(n) {
+  return n ? bytes(n) + '/s' : 'no bandwidth limit';
+}
+
 /** A table in a keyboard-scrollable region (for phones). cols: [{label, num?, narrow?}]. */
 export function table(caption, cols, rows, empty) {
   if (!rows.length && empty) return h('p', { class: 'muted' }, empty);

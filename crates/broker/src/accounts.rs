@@ -76,14 +76,16 @@ fn quota_value(flag: &str, v: Option<&str>, old: Option<i64>) -> Result<Option<i
     }
 }
 
+/// The flags of `broker user quota`, each a number, `default`, or absent (unchanged).
+pub struct QuotaArgs<'a> {
+    pub reservations: Option<&'a str>,
+    pub tunnels: Option<&'a str>,
+    pub connections: Option<&'a str>,
+    pub bytes_per_sec: Option<&'a str>,
+}
+
 /// `broker user quota NAME …`
-pub async fn quota(
-    config: &Config,
-    name: &str,
-    reservations: Option<&str>,
-    tunnels: Option<&str>,
-    connections: Option<&str>,
-) -> Result<()> {
+pub async fn quota(config: &Config, name: &str, args: QuotaArgs<'_>) -> Result<()> {
     let t = tenants(config).await?;
     let caller = Caller::operator();
     let user = t
@@ -93,18 +95,28 @@ pub async fn quota(
         .with_context(|| format!("no user named {name:?}"))?;
     let old = t.store.quotas(user.id).await?;
     let q = Quotas {
-        max_reservations: quota_value("max-reservations", reservations, old.max_reservations)?,
-        max_tunnels: quota_value("max-tunnels", tunnels, old.max_tunnels)?,
+        max_reservations: quota_value("max-reservations", args.reservations, old.max_reservations)?,
+        max_tunnels: quota_value("max-tunnels", args.tunnels, old.max_tunnels)?,
         max_visitor_connections: quota_value(
             "max-visitor-connections",
-            connections,
+            args.connections,
             old.max_visitor_connections,
+        )?,
+        max_tunnel_bytes_per_sec: quota_value(
+            "tunnel-bytes-per-sec",
+            args.bytes_per_sec,
+            old.max_tunnel_bytes_per_sec,
         )?,
     };
     let u = t.set_quotas(&caller, name, q).await?;
+    let q = &u.quotas;
     println!(
-        "{}: max_reservations {}, max_tunnels {}, max_visitor_connections {}",
-        u.name, u.quotas.max_reservations, u.quotas.max_tunnels, u.quotas.max_visitor_connections
+        "{}: max_reservations {}, max_tunnels {}, max_visitor_connections {}, max_tunnel_bytes_per_sec {}",
+        u.name,
+        q.max_reservations,
+        q.max_tunnels,
+        q.max_visitor_connections,
+        q.max_tunnel_bytes_per_sec
     );
     Ok(())
 }

@@ -65,6 +65,10 @@ pub enum UserCmd {
         /// Concurrent visitor connections per tunnel.
         #[arg(long, value_name = "N|default")]
         max_visitor_connections: Option<String>,
+        /// Bytes per second each way per tunnel, shared by its visitors (0: no limit); the
+        /// quota `max_tunnel_bytes_per_sec` (the broker-wide flag of that name is taken).
+        #[arg(long = "tunnel-bytes-per-sec", value_name = "N|default")]
+        tunnel_bytes_per_sec: Option<String>,
     },
 }
 
@@ -102,13 +106,17 @@ pub async fn user(config: &Config, cmd: UserCmd) -> Result<()> {
             max_reservations,
             max_tunnels,
             max_visitor_connections,
+            tunnel_bytes_per_sec,
         } => {
             return crate::accounts::quota(
                 config,
                 &name,
-                max_reservations.as_deref(),
-                max_tunnels.as_deref(),
-                max_visitor_connections.as_deref(),
+                crate::accounts::QuotaArgs {
+                    reservations: max_reservations.as_deref(),
+                    tunnels: max_tunnels.as_deref(),
+                    connections: max_visitor_connections.as_deref(),
+                    bytes_per_sec: tunnel_bytes_per_sec.as_deref(),
+                },
             )
             .await;
         }

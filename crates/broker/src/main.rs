@@ -11,6 +11,7 @@ mod malloc;
 mod nodes_cmd;
 mod notify;
 mod observe;
+mod peers;
 mod policy;
 mod prompt;
 mod public;

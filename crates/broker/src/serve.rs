@@ -85,6 +85,19 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
     let http_addr = http_listener.local_addr()?;
     let https_addr = https_listener.local_addr()?;
 
+    let cluster_listener = match config.cluster.listen {
+        Some(addr) if store.shared() => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cluster_listen: cannot listen on {addr}"))?,
+        ),
+        _ => None,
+    };
+    let cluster_addr = match (&config.cluster.cluster_addr, &cluster_listener) {
+        (Some(addr), _) => Some(addr.clone()),
+        (None, Some(l)) => Some(l.local_addr()?.to_string()),
+        (None, None) => None,
+    };
     // Before anything is served: a second broker on one SQLite file, or a second node with
     // this node's name, stops here with a line that names the other one.
     let cluster = warren_cluster::Membership::join(
@@ -92,7 +105,7 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         warren_cluster::NodeSettings {
             name: config.cluster.node_name.clone(),
             public_addr: ssh_addr.to_string(),
-            cluster_addr: config.cluster.cluster_addr.clone(),
+            cluster_addr,
             lease: config.cluster.lease,
         },
         metrics.clone(),
@@ -202,7 +215,7 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
             registry.clone(),
             sessions.clone(),
         )
-        .with_tcp_ports(tcp_ports)
+        .with_tcp_ports(tcp_ports.clone())
         .with_tenants(tenants.clone())
         .with_metrics(metrics.clone())
         .with_shards(shards.clone())
@@ -300,6 +313,19 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
     tasks.spawn(crate::malloc::trim_every_while(shutdown.clone()));
     tasks.spawn(watcher.run(shutdown.clone()));
     tasks.spawn(cluster.clone().run(registry.clone(), shutdown.clone()));
+    crate::peers::start(
+        crate::peers::Peers {
+            store: store.clone(),
+            cluster: cluster.clone(),
+            registry: registry.clone(),
+            ports: Some(tcp_ports as Arc<dyn warren_registry::PortAllocator>),
+            listener: cluster_listener,
+            grace: config.grace,
+        },
+        &tasks,
+        &shutdown,
+    )
+    .await?;
     tasks.spawn(alerts.run(alert_rx, shutdown.clone()));
     tasks.spawn(deliverer.run(shutdown.clone()));
     tasks.spawn(domains.run(shutdown.clone()));
@@ -464,6 +490,8 @@ pub fn tenants_for(
                 max_reservations: config.session_limits.names_per_user as i64,
                 max_tunnels: config.owner_limits.routes as i64,
                 max_visitor_connections: config.max_tunnel_connections as i64,
+                max_tunnel_bytes_per_sec: i64::try_from(config.max_tunnel_bytes_per_sec)
+                    .unwrap_or(i64::MAX),
             },
             tcp_ports: (*config.tcp_ports.start(), *config.tcp_ports.end()),
             reserved_labels: vec![config.console_label.clone()],

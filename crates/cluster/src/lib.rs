@@ -16,6 +16,9 @@
 #![warn(missing_docs)]
 
 mod heartbeat;
+mod routes;
+
+pub use routes::Routes;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,8 +26,8 @@ use std::time::Duration;
 
 use tracing::warn;
 use warren_metrics::Metrics;
-use warren_registry::SessionId;
-use warren_store::{Join, NewNode, NodeRow, Store, StoreError};
+use warren_registry::{RouteKind, SessionId, StickyKey};
+use warren_store::{Claim, Join, NewNode, NodeRow, Store, StoreError};
 
 /// Who this node is, from the config (`node_name`, `cluster_addr`, `node_lease_secs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +84,25 @@ pub enum ClaimError {
     /// The database could not say.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// What a session claims a name for.
+#[derive(Debug, Clone, Copy)]
+pub struct Claiming<'a> {
+    /// The session on this node.
+    pub session: SessionId,
+    /// Whose tunnel it is.
+    pub user_id: i64,
+    /// What kind of route it will be (other nodes serve it as such).
+    pub kind: RouteKind,
+    /// A random forward's identity ([`sticky_id`]), so it gets this name back on any node.
+    pub sticky: Option<&'a str>,
+}
+
+/// A random forward's identity as the database keeps it: the key, the bind address and the
+/// forward's position among the session's random ones (`warren_registry::StickyKey`).
+pub fn sticky_id(key: &StickyKey) -> String {
+    format!("{}|{}|{}", key.key, key.address, key.ordinal)
 }
 
 /// This node's membership; cheap to share.
@@ -162,21 +184,19 @@ impl Membership {
     /// Claims `name` for `session` of `user_id` on this node: free, held by a dead node, or
     /// held on this node already (the registry decides between this node's own sessions).
     /// Refused while a session on another live node holds it.
-    pub async fn claim(
-        &self,
-        name: &str,
-        session: SessionId,
-        user_id: i64,
-    ) -> Result<(), ClaimError> {
+    pub async fn claim(&self, name: &str, claim: &Claiming<'_>) -> Result<(), ClaimError> {
         if !self.shared {
             return Ok(());
         }
-        let session = i64::try_from(session).unwrap_or(i64::MAX);
-        match self
-            .store
-            .claim_hold(name, &self.settings.name, session, user_id)
-            .await?
-        {
+        let session = i64::try_from(claim.session).unwrap_or(i64::MAX);
+        let row = Claim {
+            node: &self.settings.name,
+            session,
+            user_id: claim.user_id,
+            kind: claim.kind.as_str(),
+            sticky: claim.sticky,
+        };
+        match self.store.claim_hold(name, &row).await? {
             None => Ok(()),
             Some(hold) => {
                 self.metrics.cluster_claims_refused.increment(1);
@@ -186,6 +206,32 @@ impl Membership {
                     user_id: hold.user_id,
                 })
             }
+        }
+    }
+
+    /// The name a random forward with this identity (`sticky`) had on any node, if `user_id`
+    /// may have it back here: it was theirs, and its node is dead or is this one. A forward
+    /// still live on another node keeps its name, and this one gets a fresh one.
+    pub async fn sticky_name(&self, sticky: &str, user_id: i64) -> Option<String> {
+        if !self.shared {
+            return None;
+        }
+        let hold = match self.store.sticky_hold(sticky).await {
+            Ok(hold) => hold?,
+            Err(e) => {
+                warn!(error = %e, "sticky name lookup failed");
+                return None;
+            }
+        };
+        if hold.user_id != user_id {
+            return None;
+        }
+        if hold.node == self.settings.name {
+            return Some(hold.name);
+        }
+        match self.store.hold_route(&hold.name).await {
+            Ok(Some(route)) if !route.alive => Some(hold.name),
+            _ => None,
         }
     }
 

@@ -274,10 +274,11 @@ impl Pacer {
         };
         if pace.episode {
             route.endpoint.notify(format!(
-                "Warren: {} {} held to {} bytes/s (max_tunnel_bytes_per_sec); visitors are slowed, not refused",
+                "Warren: {} {} held to {} bytes/s ({}); visitors are slowed, not refused",
                 route.name,
                 dir.as_str(),
-                bandwidth.rate()
+                bandwidth.rate(),
+                bandwidth.source()
             ));
         }
         let until = tokio::time::Instant::from_std(Instant::now() + pace.wait);

@@ -448,6 +448,7 @@ async fn upstream_for<'a>(
             format!("{why}: is your local service running?"),
         ),
         OpenError::Unreachable(why) => Failure::Unreachable(why),
+        OpenError::Away(why) => Failure::Away(why),
     })?;
     let (upstream, conn) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(stream))
@@ -465,6 +466,10 @@ async fn upstream_for<'a>(
     Ok((slot, in_flight, upstream))
 }
 
+/// `Retry-After` when the node holding a tunnel does not answer: about a third of the default
+/// node lease, after which the tunnel's owner may have reconnected elsewhere.
+const AWAY_RETRY_SECS: u64 = 3;
+
 /// Why a request could not be proxied.
 enum Failure {
     /// The tunnel's connection limit is reached.
@@ -473,6 +478,8 @@ enum Failure {
     Owner(String, String),
     /// The SSH session did not give us a stream.
     Unreachable(String),
+    /// The cluster node holding the tunnel did not answer.
+    Away(String),
     /// The origin sent no response head within `origin_timeout`.
     Slow(Duration),
 }
@@ -492,6 +499,12 @@ impl Failure {
                 "Tunnel unreachable",
                 "The tunnel's SSH session did not answer.",
             ),
+            Failure::Away(_) => retry_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Tunnel moving",
+                "The server holding this tunnel did not answer; its owner will be back on another one shortly. Try again in a few seconds.",
+                AWAY_RETRY_SECS,
+            ),
             Failure::Slow(limit) => page(
                 StatusCode::GATEWAY_TIMEOUT,
                 "Gateway timeout",
@@ -504,7 +517,7 @@ impl Failure {
         let mut log = line.log(resp.status(), started);
         match self {
             Failure::Owner(_, owner) => log.push_str(&format!(" ({owner})")),
-            Failure::Unreachable(why) => log.push_str(&format!(" ({why})")),
+            Failure::Unreachable(why) | Failure::Away(why) => log.push_str(&format!(" ({why})")),
             Failure::Busy => log.push_str(" (too many connections)"),
             Failure::Slow(limit) => log.push_str(&format!(
                 " (the local service did not answer within {} s)",

@@ -69,6 +69,8 @@ pub struct Bandwidth {
     down: Lane,
     /// Episodes over every tunnel of the registry, for the limit-hit metric.
     episodes: Arc<AtomicU64>,
+    /// The owner's own quota rather than the broker's setting: said in the owner's notice.
+    quota: bool,
 }
 
 impl Bandwidth {
@@ -80,6 +82,22 @@ impl Bandwidth {
             up: Lane::default(),
             down: Lane::default(),
             episodes,
+            quota: false,
+        }
+    }
+
+    /// Marks the limit as the owner's own quota (admin-set), not the broker's setting.
+    pub fn of_quota(mut self) -> Self {
+        self.quota = true;
+        self
+    }
+
+    /// Where the limit comes from, as the owner is told: the setting or their quota.
+    pub fn source(&self) -> &'static str {
+        if self.quota {
+            "quota max_tunnel_bytes_per_sec"
+        } else {
+            "max_tunnel_bytes_per_sec"
         }
     }
 

@@ -27,16 +27,18 @@ mod aliases;
 mod bandwidth;
 mod map;
 pub mod names;
+mod remote;
 mod requests;
 mod table;
 
 pub use access::{AccessPolicy, Credential, CredentialCache, IpAction};
 pub use bandwidth::{Bandwidth, Direction, EPISODE_GAP, Pace};
+pub use remote::REMOTE_SESSION;
 
 pub use requests::{DEFAULT_REQUEST_LOG_ENTRIES, RequestEntry, RequestLog, SUBSCRIBER_BACKLOG};
 pub use table::{
-    BindError, Held, Lookup, OwnerLimits, Registry, Route, RouteKind, RouteStats, SessionId,
-    StickyKey, tcp_name, tcp_port,
+    BindError, Held, Lookup, OwnLimits, OwnerLimits, Registry, Route, RouteKind, RouteStats,
+    SessionId, StickyKey, tcp_name, tcp_port,
 };
 
 /// Opens public TCP ports for raw TCP tunnels. Implemented by the edge (which owns listeners);
@@ -70,6 +72,10 @@ pub enum OpenError {
     /// The owner's session is gone or did not answer in time.
     #[error("the tunnel is not reachable: {0}")]
     Unreachable(String),
+    /// The node of the cluster that holds the tunnel did not answer (it may be gone; the
+    /// owner's reconnection will land elsewhere): the visitor should retry shortly.
+    #[error("the node holding the tunnel is not reachable: {0}")]
+    Away(String),
 }
 
 /// Where a live name leads: implemented by the SSH server for each bound forward.

@@ -112,7 +112,7 @@ pub struct Route {
     pub idle: Mutex<Vec<Box<dyn std::any::Any + Send>>>,
     /// The name's recent requests (HTTP routes, when recording is on); carried over from the
     /// same owner's previous route of this name.
-    log: Option<Arc<RequestLog>>,
+    pub(crate) log: Option<Arc<RequestLog>>,
     since: SystemTime,
     max_connections: usize,
     bytes_in: AtomicU64,
@@ -323,6 +323,9 @@ impl Entry {
 pub struct Registry {
     /// Live and parked names: lock-free reads, writes that copy a 256th of the map.
     routes: RouteMap,
+    /// Names held by sessions on other nodes of a cluster (see `remote.rs`), consulted when
+    /// this node has no live route of its own.
+    pub(crate) remote: RouteMap,
     sticky: Mutex<HashMap<StickyKey, (String, Instant)>>,
     /// Reserved names, mirrored from the store so an offline owner's name answers 502 rather
     /// than 404 without a database query per visitor.
@@ -336,7 +339,7 @@ pub struct Registry {
     max_connections: usize,
     limits: OwnerLimits,
     /// Entries per HTTP tunnel's request log; 0 records nothing.
-    request_log_entries: usize,
+    pub(crate) request_log_entries: usize,
     retired: Arc<Retired>,
     /// Bytes per second each way per tunnel; 0: no limit.
     bandwidth: u64,
@@ -352,12 +355,36 @@ impl std::fmt::Debug for Registry {
     }
 }
 
+/// A name's live route, or how long until its owner may be back, in one of the maps.
+fn found_in(map: &RouteMap, name: &str) -> Option<Lookup> {
+    map.with(name, |entry| match entry {
+        Some(Entry::Live(route)) => Some(Lookup::Live(route.clone())),
+        Some(Entry::Parked { until, .. }) => {
+            let now = Instant::now();
+            (*until > now).then(|| Lookup::Parked {
+                retry_after: *until - now,
+            })
+        }
+        None => None,
+    })
+}
+
+/// An owner's own limits for a tunnel (admin-set quotas); `None` takes the broker's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OwnLimits {
+    /// Concurrent visitor connections.
+    pub max_connections: Option<usize>,
+    /// Bytes per second each way, shared by the tunnel's visitors; `Some(0)`: no limit.
+    pub bytes_per_sec: Option<u64>,
+}
+
 impl Registry {
     /// A table whose owners keep names for `grace` after they go away, and whose tunnels take
     /// at most `max_connections` visitor connections at once.
     pub fn new(grace: Duration, max_connections: usize) -> Self {
         Self {
             routes: RouteMap::new(),
+            remote: RouteMap::new(),
             sticky: Mutex::new(HashMap::new()),
             reserved: ArcSwap::from_pointee(HashSet::new()),
             policies: ArcSwap::from_pointee(HashMap::new()),
@@ -451,19 +478,30 @@ impl Registry {
 
     /// What `name` leads to right now. Lock-free.
     pub fn lookup(&self, name: &str) -> Lookup {
-        let found = self.routes.with(name, |entry| match entry {
-            Some(Entry::Live(route)) => Some(Lookup::Live(route.clone())),
-            Some(Entry::Parked { until, .. }) => {
-                let now = Instant::now();
-                (*until > now).then(|| Lookup::Parked {
-                    retry_after: *until - now,
-                })
-            }
-            None => None,
-        });
-        if let Some(found) = found {
-            found
-        } else if self.reserved.load().contains(name) {
+        let here = found_in(&self.routes, name);
+        if let Some(Lookup::Live(route)) = here {
+            return Lookup::Live(route);
+        }
+        // Served by another node of the cluster: a live route there beats this node's memory
+        // of the owner's last session here (they reconnected elsewhere within the grace).
+        let there = found_in(&self.remote, name);
+        if let Some(Lookup::Live(route)) = there {
+            return Lookup::Live(route);
+        }
+        match here.or(there) {
+            Some(found) => found,
+            None => self.unreserved(name),
+        }
+    }
+
+    /// [`Registry::lookup`] among this node's own sessions only: what a peer node asks for
+    /// (never forwarded again, so two nodes with stale views cannot bounce a visitor).
+    pub fn lookup_local(&self, name: &str) -> Lookup {
+        found_in(&self.routes, name).unwrap_or_else(|| self.unreserved(name))
+    }
+
+    fn unreserved(&self, name: &str) -> Lookup {
+        if self.reserved.load().contains(name) {
             Lookup::Offline
         } else {
             Lookup::Unknown
@@ -526,11 +564,12 @@ impl Registry {
 
     /// Whether nobody holds `name`, live or parked (what a fresh random name must be).
     pub fn is_vacant(&self, name: &str) -> bool {
-        self.routes.with(name, |entry| match entry {
+        let vacant = |entry: Option<&Entry>| match entry {
             None => true,
             Some(Entry::Live(_)) => false,
             Some(Entry::Parked { until, .. }) => *until <= Instant::now(),
-        })
+        };
+        self.routes.with(name, vacant) && self.remote.with(name, vacant)
     }
 
     /// Whether `owner` may bind `name`: it is neither live nor parked for another owner.
@@ -556,11 +595,11 @@ impl Registry {
         kind: RouteKind,
         endpoint: Arc<dyn Endpoint>,
     ) -> Result<(Arc<Route>, Option<Arc<Route>>), BindError> {
-        self.bind_limited(name, owner, session, kind, endpoint, None)
+        self.bind_limited(name, owner, session, kind, endpoint, OwnLimits::default())
     }
 
-    /// [`Registry::bind`], with the owner's own cap on concurrent visitor connections (an
-    /// admin-set quota) instead of the broker-wide `max_tunnel_connections`.
+    /// [`Registry::bind`], with the owner's own quotas (admin-set) where they have them instead
+    /// of the broker-wide `max_tunnel_connections` and bandwidth.
     pub fn bind_limited(
         &self,
         name: &str,
@@ -568,27 +607,9 @@ impl Registry {
         session: SessionId,
         kind: RouteKind,
         endpoint: Arc<dyn Endpoint>,
-        max_connections: Option<usize>,
+        own: OwnLimits,
     ) -> Result<(Arc<Route>, Option<Arc<Route>>), BindError> {
-        let max_connections = max_connections.map_or(self.max_connections, |n| n.max(1));
-        let mut route = Route {
-            name: name.to_owned(),
-            owner,
-            session,
-            kind,
-            endpoint,
-            connections: Arc::new(Semaphore::new(max_connections)),
-            requests: AtomicU64::new(0),
-            idle: Mutex::new(Vec::new()),
-            log: None,
-            since: SystemTime::now(),
-            max_connections,
-            bytes_in: AtomicU64::new(0),
-            bytes_out: AtomicU64::new(0),
-            retired: self.retired.clone(),
-            bandwidth: (self.bandwidth > 0)
-                .then(|| Bandwidth::new(self.bandwidth, self.throttled.clone())),
-        };
+        let mut route = self.new_route(name, owner, session, kind, endpoint, own);
         let mut map = self.routes.write();
         let existing = map.get(name);
         let displaced = match &existing {
@@ -620,6 +641,46 @@ impl Registry {
         let route = Arc::new(route);
         map.insert(name, Entry::Live(route.clone()));
         Ok((route, displaced))
+    }
+
+    /// A route as this table makes them, not yet in any map.
+    pub(crate) fn new_route(
+        &self,
+        name: &str,
+        owner: i64,
+        session: SessionId,
+        kind: RouteKind,
+        endpoint: Arc<dyn Endpoint>,
+        own: OwnLimits,
+    ) -> Route {
+        let max_connections = own
+            .max_connections
+            .map_or(self.max_connections, |n| n.max(1));
+        let bytes_per_sec = own.bytes_per_sec.unwrap_or(self.bandwidth);
+        Route {
+            name: name.to_owned(),
+            owner,
+            session,
+            kind,
+            endpoint,
+            connections: Arc::new(Semaphore::new(max_connections)),
+            requests: AtomicU64::new(0),
+            idle: Mutex::new(Vec::new()),
+            log: None,
+            since: SystemTime::now(),
+            max_connections,
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            retired: self.retired.clone(),
+            bandwidth: (bytes_per_sec > 0).then(|| {
+                let b = Bandwidth::new(bytes_per_sec, self.throttled.clone());
+                if own.bytes_per_sec.is_some() {
+                    b.of_quota()
+                } else {
+                    b
+                }
+            }),
+        }
     }
 
     /// Unbinds `name` if `session` still serves it, parking it for the grace period. Returns
@@ -764,6 +825,45 @@ mod tests {
         );
         reg.bind("a", 1, 101, RouteKind::Http, ep())
             .expect("owner rebinds");
+    }
+
+    #[test]
+    fn an_owners_quota_replaces_the_broker_bandwidth() {
+        let reg = Registry::new(Duration::from_secs(60), 10).with_bandwidth(1_000);
+        let bind = |name: &str, own: OwnLimits| {
+            reg.bind_limited(name, 1, 100, RouteKind::Http, ep(), own)
+                .expect("bind")
+                .0
+        };
+        let broker = bind("a", OwnLimits::default());
+        let b = broker.bandwidth.as_ref().expect("the broker's limit");
+        assert_eq!((b.rate(), b.source()), (1_000, "max_tunnel_bytes_per_sec"));
+        let own = bind(
+            "b",
+            OwnLimits {
+                bytes_per_sec: Some(50),
+                ..OwnLimits::default()
+            },
+        );
+        let b = own.bandwidth.as_ref().expect("the quota");
+        assert_eq!(
+            (b.rate(), b.source()),
+            (50, "quota max_tunnel_bytes_per_sec")
+        );
+        let lifted = bind(
+            "c",
+            OwnLimits {
+                bytes_per_sec: Some(0),
+                ..OwnLimits::default()
+            },
+        );
+        assert!(lifted.bandwidth.is_none(), "a quota of 0 is no limit");
+        let free = Registry::new(Duration::from_secs(60), 10);
+        let r = free
+            .bind_limited("d", 1, 100, RouteKind::Http, ep(), OwnLimits::default())
+            .expect("bind")
+            .0;
+        assert!(r.bandwidth.is_none());
     }
 
     #[test]

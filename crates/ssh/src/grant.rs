@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use russh::server::Handle;
 use tracing::{info, warn};
+use warren_cluster::sticky_id;
 use warren_metrics::Limit;
 use warren_registry::{
-    BROKER_OWNER, BindError, Lookup, RouteKind, StickyKey, names, tcp_name, tcp_port,
+    BROKER_OWNER, BindError, Lookup, OwnLimits, RouteKind, StickyKey, names, tcp_name, tcp_port,
 };
 use warren_store::{AuditAction, Reservation, StoreError, User};
 
@@ -32,9 +33,9 @@ pub(crate) struct Grant {
     /// The name is held across the nodes for this session already (named requests claim it
     /// before the store is asked; the others at the bind).
     held: bool,
-    /// The owner's own cap on concurrent visitor connections (quota
-    /// `max_visitor_connections`), else the broker's.
-    max_connections: Option<usize>,
+    /// The owner's own caps (quotas `max_visitor_connections`, `max_tunnel_bytes_per_sec`),
+    /// else the broker's.
+    own: OwnLimits,
 }
 
 impl Grant {
@@ -95,7 +96,7 @@ impl Tunnels {
                  (max_forwards_per_session)"
             )));
         }
-        let max_connections = self.within_tunnel_quota(user).await?;
+        let own = self.within_tunnel_quota(user).await?;
         let settings = &self.server.settings;
         match classify(
             address,
@@ -118,7 +119,7 @@ impl Tunnels {
                     reply_port: None,
                     claimed: false,
                     held: false,
-                    max_connections,
+                    own,
                 })
             }
             Ask::Tcp(preferred) => {
@@ -130,7 +131,7 @@ impl Tunnels {
                     reply_port: (port == 0).then_some(u32::from(port_no)),
                     claimed: false,
                     held: false,
-                    max_connections,
+                    own,
                 })
             }
             Ask::Named(label, kind) => {
@@ -142,7 +143,7 @@ impl Tunnels {
                 }
                 // Held across the nodes first: a name served on another node is refused
                 // before an auto-claim spends one of the owner's claims on it.
-                self.claim_hold(user, &label)
+                self.claim_hold(user, &label, kind, None)
                     .await
                     .map_err(|why| Refusal::new(why).about(&label))?;
                 let claimed = match self.authorize_name(user, &label, kind).await {
@@ -159,7 +160,7 @@ impl Tunnels {
                     reply_port: None,
                     claimed,
                     held: true,
-                    max_connections,
+                    own,
                 })
             }
         }
@@ -167,8 +168,8 @@ impl Tunnels {
 
     /// An admin-set `max_tunnels` quota for this user (the broker-wide `max_forwards_per_user`
     /// is enforced by the registry itself, atomically with the bind). Returns the user's own
-    /// cap on visitor connections per tunnel, if an admin set one.
-    async fn within_tunnel_quota(&self, user: &User) -> Result<Option<usize>, Refusal> {
+    /// caps per tunnel (visitor connections, bandwidth) where an admin set them.
+    async fn within_tunnel_quota(&self, user: &User) -> Result<OwnLimits, Refusal> {
         let own = match self.server.store.quotas(user.id).await {
             Ok(q) => q,
             Err(e) => {
@@ -185,9 +186,14 @@ impl Tunnels {
                 )));
             }
         }
-        Ok(own
-            .max_visitor_connections
-            .map(|n| usize::try_from(n).unwrap_or(0)))
+        Ok(OwnLimits {
+            max_connections: own
+                .max_visitor_connections
+                .map(|n| usize::try_from(n).unwrap_or(0)),
+            bytes_per_sec: own
+                .max_tunnel_bytes_per_sec
+                .map(|n| u64::try_from(n).unwrap_or(0)),
+        })
     }
 
     /// Binds a granted forward, answering the client with the port it will name it by.
@@ -214,7 +220,10 @@ impl Tunnels {
         });
         let held = match grant.held {
             true => Ok(()),
-            false => self.claim_hold(user, &grant.name).await,
+            false => {
+                self.claim_hold(user, &grant.name, grant.kind, grant.sticky.as_ref())
+                    .await
+            }
         };
         if let Err(why) = held {
             if grant.claimed {
@@ -229,7 +238,7 @@ impl Tunnels {
             self.id,
             grant.kind,
             endpoint,
-            grant.max_connections,
+            grant.own,
         ) {
             Ok((_, displaced)) => displaced,
             Err(e) => {
@@ -324,7 +333,14 @@ impl Tunnels {
     /// (the store): both are asked before it is handed out.
     async fn random_name(&self, user: &User, sticky: &StickyKey) -> Result<String, Refusal> {
         let reg = &self.server.registry;
-        if let Some(name) = reg.sticky(sticky)
+        // This node's memory first; then the cluster's (the owner reconnected here after
+        // their node died).
+        let remembered = match (reg.sticky(sticky), &self.server.cluster) {
+            (Some(name), _) => Some(name),
+            (None, Some(cluster)) => cluster.sticky_name(&sticky_id(sticky), user.id).await,
+            (None, None) => None,
+        };
+        if let Some(name) = remembered
             && reg.is_free_for(&name, user.id)
             && !self.holds(&name)
             && self

@@ -3,8 +3,8 @@
 //! ([`Tunnels::release`]).
 
 use tracing::warn;
-use warren_cluster::ClaimError;
-use warren_registry::Lookup;
+use warren_cluster::{ClaimError, Claiming, sticky_id};
+use warren_registry::{Lookup, RouteKind, StickyKey};
 use warren_store::User;
 
 use crate::grant::DB_DOWN;
@@ -14,11 +14,24 @@ impl Tunnels {
     /// Claims `name` for this session across the nodes on the database, before it is bound
     /// here: refused, with the words one node would use, while a session on another live node
     /// holds it.
-    pub(crate) async fn claim_hold(&self, user: &User, name: &str) -> Result<(), String> {
+    pub(crate) async fn claim_hold(
+        &self,
+        user: &User,
+        name: &str,
+        kind: RouteKind,
+        sticky: Option<&StickyKey>,
+    ) -> Result<(), String> {
         let Some(cluster) = &self.server.cluster else {
             return Ok(());
         };
-        match cluster.claim(name, self.id, user.id).await {
+        let sticky = sticky.map(sticky_id);
+        let claim = Claiming {
+            session: self.id,
+            user_id: user.id,
+            kind,
+            sticky: sticky.as_deref(),
+        };
+        match cluster.claim(name, &claim).await {
             Ok(()) => Ok(()),
             // One node would hand the name to the newer session; across nodes that needs the
             // older one's node to let go, which nothing tells it yet.
@@ -40,9 +53,15 @@ impl Tunnels {
         let Some(cluster) = &self.server.cluster else {
             return;
         };
-        match self.server.registry.lookup(name) {
+        match self.server.registry.lookup_local(name) {
             Lookup::Live(r) if r.session != self.id => {
-                if let Err(e) = cluster.claim(name, r.session, r.owner).await {
+                let claim = Claiming {
+                    session: r.session,
+                    user_id: r.owner,
+                    kind: r.kind,
+                    sticky: None,
+                };
+                if let Err(e) = cluster.claim(name, &claim).await {
                     warn!(%name, error = %e, "cannot give a name's hold back to its session");
                 }
             }

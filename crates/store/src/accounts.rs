@@ -15,6 +15,8 @@ pub struct Quotas {
     pub max_tunnels: Option<i64>,
     /// Concurrent visitor connections per tunnel.
     pub max_visitor_connections: Option<i64>,
+    /// Bytes per second each way per tunnel; 0 for no limit.
+    pub max_tunnel_bytes_per_sec: Option<i64>,
 }
 
 /// An API token as stored: never the token itself, only its SHA-256.
@@ -161,11 +163,11 @@ mod sql {
     pub const PASSWORD_OF: &str = "SELECT password_hash FROM users WHERE id = $1";
     pub const ADMIN_HAS_PASSWORD: &str =
         "SELECT COUNT(*) FROM users WHERE is_admin AND password_hash IS NOT NULL";
-    pub const QUOTAS: &str =
-        "SELECT max_reservations, max_tunnels, max_visitor_connections FROM users WHERE id = $1";
+    pub const QUOTAS: &str = "SELECT max_reservations, max_tunnels, max_visitor_connections, \
+         max_tunnel_bytes_per_sec FROM users WHERE id = $1";
     pub const SET_QUOTAS: &str = "UPDATE users SET max_reservations = $1, max_tunnels = $2, \
-         max_visitor_connections = $3 WHERE name = $4 \
-         RETURNING max_reservations, max_tunnels, max_visitor_connections";
+         max_visitor_connections = $3, max_tunnel_bytes_per_sec = $4 WHERE name = $5 \
+         RETURNING max_reservations, max_tunnels, max_visitor_connections, max_tunnel_bytes_per_sec";
     pub const USER_ID: &str = "SELECT id FROM users WHERE name = $1";
     pub const CREATE_TOKEN: &str = "INSERT INTO api_tokens \
          (user_id, name, hash, hint, scope, expires_at, created_at) \
@@ -295,12 +297,16 @@ macro_rules! impl_accounts {
                     .bind(q.max_reservations)
                     .bind(q.max_tunnels)
                     .bind(q.max_visitor_connections)
+                    .bind(q.max_tunnel_bytes_per_sec)
                     .bind(user)
                     .fetch_one(&mut *tx)
                     .await?;
                 let detail = format!(
-                    "reservations={:?} tunnels={:?} visitor_connections={:?}",
-                    q.max_reservations, q.max_tunnels, q.max_visitor_connections
+                    "reservations={:?} tunnels={:?} visitor_connections={:?} bytes_per_sec={:?}",
+                    q.max_reservations,
+                    q.max_tunnels,
+                    q.max_visitor_connections,
+                    q.max_tunnel_bytes_per_sec
                 );
                 audit!(
                     tx,

@@ -28,7 +28,7 @@ pub use action::{AuditAction, UnknownAction};
 pub use backend::{PostgresStore, SqliteStore};
 pub use domains::{CustomDomain, DomainCheck, DomainFilter, DomainStore};
 pub use error::StoreError;
-pub use nodes::{Hold, Join, NewNode, NodeRow, NodeStore};
+pub use nodes::{Claim, Hold, HoldEvents, HoldRoute, Join, NewNode, NodeRow, NodeStore};
 pub use probe::{Schema, probe};
 pub use rules::{BasicUser, IpRule, NewShare, RuleStore, Rules, ShareLink};
 pub use types::{

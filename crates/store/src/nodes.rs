@@ -89,6 +89,52 @@ pub struct Hold {
     pub user_id: i64,
     /// Since when (Unix ms, database clock).
     pub since: i64,
+    /// `http`, `tls` or `tcp`.
+    pub kind: String,
+    /// A random forward's identity (key, bind address, position), so the same forward gets
+    /// the same name back on any node; `None` for names asked for.
+    pub sticky: Option<String>,
+}
+
+/// A hold with what another node needs to reach it: the holder's cluster address and whether
+/// it is alive, by the database's clock.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct HoldRoute {
+    /// The tunnel name.
+    pub name: String,
+    /// The holding node.
+    pub node: String,
+    /// Whose tunnel it is.
+    pub user_id: i64,
+    /// `http`, `tls` or `tcp`.
+    pub kind: String,
+    /// Where the other nodes reach the holder (`cluster_addr`), if it has one.
+    pub cluster_addr: Option<String>,
+    /// Whether the holder's heartbeat is within its lease.
+    pub alive: bool,
+}
+
+/// What a claim records beside the name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim<'a> {
+    /// The claiming node.
+    pub node: &'a str,
+    /// The session on it.
+    pub session: i64,
+    /// Whose tunnel it is.
+    pub user_id: i64,
+    /// `http`, `tls` or `tcp`.
+    pub kind: &'a str,
+    /// A random forward's identity, for cluster-wide stickiness.
+    pub sticky: Option<&'a str>,
+}
+
+/// Changes to holds as another node made them: the name of each, as they commit.
+#[async_trait::async_trait]
+pub trait HoldEvents: Send {
+    /// The next changed name; `None` when the connection was lost and changes may have been
+    /// missed (the caller reconciles); an error when the database cannot be reached.
+    async fn next(&mut self) -> Result<Option<String>>;
 }
 
 /// Node membership and name holds.
@@ -113,17 +159,46 @@ pub trait NodeStore: Send + Sync + 'static {
     /// Claims `name` for `session` on `node`: `Ok(None)` when it is now theirs (it was free,
     /// held by a dead node, or held on `node` itself, whose registry decides between its own
     /// sessions), else the live hold that stands in the way.
-    async fn claim_hold(
-        &self,
-        name: &str,
-        node: &str,
-        session: i64,
-        user_id: i64,
-    ) -> Result<Option<Hold>>;
+    async fn claim_hold(&self, name: &str, claim: &Claim<'_>) -> Result<Option<Hold>>;
     /// Releases `name` if `session` on `node` still holds it; returns whether it did.
     async fn release_hold(&self, name: &str, node: &str, session: i64) -> Result<bool>;
     /// Every hold, by name.
     async fn list_holds(&self) -> Result<Vec<Hold>>;
+    /// One name's hold with its node's address and liveness.
+    async fn hold_route(&self, name: &str) -> Result<Option<HoldRoute>>;
+    /// Every hold with its node's address and liveness.
+    async fn hold_routes(&self) -> Result<Vec<HoldRoute>>;
+    /// (rows, highest change number): differs from an earlier reading whenever any hold was
+    /// written or removed since, so a node can tell without reading them all.
+    async fn holds_version(&self) -> Result<(i64, i64)>;
+    /// The hold a random forward with this identity had, on any node.
+    async fn sticky_hold(&self, sticky: &str) -> Result<Option<Hold>>;
+    /// The cluster CA as (certificate, key) PEM, storing `generated` first if there is none
+    /// yet: every node gets the one the first of them stored.
+    async fn cluster_ca(&self, generated: (&str, &str)) -> Result<(String, String)>;
+    /// Holds as other nodes change them (Postgres `LISTEN`); `None` on a backend without
+    /// notifications (SQLite: one node, nothing to hear).
+    async fn hold_events(&self) -> Result<Option<Box<dyn HoldEvents>>>;
+}
+
+/// A hold's columns, as [`Hold`] reads them (a macro: sqlx takes only literal SQL).
+macro_rules! hold_columns {
+    () => {
+        "name, node, session, user_id, since, kind, sticky"
+    };
+}
+
+/// A hold with its node's address and liveness, as [`HoldRoute`] reads it; `$now` is the
+/// backend's clock.
+macro_rules! hold_route_sql {
+    ($now:literal) => {
+        concat!(
+            "SELECT h.name, h.node, h.user_id, h.kind, n.cluster_addr, ",
+            "(n.heartbeat_at + n.lease_ms > ",
+            $now,
+            ") AS alive FROM holds h JOIN nodes n ON n.name = h.node "
+        )
+    };
 }
 
 /// The SQL, with the backend's clock expression spliced in as `$now`.
@@ -139,7 +214,7 @@ macro_rules! node_sql {
 }
 
 macro_rules! impl_nodes {
-    ($ty:ty, $begin:literal, $shared:literal, $now:literal) => {
+    ($ty:ty, $begin:literal, $shared:literal, $now:literal, $seq:literal) => {
         #[async_trait::async_trait]
         impl NodeStore for $ty {
             fn shared(&self) -> bool {
@@ -245,37 +320,38 @@ macro_rules! impl_nodes {
                 Ok(gone)
             }
 
-            async fn claim_hold(
-                &self,
-                name: &str,
-                node: &str,
-                session: i64,
-                user_id: i64,
-            ) -> Result<Option<Hold>> {
+            async fn claim_hold(&self, name: &str, claim: &Claim<'_>) -> Result<Option<Hold>> {
                 // The holder read after a refused claim may have let go in between: claim again.
                 for _ in 0..3 {
                     let won = sqlx::query_as::<_, (String,)>(concat!(
-                        "INSERT INTO holds (name, node, session, user_id, since) VALUES ($1, $2, $3, $4, ",
+                        "INSERT INTO holds (name, node, session, user_id, since, kind, sticky) ",
+                        "VALUES ($1, $2, $3, $4, ",
                         $now,
-                        ") ON CONFLICT (name) DO UPDATE SET node = excluded.node, ",
-                        "session = excluded.session, user_id = excluded.user_id, since = excluded.since ",
-                        "WHERE holds.node = excluded.node OR NOT EXISTS (SELECT 1 FROM nodes n ",
+                        ", $5, $6) ON CONFLICT (name) DO UPDATE SET node = excluded.node, ",
+                        "session = excluded.session, user_id = excluded.user_id, since = excluded.since, ",
+                        "kind = excluded.kind, sticky = excluded.sticky, seq = ",
+                        $seq,
+                        " WHERE holds.node = excluded.node OR NOT EXISTS (SELECT 1 FROM nodes n ",
                         "WHERE n.name = holds.node AND n.heartbeat_at + n.lease_ms > ",
                         $now,
                         ") RETURNING node"
                     ))
                     .bind(name)
-                    .bind(node)
-                    .bind(session)
-                    .bind(user_id)
+                    .bind(claim.node)
+                    .bind(claim.session)
+                    .bind(claim.user_id)
+                    .bind(claim.kind)
+                    .bind(claim.sticky)
                     .fetch_optional(&self.writer)
                     .await?;
                     if won.is_some() {
                         return Ok(None);
                     }
-                    let holder = sqlx::query_as::<_, Hold>(
-                        "SELECT name, node, session, user_id, since FROM holds WHERE name = $1",
-                    )
+                    let holder = sqlx::query_as::<_, Hold>(concat!(
+                        "SELECT ",
+                        hold_columns!(),
+                        " FROM holds WHERE name = $1"
+                    ))
                     .bind(name)
                     .fetch_optional(&self.writer)
                     .await?;
@@ -297,14 +373,101 @@ macro_rules! impl_nodes {
             }
 
             async fn list_holds(&self) -> Result<Vec<Hold>> {
-                Ok(sqlx::query_as::<_, Hold>(
-                    "SELECT name, node, session, user_id, since FROM holds ORDER BY name",
-                )
+                Ok(sqlx::query_as::<_, Hold>(concat!(
+                    "SELECT ",
+                    hold_columns!(),
+                    " FROM holds ORDER BY name"
+                ))
                 .fetch_all(&self.pool)
                 .await?)
             }
+
+            async fn hold_route(&self, name: &str) -> Result<Option<HoldRoute>> {
+                Ok(sqlx::query_as::<_, HoldRoute>(concat!(
+                    hold_route_sql!($now),
+                    "WHERE h.name = $1"
+                ))
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn hold_routes(&self) -> Result<Vec<HoldRoute>> {
+                Ok(sqlx::query_as::<_, HoldRoute>(concat!(
+                    hold_route_sql!($now),
+                    "ORDER BY h.name"
+                ))
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn holds_version(&self) -> Result<(i64, i64)> {
+                Ok(sqlx::query_as::<_, (i64, i64)>(
+                    "SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM holds",
+                )
+                .fetch_one(&self.pool)
+                .await?)
+            }
+
+            async fn sticky_hold(&self, sticky: &str) -> Result<Option<Hold>> {
+                Ok(sqlx::query_as::<_, Hold>(concat!(
+                    "SELECT ",
+                    hold_columns!(),
+                    " FROM holds WHERE sticky = $1 LIMIT 1"
+                ))
+                .bind(sticky)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn cluster_ca(&self, generated: (&str, &str)) -> Result<(String, String)> {
+                sqlx::query(concat!(
+                    "INSERT INTO cluster_ca (id, cert_pem, key_pem, created_at) VALUES (1, $1, $2, ",
+                    $now,
+                    ") ON CONFLICT (id) DO NOTHING"
+                ))
+                .bind(generated.0)
+                .bind(generated.1)
+                .execute(&self.writer)
+                .await?;
+                Ok(sqlx::query_as::<_, (String, String)>(
+                    "SELECT cert_pem, key_pem FROM cluster_ca WHERE id = 1",
+                )
+                .fetch_one(&self.writer)
+                .await?)
+            }
+
+            async fn hold_events(&self) -> Result<Option<Box<dyn HoldEvents>>> {
+                self.listen_holds().await
+            }
         }
     };
+}
+
+impl crate::backend::SqliteStore {
+    async fn listen_holds(&self) -> Result<Option<Box<dyn HoldEvents>>> {
+        Ok(None)
+    }
+}
+
+impl crate::backend::PostgresStore {
+    async fn listen_holds(&self) -> Result<Option<Box<dyn HoldEvents>>> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen(HOLDS_CHANNEL).await?;
+        Ok(Some(Box::new(PgHoldEvents(listener))))
+    }
+}
+
+/// The channel the `holds_notify` trigger (migration 0011) notifies on.
+const HOLDS_CHANNEL: &str = "warren_holds";
+
+struct PgHoldEvents(sqlx::postgres::PgListener);
+
+#[async_trait::async_trait]
+impl HoldEvents for PgHoldEvents {
+    async fn next(&mut self) -> Result<Option<String>> {
+        Ok(self.0.try_recv().await?.map(|n| n.payload().to_owned()))
+    }
 }
 
 use crate::backend::{PostgresStore, SqliteStore};
@@ -314,7 +477,8 @@ impl_nodes!(
     SqliteStore,
     "BEGIN IMMEDIATE",
     false,
-    "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
+    "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+    "0"
 );
 // clock_timestamp(), not now(): now() is the transaction's start, and a heartbeat must say when
 // it was written.
@@ -322,5 +486,6 @@ impl_nodes!(
     PostgresStore,
     "BEGIN",
     true,
-    "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT"
+    "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT",
+    "nextval('holds_seq')"
 );

@@ -587,6 +587,7 @@ both!(accounts_passwords_quotas_and_tokens, |fx| {
         max_reservations: Some(3),
         max_tunnels: None,
         max_visitor_connections: Some(10),
+        max_tunnel_bytes_per_sec: Some(0),
     };
     assert_eq!(s.set_quotas("cli", "alice", &q).await.expect("set"), q);
     assert_eq!(s.quotas(alice.id).await.expect("q"), q);

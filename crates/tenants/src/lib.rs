@@ -85,6 +85,8 @@ pub struct DefaultQuotas {
     pub max_tunnels: i64,
     /// Concurrent visitor connections per tunnel.
     pub max_visitor_connections: i64,
+    /// Bytes per second each way per tunnel, shared by its visitors; 0: no limit.
+    pub max_tunnel_bytes_per_sec: i64,
 }
 
 impl DefaultQuotas {
@@ -96,6 +98,9 @@ impl DefaultQuotas {
             max_visitor_connections: own
                 .max_visitor_connections
                 .unwrap_or(self.max_visitor_connections),
+            max_tunnel_bytes_per_sec: own
+                .max_tunnel_bytes_per_sec
+                .unwrap_or(self.max_tunnel_bytes_per_sec),
         }
     }
 }

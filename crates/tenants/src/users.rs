@@ -5,6 +5,9 @@ use warren_store::{Quotas, User};
 use crate::passwords::hash_password;
 use crate::{Caller, Result, Scope, ServiceError, Tenants, UserView};
 
+/// The highest per-tunnel bandwidth quota accepted: 1 TB/s, beyond any link.
+const MAX_BYTES_PER_SEC: i64 = 1_000_000_000_000;
+
 /// Login names: what `broker user add` has always accepted.
 pub fn check_user_name(name: &str) -> Result<()> {
     // `.` and `..` would be path segments in every URL that names the user (/api/v1/users/..).
@@ -150,6 +153,15 @@ impl Tenants {
                     "use a number from 0 to 1000000",
                 ));
             }
+        }
+        if quotas
+            .max_tunnel_bytes_per_sec
+            .is_some_and(|v| !(0..=MAX_BYTES_PER_SEC).contains(&v))
+        {
+            return Err(ServiceError::invalid(
+                "max_tunnel_bytes_per_sec",
+                "use a number of bytes per second from 0 (no limit) to 1000000000000",
+            ));
         }
         self.find_user(caller, name).await?;
         self.store

@@ -1,4 +1,4 @@
-import { api, h, form, announce, button, toLogin } from '../lib.js';
+import { api, h, form, announce, button, toLogin, rate } from '../lib.js';
 
 export async function render({ main, me }) {
   main.append(
@@ -6,7 +6,7 @@ export async function render({ main, me }) {
     h('dl', { class: 'facts card' },
       h('dt', {}, 'User'), h('dd', {}, me.name),
       h('dt', {}, 'Role'), h('dd', {}, me.is_admin ? 'administrator' : 'tenant'),
-      h('dt', {}, 'Quotas'), h('dd', {}, `${me.quotas.max_reservations} reservations, ${me.quotas.max_tunnels} live tunnels, ${me.quotas.max_visitor_connections} visitor connections per tunnel`)),
+      h('dt', {}, 'Quotas'), h('dd', {}, `${me.quotas.max_reservations} reservations, ${me.quotas.max_tunnels} live tunnels, ${me.quotas.max_visitor_connections} visitor connections per tunnel, ${rate(me.quotas.max_tunnel_bytes_per_sec)} per tunnel`)),
     h('section', { class: 'card', 'aria-labelledby': 'pw' },
       h('h2', { id: 'pw' }, 'Change your password'),
       form({

@@ -1,4 +1,4 @@
-import { api, h, fill, form, table, when, items, announce, button, enc } from '../lib.js';
+import { api, h, fill, form, table, when, items, announce, button, enc, rate } from '../lib.js';
 
 export async function render({ main }) {
   const list = h('div');
@@ -32,7 +32,7 @@ export async function render({ main }) {
         u.name,
         u.is_admin ? 'admin' : 'tenant',
         u.disabled ? h('span', { class: 'badge error' }, 'disabled') : h('span', { class: 'badge ok' }, 'active'),
-        `${u.quotas.max_reservations} names · ${u.quotas.max_tunnels} tunnels · ${u.quotas.max_visitor_connections} visitors`,
+        `${u.quotas.max_reservations} names · ${u.quotas.max_tunnels} tunnels · ${u.quotas.max_visitor_connections} visitors · ${rate(u.quotas.max_tunnel_bytes_per_sec)}`,
         when(u.created_at),
         h('div', {},
           h('div', { class: 'actions' },
@@ -47,10 +47,11 @@ export async function render({ main }) {
                 { name: 'max_reservations', label: 'Reservations', type: 'number', min: 0, value: String(u.quotas.max_reservations) },
                 { name: 'max_tunnels', label: 'Live tunnels', type: 'number', min: 0, value: String(u.quotas.max_tunnels) },
                 { name: 'max_visitor_connections', label: 'Visitors per tunnel', type: 'number', min: 0, value: String(u.quotas.max_visitor_connections) },
+                { name: 'max_tunnel_bytes_per_sec', label: 'Bytes per second per tunnel (0: no limit)', type: 'number', min: 0, value: String(u.quotas.max_tunnel_bytes_per_sec) },
               ],
               onsubmit: async (v) => {
                 const n = (x) => (x === '' ? null : Number(x));
-                await api('PUT', `/users/${enc(u.name)}/quotas`, { max_reservations: n(v.max_reservations), max_tunnels: n(v.max_tunnels), max_visitor_connections: n(v.max_visitor_connections) });
+                await api('PUT', `/users/${enc(u.name)}/quotas`, { max_reservations: n(v.max_reservations), max_tunnels: n(v.max_tunnels), max_visitor_connections: n(v.max_visitor_connections), max_tunnel_bytes_per_sec: n(v.max_tunnel_bytes_per_sec) });
                 announce(`Quotas of ${u.name} set.`);
                 await load();
               },

@@ -184,6 +184,9 @@ pub(crate) struct QuotaRequest {
     /// Concurrent visitor connections per tunnel.
     #[schema(minimum = 0, maximum = 1000000)]
     max_visitor_connections: Option<i64>,
+    /// Bytes per second each way per tunnel, shared by its visitors; 0 for no limit.
+    #[schema(minimum = 0, maximum = 1000000000000_i64)]
+    max_tunnel_bytes_per_sec: Option<i64>,
 }
 
 /// Set a user's quotas (admin).
@@ -202,6 +205,7 @@ pub(crate) async fn set_quotas(
         max_reservations: q.max_reservations,
         max_tunnels: q.max_tunnels,
         max_visitor_connections: q.max_visitor_connections,
+        max_tunnel_bytes_per_sec: q.max_tunnel_bytes_per_sec,
     };
     Ok(axum::Json(
         state

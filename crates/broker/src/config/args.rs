@@ -340,6 +340,11 @@ settings! {
     /// none].
     #[arg(long, global = true, env = "BROKER_CLUSTER_ADDR", value_name = "ADDR")]
     cluster_addr: String,
+    /// Where this node listens for the other nodes' visitor streams (mutual TLS under the
+    /// cluster's CA) [default: 0.0.0.0 and cluster_addr's port; none without cluster_addr].
+    /// With only this set, the address it binds is announced as cluster_addr.
+    #[arg(long, global = true, env = "BROKER_CLUSTER_LISTEN", value_name = "ADDR")]
+    cluster_listen: SocketAddr,
     /// Seconds without a heartbeat after which a node counts as dead and its tunnels' names
     /// may be taken on another node; heartbeats go every third of it [default: 10].
     #[arg(long, global = true, env = "BROKER_NODE_LEASE_SECS", value_name = "SECS")]

@@ -3,7 +3,7 @@
 //! `BROKER_FOO_BAR` and the TOML key `foo_bar`. Unknown keys and bad values are errors that name
 //! the key.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -161,6 +161,9 @@ pub struct ClusterConfig {
     pub node_name: String,
     /// Where the other nodes reach this one, if said.
     pub cluster_addr: Option<String>,
+    /// Where it listens for them (`cluster_listen`, else cluster_addr's port on every
+    /// address); `None`: other nodes cannot forward visitors to this one.
+    pub listen: Option<SocketAddr>,
     /// How long a node may miss heartbeats before it counts as dead.
     pub lease: Duration,
 }
@@ -410,6 +413,11 @@ impl Config {
                     None | Some("") => None,
                     Some(addr) => Some(cluster_addr(addr)?),
                 },
+                listen: a.cluster_listen.or_else(|| {
+                    let addr = a.cluster_addr.as_deref()?.trim();
+                    let port = addr.rsplit_once(':')?.1.parse::<u16>().ok()?;
+                    Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
+                }),
                 lease: Duration::from_secs(positive(
                     "node_lease_secs",
                     a.node_lease_secs.unwrap_or(10),
@@ -538,8 +546,18 @@ mod tests {
             ClusterConfig {
                 node_name: "warren-2".into(),
                 cluster_addr: Some("10.0.0.12:7000".into()),
+                listen: Some("0.0.0.0:7000".parse()?),
                 lease: Duration::from_secs(3),
             }
+        );
+        let c = Config::load(&SettingsArgs {
+            cluster_listen: Some("127.0.0.1:0".parse()?),
+            ..SettingsArgs::default()
+        })?;
+        assert_eq!(
+            (c.cluster.cluster_addr, c.cluster.listen),
+            (None, Some("127.0.0.1:0".parse()?)),
+            "announced as bound"
         );
         for (name, addr, lease, says) in [
             ("a b", "", 10, "node_name"),

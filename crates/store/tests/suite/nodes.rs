@@ -1,7 +1,7 @@
 //! Nodes and name holds on both backends: joining (and being blocked), heartbeats on the
 //! database's clock, claims that one live node wins and a dead node loses, leaving.
 
-use warren_store::{Join, NewNode, NodeStore};
+use warren_store::{Claim, Join, NewNode, NodeStore};
 
 use super::*;
 
@@ -14,6 +14,16 @@ fn node(name: &str, lease_ms: i64) -> NewNode {
         host: "box".to_owned(),
         pid: 42,
         lease_ms,
+    }
+}
+
+fn claim(node: &str, session: i64, user_id: i64) -> Claim<'_> {
+    Claim {
+        node,
+        session,
+        user_id,
+        kind: "http",
+        sticky: None,
     }
 }
 
@@ -62,11 +72,13 @@ both!(nodes_join_beat_claim_and_leave, |fx| {
         .id;
     let bob = s.create_user("cli", "bob", false).await.expect("bob").id;
     assert_eq!(
-        s.claim_hold("app", "n1", 7, alice).await.expect("claim"),
+        s.claim_hold("app", &claim("n1", 7, alice))
+            .await
+            .expect("claim"),
         None
     );
     let held = s
-        .claim_hold("app", "n2", 9, bob)
+        .claim_hold("app", &claim("n2", 9, bob))
         .await
         .expect("claim")
         .expect("n1 holds it");
@@ -75,7 +87,9 @@ both!(nodes_join_beat_claim_and_leave, |fx| {
         ("n1", 7, alice)
     );
     assert_eq!(
-        s.claim_hold("app", "n1", 8, alice).await.expect("claim"),
+        s.claim_hold("app", &claim("n1", 8, alice))
+            .await
+            .expect("claim"),
         None
     );
     assert!(
@@ -84,10 +98,53 @@ both!(nodes_join_beat_claim_and_leave, |fx| {
     );
     assert!(s.release_hold("app", "n1", 8).await.expect("release"));
     assert_eq!(
-        s.claim_hold("app", "n2", 9, bob).await.expect("claim"),
+        s.claim_hold("app", &claim("n2", 9, bob))
+            .await
+            .expect("claim"),
         None
     );
     assert_eq!(s.list_holds().await.expect("holds")[0].node, "n2");
+    // What another node needs to reach it, and a version that moves with every change.
+    let v1 = s.holds_version().await.expect("version");
+    let tcp = Claim {
+        kind: "tcp",
+        sticky: Some("SHA256:k|localhost|0"),
+        ..claim("n1", 3, alice)
+    };
+    assert_eq!(s.claim_hold("tcp:20001", &tcp).await.expect("claim"), None);
+    let v2 = s.holds_version().await.expect("version");
+    assert_ne!(v1, v2);
+    let route = s
+        .hold_route("tcp:20001")
+        .await
+        .expect("route")
+        .expect("held");
+    assert_eq!(
+        (
+            route.node.as_str(),
+            route.kind.as_str(),
+            route.user_id,
+            route.alive
+        ),
+        ("n1", "tcp", alice, true)
+    );
+    assert_eq!(route.cluster_addr.as_deref(), Some("n1.internal:7000"));
+    assert_eq!(s.hold_routes().await.expect("routes").len(), 2);
+    let sticky = s
+        .sticky_hold("SHA256:k|localhost|0")
+        .await
+        .expect("sticky")
+        .expect("found");
+    assert_eq!((sticky.name.as_str(), sticky.session), ("tcp:20001", 3));
+    assert!(
+        s.sticky_hold("SHA256:other")
+            .await
+            .expect("sticky")
+            .is_none()
+    );
+    assert!(s.release_hold("tcp:20001", "n1", 3).await.expect("release"));
+    assert_ne!(s.holds_version().await.expect("version"), v2);
+    assert!(s.hold_route("tcp:20001").await.expect("route").is_none());
 
     // Leaving takes the node's holds with it; only its own incarnation may remove it.
     assert!(!s.forget_node("n2", one.incarnation).await.expect("forget"));
@@ -113,14 +170,18 @@ both!(a_dead_nodes_holds_are_taken_over, |fx| {
         Join::Joined(_)
     ));
     assert_eq!(
-        s.claim_hold("app", "n1", 1, alice).await.expect("claim"),
+        s.claim_hold("app", &claim("n1", 1, alice))
+            .await
+            .expect("claim"),
         None
     );
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     let nodes = s.list_nodes().await.expect("nodes");
     assert!(!nodes[0].alive() && nodes[1].alive(), "{nodes:?}");
     assert_eq!(
-        s.claim_hold("app", "n2", 2, bob).await.expect("claim"),
+        s.claim_hold("app", &claim("n2", 2, bob))
+            .await
+            .expect("claim"),
         None,
         "n1 is dead"
     );
@@ -152,3 +213,58 @@ both!(a_dead_nodes_holds_are_taken_over, |fx| {
         .collect();
     assert_eq!(names, ["n3"]);
 });
+
+both!(the_cluster_ca_is_the_first_one_stored, |fx| {
+    let s = fx.store.as_ref();
+    let first = s.cluster_ca(("cert-1", "key-1")).await.expect("ca");
+    let second = s.cluster_ca(("cert-2", "key-2")).await.expect("ca");
+    assert_eq!(first, ("cert-1".to_owned(), "key-1".to_owned()));
+    assert_eq!(second, first, "a later node gets the first CA, not its own");
+});
+
+async fn next(events: &mut Box<dyn warren_store::HoldEvents>) -> Option<String> {
+    tokio::time::timeout(std::time::Duration::from_secs(10), events.next())
+        .await
+        .expect("a notification within 10 s")
+        .expect("listen")
+}
+
+#[tokio::test]
+async fn postgres_tells_listeners_of_every_change_to_holds() {
+    let fx = super::postgres().await;
+    let s = fx.store.as_ref();
+    assert!(
+        super::sqlite()
+            .await
+            .store
+            .hold_events()
+            .await
+            .expect("sqlite")
+            .is_none(),
+        "SQLite has nothing to hear"
+    );
+    let mut events = s.hold_events().await.expect("listen").expect("postgres");
+    let alice = s
+        .create_user("cli", "alice", false)
+        .await
+        .expect("alice")
+        .id;
+    assert!(matches!(
+        join(s, &node("n1", 60_000), false).await,
+        Join::Joined(_)
+    ));
+    s.claim_hold("app", &claim("n1", 1, alice))
+        .await
+        .expect("claim");
+    assert_eq!(next(&mut events).await.as_deref(), Some("app"));
+    s.claim_hold("app", &claim("n1", 2, alice))
+        .await
+        .expect("claim");
+    assert_eq!(
+        next(&mut events).await.as_deref(),
+        Some("app"),
+        "taken over"
+    );
+    s.release_hold("app", "n1", 2).await.expect("release");
+    assert_eq!(next(&mut events).await.as_deref(), Some("app"), "released");
+}

@@ -1,0 +1,220 @@
+"""The scale phase (`bench/run --scale N`): one broker under the limits deploy/broker.toml ships,
+N tunnels from N real OpenSSH sessions of N/20 owners (20 each: within max_forwards_per_user and
+max_claims_per_hour), then
+
+- RSS per idle tunnel and CPU while idle;
+- idle visitor connections (one request each, then held open with keep-alive) spread over 100
+  of the tunnels: RSS per connection;
+- a reconnect storm: the broker is killed (-9) and started again on its data, every owner
+  reconnects at once through a reconnect loop (1-2 s between tries, as autossh or a shell loop
+  with a sleep would), and the time until all N tunnels are live again (the broker's own
+  `warren_tunnels_live`) and a sample answers through the edge.
+"""
+import os
+import random
+import resource
+import socket
+import subprocess
+import time
+import tomllib
+import urllib.request
+
+import measure
+from systems import http_ok, log, raise_nofile, ssh_tunnel, wait_until, free_port
+
+PER_OWNER = 20
+# Keys of deploy/broker.toml that are limits or timers, not addresses, names or providers.
+LIMIT_PREFIXES = ("max_", "ssh_", "visitor_", "keepalive_", "header_timeout", "grace_secs",
+                  "request_log_entries", "origin_timeout", "limit_exempt", "auto_claim")
+
+
+def deployed_limits(repo, path):
+    """A config file holding only the limits of deploy/broker.toml, verbatim."""
+    with open(os.path.join(repo, "deploy", "broker.toml"), "rb") as f:
+        deployed = tomllib.load(f)
+    keep = {k: v for k, v in deployed.items() if k.startswith(LIMIT_PREFIXES)}
+    with open(path, "w") as f:
+        for k, v in sorted(keep.items()):
+            if isinstance(v, bool):
+                f.write(f"{k} = {'true' if v else 'false'}\n")
+            elif isinstance(v, (int, float)):
+                f.write(f"{k} = {v}\n")
+            elif isinstance(v, list):
+                f.write(f"{k} = [{', '.join(repr(x) for x in v)}]\n")
+            else:
+                f.write(f'{k} = "{v}"\n')
+    return keep
+
+
+class Broker:
+    """A broker on a data directory that outlives it (killed and started again)."""
+
+    def __init__(self, procs, tmp, binary, config):
+        self.procs, self.binary, self.config = procs, binary, config
+        self.data = os.path.join(tmp, "broker")
+        self.env = dict(os.environ, BROKER_DATA_DIR=self.data, BROKER_LOG="warn", BROKER_CONFIG=config)
+        self.env.pop("BROKER_DATABASE_URL", None)
+        self.ports = {"ssh": free_port(), "http": free_port(), "admin": free_port()}
+        self.proc = None
+
+    def cli(self, *args):
+        subprocess.run([self.binary, *args], env=self.env, check=True, stdout=subprocess.DEVNULL)
+
+    def start(self):
+        p = self.ports
+        self.proc = self.procs.start(
+            [self.binary, "--ssh-addr", f"127.0.0.1:{p['ssh']}", "--http-addr", f"127.0.0.1:{p['http']}",
+             "--https-addr", "off", "--admin-addr", f"127.0.0.1:{p['admin']}", "--public-scheme", "http",
+             "serve"],
+            env=self.env, stdout=subprocess.DEVNULL, preexec_fn=raise_nofile)
+        wait_until("the broker listens", lambda: self.metric("warren_ssh_sessions_live") is not None, timeout=60)
+        return self.proc
+
+    def metric(self, name):
+        """The value of an unlabelled (or first-labelled) metric line named `name`, or None."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['admin']}/metrics", timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(name + " ") or line.startswith(name + "{"):
+                    return float(line.rsplit(" ", 1)[1])
+        return None
+
+    def live_tunnels(self):
+        return self.metric('warren_tunnels_live{kind="http"}') or 0
+
+
+def owners(broker, tmp, n):
+    """N/20 users, each with its own ed25519 key; the key of tunnel i."""
+    keys = []
+    t0 = time.time()
+    for j in range((n + PER_OWNER - 1) // PER_OWNER):
+        key = os.path.join(tmp, f"id_{j}")
+        subprocess.run(["ssh-keygen", "-q", "-N", "", "-t", "ed25519", "-f", key], check=True)
+        broker.cli("user", "add", f"o{j}")
+        broker.cli("key", "add", f"o{j}", key + ".pub")
+        keys.append(key)
+    log(f"  {len(keys)} owners and keys made in {time.time() - t0:.0f} s")
+    return lambda i: keys[i // PER_OWNER]
+
+
+def idle_visitors(pid, http_port, hosts, m, idle_s):
+    """RSS per visitor connection: `m` keep-alive connections, one 1 KiB GET each, then held."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    rss0, cpu0 = measure.proc_status(pid)
+    socks = []
+    t0 = time.time()
+    try:
+        for i in range(m):
+            s = socket.create_connection(("127.0.0.1", http_port), timeout=30)
+            s.sendall(f"GET /1k.bin HTTP/1.1\r\nHost: {hosts[i % len(hosts)]}\r\n\r\n".encode())
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = s.recv(4096)
+                if not chunk:
+                    raise measure.Failure(f"visitor connection {i} closed before its response")
+                head += chunk
+            if not head.startswith(b"HTTP/1.1 200"):
+                first = head.split(b"\r\n", 1)[0]
+                raise measure.Failure(f"visitor connection {i}: {first!r}")
+            body = head.split(b"\r\n\r\n", 1)[1]
+            while len(body) < 1024:
+                chunk = s.recv(4096)
+                if not chunk:
+                    raise measure.Failure(f"visitor connection {i} closed mid-body")
+                body += chunk
+            socks.append(s)
+        up_s = time.time() - t0
+        rss1, cpu1 = measure.proc_status(pid)
+        time.sleep(idle_s)  # the measurement: memory and CPU while they sit idle
+        rss2, cpu2 = measure.proc_status(pid)
+        open_still = 0
+        for s in socks:
+            s.setblocking(False)
+            try:
+                s.recv(1, socket.MSG_PEEK)  # b"": closed by the broker; bytes: unasked for
+            except BlockingIOError:
+                open_still += 1  # nothing to read and not closed: still held
+            except OSError:
+                pass
+    finally:
+        for s in socks:
+            s.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if open_still != m:
+        raise measure.Failure(f"{m - open_still} of {m} idle visitor connections were closed while idle")
+    return {"connections": m, "tunnels": len(hosts), "open_s": round(up_s, 1), "rss_kib_before": rss0,
+            "rss_kib_idle": rss2, "rss_kib_per_connection": round((rss2 - rss0) / m, 2),
+            "cpu_ms_per_idle_connection_per_s": round((cpu2 - cpu1) * 1000 / idle_s / m, 5)}
+
+
+def storm(procs, broker, key_of, origin, n, clients):
+    """Kill -9, start again, every owner reconnecting at once; seconds until all are back."""
+    broker.proc.kill()
+    broker.proc.wait()
+    for c in clients:
+        c.wait()
+    t_down = time.time()
+    broker.start()
+    t0 = time.time()
+    log(f"  broker back in {t0 - t_down:.1f} s; {n} owners reconnect at once")
+    spec = lambda i: f"h{i}:80"
+    live = [ssh_tunnel(procs, broker.ports["ssh"], key_of(i), origin, spec(i)) for i in range(n)]
+    spawned_s = time.time() - t0
+    retry_at = {}
+    retries = 0
+    end = t0 + max(300, n / 10)
+    while True:
+        back = broker.live_tunnels()
+        if back >= n:
+            break
+        if time.time() > end:
+            raise measure.Failure(f"only {back:.0f} of {n} tunnels back {end - t0:.0f} s after the restart")
+        now = time.time()
+        for i, c in enumerate(live):
+            if c.poll() is None:
+                continue
+            # The loop of a real owner: wait 1-2 s, then try again.
+            at = retry_at.setdefault(i, now + 1 + random.random())
+            if now >= at:
+                del retry_at[i]
+                live[i] = ssh_tunnel(procs, broker.ports["ssh"], key_of(i), origin, spec(i))
+                retries += 1
+        time.sleep(0.2)
+    all_back_s = time.time() - t0
+    for i in random.sample(range(n), min(n, 100)):
+        wait_until(f"tunnel {i} answers after the storm", lambda: http_ok(broker.ports["http"], f"h{i}.localhost"),
+                   timeout=60)
+    return live, {"owners": n, "spawn_s": round(spawned_s, 1), "all_back_s": round(all_back_s, 1),
+                  "retries": retries, "sessions_per_s": round(n / all_back_s, 1)}
+
+
+def run(procs, tmp, repo, binary, origin, n, visitors, idle_s=10):
+    config = os.path.join(tmp, "limits.toml")
+    limits = deployed_limits(repo, config)
+    log(f"scale: {n} tunnels under deploy/broker.toml's limits {sorted(limits)}")
+    broker = Broker(procs, tmp, binary, config)
+    broker.cli("migrate")
+    key_of = owners(broker, tmp, n)
+    broker.start()
+    result = {"limits": limits}
+    spec = lambda i: f"h{i}:80"
+    held, clients = measure.idle_tunnels(
+        procs, broker.proc.pid, broker.ports["ssh"], key_of, origin, n, spec,
+        probe=measure.named_probe(broker.ports["http"], "localhost", "h"), idle_s=idle_s, keep=True)
+    result["hold"] = held
+    log(f"  held: {held}")
+    hosts = [f"h{i}.localhost" for i in range(min(n, 100))]
+    result["visitors"] = idle_visitors(broker.proc.pid, broker.ports["http"], hosts, visitors, idle_s)
+    log(f"  idle visitors: {result['visitors']}")
+    clients, result["storm"] = storm(procs, broker, key_of, origin, n, clients)
+    log(f"  storm: {result['storm']}")
+    time.sleep(idle_s)  # settle: what the storm left behind in RSS
+    rss, _ = measure.proc_status(broker.proc.pid)
+    result["storm"]["rss_kib_after"] = rss
+    for c in clients:
+        c.terminate()
+    for c in clients:
+        c.wait()
+    broker.proc.terminate()
+    broker.proc.wait()
+    return result

@@ -1,0 +1,279 @@
+//! Routes held on other nodes, kept in this node's registry as the database changes.
+//!
+//! Every change to `holds` is announced by Postgres (`LISTEN warren_holds`, a trigger's
+//! `pg_notify` with the name); this task reads that one row and binds, moves or parks the name
+//! in the registry's remote map, so a visitor landing here reaches the tunnel within a second of
+//! its claim. Lookups stay in memory: nothing is queried per visitor. What a notification cannot
+//! carry is checked on a timer: a node dying (its names are parked, so visitors get 503 with
+//! `Retry-After` until the owner is back somewhere), and, when notifications may have been
+//! missed (at start, after the listening connection dropped, and every 30 s if the holds
+//! changed at all), every hold is read again and the map made to match. At rest that costs one
+//! query per tick for the nodes and one small aggregate for the holds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use warren_peer::{Dialer, PeerEndpoint};
+use warren_registry::{PortAllocator, Registry, RouteKind, tcp_port};
+use warren_store::{HoldEvents, HoldRoute, NodeRow};
+
+use crate::Membership;
+
+/// At most this often, every hold is read again to heal a missed notification.
+const FULL_EVERY: Duration = Duration::from_secs(30);
+
+/// Where this node believes a name is served, as last applied to the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Known {
+    node: String,
+    addr: Option<String>,
+    kind: RouteKind,
+    owner: i64,
+    alive: bool,
+    /// Released (the row went): parked until then, forgotten after.
+    released: Option<Instant>,
+}
+
+/// The task that keeps other nodes' names in the registry.
+pub struct Routes {
+    membership: Arc<Membership>,
+    registry: Arc<Registry>,
+    dialer: Arc<Dialer>,
+    ports: Option<Arc<dyn PortAllocator>>,
+    /// How long a name whose session or node went away answers "back soon" here.
+    grace: Duration,
+    known: HashMap<String, Known>,
+    /// `holds_version` when every hold was last read; `None`: read them at the next tick.
+    version: Option<(i64, i64)>,
+    last_full: Instant,
+}
+
+impl Routes {
+    /// Reaches other nodes with `dialer`; opens the TCP ports of their raw TCP tunnels with
+    /// `ports`; parks a gone session's or node's names for `grace`.
+    pub fn new(
+        membership: Arc<Membership>,
+        registry: Arc<Registry>,
+        dialer: Arc<Dialer>,
+        ports: Option<Arc<dyn PortAllocator>>,
+        grace: Duration,
+    ) -> Self {
+        Self {
+            membership,
+            registry,
+            dialer,
+            ports,
+            grace,
+            known: HashMap::new(),
+            version: None,
+            last_full: Instant::now(),
+        }
+    }
+
+    /// Runs until `shutdown`. Returns at once on a database that serves one node.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        if !self.membership.shared() {
+            return;
+        }
+        let every = (self.membership.settings.lease / 3).max(Duration::from_millis(100));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut events: Option<Box<dyn HoldEvents>> = None;
+        loop {
+            if events.is_none() {
+                match self.membership.store.hold_events().await {
+                    Ok(Some(e)) => {
+                        events = Some(e);
+                        // Whatever changed before this listener started is read in full.
+                        self.version = None;
+                    }
+                    Ok(None) => return,
+                    Err(e) => warn!(error = %e, "cannot listen for other nodes' claims; retrying"),
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                event = next(&mut events) => match event {
+                    Ok(Some(name)) => self.refresh(&name).await,
+                    Ok(None) => self.version = None,
+                    Err(e) => {
+                        warn!(error = %e, "lost the database's notifications; reconnecting");
+                        events = None;
+                        self.version = None;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                },
+                _ = tick.tick() => self.check().await,
+            }
+        }
+    }
+
+    /// One name's row changed: read it and apply it.
+    async fn refresh(&mut self, name: &str) {
+        match self.membership.store.hold_route(name).await {
+            Ok(Some(row)) => self.apply(row),
+            Ok(None) => self.released(name),
+            Err(e) => {
+                warn!(%name, error = %e, "cannot read a changed hold; reading all at the next tick");
+                self.version = None;
+            }
+        }
+    }
+
+    /// The timer: nodes that died or came back, released names past their grace, and a full
+    /// read when notifications may have been missed.
+    async fn check(&mut self) {
+        match self.membership.store.list_nodes().await {
+            Ok(nodes) => self.nodes_changed(&nodes),
+            Err(e) => warn!(error = %e, "cannot list the nodes"),
+        }
+        let now = Instant::now();
+        let expired: Vec<String> = self
+            .known
+            .iter()
+            .filter(|(_, k)| k.released.is_some_and(|at| now >= at + self.grace))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in expired {
+            self.known.remove(&name);
+            self.registry.unbind_remote(&name);
+        }
+        let due = self.version.is_none() || self.last_full.elapsed() >= FULL_EVERY;
+        if !due {
+            return;
+        }
+        let version = match self.membership.store.holds_version().await {
+            Ok(v) => v,
+            Err(e) => {
+                warn!(error = %e, "cannot read the holds' version");
+                return;
+            }
+        };
+        if self.version == Some(version) {
+            self.last_full = Instant::now();
+            return;
+        }
+        match self.membership.store.hold_routes().await {
+            Ok(rows) => {
+                let seen: std::collections::HashSet<String> =
+                    rows.iter().map(|r| r.name.clone()).collect();
+                let n = rows.len();
+                for row in rows {
+                    self.apply(row);
+                }
+                let gone: Vec<String> = self
+                    .known
+                    .iter()
+                    .filter(|(name, k)| k.released.is_none() && !seen.contains(*name))
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                for name in gone {
+                    self.released(&name);
+                }
+                debug!(holds = n, "read every hold");
+                self.version = Some(version);
+                self.last_full = Instant::now();
+            }
+            Err(e) => warn!(error = %e, "cannot read the holds"),
+        }
+    }
+
+    /// Applies each node's liveness and address to the names it holds.
+    fn nodes_changed(&mut self, nodes: &[NodeRow]) {
+        let by_name: HashMap<&str, &NodeRow> = nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+        let stale: Vec<(String, Known)> = self
+            .known
+            .iter()
+            .filter(|(_, k)| k.released.is_none())
+            .filter_map(|(name, k)| {
+                let (alive, addr) = by_name
+                    .get(k.node.as_str())
+                    .map_or((false, None), |n| (n.alive(), n.cluster_addr.clone()));
+                (alive != k.alive || addr != k.addr).then(|| {
+                    (
+                        name.clone(),
+                        Known {
+                            alive,
+                            addr,
+                            ..k.clone()
+                        },
+                    )
+                })
+            })
+            .collect();
+        for (name, k) in stale {
+            if !k.alive {
+                info!(%name, node = %k.node, "the node holding this tunnel is gone: visitors are asked to retry");
+            }
+            self.place(&name, k);
+        }
+    }
+
+    /// A hold as read from the database.
+    fn apply(&mut self, row: HoldRoute) {
+        if row.node == self.membership.name() {
+            // This node's own sessions are the registry's business.
+            if self.known.remove(&row.name).is_some() {
+                self.registry.unbind_remote(&row.name);
+            }
+            return;
+        }
+        let k = Known {
+            node: row.node,
+            addr: row.cluster_addr,
+            kind: RouteKind::from_word(&row.kind),
+            owner: row.user_id,
+            alive: row.alive,
+            released: None,
+        };
+        if self.known.get(&row.name) != Some(&k) {
+            self.place(&row.name, k);
+        }
+    }
+
+    /// Binds or parks `name` as `k` says, and remembers it.
+    fn place(&mut self, name: &str, k: Known) {
+        match (&k.addr, k.alive) {
+            (Some(addr), true) => {
+                let endpoint =
+                    Arc::new(PeerEndpoint::new(self.dialer.clone(), &k.node, addr, name));
+                self.registry.bind_remote(name, k.owner, k.kind, endpoint);
+                if k.kind == RouteKind::Tcp
+                    && let (Some(port), Some(ports)) = (tcp_port(name), &self.ports)
+                    && let Err(e) = ports.allocate(Some(port))
+                {
+                    warn!(%name, node = %k.node, error = %e, "cannot open the port of a raw TCP tunnel held on another node");
+                }
+            }
+            (None, true) => {
+                warn!(%name, node = %k.node, "the node holding this tunnel has no cluster_addr: visitors here cannot reach it");
+                self.registry.park_remote(name, k.owner, self.grace);
+            }
+            (_, false) => self.registry.park_remote(name, k.owner, self.grace),
+        }
+        self.known.insert(name.to_owned(), k);
+    }
+
+    /// `name`'s row went: its session let go. Visitors here get "back soon" for the grace
+    /// period, as on the node that held it, unless a claim elsewhere comes first.
+    fn released(&mut self, name: &str) {
+        if let Some(k) = self.known.get_mut(name)
+            && k.released.is_none()
+        {
+            k.released = Some(Instant::now());
+            self.registry.park_remote(name, k.owner, self.grace);
+        }
+    }
+}
+
+/// The next notification, or never when there is no listener.
+async fn next(events: &mut Option<Box<dyn HoldEvents>>) -> warren_store::Result<Option<String>> {
+    match events {
+        Some(e) => e.next().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,161 @@
+//! The hop between two nodes over real sockets: a visitor's stream reaches the holding node's
+//! tunnel with the visitor's address; refusals come back as such; a node without a
+//! certificate from the cluster's CA gets nothing.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use warren_peer::{ClusterCa, Dialer, NodeTls, PeerEndpoint};
+use warren_registry::{BoxStream, Endpoint, OpenError, Registry, RouteKind};
+
+/// The owner's side on the holding node: says who the visitor is, then echoes.
+struct Echo {
+    opened: AtomicUsize,
+    refuse: bool,
+}
+
+#[async_trait::async_trait]
+impl Endpoint for Echo {
+    async fn open(&self, visitor: SocketAddr) -> Result<BoxStream, OpenError> {
+        self.opened.fetch_add(1, Ordering::SeqCst);
+        if self.refuse {
+            return Err(OpenError::Refused("nothing on localhost:8080".into()));
+        }
+        let (ours, mut theirs) = tokio::io::duplex(64 << 10);
+        tokio::spawn(async move {
+            let _ = theirs
+                .write_all(format!("visitor={visitor}\n").as_bytes())
+                .await;
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = theirs.read(&mut buf).await {
+                if n == 0 || theirs.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Box::pin(ours))
+    }
+    fn notify(&self, _: String) {}
+    fn describe(&self) -> String {
+        "echo".into()
+    }
+}
+
+struct Holder {
+    addr: String,
+    echo: Arc<Echo>,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+/// Node 2: holds `app` (echo) and `down` (refused), serving other nodes under `ca`.
+async fn holder(ca: &ClusterCa) -> Holder {
+    let registry = Arc::new(Registry::new(Duration::from_secs(60), 10));
+    let echo = Arc::new(Echo {
+        opened: AtomicUsize::new(0),
+        refuse: false,
+    });
+    registry
+        .bind("app", 1, 7, RouteKind::Http, echo.clone())
+        .expect("bind");
+    let refusing = Arc::new(Echo {
+        opened: AtomicUsize::new(0),
+        refuse: true,
+    });
+    registry
+        .bind("down", 1, 7, RouteKind::Http, refusing)
+        .expect("bind");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("listen");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let tls = NodeTls::issue(ca).expect("node 2 certificate");
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    tokio::spawn(async move { warren_peer::serve(listener, &tls, registry, token).await });
+    Holder {
+        addr,
+        echo,
+        _stop: stop.drop_guard(),
+    }
+}
+
+fn endpoint(ca: &ClusterCa, addr: &str, name: &str) -> PeerEndpoint {
+    let tls = NodeTls::issue(ca).expect("node 1 certificate");
+    PeerEndpoint::new(
+        Arc::new(Dialer::new(&tls).expect("dialer")),
+        "n2",
+        addr,
+        name,
+    )
+}
+
+const VISITOR: &str = "203.0.113.9:51000";
+
+#[tokio::test]
+async fn a_visitor_reaches_the_tunnel_on_the_holding_node() {
+    let ca = ClusterCa::generate().expect("ca");
+    let node2 = holder(&ca).await;
+    let app = endpoint(&ca, &node2.addr, "app");
+    let mut stream = app
+        .open(VISITOR.parse().expect("addr"))
+        .await
+        .expect("opened");
+    let mut line = vec![0u8; format!("visitor={VISITOR}\n").len()];
+    stream.read_exact(&mut line).await.expect("read");
+    assert_eq!(
+        String::from_utf8_lossy(&line),
+        format!("visitor={VISITOR}\n")
+    );
+    stream
+        .write_all(b"hello across nodes")
+        .await
+        .expect("write");
+    let mut back = [0u8; 18];
+    stream.read_exact(&mut back).await.expect("echo");
+    assert_eq!(&back, b"hello across nodes");
+    assert_eq!(app.describe(), "node n2");
+
+    // The owner's side refusing is a refusal here too; a name not held there is "away".
+    let down = endpoint(&ca, &node2.addr, "down");
+    match down.open(VISITOR.parse().expect("addr")).await {
+        Err(OpenError::Refused(why)) => assert_eq!(why, "nothing on localhost:8080"),
+        other => panic!("expected a refusal, got {:?}", other.err()),
+    }
+    let gone = endpoint(&ca, &node2.addr, "gone");
+    match gone.open(VISITOR.parse().expect("addr")).await {
+        Err(OpenError::Away(why)) => assert!(why.contains("not held on this node"), "{why}"),
+        other => panic!("expected away, got {:?}", other.err()),
+    }
+}
+
+#[tokio::test]
+async fn strangers_get_nothing() {
+    let ca = ClusterCa::generate().expect("ca");
+    let node2 = holder(&ca).await;
+    // A node of another cluster (its own CA): the handshake fails, no channel is opened.
+    let other = ClusterCa::generate().expect("other ca");
+    let intruder = endpoint(&other, &node2.addr, "app");
+    match intruder.open(VISITOR.parse().expect("addr")).await {
+        Err(OpenError::Away(why)) => assert!(why.contains(&node2.addr), "{why}"),
+        other => panic!("expected a failed handshake, got {:?}", other.err()),
+    }
+    // Plain TCP speaking the header without TLS: closed, nothing opened.
+    let mut plain = tokio::net::TcpStream::connect(&node2.addr)
+        .await
+        .expect("connect");
+    let header =
+        b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c\xcb\x00\x71\x09\x00\x00\x00\x00\xc7\x38\x00\x00";
+    let _ = plain.write_all(header).await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), plain.read_to_end(&mut answer))
+        .await
+        .expect("closed within the handshake timeout")
+        .ok();
+    // A TLS alert record (type 21, fatal) and the close: nothing of the tunnel.
+    assert_eq!(answer.first(), Some(&21), "{answer:?}");
+    assert!(answer.len() <= 7, "{answer:?}");
+    assert_eq!(node2.echo.opened.load(Ordering::SeqCst), 0);
+}
