@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::api::{Api, Cred, token};
 use crate::client::get;
-use crate::harness::{DEADLINE, Db, Ssh, TestBroker, answers, eventually, serve_as};
+use crate::harness::{DEADLINE, Db, Ssh, TestBroker, answers, eventually, label_of, serve_as};
 use crate::origin::Origin;
 
 /// Short, so that the test waits for a lease to run out in seconds.
@@ -212,5 +213,262 @@ async fn a_sqlite_file_serves_one_node() -> Result<()> {
     let all = nodes(&second)?;
     assert_eq!(all.len(), 1, "{all:?}");
     assert_eq!(all[0]["pid"], second.pid(), "{all:?}");
+    Ok(())
+}
+
+/// GET `path` from `host` on `port` of 127.0.0.1, connecting from `source` (any 127.0.0.0/8
+/// address is this machine's): status, and the body (the head too, with `/headers`).
+async fn get_from(source: &str, port: u16, host: &str, path: &str) -> Result<(u16, String)> {
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    sock.bind(format!("{source}:0").parse()?)?;
+    let mut s = sock.connect(([127, 0, 0, 1], port).into()).await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut all = Vec::new();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut all)).await??;
+    let text = String::from_utf8_lossy(&all).into_owned();
+    let status = crate::client::status_of(&text).with_context(|| text.clone())?;
+    Ok((status, text))
+}
+
+/// One round trip through a raw TCP tunnel's port on `ip`.
+async fn tcp_get(ip: &str, port: u16) -> Result<String> {
+    let mut s = tokio::net::TcpStream::connect((ip, port)).await?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: whatever\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut out)).await??;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The forwards alice's reconnect loop asks for, in this order: a named HTTP tunnel first (a
+/// refusal ends the session before the others are granted), a random one, a TLS passthrough
+/// and a raw TCP port.
+fn alice_forwards(http: &Origin, tls: &Origin) -> Vec<String> {
+    vec![
+        "-R".into(),
+        format!("app:80:{}", http.target()),
+        "-R".into(),
+        format!("0:{}", http.target()),
+        "-R".into(),
+        format!("secure:443:{}", tls.target()),
+        "-R".into(),
+        format!("tcp:0:{}", http.target()),
+    ]
+}
+
+/// One attempt of alice's reconnect loop on `node`: the session and its four URLs once all
+/// are granted, `None` when it was refused.
+async fn alice_attempt(
+    node: &TestBroker,
+    key: &std::path::Path,
+    forwards: &[String],
+) -> Option<(Ssh, Vec<String>)> {
+    let mut args: Vec<&str> = vec!["-v"];
+    args.extend(forwards.iter().map(String::as_str));
+    let ssh = Ssh::spawn(node, key, &args).ok()?;
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        let out = ssh.out.lock().ok()?.clone();
+        let urls: Vec<String> = out
+            .iter()
+            .filter(|l| l.contains(" -> forward "))
+            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+            .collect();
+        if urls.len() == 4 {
+            return Some((ssh, urls));
+        }
+        let err = ssh.err.lock().ok()?.clone();
+        if err.iter().any(|l| l.contains("forwarding failed")) {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+fn as_refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// A visitor on `node` gets `want` for `host`.
+async fn served(node: &TestBroker, host: &str, want: u16) -> Result<String> {
+    let port = node.http_port;
+    eventually(
+        &format!("{host} answers {want} on node :{port}"),
+        DEADLINE,
+        || async move {
+            let (status, text) = get_from("127.0.0.1", port, host, "/").await.ok()?;
+            (status == want).then_some(text)
+        },
+    )
+    .await
+}
+
+/// The three-node test: an `ssh -R` to node 1 is served by nodes 2 and 3 over HTTP,
+/// HTTPS (terminated where the visitor landed), TLS passthrough and a raw TCP port, with the
+/// visitor's address carried to node 1; a second owner's claim on node 3 is refused; `kill -9`
+/// of node 1 gives visitors 503 with `Retry-After`, the owner's reconnect loop lands on node 2
+/// with the same random and named names, and visitors on node 3 reach them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_serve_each_others_tunnels_and_survive_a_kill() -> Result<()> {
+    let certs = tempfile::tempdir()?;
+    let (cert, cert_key) =
+        crate::https::self_signed(certs.path(), "edge", &["app.localhost", "localhost"])?;
+    let (cert_s, key_s) = (cert.display().to_string(), cert_key.display().to_string());
+    let flags = |name: &'static str, tcp_ip: &'static str| -> Vec<String> {
+        [
+            "--node-name",
+            name,
+            "--node-lease-secs",
+            LEASE_SECS,
+            "--cluster-listen",
+            "127.0.0.1:0",
+            "--tcp-ports",
+            "22000-22999",
+            "--tcp-addr",
+            tcp_ip,
+            "--tls-cert",
+            &cert_s,
+            "--tls-key",
+            &key_s,
+            "--https-redirect",
+            "false",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let f1 = flags("n1", "127.0.0.1");
+    let n1 = TestBroker::start_with(Db::Postgres, &as_refs(&f1)).await?;
+    let f2 = flags("n2", "127.0.0.2");
+    let n2 = n1.beside(&as_refs(&f2)).await?;
+    let f3 = flags("n3", "127.0.0.3");
+    let n3 = n1.beside(&as_refs(&f3)).await?;
+
+    let alice = n1.user_with_key("alice")?;
+    let bob = n1.user_with_key("bob")?;
+    let http = Origin::start("alice").await?;
+    let owner_tls = {
+        let ck = rcgen::generate_simple_self_signed(vec!["secure.localhost".to_string()])?;
+        std::fs::write(certs.path().join("owner.crt"), ck.cert.pem())?;
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![ck.cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der())
+                .map_err(anyhow::Error::msg)?,
+        )?;
+        Origin::start_tls("alice's TLS", std::sync::Arc::new(config)).await?
+    };
+    let forwards = alice_forwards(&http, &owner_tls);
+
+    // alice on node 1; each other node serves her names within a second of the claims.
+    let bound = Instant::now();
+    let (ssh1, urls) = alice_attempt(&n1, &alice, &forwards)
+        .await
+        .context("node 1 grants alice's forwards")?;
+    let random = label_of(&urls[1])?;
+    let tcp_port: u16 = urls[3].rsplit(':').next().context("port")?.parse()?;
+    for node in [&n2, &n3] {
+        served(node, "app.localhost", 200).await?;
+        println!(
+            "route propagation: app served on node :{} {} ms after node 1 granted it",
+            node.http_port,
+            bound.elapsed().as_millis()
+        );
+    }
+    let host = format!("{random}.localhost");
+    let (_, body) = get_from("127.0.0.1", n3.http_port, &host, "/").await?;
+    assert!(body.ends_with("hello from alice"), "{body}");
+    // The visitor's own address, seen by node 2's edge (X-Forwarded-For).
+    let (status, headers) =
+        get_from("127.0.0.2", n2.http_port, "app.localhost", "/headers").await?;
+    assert_eq!(status, 200, "{headers}");
+    assert!(headers.contains("x-forwarded-for: 127.0.0.2"), "{headers}");
+    // HTTPS terminated on node 3 with the operator's certificate.
+    let (_, code, body) =
+        crate::https::curl("app.localhost", n3.https_port, "/", &cert, &["--http1.1"]).await?;
+    assert_eq!((code, body.as_str()), (200, "hello from alice"));
+    // TLS passthrough through node 2: curl trusts only alice's own certificate. Its visitor
+    // address is carried to node 1 (PROXY v2), which gives it to alice's ssh as the channel's
+    // originator (a passthrough connection is a channel of its own, never a pooled one).
+    let (_, code, body) = crate::https::curl(
+        "secure.localhost",
+        n2.https_port,
+        "/",
+        &certs.path().join("owner.crt"),
+        &["--interface", "127.0.0.3"],
+    )
+    .await?;
+    assert_eq!((code, body.as_str()), (200, "hello from alice's TLS"));
+    ssh1.err_line("originator 127.0.0.3").await?;
+    // The raw TCP port, open on every node's address.
+    for ip in ["127.0.0.2", "127.0.0.3"] {
+        let text = eventually(
+            &format!("tcp port {tcp_port} on {ip}"),
+            DEADLINE,
+            || async move {
+                tcp_get(ip, tcp_port)
+                    .await
+                    .ok()
+                    .filter(|t| t.ends_with("hello from alice"))
+            },
+        )
+        .await?;
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    }
+
+    // bob asks node 3 for `app`: refused as one node would.
+    let bob_origin = Origin::start("bob").await?;
+    let spec = format!("app:80:{}", bob_origin.target());
+    let refused = Ssh::spawn(&n3, &bob, &["-o", "ExitOnForwardFailure=no", "-R", &spec])?;
+    refused
+        .line("name \"app\" is in use by another user")
+        .await?;
+    drop(refused);
+
+    // kill -9 node 1: visitors on node 3 are asked to retry, not shown an error page.
+    let mut n1 = n1;
+    n1.kill();
+    drop(ssh1);
+    let killed = Instant::now();
+    let text = served(&n3, "app.localhost", 503).await?;
+    println!(
+        "node loss: node 3 answered 503 {} ms after kill -9 of node 1",
+        killed.elapsed().as_millis()
+    );
+    assert!(text.to_ascii_lowercase().contains("retry-after:"), "{text}");
+
+    // alice's reconnect loop lands on node 2 and gets her names back once node 1's lease ends.
+    let mut tries = 0;
+    let (_ssh2, again) = eventually("node 2 grants alice's forwards again", DEADLINE, || {
+        tries += 1;
+        alice_attempt(&n2, &alice, &forwards)
+    })
+    .await?;
+    println!(
+        "reconnect: alice's forwards granted on node 2 {:.2} s after the kill (lease {LEASE_SECS} s, {tries} attempts)",
+        killed.elapsed().as_secs_f64()
+    );
+    assert_eq!(label_of(&again[0])?, "app");
+    assert_eq!(
+        label_of(&again[1])?,
+        random,
+        "the same random name, on another node"
+    );
+    for name in ["app.localhost", host.as_str()] {
+        let text = served(&n3, name, 200).await?;
+        assert!(text.ends_with("hello from alice"), "{text}");
+    }
+    println!(
+        "recovery: node 3 served alice again {:.2} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -13,7 +13,7 @@ use crate::harness::{Db, Ssh, TestBroker};
 use crate::origin::Origin;
 
 /// A self-signed certificate for `names`, written as PEM files into `dir`.
-fn self_signed(dir: &Path, stem: &str, names: &[&str]) -> Result<(PathBuf, PathBuf)> {
+pub(crate) fn self_signed(dir: &Path, stem: &str, names: &[&str]) -> Result<(PathBuf, PathBuf)> {
     let ck = rcgen::generate_simple_self_signed(
         names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
     )?;
@@ -26,7 +26,7 @@ fn self_signed(dir: &Path, stem: &str, names: &[&str]) -> Result<(PathBuf, PathB
 
 /// `curl` over HTTPS to 127.0.0.1, as a browser would reach `https://HOST:PORT/PATH`.
 /// Returns (http_version, status, body).
-async fn curl(
+pub(crate) async fn curl(
     host: &str,
     port: u16,
     path: &str,

@@ -209,30 +209,35 @@ impl Membership {
         }
     }
 
-    /// The name a random forward with this identity (`sticky`) had on any node, if `user_id`
-    /// may have it back here: it was theirs, and its node is dead or is this one. A forward
-    /// still live on another node keeps its name, and this one gets a fresh one.
+    /// The name a random forward with this identity (`sticky`) had, if `user_id` may have it
+    /// back here: theirs, on a node that is dead (they lost it: the point of asking) or on
+    /// this one. A forward still live on another node keeps its name, and this one gets a
+    /// fresh one. Asked before this node's own memory, which may hold the fresh name an
+    /// attempt got while the old node's lease was running.
     pub async fn sticky_name(&self, sticky: &str, user_id: i64) -> Option<String> {
         if !self.shared {
             return None;
         }
-        let hold = match self.store.sticky_hold(sticky).await {
-            Ok(hold) => hold?,
+        let holds = match self.store.sticky_holds(sticky).await {
+            Ok(holds) => holds,
             Err(e) => {
                 warn!(error = %e, "sticky name lookup failed");
                 return None;
             }
         };
-        if hold.user_id != user_id {
-            return None;
+        let mut here = None;
+        for hold in holds.into_iter().filter(|h| h.user_id == user_id) {
+            if hold.node == self.settings.name {
+                here.get_or_insert(hold.name);
+                continue;
+            }
+            if let Ok(Some(route)) = self.store.hold_route(&hold.name).await
+                && !route.alive
+            {
+                return Some(hold.name);
+            }
         }
-        if hold.node == self.settings.name {
-            return Some(hold.name);
-        }
-        match self.store.hold_route(&hold.name).await {
-            Ok(Some(route)) if !route.alive => Some(hold.name),
-            _ => None,
-        }
+        here
     }
 
     /// Lets go of `name` if `session` still holds it (a later session of this node that

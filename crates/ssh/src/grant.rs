@@ -333,13 +333,13 @@ impl Tunnels {
     /// (the store): both are asked before it is handed out.
     async fn random_name(&self, user: &User, sticky: &StickyKey) -> Result<String, Refusal> {
         let reg = &self.server.registry;
-        // This node's memory first; then the cluster's (the owner reconnected here after
-        // their node died).
-        let remembered = match (reg.sticky(sticky), &self.server.cluster) {
-            (Some(name), _) => Some(name),
-            (None, Some(cluster)) => cluster.sticky_name(&sticky_id(sticky), user.id).await,
-            (None, None) => None,
+        // The cluster's memory first (the owner reconnected here after their node died),
+        // then this node's.
+        let clustered = match &self.server.cluster {
+            Some(cluster) => cluster.sticky_name(&sticky_id(sticky), user.id).await,
+            None => None,
         };
+        let remembered = clustered.or_else(|| reg.sticky(sticky));
         if let Some(name) = remembered
             && reg.is_free_for(&name, user.id)
             && !self.holds(&name)

@@ -171,8 +171,9 @@ pub trait NodeStore: Send + Sync + 'static {
     /// (rows, highest change number): differs from an earlier reading whenever any hold was
     /// written or removed since, so a node can tell without reading them all.
     async fn holds_version(&self) -> Result<(i64, i64)>;
-    /// The hold a random forward with this identity had, on any node.
-    async fn sticky_hold(&self, sticky: &str) -> Result<Option<Hold>>;
+    /// The holds of random forwards with this identity, on any node (a reconnect loop may
+    /// have left a short-lived one beside the one that matters), oldest first.
+    async fn sticky_holds(&self, sticky: &str) -> Result<Vec<Hold>>;
     /// The cluster CA as (certificate, key) PEM, storing `generated` first if there is none
     /// yet: every node gets the one the first of them stored.
     async fn cluster_ca(&self, generated: (&str, &str)) -> Result<(String, String)>;
@@ -409,14 +410,14 @@ macro_rules! impl_nodes {
                 .await?)
             }
 
-            async fn sticky_hold(&self, sticky: &str) -> Result<Option<Hold>> {
+            async fn sticky_holds(&self, sticky: &str) -> Result<Vec<Hold>> {
                 Ok(sqlx::query_as::<_, Hold>(concat!(
                     "SELECT ",
                     hold_columns!(),
-                    " FROM holds WHERE sticky = $1 LIMIT 1"
+                    " FROM holds WHERE sticky = $1 ORDER BY since, name LIMIT 16"
                 ))
                 .bind(sticky)
-                .fetch_optional(&self.pool)
+                .fetch_all(&self.pool)
                 .await?)
             }
 

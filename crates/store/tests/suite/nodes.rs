@@ -131,16 +131,19 @@ both!(nodes_join_beat_claim_and_leave, |fx| {
     assert_eq!(route.cluster_addr.as_deref(), Some("n1.internal:7000"));
     assert_eq!(s.hold_routes().await.expect("routes").len(), 2);
     let sticky = s
-        .sticky_hold("SHA256:k|localhost|0")
+        .sticky_holds("SHA256:k|localhost|0")
         .await
-        .expect("sticky")
-        .expect("found");
-    assert_eq!((sticky.name.as_str(), sticky.session), ("tcp:20001", 3));
+        .expect("sticky");
+    assert_eq!(sticky.len(), 1, "{sticky:?}");
+    assert_eq!(
+        (sticky[0].name.as_str(), sticky[0].session),
+        ("tcp:20001", 3)
+    );
     assert!(
-        s.sticky_hold("SHA256:other")
+        s.sticky_holds("SHA256:other")
             .await
             .expect("sticky")
-            .is_none()
+            .is_empty()
     );
     assert!(s.release_hold("tcp:20001", "n1", 3).await.expect("release"));
     assert_ne!(s.holds_version().await.expect("version"), v2);
