@@ -11,6 +11,9 @@ COMPARISONS = [("warren", "classic"), ("warren_tls", "classic_tls"), ("warren", 
                ("warren_auth", "warren"),
                # What recording each request in the tunnel's request log costs (same build).
                ("warren", "warren_nolog"),
+               # The cross-node hop: the tunnel held on node 1, reached through node 2 against
+               # directly, both on one Postgres (targets >= 0.8 req/s, >= 0.9 MB/s).
+               ("warren_hop", "warren_pg"),
                # Visitor load spread over 100 live tunnels against the same load on one.
                ("warren_spread", "warren")]
 

@@ -32,7 +32,7 @@ def deployed_limits(repo, path):
     """A config file holding only the limits of deploy/broker.toml, verbatim."""
     with open(os.path.join(repo, "deploy", "broker.toml"), "rb") as f:
         deployed = tomllib.load(f)
-    keep = {k: v for k, v in deployed.items() if k.startswith(LIMIT_PREFIXES)}
+    keep = {k: v for k, v in deployed.items() if k.startswith(LIMIT_PREFIXES) and not k.endswith("_addr")}
     with open(path, "w") as f:
         for k, v in sorted(keep.items()):
             if isinstance(v, bool):
@@ -54,7 +54,7 @@ class Broker:
         self.data = os.path.join(tmp, "broker")
         self.env = dict(os.environ, BROKER_DATA_DIR=self.data, BROKER_LOG="warn", BROKER_CONFIG=config)
         self.env.pop("BROKER_DATABASE_URL", None)
-        self.ports = {"ssh": free_port(), "http": free_port(), "admin": free_port()}
+        self.ports = {"ssh": free_port(), "http": free_port(), "https": free_port(), "admin": free_port()}
         self.proc = None
 
     def cli(self, *args):
@@ -64,10 +64,23 @@ class Broker:
         p = self.ports
         self.proc = self.procs.start(
             [self.binary, "--ssh-addr", f"127.0.0.1:{p['ssh']}", "--http-addr", f"127.0.0.1:{p['http']}",
-             "--https-addr", "off", "--admin-addr", f"127.0.0.1:{p['admin']}", "--public-scheme", "http",
+             "--https-addr", f"127.0.0.1:{p['https']}", "--admin-addr", f"127.0.0.1:{p['admin']}", "--public-scheme", "http",
              "serve"],
             env=self.env, stdout=subprocess.DEVNULL, preexec_fn=raise_nofile)
-        wait_until("the broker listens", lambda: self.metric("warren_ssh_sessions_live") is not None, timeout=60)
+        def up():
+            if self.proc.poll() is not None:
+                raise measure.Failure(f"the broker exited with {self.proc.returncode} at start")
+            return self.metric("warren_ssh_sessions_live") is not None
+        end = time.time() + 60
+        while True:
+            try:
+                if up():
+                    break
+            except OSError:
+                pass
+            if time.time() > end:
+                raise measure.Failure("the broker did not listen within 60 s")
+            time.sleep(0.05)
         return self.proc
 
     def metric(self, name):

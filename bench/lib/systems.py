@@ -173,20 +173,24 @@ http {{
     return plain, tls
 
 
-def start_broker(procs, tmp, binary, cert, cert_key, extra=(), wrap=()):
-    """A fresh Warren broker (embedded SQLite) with one user `bench` and a new ed25519 key;
-    `extra` flags go to `serve`, which runs under `wrap` (a profiler's command line) if given."""
+def start_broker(procs, tmp, binary, cert, cert_key, extra=(), wrap=(), database_url=None, owner=True):
+    """A fresh Warren broker (embedded SQLite, or `database_url`) with one user `bench` and a
+    new ed25519 key (`owner=False`: a further node on a database that has them); `extra` flags
+    go to `serve`, which runs under `wrap` (a profiler's command line) if given."""
     data = os.path.join(tmp, "broker")
     env = dict(os.environ, BROKER_DATA_DIR=data, BROKER_LOG="warn")
     env.pop("BROKER_CONFIG", None)
     env.pop("BROKER_DATABASE_URL", None)
-    # Admin commands never create a database; `migrate` does, on purpose.
-    subprocess.run([binary, "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
-    subprocess.run([binary, "user", "add", "bench"], env=env, check=True, stdout=subprocess.DEVNULL)
+    if database_url:
+        env["BROKER_DATABASE_URL"] = database_url
     key = os.path.join(tmp, "id_ed25519")
-    if not os.path.exists(key):
-        subprocess.run(["ssh-keygen", "-q", "-N", "", "-t", "ed25519", "-f", key], check=True)
-    subprocess.run([binary, "key", "add", "bench", key + ".pub"], env=env, check=True, stdout=subprocess.DEVNULL)
+    if owner:
+        # Admin commands never create a database; `migrate` does, on purpose.
+        subprocess.run([binary, "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([binary, "user", "add", "bench"], env=env, check=True, stdout=subprocess.DEVNULL)
+        if not os.path.exists(key):
+            subprocess.run(["ssh-keygen", "-q", "-N", "", "-t", "ed25519", "-f", key], check=True)
+        subprocess.run([binary, "key", "add", "bench", key + ".pub"], env=env, check=True, stdout=subprocess.DEVNULL)
     p = procs.start([*wrap, binary, "--ssh-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--https-addr", "127.0.0.1:0", "--admin-addr", "off",
                      "--tls-cert", cert, "--tls-key", cert_key, "--public-scheme", "http", "--https-redirect", "false",
                      *extra, "serve"], env=env, stdout=subprocess.PIPE, text=True, preexec_fn=raise_nofile)
@@ -214,6 +218,25 @@ def protect(binary, tmp, name):
                    input=BASIC_PASSWORD + "\n", text=True, stdout=subprocess.DEVNULL)
     token = base64.b64encode(f"{BASIC_USER}:{BASIC_PASSWORD}".encode()).decode()
     return f"Authorization: Basic {token}"
+
+
+def postgres_database(procs_tmp):
+    """A fresh database on the local Postgres (127.0.0.1:5432, user postgres), or None when
+    there is none to reach: the cluster rows are then skipped."""
+    name = f"warren_bench_{os.getpid()}_{int(time.time())}"
+    try:
+        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc",
+                        f"CREATE DATABASE {name}"], check=True, capture_output=True, timeout=20)
+    except (OSError, subprocess.SubprocessError) as e:
+        log(f"no Postgres on 127.0.0.1:5432 ({e}): the cluster rows are skipped")
+        return None
+    return f"postgres://postgres@127.0.0.1:5432/{name}"
+
+
+def drop_postgres_database(url):
+    name = url.rsplit("/", 1)[1]
+    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc",
+                    f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], capture_output=True, timeout=20)
 
 
 def raise_nofile():
