@@ -472,3 +472,124 @@ async fn three_nodes_serve_each_others_tunnels_and_survive_a_kill() -> Result<()
     );
     Ok(())
 }
+
+/// One ACME client for the cluster: three nodes on one Postgres with their built-in DNS and
+/// Pebble, which asks node 3's DNS and validates HTTP-01 on node 3's port. Node 1 holds the
+/// ACME lease (it started first) and orders `app`'s certificate when alice binds it there;
+/// node 3 answers the challenge from what node 1 published; every node then serves the
+/// certificate, sealed with the key the cluster keeps in the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_orders_every_node_answers_and_serves_the_certificate() -> Result<()> {
+    use crate::public::pebble;
+    let dir = tempfile::tempdir()?;
+    let (http3, https3, dns3) = (
+        pebble::free_port(),
+        pebble::free_port(),
+        pebble::free_port(),
+    );
+    let pebble = pebble::Pebble::start(dir.path(), dns3, http3.port(), https3.port()).await;
+    let listener_ca = dir.path().join("pebble-listener-ca.pem");
+    std::fs::write(&listener_ca, &pebble.listener_ca_pem)?;
+    let zone = "test.warren";
+    let common = |name: &str, http: String, https: String, dns: String| -> Vec<String> {
+        [
+            "--node-name",
+            name,
+            "--node-lease-secs",
+            LEASE_SECS,
+            "--cluster-listen",
+            "127.0.0.1:0",
+            "--http-addr",
+            &http,
+            "--https-addr",
+            &https,
+            "--domain",
+            zone,
+            "--dns-provider",
+            "builtin",
+            "--dns-addr",
+            &dns,
+            "--public-ipv4",
+            "127.0.0.1",
+            "--acme-directory",
+            &pebble.directory_url,
+            "--acme-root-ca",
+            &listener_ca.display().to_string(),
+            "--acme-challenge",
+            "http-01",
+            "--acme-wildcard",
+            "false",
+            "--https-redirect",
+            "false",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let any = || "127.0.0.1:0".to_owned();
+    let f1 = common("n1", any(), any(), pebble::free_port().to_string());
+    let n1 = TestBroker::start_with(Db::Postgres, &as_refs(&f1)).await?;
+    let f2 = common("n2", any(), any(), pebble::free_port().to_string());
+    let n2 = n1.beside(&as_refs(&f2)).await?;
+    let f3 = common(
+        "n3",
+        http3.to_string(),
+        https3.to_string(),
+        dns3.to_string(),
+    );
+    let n3 = n1.beside(&as_refs(&f3)).await?;
+
+    let alice = n1.user_with_key("alice")?;
+    let origin = Origin::start("alice").await?;
+    let ssh = Ssh::spawn(&n1, &alice, &["-R", &format!("app:80:{}", origin.target())])?;
+    ssh.url(0).await?;
+    // Issued by node 1 (the only one ordering), validated through node 3.
+    let host = format!("app.{zone}");
+    let issued = eventually(
+        "app's certificate issued",
+        Duration::from_secs(60),
+        || async {
+            let out = n2.cli_ok(&["certs", "list"]).ok()?;
+            out.lines()
+                .find(|l| l.starts_with(&host) && l.contains("Pebble"))
+                .map(str::to_owned)
+        },
+    )
+    .await
+    .with_context(|| format!("pebble log:\n{}", pebble.log()))?;
+    println!("issued: {issued}");
+    let root = dir.path().join("issuing-root.pem");
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(&listener_ca)
+        .arg(format!("https://{}/roots/0", pebble.mgmt_addr))
+        .output()
+        .await?;
+    std::fs::write(&root, &out.stdout)?;
+    for node in [&n1, &n2, &n3] {
+        let port = node.https_port;
+        let (host, root) = (host.clone(), root.clone());
+        let (_, code, body) = eventually(&format!("https on :{port}"), DEADLINE, || {
+            let (host, root) = (host.clone(), root.clone());
+            async move { crate::https::curl(&host, port, "/", &root, &[]).await.ok() }
+        })
+        .await?;
+        assert_eq!((code, body.as_str()), (200, "hello from alice"));
+    }
+    // Node 1 took the ACME lease (it started first), and node 3, which the CA reached, did
+    // not: it answered from what node 1 published.
+    let mut leaders = Vec::new();
+    for node in [&n1, &n2, &n3] {
+        leaders.push(crate::flood::metric(node, "warren_cluster_acme_leader").await?);
+    }
+    assert_eq!(leaders, [1.0, 0.0, 0.0]);
+    // One order in all: a second ordering node would have stored a second issue.
+    let events = n1.cli_ok(&["events", "--limit", "500"])?;
+    let issues = events
+        .lines()
+        .filter(|l| l.contains("cert.issue") && l.contains(&host))
+        .count();
+    assert_eq!(issues, 1, "{events}");
+    drop(ssh);
+    Ok(())
+}

@@ -54,6 +54,16 @@ impl KeyCipher {
         Self::from_bytes(&key)
     }
 
+    /// A fresh random key, as standard base64 (what [`KeyCipher::from_base64`] reads): the
+    /// first node of a cluster stores one for all.
+    pub fn generate_base64() -> Result<String, AcmeError> {
+        let mut key = [0u8; 32];
+        SystemRandom::new()
+            .fill(&mut key)
+            .map_err(|_| AcmeError::Internal("no randomness".into()))?;
+        Ok(STANDARD.encode(key))
+    }
+
     /// Reads the key file at `path`, creating it with a fresh random key (mode 0600) if it does
     /// not exist. Safe when two processes start at once: the file appears whole or not at all
     /// (written aside, then hard-linked into place), and the loser reads the winner's key.

@@ -106,6 +106,12 @@ pub struct CertManager {
     attempted: Mutex<HashMap<String, Instant>>,
     /// Orders issued and failed.
     metrics: Arc<warren_metrics::Metrics>,
+    /// Whether this node orders: always alone; in a cluster, only the node holding the ACME
+    /// lease (the others install what it stores).
+    leading: AtomicBool,
+    /// In a cluster: challenge answers are published in the store, and the other nodes get
+    /// this long to take them up before the CA is told to look.
+    shared: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for CertManager {
@@ -143,7 +149,35 @@ impl CertManager {
             installed: Mutex::new(HashMap::new()),
             attempted: Mutex::new(HashMap::new()),
             metrics: Arc::new(warren_metrics::Metrics::noop()),
+            leading: AtomicBool::new(true),
+            shared: None,
         }
+    }
+
+    /// One of several nodes on one database: orders only while [`CertManager::set_leading`]
+    /// says so (not at first), and publishes challenge answers for the other nodes, waiting
+    /// `settle` for them to take each up.
+    pub fn clustered(mut self, settle: std::time::Duration) -> Self {
+        self.leading = AtomicBool::new(false);
+        self.shared = Some(settle);
+        self
+    }
+
+    /// Whether this node orders and renews (it holds the cluster's ACME lease); waking the
+    /// background task either way.
+    pub fn set_leading(&self, leading: bool) {
+        self.leading.store(leading, Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+
+    /// Whether this node orders and renews.
+    pub fn leading(&self) -> bool {
+        self.leading.load(Ordering::Relaxed)
+    }
+
+    /// Re-reads the store at the next pass: another node stored or removed a certificate.
+    pub fn refresh(&self) {
+        self.wake.notify_one();
     }
 
     /// Counts orders, issued and failed, into `metrics`.
@@ -296,6 +330,7 @@ impl CertManager {
             challenges: &self.challenges,
             dns: self.dns.as_deref(),
             propagation: &self.settings.propagation,
+            shared: self.shared.map(|settle| (self.store.as_ref(), settle)),
         };
         info!(name, challenge = %kind, "ordering a certificate");
         let issued = order::issue(
@@ -397,6 +432,23 @@ impl CertManager {
     }
 
     /// Installs stored certificates that differ from what is being served; returns how many.
+    /// Stops serving what is installed but no longer stored (another node removed it).
+    fn prune(&self, rows: &[Certificate]) {
+        let stored: std::collections::HashSet<&str> =
+            rows.iter().map(|r| r.name.as_str()).collect();
+        let mut installed = self
+            .installed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        installed.retain(|name, _| {
+            let keep = stored.contains(name.as_str());
+            if !keep {
+                self.certs.remove(name);
+            }
+            keep
+        });
+    }
+
     fn sync(&self, rows: &[Certificate]) -> usize {
         let mut count = 0;
         for row in rows {

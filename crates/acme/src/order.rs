@@ -10,6 +10,7 @@ use instant_acme::{
 use rcgen::{CertificateParams, DistinguishedName, KeyPair};
 use tracing::{debug, warn};
 use warren_dns::DnsProvider;
+use warren_store::Store;
 use warren_tls::Challenges;
 
 use crate::Propagation;
@@ -21,6 +22,14 @@ pub(crate) struct Responders<'a> {
     pub(crate) dns: Option<&'a dyn DnsProvider>,
     /// Where and how long to wait for a DNS-01 record before the CA is told to look.
     pub(crate) propagation: &'a Propagation,
+    /// Several nodes answer for the cluster: HTTP-01 and TLS-ALPN-01 answers are published in
+    /// the store for the others, which get this long to pick them up before the CA is told.
+    pub(crate) shared: Option<(&'a dyn Store, Duration)>,
+}
+
+/// The store's word for a challenge kind (`acme_challenges.kind`).
+pub fn shared_kind(kind: ChallengeKind) -> &'static str {
+    kind.as_str()
 }
 
 /// What a successful order yields, in PEM.
@@ -37,6 +46,8 @@ struct Cleanup<'a> {
     http01_tokens: Vec<String>,
     tls_alpn01_domains: Vec<String>,
     txt_records: Vec<(String, String)>,
+    /// Answers published for the other nodes: (kind, key).
+    published: Vec<(&'static str, String)>,
 }
 
 impl<'a> Cleanup<'a> {
@@ -46,6 +57,16 @@ impl<'a> Cleanup<'a> {
             http01_tokens: Vec::new(),
             tls_alpn01_domains: Vec::new(),
             txt_records: Vec::new(),
+            published: Vec::new(),
+        }
+    }
+
+    async fn withdraw(&mut self, store: Option<&dyn Store>) {
+        let Some(store) = store else { return };
+        for (kind, key) in self.published.drain(..) {
+            if let Err(e) = store.take_challenge(kind, &key).await {
+                warn!(%key, error = %e, "could not withdraw a published challenge answer");
+            }
         }
     }
 
@@ -70,6 +91,28 @@ impl Drop for Cleanup<'_> {
     }
 }
 
+/// Publishes an answer for the other nodes of a cluster (if any) and gives them time to pick
+/// it up: the CA may reach any of them.
+async fn publish(
+    to: &Responders<'_>,
+    cleanup: &mut Cleanup<'_>,
+    kind: ChallengeKind,
+    key: &str,
+    value: &str,
+) -> Result<(), AcmeError> {
+    let Some((store, settle)) = to.shared else {
+        return Ok(());
+    };
+    cleanup.published.push((shared_kind(kind), key.to_owned()));
+    store.put_challenge(shared_kind(kind), key, value).await?;
+    tokio::time::sleep(settle).await;
+    Ok(())
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Orders a certificate for `name` validated with `kind`, giving up after `timeout`. A renewal
 /// names the certificate it `replaces` where the CA offers renewal information (RFC 9773).
 pub(crate) async fn issue(
@@ -87,6 +130,7 @@ pub(crate) async fn issue(
     )
     .await;
     cleanup.remove_txt(to.dns).await;
+    cleanup.withdraw(to.shared.map(|(store, _)| store)).await;
     drop(cleanup);
     result.unwrap_or_else(|_| Err(AcmeError::Timeout(name.to_owned())))
 }
@@ -134,11 +178,13 @@ async fn attempt(
                 cleanup.http01_tokens.push(challenge.token.clone());
                 to.challenges
                     .add_http01(&challenge.token, key_auth.as_str());
+                publish(to, cleanup, kind, &challenge.token, key_auth.as_str()).await?;
             }
             ChallengeKind::TlsAlpn01 => {
                 cleanup.tls_alpn01_domains.push(domain.clone());
-                to.challenges
-                    .add_tls_alpn01(&domain, key_auth.digest().as_ref())?;
+                let digest = key_auth.digest();
+                to.challenges.add_tls_alpn01(&domain, digest.as_ref())?;
+                publish(to, cleanup, kind, &domain, &hex_of(digest.as_ref())).await?;
             }
             ChallengeKind::Dns01 => {
                 let dns = to

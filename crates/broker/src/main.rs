@@ -7,6 +7,7 @@ mod check;
 mod domains;
 mod domains_cmd;
 mod drain;
+mod leader;
 mod malloc;
 mod nodes_cmd;
 mod notify;

@@ -35,6 +35,10 @@ use warren_tls::{CertStore, Challenges};
 
 use crate::config::{Config, DnsConfig};
 
+/// In a cluster, how long the other nodes get to take up a challenge answer (they hear of
+/// it through a Postgres notification, in milliseconds) before the CA is told to look.
+const CHALLENGE_SETTLE: Duration = Duration::from_millis(500);
+
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(300);
 /// How often due retries and faded names are looked at when nothing wakes the task sooner.
@@ -70,6 +74,10 @@ pub struct Public {
     wake: tokio::sync::Notify,
     /// Failed provider calls, labelled with the provider's kind.
     dns_errors: warren_metrics::Counter,
+    /// Whether this node drives the DNS provider: always alone and for the built-in server
+    /// (each node answers from its own); in a cluster with a remote provider, only the node
+    /// holding the ACME lease (the others keep what is wanted, and apply it if they take over).
+    leading: std::sync::atomic::AtomicBool,
 }
 
 /// What `serve` prints about DNS.
@@ -126,13 +134,18 @@ impl Public {
             Some(a) => {
                 let key = match &a.cert_key {
                     Some(k) => KeyCipher::from_base64(k.expose())?,
+                    None if store.shared() => cluster_cert_key(&*store, config).await?,
                     None => KeyCipher::load_or_create(&config.data_dir.join("cert-key"))?,
                 };
                 let settings = acme_settings(a, key)?;
-                let manager = Arc::new(
+                let manager =
                     CertManager::new(settings, store.clone(), certs, challenges, dns.clone())
-                        .with_metrics(metrics.clone()),
-                );
+                        .with_metrics(metrics.clone());
+                let manager = Arc::new(if store.shared() {
+                    manager.clustered(CHALLENGE_SETTLE)
+                } else {
+                    manager
+                });
                 let loaded = manager.load().await?;
                 tasks.spawn(manager.clone().run(shutdown.clone()));
                 if a.wildcard {
@@ -171,6 +184,9 @@ impl Public {
             fading: Mutex::new(HashMap::new()),
             wake: tokio::sync::Notify::new(),
             dns_errors,
+            leading: std::sync::atomic::AtomicBool::new(
+                !store.shared() || matches!(p.dns, DnsConfig::None | DnsConfig::Builtin { .. }),
+            ),
         });
         tasks.spawn(public.clone().run(shutdown.clone()));
         let reserved = store.list_reservations(None).await?;
@@ -190,6 +206,24 @@ impl Public {
                 acme: acme_info,
             },
         ))
+    }
+
+    /// This node took or lost the cluster's ACME lease: it orders certificates and drives a
+    /// remote DNS provider only while it holds it.
+    pub fn set_leading(&self, leading: bool) {
+        if !matches!(self.remote_dns(), Some(false)) {
+            self.leading
+                .store(leading, std::sync::atomic::Ordering::Relaxed);
+            self.wake.notify_one();
+        }
+        if let Some(acme) = &self.acme {
+            acme.set_leading(leading);
+        }
+    }
+
+    /// `Some(true)` for Cloudflare or RFC 2136, `Some(false)` for the built-in server.
+    fn remote_dns(&self) -> Option<bool> {
+        self.dns.as_ref().map(|d| d.kind() != "builtin")
     }
 
     /// The certificate manager, when certificates are ordered (custom domains order theirs
@@ -321,6 +355,9 @@ impl Public {
             }
         }
         let Some(dns) = &self.dns else { return };
+        if !self.leading.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let due: Vec<(String, Want)> = {
             let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             pending
@@ -489,4 +526,21 @@ mod retry_tests {
             .collect();
         assert!(spread.len() > 50, "{}", spread.len());
     }
+}
+
+/// The key sealing certificates' private keys, shared by every node of a cluster through the
+/// database: the first node to need it stores its own (the `cert-key` file a single broker
+/// made, when it becomes the first node of a cluster; else a fresh one), and every node uses
+/// the stored one, so each can serve what another ordered.
+async fn cluster_cert_key(store: &dyn Store, config: &Config) -> Result<KeyCipher> {
+    let path = config.data_dir.join("cert-key");
+    let mine = match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().to_owned(),
+        Err(_) => KeyCipher::generate_base64()?,
+    };
+    let kept = store
+        .cluster_secret("cert_key", &mine)
+        .await
+        .context("cannot read the cluster's certificate key from the database")?;
+    Ok(KeyCipher::from_base64(&kept)?)
 }

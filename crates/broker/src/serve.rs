@@ -269,6 +269,20 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         &metrics,
     )
     .await?;
+    if store.shared() {
+        tasks.spawn(crate::leader::run(
+            store.clone(),
+            public.clone(),
+            metrics.clone(),
+            (config.cluster.lease / 3).max(std::time::Duration::from_millis(100)),
+            shutdown.clone(),
+        ));
+        tasks.spawn(crate::leader::mirror_challenges(
+            store.clone(),
+            challenges.clone(),
+            shutdown.clone(),
+        ));
+    }
     let (alert_tx, alert_rx) = warren_alerts::channel();
     let watcher = crate::watch::Watcher::start(
         public.clone(),

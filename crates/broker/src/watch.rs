@@ -184,6 +184,13 @@ impl Watcher {
                 self.alert(Signal::Unbind(self.tunnel(e)));
             }
             A::TunnelDisconnect => self.alert(Signal::Unbind(self.tunnel(e))),
+            // Another node of a cluster ordered or dropped one: serve what the store has now
+            // (on the node that did it, this finds nothing new).
+            A::CertIssue | A::CertDelete => {
+                if let Some(acme) = self.public.acme() {
+                    acme.refresh();
+                }
+            }
             A::DnsError => self.alert(Signal::DnsError {
                 name: e.subject.clone(),
                 error: e.detail.clone(),
@@ -207,8 +214,6 @@ impl Watcher {
             | A::SigningKeyRotate
             | A::ShareRedeem
             | A::AcmeAccount
-            | A::CertIssue
-            | A::CertDelete
             | A::DnsSet
             | A::DnsRemove => {}
             // The domains task reads every custom domain from the store each second.

@@ -219,6 +219,9 @@ pub struct Metrics {
     /// Nodes on this database whose heartbeat is within their lease, this one included (set
     /// at each heartbeat).
     pub cluster_nodes_alive: Gauge,
+    /// 1 while this node holds the cluster's ACME lease (it orders certificates and drives a
+    /// remote DNS provider for all), else 0.
+    pub cluster_acme_leader: Gauge,
     /// Tunnel names refused because a session on another live node holds them.
     pub cluster_claims_refused: Counter,
     /// Heartbeats that could not be written (the database was unreachable, or this node's
@@ -291,6 +294,7 @@ impl Metrics {
             certificates: gauge("warren_certificates", &[]),
             certificate_expiry: gauge("warren_certificate_expiry_earliest_seconds", &[]),
             cluster_nodes_alive: gauge("warren_cluster_nodes_alive", &[]),
+            cluster_acme_leader: gauge("warren_cluster_acme_leader", &[]),
             cluster_claims_refused: counter("warren_cluster_claims_refused_total", &[]),
             cluster_heartbeat_failures: counter("warren_cluster_heartbeat_failures_total", &[]),
             recorder,
@@ -427,6 +431,10 @@ fn describe(r: &dyn Recorder) {
     g(
         "warren_cluster_nodes_alive",
         "Brokers on this database whose heartbeat is within their lease, this one included.",
+    );
+    g(
+        "warren_cluster_acme_leader",
+        "1 while this node orders certificates (and drives a remote DNS provider) for the cluster.",
     );
     g("warren_ssh_sessions_live", "Authenticated SSH sessions.");
     g(

@@ -28,7 +28,9 @@ pub use action::{AuditAction, UnknownAction};
 pub use backend::{PostgresStore, SqliteStore};
 pub use domains::{CustomDomain, DomainCheck, DomainFilter, DomainStore};
 pub use error::StoreError;
-pub use nodes::{Claim, Hold, HoldEvents, HoldRoute, Join, NewNode, NodeRow, NodeStore};
+pub use nodes::{
+    Claim, Hold, HoldEvents, HoldRoute, Job, Join, Lease, NewNode, NodeRow, NodeStore,
+};
 pub use probe::{Schema, probe};
 pub use rules::{BasicUser, IpRule, NewShare, RuleStore, Rules, ShareLink};
 pub use types::{

@@ -180,6 +180,44 @@ pub trait NodeStore: Send + Sync + 'static {
     /// Holds as other nodes change them (Postgres `LISTEN`); `None` on a backend without
     /// notifications (SQLite: one node, nothing to hear).
     async fn hold_events(&self) -> Result<Option<Box<dyn HoldEvents>>>;
+    /// The cluster-wide secret `name`, storing `generated` first if there is none yet.
+    async fn cluster_secret(&self, name: &str, generated: &str) -> Result<String>;
+    /// Tries to become the one node doing `job` (a Postgres advisory lock, held by a connection
+    /// of its own for as long as the returned lease lives); `None` while another node holds
+    /// it. A database serving one node always says yes.
+    async fn lead(&self, job: Job) -> Result<Option<Box<dyn Lease>>>;
+    /// Publishes a challenge answer for the other nodes (`kind`: `http-01` or `tls-alpn-01`).
+    async fn put_challenge(&self, kind: &str, key: &str, value: &str) -> Result<()>;
+    /// Withdraws one.
+    async fn take_challenge(&self, kind: &str, key: &str) -> Result<()>;
+    /// Every published answer: (kind, key, value).
+    async fn list_challenges(&self) -> Result<Vec<(String, String, String)>>;
+    /// A wake-up each time the published answers change (Postgres `LISTEN`); `None` on SQLite.
+    async fn challenge_events(&self) -> Result<Option<Box<dyn HoldEvents>>>;
+}
+
+/// Work one node of a cluster does for all ([`NodeStore::lead`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Job {
+    /// Ordering and renewing certificates, and driving a remote DNS provider.
+    Acme,
+}
+
+impl Job {
+    /// The advisory lock's key: fixed, so every node contends for the same one.
+    fn lock_key(self) -> i64 {
+        match self {
+            // "warren" in ASCII, then the job.
+            Job::Acme => 0x7761_7272_656e_0001,
+        }
+    }
+}
+
+/// A held [`Job`]: dropping it lets go.
+#[async_trait::async_trait]
+pub trait Lease: Send {
+    /// Whether it is still held (the connection holding the lock still answers).
+    async fn held(&mut self) -> bool;
 }
 
 /// A hold's columns, as [`Hold`] reads them (a macro: sqlx takes only literal SQL).
@@ -439,28 +477,119 @@ macro_rules! impl_nodes {
             }
 
             async fn hold_events(&self) -> Result<Option<Box<dyn HoldEvents>>> {
-                self.listen_holds().await
+                self.listen(HOLDS_CHANNEL).await
+            }
+
+            async fn cluster_secret(&self, name: &str, generated: &str) -> Result<String> {
+                sqlx::query(concat!(
+                    "INSERT INTO cluster_secrets (name, value, created_at) VALUES ($1, $2, ",
+                    $now,
+                    ") ON CONFLICT (name) DO NOTHING"
+                ))
+                .bind(name)
+                .bind(generated)
+                .execute(&self.writer)
+                .await?;
+                Ok(sqlx::query_as::<_, (String,)>("SELECT value FROM cluster_secrets WHERE name = $1")
+                    .bind(name)
+                    .fetch_one(&self.writer)
+                    .await?
+                    .0)
+            }
+
+            async fn lead(&self, job: Job) -> Result<Option<Box<dyn Lease>>> {
+                self.lead_job(job).await
+            }
+
+            async fn put_challenge(&self, kind: &str, key: &str, value: &str) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO acme_challenges (kind, key, value) VALUES ($1, $2, $3) \
+                     ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(kind)
+                .bind(key)
+                .bind(value)
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            }
+
+            async fn take_challenge(&self, kind: &str, key: &str) -> Result<()> {
+                sqlx::query("DELETE FROM acme_challenges WHERE kind = $1 AND key = $2")
+                    .bind(kind)
+                    .bind(key)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(())
+            }
+
+            async fn list_challenges(&self) -> Result<Vec<(String, String, String)>> {
+                Ok(sqlx::query_as::<_, (String, String, String)>(
+                    "SELECT kind, key, value FROM acme_challenges ORDER BY kind, key",
+                )
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn challenge_events(&self) -> Result<Option<Box<dyn HoldEvents>>> {
+                self.listen(CHALLENGES_CHANNEL).await
             }
         }
     };
 }
 
 impl crate::backend::SqliteStore {
-    async fn listen_holds(&self) -> Result<Option<Box<dyn HoldEvents>>> {
+    async fn listen(&self, _channel: &str) -> Result<Option<Box<dyn HoldEvents>>> {
         Ok(None)
+    }
+
+    async fn lead_job(&self, _job: Job) -> Result<Option<Box<dyn Lease>>> {
+        Ok(Some(Box::new(Alone)))
     }
 }
 
 impl crate::backend::PostgresStore {
-    async fn listen_holds(&self) -> Result<Option<Box<dyn HoldEvents>>> {
+    async fn listen(&self, channel: &str) -> Result<Option<Box<dyn HoldEvents>>> {
         let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
-        listener.listen(HOLDS_CHANNEL).await?;
+        listener.listen(channel).await?;
         Ok(Some(Box::new(PgHoldEvents(listener))))
+    }
+
+    async fn lead_job(&self, job: Job) -> Result<Option<Box<dyn Lease>>> {
+        // A connection of its own, out of the pool: the lock lives as long as it does, and
+        // dies with it when this process does.
+        let mut conn = self.pool.acquire().await?.detach();
+        let (got,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
+            .bind(job.lock_key())
+            .fetch_one(&mut conn)
+            .await?;
+        Ok(got.then(|| Box::new(PgLease(conn)) as Box<dyn Lease>))
     }
 }
 
 /// The channel the `holds_notify` trigger (migration 0011) notifies on.
 const HOLDS_CHANNEL: &str = "warren_holds";
+/// The channel the `challenges_notify` trigger (migration 0012) notifies on.
+const CHALLENGES_CHANNEL: &str = "warren_challenges";
+
+/// The lease of the only node there is.
+struct Alone;
+
+#[async_trait::async_trait]
+impl Lease for Alone {
+    async fn held(&mut self) -> bool {
+        true
+    }
+}
+
+struct PgLease(sqlx::PgConnection);
+
+#[async_trait::async_trait]
+impl Lease for PgLease {
+    async fn held(&mut self) -> bool {
+        sqlx::query("SELECT 1").execute(&mut self.0).await.is_ok()
+    }
+}
 
 struct PgHoldEvents(sqlx::postgres::PgListener);
 

@@ -51,6 +51,18 @@ impl CertManager {
     async fn tick(&self) -> Duration {
         let requested =
             std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner));
+        if !self.leading() {
+            // Another node orders for the cluster (it hears of every name through the same
+            // audit log); this one serves what that one stores.
+            match self.store.list_certificates().await {
+                Ok(rows) => {
+                    self.sync(&rows);
+                    self.prune(&rows);
+                }
+                Err(e) => warn!(error = %e, "certificate manager cannot read the store"),
+            }
+            return MAX_SLEEP;
+        }
         // (order of arrival: the row's id if it has one, so names that waited longest go
         // first; then names new to the store in the order they were asked for)
         let mut wanted: Vec<(i64, Candidate)> = Vec::new();
