@@ -239,11 +239,18 @@ def drop_postgres_database(url):
                     f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], capture_output=True, timeout=20)
 
 
+NOFILE = 65536
+
+
 def raise_nofile():
-    """Idle-tunnel runs hold thousands of sockets: lift the soft fd limit to the hard one."""
+    """Idle-tunnel runs hold thousands of sockets: lift the fd limit to NOFILE where allowed
+    (root may raise the hard limit, as systemd's LimitNOFILE does), else the soft one to the hard."""
     import resource
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(NOFILE, hard), max(NOFILE, hard)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def sandhole_binary():
