@@ -593,3 +593,143 @@ async fn one_node_orders_every_node_answers_and_serves_the_certificate() -> Resu
     drop(ssh);
     Ok(())
 }
+
+/// deploy/cluster/haproxy.cfg with its three `warren-N` servers at `nodes`' ports on this
+/// machine and its frontends on free ports: (config text, ssh port, http port).
+fn haproxy_config(nodes: &[&TestBroker]) -> Result<(String, u16, u16)> {
+    let template = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/cluster/haproxy.cfg"
+    ))?;
+    let free = || crate::public::pebble::free_port().port();
+    let (ssh, http, https) = (free(), free(), free());
+    let mut out = String::new();
+    for line in template.lines() {
+        let t = line.trim_start();
+        let line = if let Some(rest) = t.strip_prefix("server warren-") {
+            let i: usize = rest[..1].parse()?;
+            let node = nodes.get(i - 1).context("a node per server line")?;
+            let port = if rest.contains(":2222") {
+                node.ssh_port
+            } else if rest.contains(":80 ") {
+                node.http_port
+            } else {
+                node.https_port
+            };
+            format!("    server warren-{i} 127.0.0.1:{port} check inter 500ms fall 2 rise 2")
+        } else if t == "bind :2222" {
+            format!("    bind 127.0.0.1:{ssh}")
+        } else if t == "bind :80" {
+            format!("    bind 127.0.0.1:{http}")
+        } else if t == "bind :443" {
+            format!("    bind 127.0.0.1:{https}")
+        } else {
+            line.to_owned()
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    Ok((out, ssh, http))
+}
+
+/// The deployed HAProxy layout, run for real: three nodes behind deploy/cluster/haproxy.cfg
+/// (its servers pointed at this machine's ports). The owner connects through HAProxy to
+/// whichever node it picks, visitors through HAProxy are spread over all three (two of them
+/// forwarding to the holder), and after `kill -9` of the holder the owner's reconnect loop
+/// comes back through HAProxy on a live node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_spreads_owners_and_visitors_over_the_nodes() -> Result<()> {
+    let flags = |name: &'static str| -> Vec<String> {
+        [
+            "--node-name",
+            name,
+            "--node-lease-secs",
+            LEASE_SECS,
+            "--cluster-listen",
+            "127.0.0.1:0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let f1 = flags("n1");
+    let n1 = TestBroker::start_with(Db::Postgres, &as_refs(&f1)).await?;
+    let f2 = flags("n2");
+    let n2 = n1.beside(&as_refs(&f2)).await?;
+    let f3 = flags("n3");
+    let n3 = n1.beside(&as_refs(&f3)).await?;
+    let (config, ssh_port, http_port) = haproxy_config(&[&n1, &n2, &n3])?;
+    let dir = tempfile::tempdir()?;
+    let cfg = dir.path().join("haproxy.cfg");
+    std::fs::write(&cfg, &config)?;
+    let _haproxy = tokio::process::Command::new("haproxy")
+        .args(["-db", "-f"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("haproxy (Debian package haproxy)")?;
+
+    let alice = n1.user_with_key("alice")?;
+    let origin = Origin::start("alice").await?;
+    let spec = format!("app:80:{}", origin.target());
+    let owner = eventually("alice through HAProxy", DEADLINE, || async {
+        let ssh = Ssh::spawn_port(ssh_port, &alice, &["-R", &spec]).ok()?;
+        ssh.url(0).await.ok().map(|_| ssh)
+    })
+    .await?;
+    // Twelve visitors through HAProxy, round-robin over the three nodes: every one served.
+    for _ in 0..12 {
+        served_through(http_port, 200).await?;
+    }
+    let mut holder = None;
+    for (i, node) in [&n1, &n2, &n3].into_iter().enumerate() {
+        if crate::flood::metric(node, "warren_tunnels_live{kind=\"http\"}").await? >= 1.0 {
+            holder = Some(i);
+        }
+    }
+    let holder = holder.context("one node holds alice's tunnel")?;
+    let mut nodes = [Some(n1), Some(n2), Some(n3)];
+    let mut dead = nodes[holder].take().context("holder")?;
+    dead.kill();
+    drop(owner);
+    let killed = Instant::now();
+    let mut tries = 0;
+    let _back = eventually("alice back through HAProxy", DEADLINE, || {
+        tries += 1;
+        let (alice, spec) = (alice.clone(), spec.clone());
+        async move {
+            let ssh = Ssh::spawn_port(ssh_port, &alice, &["-R", &spec]).ok()?;
+            ssh.url(0).await.ok().map(|_| ssh)
+        }
+    })
+    .await?;
+    println!(
+        "haproxy: alice back through HAProxy {:.2} s after kill -9 of node {} ({tries} attempts, lease {LEASE_SECS} s)",
+        killed.elapsed().as_secs_f64(),
+        holder + 1
+    );
+    for _ in 0..6 {
+        served_through(http_port, 200).await?;
+    }
+    drop(nodes);
+    drop(dead);
+    Ok(())
+}
+
+/// A visitor through HAProxy's HTTP frontend gets `want` from alice's tunnel.
+async fn served_through(port: u16, want: u16) -> Result<()> {
+    let (status, text) = eventually("a visitor through HAProxy", DEADLINE, || async move {
+        get_from("127.0.0.1", port, "app.localhost", "/")
+            .await
+            .ok()
+            .filter(|(s, _)| *s == want)
+    })
+    .await?;
+    assert!(
+        status == 200 && text.ends_with("hello from alice"),
+        "{text}"
+    );
+    Ok(())
+}
