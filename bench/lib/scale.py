@@ -19,6 +19,7 @@ import tomllib
 import urllib.request
 
 import measure
+import systems
 from systems import http_ok, log, raise_nofile, ssh_tunnel, wait_until, free_port
 
 PER_OWNER = 20
@@ -48,11 +49,14 @@ def deployed_limits(repo, path):
 class Broker:
     """A broker on a data directory that outlives it (killed and started again)."""
 
-    def __init__(self, procs, tmp, binary, config):
+    def __init__(self, procs, tmp, binary, config, database_url=None, node=None):
         self.procs, self.binary, self.config = procs, binary, config
         self.data = os.path.join(tmp, "broker")
         self.env = dict(os.environ, BROKER_DATA_DIR=self.data, BROKER_LOG="warn", BROKER_CONFIG=config)
         self.env.pop("BROKER_DATABASE_URL", None)
+        if database_url:
+            self.env["BROKER_DATABASE_URL"] = database_url
+        self.node = node
         self.ports = {"ssh": free_port(), "http": free_port(), "https": free_port(), "admin": free_port()}
         self.proc = None
 
@@ -64,6 +68,7 @@ class Broker:
         self.proc = self.procs.start(
             [self.binary, "--ssh-addr", f"127.0.0.1:{p['ssh']}", "--http-addr", f"127.0.0.1:{p['http']}",
              "--https-addr", f"127.0.0.1:{p['https']}", "--admin-addr", f"127.0.0.1:{p['admin']}", "--public-scheme", "http",
+             *(["--node-name", self.node, "--cluster-listen", "127.0.0.1:0"] if self.node else []),
              "serve"],
             env=self.env, stdout=subprocess.DEVNULL, preexec_fn=raise_nofile)
         def up():
@@ -239,20 +244,108 @@ def run(procs, tmp, repo, binary, origin, n, visitors, idle_s=10):
         probe=measure.named_probe(broker.ports["http"], "localhost", "h"), idle_s=idle_s, keep=True)
     result["hold"] = held
     log(f"  held: {held}")
-    hosts = [f"h{i}.localhost" for i in range(min(n, 100))]
-    # Held idle for 5 s: well within the deployed header_timeout_secs (20 s), past which the
-    # broker closes a keep-alive connection that asks nothing more.
-    result["visitors"] = idle_visitors(broker.proc.pid, broker.ports["http"], hosts, visitors, 5)
-    log(f"  idle visitors: {result['visitors']}")
     clients, result["storm"] = storm(procs, broker, key_of, origin, n, clients)
     log(f"  storm: {result['storm']}")
     time.sleep(idle_s)  # settle: what the storm left behind in RSS
     rss, _ = measure.proc_status(broker.proc.pid)
     result["storm"]["rss_kib_after"] = rss
-    for c in clients:
+    # Idle visitors over the first 100 tunnels, the others closed first: 10,000 tunnels and
+    # 10,000 visitors at once take more descriptors than a process may have here (20,000).
+    keep = min(n, SPREAD_OVER)
+    for c in clients[keep:]:
         c.terminate()
-    for c in clients:
+    for c in clients[keep:]:
+        c.wait()
+    wait_until(f"{keep} tunnels left", lambda: broker.live_tunnels() <= keep, timeout=120)
+    time.sleep(idle_s + 2)  # past a malloc_trim: what the storm's sessions left is given back
+    hosts = [f"h{i}.localhost" for i in range(keep)]
+    # Held idle for 5 s: well within the deployed header_timeout_secs (20 s), past which the
+    # broker closes a keep-alive connection that asks nothing more.
+    result["visitors"] = idle_visitors(broker.proc.pid, broker.ports["http"], hosts, visitors, 5)
+    log(f"  idle visitors: {result['visitors']}")
+    for c in clients[:keep]:
+        c.terminate()
+    for c in clients[:keep]:
         c.wait()
     broker.proc.terminate()
     broker.proc.wait()
     return result
+
+
+SPREAD_OVER = 100
+
+
+def pg_transactions(url):
+    """Transactions the database has counted (Postgres statistics): what the nodes asked of it."""
+    name = url.rsplit("/", 1)[1]
+    out = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", name, "-tAc",
+                          "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"],
+                         check=True, capture_output=True, text=True, timeout=20)
+    return int(out.stdout.strip())
+
+
+def cluster(procs, tmp, repo, binary, origin, n, nodes, idle_s=10):
+    """`--scale --nodes K`: n tunnels spread over K nodes on one Postgres (tunnel i on node i mod
+    K, its probes through the next node: the cross-node hop), under the deployed limits. Per
+    node: RSS per tunnel it holds; the claim rate while they came up; and what the nodes ask of
+    Postgres at rest (transactions per second over `idle_s`, and per 1,000 tunnels)."""
+    url = systems.postgres_database(tmp)
+    if not url:
+        raise measure.Failure("--nodes needs Postgres on 127.0.0.1:5432")
+    try:
+        config = os.path.join(tmp, "limits.toml")
+        limits = deployed_limits(repo, config)
+        brokers = [Broker(procs, os.path.join(tmp, f"n{j}"), binary, config, url, f"n{j}") for j in range(nodes)]
+        brokers[0].cli("migrate")
+        key_of = owners(brokers[0], tmp, n)
+        for b in brokers:
+            b.start()
+        log(f"cluster: {n} tunnels over {nodes} nodes")
+        rss0 = [measure.proc_status(b.proc.pid)[0] for b in brokers]
+        clients = []
+        t0 = time.time()
+        for i in range(n):
+            b = brokers[i % nodes]
+            clients.append(ssh_tunnel(procs, b.ports["ssh"], key_of(i), origin, f"h{i}:80"))
+            if i % 50 == 49:
+                time.sleep(0.2)
+                j = i - measure.IN_FLIGHT
+                if j >= 0:
+                    via = brokers[(j + 1) % nodes].ports["http"]
+                    wait_until(f"tunnel {j} answers through another node",
+                               lambda: http_ok(via, f"h{j}.localhost"), timeout=120)
+        end = time.time() + max(300, n / 10)
+        while sum(b.live_tunnels() for b in brokers) < n:
+            if time.time() > end:
+                raise measure.Failure(f"only {sum(b.live_tunnels() for b in brokers):.0f} of {n} tunnels up")
+            time.sleep(0.5)
+        up_s = time.time() - t0
+        for i in random.sample(range(n), min(n, 50)):
+            via = brokers[(i + 1) % nodes].ports["http"]
+            wait_until(f"tunnel {i} answers on another node", lambda: http_ok(via, f"h{i}.localhost"), timeout=60)
+        rss1 = [measure.proc_status(b.proc.pid)[0] for b in brokers]
+        x0 = pg_transactions(url)
+        time.sleep(idle_s)
+        x1 = pg_transactions(url)
+        rss2 = [measure.proc_status(b.proc.pid)[0] for b in brokers]
+        held = [b.live_tunnels() for b in brokers]
+        per_s = (x1 - x0) / idle_s
+        result = {
+            "limits": limits, "tunnels": n, "nodes": nodes, "connect_s": round(up_s, 1),
+            "claims_per_s": round(n / up_s, 1),
+            "per_node": [{"node": b.node, "tunnels": int(h), "rss_kib_before": r0, "rss_kib_idle": r2,
+                          "rss_kib_per_tunnel": round((r2 - r0) / max(h, 1), 1)}
+                         for b, h, r0, r2 in zip(brokers, held, rss0, rss2)],
+            "pg_transactions_per_s_at_rest": round(per_s, 2),
+            "pg_transactions_per_s_per_1000_tunnels": round(per_s / (n / 1000), 3),
+        }
+        for c in clients:
+            c.terminate()
+        for c in clients:
+            c.wait()
+        for b in brokers:
+            b.proc.terminate()
+            b.proc.wait()
+        return result
+    finally:
+        systems.drop_postgres_database(url)
