@@ -144,23 +144,28 @@ impl Handler for Connection {
         _user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        if self.penalised() {
-            return Ok(Auth::reject());
-        }
-        // A disabled user's key is accepted here so that the client proves it holds the
-        // key; only then is it told why it may not log in (`auth_publickey`).
-        Ok(match self.check_key(offer.public_key).await {
-            KeyCheck::Ok(_) | KeyCheck::Disabled(_) => Auth::Accept,
-            // An unknown key may pair, once it has proven it holds the private half: ask for
-            // the signature (`auth_publickey` decides).
-            KeyCheck::Unknown if self.may_pair() => Auth::Accept,
-            KeyCheck::Unknown => {
-                self.server.metrics.auth_failure(AuthFailure::UnknownKey);
-                self.auth_failed();
-                Auth::reject()
+        // Boxed: the session task holds the largest of its handler calls inline for
+        // its whole life, idle or not (see ARCHITECTURE, "memory per tunnel").
+        Box::pin(async move {
+            if self.penalised() {
+                return Ok(Auth::reject());
             }
-            KeyCheck::Refused => Auth::reject(),
+            // A disabled user's key is accepted here so that the client proves it holds the
+            // key; only then is it told why it may not log in (`auth_publickey`).
+            Ok(match self.check_key(offer.public_key).await {
+                KeyCheck::Ok(_) | KeyCheck::Disabled(_) => Auth::Accept,
+                // An unknown key may pair, once it has proven it holds the private half: ask for
+                // the signature (`auth_publickey` decides).
+                KeyCheck::Unknown if self.may_pair() => Auth::Accept,
+                KeyCheck::Unknown => {
+                    self.server.metrics.auth_failure(AuthFailure::UnknownKey);
+                    self.auth_failed();
+                    Auth::reject()
+                }
+                KeyCheck::Refused => Auth::reject(),
+            })
         })
+        .await
     }
 
     async fn auth_publickey(
@@ -168,45 +173,50 @@ impl Handler for Connection {
         _user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        if self.penalised() {
-            return Ok(Auth::reject());
-        }
-        match self.check_key(key.public_key).await {
-            KeyCheck::Ok(user) => {
-                let fp = key.public_key.fingerprint(HashAlg::Sha256).to_string();
-                info!(user = %user.name, key = %fp, "authenticated");
-                let mut s = self.tunnels.lock();
-                s.user = Some(user);
-                s.key = Some(fp);
-                Ok(Auth::Accept)
+        // Boxed: the session task holds the largest of its handler calls inline for
+        // its whole life, idle or not (see ARCHITECTURE, "memory per tunnel").
+        Box::pin(async move {
+            if self.penalised() {
+                return Ok(Auth::reject());
             }
-            KeyCheck::Disabled(user) => {
-                self.server.metrics.auth_failure(AuthFailure::DisabledUser);
-                self.auth_failed();
-                self.refusal = Some(format!(
-                    "Warren: user {:?} is disabled; ask the operator.",
-                    user.name
-                ));
-                Ok(Auth::reject())
-            }
-            KeyCheck::Unknown if self.may_pair() => {
-                // Rejected for now, so that a client holding a registered key as well goes on
-                // to offer it; if it runs out, keyboard-interactive shows the pairing code.
-                // It counts as a failure against the address all the same: otherwise a scanner
-                // would guess one key per connection for free.
-                self.auth_failed();
-                if let Some(candidate) = self.candidate(key.public_key) {
-                    self.pairing = Pairing::Candidate(candidate);
+            match self.check_key(key.public_key).await {
+                KeyCheck::Ok(user) => {
+                    let fp = key.public_key.fingerprint(HashAlg::Sha256).to_string();
+                    info!(user = %user.name, key = %fp, "authenticated");
+                    let mut s = self.tunnels.lock();
+                    s.user = Some(user);
+                    s.key = Some(fp);
+                    Ok(Auth::Accept)
                 }
-                Ok(Auth::reject())
+                KeyCheck::Disabled(user) => {
+                    self.server.metrics.auth_failure(AuthFailure::DisabledUser);
+                    self.auth_failed();
+                    self.refusal = Some(format!(
+                        "Warren: user {:?} is disabled; ask the operator.",
+                        user.name
+                    ));
+                    Ok(Auth::reject())
+                }
+                KeyCheck::Unknown if self.may_pair() => {
+                    // Rejected for now, so that a client holding a registered key as well goes on
+                    // to offer it; if it runs out, keyboard-interactive shows the pairing code.
+                    // It counts as a failure against the address all the same: otherwise a scanner
+                    // would guess one key per connection for free.
+                    self.auth_failed();
+                    if let Some(candidate) = self.candidate(key.public_key) {
+                        self.pairing = Pairing::Candidate(candidate);
+                    }
+                    Ok(Auth::reject())
+                }
+                KeyCheck::Unknown => {
+                    self.server.metrics.auth_failure(AuthFailure::UnknownKey);
+                    self.auth_failed();
+                    Ok(Auth::reject())
+                }
+                KeyCheck::Refused => Ok(Auth::reject()),
             }
-            KeyCheck::Unknown => {
-                self.server.metrics.auth_failure(AuthFailure::UnknownKey);
-                self.auth_failed();
-                Ok(Auth::reject())
-            }
-            KeyCheck::Refused => Ok(Auth::reject()),
-        }
+        })
+        .await
     }
 
     async fn auth_keyboard_interactive<'a>(
@@ -278,19 +288,24 @@ impl Handler for Connection {
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if self.session_channel.is_some() {
-            // One terminal per connection is plenty.
-            reply
-                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
-                .await;
-            return Ok(());
-        }
-        reply.accept().await;
-        // The tunnel log attaches once the client asks for a shell: a command (exec) gets the
-        // channel to itself.
-        self.session_channel = Some(channel.id());
-        let _ = session;
-        Ok(())
+        // Boxed: the session task holds the largest of its handler calls inline for
+        // its whole life, idle or not (see ARCHITECTURE, "memory per tunnel").
+        Box::pin(async move {
+            if self.session_channel.is_some() {
+                // One terminal per connection is plenty.
+                reply
+                    .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                    .await;
+                return Ok(());
+            }
+            reply.accept().await;
+            // The tunnel log attaches once the client asks for a shell: a command (exec) gets the
+            // channel to itself.
+            self.session_channel = Some(channel.id());
+            let _ = session;
+            Ok(())
+        })
+        .await
     }
 
     async fn pty_request(
@@ -339,28 +354,33 @@ impl Handler for Connection {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if Some(channel) != self.session_channel || self.pending.is_some() {
-            return session.channel_failure(channel);
-        }
-        let line =
-            String::from_utf8_lossy(&data[..data.len().min(commands::MAX_INPUT)]).into_owned();
-        let args = match commands::split(&line) {
-            Ok(args) => args,
-            Err(why) => vec!["--bad-command".into(), why],
-        };
-        if args.is_empty() || self.server.tenants.is_none() || self.tunnels.user().is_none() {
-            // An empty command is a shell: show the tunnel log (and a key waiting on a
-            // pairing may run nothing yet).
-            return self.shell_request(channel, session).await;
-        }
-        session.channel_success(channel)?;
-        info!(session = self.id, user = ?self.tunnels.user().map(|u| u.name), command = %args[0].chars().take(32).collect::<String>(), "ssh command");
-        if commands::reads_stdin(&args) {
-            self.pending = Some((channel, args, Vec::new()));
-        } else {
-            self.run_command(channel, args, Vec::new(), session);
-        }
-        Ok(())
+        // Boxed: the session task holds the largest of its handler calls inline for
+        // its whole life, idle or not (see ARCHITECTURE, "memory per tunnel").
+        Box::pin(async move {
+            if Some(channel) != self.session_channel || self.pending.is_some() {
+                return session.channel_failure(channel);
+            }
+            let line =
+                String::from_utf8_lossy(&data[..data.len().min(commands::MAX_INPUT)]).into_owned();
+            let args = match commands::split(&line) {
+                Ok(args) => args,
+                Err(why) => vec!["--bad-command".into(), why],
+            };
+            if args.is_empty() || self.server.tenants.is_none() || self.tunnels.user().is_none() {
+                // An empty command is a shell: show the tunnel log (and a key waiting on a
+                // pairing may run nothing yet).
+                return self.shell_request(channel, session).await;
+            }
+            session.channel_success(channel)?;
+            info!(session = self.id, user = ?self.tunnels.user().map(|u| u.name), command = %args[0].chars().take(32).collect::<String>(), "ssh command");
+            if commands::reads_stdin(&args) {
+                self.pending = Some((channel, args, Vec::new()));
+            } else {
+                self.run_command(channel, args, Vec::new(), session);
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn channel_eof(
@@ -465,31 +485,36 @@ impl Handler for Connection {
         port: &mut u32,
         session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        let user = match self.tunnels.user() {
-            Some(user) => user,
-            // A key waiting on a pairing: the forward is recorded and bound on approval (unless
-            // the approval landed just now).
-            None => match self.wait_forward(address, port) {
-                Some(answer) => return Ok(answer),
-                None => match self.tunnels.user() {
-                    Some(user) => user,
-                    None => return Ok(false),
+        // Boxed: the session task holds the largest of its handler calls inline for
+        // its whole life, idle or not (see ARCHITECTURE, "memory per tunnel").
+        Box::pin(async move {
+            let user = match self.tunnels.user() {
+                Some(user) => user,
+                // A key waiting on a pairing: the forward is recorded and bound on approval (unless
+                // the approval landed just now).
+                None => match self.wait_forward(address, port) {
+                    Some(answer) => return Ok(answer),
+                    None => match self.tunnels.user() {
+                        Some(user) => user,
+                        None => return Ok(false),
+                    },
                 },
-            },
-        };
-        let asked = *port;
-        let t = &self.tunnels;
-        let granted = match t.grant(&user, address, asked).await {
-            Ok(grant) => t.bind(&user, address, port, grant, session.handle()).await,
-            Err(refusal) => Err(refusal),
-        };
-        match granted {
-            Ok(()) => Ok(true),
-            Err(refusal) => {
-                t.refuse(address, asked, refusal).await;
-                Ok(false)
+            };
+            let asked = *port;
+            let t = &self.tunnels;
+            let granted = match t.grant(&user, address, asked).await {
+                Ok(grant) => t.bind(&user, address, port, grant, session.handle()).await,
+                Err(refusal) => Err(refusal),
+            };
+            match granted {
+                Ok(()) => Ok(true),
+                Err(refusal) => {
+                    t.refuse(address, asked, refusal).await;
+                    Ok(false)
+                }
             }
-        }
+        })
+        .await
     }
 
     async fn cancel_tcpip_forward(
@@ -498,24 +523,29 @@ impl Handler for Connection {
         port: u32,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        let removed = self.tunnels.lock().forwards.remove(address, port);
-        let Some(fwd) = removed else {
-            return Ok(self.cancel_waiting(address, port));
-        };
-        self.tunnels.release(&fwd);
-        self.console.line(format!(
-            "closed {}",
-            self.server.public_url(fwd.kind, &fwd.name)
-        ));
-        let detail = fwd
-            .sticky
-            .as_ref()
-            .map(StickyKey::to_detail)
-            .unwrap_or_default();
-        self.tunnels
-            .audit(AuditAction::TunnelUnbind, &fwd.name, detail)
-            .await;
-        Ok(true)
+        // Boxed: the session task holds the largest of its handler calls inline for
+        // its whole life, idle or not (see ARCHITECTURE, "memory per tunnel").
+        Box::pin(async move {
+            let removed = self.tunnels.lock().forwards.remove(address, port);
+            let Some(fwd) = removed else {
+                return Ok(self.cancel_waiting(address, port));
+            };
+            self.tunnels.release(&fwd);
+            self.console.line(format!(
+                "closed {}",
+                self.server.public_url(fwd.kind, &fwd.name)
+            ));
+            let detail = fwd
+                .sticky
+                .as_ref()
+                .map(StickyKey::to_detail)
+                .unwrap_or_default();
+            self.tunnels
+                .audit(AuditAction::TunnelUnbind, &fwd.name, detail)
+                .await;
+            Ok(true)
+        })
+        .await
     }
 }
 
