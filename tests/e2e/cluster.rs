@@ -31,7 +31,12 @@ fn node<'a>(all: &'a [Value], name: &str) -> Option<&'a Value> {
 /// One attempt of `bob` to forward `spec` through `broker`: the session when it was granted,
 /// `None` when it was refused (ssh exits: `ExitOnForwardFailure`).
 async fn attempt(broker: &TestBroker, key: &std::path::Path, spec: &str) -> Option<Ssh> {
-    let ssh = Ssh::spawn(broker, key, &["-R", spec]).ok()?;
+    attempt_port(broker.ssh_port, key, spec).await
+}
+
+/// [`attempt`] through whatever listens on `port` (a load balancer).
+async fn attempt_port(port: u16, key: &std::path::Path, spec: &str) -> Option<Ssh> {
+    let ssh = Ssh::spawn_port(port, key, &["-R", spec]).ok()?;
     let end = Instant::now() + Duration::from_secs(10);
     while Instant::now() < end {
         let out = ssh.out.lock().ok()?.clone();
@@ -617,6 +622,10 @@ fn haproxy_config(nodes: &[&TestBroker]) -> Result<(String, u16, u16)> {
                 node.https_port
             };
             format!("    server warren-{i} 127.0.0.1:{port} check inter 500ms fall 2 rise 2")
+        } else if t.starts_with("maxconn ") {
+            // Two descriptors per connection: the deployed figure needs a higher open-file
+            // limit than a test process has.
+            "    maxconn 4000".to_owned()
         } else if t == "bind :2222" {
             format!("    bind 127.0.0.1:{ssh}")
         } else if t == "bind :80" {
@@ -674,9 +683,8 @@ async fn haproxy_spreads_owners_and_visitors_over_the_nodes() -> Result<()> {
     let alice = n1.user_with_key("alice")?;
     let origin = Origin::start("alice").await?;
     let spec = format!("app:80:{}", origin.target());
-    let owner = eventually("alice through HAProxy", DEADLINE, || async {
-        let ssh = Ssh::spawn_port(ssh_port, &alice, &["-R", &spec]).ok()?;
-        ssh.url(0).await.ok().map(|_| ssh)
+    let owner = eventually("alice through HAProxy", DEADLINE, || {
+        attempt_port(ssh_port, &alice, &spec)
     })
     .await?;
     // Twelve visitors through HAProxy, round-robin over the three nodes: every one served.
@@ -698,11 +706,7 @@ async fn haproxy_spreads_owners_and_visitors_over_the_nodes() -> Result<()> {
     let mut tries = 0;
     let _back = eventually("alice back through HAProxy", DEADLINE, || {
         tries += 1;
-        let (alice, spec) = (alice.clone(), spec.clone());
-        async move {
-            let ssh = Ssh::spawn_port(ssh_port, &alice, &["-R", &spec]).ok()?;
-            ssh.url(0).await.ok().map(|_| ssh)
-        }
+        attempt_port(ssh_port, &alice, &spec)
     })
     .await?;
     println!(
