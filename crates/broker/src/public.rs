@@ -494,6 +494,23 @@ fn retry_delay(failures: u32, unit: f64) -> Duration {
     step / 2 + step.mul_f64(unit.clamp(0.0, 1.0) / 2.0)
 }
 
+/// The key sealing certificates' private keys, shared by every node of a cluster through the
+/// database: the first node to need it stores its own (the `cert-key` file a single broker
+/// made, when it becomes the first node of a cluster; else a fresh one), and every node uses
+/// the stored one, so each can serve what another ordered.
+async fn cluster_cert_key(store: &dyn Store, config: &Config) -> Result<KeyCipher> {
+    let path = config.data_dir.join("cert-key");
+    let mine = match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().to_owned(),
+        Err(_) => KeyCipher::generate_base64()?,
+    };
+    let kept = store
+        .cluster_secret("cert_key", &mine)
+        .await
+        .context("cannot read the cluster's certificate key from the database")?;
+    Ok(KeyCipher::from_base64(&kept)?)
+}
+
 #[cfg(test)]
 mod retry_tests {
     use super::*;
@@ -526,21 +543,4 @@ mod retry_tests {
             .collect();
         assert!(spread.len() > 50, "{}", spread.len());
     }
-}
-
-/// The key sealing certificates' private keys, shared by every node of a cluster through the
-/// database: the first node to need it stores its own (the `cert-key` file a single broker
-/// made, when it becomes the first node of a cluster; else a fresh one), and every node uses
-/// the stored one, so each can serve what another ordered.
-async fn cluster_cert_key(store: &dyn Store, config: &Config) -> Result<KeyCipher> {
-    let path = config.data_dir.join("cert-key");
-    let mine = match std::fs::read_to_string(&path) {
-        Ok(text) => text.trim().to_owned(),
-        Err(_) => KeyCipher::generate_base64()?,
-    };
-    let kept = store
-        .cluster_secret("cert_key", &mine)
-        .await
-        .context("cannot read the cluster's certificate key from the database")?;
-    Ok(KeyCipher::from_base64(&kept)?)
 }
