@@ -309,6 +309,9 @@ def cluster(procs, tmp, repo, binary, origin, n, nodes, idle_s=10):
             clients.append(ssh_tunnel(procs, b.ports["ssh"], key_of(i), origin, f"h{i}:80"))
             if i % 50 == 49:
                 time.sleep(0.2)
+                dead = [c for c in clients[-50:] if c.poll() is not None]
+                if dead:
+                    raise measure.Failure(f"{len(dead)} ssh clients exited while connecting (tunnel {i + 1} of {n})")
                 j = i - measure.IN_FLIGHT
                 if j >= 0:
                     via = brokers[(j + 1) % nodes].ports["http"]
@@ -316,6 +319,9 @@ def cluster(procs, tmp, repo, binary, origin, n, nodes, idle_s=10):
                                lambda: http_ok(via, f"h{j}.localhost"), timeout=120)
         end = time.time() + max(300, n / 10)
         while sum(b.live_tunnels() for b in brokers) < n:
+            dead = sum(1 for c in clients if c.poll() is not None)
+            if dead:
+                raise measure.Failure(f"{dead} of {n} ssh clients exited before all tunnels were up")
             if time.time() > end:
                 raise measure.Failure(f"only {sum(b.live_tunnels() for b in brokers):.0f} of {n} tunnels up")
             time.sleep(0.5)

@@ -98,7 +98,16 @@ impl Routes {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 event = next(&mut events) => match event {
-                    Ok(Some(name)) => self.refresh(&name).await,
+                    Ok(Some(name)) => {
+                        // A burst (a reconnect storm's claims) is read in one query: the names
+                        // notified within BATCH_WINDOW, up to BATCH_MAX.
+                        let mut names = vec![name];
+                        let lost = gather(&mut events, &mut names).await;
+                        self.refresh(names).await;
+                        if lost {
+                            self.version = None;
+                        }
+                    }
                     Ok(None) => self.version = None,
                     Err(e) => {
                         warn!(error = %e, "lost the database's notifications; reconnecting");
@@ -112,13 +121,24 @@ impl Routes {
         }
     }
 
-    /// One name's row changed: read it and apply it.
-    async fn refresh(&mut self, name: &str) {
-        match self.membership.store.hold_route(name).await {
-            Ok(Some(row)) => self.apply(row),
-            Ok(None) => self.released(name),
+    /// These names' rows changed: read them and apply them (a name without a row was
+    /// released).
+    async fn refresh(&mut self, mut names: Vec<String>) {
+        names.sort_unstable();
+        names.dedup();
+        match self.membership.store.hold_routes_of(&names).await {
+            Ok(rows) => {
+                let found: std::collections::HashSet<String> =
+                    rows.iter().map(|r| r.name.clone()).collect();
+                for row in rows {
+                    self.apply(row);
+                }
+                for name in names.iter().filter(|n| !found.contains(*n)) {
+                    self.released(name);
+                }
+            }
             Err(e) => {
-                warn!(%name, error = %e, "cannot read a changed hold; reading all at the next tick");
+                warn!(names = names.len(), error = %e, "cannot read changed holds; reading all at the next tick");
                 self.version = None;
             }
         }
@@ -268,6 +288,29 @@ impl Routes {
             self.registry.park_remote(name, k.owner, self.grace);
         }
     }
+}
+
+/// How long a burst of notifications is gathered into one read.
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
+/// The most names read at once.
+const BATCH_MAX: usize = 500;
+
+/// Adds to `names` what else is notified within [`BATCH_WINDOW`]; true when the connection
+/// was lost meanwhile (notifications may be missing).
+async fn gather(events: &mut Option<Box<dyn HoldEvents>>, names: &mut Vec<String>) -> bool {
+    let Some(listening) = events.as_mut() else {
+        return false;
+    };
+    let until = tokio::time::Instant::now() + BATCH_WINDOW;
+    while names.len() < BATCH_MAX {
+        match tokio::time::timeout_at(until, listening.next()).await {
+            Ok(Ok(Some(name))) => names.push(name),
+            // Lost or failed: whatever was missed is read in full at the next tick.
+            Ok(Ok(None)) | Ok(Err(_)) => return true,
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 /// The next notification, or never when there is no listener.

@@ -168,6 +168,9 @@ pub trait NodeStore: Send + Sync + 'static {
     async fn hold_route(&self, name: &str) -> Result<Option<HoldRoute>>;
     /// Every hold with its node's address and liveness.
     async fn hold_routes(&self) -> Result<Vec<HoldRoute>>;
+    /// The holds of these names (those that exist), with their nodes' addresses and liveness:
+    /// one query for a burst of changes.
+    async fn hold_routes_of(&self, names: &[String]) -> Result<Vec<HoldRoute>>;
     /// (rows, highest change number): differs from an earlier reading whenever any hold was
     /// written or removed since, so a node can tell without reading them all.
     async fn holds_version(&self) -> Result<(i64, i64)>;
@@ -253,7 +256,7 @@ macro_rules! node_sql {
 }
 
 macro_rules! impl_nodes {
-    ($ty:ty, $begin:literal, $shared:literal, $now:literal, $seq:literal) => {
+    ($ty:ty, $begin:literal, $shared:literal, $now:literal, $seq:literal, $names_in:literal) => {
         #[async_trait::async_trait]
         impl NodeStore for $ty {
             fn shared(&self) -> bool {
@@ -440,6 +443,20 @@ macro_rules! impl_nodes {
                 .await?)
             }
 
+            async fn hold_routes_of(&self, names: &[String]) -> Result<Vec<HoldRoute>> {
+                let names = serde_json::to_string(names)
+                    .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+                Ok(sqlx::query_as::<_, HoldRoute>(concat!(
+                    hold_route_sql!($now),
+                    "WHERE h.name IN ",
+                    $names_in,
+                    " ORDER BY h.name"
+                ))
+                .bind(names)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
             async fn holds_version(&self) -> Result<(i64, i64)> {
                 Ok(sqlx::query_as::<_, (i64, i64)>(
                     "SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM holds",
@@ -608,7 +625,8 @@ impl_nodes!(
     "BEGIN IMMEDIATE",
     false,
     "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
-    "0"
+    "0",
+    "(SELECT value FROM json_each($1))"
 );
 // clock_timestamp(), not now(): now() is the transaction's start, and a heartbeat must say when
 // it was written.
@@ -617,5 +635,6 @@ impl_nodes!(
     "BEGIN",
     true,
     "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT",
-    "nextval('holds_seq')"
+    "nextval('holds_seq')",
+    "(SELECT jsonb_array_elements_text($1::jsonb))"
 );

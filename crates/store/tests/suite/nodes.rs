@@ -130,6 +130,14 @@ both!(nodes_join_beat_claim_and_leave, |fx| {
     );
     assert_eq!(route.cluster_addr.as_deref(), Some("n1.internal:7000"));
     assert_eq!(s.hold_routes().await.expect("routes").len(), 2);
+    let some = s
+        .hold_routes_of(&["tcp:20001".to_owned(), "gone".to_owned()])
+        .await
+        .expect("routes of");
+    assert_eq!(
+        some.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        ["tcp:20001"]
+    );
     let sticky = s
         .sticky_holds("SHA256:k|localhost|0")
         .await
