@@ -28,6 +28,15 @@ fn node<'a>(all: &'a [Value], name: &str) -> Option<&'a Value> {
     all.iter().find(|n| n["name"] == name)
 }
 
+/// `spec` (a forward of `app`) asked of `node` with `key`: refused with the words one node uses.
+async fn refused_app(node: &TestBroker, key: &std::path::Path, spec: &str) -> Result<()> {
+    let refused = Ssh::spawn(node, key, &["-o", "ExitOnForwardFailure=no", "-R", spec])?;
+    refused
+        .line("name \"app\" is in use by another user")
+        .await?;
+    Ok(())
+}
+
 /// One attempt of `bob` to forward `spec` through `broker`: the session when it was granted,
 /// `None` when it was refused (ssh exits: `ExitOnForwardFailure`).
 async fn attempt(broker: &TestBroker, key: &std::path::Path, spec: &str) -> Option<Ssh> {
@@ -112,15 +121,11 @@ async fn two_nodes_on_one_postgres_hold_each_name_once() -> Result<()> {
     // bob asks n2 for it: refused with the words one node uses, and nothing written for him.
     let bob_origin = Origin::start("bob").await?;
     let spec = format!("app:80:{}", bob_origin.target());
-    let refused = Ssh::spawn(&n2, &bob, &["-o", "ExitOnForwardFailure=no", "-R", &spec])?;
-    refused
-        .line("name \"app\" is in use by another user")
-        .await?;
+    refused_app(&n2, &bob, &spec).await?;
     assert!(
         !n1.cli_ok(&["names"])?.contains("app"),
         "a refused claim left a reservation"
     );
-    drop(refused);
     eventually("n1 reports its tunnel", DEADLINE, || async {
         let all = nodes(&n2).ok()?;
         (node(&all, "n1")?["tunnels"] == 1).then_some(())
@@ -356,21 +361,12 @@ async fn three_nodes_serve_each_others_tunnels_and_survive_a_kill() -> Result<()
     let alice = n1.user_with_key("alice")?;
     let bob = n1.user_with_key("bob")?;
     let http = Origin::start("alice").await?;
-    let owner_tls = {
-        let ck = rcgen::generate_simple_self_signed(vec!["secure.localhost".to_string()])?;
-        std::fs::write(certs.path().join("owner.crt"), ck.cert.pem())?;
-        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![ck.cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der())
-                .map_err(anyhow::Error::msg)?,
-        )?;
-        Origin::start_tls("alice's TLS", std::sync::Arc::new(config)).await?
-    };
+    let owner_tls = Origin::start_tls_self_signed(
+        "alice's TLS",
+        "secure.localhost",
+        &certs.path().join("owner.crt"),
+    )
+    .await?;
     let forwards = alice_forwards(&http, &owner_tls);
 
     // alice on node 1; each other node serves her names within a second of the claims.
@@ -432,11 +428,7 @@ async fn three_nodes_serve_each_others_tunnels_and_survive_a_kill() -> Result<()
     // bob asks node 3 for `app`: refused as one node would.
     let bob_origin = Origin::start("bob").await?;
     let spec = format!("app:80:{}", bob_origin.target());
-    let refused = Ssh::spawn(&n3, &bob, &["-o", "ExitOnForwardFailure=no", "-R", &spec])?;
-    refused
-        .line("name \"app\" is in use by another user")
-        .await?;
-    drop(refused);
+    refused_app(&n3, &bob, &spec).await?;
 
     // kill -9 node 1: visitors on node 3 are asked to retry, not shown an error page.
     let mut n1 = n1;

@@ -662,8 +662,12 @@ async fn the_first_admin_sets_up_in_the_browser_then_manages_users() -> Result<(
     )
     .await?;
     b.fill("Quotas of bob", "max_tunnels", "3").await?;
+    b.fill("Quotas of bob", "max_tunnel_bytes_per_sec", "500000")
+        .await?;
     b.submit("Quotas of bob").await?;
     b.text_of("main table", "3 tunnels").await?;
+    b.text_of("main table", "500 KB/s").await?;
+    b.screenshot("users-desktop", 1280, 900).await?;
     b.click_button("Disable bob").await?;
     b.text_of("main table", "disabled").await?;
     let users = broker.cli_ok(&["user", "list"])?;

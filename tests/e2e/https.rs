@@ -2,7 +2,6 @@
 //! TLS passthrough by SNI, and raw TCP tunnels.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -219,20 +218,8 @@ async fn tls_passthrough_routes_by_sni_to_the_owners_certificate() -> Result<()>
     let broker = TestBroker::start().await?;
     let key = broker.user_with_key("alice")?;
     let dir = tempfile::tempdir()?;
-    let ck = rcgen::generate_simple_self_signed(vec!["secure.localhost".to_string()])?;
     let ca = dir.path().join("owner.crt");
-    std::fs::write(&ca, ck.cert.pem())?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
-    .with_single_cert(
-        vec![ck.cert.der().clone()],
-        rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der())
-            .map_err(anyhow::Error::msg)?,
-    )?;
-    let origin = Origin::start_tls("owner's TLS", Arc::new(config)).await?;
+    let origin = Origin::start_tls_self_signed("owner's TLS", "secure.localhost", &ca).await?;
     let ssh = Ssh::spawn(
         &broker,
         &key,

@@ -150,6 +150,28 @@ impl Origin {
         Ok(Self { port, task, stats })
     }
 
+    /// [`Origin::start_tls`] with a new self-signed certificate for `host` (an owner's own,
+    /// for TLS passthrough); its PEM is written to `cert` for a client to trust.
+    pub async fn start_tls_self_signed(
+        tag: &str,
+        host: &str,
+        cert: &std::path::Path,
+    ) -> Result<Self> {
+        let ck = rcgen::generate_simple_self_signed(vec![host.to_string()])?;
+        std::fs::write(cert, ck.cert.pem())?;
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![ck.cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der())
+                .map_err(anyhow::Error::msg)?,
+        )?;
+        Self::start_tls(tag, Arc::new(config)).await
+    }
+
     pub fn target(&self) -> String {
         format!("localhost:{}", self.port)
     }
