@@ -56,7 +56,9 @@ use crate::{CryptoVec, Error, cipher};
 #[derive(Debug)]
 pub(crate) enum SessionKexState<K> {
     Idle,
-    InProgress(K),
+    // Boxed (Warren's patch): a key exchange's state is large (post-quantum keys among it),
+    // and inline it made every idle session as large for its whole life.
+    InProgress(Box<K>),
     Taken, // some async activity still going on such as host key checks
 }
 
