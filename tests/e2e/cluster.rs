@@ -299,6 +299,33 @@ async fn alice_attempt(
     None
 }
 
+/// Nodes `n1`, `n2`, `n3` on one fresh Postgres, each with the cluster's own flags (its name,
+/// the short lease, a cluster listener on a free port) and `extra(i)` for node i. Keep them in
+/// this order: the database goes with `n1`, which must be dropped last.
+async fn three_nodes(extra: impl Fn(usize) -> Vec<String>) -> Result<[TestBroker; 3]> {
+    let flags = |i: usize| -> Vec<String> {
+        let mut f: Vec<String> = [
+            "--node-name".to_owned(),
+            format!("n{i}"),
+            "--node-lease-secs".to_owned(),
+            LEASE_SECS.to_owned(),
+            "--cluster-listen".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ]
+        .into();
+        f.extend(extra(i));
+        f
+    };
+    let n1 = TestBroker::start_with(Db::Postgres, &as_refs(&flags(1))).await?;
+    let n2 = n1.beside(&as_refs(&flags(2))).await?;
+    let n3 = n1.beside(&as_refs(&flags(3))).await?;
+    Ok([n1, n2, n3])
+}
+
+fn strings(s: &[&str]) -> Vec<String> {
+    s.iter().map(|s| s.to_string()).collect()
+}
+
 fn as_refs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
@@ -328,35 +355,22 @@ async fn three_nodes_serve_each_others_tunnels_and_survive_a_kill() -> Result<()
     let (cert, cert_key) =
         crate::https::self_signed(certs.path(), "edge", &["app.localhost", "localhost"])?;
     let (cert_s, key_s) = (cert.display().to_string(), cert_key.display().to_string());
-    let flags = |name: &'static str, tcp_ip: &'static str| -> Vec<String> {
-        [
-            "--node-name",
-            name,
-            "--node-lease-secs",
-            LEASE_SECS,
-            "--cluster-listen",
-            "127.0.0.1:0",
+    let [n1, n2, n3] = three_nodes(|i| {
+        let mut f = strings(&[
             "--tcp-ports",
             "22000-22999",
-            "--tcp-addr",
-            tcp_ip,
             "--tls-cert",
             &cert_s,
             "--tls-key",
             &key_s,
             "--https-redirect",
             "false",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
-    let f1 = flags("n1", "127.0.0.1");
-    let n1 = TestBroker::start_with(Db::Postgres, &as_refs(&f1)).await?;
-    let f2 = flags("n2", "127.0.0.2");
-    let n2 = n1.beside(&as_refs(&f2)).await?;
-    let f3 = flags("n3", "127.0.0.3");
-    let n3 = n1.beside(&as_refs(&f3)).await?;
+        ]);
+        // Each node's raw TCP ports on an address of its own: one machine, one port each.
+        f.extend(["--tcp-addr".to_owned(), format!("127.0.0.{i}")]);
+        f
+    })
+    .await?;
 
     let alice = n1.user_with_key("alice")?;
     let bob = n1.user_with_key("bob")?;
@@ -488,14 +502,16 @@ async fn one_node_orders_every_node_answers_and_serves_the_certificate() -> Resu
     let listener_ca = dir.path().join("pebble-listener-ca.pem");
     std::fs::write(&listener_ca, &pebble.listener_ca_pem)?;
     let zone = "test.warren";
-    let common = |name: &str, http: String, https: String, dns: String| -> Vec<String> {
-        [
-            "--node-name",
-            name,
-            "--node-lease-secs",
-            LEASE_SECS,
-            "--cluster-listen",
-            "127.0.0.1:0",
+    let root_ca = listener_ca.display().to_string();
+    let [n1, n2, n3] = three_nodes(|i| {
+        // Node 3 on the ports Pebble validates and asks DNS on; the others anywhere.
+        let (http, https, dns) = if i == 3 {
+            (http3.to_string(), https3.to_string(), dns3.to_string())
+        } else {
+            let any = "127.0.0.1:0".to_owned();
+            (any.clone(), any, pebble::free_port().to_string())
+        };
+        strings(&[
             "--http-addr",
             &http,
             "--https-addr",
@@ -511,30 +527,16 @@ async fn one_node_orders_every_node_answers_and_serves_the_certificate() -> Resu
             "--acme-directory",
             &pebble.directory_url,
             "--acme-root-ca",
-            &listener_ca.display().to_string(),
+            &root_ca,
             "--acme-challenge",
             "http-01",
             "--acme-wildcard",
             "false",
             "--https-redirect",
             "false",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
-    let any = || "127.0.0.1:0".to_owned();
-    let f1 = common("n1", any(), any(), pebble::free_port().to_string());
-    let n1 = TestBroker::start_with(Db::Postgres, &as_refs(&f1)).await?;
-    let f2 = common("n2", any(), any(), pebble::free_port().to_string());
-    let n2 = n1.beside(&as_refs(&f2)).await?;
-    let f3 = common(
-        "n3",
-        http3.to_string(),
-        https3.to_string(),
-        dns3.to_string(),
-    );
-    let n3 = n1.beside(&as_refs(&f3)).await?;
+        ])
+    })
+    .await?;
 
     let alice = n1.user_with_key("alice")?;
     let origin = Origin::start("alice").await?;
@@ -640,25 +642,7 @@ fn haproxy_config(nodes: &[&TestBroker]) -> Result<(String, u16, u16)> {
 /// comes back through HAProxy on a live node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxy_spreads_owners_and_visitors_over_the_nodes() -> Result<()> {
-    let flags = |name: &'static str| -> Vec<String> {
-        [
-            "--node-name",
-            name,
-            "--node-lease-secs",
-            LEASE_SECS,
-            "--cluster-listen",
-            "127.0.0.1:0",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
-    let f1 = flags("n1");
-    let n1 = TestBroker::start_with(Db::Postgres, &as_refs(&f1)).await?;
-    let f2 = flags("n2");
-    let n2 = n1.beside(&as_refs(&f2)).await?;
-    let f3 = flags("n3");
-    let n3 = n1.beside(&as_refs(&f3)).await?;
+    let [n1, n2, n3] = three_nodes(|_| Vec::new()).await?;
     let (config, ssh_port, http_port) = haproxy_config(&[&n1, &n2, &n3])?;
     let dir = tempfile::tempdir()?;
     let cfg = dir.path().join("haproxy.cfg");
