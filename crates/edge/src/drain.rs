@@ -35,10 +35,12 @@ impl Visitors {
 }
 
 /// Serves `conn` to its end; once `draining` fires, calls `graceful` on it (the request in
-/// flight finishes, then the connection closes) and goes on serving it.
+/// flight finishes, then the connection closes) and goes on serving it. The token is owned, not
+/// borrowed: a reference held across the await made the futures of connections generic over
+/// their stream (handed-over ones) fail rustc's `Send` check.
 pub(crate) async fn graceful<C: Future>(
     conn: C,
-    draining: &CancellationToken,
+    draining: CancellationToken,
     graceful: impl FnOnce(Pin<&mut C>),
 ) -> C::Output {
     tokio::pin!(conn);

@@ -2120,7 +2120,7 @@ impl Session {
         let reply = ChannelOpenHandle::new(
             self.sender.priority_sender.clone(),
             pending,
-            |pending, result| Msg::ChannelOpenReply { pending, result },
+            |pending, result| Msg::from(Request::ChannelOpenReply { pending, result }),
         );
 
         match &msg.typ {
