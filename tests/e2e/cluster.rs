@@ -484,13 +484,11 @@ async fn three_nodes_serve_each_others_tunnels_and_survive_a_kill() -> Result<()
     Ok(())
 }
 
-/// A visitor who lands on a node that does not hold the tunnel is handed, connection and all,
-/// to the node that does, which serves them as its own: node 1's request log (the holder's)
-/// has the requests that reached nodes 2 and 3, with each visitor's address; HTTPS landing on
-/// node 2 is terminated by node 1 (HTTP/1.1 and HTTP/2 alike); the owner's basic-auth rule is
-/// asked for whichever node the visitor reached.
+/// What a visitor on another node gets is what the holder's owner set up: HTTPS landing on
+/// node 2 is served over HTTP/1.1 and HTTP/2 alike (each request on to node 1), and a password
+/// rule saved through node 1 is asked for on node 3, where the right one lets the visitor in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn visitors_on_other_nodes_are_handed_to_the_holder() -> Result<()> {
+async fn visitors_on_other_nodes_get_http2_and_the_owners_rules() -> Result<()> {
     let certs = tempfile::tempdir()?;
     let (cert, cert_key) = crate::https::self_signed(certs.path(), "edge", &["app.localhost"])?;
     let (cert_s, key_s) = (cert.display().to_string(), cert_key.display().to_string());
@@ -510,42 +508,15 @@ async fn visitors_on_other_nodes_are_handed_to_the_holder() -> Result<()> {
     let _ssh = Ssh::spawn(&n1, &alice, &["-R", &format!("app:80:{}", http.target())])?;
     served(&n2, "app.localhost", 200).await?;
     served(&n3, "app.localhost", 200).await?;
-
-    let (status, body) = get_from("127.0.0.2", n2.http_port, "app.localhost", "/?via=n2").await?;
-    assert_eq!(status, 200, "{body}");
-    assert!(body.ends_with("hello from alice"), "{body}");
-    let (status, _) = get_from("127.0.0.3", n3.http_port, "app.localhost", "/?via=n3").await?;
-    assert_eq!(status, 200);
     for extra in [&["--http1.1"][..], &["--http2"][..]] {
         let (_, code, body) =
-            crate::https::curl("app.localhost", n2.https_port, "/?tls=1", &cert, extra).await?;
+            crate::https::curl("app.localhost", n2.https_port, "/", &cert, extra).await?;
         assert_eq!(
             (code, body.as_str()),
             (200, "hello from alice"),
             "{extra:?}"
         );
     }
-
-    // The holder recorded them (nodes 2 and 3 only relayed bytes).
-    let api = Api::of(&n1);
-    let read = token(&n1, "alice", "r", "read")?;
-    let r = api.call(
-        "GET",
-        "/api/v1/tunnels/app/requests?limit=100",
-        Cred::Token(&read),
-        None,
-    )?;
-    assert_eq!(r.status, 200, "{}", r.raw);
-    let entries = r.body.as_array().context("a list")?;
-    let seen = |path: &str, visitor: &str| {
-        entries
-            .iter()
-            .any(|e| e["path"] == path && e["visitor"] == visitor && e["status"] == 200)
-    };
-    assert!(seen("/?via=…", "127.0.0.2"), "{}", r.raw);
-    assert!(seen("/?via=…", "127.0.0.3"), "{}", r.raw);
-    let tls_hits = entries.iter().filter(|e| e["path"] == "/?tls=…").count();
-    assert_eq!(tls_hits, 2, "both HTTPS requests, on node 1: {}", r.raw);
 
     // A password on the name: asked on node 3, and the right one lets the visitor in there.
     let out = n1.cli_input(&["rules", "app", "auth", "add", "guest"], "pw-1234567890\n")?;

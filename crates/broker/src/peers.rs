@@ -23,8 +23,6 @@ pub struct Peers {
     /// Bound before the node joined, so its address could be announced.
     pub listener: Option<TcpListener>,
     pub grace: std::time::Duration,
-    /// Serves the visitor connections other nodes hand over (this node's edge).
-    pub handed: warren_peer::Handed,
 }
 
 /// Issues this node's certificate from the cluster CA (made and stored by the first node to
@@ -46,10 +44,7 @@ pub async fn start(p: Peers, tasks: &TaskTracker, shutdown: &CancellationToken) 
             info!(addr = %listener.local_addr()?, "listening for the other nodes' visitors");
             let registry = p.registry.clone();
             let stop = shutdown.clone();
-            let handed = p.handed;
-            tasks.spawn(
-                async move { warren_peer::serve(listener, &tls, registry, handed, stop).await },
-            );
+            tasks.spawn(async move { warren_peer::serve(listener, &tls, registry, stop).await });
         }
         None => warn!(
             "no cluster_addr: other nodes cannot forward visitors to this node's tunnels \

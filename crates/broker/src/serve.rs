@@ -226,41 +226,37 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
     );
     // Share cookies are signed with a key every node on this database holds.
     let share_key = crate::policy::share_key(&*store).await?;
-    let edge = Edge::new(
-        EdgeSettings {
-            domain: config.domain.clone(),
-            max_header_bytes: config.max_header_bytes,
-            max_headers: config.max_headers,
-            header_read_timeout: config.header_timeout,
-            origin_timeout: config.origin_timeout,
-            trusted_proxies: config.trusted_proxies.clone(),
-            redirect_https_port: (tls_on && config.https_redirect)
-                .then(|| config.public_tls_port.unwrap_or(https_addr.port())),
-            hsts_max_age: config.hsts_max_age,
-        },
-        registry.clone(),
-    )
-    .with_http01({
-        let challenges = challenges.clone();
-        Arc::new(move |token: &str| challenges.http01(token))
-    })
-    .with_shares(
-        Arc::new(crate::policy::StoreRedeemer(store.clone())),
-        share_key,
-    )
-    .with_shards(shards)
-    .with_certificate_check({
-        let certs = certs.clone();
-        Arc::new(move |host: &str| certs.get(host).is_some())
-    })
-    .with_metrics(metrics.clone())
-    .with_admission(visitor_admission);
-    // In a cluster, visitors of a tunnel held elsewhere are handed to its node whole.
-    let edge = Arc::new(if cluster.shared() {
-        edge.with_handoff()
-    } else {
-        edge
-    });
+    let edge = Arc::new(
+        Edge::new(
+            EdgeSettings {
+                domain: config.domain.clone(),
+                max_header_bytes: config.max_header_bytes,
+                max_headers: config.max_headers,
+                header_read_timeout: config.header_timeout,
+                origin_timeout: config.origin_timeout,
+                trusted_proxies: config.trusted_proxies.clone(),
+                redirect_https_port: (tls_on && config.https_redirect)
+                    .then(|| config.public_tls_port.unwrap_or(https_addr.port())),
+                hsts_max_age: config.hsts_max_age,
+            },
+            registry.clone(),
+        )
+        .with_http01({
+            let challenges = challenges.clone();
+            Arc::new(move |token: &str| challenges.http01(token))
+        })
+        .with_shares(
+            Arc::new(crate::policy::StoreRedeemer(store.clone())),
+            share_key,
+        )
+        .with_shards(shards)
+        .with_certificate_check({
+            let certs = certs.clone();
+            Arc::new(move |host: &str| certs.get(host).is_some())
+        })
+        .with_metrics(metrics.clone())
+        .with_admission(visitor_admission),
+    );
 
     let (public, public_info) = crate::public::Public::start(
         &config,
@@ -324,7 +320,7 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
             https_listener,
             stages.draining.clone(),
             edge.clone(),
-            tls_config.clone(),
+            tls_config,
         ),
     ));
     tasks.spawn(crate::observe::upkeep(prometheus.clone(), shutdown.clone()));
@@ -339,11 +335,6 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
             ports: Some(tcp_ports as Arc<dyn warren_registry::PortAllocator>),
             listener: cluster_listener,
             grace: config.grace,
-            handed: Arc::new(warren_edge::handed(
-                edge.clone(),
-                tls_config.clone(),
-                stages.draining.clone(),
-            )),
         },
         &tasks,
         &shutdown,

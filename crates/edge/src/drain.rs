@@ -35,12 +35,10 @@ impl Visitors {
 }
 
 /// Serves `conn` to its end; once `draining` fires, calls `graceful` on it (the request in
-/// flight finishes, then the connection closes) and goes on serving it. The token is owned, not
-/// borrowed: a reference held across the await made the futures of connections generic over
-/// their stream (handed-over ones) fail rustc's `Send` check.
+/// flight finishes, then the connection closes) and goes on serving it.
 pub(crate) async fn graceful<C: Future>(
     conn: C,
-    draining: CancellationToken,
+    draining: &CancellationToken,
     graceful: impl FnOnce(Pin<&mut C>),
 ) -> C::Output {
     tokio::pin!(conn);

@@ -27,7 +27,6 @@ macro_rules! visitor_span {
 mod access;
 mod admit;
 mod drain;
-mod handoff;
 mod headers;
 mod host;
 mod io;
@@ -50,11 +49,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, warn};
 use warren_admit::{Admission, Throttle};
 use warren_metrics::{Limit, Listener, Metrics};
-use warren_registry::{Handoff, Lookup, Registry};
+use warren_registry::{Lookup, Registry};
 use warren_shards::Shards;
 
 pub use access::{Redeemed, SHARE_COOKIE, ShareRedeemer};
-pub use handoff::handed;
 pub use host::{HostError, Target, route_label};
 pub use ipnet::IpNet;
 pub use tcp::TcpPorts;
@@ -125,9 +123,6 @@ pub struct Edge {
     pub(crate) admission: Arc<Admission>,
     /// Refusals are logged at most once in a while, with the count since.
     pub(crate) refusals_logged: Throttle,
-    /// Whether visitor connections for tunnels held on another node are handed to that node
-    /// whole (see [`Edge::with_handoff`]).
-    pub(crate) hands_off: bool,
 }
 
 impl std::fmt::Debug for Edge {
@@ -152,17 +147,7 @@ impl Edge {
             metrics: Arc::new(Metrics::noop()),
             admission: Arc::new(Admission::unlimited()),
             refusals_logged: Throttle::new(Duration::from_secs(10)),
-            hands_off: false,
         }
-    }
-
-    /// In a cluster: a visitor connection whose first request head (plain HTTP) or
-    /// ClientHello (HTTPS) names a tunnel held on another node is handed to that node whole,
-    /// this node relaying its bytes (`handoff`); without it (or when the hand-off fails) the
-    /// requests are forwarded one by one.
-    pub fn with_handoff(mut self) -> Self {
-        self.hands_off = true;
-        self
     }
 
     /// Limits visitor connections at accept: per IP at once, per IP per second, and in all
@@ -200,30 +185,6 @@ impl Edge {
             Ok((Target::Tunnel(label), _)) => self.shard_of(&label),
             Ok((Target::Elsewhere(host), _)) => self.shard_of(&self.registry.alias(&host)?),
             Err(_) => None,
-        }
-    }
-
-    /// With hand-off on: the route of the tunnel `host` names when another node holds it.
-    pub(crate) fn remote_for_host(&self, host: &[u8]) -> Option<Arc<warren_registry::Route>> {
-        if !self.hands_off {
-            return None;
-        }
-        match route_label(host, &self.settings.domain) {
-            Ok((Target::Tunnel(label), _)) => self.remote_route(&label),
-            Ok((Target::Elsewhere(host), _)) => self.remote_route(&self.registry.alias(&host)?),
-            Err(_) => None,
-        }
-    }
-
-    /// With hand-off on: the route of the tunnel `label` when another node holds it.
-    pub(crate) fn remote_route(&self, label: &str) -> Option<Arc<warren_registry::Route>> {
-        match self.registry.lookup(label) {
-            Lookup::Live(route)
-                if self.hands_off && route.session == warren_registry::REMOTE_SESSION =>
-            {
-                Some(route)
-            }
-            _ => None,
         }
     }
 
@@ -304,9 +265,9 @@ pub async fn run(
         let edge = edge.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let host = if edge.shards.len() > 1 || edge.hands_off {
+            let shard = if edge.shards.len() > 1 {
                 match first_host(&socket, admitted.head_deadline).await {
-                    Some(host) => Some(host),
+                    Some(host) => edge.shard_for(&host),
                     None => {
                         // Not a byte of a request head in all that time.
                         edge.metrics.limit_hit(Limit::HeaderTimeout);
@@ -318,15 +279,6 @@ pub async fn run(
             } else {
                 None
             };
-            if let Some(route) = host.as_deref().and_then(|h| edge.remote_for_host(h))
-                && let Some(holder) = handoff::open(&route, peer, Handoff::Http).await
-            {
-                let relayed = handoff::relay(socket, Vec::new(), holder, admitted);
-                edge.visitors.track(relayed).await;
-                return;
-            }
-            // Held here, or the holder could not take it: its requests go one by one.
-            let shard = host.as_deref().and_then(|h| edge.shard_for(h));
             let shards = edge.shards.clone();
             shards.run(shard, socket, move |socket| {
                 let conn = serve_visitor(edge.clone(), socket, peer, shutdown, admitted);
@@ -390,26 +342,11 @@ async fn serve_visitor(
     draining: CancellationToken,
     admitted: admit::Admitted,
 ) {
-    let (io, writer) = io::visitor_io(socket);
-    serve_http(edge, io, Some(writer), peer, draining, admitted).await;
-}
-
-/// One plain HTTP visitor connection: a socket accepted here, or a connection another node
-/// handed over (`writer`: where a 408 goes when the first head never arrives; `None` there).
-pub(crate) async fn serve_http<I>(
-    edge: Arc<Edge>,
-    io: I,
-    writer: Option<io::VisitorWriter>,
-    peer: SocketAddr,
-    draining: CancellationToken,
-    admitted: admit::Admitted,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
     let admit::Admitted {
         mut ticket,
         head_deadline,
     } = admitted;
+    let (io, writer) = io::visitor_io(socket);
     // The IP's place stays with `ticket` until the connection ends; the pending one goes with
     // the first request head.
     let conn_state = Arc::new(
@@ -428,13 +365,10 @@ pub(crate) async fn serve_http<I>(
         .max_headers(s.max_headers)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
-    let result = drain::graceful(conn, draining, |c| c.graceful_shutdown()).await;
+    let result = drain::graceful(conn, &draining, |c| c.graceful_shutdown()).await;
     if let Err(e) = result {
         count_head_limits(&edge, &e, conn_state.requests());
-        if e.is_timeout()
-            && conn_state.requests() == 0
-            && let Some(writer) = writer
-        {
+        if e.is_timeout() && conn_state.requests() == 0 {
             // The visitor never finished its first request head: a slowloris or a stalled
             // client. Say so instead of vanishing.
             writer.write_final(pages::REQUEST_TIMEOUT).await;

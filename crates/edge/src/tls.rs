@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ServerConfig;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug};
-use warren_registry::{BoxStream, Lookup, Route, RouteKind};
+use warren_registry::{Lookup, Route, RouteKind};
 
 use crate::Edge;
 use crate::host::{Target, route_label};
@@ -54,20 +54,6 @@ pub async fn run_tls(
             let Some((socket, label, raw)) = hello else {
                 return;
             };
-            // A tunnel held on another node (and not passed through, which is relayed anyway):
-            // that node terminates the TLS.
-            let remote = label
-                .as_deref()
-                .and_then(|l| edge.remote_route(l))
-                .filter(|r| r.kind == RouteKind::Http);
-            if let Some(route) = remote
-                && let Some(holder) =
-                    crate::handoff::open(&route, peer, warren_registry::Handoff::Tls).await
-            {
-                let relayed = crate::handoff::relay(socket, raw, holder, admitted);
-                edge.visitors.track(relayed).await;
-                return;
-            }
             let shard = label.as_deref().and_then(|l| edge.shard_of(l));
             let shards = edge.shards.clone();
             shards.run(shard, socket, move |socket| {
@@ -90,45 +76,13 @@ pub async fn run_tls(
     Ok(())
 }
 
-/// On the holding node: a TLS visitor connection another node handed over (from its
-/// ClientHello on), served as one accepted here.
-pub(crate) async fn serve_handed(
-    edge: Arc<Edge>,
-    config: Arc<ServerConfig>,
-    stream: BoxStream,
-    peer: SocketAddr,
-    draining: CancellationToken,
-    admitted: crate::admit::Admitted,
-) {
-    let crate::admit::Admitted {
-        ticket,
-        head_deadline,
-    } = admitted;
-    let hello = hello(&edge, stream, head_deadline).await;
-    if let Some((stream, label, raw)) = hello {
-        let served: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
-            Box::pin(terminate(
-                edge,
-                config,
-                stream,
-                peer,
-                label,
-                raw,
-                draining,
-                ticket,
-                head_deadline,
-            ));
-        served.await;
-    }
-}
-
 /// Reads the ClientHello (within the request head deadline): the socket, the tunnel label its
 /// SNI names (if any) and the bytes read.
-async fn hello<S: AsyncRead + Unpin>(
+async fn hello(
     edge: &Edge,
-    mut socket: S,
+    mut socket: TcpStream,
     deadline: Duration,
-) -> Option<(S, Option<String>, Vec<u8>)> {
+) -> Option<(TcpStream, Option<String>, Vec<u8>)> {
     let hello = tokio::time::timeout(deadline, read_client_hello(&mut socket)).await;
     let (sni, raw) = match hello {
         Ok(Ok(x)) => x,
@@ -170,14 +124,10 @@ async fn serve(
         mut ticket,
         head_deadline,
     } = admitted;
-    // Decided before any await: no borrow of `label` lives across one.
-    let passed = label
-        .as_deref()
-        .and_then(|l| match edge.registry.lookup(l) {
-            Lookup::Live(route) if route.kind == RouteKind::TlsPassthrough => Some(route),
-            _ => None,
-        });
-    if let Some(route) = passed {
+    if let Some(label) = &label
+        && let Lookup::Live(route) = edge.registry.lookup(label)
+        && route.kind == RouteKind::TlsPassthrough
+    {
         // No header to read: the peer is the visitor. Once: the connection has one tunnel.
         let span = tracing::Span::current();
         span.record("tenant", route.owner);
@@ -192,34 +142,6 @@ async fn serve(
         passthrough(route, socket, raw, peer, &edge.metrics).await;
         return;
     }
-    terminate(
-        edge,
-        config,
-        socket,
-        peer,
-        label,
-        raw,
-        draining,
-        ticket,
-        head_deadline,
-    )
-    .await;
-}
-
-/// The handshake and HTTP of a TLS visitor connection (`raw`: the ClientHello read so far,
-/// replayed to rustls), accepted here or handed over by another node.
-#[allow(clippy::too_many_arguments)]
-async fn terminate<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
-    edge: Arc<Edge>,
-    config: Arc<ServerConfig>,
-    socket: S,
-    peer: SocketAddr,
-    label: Option<String>,
-    raw: Vec<u8>,
-    draining: CancellationToken,
-    mut ticket: warren_admit::Ticket,
-    head_deadline: Duration,
-) {
     // The ClientHello is parsed again here (cheap) so that rustls's `Accepted` path is used:
     // it writes the alert when the handshake cannot go on (no certificate for the name), which
     // the plain acceptor's error path left unsent: clients saw a bare close instead of a TLS
@@ -280,7 +202,7 @@ async fn terminate<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         .max_concurrent_streams(128)
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-    if let Err(e) = crate::drain::graceful(conn, draining, |c| c.graceful_shutdown()).await {
+    if let Err(e) = crate::drain::graceful(conn, &draining, |c| c.graceful_shutdown()).await {
         if let Some(e) = e.downcast_ref::<hyper::Error>() {
             crate::count_head_limits(&edge, e, state.requests());
         }
@@ -290,9 +212,7 @@ async fn terminate<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
 }
 
 /// Reads until a whole ClientHello is in; returns its SNI and every byte read.
-async fn read_client_hello<S: AsyncRead + Unpin>(
-    socket: &mut S,
-) -> std::io::Result<(Option<String>, Vec<u8>)> {
+async fn read_client_hello(socket: &mut TcpStream) -> std::io::Result<(Option<String>, Vec<u8>)> {
     let mut hello = Hello::default();
     let mut buf = [0u8; 4096];
     loop {

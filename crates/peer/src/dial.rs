@@ -7,7 +7,7 @@ use std::time::Duration;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use warren_registry::{BoxStream, Endpoint, Handoff, OpenError};
+use warren_registry::{BoxStream, Endpoint, OpenError};
 
 use crate::tls::CLUSTER_NAME;
 use crate::wire::{self, NOT_HERE, REFUSED};
@@ -38,14 +38,12 @@ impl Dialer {
         })
     }
 
-    /// A stream to `name` on the node at `addr`, for `visitor`: to the owner's channel, or
-    /// (`how`) carrying the visitor's whole connection.
+    /// A stream to `name` on the node at `addr`, for `visitor`.
     async fn open(
         &self,
         addr: &str,
         name: &str,
         visitor: SocketAddr,
-        how: Option<Handoff>,
     ) -> Result<BoxStream, OpenError> {
         let away = |e: &dyn std::fmt::Display| OpenError::Away(format!("{addr}: {e}"));
         let tcp = TcpStream::connect(addr).await.map_err(|e| away(&e))?;
@@ -55,7 +53,7 @@ impl Dialer {
             .connect(self.server_name.clone(), tcp)
             .await
             .map_err(|e| away(&e))?;
-        let header = wire::header(visitor, name, how).map_err(|e| away(&e))?;
+        let header = wire::header(visitor, name).map_err(|e| away(&e))?;
         tokio::io::AsyncWriteExt::write_all(&mut tls, &header)
             .await
             .map_err(|e| away(&e))?;
@@ -97,15 +95,12 @@ impl PeerEndpoint {
     }
 }
 
-impl PeerEndpoint {
-    async fn dial(
-        &self,
-        visitor: SocketAddr,
-        how: Option<Handoff>,
-    ) -> Result<BoxStream, OpenError> {
+#[async_trait::async_trait]
+impl Endpoint for PeerEndpoint {
+    async fn open(&self, visitor: SocketAddr) -> Result<BoxStream, OpenError> {
         match tokio::time::timeout(
             OPEN_TIMEOUT,
-            self.dialer.open(&self.addr, &self.name, visitor, how),
+            self.dialer.open(&self.addr, &self.name, visitor),
         )
         .await
         {
@@ -116,21 +111,6 @@ impl PeerEndpoint {
                 OPEN_TIMEOUT.as_secs()
             ))),
         }
-    }
-}
-
-#[async_trait::async_trait]
-impl Endpoint for PeerEndpoint {
-    async fn open(&self, visitor: SocketAddr) -> Result<BoxStream, OpenError> {
-        self.dial(visitor, None).await
-    }
-
-    async fn hand_off(
-        &self,
-        visitor: SocketAddr,
-        how: Handoff,
-    ) -> Option<Result<BoxStream, OpenError>> {
-        Some(self.dial(visitor, Some(how)).await)
     }
 
     /// The owner's session is on the other node, which tells them what concerns them.

@@ -21,7 +21,7 @@ mod tls;
 mod wire;
 
 pub use dial::{Dialer, PeerEndpoint};
-pub use serve::{Handed, serve};
+pub use serve::serve;
 pub use tls::{CLUSTER_NAME, ClusterCa, NodeTls};
 
 /// What can go wrong between nodes.

@@ -1,6 +1,5 @@
 //! The listening side: streams from other nodes, each to a tunnel of this node.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,7 +7,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
-use warren_registry::{BoxStream, Handoff, Lookup, OpenError, Registry};
+use warren_registry::{Lookup, OpenError, Registry};
 
 use crate::wire::{self, NOT_HERE, OPENED, REFUSED, UNREACHABLE};
 use crate::{NodeTls, PeerError};
@@ -18,10 +17,6 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Copy buffers per direction: the size of an SSH channel's packets.
 const BUFFER: usize = 32 << 10;
 
-/// Where visitor connections handed over by other nodes go ([`Handoff`]): this node's edge,
-/// which serves each as if the visitor had connected here (its address as given).
-pub type Handed = Arc<dyn Fn(BoxStream, SocketAddr, Handoff) + Send + Sync>;
-
 /// Serves other nodes' streams on `listener` until `shutdown`. A peer without a certificate
 /// from the cluster CA is cut at the handshake; a name no session of this node serves is
 /// answered "not here" (a peer's view was stale), never forwarded again.
@@ -29,7 +24,6 @@ pub async fn serve(
     listener: TcpListener,
     tls: &NodeTls,
     registry: Arc<Registry>,
-    handed: Handed,
     shutdown: CancellationToken,
 ) {
     let acceptor = TlsAcceptor::from(tls.server.clone());
@@ -48,9 +42,8 @@ pub async fn serve(
         };
         let acceptor = acceptor.clone();
         let registry = registry.clone();
-        let handed = handed.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(sock, acceptor, &registry, handed).await {
+            if let Err(e) = handle(sock, acceptor, &registry).await {
                 debug!(%peer, error = %e, "cluster stream ended");
             }
         });
@@ -61,22 +54,16 @@ async fn handle(
     sock: TcpStream,
     acceptor: TlsAcceptor,
     registry: &Registry,
-    handed: Handed,
 ) -> Result<(), PeerError> {
     let _ = sock.set_nodelay(true);
     let timed_out = || PeerError::Header("handshake timed out".into());
-    let (mut tls, asked) = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+    let (mut tls, visitor, name) = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
         let mut tls = acceptor.accept(sock).await?;
-        let asked = wire::read_header(&mut tls).await?;
-        Ok::<_, PeerError>((tls, asked))
+        let (visitor, name) = wire::read_header(&mut tls).await?;
+        Ok::<_, PeerError>((tls, visitor, name))
     })
     .await
     .map_err(|_| timed_out())??;
-    let wire::Asked {
-        visitor,
-        name,
-        handoff,
-    } = asked;
     let route = match registry.lookup_local(&name) {
         Lookup::Live(route) => route,
         _ => {
@@ -89,14 +76,6 @@ async fn handle(
             return Ok(());
         }
     };
-    if let Some(how) = handoff {
-        // The visitor's whole connection: the edge here serves it (and looks its names up
-        // again, request by request).
-        drop(route);
-        wire::write_status(&mut tls, OPENED, "").await?;
-        handed(Box::pin(tls), visitor, how);
-        return Ok(());
-    }
     let mut stream = match route.endpoint.open(visitor).await {
         Ok(s) => s,
         Err(OpenError::Refused(why)) => {

@@ -7,8 +7,6 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use ppp::v2::{Addresses, Builder, Command, Header, PROTOCOL_PREFIX, Protocol, Type, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use warren_registry::Handoff;
-
 use crate::PeerError;
 
 /// The listener opened the owner's channel: bytes follow.
@@ -20,23 +18,13 @@ pub(crate) const UNREACHABLE: u8 = 2;
 /// No session of that node serves the name (it moved, or the view was stale).
 pub(crate) const NOT_HERE: u8 = 3;
 
-/// The PROXY v2 TLV (from the range the spec leaves to applications) that marks a stream as a
-/// whole visitor connection handed over ([`Handoff`]); without it the stream is for the
-/// owner's channel.
-const HANDOFF_TLV: u8 = 0xE0;
-
 /// A header longer than this is refused (a name is at most 253 bytes, addresses 36).
 const MAX_HEADER: usize = 512;
 /// A status reason longer than this is cut.
 const MAX_REASON: usize = 1024;
 
-/// The header a dialer sends for `visitor` wanting `name`: the owner's channel, or (`how`)
-/// the visitor's whole connection.
-pub(crate) fn header(
-    visitor: SocketAddr,
-    name: &str,
-    how: Option<Handoff>,
-) -> Result<Vec<u8>, PeerError> {
+/// The header a dialer sends for `visitor` wanting `name`.
+pub(crate) fn header(visitor: SocketAddr, name: &str) -> Result<Vec<u8>, PeerError> {
     // The visitor's destination (the address they reached) is not known to an endpoint, and
     // nothing uses it: the unspecified address of the same family.
     let here = match visitor {
@@ -49,28 +37,14 @@ pub(crate) fn header(
         (visitor, here),
     )
     .write_tlv(Type::Authority, name.as_bytes())
-    .and_then(|b| match how {
-        None => Ok(b),
-        Some(Handoff::Http) => b.write_tlv(HANDOFF_TLV, b"http"),
-        Some(Handoff::Tls) => b.write_tlv(HANDOFF_TLV, b"tls"),
-    })
     .and_then(Builder::build)
     .map_err(|e| PeerError::Header(e.to_string()))
 }
 
-/// What a header asks for.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Asked {
-    /// The visitor's address.
-    pub visitor: SocketAddr,
-    /// The tunnel.
-    pub name: String,
-    /// `None`: a stream to the owner's channel; else the visitor's whole connection.
-    pub handoff: Option<Handoff>,
-}
-
-/// Reads a header: the visitor, the tunnel's name and what the stream carries.
-pub(crate) async fn read_header(r: &mut (impl AsyncRead + Unpin)) -> Result<Asked, PeerError> {
+/// Reads a header: the visitor and the tunnel's name.
+pub(crate) async fn read_header(
+    r: &mut (impl AsyncRead + Unpin),
+) -> Result<(SocketAddr, String), PeerError> {
     let bad = |why: &str| PeerError::Header(why.to_owned());
     let mut all = vec![0u8; 16];
     r.read_exact(&mut all).await?;
@@ -89,25 +63,13 @@ pub(crate) async fn read_header(r: &mut (impl AsyncRead + Unpin)) -> Result<Aske
         Addresses::IPv6(a) => SocketAddr::from((a.source_address, a.source_port)),
         _ => return Err(bad("no visitor address")),
     };
-    let tlv = |kind: u8| {
-        header
-            .tlvs()
-            .filter_map(Result::ok)
-            .find(|t| t.kind == kind)
-    };
-    let name = tlv(Type::Authority as u8).ok_or_else(|| bad("no tunnel name"))?;
+    let name = header
+        .tlvs()
+        .filter_map(Result::ok)
+        .find(|t| t.kind == Type::Authority as u8)
+        .ok_or_else(|| bad("no tunnel name"))?;
     let name = String::from_utf8(name.value.to_vec()).map_err(|_| bad("tunnel name not UTF-8"))?;
-    let handoff = match tlv(HANDOFF_TLV).map(|t| t.value) {
-        None => None,
-        Some(v) if &*v == b"http" => Some(Handoff::Http),
-        Some(v) if &*v == b"tls" => Some(Handoff::Tls),
-        Some(_) => return Err(bad("unknown handoff")),
-    };
-    Ok(Asked {
-        visitor,
-        name,
-        handoff,
-    })
+    Ok((visitor, name))
 }
 
 /// The listener's answer: a status, then (unless [`OPENED`]) a reason.
@@ -149,25 +111,18 @@ mod tests {
     async fn a_header_carries_the_visitor_and_the_name() {
         for visitor in ["203.0.113.9:51234", "[2001:db8::7]:443"] {
             let visitor: SocketAddr = visitor.parse().expect("addr");
-            for handoff in [None, Some(Handoff::Http), Some(Handoff::Tls)] {
-                let bytes = header(visitor, "chat", handoff).expect("header");
-                let mut r = bytes.as_slice();
-                let asked = read_header(&mut r).await.expect("parse");
-                let want = Asked {
-                    visitor,
-                    name: "chat".into(),
-                    handoff,
-                };
-                assert_eq!(asked, want);
-                assert!(r.is_empty(), "the header is read exactly");
-            }
+            let bytes = header(visitor, "chat").expect("header");
+            let mut r = bytes.as_slice();
+            let (v, name) = read_header(&mut r).await.expect("parse");
+            assert_eq!((v, name.as_str()), (visitor, "chat"));
+            assert!(r.is_empty(), "the header is read exactly");
         }
     }
 
     #[tokio::test]
     async fn garbage_is_refused() {
         for bytes in [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), {
-            let mut h = header("192.0.2.1:1".parse().expect("addr"), "a", None).expect("h");
+            let mut h = header("192.0.2.1:1".parse().expect("addr"), "a").expect("h");
             h[14] = 0xff; // a length past the limit
             h
         }] {

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use warren_peer::{ClusterCa, Dialer, NodeTls, PeerEndpoint};
-use warren_registry::{BoxStream, Endpoint, Handoff, OpenError, Registry, RouteKind};
+use warren_registry::{BoxStream, Endpoint, OpenError, Registry, RouteKind};
 
 /// The owner's side on the holding node: says who the visitor is, then echoes.
 struct Echo {
@@ -74,20 +74,7 @@ async fn holder(ca: &ClusterCa) -> Holder {
     let tls = NodeTls::issue(ca).expect("node 2 certificate");
     let stop = CancellationToken::new();
     let token = stop.clone();
-    // Connections handed over whole go to the node's edge; here: say what arrived, then echo.
-    let handed: warren_peer::Handed = Arc::new(|mut stream: BoxStream, visitor, how| {
-        tokio::spawn(async move {
-            let hello = format!("handed {how:?} visitor={visitor}\n");
-            let _ = stream.write_all(hello.as_bytes()).await;
-            let mut buf = [0u8; 1024];
-            while let Ok(n) = stream.read(&mut buf).await {
-                if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
-                    break;
-                }
-            }
-        });
-    });
-    tokio::spawn(async move { warren_peer::serve(listener, &tls, registry, handed, token).await });
+    tokio::spawn(async move { warren_peer::serve(listener, &tls, registry, token).await });
     Holder {
         addr,
         echo,
@@ -141,42 +128,6 @@ async fn a_visitor_reaches_the_tunnel_on_the_holding_node() {
     match gone.open(VISITOR.parse().expect("addr")).await {
         Err(OpenError::Away(why)) => assert!(why.contains("not held on this node"), "{why}"),
         other => panic!("expected away, got {:?}", other.err()),
-    }
-}
-
-#[tokio::test]
-async fn a_whole_connection_is_handed_to_the_holding_nodes_edge() {
-    let ca = ClusterCa::generate().expect("ca");
-    let node2 = holder(&ca).await;
-    let app = endpoint(&ca, &node2.addr, "app");
-    for how in [Handoff::Http, Handoff::Tls] {
-        let mut stream = app
-            .hand_off(VISITOR.parse().expect("addr"), how)
-            .await
-            .expect("a peer endpoint hands off")
-            .expect("taken");
-        let want = format!("handed {how:?} visitor={VISITOR}\n");
-        let mut line = vec![0u8; want.len()];
-        stream.read_exact(&mut line).await.expect("read");
-        assert_eq!(String::from_utf8_lossy(&line), want);
-        stream
-            .write_all(b"GET / HTTP/1.1\r\n")
-            .await
-            .expect("write");
-        let mut back = [0u8; 16];
-        stream.read_exact(&mut back).await.expect("echo");
-        assert_eq!(&back, b"GET / HTTP/1.1\r\n");
-    }
-    // The edge serves it: no channel was opened by the hop itself.
-    assert_eq!(node2.echo.opened.load(Ordering::SeqCst), 0);
-    // A name that node does not hold is not taken (the landing node serves it itself).
-    let gone = endpoint(&ca, &node2.addr, "gone");
-    match gone
-        .hand_off(VISITOR.parse().expect("addr"), Handoff::Http)
-        .await
-    {
-        Some(Err(OpenError::Away(why))) => assert!(why.contains("not held on this node"), "{why}"),
-        other => panic!("expected away, got {:?}", other.map(|r| r.err())),
     }
 }
 

@@ -78,17 +78,6 @@ pub enum OpenError {
     Away(String),
 }
 
-/// What a whole visitor connection handed to the node that holds its tunnel is, so that node
-/// serves it as if the visitor had connected there (see [`Endpoint::hand_off`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Handoff {
-    /// Plain HTTP/1.1, from its first byte.
-    Http,
-    /// TLS from the ClientHello on: the holding node terminates it (every node has every
-    /// certificate) and serves HTTP/1.1 or HTTP/2 inside.
-    Tls,
-}
-
 /// Where a live name leads: implemented by the SSH server for each bound forward.
 #[async_trait::async_trait]
 pub trait Endpoint: Send + Sync + 'static {
@@ -102,18 +91,6 @@ pub trait Endpoint: Send + Sync + 'static {
     /// The tunnel thread (`warren-shards`) the owner's session runs on, where visitors of this
     /// forward are best served; `None` for anywhere.
     fn shard(&self) -> Option<usize> {
-        None
-    }
-    /// A stream to the node that holds this tunnel, carrying a whole visitor connection that
-    /// node serves itself (`how` says what the bytes are); `None` for a tunnel held here.
-    /// Handing the connection over, instead of forwarding its requests one by one, leaves the
-    /// landing node a byte relay: the holder parses HTTP once, applies the access rules,
-    /// records the request log, tells the owner, and counts the tunnel's limits.
-    async fn hand_off(
-        &self,
-        _visitor: SocketAddr,
-        _how: Handoff,
-    ) -> Option<Result<BoxStream, OpenError>> {
         None
     }
 }
