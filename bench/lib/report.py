@@ -9,6 +9,8 @@ COMPARISONS = [("warren", "classic"), ("warren_tls", "classic_tls"), ("warren", 
                ("warren", "sandhole"), ("warren_tls", "sandhole_tls"), ("warren", "direct"),
                # A tunnel behind basic auth against the open one, same broker, same run (target >= 0.95).
                ("warren_auth", "warren"),
+               # A second open tunnel on the same broker: the A/A spread of such pairs.
+               ("warren_twin", "warren"),
                # What recording each request in the tunnel's request log costs (same build).
                ("warren", "warren_nolog"),
                # The cross-node hop: the tunnel held on node 1, reached through node 2 against
@@ -87,7 +89,7 @@ def print_table(result):
 
 COLORS = {"direct": "#9e9e9e", "raw_sshd": "#8d6e63", "classic": "#e57373", "classic_tls": "#ef9a9a",
           "sandhole": "#81c784", "sandhole_tls": "#a5d6a7", "warren": "#1e88e5", "warren_tls": "#64b5f6",
-          "warren_auth": "#3949ab",
+          "warren_auth": "#3949ab", "warren_twin": "#5c6bc0",
           "warren_nolog": "#90caf9"}
 
 

@@ -11,7 +11,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::api::{Api, Cred, token};
 use crate::client::get;
-use crate::harness::{DEADLINE, Db, Ssh, TestBroker, answers, eventually, label_of, serve_as};
+use crate::harness::{
+    DEADLINE, Db, Options, Ssh, TestBroker, answers, eventually, label_of, serve_as,
+};
 use crate::origin::Origin;
 
 /// Short, so that the test waits for a lease to run out in seconds.
@@ -534,6 +536,100 @@ async fn visitors_on_other_nodes_get_http2_and_the_owners_rules() -> Result<()> 
     .await?;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.ends_with("hello from alice"), "{text}");
+    Ok(())
+}
+
+/// Postgres goes away under a two-node cluster for three leases: both nodes keep serving the
+/// tunnel (node 1 its own, node 2 through the hop) from memory the whole time, an owner
+/// connecting meanwhile is told why, and once the database is back nothing was lost: the
+/// tunnel is still served on both nodes, and a new claim on node 2 is served on node 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_stops_no_tunnel_in_the_cluster() -> Result<()> {
+    let proxy = crate::faults::Proxy::start(([127, 0, 0, 1], 5432).into()).await?;
+    let flags = |i: usize| {
+        vec![
+            "--node-name".to_owned(),
+            format!("n{i}"),
+            "--node-lease-secs".to_owned(),
+            LEASE_SECS.to_owned(),
+            "--cluster-listen".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ]
+    };
+    let n1 = TestBroker::start_opts(
+        Db::Postgres,
+        &as_refs(&flags(1)),
+        Options {
+            pg_port: Some(proxy.port),
+            ..Options::default()
+        },
+    )
+    .await?;
+    let n2 = n1.beside(&as_refs(&flags(2))).await?;
+    let alice = n1.user_with_key("alice")?;
+    let http = Origin::start("alice").await?;
+    let _ssh = Ssh::spawn(&n1, &alice, &["-R", &format!("app:80:{}", http.target())])?;
+    served(&n2, "app.localhost", 200).await?;
+
+    // Every request on both nodes answered by alice's service, for `span`.
+    async fn always_served(nodes: [&TestBroker; 2], span: Duration) -> Result<usize> {
+        let end = Instant::now() + span;
+        let mut n = 0;
+        while Instant::now() < end {
+            for node in nodes {
+                let (status, body) =
+                    get_from("127.0.0.1", node.http_port, "app.localhost", "/").await?;
+                assert_eq!(status, 200, "node :{}: {body}", node.http_port);
+                assert!(body.ends_with("hello from alice"), "{body}");
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+    let bob = n1.user_with_key("bob")?;
+    let origin_b = Origin::start("bob").await?;
+    let lease = Duration::from_secs(LEASE_SECS.parse()?);
+    proxy.cut();
+    let during = always_served([&n1, &n2], 3 * lease).await?;
+    println!(
+        "outage: {during} requests over both nodes in {:?}, all 200",
+        3 * lease
+    );
+    // An owner connecting meanwhile is told why.
+    let waiting = Ssh::spawn(
+        &n2,
+        &bob,
+        &[
+            "-o",
+            "ExitOnForwardFailure=no",
+            "-R",
+            &format!("blog:80:{}", origin_b.target()),
+        ],
+    )?;
+    waiting
+        .err_line("Warren: the broker cannot check keys right now; try again shortly.")
+        .await?;
+
+    proxy.restore();
+    // Back: the tunnel never stops (no node takes the other for dead on stale heartbeats), and
+    // claims work again, served across the nodes.
+    let after = always_served([&n1, &n2], 3 * lease).await?;
+    println!(
+        "after the outage: {after} requests in {:?}, all 200",
+        3 * lease
+    );
+    let again = eventually("bob's claim on node 2 after the outage", DEADLINE, || {
+        let (n2, bob, origin_b) = (&n2, &bob, &origin_b);
+        async move {
+            let ssh =
+                Ssh::spawn(n2, bob, &["-R", &format!("blog:80:{}", origin_b.target())]).ok()?;
+            ssh.url(0).await.ok().map(|_| ssh)
+        }
+    })
+    .await?;
+    let text = served(&n1, "blog.localhost", 200).await?;
+    assert!(text.ends_with("hello from bob"), "{text}");
+    drop(again);
     Ok(())
 }
 

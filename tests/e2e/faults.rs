@@ -16,14 +16,14 @@ use crate::harness::{DEADLINE, Db, Options, Ssh, TestBroker, eventually, label_o
 use crate::origin::Origin;
 
 /// A TCP proxy to Postgres that can drop every connection and refuse new ones.
-struct Proxy {
-    port: u16,
+pub(crate) struct Proxy {
+    pub(crate) port: u16,
     up: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<AbortHandle>>>,
 }
 
 impl Proxy {
-    async fn start(upstream: SocketAddr) -> Result<Self> {
+    pub(crate) async fn start(upstream: SocketAddr) -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let up = Arc::new(AtomicBool::new(true));
@@ -47,14 +47,14 @@ impl Proxy {
     }
 
     /// The database is gone: every connection closes, new ones are refused.
-    fn cut(&self) {
+    pub(crate) fn cut(&self) {
         self.up.store(false, Ordering::SeqCst);
         for c in self.conns.lock().expect("lock").drain(..) {
             c.abort();
         }
     }
 
-    fn restore(&self) {
+    pub(crate) fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
     }
 }

@@ -50,6 +50,13 @@ pub struct Routes {
     /// `holds_version` when every hold was last read; `None`: read them at the next tick.
     version: Option<(i64, i64)>,
     last_full: Instant,
+    /// Since when this node has read the database without a failure: `None` during an outage.
+    /// Another node's silence means it is dead only once this node has been connected for a
+    /// whole lease itself: after a database outage longer than a lease every node's last beat
+    /// is old, and a live node beats again within a third of a lease of the database's return
+    /// (e2e `cluster::a_postgres_outage_stops_no_tunnel_in_the_cluster`: without this, node 2
+    /// answered 503 for node 1's tunnel right after Postgres came back).
+    connected_since: Option<Instant>,
 }
 
 impl Routes {
@@ -71,7 +78,25 @@ impl Routes {
             known: HashMap::new(),
             version: None,
             last_full: Instant::now(),
+            connected_since: None,
         }
+    }
+
+    /// Whether a node's silence can be believed now (see `connected_since`).
+    fn trusts_silence(&self) -> bool {
+        self.connected_since
+            .is_some_and(|since| since.elapsed() >= self.membership.settings.lease)
+    }
+
+    /// `alive` as read for `name` on `node`, unless it would take a name this node serves as
+    /// live on that node for dead while silence cannot be believed yet.
+    fn believed_alive(&self, name: &str, node: &str, alive: bool) -> bool {
+        alive
+            || (!self.trusts_silence()
+                && self
+                    .known
+                    .get(name)
+                    .is_some_and(|k| k.alive && k.released.is_none() && k.node == node))
     }
 
     /// Runs until `shutdown`. Returns at once on a database that serves one node.
@@ -148,8 +173,14 @@ impl Routes {
     /// read when notifications may have been missed.
     async fn check(&mut self) {
         match self.membership.store.list_nodes().await {
-            Ok(nodes) => self.nodes_changed(&nodes),
-            Err(e) => warn!(error = %e, "cannot list the nodes"),
+            Ok(nodes) => {
+                self.connected_since.get_or_insert_with(Instant::now);
+                self.nodes_changed(&nodes);
+            }
+            Err(e) => {
+                self.connected_since = None;
+                warn!(error = %e, "cannot list the nodes");
+            }
         }
         let now = Instant::now();
         let expired: Vec<String> = self
@@ -213,6 +244,7 @@ impl Routes {
                 let (alive, addr) = by_name
                     .get(k.node.as_str())
                     .map_or((false, None), |n| (n.alive(), n.cluster_addr.clone()));
+                let alive = self.believed_alive(name, &k.node, alive);
                 (alive != k.alive || addr != k.addr).then(|| {
                     (
                         name.clone(),
@@ -242,12 +274,13 @@ impl Routes {
             }
             return;
         }
+        let alive = self.believed_alive(&row.name, &row.node, row.alive);
         let k = Known {
             node: row.node,
             addr: row.cluster_addr,
             kind: RouteKind::from_word(&row.kind),
             owner: row.user_id,
-            alive: row.alive,
+            alive,
             released: None,
         };
         if self.known.get(&row.name) != Some(&k) {
