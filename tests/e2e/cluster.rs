@@ -324,6 +324,20 @@ async fn three_nodes(extra: impl Fn(usize) -> Vec<String>) -> Result<[TestBroker
     Ok([n1, n2, n3])
 }
 
+/// Flags for a node serving HTTPS with the operator's certificate `cert` and key `key`, without
+/// redirecting plain HTTP.
+fn operator_tls(cert: &std::path::Path, key: &std::path::Path) -> Vec<String> {
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    strings(&[
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--https-redirect",
+        "false",
+    ])
+}
+
 fn strings(s: &[&str]) -> Vec<String> {
     s.iter().map(|s| s.to_string()).collect()
 }
@@ -356,18 +370,9 @@ async fn three_nodes_serve_each_others_tunnels_and_survive_a_kill() -> Result<()
     let certs = tempfile::tempdir()?;
     let (cert, cert_key) =
         crate::https::self_signed(certs.path(), "edge", &["app.localhost", "localhost"])?;
-    let (cert_s, key_s) = (cert.display().to_string(), cert_key.display().to_string());
     let [n1, n2, n3] = three_nodes(|i| {
-        let mut f = strings(&[
-            "--tcp-ports",
-            "22000-22999",
-            "--tls-cert",
-            &cert_s,
-            "--tls-key",
-            &key_s,
-            "--https-redirect",
-            "false",
-        ]);
+        let mut f = operator_tls(&cert, &cert_key);
+        f.extend(strings(&["--tcp-ports", "22000-22999"]));
         // Each node's raw TCP ports on an address of its own: one machine, one port each.
         f.extend(["--tcp-addr".to_owned(), format!("127.0.0.{i}")]);
         f
@@ -493,18 +498,7 @@ async fn three_nodes_serve_each_others_tunnels_and_survive_a_kill() -> Result<()
 async fn visitors_on_other_nodes_get_http2_and_the_owners_rules() -> Result<()> {
     let certs = tempfile::tempdir()?;
     let (cert, cert_key) = crate::https::self_signed(certs.path(), "edge", &["app.localhost"])?;
-    let (cert_s, key_s) = (cert.display().to_string(), cert_key.display().to_string());
-    let [n1, n2, n3] = three_nodes(|_| {
-        strings(&[
-            "--tls-cert",
-            &cert_s,
-            "--tls-key",
-            &key_s,
-            "--https-redirect",
-            "false",
-        ])
-    })
-    .await?;
+    let [n1, n2, n3] = three_nodes(|_| operator_tls(&cert, &cert_key)).await?;
     let alice = n1.user_with_key("alice")?;
     let http = Origin::start("alice").await?;
     let _ssh = Ssh::spawn(&n1, &alice, &["-R", &format!("app:80:{}", http.target())])?;
