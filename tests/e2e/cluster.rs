@@ -306,15 +306,7 @@ async fn alice_attempt(
 /// this order: the database goes with `n1`, which must be dropped last.
 async fn three_nodes(extra: impl Fn(usize) -> Vec<String>) -> Result<[TestBroker; 3]> {
     let flags = |i: usize| -> Vec<String> {
-        let mut f: Vec<String> = [
-            "--node-name".to_owned(),
-            format!("n{i}"),
-            "--node-lease-secs".to_owned(),
-            LEASE_SECS.to_owned(),
-            "--cluster-listen".to_owned(),
-            "127.0.0.1:0".to_owned(),
-        ]
-        .into();
+        let mut f = node_flags(i);
         f.extend(extra(i));
         f
     };
@@ -322,6 +314,19 @@ async fn three_nodes(extra: impl Fn(usize) -> Vec<String>) -> Result<[TestBroker
     let n2 = n1.beside(&as_refs(&flags(2))).await?;
     let n3 = n1.beside(&as_refs(&flags(3))).await?;
     Ok([n1, n2, n3])
+}
+
+/// The cluster's own flags for node `i`: its name `n{i}`, the short lease, a cluster listener
+/// on a free port.
+fn node_flags(i: usize) -> Vec<String> {
+    vec![
+        "--node-name".to_owned(),
+        format!("n{i}"),
+        "--node-lease-secs".to_owned(),
+        LEASE_SECS.to_owned(),
+        "--cluster-listen".to_owned(),
+        "127.0.0.1:0".to_owned(),
+    ]
 }
 
 /// Flags for a node serving HTTPS with the operator's certificate `cert` and key `key`, without
@@ -540,26 +545,16 @@ async fn visitors_on_other_nodes_get_http2_and_the_owners_rules() -> Result<()> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_outage_stops_no_tunnel_in_the_cluster() -> Result<()> {
     let proxy = crate::faults::Proxy::start(([127, 0, 0, 1], 5432).into()).await?;
-    let flags = |i: usize| {
-        vec![
-            "--node-name".to_owned(),
-            format!("n{i}"),
-            "--node-lease-secs".to_owned(),
-            LEASE_SECS.to_owned(),
-            "--cluster-listen".to_owned(),
-            "127.0.0.1:0".to_owned(),
-        ]
-    };
     let n1 = TestBroker::start_opts(
         Db::Postgres,
-        &as_refs(&flags(1)),
+        &as_refs(&node_flags(1)),
         Options {
             pg_port: Some(proxy.port),
             ..Options::default()
         },
     )
     .await?;
-    let n2 = n1.beside(&as_refs(&flags(2))).await?;
+    let n2 = n1.beside(&as_refs(&node_flags(2))).await?;
     let alice = n1.user_with_key("alice")?;
     let http = Origin::start("alice").await?;
     let _ssh = Ssh::spawn(&n1, &alice, &["-R", &format!("app:80:{}", http.target())])?;
