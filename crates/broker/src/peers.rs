@@ -12,6 +12,7 @@ use tracing::{info, warn};
 use warren_cluster::{Membership, Routes};
 use warren_peer::{ClusterCa, Dialer, NodeTls};
 use warren_registry::{PortAllocator, Registry};
+use warren_shards::Shards;
 use warren_store::Store;
 
 /// What [`start`] needs beside the config.
@@ -23,6 +24,8 @@ pub struct Peers {
     /// Bound before the node joined, so its address could be announced.
     pub listener: Option<TcpListener>,
     pub grace: std::time::Duration,
+    /// The tunnel threads, where streams from other nodes are copied and remote tunnels' visitors served.
+    pub shards: Arc<Shards>,
 }
 
 /// Issues this node's certificate from the cluster CA (made and stored by the first node to
@@ -38,13 +41,16 @@ pub async fn start(p: Peers, tasks: &TaskTracker, shutdown: &CancellationToken) 
         .await
         .context("cannot read the cluster CA from the database")?;
     let tls = NodeTls::issue(&ClusterCa { cert_pem, key_pem })?;
-    let dialer = Arc::new(Dialer::new(&tls)?);
+    let dialer = Arc::new(Dialer::new(&tls)?.with_threads(p.shards.len()));
     match p.listener {
         Some(listener) => {
             info!(addr = %listener.local_addr()?, "listening for the other nodes' visitors");
             let registry = p.registry.clone();
             let stop = shutdown.clone();
-            tasks.spawn(async move { warren_peer::serve(listener, &tls, registry, stop).await });
+            let shards = p.shards.clone();
+            tasks.spawn(
+                async move { warren_peer::serve(listener, &tls, registry, shards, stop).await },
+            );
         }
         None => warn!(
             "no cluster_addr: other nodes cannot forward visitors to this node's tunnels \

@@ -249,7 +249,7 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
             Arc::new(crate::policy::StoreRedeemer(store.clone())),
             share_key,
         )
-        .with_shards(shards)
+        .with_shards(shards.clone())
         .with_certificate_check({
             let certs = certs.clone();
             Arc::new(move |host: &str| certs.get(host).is_some())
@@ -335,6 +335,7 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
             ports: Some(tcp_ports as Arc<dyn warren_registry::PortAllocator>),
             listener: cluster_listener,
             grace: config.grace,
+            shards,
         },
         &tasks,
         &shutdown,

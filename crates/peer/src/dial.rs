@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
@@ -20,6 +21,9 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Dialer {
     tls: TlsConnector,
     server_name: ServerName<'static>,
+    /// This node's tunnel threads (`warren-shards`), which remote tunnels are spread over.
+    threads: usize,
+    next: AtomicUsize,
 }
 
 impl std::fmt::Debug for Dialer {
@@ -35,7 +39,20 @@ impl Dialer {
             tls: TlsConnector::from(tls.client.clone()),
             server_name: ServerName::try_from(CLUSTER_NAME)
                 .map_err(|e| PeerError::Certificate(e.to_string()))?,
+            threads: 0,
+            next: AtomicUsize::new(0),
         })
+    }
+
+    /// Spreads remote tunnels over this node's `n` tunnel threads, one thread each.
+    pub fn with_threads(mut self, n: usize) -> Self {
+        self.threads = n;
+        self
+    }
+
+    /// The tunnel thread for the next remote tunnel, in turn.
+    fn next_thread(&self) -> Option<usize> {
+        (self.threads > 0).then(|| self.next.fetch_add(1, Ordering::Relaxed) % self.threads)
     }
 
     /// A stream to `name` on the node at `addr`, for `visitor`.
@@ -76,12 +93,14 @@ pub struct PeerEndpoint {
     node: String,
     addr: String,
     name: String,
+    shard: Option<usize>,
 }
 
 impl PeerEndpoint {
     /// `name` on `node`, whose cluster listener is at `addr`.
     pub fn new(dialer: Arc<Dialer>, node: &str, addr: &str, name: &str) -> Self {
         Self {
+            shard: dialer.next_thread(),
             dialer,
             node: node.to_owned(),
             addr: addr.to_owned(),
@@ -118,5 +137,15 @@ impl Endpoint for PeerEndpoint {
 
     fn describe(&self) -> String {
         format!("node {}", self.node)
+    }
+
+    /// One thread per remote tunnel, as for a local one: its visitors and the pooled streams
+    /// to the holding node then meet on one thread, and a request crosses none.
+    fn shard(&self) -> Option<usize> {
+        self.shard
+    }
+
+    fn node(&self) -> Option<&str> {
+        Some(&self.node)
     }
 }

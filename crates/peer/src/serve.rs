@@ -1,13 +1,20 @@
 //! The listening side: streams from other nodes, each to a tunnel of this node.
 
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
-use warren_registry::{Lookup, OpenError, Registry};
+use warren_registry::{Lookup, OpenError, Registry, Route};
+use warren_shards::Shards;
 
 use crate::wire::{self, NOT_HERE, OPENED, REFUSED, UNREACHABLE};
 use crate::{NodeTls, PeerError};
@@ -19,11 +26,14 @@ const BUFFER: usize = 32 << 10;
 
 /// Serves other nodes' streams on `listener` until `shutdown`. A peer without a certificate
 /// from the cluster CA is cut at the handshake; a name no session of this node serves is
-/// answered "not here" (a peer's view was stale), never forwarded again.
+/// answered "not here" (a peer's view was stale), never forwarded again. Once the header names
+/// the tunnel, the stream moves to the tunnel thread of the owner's session (`shards`), as a
+/// visitor's connection does on the node it reached.
 pub async fn serve(
     listener: TcpListener,
     tls: &NodeTls,
     registry: Arc<Registry>,
+    shards: Arc<Shards>,
     shutdown: CancellationToken,
 ) {
     let acceptor = TlsAcceptor::from(tls.server.clone());
@@ -42,23 +52,82 @@ pub async fn serve(
         };
         let acceptor = acceptor.clone();
         let registry = registry.clone();
+        let shards = shards.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(sock, acceptor, &registry).await {
+            if let Err(e) = handle(sock, acceptor, &registry, &shards).await {
                 debug!(%peer, error = %e, "cluster stream ended");
             }
         });
     }
 }
 
+/// The socket under a hop's TLS, in a slot so that it can leave one runtime's reactor and join
+/// another's between two reads without undoing the TLS session above it.
+struct Movable(Option<TcpStream>);
+
+impl Movable {
+    fn socket(&mut self) -> io::Result<Pin<&mut TcpStream>> {
+        match &mut self.0 {
+            Some(s) => Ok(Pin::new(s)),
+            None => Err(io::Error::other(
+                "the socket is moving to its tunnel thread",
+            )),
+        }
+    }
+}
+
+impl AsyncRead for Movable {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut().socket() {
+            Ok(s) => s.poll_read(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl AsyncWrite for Movable {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut().socket() {
+            Ok(s) => s.poll_write(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut().socket() {
+            Ok(s) => s.poll_flush(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut().socket() {
+            Ok(s) => s.poll_shutdown(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+type Hop = TlsStream<Movable>;
+
 async fn handle(
     sock: TcpStream,
     acceptor: TlsAcceptor,
     registry: &Registry,
+    shards: &Shards,
 ) -> Result<(), PeerError> {
     let _ = sock.set_nodelay(true);
     let timed_out = || PeerError::Header("handshake timed out".into());
     let (mut tls, visitor, name) = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-        let mut tls = acceptor.accept(sock).await?;
+        let mut tls = acceptor.accept(Movable(Some(sock))).await?;
         let (visitor, name) = wire::read_header(&mut tls).await?;
         Ok::<_, PeerError>((tls, visitor, name))
     })
@@ -76,6 +145,33 @@ async fn handle(
             return Ok(());
         }
     };
+    // Every channel message of the owner's session is handled on its tunnel thread: copying
+    // there, not on this runtime, spares a cross-thread wake-up per read each way.
+    let shard = route.endpoint.shard().filter(|i| *i < shards.len());
+    if shard.is_none() || shard == Shards::current() {
+        return relay(tls, visitor, &route).await;
+    }
+    let Some(socket) = tls.get_mut().0.0.take() else {
+        return Ok(());
+    };
+    let socket = socket.into_std()?;
+    shards.spawn(shard, async move {
+        // `into_std` leaves the socket non-blocking, as `from_std` needs it.
+        match TcpStream::from_std(socket) {
+            Ok(socket) => {
+                tls.get_mut().0.0 = Some(socket);
+                if let Err(e) = relay(tls, visitor, &route).await {
+                    debug!(error = %e, "cluster stream ended");
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot adopt a cluster stream on its tunnel thread"),
+        }
+    });
+    Ok(())
+}
+
+/// Opens the owner's channel for `visitor`, answers the peer, and copies until either side ends.
+async fn relay(mut tls: Hop, visitor: SocketAddr, route: &Route) -> Result<(), PeerError> {
     let mut stream = match route.endpoint.open(visitor).await {
         Ok(s) => s,
         Err(OpenError::Refused(why)) => {

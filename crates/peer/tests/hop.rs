@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -12,17 +13,37 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use warren_peer::{ClusterCa, Dialer, NodeTls, PeerEndpoint};
 use warren_registry::{BoxStream, Endpoint, OpenError, Registry, RouteKind};
+use warren_shards::Shards;
 
 /// The owner's side on the holding node: says who the visitor is, then echoes.
 struct Echo {
     opened: AtomicUsize,
     refuse: bool,
+    /// The tunnel thread of the owner's session.
+    thread: Option<usize>,
+    /// The thread each stream was opened on.
+    opened_on: Mutex<Vec<Option<usize>>>,
+}
+
+impl Echo {
+    fn new(refuse: bool, thread: Option<usize>) -> Self {
+        Self {
+            opened: AtomicUsize::new(0),
+            refuse,
+            thread,
+            opened_on: Mutex::new(Vec::new()),
+        }
+    }
 }
 
 #[async_trait::async_trait]
 impl Endpoint for Echo {
     async fn open(&self, visitor: SocketAddr) -> Result<BoxStream, OpenError> {
         self.opened.fetch_add(1, Ordering::SeqCst);
+        self.opened_on
+            .lock()
+            .expect("not poisoned")
+            .push(Shards::current());
         if self.refuse {
             return Err(OpenError::Refused("nothing on localhost:8080".into()));
         }
@@ -44,6 +65,9 @@ impl Endpoint for Echo {
     fn describe(&self) -> String {
         "echo".into()
     }
+    fn shard(&self) -> Option<usize> {
+        self.thread
+    }
 }
 
 struct Holder {
@@ -55,17 +79,12 @@ struct Holder {
 /// Node 2: holds `app` (echo) and `down` (refused), serving other nodes under `ca`.
 async fn holder(ca: &ClusterCa) -> Holder {
     let registry = Arc::new(Registry::new(Duration::from_secs(60), 10));
-    let echo = Arc::new(Echo {
-        opened: AtomicUsize::new(0),
-        refuse: false,
-    });
+    // The owner of `app` runs on tunnel thread 1 of two.
+    let echo = Arc::new(Echo::new(false, Some(1)));
     registry
         .bind("app", 1, 7, RouteKind::Http, echo.clone())
         .expect("bind");
-    let refusing = Arc::new(Echo {
-        opened: AtomicUsize::new(0),
-        refuse: true,
-    });
+    let refusing = Arc::new(Echo::new(true, None));
     registry
         .bind("down", 1, 7, RouteKind::Http, refusing)
         .expect("bind");
@@ -74,7 +93,8 @@ async fn holder(ca: &ClusterCa) -> Holder {
     let tls = NodeTls::issue(ca).expect("node 2 certificate");
     let stop = CancellationToken::new();
     let token = stop.clone();
-    tokio::spawn(async move { warren_peer::serve(listener, &tls, registry, token).await });
+    let shards = Arc::new(Shards::start(2).expect("tunnel threads"));
+    tokio::spawn(async move { warren_peer::serve(listener, &tls, registry, shards, token).await });
     Holder {
         addr,
         echo,
@@ -117,6 +137,11 @@ async fn a_visitor_reaches_the_tunnel_on_the_holding_node() {
     stream.read_exact(&mut back).await.expect("echo");
     assert_eq!(&back, b"hello across nodes");
     assert_eq!(app.describe(), "node n2");
+    // The stream moved to the owner's tunnel thread before the channel was opened.
+    assert_eq!(
+        *node2.echo.opened_on.lock().expect("not poisoned"),
+        [Some(1)]
+    );
 
     // The owner's side refusing is a refusal here too; a name not held there is "away".
     let down = endpoint(&ca, &node2.addr, "down");
@@ -158,4 +183,19 @@ async fn strangers_get_nothing() {
     assert_eq!(answer.first(), Some(&21), "{answer:?}");
     assert!(answer.len() <= 7, "{answer:?}");
     assert_eq!(node2.echo.opened.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn remote_tunnels_take_turns_over_the_tunnel_threads() {
+    let ca = ClusterCa::generate().expect("ca");
+    let tls = NodeTls::issue(&ca).expect("certificate");
+    let threaded = Arc::new(Dialer::new(&tls).expect("dialer").with_threads(2));
+    let on = |name: &str| PeerEndpoint::new(threaded.clone(), "n2", "127.0.0.1:1", name).shard();
+    assert_eq!([on("a"), on("b"), on("c")], [Some(0), Some(1), Some(0)]);
+    // Without tunnel threads, anywhere.
+    let inline = Arc::new(Dialer::new(&tls).expect("dialer"));
+    assert_eq!(
+        PeerEndpoint::new(inline, "n2", "127.0.0.1:1", "a").shard(),
+        None
+    );
 }
