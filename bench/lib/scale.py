@@ -59,6 +59,8 @@ class Broker:
         self.node = node
         self.ports = {"ssh": free_port(), "http": free_port(), "https": free_port(), "admin": free_port()}
         self.proc = None
+        # Warnings and errors of every start, read after the storm to say why owners retried.
+        self.log_path = os.path.join(tmp, f"broker-{node or 'solo'}.log")
 
     def cli(self, *args):
         subprocess.run([self.binary, *args], env=self.env, check=True, stdout=subprocess.DEVNULL)
@@ -70,7 +72,8 @@ class Broker:
              "--https-addr", f"127.0.0.1:{p['https']}", "--admin-addr", f"127.0.0.1:{p['admin']}", "--public-scheme", "http",
              *(["--node-name", self.node, "--cluster-listen", "127.0.0.1:0"] if self.node else []),
              "serve"],
-            env=self.env, stdout=subprocess.DEVNULL, preexec_fn=raise_nofile)
+            env=self.env, stdout=subprocess.DEVNULL, stderr=open(self.log_path, "ab"),
+            preexec_fn=raise_nofile)
         def up():
             if self.proc.poll() is not None:
                 raise measure.Failure(f"the broker exited with {self.proc.returncode} at start")
@@ -94,6 +97,32 @@ class Broker:
                 if line.startswith(name + " ") or line.startswith(name + "{"):
                     return float(line.rsplit(" ", 1)[1])
         return None
+
+    def counters(self, *names):
+        """Every line of the named metrics, `name{labels}` -> value (non-zero ones)."""
+        out = {}
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['admin']}/metrics", timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(names):
+                    key, value = line.rsplit(" ", 1)
+                    if float(value):
+                        out[key] = float(value)
+        return out
+
+    def warnings_since(self, offset):
+        """Warning and error lines of the log past `offset`, counted by their message."""
+        counts = {}
+        with open(self.log_path, "rb") as f:
+            f.seek(offset)
+            for raw in f:
+                line = raw.decode(errors="replace")
+                if " WARN " not in line and " ERROR " not in line:
+                    continue
+                # `... WARN target: message key=value ...`: the message is what says why.
+                msg = line.split(": ", 1)[-1].strip()
+                msg = msg.split(" error=")[0].split(" name=")[0][:120]
+                counts[msg] = counts.get(msg, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: -kv[1])[:12])
 
     def live_tunnels(self):
         return self.metric('warren_tunnels_live{kind="http"}') or 0
@@ -195,6 +224,7 @@ def storm(procs, broker, key_of, origin, n, clients):
     for c in clients:
         c.wait()
     t_down = time.time()
+    log_from = os.path.getsize(broker.log_path)
     broker.start()
     t0 = time.time()
     log(f"  broker back in {t0 - t_down:.1f} s; {n} owners reconnect at once")
@@ -225,8 +255,15 @@ def storm(procs, broker, key_of, origin, n, clients):
     for i in random.sample(range(n), min(n, 100)):
         wait_until(f"tunnel {i} answers after the storm", lambda: http_ok(broker.ports["http"], f"h{i}.localhost"),
                    timeout=60)
+    # Why owners had to retry: connections the broker refused or timed out (limit hits), and
+    # what it warned about (a forward refused because the store did not answer, ...).
+    why = {"counters": broker.counters("warren_limit_hits_total", "warren_ssh_connections_total",
+                                       "warren_ssh_logins_total", "warren_ssh_auth_failures_total",
+                                       "warren_ssh_forwards_refused_total"),
+           "warnings": broker.warnings_since(log_from)}
+    log(f"  storm: why owners retried: {why}")
     return live, {"owners": n, "spawn_s": round(spawned_s, 1), "all_back_s": round(all_back_s, 1),
-                  "retries": retries, "sessions_per_s": round(n / all_back_s, 1)}
+                  "retries": retries, "sessions_per_s": round(n / all_back_s, 1), "why": why}
 
 
 def run(procs, tmp, repo, binary, origin, n, visitors, idle_s=10):

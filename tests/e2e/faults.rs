@@ -73,7 +73,23 @@ async fn postgres_going_away_stops_no_live_tunnel_and_loses_nothing() -> Result<
     .await?;
     let key = broker.user_with_key("alice")?;
     broker.cli_ok(&["reserve", "alice", "chat"])?;
-    let (_origin, _ssh, url) = serve_as(&broker, &key, "chat", "A").await?;
+    // The owner's session has a control socket, so it can ask for another forward later.
+    let origin = Origin::start("A").await?;
+    let ctl = broker.dir.path().join("ctl.sock");
+    let ctl_opt = format!("ControlPath={}", ctl.display());
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &[
+            "-o",
+            "ControlMaster=yes",
+            "-o",
+            &ctl_opt,
+            "-R",
+            &format!("chat:80:{}", origin.target()),
+        ],
+    )?;
+    let url = ssh.url(0).await?;
     assert_eq!(get(&url).await?.body, "hello from A");
 
     proxy.cut();
@@ -114,6 +130,29 @@ async fn postgres_going_away_stops_no_live_tunnel_and_loses_nothing() -> Result<
     let said = waiting
         .err_line("Warren: the broker cannot check keys right now; try again shortly.")
         .await;
+    // The owner already connected asks for one more forward: refused, with the reason in
+    // their session, and counted for the operator as the store's failure.
+    let more = Ssh::mux(
+        broker.ssh_port,
+        &ctl_opt,
+        "forward",
+        &format!("0:{}", origin.target()),
+    )
+    .await?;
+    assert!(
+        !more.status.success(),
+        "a forward was granted without a database: {}",
+        String::from_utf8_lossy(&more.stdout)
+    );
+    ssh.line("refused -R localhost:0: the broker cannot reach its database; try again shortly")
+        .await?;
+    let scrape = get(&format!("http://127.0.0.1:{}/metrics", broker.api_port))
+        .await?
+        .body;
+    assert!(
+        scrape.contains("warren_ssh_forwards_refused_total{reason=\"store_error\"} 1\n"),
+        "{scrape}"
+    );
 
     proxy.restore();
     // Writes work again, and nothing written before the outage is lost.

@@ -150,6 +150,28 @@ impl AuthFailure {
     }
 }
 
+/// Why a `tcpip-forward` request (an `ssh -R`) was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardRefusal {
+    /// The store did not answer (down, or its pool busy past the acquire timeout).
+    StoreError,
+    /// The broker's rules: a name taken or not the owner's, a limit, a malformed request.
+    Policy,
+}
+
+impl ForwardRefusal {
+    /// Every reason, in label order.
+    pub const ALL: [ForwardRefusal; 2] = [ForwardRefusal::StoreError, ForwardRefusal::Policy];
+
+    /// The `reason` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForwardRefusal::StoreError => "store_error",
+            ForwardRefusal::Policy => "policy",
+        }
+    }
+}
+
 /// Which listener a visitor connection arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listener {
@@ -187,6 +209,7 @@ pub struct Metrics {
     visitor_connections: [Counter; 3],
     limit_hits: [Counter; Limit::ALL.len()],
     auth_failures: [Counter; AuthFailure::ALL.len()],
+    forwards_refused: [Counter; ForwardRefusal::ALL.len()],
     /// TCP connections accepted on the SSH listener.
     pub ssh_connections: Counter,
     /// SSH connections that authenticated.
@@ -279,6 +302,12 @@ impl Metrics {
                 .map(|l| counter("warren_limit_hits_total", &[("limit", l.as_str())])),
             auth_failures: AuthFailure::ALL
                 .map(|a| counter("warren_ssh_auth_failures_total", &[("reason", a.as_str())])),
+            forwards_refused: ForwardRefusal::ALL.map(|a| {
+                counter(
+                    "warren_ssh_forwards_refused_total",
+                    &[("reason", a.as_str())],
+                )
+            }),
             ssh_connections: counter("warren_ssh_connections_total", &[]),
             ssh_logins: counter("warren_ssh_logins_total", &[]),
             acme_issued: counter("warren_acme_orders_total", &[("result", "issued")]),
@@ -332,6 +361,11 @@ impl Metrics {
         self.auth_failures[why as usize].increment(1);
     }
 
+    /// Counts a refused `ssh -R` forward.
+    pub fn forward_refused(&self, why: ForwardRefusal) {
+        self.forwards_refused[why as usize].increment(1);
+    }
+
     /// The counter of DNS provider errors for `provider` (`cloudflare`, `rfc2136`, …): one
     /// provider per broker, registered when the provider is built.
     pub fn dns_errors(&self, provider: &'static str) -> Counter {
@@ -383,6 +417,11 @@ fn describe(r: &dyn Recorder) {
         "warren_ssh_auth_failures_total",
         None,
         "SSH authentications refused, by reason (a client offering several keys counts each).",
+    );
+    c(
+        "warren_ssh_forwards_refused_total",
+        None,
+        "SSH remote forwards (ssh -R) refused, by reason: store_error (the database did not answer) or policy.",
     );
     c(
         "warren_ssh_connections_total",

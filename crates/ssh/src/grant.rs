@@ -9,7 +9,7 @@ use std::sync::Arc;
 use russh::server::Handle;
 use tracing::{info, warn};
 use warren_cluster::sticky_id;
-use warren_metrics::Limit;
+use warren_metrics::{ForwardRefusal, Limit};
 use warren_registry::{
     BROKER_OWNER, BindError, Lookup, OwnLimits, RouteKind, StickyKey, names, tcp_name, tcp_port,
 };
@@ -52,13 +52,25 @@ impl Grant {
 pub(crate) struct Refusal {
     why: String,
     audit: Option<String>,
+    /// The store did not answer: the owner should simply try again (and an operator may want
+    /// to know how often that happens: `warren_ssh_forwards_refused_total`).
+    store_error: bool,
 }
 
 impl Refusal {
-    fn new(why: impl Into<String>) -> Self {
+    pub(crate) fn new(why: impl Into<String>) -> Self {
         Self {
             why: why.into(),
             audit: None,
+            store_error: false,
+        }
+    }
+
+    /// The store could not be asked or written to.
+    pub(crate) fn database() -> Self {
+        Self {
+            store_error: true,
+            ..Self::new(DB_DOWN)
         }
     }
 
@@ -145,7 +157,7 @@ impl Tunnels {
                 // before an auto-claim spends one of the owner's claims on it.
                 self.claim_hold(user, &label, kind, None)
                     .await
-                    .map_err(|why| Refusal::new(why).about(&label))?;
+                    .map_err(|r| r.about(&label))?;
                 let claimed = match self.authorize_name(user, &label, kind).await {
                     Ok(claimed) => claimed,
                     Err(r) => {
@@ -174,7 +186,7 @@ impl Tunnels {
             Ok(q) => q,
             Err(e) => {
                 warn!(error = %e, "quota lookup failed");
-                return Err(Refusal::new(DB_DOWN));
+                return Err(Refusal::database());
             }
         };
         if let Some(max) = own.max_tunnels {
@@ -225,11 +237,11 @@ impl Tunnels {
                     .await
             }
         };
-        if let Err(why) = held {
+        if let Err(refusal) = held {
             if grant.claimed {
                 self.unclaim(&grant.name).await;
             }
-            return Err(Refusal::new(why).about(&grant.name));
+            return Err(refusal.about(&grant.name));
         }
         let registry = &self.server.registry;
         let displaced = match registry.bind_limited(
@@ -320,6 +332,11 @@ impl Tunnels {
 
     /// Tells the owner why `-R address:port` was refused (and the audit log, for names).
     pub(crate) async fn refuse(&self, address: &str, port: u32, refusal: Refusal) {
+        self.server.metrics.forward_refused(if refusal.store_error {
+            ForwardRefusal::StoreError
+        } else {
+            ForwardRefusal::Policy
+        });
         self.console
             .line(format!("refused -R {address}:{port}: {}", refusal.why));
         if let Some(name) = &refusal.audit {
@@ -371,7 +388,7 @@ impl Tunnels {
     async fn held_reservation(&self, name: &str) -> Result<Option<Reservation>, Refusal> {
         self.server.store.reservation(name).await.map_err(|e| {
             warn!(error = %e, "reservation lookup failed");
-            Refusal::new(DB_DOWN)
+            Refusal::database()
         })
     }
 
@@ -439,7 +456,7 @@ impl Tunnels {
                     ))),
                     Err(e) => {
                         warn!(error = %e, "claim failed");
-                        Err(Refusal::new(DB_DOWN))
+                        Err(Refusal::database())
                     }
                 }
             }
@@ -460,7 +477,7 @@ impl Tunnels {
             .await
             .map_err(|e| {
                 warn!(error = %e, "reservation count failed");
-                Refusal::new(DB_DOWN)
+                Refusal::database()
             })?
             .len();
         if held >= limits.names_per_user {

@@ -7,7 +7,7 @@ use warren_cluster::{ClaimError, Claiming, sticky_id};
 use warren_registry::{Lookup, RouteKind, StickyKey};
 use warren_store::User;
 
-use crate::grant::DB_DOWN;
+use crate::grant::Refusal;
 use crate::tunnels::Tunnels;
 
 impl Tunnels {
@@ -20,7 +20,7 @@ impl Tunnels {
         name: &str,
         kind: RouteKind,
         sticky: Option<&StickyKey>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
         let Some(cluster) = &self.server.cluster else {
             return Ok(());
         };
@@ -35,13 +35,17 @@ impl Tunnels {
             Ok(()) => Ok(()),
             // One node would hand the name to the newer session; across nodes that needs the
             // older one's node to let go, which nothing tells it yet.
-            Err(ClaimError::Held { node, user_id, .. }) if user_id == user.id => Err(format!(
-                "{name:?} is forwarded by another session of yours, on node {node}; close that one first"
-            )),
-            Err(ClaimError::Held { .. }) => Err(format!("name {name:?} is in use by another user")),
+            Err(ClaimError::Held { node, user_id, .. }) if user_id == user.id => {
+                Err(Refusal::new(format!(
+                    "{name:?} is forwarded by another session of yours, on node {node}; close that one first"
+                )))
+            }
+            Err(ClaimError::Held { .. }) => Err(Refusal::new(format!(
+                "name {name:?} is in use by another user"
+            ))),
             Err(ClaimError::Store(e)) => {
                 warn!(%name, error = %e, "cluster claim failed");
-                Err(DB_DOWN.to_owned())
+                Err(Refusal::database())
             }
         }
     }
