@@ -451,6 +451,40 @@ async fn three_nodes_serve_each_others_tunnels_and_survive_a_kill() -> Result<()
         assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     }
 
+    // alice's API token, asked on node 2: her tunnels are listed with the node that holds
+    // them, and a disconnect there says where to go rather than pretend.
+    let api = crate::api::Api::of(&n2);
+    let token = crate::api::token(&n2, "alice", "cluster", "write")?;
+    let listed = api.call(
+        "GET",
+        "/api/v1/tunnels",
+        crate::api::Cred::Token(&token),
+        None,
+    )?;
+    assert_eq!(listed.status, 200, "{}", listed.raw);
+    let app = listed
+        .body
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["name"] == "app"))
+        .with_context(|| listed.raw.clone())?;
+    assert_eq!(app["node"], "n1", "{}", listed.raw);
+    let kicked = api.call(
+        "DELETE",
+        "/api/v1/tunnels/app",
+        crate::api::Cred::Token(&token),
+        None,
+    )?;
+    assert_eq!(
+        (kicked.status, kicked.body["error"]["message"].as_str()),
+        (
+            409,
+            Some("tunnel \"app\" is held on node n1; disconnect it through that node")
+        ),
+        "{}",
+        kicked.raw
+    );
+    served(&n2, "app.localhost", 200).await?;
+
     // bob asks node 3 for `app`: refused as one node would.
     let bob_origin = Origin::start("bob").await?;
     let spec = format!("app:80:{}", bob_origin.target());

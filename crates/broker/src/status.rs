@@ -262,7 +262,11 @@ fn render(r: &Value) -> String {
             fit(s(t, "user"), 16),
             when(t["since"].as_i64()),
             t["requests"].as_u64().unwrap_or(0),
-            s(t, "url"),
+            match t["node"].as_str() {
+                // Held on another node of the cluster: its requests are those seen here.
+                Some(node) => format!("{}  (on node {node})", s(t, "url")),
+                None => s(t, "url").to_owned(),
+            },
         ));
     }
     let certs = list("certificates");

@@ -93,4 +93,8 @@ pub trait Endpoint: Send + Sync + 'static {
     fn shard(&self) -> Option<usize> {
         None
     }
+    /// The cluster node whose session serves this forward, when that is another node.
+    fn node(&self) -> Option<&str> {
+        None
+    }
 }

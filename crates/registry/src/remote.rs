@@ -65,6 +65,17 @@ impl Registry {
         self.remote.write().remove(name).is_some()
     }
 
+    /// Live tunnels held on other nodes, as this node serves them.
+    pub fn remote_routes(&self) -> Vec<Arc<Route>> {
+        let mut live = Vec::new();
+        self.remote.for_each(|_, e| {
+            if let Entry::Live(r) = e {
+                live.push(r.clone());
+            }
+        });
+        live
+    }
+
     /// Names this node knows to be held elsewhere (live or parked).
     pub fn remote_names(&self) -> Vec<String> {
         let mut names = Vec::new();
@@ -105,6 +116,9 @@ mod tests {
         reg.bind_remote("a", 1, RouteKind::Http, Arc::new(Elsewhere("node 2")));
         assert_eq!(described(reg.lookup("a")).as_deref(), Some("node 2"));
         assert!(matches!(reg.lookup_local("a"), Lookup::Unknown));
+        let remote: Vec<_> = reg.remote_routes().iter().map(|r| r.name.clone()).collect();
+        assert_eq!(remote, ["a"]);
+        assert!(reg.routes().is_empty());
         reg.bind("a", 1, 7, RouteKind::Http, Arc::new(Elsewhere("here")))
             .expect("bind");
         assert_eq!(described(reg.lookup("a")).as_deref(), Some("here"));
@@ -125,6 +139,8 @@ mod tests {
             Lookup::Parked { retry_after } if retry_after <= Duration::from_secs(10)
         ));
         assert_eq!(reg.remote_names(), vec!["b".to_owned()]);
+        // Parked: not a live tunnel anywhere.
+        assert!(reg.remote_routes().is_empty());
         // Its owner cannot be told apart from a stranger here: nothing is bound locally.
         assert!(reg.is_free_for("b", 2));
     }

@@ -31,9 +31,17 @@ impl Tenants {
         } else {
             HashMap::from([(caller.user.id, caller.user.name.clone())])
         };
-        let mut out: Vec<TunnelView> = reg
-            .routes()
+        // This node's own tunnels, then those held on other nodes of a cluster (a name that
+        // moved here may linger there for a moment: the local route is the one served).
+        let local = reg.routes();
+        let elsewhere: Vec<_> = reg
+            .remote_routes()
             .into_iter()
+            .filter(|r| !local.iter().any(|l| l.name == r.name))
+            .collect();
+        let mut out: Vec<TunnelView> = local
+            .into_iter()
+            .chain(elsewhere)
             .filter(|r| if all { true } else { r.owner == caller.user.id })
             .map(|r| {
                 let stats = r.stats();
@@ -46,6 +54,7 @@ impl Tenants {
                     bytes_in: stats.bytes_in,
                     bytes_out: stats.bytes_out,
                     visitor_connections: stats.connections as u64,
+                    node: r.endpoint.node().map(str::to_owned),
                     name: r.name.clone(),
                 }
             })
@@ -98,6 +107,13 @@ impl Tenants {
         };
         if !caller.sees(route.owner) {
             return Err(not_found());
+        }
+        // The owner's session is on another node of the cluster; this node only forwards its
+        // visitors there, and unbinding that here would change nothing.
+        if let Some(node) = route.endpoint.node() {
+            return Err(ServiceError::Conflict(format!(
+                "tunnel {name:?} is held on node {node}; disconnect it through that node"
+            )));
         }
         reg.unbind(name, route.session);
         route.endpoint.notify(format!(

@@ -110,6 +110,9 @@ pub struct TunnelView {
     pub bytes_out: u64,
     /// Visitor connections open right now.
     pub visitor_connections: u64,
+    /// On a cluster, the node whose session holds it when that is not the node answering;
+    /// the counts are then those of the visitors who reached it through the node answering.
+    pub node: Option<String>,
 }
 
 /// One request a tunnel served, from the edge's in-memory log.
