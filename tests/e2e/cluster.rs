@@ -418,6 +418,8 @@ async fn three_nodes_serve_each_others_tunnels_and_survive_a_kill() -> Result<()
         get_from("127.0.0.2", n2.http_port, "app.localhost", "/headers").await?;
     assert_eq!(status, 200, "{headers}");
     assert!(headers.contains("x-forwarded-for: 127.0.0.2"), "{headers}");
+    // alice's terminal on node 1 shows that request, which node 2 served.
+    ssh1.line("GET /headers 200").await?;
     // HTTPS terminated on node 3 with the operator's certificate.
     let (_, code, body) =
         crate::https::curl("app.localhost", n3.https_port, "/", &cert, &["--http1.1"]).await?;

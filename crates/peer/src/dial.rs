@@ -1,13 +1,17 @@
 //! The dialing side: an [`Endpoint`] that reaches a tunnel held on another node.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 use warren_registry::{BoxStream, Endpoint, OpenError};
 
 use crate::tls::CLUSTER_NAME;
@@ -16,6 +20,13 @@ use crate::{NodeTls, PeerError};
 
 /// How long a node may take to connect, shake hands and answer for the owner's channel.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Lines for owners on one node waiting to be sent; past this they are dropped, as an owner's
+/// terminal that does not keep up drops them.
+const LINES_QUEUED: usize = 1024;
+/// Lines are sent in batches of up to this many bytes: one TLS record for a burst.
+const LINES_BATCH: usize = 16 << 10;
+/// After a node could not be reached, its lines are dropped for this long before trying again.
+const LINES_RETRY: Duration = Duration::from_secs(1);
 
 /// Opens streams to other nodes; one per process, shared by every remote route.
 pub struct Dialer {
@@ -24,6 +35,8 @@ pub struct Dialer {
     /// This node's tunnel threads (`warren-shards`), which remote tunnels are spread over.
     threads: usize,
     next: AtomicUsize,
+    /// Where the lines for owners on each node go (by cluster address): one stream per node.
+    lines: Mutex<HashMap<String, mpsc::Sender<Vec<u8>>>>,
 }
 
 impl std::fmt::Debug for Dialer {
@@ -41,6 +54,7 @@ impl Dialer {
                 .map_err(|e| PeerError::Certificate(e.to_string()))?,
             threads: 0,
             next: AtomicUsize::new(0),
+            lines: Mutex::new(HashMap::new()),
         })
     }
 
@@ -55,6 +69,23 @@ impl Dialer {
         (self.threads > 0).then(|| self.next.fetch_add(1, Ordering::Relaxed) % self.threads)
     }
 
+    /// The queue of lines for owners on the node at `addr`, and the task that sends them
+    /// (started with the first line, again if it ended).
+    fn lines_to(&self, addr: &str) -> mpsc::Sender<Vec<u8>> {
+        let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = lines.get(addr).filter(|tx| !tx.is_closed()) {
+            return tx.clone();
+        }
+        let (tx, rx) = mpsc::channel(LINES_QUEUED);
+        let link = Link {
+            tls: self.tls.clone(),
+            server_name: self.server_name.clone(),
+        };
+        tokio::spawn(carry_lines(link, addr.to_owned(), rx));
+        lines.insert(addr.to_owned(), tx.clone());
+        tx
+    }
+
     /// A stream to `name` on the node at `addr`, for `visitor`.
     async fn open(
         &self,
@@ -63,13 +94,11 @@ impl Dialer {
         visitor: SocketAddr,
     ) -> Result<BoxStream, OpenError> {
         let away = |e: &dyn std::fmt::Display| OpenError::Away(format!("{addr}: {e}"));
-        let tcp = TcpStream::connect(addr).await.map_err(|e| away(&e))?;
-        let _ = tcp.set_nodelay(true);
-        let mut tls = self
-            .tls
-            .connect(self.server_name.clone(), tcp)
-            .await
-            .map_err(|e| away(&e))?;
+        let link = Link {
+            tls: self.tls.clone(),
+            server_name: self.server_name.clone(),
+        };
+        let mut tls = link.connect(addr).await.map_err(|e| away(&e))?;
         let header = wire::header(visitor, name).map_err(|e| away(&e))?;
         tokio::io::AsyncWriteExt::write_all(&mut tls, &header)
             .await
@@ -87,6 +116,64 @@ impl Dialer {
     }
 }
 
+/// What connecting to another node takes.
+struct Link {
+    tls: TlsConnector,
+    server_name: ServerName<'static>,
+}
+
+impl Link {
+    async fn connect(&self, addr: &str) -> std::io::Result<TlsStream<TcpStream>> {
+        let tcp = TcpStream::connect(addr).await?;
+        let _ = tcp.set_nodelay(true);
+        self.tls.connect(self.server_name.clone(), tcp).await
+    }
+}
+
+/// Sends the lines queued for owners on the node at `addr` over one stream, in batches;
+/// connects again after a failure, dropping what arrives for [`LINES_RETRY`] meanwhile.
+async fn carry_lines(link: Link, addr: String, mut rx: mpsc::Receiver<Vec<u8>>) {
+    let mut stream: Option<TlsStream<TcpStream>> = None;
+    let mut quiet_until: Option<Instant> = None;
+    let mut batch = Vec::with_capacity(LINES_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.clear();
+        batch.extend_from_slice(&first);
+        while batch.len() < LINES_BATCH {
+            match rx.try_recv() {
+                Ok(more) => batch.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if stream.is_none() {
+            if quiet_until.is_some_and(|t| Instant::now() < t) {
+                continue;
+            }
+            let opened = tokio::time::timeout(OPEN_TIMEOUT, async {
+                let mut s = link.connect(&addr).await?;
+                let header = wire::lines_header().map_err(std::io::Error::other)?;
+                s.write_all(&header).await?;
+                Ok::<_, std::io::Error>(s)
+            })
+            .await;
+            match opened {
+                Ok(Ok(s)) => stream = Some(s),
+                _ => {
+                    tracing::debug!(%addr, "cannot reach a node for its owners' lines");
+                    quiet_until = Some(Instant::now() + LINES_RETRY);
+                    continue;
+                }
+            }
+        }
+        if let Some(s) = &mut stream
+            && (s.write_all(&batch).await.is_err() || s.flush().await.is_err())
+        {
+            stream = None;
+            quiet_until = Some(Instant::now() + LINES_RETRY);
+        }
+    }
+}
+
 /// A tunnel held by a session on another node, reached through its cluster listener.
 pub struct PeerEndpoint {
     dialer: Arc<Dialer>,
@@ -94,6 +181,8 @@ pub struct PeerEndpoint {
     addr: String,
     name: String,
     shard: Option<usize>,
+    /// The queue of lines to the owner's node, found at the first line.
+    lines: OnceLock<mpsc::Sender<Vec<u8>>>,
 }
 
 impl PeerEndpoint {
@@ -101,6 +190,7 @@ impl PeerEndpoint {
     pub fn new(dialer: Arc<Dialer>, node: &str, addr: &str, name: &str) -> Self {
         Self {
             shard: dialer.next_thread(),
+            lines: OnceLock::new(),
             dialer,
             node: node.to_owned(),
             addr: addr.to_owned(),
@@ -132,8 +222,15 @@ impl Endpoint for PeerEndpoint {
         }
     }
 
-    /// The owner's session is on the other node, which tells them what concerns them.
-    fn notify(&self, _line: String) {}
+    /// Sent to the owner's node, which shows it in their session: an owner behind a load
+    /// balancer sees every visitor, wherever each landed.
+    fn notify(&self, line: String) {
+        let tx = self.lines.get_or_init(|| self.dialer.lines_to(&self.addr));
+        let mut record = Vec::with_capacity(self.name.len() + line.len() + 2);
+        wire::line_record(&mut record, &self.name, &line);
+        // A full queue drops the line, never the visitor's request.
+        let _ = tx.try_send(record);
+    }
 
     fn describe(&self) -> String {
         format!("node {}", self.node)

@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 use warren_registry::{Lookup, OpenError, Registry, Route};
 use warren_shards::Shards;
 
-use crate::wire::{self, NOT_HERE, OPENED, REFUSED, UNREACHABLE};
+use crate::wire::{self, MAX_LINE, NOT_HERE, OPENED, Opening, REFUSED, UNREACHABLE};
 use crate::{NodeTls, PeerError};
 
 /// A peer must finish its handshake and header in this long.
@@ -126,13 +126,17 @@ async fn handle(
 ) -> Result<(), PeerError> {
     let _ = sock.set_nodelay(true);
     let timed_out = || PeerError::Header("handshake timed out".into());
-    let (mut tls, visitor, name) = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+    let (mut tls, opening) = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
         let mut tls = acceptor.accept(Movable(Some(sock))).await?;
-        let (visitor, name) = wire::read_header(&mut tls).await?;
-        Ok::<_, PeerError>((tls, visitor, name))
+        let opening = wire::read_header(&mut tls).await?;
+        Ok::<_, PeerError>((tls, opening))
     })
     .await
     .map_err(|_| timed_out())??;
+    let (visitor, name) = match opening {
+        Opening::Visitor(visitor, name) => (visitor, name),
+        Opening::Lines => return deliver_lines(tls, registry).await,
+    };
     let route = match registry.lookup_local(&name) {
         Lookup::Live(route) => route,
         _ => {
@@ -168,6 +172,33 @@ async fn handle(
         }
     });
     Ok(())
+}
+
+/// Shows each line another node sends to the owner of the tunnel it names, if a session of
+/// this node serves it (lines for a name that moved on are dropped, as lines an owner's
+/// terminal cannot take are).
+async fn deliver_lines(tls: Hop, registry: &Registry) -> Result<(), PeerError> {
+    use tokio::io::AsyncBufReadExt;
+    use tokio::io::AsyncReadExt;
+    // A name (at most 253 bytes, or `tcp:PORT`), a tab, a line, a newline.
+    const RECORD: u64 = (MAX_LINE + 256) as u64;
+    let mut r = tokio::io::BufReader::new(tls);
+    let mut record = Vec::new();
+    loop {
+        record.clear();
+        if (&mut r).take(RECORD).read_until(b'\n', &mut record).await? == 0 {
+            return Ok(());
+        }
+        let Some(record) = record.strip_suffix(b"\n") else {
+            return Err(PeerError::Header("a line for an owner too long".into()));
+        };
+        let text = String::from_utf8_lossy(record);
+        if let Some((name, line)) = text.split_once('\t')
+            && let Lookup::Live(route) = registry.lookup_local(name)
+        {
+            route.endpoint.notify(line.to_owned());
+        }
+    }
 }
 
 /// Opens the owner's channel for `visitor`, answers the peer, and copies until either side ends.

@@ -18,6 +18,22 @@ pub(crate) const UNREACHABLE: u8 = 2;
 /// No session of that node serves the name (it moved, or the view was stale).
 pub(crate) const NOT_HERE: u8 = 3;
 
+/// The TLV (PROXY v2's first custom type) that marks a stream of lines for owners, sent by
+/// the node their visitors reached (`Command::Local`: no visitor of its own).
+const LINES_TLV: u8 = 0xE0;
+/// A line for an owner longer than this is cut; a record longer than the cut line and its
+/// name ends the stream.
+pub(crate) const MAX_LINE: usize = 2048;
+
+/// What a stream from another node is for.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Opening {
+    /// A visitor's bytes for the tunnel `name`.
+    Visitor(SocketAddr, String),
+    /// Lines for owners of this node's tunnels, one `NAME\tLINE\n` record each.
+    Lines,
+}
+
 /// A header longer than this is refused (a name is at most 253 bytes, addresses 36).
 const MAX_HEADER: usize = 512;
 /// A status reason longer than this is cut.
@@ -41,10 +57,39 @@ pub(crate) fn header(visitor: SocketAddr, name: &str) -> Result<Vec<u8>, PeerErr
     .map_err(|e| PeerError::Header(e.to_string()))
 }
 
-/// Reads a header: the visitor and the tunnel's name.
-pub(crate) async fn read_header(
-    r: &mut (impl AsyncRead + Unpin),
-) -> Result<(SocketAddr, String), PeerError> {
+/// The header of a stream of lines for owners.
+pub(crate) fn lines_header() -> Result<Vec<u8>, PeerError> {
+    // Unspecified addresses of a family, not `AF_UNSPEC`: with no family, a reader must take
+    // the whole payload for the address, and the mark would not be read.
+    let none = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
+    Builder::with_addresses(
+        Version::Two | Command::Local,
+        Protocol::Stream,
+        (none, none),
+    )
+    .write_tlv(LINES_TLV, b"1")
+    .and_then(Builder::build)
+    .map_err(|e| PeerError::Header(e.to_string()))
+}
+
+/// One record of a lines stream: the line cut to [`MAX_LINE`] bytes, on one line.
+pub(crate) fn line_record(out: &mut Vec<u8>, name: &str, line: &str) {
+    let mut end = line.len().min(MAX_LINE);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.extend_from_slice(name.as_bytes());
+    out.push(b'\t');
+    out.extend(
+        line[..end]
+            .bytes()
+            .map(|b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+    );
+    out.push(b'\n');
+}
+
+/// Reads a header: a visitor and the tunnel's name, or a stream of lines.
+pub(crate) async fn read_header(r: &mut (impl AsyncRead + Unpin)) -> Result<Opening, PeerError> {
     let bad = |why: &str| PeerError::Header(why.to_owned());
     let mut all = vec![0u8; 16];
     r.read_exact(&mut all).await?;
@@ -58,6 +103,16 @@ pub(crate) async fn read_header(
     all.resize(16 + len, 0);
     r.read_exact(&mut all[16..]).await?;
     let header = Header::try_from(all.as_slice()).map_err(|e| PeerError::Header(e.to_string()))?;
+    if header.command == Command::Local {
+        return match header
+            .tlvs()
+            .filter_map(Result::ok)
+            .any(|t| t.kind == LINES_TLV)
+        {
+            true => Ok(Opening::Lines),
+            false => Err(bad("a LOCAL header that is not a stream of lines")),
+        };
+    }
     let visitor = match header.addresses {
         Addresses::IPv4(a) => SocketAddr::from((a.source_address, a.source_port)),
         Addresses::IPv6(a) => SocketAddr::from((a.source_address, a.source_port)),
@@ -69,7 +124,7 @@ pub(crate) async fn read_header(
         .find(|t| t.kind == Type::Authority as u8)
         .ok_or_else(|| bad("no tunnel name"))?;
     let name = String::from_utf8(name.value.to_vec()).map_err(|_| bad("tunnel name not UTF-8"))?;
-    Ok((visitor, name))
+    Ok(Opening::Visitor(visitor, name))
 }
 
 /// The listener's answer: a status, then (unless [`OPENED`]) a reason.
@@ -113,8 +168,8 @@ mod tests {
             let visitor: SocketAddr = visitor.parse().expect("addr");
             let bytes = header(visitor, "chat").expect("header");
             let mut r = bytes.as_slice();
-            let (v, name) = read_header(&mut r).await.expect("parse");
-            assert_eq!((v, name.as_str()), (visitor, "chat"));
+            let opening = read_header(&mut r).await.expect("parse");
+            assert_eq!(opening, Opening::Visitor(visitor, "chat".into()));
             assert!(r.is_empty(), "the header is read exactly");
         }
     }
@@ -144,6 +199,33 @@ mod tests {
             .await
             .expect_err("no name");
         assert!(err.to_string().contains("no tunnel name"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_lines_header_and_its_records() {
+        let bytes = lines_header().expect("header");
+        assert_eq!(
+            read_header(&mut bytes.as_slice()).await.expect("parse"),
+            Opening::Lines
+        );
+        // A LOCAL header without the mark is nothing we know.
+        let local = Builder::with_addresses(
+            Version::Two | Command::Local,
+            Protocol::Unspecified,
+            Addresses::Unspecified,
+        )
+        .build()
+        .expect("build");
+        assert!(read_header(&mut local.as_slice()).await.is_err());
+        // One record per line, whatever the line holds; cut on a character boundary.
+        let mut out = Vec::new();
+        line_record(&mut out, "app", "GET /a\nb 200 1ms");
+        line_record(&mut out, "app", &"é".repeat(MAX_LINE));
+        let text = String::from_utf8(out).expect("utf-8");
+        let records: Vec<_> = text.lines().collect();
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0], "app\tGET /a b 200 1ms");
+        assert_eq!(records[1].len(), 4 + MAX_LINE);
     }
 
     #[tokio::test]

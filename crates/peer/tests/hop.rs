@@ -23,6 +23,8 @@ struct Echo {
     thread: Option<usize>,
     /// The thread each stream was opened on.
     opened_on: Mutex<Vec<Option<usize>>>,
+    /// Lines shown to the owner.
+    lines: Mutex<Vec<String>>,
 }
 
 impl Echo {
@@ -32,6 +34,7 @@ impl Echo {
             refuse,
             thread,
             opened_on: Mutex::new(Vec::new()),
+            lines: Mutex::new(Vec::new()),
         }
     }
 }
@@ -61,7 +64,9 @@ impl Endpoint for Echo {
         });
         Ok(Box::pin(ours))
     }
-    fn notify(&self, _: String) {}
+    fn notify(&self, line: String) {
+        self.lines.lock().expect("not poisoned").push(line);
+    }
     fn describe(&self) -> String {
         "echo".into()
     }
@@ -154,6 +159,36 @@ async fn a_visitor_reaches_the_tunnel_on_the_holding_node() {
         Err(OpenError::Away(why)) => assert!(why.contains("not held on this node"), "{why}"),
         other => panic!("expected away, got {:?}", other.err()),
     }
+}
+
+#[tokio::test]
+async fn lines_for_the_owner_reach_the_holding_node() {
+    let ca = ClusterCa::generate().expect("ca");
+    let node2 = holder(&ca).await;
+    let tls = NodeTls::issue(&ca).expect("node 1 certificate");
+    let dialer = Arc::new(Dialer::new(&tls).expect("dialer"));
+    let app = PeerEndpoint::new(dialer.clone(), "n2", &node2.addr, "app");
+    let gone = PeerEndpoint::new(dialer, "n2", &node2.addr, "gone");
+    gone.notify("for nobody".into());
+    for i in 0..50 {
+        app.notify(format!("GET /{i} 200 1ms"));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines = node2.echo.lines.lock().expect("not poisoned").clone();
+        if lines.len() == 50 {
+            let want: Vec<_> = (0..50).map(|i| format!("GET /{i} 200 1ms")).collect();
+            assert_eq!(lines, want, "in order, each once, none for another name");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {lines:?} arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // No channel was opened for them.
+    assert_eq!(node2.echo.opened.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
