@@ -59,7 +59,8 @@ function makeRow(t, all, cols) {
   const r = { tr: h('tr', { 'data-name': t.name }, cells), sinceSecs: t.since };
   fill(cells[i++], t.name.startsWith('tcp:') ? t.name : h('a', { href: '/reservations/' + enc(t.name) }, t.name));
   fill(cells[i++], link(t.url));
-  cells[i++].textContent = t.kind;
+  // Held by a session on another node of the cluster: said beside the kind.
+  cells[i++].textContent = t.node ? `${t.kind} · node ${t.node}` : t.kind;
   if (all) cells[i++].textContent = t.user;
   r.since = cells[i++];
   r.requests = cells[i++];
