@@ -24,7 +24,7 @@ pub struct Peers {
     /// Bound before the node joined, so its address could be announced.
     pub listener: Option<TcpListener>,
     pub grace: std::time::Duration,
-    /// The tunnel threads, where streams from other nodes are copied and remote tunnels' visitors served.
+    /// The tunnel threads, where streams from other nodes are copied to their owners' sessions.
     pub shards: Arc<Shards>,
 }
 
@@ -41,7 +41,7 @@ pub async fn start(p: Peers, tasks: &TaskTracker, shutdown: &CancellationToken) 
         .await
         .context("cannot read the cluster CA from the database")?;
     let tls = NodeTls::issue(&ClusterCa { cert_pem, key_pem })?;
-    let dialer = Arc::new(Dialer::new(&tls)?.with_threads(p.shards.len()));
+    let dialer = Arc::new(Dialer::new(&tls)?);
     match p.listener {
         Some(listener) => {
             info!(addr = %listener.local_addr()?, "listening for the other nodes' visitors");

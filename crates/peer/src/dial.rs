@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -32,9 +31,6 @@ const LINES_RETRY: Duration = Duration::from_secs(1);
 pub struct Dialer {
     tls: TlsConnector,
     server_name: ServerName<'static>,
-    /// This node's tunnel threads (`warren-shards`), which remote tunnels are spread over.
-    threads: usize,
-    next: AtomicUsize,
     /// Where the lines for owners on each node go (by cluster address): one stream per node.
     lines: Mutex<HashMap<String, mpsc::Sender<Vec<u8>>>>,
 }
@@ -52,21 +48,8 @@ impl Dialer {
             tls: TlsConnector::from(tls.client.clone()),
             server_name: ServerName::try_from(CLUSTER_NAME)
                 .map_err(|e| PeerError::Certificate(e.to_string()))?,
-            threads: 0,
-            next: AtomicUsize::new(0),
             lines: Mutex::new(HashMap::new()),
         })
-    }
-
-    /// Spreads remote tunnels over this node's `n` tunnel threads, one thread each.
-    pub fn with_threads(mut self, n: usize) -> Self {
-        self.threads = n;
-        self
-    }
-
-    /// The tunnel thread for the next remote tunnel, in turn.
-    fn next_thread(&self) -> Option<usize> {
-        (self.threads > 0).then(|| self.next.fetch_add(1, Ordering::Relaxed) % self.threads)
     }
 
     /// The queue of lines for owners on the node at `addr`, and the task that sends them
@@ -180,7 +163,6 @@ pub struct PeerEndpoint {
     node: String,
     addr: String,
     name: String,
-    shard: Option<usize>,
     /// The queue of lines to the owner's node, found at the first line.
     lines: OnceLock<mpsc::Sender<Vec<u8>>>,
 }
@@ -189,7 +171,6 @@ impl PeerEndpoint {
     /// `name` on `node`, whose cluster listener is at `addr`.
     pub fn new(dialer: Arc<Dialer>, node: &str, addr: &str, name: &str) -> Self {
         Self {
-            shard: dialer.next_thread(),
             lines: OnceLock::new(),
             dialer,
             node: node.to_owned(),
@@ -234,12 +215,6 @@ impl Endpoint for PeerEndpoint {
 
     fn describe(&self) -> String {
         format!("node {}", self.node)
-    }
-
-    /// One thread per remote tunnel, as for a local one: its visitors and the pooled streams
-    /// to the holding node then meet on one thread, and a request crosses none.
-    fn shard(&self) -> Option<usize> {
-        self.shard
     }
 
     fn node(&self) -> Option<&str> {

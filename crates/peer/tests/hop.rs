@@ -219,18 +219,3 @@ async fn strangers_get_nothing() {
     assert!(answer.len() <= 7, "{answer:?}");
     assert_eq!(node2.echo.opened.load(Ordering::SeqCst), 0);
 }
-
-#[test]
-fn remote_tunnels_take_turns_over_the_tunnel_threads() {
-    let ca = ClusterCa::generate().expect("ca");
-    let tls = NodeTls::issue(&ca).expect("certificate");
-    let threaded = Arc::new(Dialer::new(&tls).expect("dialer").with_threads(2));
-    let on = |name: &str| PeerEndpoint::new(threaded.clone(), "n2", "127.0.0.1:1", name).shard();
-    assert_eq!([on("a"), on("b"), on("c")], [Some(0), Some(1), Some(0)]);
-    // Without tunnel threads, anywhere.
-    let inline = Arc::new(Dialer::new(&tls).expect("dialer"));
-    assert_eq!(
-        PeerEndpoint::new(inline, "n2", "127.0.0.1:1", "a").shard(),
-        None
-    );
-}
