@@ -12,6 +12,7 @@ max_claims_per_hour), then
 """
 import os
 import random
+import re
 import socket
 import subprocess
 import time
@@ -118,9 +119,10 @@ class Broker:
                 line = raw.decode(errors="replace")
                 if " WARN " not in line and " ERROR " not in line:
                     continue
-                # `... WARN target: message key=value ...`: the message is what says why.
+                # `... WARN target: message key=value ...`: the message is what says why; its
+                # fields (which name, how long) would make every line its own.
                 msg = line.split(": ", 1)[-1].strip()
-                msg = msg.split(" error=")[0].split(" name=")[0][:120]
+                msg = re.sub(r"\s+[\w.]+=\S+", "", msg)[:120]
                 counts[msg] = counts.get(msg, 0) + 1
         return dict(sorted(counts.items(), key=lambda kv: -kv[1])[:12])
 

@@ -685,3 +685,61 @@ async fn a_full_pending_cap_frees_places_within_seconds() -> Result<()> {
     println!("an honest visitor was served {waited:?} after the pending cap was full");
     Ok(())
 }
+
+/// The first line the server sends (its SSH version), or `None` if nothing came within `wait`.
+async fn banner(s: &mut TcpStream, wait: Duration) -> Option<String> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 256];
+    let end = tokio::time::Instant::now() + wait;
+    while !out.contains(&b'\n') {
+        match tokio::time::timeout_at(end, s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => out.extend_from_slice(buf.get(..n).unwrap_or_default()),
+            _ => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// An exempt source (a load balancer; here 127.0.0.1, exempt by default) is never refused,
+/// but past `ssh_max_startups` handshakes at once its connections wait their turn: a reconnect
+/// storm through one address then runs that many key exchanges at a time instead of all of
+/// them at once, each slower than the auth deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exempt_source_past_the_startup_cap_waits_its_turn_and_gets_in() -> Result<()> {
+    let broker = TestBroker::start_with(
+        Db::Sqlite,
+        &["--ssh-max-startups", "2", "--auth-timeout-secs", "3"],
+    )
+    .await?;
+    let key = broker.user_with_key("alice")?;
+    let origin = Origin::start("A").await?;
+    let p = broker.ssh_port;
+    // Two silent connections take both places: each is greeted at once.
+    let mut first = from([127, 0, 0, 1], p).await?;
+    let mut second = from([127, 0, 0, 1], p).await?;
+    for s in [&mut first, &mut second] {
+        let line = banner(s, Duration::from_secs(5)).await.context("greeted")?;
+        assert!(line.starts_with("SSH-2.0-"), "{line:?}");
+    }
+    // A third waits: not refused (still open), not greeted.
+    let mut third = from([127, 0, 0, 1], p).await?;
+    assert_eq!(banner(&mut third, Duration::from_secs(1)).await, None);
+    // An owner behind them gets in once the silent ones' deadline (3 s) frees the places.
+    let started = Instant::now();
+    let ssh = Ssh::spawn(
+        &broker,
+        &key,
+        &["-R", &format!("app:80:{}", origin.target())],
+    )?;
+    ssh.url(0).await?;
+    serves(&broker, "app").await?;
+    let waited = started.elapsed();
+    let line = banner(&mut third, Duration::from_secs(5))
+        .await
+        .context("the third greeted in turn")?;
+    assert!(line.starts_with("SSH-2.0-"), "{line:?}");
+    assert_eq!(metric(&broker, &limit_hits("ssh_max_startups")).await?, 0.0);
+    assert!(metric(&broker, &limit_hits("auth_timeout")).await? >= 2.0);
+    println!("the owner queued behind two silent handshakes logged in after {waited:?}");
+    Ok(())
+}

@@ -70,6 +70,11 @@ impl Ticket {
         self.pending = None;
     }
 
+    /// Whether the connection's source is on the exempt list (its ticket holds no place).
+    pub fn exempt(&self) -> bool {
+        self.ip.is_none() && self.pending.is_none()
+    }
+
     /// Lets go of every place (an SSH login: owners are not counted against these limits).
     pub fn release(&mut self) {
         self.ip = None;

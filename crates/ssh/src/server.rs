@@ -8,6 +8,7 @@ use russh::keys::PrivateKey;
 use russh::server::Config;
 use russh::{MethodKind, MethodSet};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 use warren_admit::{Admission, AuthFailures, Refusal, Throttle};
@@ -89,6 +90,10 @@ pub struct SshServer {
     draining: CancellationToken,
     /// Which new connections are taken on (see [`SshServer::with_admission`]).
     pub(crate) admission: Arc<Admission>,
+    /// Handshakes in progress from exempt sources (a load balancer, the box itself), which no
+    /// limit refuses: beyond `ssh_max_startups` at once they wait their turn, first come first
+    /// served (see [`SshServer::with_admission`]).
+    exempt_turns: Arc<Semaphore>,
     /// Failed authentications per IP, and the addresses refused for too many (see
     /// [`SshServer::with_auth_failures`]).
     pub(crate) auth_failures: Arc<AuthFailures>,
@@ -150,6 +155,7 @@ impl SshServer {
             draining: CancellationToken::new(),
             metrics: Arc::new(Metrics::noop()),
             admission: Arc::new(Admission::unlimited()),
+            exempt_turns: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
             auth_failures: Arc::new(AuthFailures::off()),
             refusals_logged: Throttle::new(Duration::from_secs(10)),
             cluster: None,
@@ -200,7 +206,16 @@ impl SshServer {
     /// Limits connections that have not authenticated: per IP and in all (places given back at
     /// login), and new connections per IP per minute. Refused connections are closed at once,
     /// before any key exchange, with one line saying why.
+    ///
+    /// Exempt sources are never refused, but their handshakes wait for one of as many places
+    /// as `admission` has pending ones: a reconnect storm through a load balancer (10,000
+    /// owners at once from one exempt address) then runs that many key exchanges at a time, each
+    /// finishing within seconds, instead of all of them at once, each slower than the auth
+    /// deadline (measured: 10,122 auth timeouts and key lookups failing on a starved store
+    /// pool, and most owners not back after 300 s; see ARCHITECTURE, "Reconnect storms").
     pub fn with_admission(mut self, admission: Arc<Admission>) -> Self {
+        let places = admission.pending().max().clamp(1, Semaphore::MAX_PERMITS);
+        self.exempt_turns = Arc::new(Semaphore::new(places));
         self.admission = admission;
         self
     }
@@ -275,7 +290,17 @@ pub async fn run(
         let shards = server.shards.clone();
         shards.run(None, socket, move |socket| {
             async move {
-                let startup = Arc::new(Startup::new(ticket));
+                // An exempt source waits for its turn before its handshake (and its deadline)
+                // starts; the others were counted, and refused at the cap, when accepted.
+                let turn = if ticket.exempt() {
+                    tokio::select! {
+                        turn = server.exempt_turns.clone().acquire_owned() => turn.ok(),
+                        _ = shutdown.cancelled() => return,
+                    }
+                } else {
+                    None
+                };
+                let startup = Arc::new(Startup::new(ticket).with_turn(turn));
                 let handler = Connection::new(server.clone(), id, peer, startup.clone());
                 let socket = AuthDeadline::new(
                     socket,

@@ -7,6 +7,7 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use tokio::sync::OwnedSemaphorePermit;
 use warren_admit::Ticket;
 
 /// Shared by the handler (which sees the login) and the socket (whose auth deadline stops
@@ -15,6 +16,8 @@ use warren_admit::Ticket;
 pub(crate) struct Startup {
     authed: AtomicBool,
     ticket: Mutex<Option<Ticket>>,
+    /// An exempt source's place among the handshakes in progress.
+    turn: Mutex<Option<OwnedSemaphorePermit>>,
 }
 
 impl Startup {
@@ -22,7 +25,14 @@ impl Startup {
         Self {
             authed: AtomicBool::new(false),
             ticket: Mutex::new(Some(ticket)),
+            turn: Mutex::new(None),
         }
+    }
+
+    /// Holds `turn` until the login, like the ticket's places.
+    pub(crate) fn with_turn(self, turn: Option<OwnedSemaphorePermit>) -> Self {
+        *self.turn.lock().unwrap_or_else(|p| p.into_inner()) = turn;
+        self
     }
 
     /// The client logged in: the deadline no longer applies and its places are given back.
@@ -30,6 +40,8 @@ impl Startup {
         self.authed.store(true, Ordering::Relaxed);
         let ticket = self.ticket.lock().unwrap_or_else(|p| p.into_inner()).take();
         drop(ticket);
+        let turn = self.turn.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(turn);
     }
 
     /// Whether the client has logged in (one relaxed load).
