@@ -165,8 +165,9 @@ settings! {
     /// closed at once [default: 10].
     #[arg(long, global = true, env = "BROKER_SSH_MAX_STARTUPS_PER_IP", value_name = "N")]
     ssh_max_startups_per_ip: u32,
-    /// SSH connections not yet authenticated, over all IPs [default: open-file limit / 16,
-    /// 8 to 200].
+    /// SSH connections not yet authenticated, over all IPs; past it, strangers are refused and
+    /// exempt sources (`limit_exempt`) wait their turn [default: open-file limit / 16, 8 to
+    /// 200].
     #[arg(long, global = true, env = "BROKER_SSH_MAX_STARTUPS", value_name = "N")]
     ssh_max_startups: usize,
     /// New SSH connections one IP may open per minute (a burst of as many, then one every
