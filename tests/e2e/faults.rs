@@ -75,19 +75,10 @@ async fn postgres_going_away_stops_no_live_tunnel_and_loses_nothing() -> Result<
     broker.cli_ok(&["reserve", "alice", "chat"])?;
     // The owner's session has a control socket, so it can ask for another forward later.
     let origin = Origin::start("A").await?;
-    let ctl = broker.dir.path().join("ctl.sock");
-    let ctl_opt = format!("ControlPath={}", ctl.display());
-    let ssh = Ssh::spawn(
+    let (ssh, ctl_opt) = Ssh::spawn_master(
         &broker,
         &key,
-        &[
-            "-o",
-            "ControlMaster=yes",
-            "-o",
-            &ctl_opt,
-            "-R",
-            &format!("chat:80:{}", origin.target()),
-        ],
+        &["-R", &format!("chat:80:{}", origin.target())],
     )?;
     let url = ssh.url(0).await?;
     assert_eq!(get(&url).await?.body, "hello from A");

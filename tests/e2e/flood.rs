@@ -712,7 +712,6 @@ async fn an_exempt_source_past_the_startup_cap_waits_its_turn_and_gets_in() -> R
     )
     .await?;
     let key = broker.user_with_key("alice")?;
-    let origin = Origin::start("A").await?;
     let p = broker.ssh_port;
     // Two silent connections take both places: each is greeted at once.
     let mut first = from([127, 0, 0, 1], p).await?;
@@ -726,12 +725,7 @@ async fn an_exempt_source_past_the_startup_cap_waits_its_turn_and_gets_in() -> R
     assert_eq!(banner(&mut third, Duration::from_secs(1)).await, None);
     // An owner behind them gets in once the silent ones' deadline (3 s) frees the places.
     let started = Instant::now();
-    let ssh = Ssh::spawn(
-        &broker,
-        &key,
-        &["-R", &format!("app:80:{}", origin.target())],
-    )?;
-    ssh.url(0).await?;
+    let (_origin, _ssh, _) = crate::harness::serve_as(&broker, &key, "app", "A").await?;
     serves(&broker, "app").await?;
     let waited = started.elapsed();
     let line = banner(&mut third, Duration::from_secs(5))

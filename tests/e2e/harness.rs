@@ -596,6 +596,19 @@ impl Ssh {
             .await?)
     }
 
+    /// [`Ssh::spawn`] as a control master with its socket in the broker's directory, so that the
+    /// test can ask for more forwards over the same session ([`Ssh::mux`], given the
+    /// `ControlPath=…` option returned beside it).
+    pub fn spawn_master(broker: &TestBroker, key: &Path, args: &[&str]) -> Result<(Self, String)> {
+        let ctl_opt = format!(
+            "ControlPath={}",
+            broker.dir.path().join("ctl.sock").display()
+        );
+        let mut all = vec!["-o", "ControlMaster=yes", "-o", &ctl_opt];
+        all.extend_from_slice(args);
+        Ok((Self::spawn(broker, key, &all)?, ctl_opt))
+    }
+
     /// `ssh -p PORT -i KEY ARGS… tunnel@127.0.0.1` with stdin as a pipe (a session, no pty).
     pub fn spawn(broker: &TestBroker, key: &Path, args: &[&str]) -> Result<Self> {
         Self::spawn_port(broker.ssh_port, key, args)

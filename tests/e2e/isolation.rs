@@ -62,17 +62,11 @@ async fn one_name_twice_in_a_session_is_refused_and_cancelling_it_keeps_the_firs
     let broker = TestBroker::start().await?;
     let key = broker.user_with_key("alice")?;
     let origin = Origin::start("A").await?;
-    let ctl = broker.dir.path().join("ctl.sock");
-    let ctl_opt = format!("ControlPath={}", ctl.display());
     let second = format!("chat.localhost:80:{}", origin.target());
-    let ssh = Ssh::spawn(
+    let (ssh, ctl_opt) = Ssh::spawn_master(
         &broker,
         &key,
         &[
-            "-o",
-            "ControlMaster=yes",
-            "-o",
-            &ctl_opt,
             "-o",
             "ExitOnForwardFailure=no",
             "-R",

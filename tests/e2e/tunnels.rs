@@ -324,16 +324,10 @@ async fn cancel_tcpip_forward_unbinds_one_forward() -> Result<()> {
     let broker = TestBroker::start().await?;
     let key = broker.user_with_key("alice")?;
     let origin = Origin::start("A").await?;
-    let ctl = broker.dir.path().join("ctl.sock");
-    let ctl_opt = format!("ControlPath={}", ctl.display());
-    let ssh = Ssh::spawn(
+    let (ssh, ctl_opt) = Ssh::spawn_master(
         &broker,
         &key,
         &[
-            "-o",
-            "ControlMaster=yes",
-            "-o",
-            &ctl_opt,
             "-R",
             &format!("one:80:{}", origin.target()),
             "-R",

@@ -72,6 +72,17 @@ impl RouteMap {
         }
     }
 
+    /// The live routes (a snapshot per shard).
+    pub(crate) fn live(&self) -> Vec<Arc<crate::Route>> {
+        let mut live = Vec::new();
+        self.for_each(|_, e| {
+            if let Entry::Live(r) = e {
+                live.push(r.clone());
+            }
+        });
+        live
+    }
+
     /// Entries in the map, live and parked (expired ones until a sweep).
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| s.load().len()).sum()

@@ -67,13 +67,7 @@ impl Registry {
 
     /// Live tunnels held on other nodes, as this node serves them.
     pub fn remote_routes(&self) -> Vec<Arc<Route>> {
-        let mut live = Vec::new();
-        self.remote.for_each(|_, e| {
-            if let Entry::Live(r) = e {
-                live.push(r.clone());
-            }
-        });
-        live
+        self.remote.live()
     }
 
     /// Names this node knows to be held elsewhere (live or parked).

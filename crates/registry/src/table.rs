@@ -716,13 +716,7 @@ impl Registry {
 
     /// Live routes, for listings.
     pub fn routes(&self) -> Vec<Arc<Route>> {
-        let mut live = Vec::new();
-        self.routes.for_each(|_, e| {
-            if let Entry::Live(r) = e {
-                live.push(r.clone());
-            }
-        });
-        live
+        self.routes.live()
     }
 
     /// The random name this forward had before, if it is still within the grace period.
