@@ -29,8 +29,7 @@ const LINES_RETRY: Duration = Duration::from_secs(1);
 
 /// Opens streams to other nodes; one per process, shared by every remote route.
 pub struct Dialer {
-    tls: TlsConnector,
-    server_name: ServerName<'static>,
+    link: Link,
     /// Where the lines for owners on each node go (by cluster address): one stream per node.
     lines: Mutex<HashMap<String, mpsc::Sender<Vec<u8>>>>,
 }
@@ -45,9 +44,11 @@ impl Dialer {
     /// A dialer presenting this node's certificate.
     pub fn new(tls: &NodeTls) -> Result<Self, PeerError> {
         Ok(Self {
-            tls: TlsConnector::from(tls.client.clone()),
-            server_name: ServerName::try_from(CLUSTER_NAME)
-                .map_err(|e| PeerError::Certificate(e.to_string()))?,
+            link: Link {
+                tls: TlsConnector::from(tls.client.clone()),
+                server_name: ServerName::try_from(CLUSTER_NAME)
+                    .map_err(|e| PeerError::Certificate(e.to_string()))?,
+            },
             lines: Mutex::new(HashMap::new()),
         })
     }
@@ -60,11 +61,7 @@ impl Dialer {
             return tx.clone();
         }
         let (tx, rx) = mpsc::channel(LINES_QUEUED);
-        let link = Link {
-            tls: self.tls.clone(),
-            server_name: self.server_name.clone(),
-        };
-        tokio::spawn(carry_lines(link, addr.to_owned(), rx));
+        tokio::spawn(carry_lines(self.link.clone(), addr.to_owned(), rx));
         lines.insert(addr.to_owned(), tx.clone());
         tx
     }
@@ -77,11 +74,7 @@ impl Dialer {
         visitor: SocketAddr,
     ) -> Result<BoxStream, OpenError> {
         let away = |e: &dyn std::fmt::Display| OpenError::Away(format!("{addr}: {e}"));
-        let link = Link {
-            tls: self.tls.clone(),
-            server_name: self.server_name.clone(),
-        };
-        let mut tls = link.connect(addr).await.map_err(|e| away(&e))?;
+        let mut tls = self.link.connect(addr).await.map_err(|e| away(&e))?;
         let header = wire::header(visitor, name).map_err(|e| away(&e))?;
         tokio::io::AsyncWriteExt::write_all(&mut tls, &header)
             .await
@@ -99,7 +92,8 @@ impl Dialer {
     }
 }
 
-/// What connecting to another node takes.
+/// What connecting to another node takes: this node's client certificate.
+#[derive(Clone)]
 struct Link {
     tls: TlsConnector,
     server_name: ServerName<'static>,
