@@ -158,17 +158,10 @@ async fn handle(
     let Some(socket) = tls.get_mut().0.0.take() else {
         return Ok(());
     };
-    let socket = socket.into_std()?;
-    shards.spawn(shard, async move {
-        // `into_std` leaves the socket non-blocking, as `from_std` needs it.
-        match TcpStream::from_std(socket) {
-            Ok(socket) => {
-                tls.get_mut().0.0 = Some(socket);
-                if let Err(e) = relay(tls, visitor, &route).await {
-                    debug!(error = %e, "cluster stream ended");
-                }
-            }
-            Err(e) => warn!(error = %e, "cannot adopt a cluster stream on its tunnel thread"),
+    shards.run(shard, socket, move |socket| async move {
+        tls.get_mut().0.0 = Some(socket);
+        if let Err(e) = relay(tls, visitor, &route).await {
+            debug!(error = %e, "cluster stream ended");
         }
     });
     Ok(())
