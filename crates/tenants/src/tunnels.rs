@@ -1,6 +1,6 @@
 //! Live tunnels (from the registry), the audit log and certificates of one's names.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use warren_registry::{Lookup, RouteKind};
 use warren_store::{AuditAction, AuditEvent};
@@ -34,10 +34,11 @@ impl Tenants {
         // This node's own tunnels, then those held on other nodes of a cluster (a name that
         // moved here may linger there for a moment: the local route is the one served).
         let local = reg.routes();
+        let here: HashSet<&str> = local.iter().map(|r| r.name.as_str()).collect();
         let elsewhere: Vec<_> = reg
             .remote_routes()
             .into_iter()
-            .filter(|r| !local.iter().any(|l| l.name == r.name))
+            .filter(|r| !here.contains(r.name.as_str()))
             .collect();
         let mut out: Vec<TunnelView> = local
             .into_iter()
