@@ -454,7 +454,7 @@ async fn three_nodes_serve_each_others_tunnels_and_survive_a_kill() -> Result<()
     }
 
     // alice's API token, asked on node 2: her tunnels are listed with the node that holds
-    // them, and a disconnect there says where to go rather than pretend.
+    // them (a disconnect asked there: a_disconnect_asked_on_another_node_…).
     let api = crate::api::Api::of(&n2);
     let token = crate::api::token(&n2, "alice", "cluster", "write")?;
     let listed = api.call(
@@ -470,21 +470,6 @@ async fn three_nodes_serve_each_others_tunnels_and_survive_a_kill() -> Result<()
         .and_then(|t| t.iter().find(|t| t["name"] == "app"))
         .with_context(|| listed.raw.clone())?;
     assert_eq!(app["node"], "n1", "{}", listed.raw);
-    let kicked = api.call(
-        "DELETE",
-        "/api/v1/tunnels/app",
-        crate::api::Cred::Token(&token),
-        None,
-    )?;
-    assert_eq!(
-        (kicked.status, kicked.body["error"]["message"].as_str()),
-        (
-            409,
-            Some("tunnel \"app\" is held on node n1; disconnect it through that node")
-        ),
-        "{}",
-        kicked.raw
-    );
     served(&n2, "app.localhost", 200).await?;
 
     // bob asks node 3 for `app`: refused as one node would.
@@ -529,6 +514,67 @@ async fn three_nodes_serve_each_others_tunnels_and_survive_a_kill() -> Result<()
         "recovery: node 3 served alice again {:.2} s after the kill",
         killed.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// alice's token asks node 2 to disconnect `app`, which her session on node 1 serves: node 1
+/// carries it out (her terminal says who did it), lets go of the name, and node 2 answers 204
+/// once it no longer sends visitors there. A name nobody serves is 404 there as anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnect_asked_on_another_node_is_carried_out_by_the_holder() -> Result<()> {
+    let n1 = TestBroker::start_with(Db::Postgres, &as_refs(&node_flags(1))).await?;
+    let n2 = n1.beside(&as_refs(&node_flags(2))).await?;
+    let alice = n1.user_with_key("alice")?;
+    let origin = Origin::start("alice").await?;
+    let ssh = Ssh::spawn(&n1, &alice, &["-R", &format!("app:80:{}", origin.target())])?;
+    served(&n2, "app.localhost", 200).await?;
+
+    let api = crate::api::Api::of(&n2);
+    let token = crate::api::token(&n2, "alice", "cluster", "write")?;
+    let asked = Instant::now();
+    let kicked = api.call(
+        "DELETE",
+        "/api/v1/tunnels/app",
+        crate::api::Cred::Token(&token),
+        None,
+    )?;
+    assert_eq!(kicked.status, 204, "{}", kicked.raw);
+    println!(
+        "remote disconnect: node 2 answered 204 {} ms after it was asked",
+        asked.elapsed().as_millis()
+    );
+    ssh.line("tunnel app was disconnected by alice/token:cluster")
+        .await?;
+    // Gone from both nodes: node 1 parks it for its grace (503, Retry-After), and node 2,
+    // which no longer has a holder to send visitors to, does the same.
+    for node in [&n1, &n2] {
+        let text = served(node, "app.localhost", 503).await?;
+        assert!(text.to_ascii_lowercase().contains("retry-after:"), "{text}");
+    }
+    let listed = api.call(
+        "GET",
+        "/api/v1/tunnels",
+        crate::api::Cred::Token(&token),
+        None,
+    )?;
+    assert_eq!(listed.status, 200, "{}", listed.raw);
+    assert!(
+        listed
+            .body
+            .as_array()
+            .is_some_and(|t| t.iter().all(|t| t["name"] != "app")),
+        "{}",
+        listed.raw
+    );
+    // A second disconnect finds nothing to disconnect.
+    let again = api.call(
+        "DELETE",
+        "/api/v1/tunnels/app",
+        crate::api::Cred::Token(&token),
+        None,
+    )?;
+    assert_eq!(again.status, 404, "{}", again.raw);
+    drop(ssh);
     Ok(())
 }
 
@@ -767,6 +813,9 @@ async fn one_node_orders_every_node_answers_and_serves_the_certificate() -> Resu
     Ok(())
 }
 
+/// Where HAProxy connects to the nodes from; they take PROXY headers from it.
+const HAPROXY_SOURCE: &str = "127.0.0.2";
+
 /// deploy/cluster/haproxy.cfg with its three `warren-N` servers at `nodes`' ports on this
 /// machine and its frontends on free ports: (config text, ssh port, http port).
 fn haproxy_config(nodes: &[&TestBroker]) -> Result<(String, u16, u16)> {
@@ -789,7 +838,16 @@ fn haproxy_config(nodes: &[&TestBroker]) -> Result<(String, u16, u16)> {
             } else {
                 node.https_port
             };
-            format!("    server warren-{i} 127.0.0.1:{port} check inter 500ms fall 2 rise 2")
+            // The deployed options (send-proxy-v2), from an address of HAProxy's own that the
+            // nodes list as a PROXY source, so that visitors (127.0.0.1) differ from it.
+            let proxy = if rest.contains("send-proxy-v2") {
+                "send-proxy-v2 "
+            } else {
+                ""
+            };
+            format!(
+                "    server warren-{i} 127.0.0.1:{port} {proxy}source {HAPROXY_SOURCE} check inter 500ms fall 2 rise 2"
+            )
         } else if t.starts_with("maxconn ") {
             // Two descriptors per connection: the deployed figure needs a higher open-file
             // limit than a test process has.
@@ -816,7 +874,7 @@ fn haproxy_config(nodes: &[&TestBroker]) -> Result<(String, u16, u16)> {
 /// comes back through HAProxy on a live node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxy_spreads_owners_and_visitors_over_the_nodes() -> Result<()> {
-    let [n1, n2, n3] = three_nodes(|_| Vec::new()).await?;
+    let [n1, n2, n3] = three_nodes(|_| strings(&["--proxy-protocol-from", HAPROXY_SOURCE])).await?;
     let (config, ssh_port, http_port) = haproxy_config(&[&n1, &n2, &n3])?;
     let dir = tempfile::tempdir()?;
     let cfg = dir.path().join("haproxy.cfg");
@@ -840,6 +898,13 @@ async fn haproxy_spreads_owners_and_visitors_over_the_nodes() -> Result<()> {
     // Twelve visitors through HAProxy, round-robin over the three nodes: every one served.
     for _ in 0..12 {
         served_through(http_port, 200).await?;
+    }
+    // Its PROXY header names the visitor, whichever node it reached and whichever holds the
+    // tunnel: three in a row, one per node.
+    for _ in 0..3 {
+        let (status, text) = get_from("127.0.0.1", http_port, "app.localhost", "/headers").await?;
+        assert_eq!(status, 200, "{text}");
+        assert!(text.contains("x-forwarded-for: 127.0.0.1\n"), "{text}");
     }
     let mut holder = None;
     for (i, node) in [&n1, &n2, &n3].into_iter().enumerate() {

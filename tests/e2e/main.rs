@@ -4,6 +4,7 @@
 
 mod admin;
 mod api;
+mod balancer;
 mod browser;
 mod check;
 mod client;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
-use warren_edge::{Edge, EdgeSettings, TcpPorts};
+use warren_edge::{Edge, EdgeSettings, ProxySources, TcpPorts};
 use warren_registry::Registry;
 use warren_shards::Shards;
 use warren_ssh::{Sessions, SshServer, SshSettings};
@@ -149,6 +149,7 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         keepalive_max: config.keepalive_max,
         auth_timeout: config.auth_timeout,
         limits: config.session_limits,
+        proxy_sources: ProxySources::new(config.proxy_protocol_from.clone()),
     };
     let example_url = ssh_settings.url_for("NAME");
     let console_url = ssh_settings.url_for(&config.console_label);
@@ -159,6 +160,16 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         ssh_settings.urls.clone(),
         ssh_addr.port(),
     );
+    let hold_release: warren_tenants::HoldRelease = {
+        let cluster = cluster.clone();
+        Arc::new(move |name: &str, session| {
+            if cluster.shared() {
+                let (cluster, name) = (cluster.clone(), name.to_owned());
+                tokio::spawn(async move { cluster.release(&name, session).await });
+            }
+        })
+    };
+    let tenants = tenants.with_hold_release(hold_release.clone());
     // Codes live in this process: the SSH side issues them, the API (here) decides them.
     let tenants = if config.pairing {
         tenants.with_pairings(Arc::new(warren_tenants::Pairings::new(console_url.clone())))
@@ -205,7 +216,8 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         )
         .with_shards(shards.clone())
         .with_metrics(metrics.clone())
-        .with_admission(visitor_admission.clone()),
+        .with_admission(visitor_admission.clone())
+        .with_proxy_sources(ProxySources::new(config.proxy_protocol_from.clone())),
     );
     let ssh = Arc::new(
         SshServer::new(
@@ -235,6 +247,7 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
                 header_read_timeout: config.header_timeout,
                 origin_timeout: config.origin_timeout,
                 trusted_proxies: config.trusted_proxies.clone(),
+                proxy_sources: ProxySources::new(config.proxy_protocol_from.clone()),
                 redirect_https_port: (tls_on && config.https_redirect)
                     .then(|| config.public_tls_port.unwrap_or(https_addr.port())),
                 hsts_max_age: config.hsts_max_age,
@@ -291,6 +304,7 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         sessions.clone(),
         alert_tx,
         tenants.settings.urls.clone(),
+        hold_release,
     )
     .await?;
     let alert_settings = Arc::new(config.alerts.clone());

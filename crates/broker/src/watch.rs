@@ -45,6 +45,8 @@ pub struct Watcher {
     alerts: mpsc::Sender<Signal>,
     /// How tunnel URLs are written in alerts.
     urls: PublicUrls,
+    /// Lets go of a name's hold in the cluster (a disconnect asked on another node).
+    hold_release: warren_tenants::HoldRelease,
 }
 
 impl Watcher {
@@ -56,6 +58,7 @@ impl Watcher {
         sessions: Arc<Sessions>,
         alerts: mpsc::Sender<Signal>,
         urls: PublicUrls,
+        hold_release: warren_tenants::HoldRelease,
     ) -> Result<Self> {
         let cursor = store.last_event_id().await?;
         let w = Self {
@@ -67,6 +70,7 @@ impl Watcher {
             stale_policies: HashSet::new(),
             alerts,
             urls,
+            hold_release,
         };
         w.reload_reserved().await?;
         // After the cursor is fixed: a change made meanwhile is applied again by the tail.
@@ -126,6 +130,33 @@ impl Watcher {
         Ok(events.len())
     }
 
+    /// A disconnect asked through another node of the cluster, of a tunnel a session of this
+    /// node serves: the route goes (parked for the grace period, as a local disconnect
+    /// leaves it), its hold is released so the other nodes stop sending visitors here, and
+    /// the owner is told who did it. On the node that asked, and on every other, this finds
+    /// nothing of its own to do. A route bound after the order (the owner reconnected since)
+    /// is left alone; the log's times are seconds, so one bound in that same second is not.
+    fn disconnect_here(&self, e: &AuditEvent) {
+        let warren_registry::Lookup::Live(route) = self.registry.lookup_local(&e.subject) else {
+            return;
+        };
+        let bound = route.stats().since;
+        if Some(route.owner) != e.user_id
+            || route.endpoint.node().is_some()
+            || i64::try_from(bound).unwrap_or(i64::MAX) > e.at
+        {
+            return;
+        }
+        if self.registry.unbind(&e.subject, route.session) {
+            (self.hold_release)(&e.subject, route.session);
+            route.endpoint.notify(format!(
+                "tunnel {} was disconnected by {}",
+                e.subject, e.actor
+            ));
+            info!(tunnel = %e.subject, by = %e.actor, "tunnel disconnected through another node");
+        }
+    }
+
     /// Reacts to one event; returns whether the set of reserved names changed. Every action is
     /// named here, so a new one is a compile error until someone decides what it means to a
     /// running broker.
@@ -183,7 +214,10 @@ impl Watcher {
                 }
                 self.alert(Signal::Unbind(self.tunnel(e)));
             }
-            A::TunnelDisconnect => self.alert(Signal::Unbind(self.tunnel(e))),
+            A::TunnelDisconnect => {
+                self.disconnect_here(e);
+                self.alert(Signal::Unbind(self.tunnel(e)));
+            }
             // Another node of a cluster ordered or dropped one: serve what the store has now
             // (on the node that did it, this finds nothing new).
             A::CertIssue | A::CertDelete => {

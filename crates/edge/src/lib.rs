@@ -47,6 +47,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, warn};
+use warren_accept::Acceptor;
+pub use warren_accept::ProxySources;
 use warren_admit::{Admission, Throttle};
 use warren_metrics::{Limit, Listener, Metrics};
 use warren_registry::{Lookup, Registry};
@@ -80,6 +82,10 @@ pub struct EdgeSettings {
     /// Peers whose `X-Forwarded-*` / `Forwarded` headers are kept and extended; everyone
     /// else's are replaced.
     pub trusted_proxies: Vec<IpNet>,
+    /// Load balancers that start each connection with a PROXY protocol header naming the
+    /// visitor (`proxy_protocol_from`): the visitor is then who the limits, rules and
+    /// `X-Forwarded-For` see.
+    pub proxy_sources: ProxySources,
     /// When set, plain HTTP requests are redirected (308) to HTTPS on this public port, except
     /// ACME HTTP-01 challenges.
     pub redirect_https_port: Option<u16>,
@@ -96,6 +102,7 @@ impl Default for EdgeSettings {
             header_read_timeout: Duration::from_secs(20),
             origin_timeout: Duration::from_secs(300),
             trusted_proxies: Vec::new(),
+            proxy_sources: ProxySources::default(),
             redirect_https_port: None,
             hsts_max_age: None,
         }
@@ -231,6 +238,20 @@ impl Edge {
         self.visitors.tracker.len()
     }
 
+    /// The accept loop of a visitor listener: connections from `proxy_sources` are handed out
+    /// once their PROXY header is read, as the visitor it names.
+    pub(crate) fn acceptor(
+        &self,
+        listener: TcpListener,
+        kind: Listener,
+        what: &'static str,
+    ) -> Acceptor {
+        Acceptor::new(listener, what).with_proxy(
+            self.settings.proxy_sources.clone(),
+            self.metrics.proxy_headers_refused(Some(kind)),
+        )
+    }
+
     pub(crate) fn trusts(&self, peer: &SocketAddr) -> bool {
         self.trusts_ip(&peer.ip())
     }
@@ -253,7 +274,8 @@ pub async fn run(
 ) -> std::io::Result<()> {
     // Upstream pools are shared by HTTP and HTTPS visitors; one sweeper serves both.
     tokio::spawn(pool::expire(edge.clone(), shutdown.clone()));
-    while let Some((socket, peer)) = accept(&listener, &shutdown, "http").await {
+    let mut acceptor = edge.acceptor(listener, Listener::Http, "http");
+    while let Some((socket, peer)) = acceptor.next(&shutdown).await {
         edge.metrics.visitor_connection(Listener::Http);
         let admitted = match edge.admit(peer) {
             Ok(admitted) => admitted,
@@ -308,30 +330,6 @@ async fn first_host(socket: &tokio::net::TcpStream, deadline: Duration) -> Optio
         ),
         // Reset already: hyper will find out and say nothing; no page to send.
         Ok(Err(_)) => Some(Vec::new()),
-    }
-}
-
-/// The next visitor connection (with TCP_NODELAY set), or `None` once `shutdown` is cancelled.
-/// Accept errors (out of file descriptors, mostly) back off briefly instead of spinning.
-pub(crate) async fn accept(
-    listener: &TcpListener,
-    shutdown: &CancellationToken,
-    what: &str,
-) -> Option<(tokio::net::TcpStream, SocketAddr)> {
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return None,
-            accepted = listener.accept() => match accepted {
-                Ok((socket, peer)) => {
-                    let _ = socket.set_nodelay(true);
-                    return Some((socket, peer));
-                }
-                Err(e) => {
-                    warn!(error = %e, "{what} accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-        }
     }
 }
 

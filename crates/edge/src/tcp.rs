@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span};
+use warren_accept::Acceptor;
 use warren_admit::Admission;
 use warren_metrics::{Limit, Listener, Metrics};
 use warren_registry::{Lookup, PortAllocator, Registry, RouteKind, tcp_name};
@@ -34,6 +35,7 @@ pub struct TcpPorts {
     shards: Arc<Shards>,
     metrics: Arc<Metrics>,
     admission: Arc<Admission>,
+    proxy_sources: warren_accept::ProxySources,
 }
 
 impl std::fmt::Debug for TcpPorts {
@@ -64,7 +66,15 @@ impl TcpPorts {
             shards: Arc::new(Shards::inline()),
             metrics: Arc::new(Metrics::noop()),
             admission: Arc::new(Admission::unlimited()),
+            proxy_sources: warren_accept::ProxySources::default(),
         }
+    }
+
+    /// Connections from `sources` start with a PROXY protocol header naming the visitor (see
+    /// `warren-accept`).
+    pub fn with_proxy_sources(mut self, sources: warren_accept::ProxySources) -> Self {
+        self.proxy_sources = sources;
+        self
     }
 
     /// Limits connections per IP at once and per second (the edge's [`Admission`], so one
@@ -101,10 +111,14 @@ impl TcpPorts {
         let shards = self.shards.clone();
         let metrics = self.metrics.clone();
         let admission = self.admission.clone();
+        let acceptor = Acceptor::new(listener, "tcp").with_proxy(
+            self.proxy_sources.clone(),
+            metrics.proxy_headers_refused(Some(Listener::Tcp)),
+        );
         tokio::spawn(
             async move {
                 accept_loop(
-                    listener, port, registry, shutdown, shards, metrics, admission,
+                    acceptor, port, registry, shutdown, shards, metrics, admission,
                 )
                 .await;
                 open.lock().unwrap_or_else(|p| p.into_inner()).remove(&port);
@@ -165,7 +179,7 @@ impl PortAllocator for TcpPorts {
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    mut acceptor: Acceptor,
     port: u16,
     registry: Arc<Registry>,
     shutdown: CancellationToken,
@@ -185,9 +199,8 @@ async fn accept_loop(
                     return;
                 }
             }
-            accepted = listener.accept() => {
-                let Ok((socket, peer)) = accepted else { continue };
-                let _ = socket.set_nodelay(true);
+            accepted = acceptor.next(&shutdown) => {
+                let Some((socket, peer)) = accepted else { return };
                 metrics.visitor_connection(Listener::Tcp);
                 let mut ticket = match admission.admit(peer.ip()) {
                     Ok(ticket) => ticket,

@@ -32,7 +32,8 @@ pub async fn run_tls(
     edge: Arc<Edge>,
     config: Arc<ServerConfig>,
 ) -> std::io::Result<()> {
-    while let Some((socket, peer)) = crate::accept(&listener, &shutdown, "https").await {
+    let mut acceptor = edge.acceptor(listener, warren_metrics::Listener::Https, "https");
+    while let Some((socket, peer)) = acceptor.next(&shutdown).await {
         edge.metrics
             .visitor_connection(warren_metrics::Listener::Https);
         let admitted = match edge.admit(peer) {

@@ -210,6 +210,10 @@ pub struct Metrics {
     limit_hits: [Counter; Limit::ALL.len()],
     auth_failures: [Counter; AuthFailure::ALL.len()],
     forwards_refused: [Counter; ForwardRefusal::ALL.len()],
+    /// Connections from `proxy_protocol_from` sources closed for their PROXY header, on the
+    /// SSH listener and on each visitor listener.
+    proxy_refused_ssh: Counter,
+    proxy_refused: [Counter; 3],
     /// TCP connections accepted on the SSH listener.
     pub ssh_connections: Counter,
     /// SSH connections that authenticated.
@@ -308,6 +312,16 @@ impl Metrics {
                     &[("reason", a.as_str())],
                 )
             }),
+            proxy_refused_ssh: counter(
+                "warren_proxy_headers_refused_total",
+                &[("listener", "ssh")],
+            ),
+            proxy_refused: Listener::ALL.map(|l| {
+                counter(
+                    "warren_proxy_headers_refused_total",
+                    &[("listener", l.as_str())],
+                )
+            }),
             ssh_connections: counter("warren_ssh_connections_total", &[]),
             ssh_logins: counter("warren_ssh_logins_total", &[]),
             acme_issued: counter("warren_acme_orders_total", &[("result", "issued")]),
@@ -344,6 +358,15 @@ impl Metrics {
     #[inline]
     pub fn visitor_connection(&self, listener: Listener) {
         self.visitor_connections[listener as usize].increment(1);
+    }
+
+    /// The count of connections a listed load balancer opened on `listener` without a
+    /// well-formed PROXY header (`None`: the SSH listener).
+    pub fn proxy_headers_refused(&self, listener: Option<Listener>) -> Counter {
+        match listener {
+            Some(l) => self.proxy_refused[l as usize].clone(),
+            None => self.proxy_refused_ssh.clone(),
+        }
     }
 
     /// Counts one hit of `limit`.
@@ -422,6 +445,11 @@ fn describe(r: &dyn Recorder) {
         "warren_ssh_forwards_refused_total",
         None,
         "SSH remote forwards (ssh -R) refused, by reason: store_error (the database did not answer) or policy.",
+    );
+    c(
+        "warren_proxy_headers_refused_total",
+        None,
+        "Connections from proxy_protocol_from sources closed because they did not start with a well-formed PROXY protocol header in time, by listener (ssh, http, https, tcp).",
     );
     c(
         "warren_ssh_connections_total",

@@ -182,7 +182,7 @@ impl Handler for Connection {
             match self.check_key(key.public_key).await {
                 KeyCheck::Ok(user) => {
                     let fp = key.public_key.fingerprint(HashAlg::Sha256).to_string();
-                    info!(user = %user.name, key = %fp, "authenticated");
+                    info!(user = %user.name, key = %fp, peer = %self.peer, "authenticated");
                     let mut s = self.tunnels.lock();
                     s.user = Some(user);
                     s.key = Some(fp);

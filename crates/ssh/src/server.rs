@@ -61,6 +61,9 @@ pub struct SshSettings {
     pub auth_timeout: Duration,
     /// Bounds on forwards and claims per session and per user.
     pub limits: SessionLimits,
+    /// Load balancers that start each connection with a PROXY protocol header naming the
+    /// owner's address (`proxy_protocol_from`): limits and logs then see the owner.
+    pub proxy_sources: warren_accept::ProxySources,
 }
 
 impl SshSettings {
@@ -242,18 +245,16 @@ pub async fn run(
     shutdown: CancellationToken,
     server: Arc<SshServer>,
 ) -> std::io::Result<()> {
+    let mut acceptor = warren_accept::Acceptor::new(listener, "ssh").with_proxy(
+        server.settings.proxy_sources.clone(),
+        server.metrics.proxy_headers_refused(None),
+    );
     loop {
         let (socket, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
             _ = server.draining.cancelled() => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of file descriptors and similar: back off instead of spinning.
-                    warn!(error = %e, "ssh accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
+            accepted = acceptor.next(&shutdown) => match accepted {
+                Some(x) => x,
+                None => return Ok(()),
             },
         };
         // First, so that an address refused for its failures does not spend its rate too.
@@ -279,9 +280,9 @@ pub async fn run(
         } else {
             server.settings.auth_timeout
         };
-        // OpenSSH sets TCP_NODELAY only for sessions with a pty; without it on our side too,
-        // every `ssh -N` tunnel pays a Nagle + delayed-ACK stall per small write.
-        let _ = socket.set_nodelay(true);
+        // TCP_NODELAY is set by the acceptor: OpenSSH sets it only for sessions with a pty;
+        // without it on our side too, every `ssh -N` tunnel pays a Nagle + delayed-ACK stall
+        // per small write.
         server.metrics.ssh_connections.increment(1);
         let id = server.next_id.fetch_add(1, Ordering::Relaxed);
         let server = server.clone();

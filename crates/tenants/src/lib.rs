@@ -122,7 +122,14 @@ pub struct Tenants {
     /// Unknown SSH keys waiting for a user to approve them ([`Tenants::with_pairings`]); `None`
     /// when pairing is off, and unknown keys are refused.
     pub pairings: Option<Arc<Pairings>>,
+    /// Lets go of a name's cluster-wide hold when its tunnel is disconnected here
+    /// ([`Tenants::with_hold_release`]), so other nodes stop sending its visitors here.
+    pub hold_release: Option<HoldRelease>,
 }
+
+/// Releases `name`'s cluster-wide hold if `session` of this node still holds it (the broker
+/// gives `warren_cluster::Membership::release`; it runs on a task of its own).
+pub type HoldRelease = Arc<dyn Fn(&str, warren_registry::SessionId) + Send + Sync>;
 
 impl std::fmt::Debug for Tenants {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -146,7 +153,14 @@ impl Tenants {
             domains: None,
             webhooks: Arc::new(WebhookSettings::default()),
             pairings: None,
+            hold_release: None,
         }
+    }
+
+    /// Disconnecting a tunnel here also lets go of its hold in the cluster through `release`.
+    pub fn with_hold_release(mut self, release: HoldRelease) -> Self {
+        self.hold_release = Some(release);
+        self
     }
 
     /// Turns device pairing on: the SSH side issues codes into `pairings`, the API decides them.

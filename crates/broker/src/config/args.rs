@@ -151,6 +151,13 @@ settings! {
     #[arg(long, global = true, env = "BROKER_TRUSTED_PROXIES", value_delimiter = ',', value_name = "CIDRS", value_parser = parse_net)]
     #[serde(default, deserialize_with = "nets")]
     trusted_proxies: Vec<IpNet>,
+    /// Comma-separated IPs/CIDRs of load balancers that start every connection to the SSH,
+    /// HTTP, HTTPS and TCP tunnel ports with a PROXY protocol header (v1 or v2; HAProxy's
+    /// send-proxy-v2) naming the client; connections from them without one are closed. Limits,
+    /// IP rules, X-Forwarded-For and logs then see the client [default: none].
+    #[arg(long, global = true, env = "BROKER_PROXY_PROTOCOL_FROM", value_delimiter = ',', value_name = "CIDRS", value_parser = parse_net)]
+    #[serde(default, deserialize_with = "nets")]
+    proxy_protocol_from: Vec<IpNet>,
     /// Seconds between SSH keepalives [default: 15].
     #[arg(long, global = true, env = "BROKER_KEEPALIVE_SECS", value_name = "SECS")]
     keepalive_secs: u64,

@@ -123,6 +123,8 @@ pub struct Config {
     pub request_log_entries: usize,
     /// Trusted proxies.
     pub trusted_proxies: Vec<IpNet>,
+    /// Load balancers whose connections start with a PROXY protocol header.
+    pub proxy_protocol_from: Vec<IpNet>,
     /// SSH keepalive interval.
     pub keepalive: Duration,
     /// Missed keepalives before a client is dropped.
@@ -352,6 +354,7 @@ impl Config {
                 .request_log_entries
                 .unwrap_or(warren_registry::DEFAULT_REQUEST_LOG_ENTRIES),
             trusted_proxies: a.trusted_proxies.unwrap_or_default(),
+            proxy_protocol_from: a.proxy_protocol_from.unwrap_or_default(),
             keepalive: Duration::from_secs(positive(
                 "keepalive_secs",
                 a.keepalive_secs.unwrap_or(15),
@@ -660,10 +663,11 @@ mod tests {
     #[test]
     fn lists_and_public_settings_from_the_file() -> Result<()> {
         let c = with_file(
-            "trusted_proxies = [\"10.0.0.0/8\", \"192.168.1.1\"]\ndns_provider = \"builtin\"\npublic_ipv4 = \"203.0.113.7\"\nacme_directory = \"https://ca.test/dir\"\n",
+            "trusted_proxies = [\"10.0.0.0/8\", \"192.168.1.1\"]\nproxy_protocol_from = [\"10.0.0.5\"]\ndns_provider = \"builtin\"\npublic_ipv4 = \"203.0.113.7\"\nacme_directory = \"https://ca.test/dir\"\n",
             SettingsArgs::default(),
         )?;
         assert_eq!(c.trusted_proxies.len(), 2);
+        assert_eq!(c.proxy_protocol_from, ["10.0.0.5/32".parse::<IpNet>()?]);
         assert!(matches!(c.public.dns, DnsConfig::Builtin { .. }));
         let acme = c.public.acme.as_ref().expect("acme");
         assert!(
