@@ -16,6 +16,9 @@ COMPARISONS = [("warren", "classic"), ("warren_tls", "classic_tls"), ("warren", 
                # The cross-node hop: the tunnel held on node 1, reached through node 2 against
                # directly, both on one Postgres (targets >= 0.8 req/s, >= 0.9 MB/s).
                ("warren_hop", "warren_pg"),
+               # Visitors through HAProxy naming each with a PROXY v2 header, against HAProxy
+               # passing bytes as they come: what reading the header costs.
+               ("warren_lb_proxy", "warren_lb"),
                # Visitor load spread over 100 live tunnels against the same load on one.
                ("warren_spread", "warren")]
 
@@ -90,6 +93,7 @@ def print_table(result):
 COLORS = {"direct": "#9e9e9e", "raw_sshd": "#8d6e63", "classic": "#e57373", "classic_tls": "#ef9a9a",
           "sandhole": "#81c784", "sandhole_tls": "#a5d6a7", "warren": "#1e88e5", "warren_tls": "#64b5f6",
           "warren_auth": "#3949ab", "warren_twin": "#5c6bc0",
+          "warren_lb": "#26a69a", "warren_lb_proxy": "#00897b",
           "warren_nolog": "#90caf9"}
 
 

@@ -173,6 +173,44 @@ http {{
     return plain, tls
 
 
+# Where HAProxy connects from when it names visitors; the broker lists it in proxy_protocol_from.
+PROXY_SOURCE = "127.0.0.2"
+
+
+def start_haproxy(procs, tmp, http_port):
+    """HAProxy in TCP mode in front of the broker's HTTP port, with two frontends: `plain`
+    passes the bytes as they come, `proxy` starts each connection with a PROXY v2 header
+    naming the visitor, from PROXY_SOURCE. Returns (process, plain port, proxy port), or None
+    when haproxy is not installed."""
+    if not shutil.which("haproxy"):
+        return None
+    plain, proxy = free_port(), free_port()
+    conf = os.path.join(tmp, "haproxy.cfg")
+    with open(conf, "w") as f:
+        f.write(f"""global
+    maxconn 20000
+    nbthread 1
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+frontend plain
+    bind 127.0.0.1:{plain}
+    default_backend plain
+backend plain
+    server b 127.0.0.1:{http_port}
+frontend proxy
+    bind 127.0.0.1:{proxy}
+    default_backend proxy
+backend proxy
+    server b 127.0.0.1:{http_port} send-proxy-v2 source {PROXY_SOURCE}
+""")
+    p = procs.start(["haproxy", "-db", "-f", conf], stderr=subprocess.DEVNULL)
+    wait_until("haproxy", lambda: http_ok(plain, "bench.localhost") and http_ok(proxy, "bench.localhost"))
+    return p, plain, proxy
+
+
 def start_broker(procs, tmp, binary, cert, cert_key, extra=(), wrap=(), database_url=None, owner=True):
     """A fresh Warren broker (embedded SQLite, or `database_url`) with one user `bench` and a
     new ed25519 key (`owner=False`: a further node on a database that has them); `extra` flags

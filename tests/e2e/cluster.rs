@@ -271,8 +271,8 @@ fn alice_forwards(http: &Origin, tls: &Origin) -> Vec<String> {
     ]
 }
 
-/// One attempt of alice's reconnect loop on `node`: the session and its four URLs once all
-/// are granted, `None` when it was refused.
+/// One attempt of alice's reconnect loop on `node`: the session and its URLs once every
+/// forward (each `-R` in `forwards`) is granted, `None` when it was refused.
 async fn alice_attempt(
     node: &TestBroker,
     key: &std::path::Path,
@@ -289,7 +289,7 @@ async fn alice_attempt(
             .filter(|l| l.contains(" -> forward "))
             .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
             .collect();
-        if urls.len() == 4 {
+        if urls.len() == forwards.iter().filter(|a| *a == "-R").count() {
             return Some((ssh, urls));
         }
         let err = ssh.err.lock().ok()?.clone();
@@ -576,6 +576,90 @@ async fn a_disconnect_asked_on_another_node_is_carried_out_by_the_holder() -> Re
     assert_eq!(again.status, 404, "{}", again.raw);
     drop(ssh);
     Ok(())
+}
+
+/// Node 1 alone loses the database for longer than its lease: to the cluster it is dead, and
+/// alice's second session, on node 2, takes `app`. Cut off, node 1 goes on serving her first
+/// session (it cannot tell this from an outage of the database, which must stop no tunnel).
+/// Once it reaches the database again it finds the name held on node 2, stops serving it
+/// itself, tells the first session why, and sends its visitors to node 2's session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_the_database_gives_up_names_taken_meanwhile() -> Result<()> {
+    let proxy = crate::faults::Proxy::start(([127, 0, 0, 1], 5432).into()).await?;
+    let n1 = TestBroker::start_opts(
+        Db::Postgres,
+        &as_refs(&node_flags(1)),
+        Options {
+            pg_port: Some(proxy.port),
+            ..Options::default()
+        },
+    )
+    .await?;
+    // Node 2 reaches Postgres directly: only node 1 is cut off.
+    let direct = n1
+        .db_url
+        .replacen(&format!(":{}/", proxy.port), ":5432/", 1);
+    let n2 = TestBroker::start_opts(
+        Db::Postgres,
+        &as_refs(&node_flags(2)),
+        Options {
+            database: Some(direct),
+            ..Options::default()
+        },
+    )
+    .await?;
+    let alice = n1.user_with_key("alice")?;
+    let (first, second) = (
+        Origin::start("first").await?,
+        Origin::start("second").await?,
+    );
+    let ssh1 = Ssh::spawn(&n1, &alice, &["-R", &format!("app:80:{}", first.target())])?;
+    answers_with(&n2, "hello from first").await?;
+
+    proxy.cut();
+    let cut = Instant::now();
+    let spec = strings(&["-R", &format!("app:80:{}", second.target())]);
+    let _ssh2 = eventually(
+        "alice's second session takes app on node 2",
+        DEADLINE,
+        || alice_attempt(&n2, &alice, &spec),
+    )
+    .await?;
+    println!(
+        "cut off: node 2 granted app {:.2} s after node 1 lost the database (lease {LEASE_SECS} s)",
+        cut.elapsed().as_secs_f64()
+    );
+    answers_with(&n2, "hello from second").await?;
+    // The split this test is about: node 1 still serves the first session.
+    let (_, body) = get_from("127.0.0.1", n1.http_port, "app.localhost", "/").await?;
+    assert!(body.ends_with("hello from first"), "{body}");
+
+    proxy.restore();
+    let back = Instant::now();
+    ssh1.line("tunnel app is now served by a session on node n2")
+        .await?;
+    answers_with(&n1, "hello from second").await?;
+    println!(
+        "healed: node 1 served the second session {:.2} s after it reached the database again",
+        back.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Waits until `app.localhost` on `node` answers 200 with a body ending in `want`.
+async fn answers_with(node: &TestBroker, want: &str) -> Result<()> {
+    let port = node.http_port;
+    eventually(
+        &format!("{want:?} on node :{port}"),
+        DEADLINE,
+        || async move {
+            let (status, body) = get_from("127.0.0.1", port, "app.localhost", "/")
+                .await
+                .ok()?;
+            (status == 200 && body.ends_with(want)).then_some(())
+        },
+    )
+    .await
 }
 
 /// What a visitor on another node gets is what the holder's owner set up: HTTPS landing on

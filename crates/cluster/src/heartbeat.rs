@@ -1,17 +1,17 @@
 //! The heartbeat: this node's row refreshed every third of its lease, and the other nodes'
 //! comings and goings noticed (logged, and counted in `warren_cluster_nodes_alive`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
-use warren_registry::{BROKER_OWNER, Registry};
+use warren_registry::{BROKER_OWNER, Registry, Route};
 
-use crate::Membership;
+use crate::{ClaimError, Claiming, Membership};
 
 /// Rows of nodes silent this long are removed: long enough for `broker nodes` to show a dead
 /// node to whoever investigates, short enough that renamed nodes do not pile up.
@@ -29,12 +29,22 @@ impl Membership {
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut alive = BTreeSet::new();
         let mut beats = 0u64;
+        // When the last beat that the database took was sent.
+        let mut last_beat = Instant::now();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            self.beat(&registry, &mut alive).await;
+            let sent = Instant::now();
+            if self.beat(&registry, &mut alive).await {
+                // A beat went missing: cut off for longer, the other nodes took this one for
+                // dead (past a lease) and may have given its names to other sessions.
+                if self.shared && sent.duration_since(last_beat) > every * 2 {
+                    self.heal(&registry).await;
+                }
+                last_beat = sent;
+            }
             beats += 1;
             if beats.is_multiple_of(REAP_EVERY) {
                 match self.store.reap_nodes(REAP_AFTER_MS).await {
@@ -47,7 +57,9 @@ impl Membership {
         self.leave().await;
     }
 
-    async fn beat(&self, registry: &Registry, alive: &mut BTreeSet<String>) {
+    /// Writes this node's heartbeat (and notes other nodes' comings and goings); whether the
+    /// database took it.
+    async fn beat(&self, registry: &Registry, alive: &mut BTreeSet<String>) -> bool {
         let tunnels = registry
             .routes()
             .iter()
@@ -69,23 +81,23 @@ impl Membership {
                          names claimed here are no longer protected; stop one of the two"
                     );
                 }
-                return;
+                return false;
             }
             Err(e) => {
                 self.metrics.cluster_heartbeat_failures.increment(1);
                 warn!(error = %e, "heartbeat failed; past the lease, other nodes may take this node's names");
-                return;
+                return false;
             }
         }
         if !self.shared {
             self.metrics.cluster_nodes_alive.set(1.0);
-            return;
+            return true;
         }
         let nodes = match self.store.list_nodes().await {
             Ok(n) => n,
             Err(e) => {
                 warn!(error = %e, "cannot list the nodes");
-                return;
+                return true;
             }
         };
         let now: BTreeSet<String> = nodes
@@ -106,5 +118,80 @@ impl Membership {
         }
         self.metrics.cluster_nodes_alive.set(now.len() as f64);
         *alive = now;
+        true
+    }
+
+    /// Back after beats went missing: a name that a session here serves but whose hold another
+    /// node's session took meanwhile (this node looked dead) is no longer served here, and its
+    /// owner's session here is told; visitors landing here go to the new holder. A name whose
+    /// hold went altogether is claimed again for the session that serves it. So two sessions
+    /// serve one name for at most the time this node could not reach the database, plus a
+    /// beat: while cut off, it keeps serving (a database outage must not stop tunnels).
+    async fn heal(&self, registry: &Registry) {
+        let local: Vec<Arc<Route>> = registry
+            .routes()
+            .into_iter()
+            .filter(|r| r.owner != BROKER_OWNER && r.endpoint.node().is_none())
+            .collect();
+        let mut lost = 0usize;
+        for chunk in local.chunks(HEAL_CHUNK) {
+            let names: Vec<String> = chunk.iter().map(|r| r.name.clone()).collect();
+            let rows = match self.store.hold_routes_of(&names).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    warn!(error = %e, "cannot check this node's holds after its beats went missing");
+                    return;
+                }
+            };
+            let holders: HashMap<&str, &str> = rows
+                .iter()
+                .map(|r| (r.name.as_str(), r.node.as_str()))
+                .collect();
+            for route in chunk {
+                let holder = match holders.get(route.name.as_str()) {
+                    Some(node) if *node == self.settings.name => continue,
+                    Some(node) => (*node).to_owned(),
+                    None => {
+                        let again = Claiming {
+                            session: route.session,
+                            user_id: route.owner,
+                            kind: route.kind,
+                            sticky: None,
+                        };
+                        match self.claim(&route.name, &again).await {
+                            Ok(()) => continue,
+                            Err(ClaimError::Held { node, .. }) => node,
+                            Err(ClaimError::Store(e)) => {
+                                warn!(name = %route.name, error = %e, "cannot claim a name again after beats went missing");
+                                continue;
+                            }
+                        }
+                    }
+                };
+                if registry.unbind(&route.name, route.session) {
+                    lost += 1;
+                    warn!(
+                        tunnel = %route.name,
+                        tenant = route.owner,
+                        node = %holder,
+                        "a session on another node took this name while this node could not reach \
+                         the database: no longer served here"
+                    );
+                    route.endpoint.notify(format!(
+                        "tunnel {} is now served by a session on node {holder}, which claimed it \
+                         while this broker could not reach its database; this session no longer \
+                         serves it",
+                        route.name
+                    ));
+                }
+            }
+        }
+        info!(
+            tunnels = local.len(),
+            lost, "checked this node's names after missed heartbeats"
+        );
     }
 }
+
+/// Names checked per query when healing.
+const HEAL_CHUNK: usize = 1000;
