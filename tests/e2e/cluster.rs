@@ -578,11 +578,53 @@ async fn a_disconnect_asked_on_another_node_is_carried_out_by_the_holder() -> Re
     Ok(())
 }
 
-/// Node 1 alone loses the database for longer than its lease: to the cluster it is dead, and
-/// alice's second session, on node 2, takes `app`. Cut off, node 1 goes on serving her first
-/// session (it cannot tell this from an outage of the database, which must stop no tunnel).
-/// Once it reaches the database again it finds the name held on node 2, stops serving it
-/// itself, tells the first session why, and sends its visitors to node 2's session.
+/// alice's tunnel on node 1 seems stuck (her laptop changed networks, say) and her reconnect
+/// lands on node 2: the newer session takes `app` over at once, as on one node, instead of
+/// waiting for node 1 to notice the old one is gone. Node 1 tells the old session, and its
+/// visitors reach the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owners_newer_session_on_another_node_takes_the_name_over() -> Result<()> {
+    let n1 = TestBroker::start_with(Db::Postgres, &as_refs(&node_flags(1))).await?;
+    let n2 = n1.beside(&as_refs(&node_flags(2))).await?;
+    let alice = n1.user_with_key("alice")?;
+    let bob = n1.user_with_key("bob")?;
+    let (first, second) = (
+        Origin::start("first").await?,
+        Origin::start("second").await?,
+    );
+    let old = Ssh::spawn(&n1, &alice, &["-R", &format!("app:80:{}", first.target())])?;
+    answers_with(&n2, "hello from first").await?;
+
+    // Another user still cannot have it, on either node.
+    let bob_origin = Origin::start("bob").await?;
+    refused_app(&n2, &bob, &format!("app:80:{}", bob_origin.target())).await?;
+
+    let asked = Instant::now();
+    let spec = strings(&["-R", &format!("app:80:{}", second.target())]);
+    let (_new, _) = alice_attempt(&n2, &alice, &spec)
+        .await
+        .context("node 2 grants alice's newer session at once")?;
+    println!(
+        "takeover: node 2 granted app to alice's newer session {} ms after she asked",
+        asked.elapsed().as_millis()
+    );
+    old.line("app was taken over by a newer session of yours, on node n2")
+        .await?;
+    for node in [&n1, &n2] {
+        answers_with(node, "hello from second").await?;
+    }
+    println!(
+        "takeover: both nodes served the newer session {} ms after she asked",
+        asked.elapsed().as_millis()
+    );
+    Ok(())
+}
+
+/// Node 1 alone loses the database, and alice's second session, on node 2, takes `app` over.
+/// Cut off, node 1 cannot hear of it and goes on serving her first session (it cannot tell
+/// this from an outage of the database, which must stop no tunnel). Once it reaches the
+/// database again it finds the name held on node 2, stops serving it itself, tells the first
+/// session, and sends its visitors to node 2's session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_from_the_database_gives_up_names_taken_meanwhile() -> Result<()> {
     let proxy = crate::faults::Proxy::start(([127, 0, 0, 1], 5432).into()).await?;
@@ -626,7 +668,7 @@ async fn a_node_cut_off_from_the_database_gives_up_names_taken_meanwhile() -> Re
     )
     .await?;
     println!(
-        "cut off: node 2 granted app {:.2} s after node 1 lost the database (lease {LEASE_SECS} s)",
+        "cut off: node 2 granted app {:.2} s after node 1 lost the database",
         cut.elapsed().as_secs_f64()
     );
     answers_with(&n2, "hello from second").await?;
@@ -636,7 +678,7 @@ async fn a_node_cut_off_from_the_database_gives_up_names_taken_meanwhile() -> Re
 
     proxy.restore();
     let back = Instant::now();
-    ssh1.line("tunnel app is now served by a session on node n2")
+    ssh1.line("app was taken over by a newer session of yours, on node n2")
         .await?;
     answers_with(&n1, "hello from second").await?;
     println!(

@@ -143,14 +143,14 @@ impl Membership {
                     return;
                 }
             };
-            let holders: HashMap<&str, &str> = rows
+            let holders: HashMap<&str, (&str, i64)> = rows
                 .iter()
-                .map(|r| (r.name.as_str(), r.node.as_str()))
+                .map(|r| (r.name.as_str(), (r.node.as_str(), r.user_id)))
                 .collect();
             for route in chunk {
-                let holder = match holders.get(route.name.as_str()) {
-                    Some(node) if *node == self.settings.name => continue,
-                    Some(node) => (*node).to_owned(),
+                let (holder, user) = match holders.get(route.name.as_str()) {
+                    Some((node, _)) if *node == self.settings.name => continue,
+                    Some((node, user)) => ((*node).to_owned(), *user),
                     None => {
                         let again = Claiming {
                             session: route.session,
@@ -160,7 +160,7 @@ impl Membership {
                         };
                         match self.claim(&route.name, &again).await {
                             Ok(()) => continue,
-                            Err(ClaimError::Held { node, .. }) => node,
+                            Err(ClaimError::Held { node, user_id, .. }) => (node, user_id),
                             Err(ClaimError::Store(e)) => {
                                 warn!(name = %route.name, error = %e, "cannot claim a name again after beats went missing");
                                 continue;
@@ -168,21 +168,8 @@ impl Membership {
                         }
                     }
                 };
-                if registry.unbind(&route.name, route.session) {
+                if crate::give_up(registry, route, &holder, user) {
                     lost += 1;
-                    warn!(
-                        tunnel = %route.name,
-                        tenant = route.owner,
-                        node = %holder,
-                        "a session on another node took this name while this node could not reach \
-                         the database: no longer served here"
-                    );
-                    route.endpoint.notify(format!(
-                        "tunnel {} is now served by a session on node {holder}, which claimed it \
-                         while this broker could not reach its database; this session no longer \
-                         serves it",
-                        route.name
-                    ));
                 }
             }
         }

@@ -9,7 +9,9 @@
 //!
 //! A name is held by at most one session in the whole cluster: [`Membership::claim`] is one
 //! atomic statement on the name's row in `holds`, taken when the row is free, held by a dead
-//! node, or held on this very node (whose registry decides between its own sessions).
+//! node, by the same owner (a newer session takes its name over), or held on this very node
+//! (whose registry decides between its own sessions). A node that serves a name whose row
+//! another node's session took gives it up ([`give_up`]).
 //!
 //! A SQLite file is one machine's: there a second node is refused at [`Membership::join`] while
 //! the first is alive, and claims skip the database (the registry alone decides).
@@ -181,9 +183,11 @@ impl Membership {
         self.shared
     }
 
-    /// Claims `name` for `session` of `user_id` on this node: free, held by a dead node, or
-    /// held on this node already (the registry decides between this node's own sessions).
-    /// Refused while a session on another live node holds it.
+    /// Claims `name` for `session` of `user_id` on this node: free, held by a dead node, by
+    /// the same user elsewhere (the newer session takes it over, as on one node; the other
+    /// node gives it up when it reads the change, see [`Routes`]), or held on this node
+    /// already (the registry decides between this node's own sessions). Refused while
+    /// another user's session on another live node holds it.
     pub async fn claim(&self, name: &str, claim: &Claiming<'_>) -> Result<(), ClaimError> {
         if !self.shared {
             return Ok(());
@@ -210,10 +214,10 @@ impl Membership {
     }
 
     /// The name a random forward with this identity (`sticky`) had, if `user_id` may have it
-    /// back here: theirs, on a node that is dead (they lost it: the point of asking) or on
-    /// this one. A forward still live on another node keeps its name, and this one gets a
-    /// fresh one. Asked before this node's own memory, which may hold the fresh name an
-    /// attempt got while the old node's lease was running.
+    /// back here: theirs, held on another node, dead or alive (the point of asking: a
+    /// reconnect takes it over, as on one node, where the key's name is remembered while it
+    /// is live), else on this one. Asked before this node's own memory, which may hold a
+    /// fresher name than the one the owner had elsewhere.
     pub async fn sticky_name(&self, sticky: &str, user_id: i64) -> Option<String> {
         if !self.shared {
             return None;
@@ -231,11 +235,7 @@ impl Membership {
                 here.get_or_insert(hold.name);
                 continue;
             }
-            if let Ok(Some(route)) = self.store.hold_route(&hold.name).await
-                && !route.alive
-            {
-                return Some(hold.name);
-            }
+            return Some(hold.name);
         }
         here
     }
@@ -271,6 +271,42 @@ impl Membership {
             Err(e) => warn!(error = %e, "cannot remove this node's row; it expires with its lease"),
         }
     }
+}
+
+/// A session on node `holder` (of user `holder_user`) holds `route`'s name now: this node
+/// stops serving it (parked for the grace period, so a visitor landing here goes on to the
+/// holder through the remote route), and the session that served it is told. Whether it was
+/// still served here.
+pub(crate) fn give_up(
+    registry: &warren_registry::Registry,
+    route: &warren_registry::Route,
+    holder: &str,
+    holder_user: i64,
+) -> bool {
+    if !registry.unbind(&route.name, route.session) {
+        return false;
+    }
+    if holder_user == route.owner {
+        tracing::info!(tunnel = %route.name, tenant = route.owner, node = %holder, "taken over by the owner's newer session on another node");
+        route.endpoint.notify(format!(
+            "{} was taken over by a newer session of yours, on node {holder}",
+            route.name
+        ));
+    } else {
+        warn!(
+            tunnel = %route.name,
+            tenant = route.owner,
+            node = %holder,
+            "a session on another node took this name while this node could not reach the \
+             database: no longer served here"
+        );
+        route.endpoint.notify(format!(
+            "tunnel {} is now served by a session on node {holder}, which claimed it while this \
+             broker could not reach its database; this session no longer serves it",
+            route.name
+        ));
+    }
+    true
 }
 
 /// A blocking row this start may remove: written on this machine by a process that is gone,

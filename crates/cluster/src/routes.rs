@@ -18,7 +18,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use warren_peer::{Dialer, PeerEndpoint};
-use warren_registry::{PortAllocator, Registry, RouteKind, tcp_port};
+use warren_registry::{Lookup, PortAllocator, Registry, RouteKind, tcp_port};
 use warren_store::{HoldEvents, HoldRoute, NodeRow};
 
 use crate::Membership;
@@ -151,12 +151,13 @@ impl Routes {
     async fn refresh(&mut self, mut names: Vec<String>) {
         names.sort_unstable();
         names.dedup();
+        let read_at = Instant::now();
         match self.membership.store.hold_routes_of(&names).await {
             Ok(rows) => {
                 let found: std::collections::HashSet<String> =
                     rows.iter().map(|r| r.name.clone()).collect();
                 for row in rows {
-                    self.apply(row);
+                    self.apply(row, read_at);
                 }
                 for name in names.iter().filter(|n| !found.contains(*n)) {
                     self.released(name);
@@ -208,13 +209,14 @@ impl Routes {
             self.last_full = Instant::now();
             return;
         }
+        let read_at = Instant::now();
         match self.membership.store.hold_routes().await {
             Ok(rows) => {
                 let seen: std::collections::HashSet<String> =
                     rows.iter().map(|r| r.name.clone()).collect();
                 let n = rows.len();
                 for row in rows {
-                    self.apply(row);
+                    self.apply(row, read_at);
                 }
                 let gone: Vec<String> = self
                     .known
@@ -265,14 +267,23 @@ impl Routes {
         }
     }
 
-    /// A hold as read from the database.
-    fn apply(&mut self, row: HoldRoute) {
+    /// A hold as read from the database (the read started at `read_at`).
+    fn apply(&mut self, row: HoldRoute, read_at: Instant) {
         if row.node == self.membership.name() {
             // This node's own sessions are the registry's business.
             if self.known.remove(&row.name).is_some() {
                 self.registry.unbind_remote(&row.name);
             }
             return;
+        }
+        // A session here serves the name, bound before this row was read: its claim came
+        // before the read, so another node's session claimed the name since (the owner's
+        // newer session, or one given it while this node looked dead). A route bound after
+        // the read started may be the newer claim; the notification of its own row settles it.
+        if let Lookup::Live(local) = self.registry.lookup_local(&row.name)
+            && local.bound_at() < read_at
+        {
+            crate::give_up(&self.registry, &local, &row.node, row.user_id);
         }
         let alive = self.believed_alive(&row.name, &row.node, row.alive);
         let k = Known {

@@ -114,6 +114,8 @@ pub struct Route {
     /// same owner's previous route of this name.
     pub(crate) log: Option<Arc<RequestLog>>,
     since: SystemTime,
+    /// [`Route::bound_at`].
+    bound: Instant,
     max_connections: usize,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
@@ -182,6 +184,13 @@ impl Route {
             self.bytes_out
                 .fetch_add(origin_to_visitor, Ordering::Relaxed);
         }
+    }
+
+    /// When this route was made (its session's bind), on this process's monotonic clock: a
+    /// node compares it with when it read a name's hold from the database, to tell a hold
+    /// taken after this bind from one read before it.
+    pub fn bound_at(&self) -> Instant {
+        self.bound
     }
 
     /// A snapshot of this route's counters.
@@ -668,6 +677,7 @@ impl Registry {
             idle: Mutex::new(Vec::new()),
             log: None,
             since: SystemTime::now(),
+            bound: Instant::now(),
             max_connections,
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),

@@ -12,8 +12,8 @@ use crate::tunnels::Tunnels;
 
 impl Tunnels {
     /// Claims `name` for this session across the nodes on the database, before it is bound
-    /// here: refused, with the words one node would use, while a session on another live node
-    /// holds it.
+    /// here: refused, with the words one node would use, while another user's session on
+    /// another live node holds it.
     pub(crate) async fn claim_hold(
         &self,
         user: &User,
@@ -32,14 +32,9 @@ impl Tunnels {
             sticky: sticky.as_deref(),
         };
         match cluster.claim(name, &claim).await {
+            // The same owner's session on another node is no obstacle: the claim takes the
+            // name over, and that node gives it up when it reads the change.
             Ok(()) => Ok(()),
-            // One node would hand the name to the newer session; across nodes that needs the
-            // older one's node to let go, which nothing tells it yet.
-            Err(ClaimError::Held { node, user_id, .. }) if user_id == user.id => {
-                Err(Refusal::new(format!(
-                    "{name:?} is forwarded by another session of yours, on node {node}; close that one first"
-                )))
-            }
             Err(ClaimError::Held { .. }) => Err(Refusal::new(format!(
                 "name {name:?} is in use by another user"
             ))),

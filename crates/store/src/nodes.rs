@@ -157,8 +157,9 @@ pub trait NodeStore: Send + Sync + 'static {
     /// Removes nodes silent for more than `silent_ms`, with their holds.
     async fn reap_nodes(&self, silent_ms: i64) -> Result<u64>;
     /// Claims `name` for `session` on `node`: `Ok(None)` when it is now theirs (it was free,
-    /// held by a dead node, or held on `node` itself, whose registry decides between its own
-    /// sessions), else the live hold that stands in the way.
+    /// held by a dead node, by the same user (a newer session takes a name over, as on one
+    /// node), or on `node` itself, whose registry decides between its own sessions), else the
+    /// live hold that stands in the way.
     async fn claim_hold(&self, name: &str, claim: &Claim<'_>) -> Result<Option<Hold>>;
     /// Releases `name` if `session` on `node` still holds it; returns whether it did.
     async fn release_hold(&self, name: &str, node: &str, session: i64) -> Result<bool>;
@@ -373,7 +374,10 @@ macro_rules! impl_nodes {
                         "session = excluded.session, user_id = excluded.user_id, since = excluded.since, ",
                         "kind = excluded.kind, sticky = excluded.sticky, seq = ",
                         $seq,
-                        " WHERE holds.node = excluded.node OR NOT EXISTS (SELECT 1 FROM nodes n ",
+                        // This node's (its registry decides), the same owner's (a newer
+                        // session takes a name over, as on one node), or a dead node's.
+                        " WHERE holds.node = excluded.node OR holds.user_id = excluded.user_id ",
+                        "OR NOT EXISTS (SELECT 1 FROM nodes n ",
                         "WHERE n.name = holds.node AND n.heartbeat_at + n.lease_ms > ",
                         $now,
                         ") RETURNING node"

@@ -96,6 +96,22 @@ both!(nodes_join_beat_claim_and_leave, |fx| {
         !s.release_hold("app", "n1", 7).await.expect("release"),
         "session 8 holds it now"
     );
+    // The same owner's session on another live node takes it over (a newer session wins,
+    // as on one node), and can give it back.
+    assert_eq!(
+        s.claim_hold("app", &claim("n2", 5, alice))
+            .await
+            .expect("claim"),
+        None
+    );
+    assert_eq!(s.list_holds().await.expect("holds")[0].node, "n2");
+    assert!(!s.release_hold("app", "n1", 8).await.expect("release"));
+    assert_eq!(
+        s.claim_hold("app", &claim("n1", 8, alice))
+            .await
+            .expect("claim"),
+        None
+    );
     assert!(s.release_hold("app", "n1", 8).await.expect("release"));
     assert_eq!(
         s.claim_hold("app", &claim("n2", 9, bob))
