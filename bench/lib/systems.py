@@ -188,7 +188,7 @@ def start_haproxy(procs, tmp, http_port):
     conf = os.path.join(tmp, "haproxy.cfg")
     with open(conf, "w") as f:
         f.write(f"""global
-    maxconn 20000
+    maxconn 4000
     nbthread 1
 defaults
     mode tcp

@@ -73,9 +73,9 @@ pub async fn read_header(
 }
 
 /// Parses the header at the start of `bytes`: its length and the client it names, `None`
-/// while it may still be incomplete.
+/// while it may still be incomplete. (Public for the fuzz target.)
 #[allow(clippy::type_complexity)]
-pub(crate) fn parse(bytes: &[u8]) -> Result<Option<(usize, Option<SocketAddr>)>, HeaderError> {
+pub fn parse(bytes: &[u8]) -> Result<Option<(usize, Option<SocketAddr>)>, HeaderError> {
     let starts = |prefix: &[u8]| {
         let n = bytes.len().min(prefix.len());
         bytes[..n] == prefix[..n]

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use warren_admit::Throttle;
 
-pub use header::{HeaderError, read_header};
+pub use header::{HeaderError, parse as parse_header, read_header};
 
 /// How long a listed source has to send its header. A balancer sends it as it connects, in
 /// the first segment; this only bounds a source that connects and says nothing.
