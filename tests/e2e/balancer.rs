@@ -34,17 +34,21 @@ fn haproxy(
          backend http\n    server b 127.0.0.1:{} send-proxy-v2 source {BALANCER} check inter 500ms\n",
         broker.ssh_port, broker.http_port,
     );
+    Ok((spawn_haproxy(dir, &config)?, ssh, http))
+}
+
+/// HAProxy in the foreground with `config` (written to `dir`), killed when dropped.
+pub(crate) fn spawn_haproxy(dir: &std::path::Path, config: &str) -> Result<tokio::process::Child> {
     let cfg = dir.join("haproxy.cfg");
     std::fs::write(&cfg, config)?;
-    let child = tokio::process::Command::new("haproxy")
+    tokio::process::Command::new("haproxy")
         .args(["-db", "-f"])
         .arg(&cfg)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .context("haproxy (Debian package haproxy)")?;
-    Ok((child, ssh, http))
+        .context("haproxy (Debian package haproxy)")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -620,13 +620,9 @@ async fn an_owners_newer_session_on_another_node_takes_the_name_over() -> Result
     Ok(())
 }
 
-/// Node 1 alone loses the database, and alice's second session, on node 2, takes `app` over.
-/// Cut off, node 1 cannot hear of it and goes on serving her first session (it cannot tell
-/// this from an outage of the database, which must stop no tunnel). Once it reaches the
-/// database again it finds the name held on node 2, stops serving it itself, tells the first
-/// session, and sends its visitors to node 2's session.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_cut_off_from_the_database_gives_up_names_taken_meanwhile() -> Result<()> {
+/// Node 1 of a cluster on a fresh Postgres database, reaching it through a proxy the test can
+/// cut (`crate::faults::Proxy`): the proxy and the node.
+async fn node_one_through_a_proxy() -> Result<(crate::faults::Proxy, TestBroker)> {
     let proxy = crate::faults::Proxy::start(([127, 0, 0, 1], 5432).into()).await?;
     let n1 = TestBroker::start_opts(
         Db::Postgres,
@@ -637,6 +633,17 @@ async fn a_node_cut_off_from_the_database_gives_up_names_taken_meanwhile() -> Re
         },
     )
     .await?;
+    Ok((proxy, n1))
+}
+
+/// Node 1 alone loses the database, and alice's second session, on node 2, takes `app` over.
+/// Cut off, node 1 cannot hear of it and goes on serving her first session (it cannot tell
+/// this from an outage of the database, which must stop no tunnel). Once it reaches the
+/// database again it finds the name held on node 2, stops serving it itself, tells the first
+/// session, and sends its visitors to node 2's session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_the_database_gives_up_names_taken_meanwhile() -> Result<()> {
+    let (proxy, n1) = node_one_through_a_proxy().await?;
     // Node 2 reaches Postgres directly: only node 1 is cut off.
     let direct = n1
         .db_url
@@ -752,16 +759,7 @@ async fn visitors_on_other_nodes_get_http2_and_the_owners_rules() -> Result<()> 
 /// tunnel is still served on both nodes, and a new claim on node 2 is served on node 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_outage_stops_no_tunnel_in_the_cluster() -> Result<()> {
-    let proxy = crate::faults::Proxy::start(([127, 0, 0, 1], 5432).into()).await?;
-    let n1 = TestBroker::start_opts(
-        Db::Postgres,
-        &as_refs(&node_flags(1)),
-        Options {
-            pg_port: Some(proxy.port),
-            ..Options::default()
-        },
-    )
-    .await?;
+    let (proxy, n1) = node_one_through_a_proxy().await?;
     let n2 = n1.beside(&as_refs(&node_flags(2))).await?;
     let alice = n1.user_with_key("alice")?;
     let http = Origin::start("alice").await?;
@@ -1003,16 +1001,7 @@ async fn haproxy_spreads_owners_and_visitors_over_the_nodes() -> Result<()> {
     let [n1, n2, n3] = three_nodes(|_| strings(&["--proxy-protocol-from", HAPROXY_SOURCE])).await?;
     let (config, ssh_port, http_port) = haproxy_config(&[&n1, &n2, &n3])?;
     let dir = tempfile::tempdir()?;
-    let cfg = dir.path().join("haproxy.cfg");
-    std::fs::write(&cfg, &config)?;
-    let _haproxy = tokio::process::Command::new("haproxy")
-        .args(["-db", "-f"])
-        .arg(&cfg)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("haproxy (Debian package haproxy)")?;
+    let _haproxy = crate::balancer::spawn_haproxy(dir.path(), &config)?;
 
     let alice = n1.user_with_key("alice")?;
     let origin = Origin::start("alice").await?;

@@ -156,8 +156,9 @@ impl Tenants {
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(ServiceError::Conflict(format!(
-                    "tunnel {name:?} is held on node {node}, which has not let go of it within \
-                     {} s; it may be unreachable from the database",
+                    "tunnel {name:?} is held on node {node}, which has not acted on the \
+                     disconnect within {} s (it may be cut off from the database); it will \
+                     when it reads the order",
                     REMOTE_DISCONNECT_WAIT.as_secs()
                 )));
             }

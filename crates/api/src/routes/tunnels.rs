@@ -91,9 +91,11 @@ pub(crate) async fn list_live(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-/// Disconnect a live tunnel; its owner's session is told who did it.
+/// Disconnect a live tunnel; its owner's session is told who did it. A tunnel held on another
+/// node of a cluster is disconnected by that node: 204 once it let go, 409 if it has not within
+/// 5 s (it acts on the order when it can).
 #[utoipa::path(delete, path = "/api/v1/tunnels/{name}", tag = "tunnels", params(("name" = String, Path, description = "The tunnel's name")),
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("token" = []), ("session" = [])))]
 pub(crate) async fn disconnect(
     State(state): State<ApiState>,
