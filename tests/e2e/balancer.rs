@@ -65,17 +65,16 @@ async fn a_load_balancer_names_visitors_and_owners_with_the_proxy_protocol() -> 
     broker.cli_ok(&["reserve", "alice", "chat"])?;
     let origin = Origin::start("A").await?;
 
-    // The owner, from 127.0.0.3, through HAProxy's PROXY v1 line.
-    let spec = format!("chat:80:{}", origin.target());
-    let ssh = eventually("alice through HAProxy", DEADLINE, || {
-        let spec = spec.clone();
-        let key = key.clone();
-        async move {
-            let ssh = Ssh::spawn_port(ssh_port, &key, &["-b", VISITOR, "-R", &spec]).ok()?;
-            ssh.url(0).await.ok().map(|_| ssh)
-        }
+    // The owner, from 127.0.0.3, through HAProxy's PROXY v1 line, once HAProxy listens.
+    eventually("HAProxy listening", DEADLINE, || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", ssh_port))
+            .await
+            .ok()
     })
     .await?;
+    let spec = format!("chat:80:{}", origin.target());
+    let ssh = Ssh::spawn_port(ssh_port, &key, &["-b", VISITOR, "-R", &spec])?;
+    ssh.url(0).await?;
     let logged = broker
         .stderr_lines()
         .into_iter()

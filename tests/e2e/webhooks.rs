@@ -625,3 +625,63 @@ async fn pending_deliveries_survive_a_restart() -> Result<()> {
     assert!(log.contains("ping"), "{log}");
     Ok(())
 }
+
+/// Two nodes on one Postgres both read the audit log and the delivery queue, yet each alert
+/// arrives once: only the node holding the cluster's lease queues and sends. alice's tunnel on
+/// node 2 (node 1, started first, holds the lease) goes up, down and up again; the global hook
+/// gets exactly those three (a second copy of the first would have come long before the
+/// third).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_sends_each_alert_once() -> Result<()> {
+    let node = |i: usize| {
+        let name = format!("n{i}");
+        let flags: Vec<String> = [
+            "--webhook-allow-private",
+            "true",
+            "--alert-down-after-secs",
+            "3",
+            "--webhook-backoff-ms",
+            "200",
+            "--node-name",
+            &name,
+            "--node-lease-secs",
+            "2",
+            "--cluster-listen",
+            "127.0.0.1:0",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        flags
+    };
+    let (f1, f2) = (node(1), node(2));
+    let (r1, r2): (Vec<&str>, Vec<&str>) = (
+        f1.iter().map(String::as_str).collect(),
+        f2.iter().map(String::as_str).collect(),
+    );
+    let n1 = TestBroker::start_with(Db::Postgres, &r1).await?;
+    let n2 = n1.beside(&r2).await?;
+    let receiver = Receiver::start().await?;
+    n1.cli_ok(&[
+        "--webhook-allow-private",
+        "true",
+        "webhooks",
+        "add",
+        "--global",
+        &receiver.url,
+    ])?;
+    let key = n1.user_with_key("alice")?;
+    let origin = Origin::start("alice").await?;
+    let spec = format!("app:80:{}", origin.target());
+    let ssh = Ssh::spawn(&n2, &key, &["-R", &spec])?;
+    ssh.url(0).await?;
+    receiver.wait_for(1, "tunnel.up").await?;
+    drop(ssh);
+    receiver.wait_for(2, "tunnel.down").await?;
+    let ssh = Ssh::spawn(&n2, &key, &["-R", &spec])?;
+    ssh.url(0).await?;
+    receiver.wait_for(3, "tunnel.up again").await?;
+    assert_eq!(receiver.events(), ["tunnel.up", "tunnel.down", "tunnel.up"]);
+    drop(ssh);
+    drop(n2);
+    Ok(())
+}

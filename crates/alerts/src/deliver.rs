@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 use warren_metrics::Metrics;
 use warren_store::{DeliveryAttempt, Store, WebhookDelivery, now_ms};
 
-use crate::{AlertsError, Settings, guard, sign};
+use crate::{AlertsError, Leading, Settings, guard, sign};
 
 /// How often due deliveries are looked for when nothing wakes the task.
 const POLL: Duration = Duration::from_millis(500);
@@ -37,6 +37,8 @@ pub struct Deliverer {
     /// Deliveries being attempted right now: the next poll must not start them twice. A std
     /// mutex, never held across an `.await`.
     in_flight: Arc<Mutex<HashSet<i64>>>,
+    /// Whether this node works the queue ([`Deliverer::while_leading`]).
+    leading: Leading,
 }
 
 impl Deliverer {
@@ -54,7 +56,15 @@ impl Deliverer {
             metrics,
             wake,
             in_flight: Arc::new(Mutex::new(HashSet::new())),
+            leading: Leading::always(),
         })
+    }
+
+    /// Works the queue only while `leading` says this node alerts for the cluster: every node
+    /// of a cluster reads the same queue, and each row must be sent once.
+    pub fn while_leading(mut self, leading: Leading) -> Self {
+        self.leading = leading;
+        self
     }
 
     /// Sends deliveries until `shutdown`; attempts in flight then finish within their timeout
@@ -70,7 +80,14 @@ impl Deliverer {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {}
                 _ = self.wake.notified() => {}
-                _ = prune.tick() => self.prune().await,
+                _ = prune.tick() => {
+                    if self.leading.now() {
+                        self.prune().await;
+                    }
+                }
+            }
+            if !self.leading.now() {
+                continue;
             }
             let due = match self
                 .store

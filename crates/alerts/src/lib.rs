@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use warren_store::{Certificate, Store, WebhookFilter};
 
 pub use damper::{Damper, OnBind};
@@ -119,6 +119,31 @@ pub fn channel() -> (mpsc::Sender<Signal>, mpsc::Receiver<Signal>) {
     mpsc::channel(QUEUE)
 }
 
+/// Whether this node alerts for its cluster. Every node of a cluster reads the same audit log
+/// and the same delivery queue, so each would send every alert; one node, the holder of the
+/// cluster's lease (the broker gives the ACME lease's flag), queues and sends them. The other
+/// nodes follow the same signals (their damper and live map stay current), so the node that
+/// takes the lease over carries on where the last one stopped. One node alone always alerts.
+#[derive(Debug, Clone)]
+pub struct Leading(Arc<std::sync::atomic::AtomicBool>);
+
+impl Leading {
+    /// A node that always alerts (one node on its database).
+    pub fn always() -> Self {
+        Self(Arc::new(std::sync::atomic::AtomicBool::new(true)))
+    }
+
+    /// A flag set as this node takes and loses the lease; false until it holds it.
+    pub fn flag(flag: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        Self(flag)
+    }
+
+    /// Whether this node alerts now.
+    pub fn now(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// The alerts task: the damper, certificate checks, and queueing deliveries.
 pub struct Alerts {
     store: Arc<dyn Store>,
@@ -133,6 +158,8 @@ pub struct Alerts {
     /// start, which is not news).
     errors_seen: HashMap<String, i64>,
     first_cert_check: bool,
+    /// Whether this node queues what it finds ([`Alerts::while_leading`]).
+    leading: Leading,
 }
 
 impl Alerts {
@@ -147,7 +174,15 @@ impl Alerts {
             expiry_sent: HashMap::new(),
             errors_seen: HashMap::new(),
             first_cert_check: true,
+            leading: Leading::always(),
         }
+    }
+
+    /// Queues alerts only while `leading` says this node alerts for the cluster (see
+    /// [`Leading`]).
+    pub fn while_leading(mut self, leading: Leading) -> Self {
+        self.leading = leading;
+        self
     }
 
     /// Handles signals and timers until `shutdown`. Tunnels pending down at shutdown are not
@@ -224,8 +259,15 @@ impl Alerts {
         self.queue(&alert).await;
     }
 
-    /// Queues `alert` for every hook that gets it.
+    /// Queues `alert` for every hook that gets it (on the alerting node of a cluster).
     pub async fn queue(&self, alert: &Alert) {
+        if !self.leading.now() {
+            debug!(
+                event = alert.kind.as_str(),
+                "another node alerts for the cluster"
+            );
+            return;
+        }
         let filter = match alert.owner {
             Some(owner) if !alert.kind.global_only() => WebhookFilter::EventsOf(owner),
             _ => WebhookFilter::Global,

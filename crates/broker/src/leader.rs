@@ -1,5 +1,6 @@
-//! Work one node of a cluster does for all: ordering and renewing certificates, and driving a
-//! remote DNS provider (Cloudflare, RFC 2136), by whichever node holds the ACME lease (a
+//! Work one node of a cluster does for all: ordering and renewing certificates, driving a
+//! remote DNS provider (Cloudflare, RFC 2136), and queueing and sending webhook alerts, by
+//! whichever node holds the ACME lease (a
 //! Postgres advisory lock on a connection of its own: it goes with the node's process or its
 //! database connection, and another node takes it within one tick). Every node answers the
 //! CA's HTTP-01 and TLS-ALPN-01 challenges, from answers the ordering node publishes in the
@@ -7,6 +8,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -16,11 +18,13 @@ use warren_tls::Challenges;
 
 use crate::public::Public;
 
-/// Holds the ACME lease when it can, and tells `public` whether this node leads; checks every
-/// `every` that the lease is still held (or tries to take it).
+/// Holds the ACME lease when it can, and tells `public` and `alerting` (webhook alerts and
+/// their deliveries: `warren_alerts::Leading`) whether this node leads; checks every `every`
+/// that the lease is still held (or tries to take it).
 pub async fn run(
     store: Arc<dyn Store>,
     public: Arc<Public>,
+    alerting: Arc<AtomicBool>,
     metrics: Arc<warren_metrics::Metrics>,
     every: Duration,
     shutdown: CancellationToken,
@@ -38,6 +42,7 @@ pub async fn run(
                 if !held.held().await {
                     lease = None;
                     public.set_leading(false);
+                    alerting.store(false, Ordering::Relaxed);
                     metrics.cluster_acme_leader.set(0.0);
                     warn!(
                         "lost the cluster's ACME lease (its database connection failed); another node may take it"
@@ -48,9 +53,10 @@ pub async fn run(
                 Ok(Some(held)) => {
                     lease = Some(held);
                     public.set_leading(true);
+                    alerting.store(true, Ordering::Relaxed);
                     metrics.cluster_acme_leader.set(1.0);
                     info!(
-                        "this node orders certificates (and drives the DNS provider) for the cluster"
+                        "this node orders certificates (and drives the DNS provider) and sends webhook alerts for the cluster"
                     );
                 }
                 Ok(None) => {}
@@ -60,6 +66,7 @@ pub async fn run(
     }
     if lease.is_some() {
         public.set_leading(false);
+        alerting.store(false, Ordering::Relaxed);
     }
 }
 

@@ -282,10 +282,13 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         &metrics,
     )
     .await?;
+    // One node of a cluster alerts (the ACME lease's holder); one alone always does.
+    let alerting = Arc::new(std::sync::atomic::AtomicBool::new(!store.shared()));
     if store.shared() {
         tasks.spawn(crate::leader::run(
             store.clone(),
             public.clone(),
+            alerting.clone(),
             metrics.clone(),
             (config.cluster.lease / 3).max(std::time::Duration::from_millis(100)),
             shutdown.clone(),
@@ -314,8 +317,10 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         alert_settings.clone(),
         metrics.clone(),
         wake.clone(),
-    )?;
-    let alerts = warren_alerts::Alerts::new(store.clone(), alert_settings, wake);
+    )?
+    .while_leading(warren_alerts::Leading::flag(alerting.clone()));
+    let alerts = warren_alerts::Alerts::new(store.clone(), alert_settings, wake)
+        .while_leading(warren_alerts::Leading::flag(alerting));
     let domains = crate::domains::DomainTask::new(
         tenants.clone(),
         registry.clone(),
