@@ -316,6 +316,14 @@ async fn three_nodes(extra: impl Fn(usize) -> Vec<String>) -> Result<[TestBroker
     Ok([n1, n2, n3])
 }
 
+/// Nodes `n1` and `n2` on one fresh Postgres, with the cluster's own flags. Keep them in this
+/// order: the database goes with `n1`, which must be dropped last.
+async fn two_nodes() -> Result<[TestBroker; 2]> {
+    let n1 = TestBroker::start_with(Db::Postgres, &as_refs(&node_flags(1))).await?;
+    let n2 = n1.beside(&as_refs(&node_flags(2))).await?;
+    Ok([n1, n2])
+}
+
 /// The cluster's own flags for node `i`: its name `n{i}`, the short lease, a cluster listener
 /// on a free port.
 fn node_flags(i: usize) -> Vec<String> {
@@ -522,8 +530,7 @@ async fn three_nodes_serve_each_others_tunnels_and_survive_a_kill() -> Result<()
 /// once it no longer sends visitors there. A name nobody serves is 404 there as anywhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disconnect_asked_on_another_node_is_carried_out_by_the_holder() -> Result<()> {
-    let n1 = TestBroker::start_with(Db::Postgres, &as_refs(&node_flags(1))).await?;
-    let n2 = n1.beside(&as_refs(&node_flags(2))).await?;
+    let [n1, n2] = two_nodes().await?;
     let alice = n1.user_with_key("alice")?;
     let origin = Origin::start("alice").await?;
     let ssh = Ssh::spawn(&n1, &alice, &["-R", &format!("app:80:{}", origin.target())])?;
@@ -584,8 +591,7 @@ async fn a_disconnect_asked_on_another_node_is_carried_out_by_the_holder() -> Re
 /// visitors reach the new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owners_newer_session_on_another_node_takes_the_name_over() -> Result<()> {
-    let n1 = TestBroker::start_with(Db::Postgres, &as_refs(&node_flags(1))).await?;
-    let n2 = n1.beside(&as_refs(&node_flags(2))).await?;
+    let [n1, n2] = two_nodes().await?;
     let alice = n1.user_with_key("alice")?;
     let bob = n1.user_with_key("bob")?;
     let (first, second) = (

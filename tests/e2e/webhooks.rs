@@ -119,6 +119,21 @@ async fn broker(db: Db, extra: &[&str]) -> Result<TestBroker> {
     TestBroker::start_with(db, &flags).await
 }
 
+/// Registers a global webhook with the admin CLI; returns its secret.
+fn add_global_hook(broker: &TestBroker, url: &str) -> Result<String> {
+    let out = broker.cli_ok(&[
+        "--webhook-allow-private",
+        "true",
+        "webhooks",
+        "add",
+        "--global",
+        url,
+    ])?;
+    let secret = out.lines().last().unwrap_or_default().trim().to_owned();
+    assert!(secret.starts_with("whsec_"), "{out}");
+    Ok(secret)
+}
+
 /// Registers a webhook through the API; returns (id, secret).
 fn add_hook(api: &Api, tok: &str, url: &str) -> Result<(i64, String)> {
     let r = api.call(
@@ -480,16 +495,7 @@ async fn global_hooks_get_every_tunnel() -> Result<()> {
     let broker = broker(Db::Sqlite, &[]).await?;
     let key = broker.user_with_key("alice")?;
     let receiver = Receiver::start().await?;
-    let out = broker.cli_ok(&[
-        "--webhook-allow-private",
-        "true",
-        "webhooks",
-        "add",
-        "--global",
-        &receiver.url,
-    ])?;
-    let secret = out.lines().last().unwrap_or_default().trim().to_owned();
-    assert!(secret.starts_with("whsec_"), "{out}");
+    let secret = add_global_hook(&broker, &receiver.url)?;
     let list = broker.cli_ok(&["webhooks", "list"])?;
     assert!(
         list.contains("(global)") && !list.contains(&secret),
@@ -661,14 +667,7 @@ async fn a_cluster_sends_each_alert_once() -> Result<()> {
     let n1 = TestBroker::start_with(Db::Postgres, &r1).await?;
     let n2 = n1.beside(&r2).await?;
     let receiver = Receiver::start().await?;
-    n1.cli_ok(&[
-        "--webhook-allow-private",
-        "true",
-        "webhooks",
-        "add",
-        "--global",
-        &receiver.url,
-    ])?;
+    add_global_hook(&n1, &receiver.url)?;
     let key = n1.user_with_key("alice")?;
     let origin = Origin::start("alice").await?;
     let spec = format!("app:80:{}", origin.target());
