@@ -6,8 +6,12 @@
 
 use std::io::IsTerminal;
 
-use anyhow::{Context, Result};
+use anyhow::{Context as _, Result};
 use serde::Deserialize;
+use tracing::{Level, Metadata, subscriber::Interest};
+use tracing_subscriber::filter::DynFilterFn;
+use tracing_subscriber::layer::{Context, Filter, Layer as _, SubscriberExt as _};
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::config::Config;
 
@@ -40,16 +44,50 @@ pub fn filter(flag: Option<&str>, rust_log: Option<&str>, file: Option<&str>) ->
 pub fn init(config: &Config) -> Result<()> {
     let env_filter =
         tracing_subscriber::EnvFilter::try_new(&config.log).context("log: bad filter")?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(env_filter)
-        .with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let layer = match config.log_format {
+        LogFormat::Json => layer.json().boxed(),
+        LogFormat::Text => layer
             .with_ansi(colour(std::io::stderr().is_terminal()))
-            .try_init(),
-    }
-    .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(
+            layer
+                .with_filter(env_filter)
+                .with_filter(quiet_slow_acquires()),
+        )
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
+}
+
+/// sqlx's pool warns about every acquire slower than its threshold (2 s). In a reconnect storm
+/// of 10,000 owners that was 9,267 lines in two minutes (`bench/results/scale-20261203T180655`),
+/// drowning everything else; one such line per [`SLOW_ACQUIRE_EVERY`] says the same. Every
+/// other line passes untouched.
+fn quiet_slow_acquires<S: tracing::Subscriber>() -> impl Filter<S> {
+    let throttle = warren_admit::Throttle::new(SLOW_ACQUIRE_EVERY);
+    DynFilterFn::new(move |meta: &Metadata<'_>, _cx: &Context<'_, S>| {
+        !(is_slow_acquire(meta)) || throttle.hit().is_some()
+    })
+    .with_callsite_filter(|meta| {
+        if is_slow_acquire(meta) {
+            Interest::sometimes()
+        } else {
+            Interest::always()
+        }
+    })
+}
+
+/// At most one of sqlx's slow-acquire warnings this often.
+const SLOW_ACQUIRE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// That warning: its target, and the field only it has (sqlx logs other acquire lines there).
+fn is_slow_acquire(meta: &Metadata<'_>) -> bool {
+    meta.is_event()
+        && meta.target() == "sqlx::pool::acquire"
+        && *meta.level() == Level::WARN
+        && meta.fields().field("slow_acquire_threshold_secs").is_some()
 }
 
 /// Whether to colour: on a terminal, unless `NO_COLOR` is set to anything non-empty.
@@ -73,5 +111,48 @@ mod tests {
     #[test]
     fn no_colour_off_a_terminal() {
         assert!(!colour(false));
+    }
+
+    /// A writer into a shared buffer, for reading back what the layer wrote.
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_storm_of_slow_acquire_warnings_is_one_line_and_nothing_else_is_touched() {
+        let out = Buffer::default();
+        let writer = out.clone();
+        let layer = tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .with_filter(tracing_subscriber::EnvFilter::new("info"))
+            .with_filter(quiet_slow_acquires());
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            for i in 0..500 {
+                tracing::warn!(
+                    target: "sqlx::pool::acquire",
+                    acquired_after_secs = 2.5,
+                    slow_acquire_threshold_secs = 2.0,
+                    "acquired connection, but time to acquire exceeded slow threshold"
+                );
+                tracing::warn!(target: "sqlx::pool::acquire", n = i, "another warning");
+                tracing::info!(n = i, "ours");
+            }
+        });
+        let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf-8");
+        let count = |needle: &str| text.lines().filter(|l| l.contains(needle)).count();
+        assert_eq!(count("exceeded slow threshold"), 1, "{text}");
+        assert_eq!(count("another warning"), 500);
+        assert_eq!(count("ours"), 500);
     }
 }
