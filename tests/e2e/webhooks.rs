@@ -519,15 +519,7 @@ async fn dns_errors_go_to_the_global_hook() -> Result<()> {
     let flags = crate::public::rfc2136_flags("tunnel.test", dead);
     let broker = broker(Db::Sqlite, &crate::public::as_strs(&flags)).await?;
     let receiver = Receiver::start().await?;
-    let out = broker.cli_ok(&[
-        "--webhook-allow-private",
-        "true",
-        "webhooks",
-        "add",
-        "--global",
-        &receiver.url,
-    ])?;
-    let secret = out.lines().last().unwrap_or_default().trim().to_owned();
+    let secret = add_global_hook(&broker, &receiver.url)?;
     broker.cli_ok(&["user", "add", "alice"])?;
     broker.cli_ok(&["reserve", "alice", "shop"])?;
     let hits = receiver.wait_for(1, "dns.error to the global hook").await?;

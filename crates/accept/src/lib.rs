@@ -107,11 +107,6 @@ impl Acceptor {
         self
     }
 
-    /// The address the listener is bound to.
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
     /// The next connection (TCP_NODELAY set) and its client's address, or `None` once
     /// `shutdown` is cancelled. Accept errors (out of file descriptors, mostly) back off
     /// briefly instead of spinning. Cancel-safe: a connection is either returned or still

@@ -165,8 +165,6 @@ pub trait NodeStore: Send + Sync + 'static {
     async fn release_hold(&self, name: &str, node: &str, session: i64) -> Result<bool>;
     /// Every hold, by name.
     async fn list_holds(&self) -> Result<Vec<Hold>>;
-    /// One name's hold with its node's address and liveness.
-    async fn hold_route(&self, name: &str) -> Result<Option<HoldRoute>>;
     /// Every hold with its node's address and liveness.
     async fn hold_routes(&self) -> Result<Vec<HoldRoute>>;
     /// The holds of these names (those that exist), with their nodes' addresses and liveness:
@@ -425,16 +423,6 @@ macro_rules! impl_nodes {
                     " FROM holds ORDER BY name"
                 ))
                 .fetch_all(&self.pool)
-                .await?)
-            }
-
-            async fn hold_route(&self, name: &str) -> Result<Option<HoldRoute>> {
-                Ok(sqlx::query_as::<_, HoldRoute>(concat!(
-                    hold_route_sql!($now),
-                    "WHERE h.name = $1"
-                ))
-                .bind(name)
-                .fetch_optional(&self.pool)
                 .await?)
             }
 

@@ -131,9 +131,10 @@ both!(nodes_join_beat_claim_and_leave, |fx| {
     let v2 = s.holds_version().await.expect("version");
     assert_ne!(v1, v2);
     let route = s
-        .hold_route("tcp:20001")
+        .hold_routes_of(&["tcp:20001".to_owned()])
         .await
         .expect("route")
+        .pop()
         .expect("held");
     assert_eq!(
         (
@@ -171,7 +172,12 @@ both!(nodes_join_beat_claim_and_leave, |fx| {
     );
     assert!(s.release_hold("tcp:20001", "n1", 3).await.expect("release"));
     assert_ne!(s.holds_version().await.expect("version"), v2);
-    assert!(s.hold_route("tcp:20001").await.expect("route").is_none());
+    assert!(
+        s.hold_routes_of(&["tcp:20001".to_owned()])
+            .await
+            .expect("route")
+            .is_empty()
+    );
 
     // Leaving takes the node's holds with it; only its own incarnation may remove it.
     assert!(!s.forget_node("n2", one.incarnation).await.expect("forget"));
