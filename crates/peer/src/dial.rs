@@ -2,9 +2,10 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use rustls::pki_types::ServerName;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -26,12 +27,18 @@ const LINES_QUEUED: usize = 1024;
 const LINES_BATCH: usize = 16 << 10;
 /// After a node could not be reached, its lines are dropped for this long before trying again.
 const LINES_RETRY: Duration = Duration::from_secs(1);
+/// A node's lines stream (and the task that writes it) ends after this long without a line, so
+/// a node that left the cluster, or whose tunnels went quiet, holds nothing here or there; the
+/// next line opens it again.
+const LINES_IDLE: Duration = Duration::from_secs(60);
 
 /// Opens streams to other nodes; one per process, shared by every remote route.
 pub struct Dialer {
     link: Link,
     /// Where the lines for owners on each node go (by cluster address): one stream per node.
     lines: Mutex<HashMap<String, mpsc::Sender<Vec<u8>>>>,
+    /// See [`LINES_IDLE`].
+    lines_idle: Duration,
 }
 
 impl std::fmt::Debug for Dialer {
@@ -50,18 +57,39 @@ impl Dialer {
                     .map_err(|e| PeerError::Certificate(e.to_string()))?,
             },
             lines: Mutex::new(HashMap::new()),
+            lines_idle: LINES_IDLE,
         })
     }
 
+    /// The same dialer, ending each lines stream after `idle` without a line instead of
+    /// [`LINES_IDLE`] (tests watch it happen).
+    pub fn with_lines_idle(mut self, idle: Duration) -> Self {
+        self.lines_idle = idle;
+        self
+    }
+
+    /// How many nodes this one holds a lines stream (and its task) for.
+    pub fn lines_streams(&self) -> usize {
+        let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        lines.values().filter(|tx| !tx.is_closed()).count()
+    }
+
     /// The queue of lines for owners on the node at `addr`, and the task that sends them
-    /// (started with the first line, again if it ended).
+    /// (started with the first line, again once it ended after being idle).
     fn lines_to(&self, addr: &str) -> mpsc::Sender<Vec<u8>> {
         let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(tx) = lines.get(addr).filter(|tx| !tx.is_closed()) {
             return tx.clone();
         }
+        // The queues of nodes gone quiet go with them: the map holds live streams only.
+        lines.retain(|_, tx| !tx.is_closed());
         let (tx, rx) = mpsc::channel(LINES_QUEUED);
-        tokio::spawn(carry_lines(self.link.clone(), addr.to_owned(), rx));
+        tokio::spawn(carry_lines(
+            self.link.clone(),
+            addr.to_owned(),
+            rx,
+            self.lines_idle,
+        ));
         lines.insert(addr.to_owned(), tx.clone());
         tx
     }
@@ -108,12 +136,23 @@ impl Link {
 }
 
 /// Sends the lines queued for owners on the node at `addr` over one stream, in batches;
-/// connects again after a failure, dropping what arrives for [`LINES_RETRY`] meanwhile.
-async fn carry_lines(link: Link, addr: String, mut rx: mpsc::Receiver<Vec<u8>>) {
+/// connects again after a failure, dropping what arrives for [`LINES_RETRY`] meanwhile. Ends
+/// after `idle` without a line: the queue is closed first, so a line queued meanwhile is still
+/// sent, and the next one finds the queue closed and starts another task.
+async fn carry_lines(link: Link, addr: String, mut rx: mpsc::Receiver<Vec<u8>>, idle: Duration) {
     let mut stream: Option<TlsStream<TcpStream>> = None;
     let mut quiet_until: Option<Instant> = None;
     let mut batch = Vec::with_capacity(LINES_BATCH);
-    while let Some(first) = rx.recv().await {
+    loop {
+        let first = match tokio::time::timeout(idle, rx.recv()).await {
+            Ok(Some(first)) => first,
+            Ok(None) => break,
+            Err(_) => {
+                // What is queued still comes out of `recv`, then `None`.
+                rx.close();
+                continue;
+            }
+        };
         batch.clear();
         batch.extend_from_slice(&first);
         while batch.len() < LINES_BATCH {
@@ -157,15 +196,16 @@ pub struct PeerEndpoint {
     node: String,
     addr: String,
     name: String,
-    /// The queue of lines to the owner's node, found at the first line.
-    lines: OnceLock<mpsc::Sender<Vec<u8>>>,
+    /// The queue of lines to the owner's node, found at the first line and again once its
+    /// stream ended idle: lock-free, since every request through the tunnel adds a line.
+    lines: ArcSwapOption<mpsc::Sender<Vec<u8>>>,
 }
 
 impl PeerEndpoint {
     /// `name` on `node`, whose cluster listener is at `addr`.
     pub fn new(dialer: Arc<Dialer>, node: &str, addr: &str, name: &str) -> Self {
         Self {
-            lines: OnceLock::new(),
+            lines: ArcSwapOption::empty(),
             dialer,
             node: node.to_owned(),
             addr: addr.to_owned(),
@@ -200,10 +240,17 @@ impl Endpoint for PeerEndpoint {
     /// Sent to the owner's node, which shows it in their session: an owner behind a load
     /// balancer sees every visitor, wherever each landed.
     fn notify(&self, line: String) {
-        let tx = self.lines.get_or_init(|| self.dialer.lines_to(&self.addr));
         let mut record = Vec::with_capacity(self.name.len() + line.len() + 2);
         wire::line_record(&mut record, &self.name, &line);
-        // A full queue drops the line, never the visitor's request.
+        if let Some(tx) = self.lines.load().as_deref()
+            && !tx.is_closed()
+        {
+            // A full queue drops the line, never the visitor's request.
+            let _ = tx.try_send(record);
+            return;
+        }
+        let tx = Arc::new(self.dialer.lines_to(&self.addr));
+        self.lines.store(Some(tx.clone()));
         let _ = tx.try_send(record);
     }
 

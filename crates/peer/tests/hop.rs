@@ -219,3 +219,49 @@ async fn strangers_get_nothing() {
     assert!(answer.len() <= 7, "{answer:?}");
     assert_eq!(node2.echo.opened.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test]
+async fn a_quiet_lines_stream_ends_and_the_next_line_opens_it_again() {
+    let ca = ClusterCa::generate().expect("ca");
+    let node2 = holder(&ca).await;
+    let tls = NodeTls::issue(&ca).expect("node 1 certificate");
+    let dialer = Arc::new(
+        Dialer::new(&tls)
+            .expect("dialer")
+            .with_lines_idle(Duration::from_millis(200)),
+    );
+    let app = PeerEndpoint::new(dialer.clone(), "n2", &node2.addr, "app");
+    let seen = |n: usize| {
+        let echo = node2.echo.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let lines = echo.lines.lock().expect("not poisoned").clone();
+                if lines.len() >= n {
+                    return lines;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "only {lines:?} arrived"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    app.notify("GET /first 200 1ms".into());
+    seen(1).await;
+    assert_eq!(dialer.lines_streams(), 1);
+    // Quiet past the idle time: the stream and its task end (a node that left holds nothing).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while dialer.lines_streams() != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lines stream outlived its idle time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The same endpoint's next line opens a new one and arrives.
+    app.notify("GET /second 200 1ms".into());
+    assert_eq!(seen(2).await, ["GET /first 200 1ms", "GET /second 200 1ms"]);
+    assert_eq!(dialer.lines_streams(), 1);
+}
