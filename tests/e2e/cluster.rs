@@ -1073,3 +1073,57 @@ async fn served_through(port: u16, want: u16) -> Result<()> {
     );
     Ok(())
 }
+
+/// Each node says at start whether Postgres can take every live node's connections at once
+/// (`database_pool` + 3 each): node 1 at the default pool fits, and node 2, joining with a pool
+/// no Postgres allows (its max_connections stops at 262,143), is told what to change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_warns_when_postgres_cannot_take_every_nodes_connections() -> Result<()> {
+    let n1 = TestBroker::start_opts(
+        Db::Postgres,
+        &as_refs(&node_flags(1)),
+        Options {
+            capture_stderr: true,
+            ..Options::default()
+        },
+    )
+    .await?;
+    let lines = n1.stderr_lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("Postgres connections suffice") && l.contains("need=19")),
+        "{lines:?}"
+    );
+    let mut flags = node_flags(2);
+    flags.extend(strings(&["--database-pool", "200000"]));
+    let n2 = TestBroker::start_opts(
+        Db::Postgres,
+        &as_refs(&flags),
+        Options {
+            capture_stderr: true,
+            database: Some(n1.db_url.clone()),
+            ..Options::default()
+        },
+    )
+    .await?;
+    let lines = n2.stderr_lines();
+    let warning = lines
+        .iter()
+        .find(|l| l.contains("WARN") && l.contains("max_connections"))
+        .with_context(|| format!("no warning about Postgres's connections: {lines:?}"))?;
+    assert!(
+        warning.contains(
+            "2 node(s) with database_pool = 200000 may open 400006 (200003 each: the pool, two \
+             LISTENs and the ACME lease): raise Postgres's max_connections, or lower \
+             database_pool on every node"
+        ),
+        "{warning}"
+    );
+    // It still serves: the warning is about a storm to come, not a reason to refuse.
+    let alice = n2.user_with_key("alice")?;
+    let origin = Origin::start("pooled").await?;
+    let _ssh = Ssh::spawn(&n2, &alice, &["-R", &format!("app:80:{}", origin.target())])?;
+    served(&n1, "app.localhost", 200).await?;
+    Ok(())
+}

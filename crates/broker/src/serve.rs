@@ -50,9 +50,50 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
     {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    warren_store::open(url)
+    warren_store::open_pooled(url, config.database_pool)
         .await
         .with_context(|| format!("cannot open database {}", config.database_url.redacted()))
+}
+
+/// Warns at start when the live nodes, each opening every connection it may (`database_pool`
+/// and [`warren_store::EXTRA_CONNECTIONS`]), would pass what Postgres allows: past it, a
+/// reconnect storm's key lookups and claims fail with "too many clients" on some node. Ten
+/// nodes at the default pool need 190, against Postgres's default 97.
+async fn check_connection_budget(store: &dyn Store, pool: u32) {
+    let limit = match store.connection_limit().await {
+        Ok(Some(limit)) => limit,
+        Ok(None) => return,
+        Err(e) => {
+            warn!(error = %e, "cannot read Postgres's connection limit");
+            return;
+        }
+    };
+    // This node has joined, so it is among them.
+    let nodes = match store.list_nodes().await {
+        Ok(rows) => rows.iter().filter(|n| n.alive()).count().max(1),
+        Err(_) => 1,
+    };
+    let each = i64::from(pool) + i64::from(warren_store::EXTRA_CONNECTIONS);
+    let need = nodes as i64 * each;
+    if need > limit {
+        warn!(
+            nodes,
+            database_pool = pool,
+            need,
+            limit,
+            "Postgres allows {limit} connections to non-superusers, and {nodes} node(s) with \
+             database_pool = {pool} may open {need} ({each} each: the pool, two LISTENs and the \
+             ACME lease): raise Postgres's max_connections, or lower database_pool on every node"
+        );
+    } else {
+        info!(
+            nodes,
+            database_pool = pool,
+            need,
+            limit,
+            "Postgres connections suffice"
+        );
+    }
 }
 
 /// Runs the broker until SIGTERM or Ctrl-C; `args` are what `config` was loaded from, read
@@ -111,6 +152,7 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         metrics.clone(),
     )
     .await?;
+    check_connection_budget(store.as_ref(), config.database_pool).await;
 
     let certs = Arc::new(CertStore::new());
     let challenges = Arc::new(Challenges::new());

@@ -65,11 +65,11 @@ impl SqliteStore {
 }
 
 impl PostgresStore {
-    /// Connects to `url` and migrates the database (migrations take an advisory lock, so
-    /// several nodes starting at once are safe).
-    pub async fn open(url: &str) -> Result<Self> {
+    /// Connects to `url` with at most `pool` connections and migrates the database
+    /// (migrations take an advisory lock, so several nodes starting at once are safe).
+    pub async fn open(url: &str, pool: u32) -> Result<Self> {
         let pool = PgPoolOptions::new()
-            .max_connections(16)
+            .max_connections(pool.max(1))
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await?;

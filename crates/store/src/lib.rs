@@ -152,13 +152,27 @@ pub trait Store:
     async fn certificate_issues_since(&self, since: i64) -> Result<Vec<AuditEvent>>;
 }
 
+/// Postgres connections a store keeps at most unless told otherwise (`database_pool`). Besides
+/// them a node holds one per `LISTEN` channel and one for the ACME lease ([`EXTRA_CONNECTIONS`]).
+pub const DEFAULT_POOL: u32 = 16;
+
+/// Postgres connections a node holds outside its pool: the holds' and the challenges' `LISTEN`
+/// and the ACME lease's advisory lock.
+pub const EXTRA_CONNECTIONS: u32 = 3;
+
 /// Opens the store named by `url` (`sqlite://PATH` or `postgres://…`), creating a SQLite file if
 /// missing, and applies pending migrations.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    open_pooled(url, DEFAULT_POOL).await
+}
+
+/// As [`open`], with at most `pool` pooled connections to Postgres (SQLite's pools are fixed:
+/// one writer, eight readers).
+pub async fn open_pooled(url: &str, pool: u32) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::open(url).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Ok(Arc::new(PostgresStore::open(url).await?))
+        Ok(Arc::new(PostgresStore::open(url, pool).await?))
     } else {
         Err(StoreError::BadUrl(url.to_owned()))
     }

@@ -196,6 +196,9 @@ pub trait NodeStore: Send + Sync + 'static {
     async fn list_challenges(&self) -> Result<Vec<(String, String, String)>>;
     /// A wake-up each time the published answers change (Postgres `LISTEN`); `None` on SQLite.
     async fn challenge_events(&self) -> Result<Option<Box<dyn HoldEvents>>>;
+    /// How many connections the database lets users without superuser rights open at once
+    /// (`max_connections` less the reserved ones); `None` where there is no such limit (SQLite).
+    async fn connection_limit(&self) -> Result<Option<i64>>;
 }
 
 /// Work one node of a cluster does for all ([`NodeStore::lead`]).
@@ -543,6 +546,10 @@ macro_rules! impl_nodes {
             async fn challenge_events(&self) -> Result<Option<Box<dyn HoldEvents>>> {
                 self.listen(CHALLENGES_CHANNEL).await
             }
+
+            async fn connection_limit(&self) -> Result<Option<i64>> {
+                self.connection_limit_of().await
+            }
         }
     };
 }
@@ -554,6 +561,10 @@ impl crate::backend::SqliteStore {
 
     async fn lead_job(&self, _job: Job) -> Result<Option<Box<dyn Lease>>> {
         Ok(Some(Box::new(Alone)))
+    }
+
+    async fn connection_limit_of(&self) -> Result<Option<i64>> {
+        Ok(None)
     }
 }
 
@@ -573,6 +584,18 @@ impl crate::backend::PostgresStore {
             .fetch_one(&mut conn)
             .await?;
         Ok(got.then(|| Box::new(PgLease(conn)) as Box<dyn Lease>))
+    }
+
+    async fn connection_limit_of(&self) -> Result<Option<i64>> {
+        // `reserved_connections` (Postgres 16 and later) is missing, so NULL, before.
+        let (limit,): (i64,) = sqlx::query_as(
+            "SELECT (current_setting('max_connections')::int \
+             - current_setting('superuser_reserved_connections')::int \
+             - COALESCE(current_setting('reserved_connections', true)::int, 0))::bigint",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Some(limit))
     }
 }
 

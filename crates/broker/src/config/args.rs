@@ -48,6 +48,11 @@ settings! {
     /// File holding the Postgres password, added to database_url (which names the user).
     #[arg(long, global = true, env = "BROKER_DATABASE_PASSWORD_FILE", value_name = "FILE")]
     database_password_file: PathBuf,
+    /// Postgres connections this broker pools at most; each node also holds 3 more (two
+    /// `LISTEN`s and the ACME lease), so Postgres's max_connections must cover every node's
+    /// database_pool + 3 [default: 16].
+    #[arg(long, global = true, env = "BROKER_DATABASE_POOL", value_name = "N")]
+    database_pool: u32,
     /// Where relative `*_file` names are found when `$CREDENTIALS_DIRECTORY` is not set (a
     /// shell: `broker check`, admin commands) [default: /etc/warren/credentials, if it exists;
     /// else the current directory].

@@ -69,6 +69,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Database URL.
     pub database_url: Secret,
+    /// Postgres connections pooled at most (`database_pool`).
+    pub database_pool: u32,
     /// SSH listener.
     pub ssh_addr: SocketAddr,
     /// HTTP listener.
@@ -298,6 +300,11 @@ impl Config {
         let public_ssh_host = a.public_ssh_host.clone().unwrap_or_else(|| domain.clone());
         Ok(Self {
             database_url: Secret(database_url),
+            database_pool: positive(
+                "database_pool",
+                a.database_pool
+                    .map_or(warren_store::DEFAULT_POOL as u64, u64::from),
+            )? as u32,
             ssh_addr: a.ssh_addr.unwrap_or_else(|| ([127, 0, 0, 1], 2222).into()),
             http_addr,
             https_addr: a

@@ -301,3 +301,55 @@ async fn postgres_tells_listeners_of_every_change_to_holds() {
     s.release_hold("app", "n1", 2).await.expect("release");
     assert_eq!(next(&mut events).await.as_deref(), Some("app"), "released");
 }
+
+#[tokio::test]
+async fn sqlite_has_no_connection_limit() {
+    let fx = sqlite().await;
+    assert_eq!(fx.store.connection_limit().await.expect("limit"), None);
+}
+
+/// `database_pool` bounds the connections a node opens, and the limit it is weighed against is
+/// Postgres's own, less the places kept for superusers.
+#[tokio::test]
+async fn postgres_pools_keep_to_their_size_and_read_the_servers_limit() {
+    use sqlx::Connection;
+    let fx = postgres().await;
+    let (_, db) = fx.pg_drop.clone().expect("a Postgres fixture");
+    let store = warren_store::open_pooled(&fx.url, 2)
+        .await
+        .expect("open with a pool of 2");
+    let admin = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let mut c = sqlx::PgConnection::connect(&admin).await.expect("admin");
+    let (max, superuser, reserved): (String, String, Option<String>) = sqlx::query_as(
+        "SELECT current_setting('max_connections'), \
+         current_setting('superuser_reserved_connections'), \
+         current_setting('reserved_connections', true)",
+    )
+    .fetch_one(&mut c)
+    .await
+    .expect("settings");
+    let want = max.parse::<i64>().expect("int")
+        - superuser.parse::<i64>().expect("int")
+        - reserved.map_or(0, |r| r.parse::<i64>().expect("int"));
+    assert_eq!(store.connection_limit().await.expect("limit"), Some(want));
+
+    // Twenty queries at once over a pool of two: they queue, none opens a third connection.
+    let mut busy = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let store = store.clone();
+        busy.spawn(async move { store.list_nodes().await.map(|_| ()) });
+    }
+    while let Some(r) = busy.join_next().await {
+        r.expect("joined").expect("list nodes");
+    }
+    let (open,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+            .bind(&db)
+            .fetch_one(&mut c)
+            .await
+            .expect("count");
+    // The fixture's own pool (opened with the default size) did nothing meanwhile, but may
+    // keep the connection its migrations used.
+    assert!(open <= 3, "{open} connections to {db}");
+}
