@@ -145,11 +145,25 @@ async fn attempt(
     cleanup: &mut Cleanup<'_>,
 ) -> Result<Issued, AcmeError> {
     let identifiers = [Identifier::Dns(name.to_owned())];
-    let mut new_order = NewOrder::new(&identifiers);
-    if let Some(id) = replaces {
-        new_order = new_order.replaces(id);
-    }
-    let mut order = account.new_order(&new_order).await?;
+    let mut order = match replaces {
+        None => account.new_order(&NewOrder::new(&identifiers)).await?,
+        // Refused when naming the certificate it replaces: ordered again without. A CA that
+        // counts that certificate as replaced already (a renewal this broker finalized but
+        // never stored, say a crash in between) answers `alreadyReplaced` every time, and one
+        // that does not echo the field fails instant-acme's check (Pebble 2.4 behind an ARI
+        // endpoint found it): either way the certificate would never renew. Only the CA's
+        // rate-limit exemption for replacements is lost.
+        Some(id) => {
+            let with = NewOrder::new(&identifiers).replaces(id);
+            match account.new_order(&with).await {
+                Ok(order) => order,
+                Err(e) => {
+                    warn!(name, error = %e, "the CA refused a renewal naming the certificate it replaces; ordering without");
+                    account.new_order(&NewOrder::new(&identifiers)).await?
+                }
+            }
+        }
+    };
     let mut authorizations = order.authorizations();
     while let Some(authz) = authorizations.next().await {
         let mut authz = authz?;

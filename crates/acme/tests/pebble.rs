@@ -665,3 +665,135 @@ async fn a_tenant_past_its_share_waits_while_another_tenant_is_served() {
     );
     shutdown.cancel();
 }
+
+/// The ARI identifier of a stored chain's leaf, as RFC 9773 §4.1 spells it.
+fn ari_id(chain_pem: &str) -> String {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let der = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .next()
+        .expect("a certificate")
+        .expect("pem");
+    instant_acme::CertificateIdentifier::try_from(&der)
+        .expect("an authority key id")
+        .to_string()
+}
+
+/// Where the CA offers renewal information (RFC 9773), it times renewals: a certificate is
+/// next looked at when the CA says to ask again, not at two thirds of its life; a renewal due
+/// by our clock waits while the CA's window is ahead; and when the CA moves the window into the
+/// past (as before revoking early), the certificate is renewed at the next look. Pebble 2.4
+/// takes the renewal's `replaces` without echoing it, which instant-acme refuses: the order is
+/// placed again without it (before, that renewal failed at every attempt).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_information_times_renewals_and_a_moved_window_renews_at_once() {
+    use harness::ari::{AriCa, Window};
+    let env = Env::start().await;
+    let name = format!("ari.{ZONE}");
+    env.add_host(&name).await;
+    let (hour, day) = (3_600, 86_400);
+    let now = warren_store::now();
+    let ahead = Window {
+        start: now + 10 * day,
+        end: now + 11 * day,
+        retry_after: 6 * hour as u64,
+    };
+    let ca = AriCa::start(&env.pebble, ahead).await;
+    let mut settings = env.settings(ChallengeKind::Http01);
+    settings.directory_url = ca.directory_url.clone();
+    let manager = Arc::new(CertManager::new(
+        settings,
+        env.store.clone(),
+        env.certs.clone(),
+        env.challenges.clone(),
+        None,
+    ));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(manager.clone().run(shutdown.clone()));
+
+    // Issued: the CA is asked about this very certificate, and its answer sets the next look
+    // (ask again in 6 h, the window being days ahead) instead of two thirds of its lifetime.
+    manager.request(&name, None);
+    let first = eventually(30, "the certificate", || async {
+        let row = env.store.certificate(&name).await.ok()??;
+        row.material()?;
+        Some(row)
+    })
+    .await;
+    let id = ari_id(first.chain_pem.as_deref().expect("chain"));
+    let next = eventually(10, "the CA asked about it", || async {
+        let row = env.store.certificate(&name).await.ok()??;
+        (ca.asked().contains(&id)).then_some(row.next_attempt?)
+    })
+    .await;
+    let six_hours = warren_store::now() + 6 * hour;
+    assert!(
+        (six_hours - 120..=six_hours).contains(&next),
+        "next look at {next}, expected about {six_hours} (lifetime ends {:?})",
+        first.not_after
+    );
+
+    // Due by our clock, but the CA's window is still ahead: asked again, not renewed.
+    let make_due = || async {
+        let row = env
+            .store
+            .certificate(&name)
+            .await
+            .expect("row")
+            .expect("stored");
+        let due = warren_store::NewCertificate {
+            name: name.clone(),
+            chain_pem: row.chain_pem.clone().expect("chain"),
+            private_key: row.private_key.clone().expect("key"),
+            not_before: row.not_before.expect("nb"),
+            not_after: row.not_after.expect("na"),
+            issuer: row.issuer.clone().expect("issuer"),
+            challenge: "http-01".into(),
+            next_attempt: Some(warren_store::now() - 1),
+            owner: None,
+        };
+        env.store
+            .put_certificate("test", &due)
+            .await
+            .expect("make due");
+        manager.request(&name, None); // wakes the task
+    };
+    let asked = ca.asked().len();
+    make_due().await;
+    let kept = eventually(30, "a second question to the CA", || async {
+        let row = env.store.certificate(&name).await.ok()??;
+        (ca.asked().len() > asked && row.next_attempt? > warren_store::now()).then_some(row)
+    })
+    .await;
+    assert_eq!(
+        kept.chain_pem, first.chain_pem,
+        "renewed before the CA's window"
+    );
+
+    // The CA moves the window into the past: renewed at the next look, and the CA is then
+    // asked about the new certificate.
+    let now = warren_store::now();
+    ca.set_window(Window {
+        start: now - hour,
+        end: now - 60,
+        retry_after: hour as u64,
+    });
+    make_due().await;
+    let renewed = eventually(30, "the renewal", || async {
+        let row = env.store.certificate(&name).await.ok()??;
+        (row.chain_pem != first.chain_pem).then_some(row)
+    })
+    .await;
+    let new_id = ari_id(renewed.chain_pem.as_deref().expect("chain"));
+    assert_ne!(new_id, id);
+    eventually(10, "the CA asked about the new certificate", || async {
+        ca.asked().contains(&new_id).then_some(())
+    })
+    .await;
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("run stops on shutdown")
+        .expect("join");
+}

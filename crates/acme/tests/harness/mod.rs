@@ -3,6 +3,7 @@
 //! (TLS-ALPN-01 answers, and the "edge" test clients connect to) over the same `CertStore` and
 //! `Challenges` the manager writes. Everything stops when the `Env` is dropped.
 
+pub mod ari;
 pub mod pebble;
 
 use std::collections::HashSet;

@@ -19,6 +19,9 @@ pub struct Pebble {
     pub directory_url: String,
     /// The CA of Pebble's own HTTPS listener (what `AcmeSettings::root_ca_pem` is for).
     pub listener_ca_pem: String,
+    /// Pebble's HTTPS listener, its certificate and key files (the ARI stand-in serves them too).
+    pub listen: SocketAddr,
+    pub listener_files: (std::path::PathBuf, std::path::PathBuf),
     pub mgmt_addr: SocketAddr,
     child: Child,
     log: std::path::PathBuf,
@@ -70,6 +73,8 @@ impl Pebble {
                     return Pebble {
                         directory_url: format!("https://{listen}/dir"),
                         listener_ca_pem: ca_pem,
+                        listen,
+                        listener_files: (cert_path.clone().into(), key_path.clone().into()),
                         mgmt_addr: mgmt,
                         child,
                         log,
@@ -140,7 +145,7 @@ fn listener_cert(dir: &Path) -> (String, String, String) {
     )
 }
 
-fn roots_of(pem: &str) -> RootCertStore {
+pub fn roots_of(pem: &str) -> RootCertStore {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
         roots.add(cert.expect("pem")).expect("root");
@@ -149,7 +154,7 @@ fn roots_of(pem: &str) -> RootCertStore {
 }
 
 /// A minimal HTTPS GET (HTTP/1.0, so the body ends at EOF): status and body.
-async fn https_get(
+pub async fn https_get(
     addr: SocketAddr,
     path: &str,
     roots: &RootCertStore,
@@ -165,7 +170,8 @@ async fn https_get(
     let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, sock)
         .await?;
-    tls.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+    // Pebble writes its directory's URLs with the host asked for.
+    tls.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
         .await?;
     let mut raw = Vec::new();
     // Go's server may close without close_notify; what was read is enough.
