@@ -14,6 +14,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use warren_registry::{BoxStream, Endpoint, OpenError};
 
+use crate::readahead::ReadAhead;
 use crate::tls::CLUSTER_NAME;
 use crate::wire::{self, NOT_HERE, REFUSED};
 use crate::{NodeTls, PeerError};
@@ -128,10 +129,12 @@ struct Link {
 }
 
 impl Link {
-    async fn connect(&self, addr: &str) -> std::io::Result<TlsStream<TcpStream>> {
+    async fn connect(&self, addr: &str) -> std::io::Result<TlsStream<ReadAhead<TcpStream>>> {
         let tcp = TcpStream::connect(addr).await?;
         let _ = tcp.set_nodelay(true);
-        self.tls.connect(self.server_name.clone(), tcp).await
+        self.tls
+            .connect(self.server_name.clone(), ReadAhead::new(tcp))
+            .await
     }
 }
 
@@ -140,7 +143,7 @@ impl Link {
 /// after `idle` without a line: the queue is closed first, so a line queued meanwhile is still
 /// sent, and the next one finds the queue closed and starts another task.
 async fn carry_lines(link: Link, addr: String, mut rx: mpsc::Receiver<Vec<u8>>, idle: Duration) {
-    let mut stream: Option<TlsStream<TcpStream>> = None;
+    let mut stream: Option<TlsStream<ReadAhead<TcpStream>>> = None;
     let mut quiet_until: Option<Instant> = None;
     let mut batch = Vec::with_capacity(LINES_BATCH);
     loop {

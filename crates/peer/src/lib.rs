@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 mod dial;
+mod readahead;
 mod serve;
 mod tls;
 mod wire;

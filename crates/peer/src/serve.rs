@@ -16,6 +16,7 @@ use tracing::{debug, warn};
 use warren_registry::{Lookup, OpenError, Registry, Route};
 use warren_shards::Shards;
 
+use crate::readahead::ReadAhead;
 use crate::wire::{self, MAX_LINE, NOT_HERE, OPENED, Opening, REFUSED, UNREACHABLE};
 use crate::{NodeTls, PeerError};
 
@@ -101,6 +102,22 @@ impl AsyncWrite for Movable {
         }
     }
 
+    // rustls hands over every record it has ready at once: one `sendmsg` for them all.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut().socket() {
+            Ok(s) => s.poll_write_vectored(cx, bufs),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut().socket() {
             Ok(s) => s.poll_flush(cx),
@@ -116,7 +133,9 @@ impl AsyncWrite for Movable {
     }
 }
 
-type Hop = TlsStream<Movable>;
+/// Read ahead beneath the TLS session, so the buffer moves with the session and the socket
+/// alone changes threads.
+type Hop = TlsStream<ReadAhead<Movable>>;
 
 async fn handle(
     sock: TcpStream,
@@ -127,7 +146,7 @@ async fn handle(
     let _ = sock.set_nodelay(true);
     let timed_out = || PeerError::Header("handshake timed out".into());
     let (mut tls, opening) = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-        let mut tls = acceptor.accept(Movable(Some(sock))).await?;
+        let mut tls = acceptor.accept(ReadAhead::new(Movable(Some(sock)))).await?;
         let opening = wire::read_header(&mut tls).await?;
         Ok::<_, PeerError>((tls, opening))
     })
@@ -155,11 +174,11 @@ async fn handle(
     if shard.is_none() || shard == Shards::current() {
         return relay(tls, visitor, &route).await;
     }
-    let Some(socket) = tls.get_mut().0.0.take() else {
+    let Some(socket) = tls.get_mut().0.get_mut().0.take() else {
         return Ok(());
     };
     shards.run(shard, socket, move |socket| async move {
-        tls.get_mut().0.0 = Some(socket);
+        tls.get_mut().0.get_mut().0 = Some(socket);
         if let Err(e) = relay(tls, visitor, &route).await {
             debug!(error = %e, "cluster stream ended");
         }
