@@ -99,70 +99,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ReadAhead<S> {
     }
 }
 
-/// `S` whose reads return everything ready now, up to the caller's room, rather than one TLS
-/// record's worth (at most 16 KiB): the holder writes what it reads from the hop to the owner's
-/// SSH channel, whose packets take 32 KiB, and each packet has a fixed cost (a message to the
-/// session, its MAC, a write).
-pub(crate) struct Coalesce<S>(pub(crate) S);
-
-impl<S: AsyncRead + Unpin> AsyncRead for Coalesce<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        out: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let inner = &mut self.get_mut().0;
-        let before = out.filled().len();
-        loop {
-            let start = out.filled().len();
-            match Pin::new(&mut *inner).poll_read(cx, out) {
-                // The end, or no room left: what was read goes up (the end comes again).
-                Poll::Ready(Ok(())) if out.filled().len() == start || out.remaining() == 0 => {
-                    return Poll::Ready(Ok(()));
-                }
-                Poll::Ready(Ok(())) => {}
-                // An error after some bytes: those first; the error comes again.
-                Poll::Ready(Err(e)) if out.filled().len() == before => {
-                    return Poll::Ready(Err(e));
-                }
-                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
-                Poll::Pending if out.filled().len() == before => return Poll::Pending,
-                Poll::Pending => return Poll::Ready(Ok(())),
-            }
-        }
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesce<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,45 +144,6 @@ mod tests {
         assert_eq!(got, data);
         // 25 reads of 4 KiB above; 4 of 32 KiB (and the one that saw the end) beneath.
         assert_eq!(r.inner.reads, 5);
-    }
-
-    /// Gives at most `max` bytes per read, as a TLS stream gives one record.
-    struct Dribble<S> {
-        inner: S,
-        max: usize,
-    }
-
-    impl<S: AsyncRead + Unpin> AsyncRead for Dribble<S> {
-        fn poll_read(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            out: &mut ReadBuf<'_>,
-        ) -> Poll<io::Result<()>> {
-            let this = self.get_mut();
-            let mut small = vec![0u8; this.max.min(out.remaining())];
-            let mut into = ReadBuf::new(&mut small);
-            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut into))?;
-            out.put_slice(into.filled());
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    #[tokio::test]
-    async fn coalesced_reads_take_everything_ready_and_no_more_than_there_is_room_for() {
-        let (mut tx, rx) = tokio::io::duplex(256 << 10);
-        tx.write_all(&[1u8; 40_000]).await.expect("write");
-        let mut r = Coalesce(Dribble {
-            inner: rx,
-            max: 16 << 10,
-        });
-        let mut buf = vec![0u8; 32 << 10];
-        assert_eq!(r.read(&mut buf).await.expect("read"), 32 << 10);
-        // What is left, though less than there is room for: nothing more is waited for.
-        assert_eq!(r.read(&mut buf).await.expect("read"), 40_000 - (32 << 10));
-        tx.write_all(b"end").await.expect("write");
-        drop(tx);
-        assert_eq!(r.read(&mut buf).await.expect("read"), 3);
-        assert_eq!(r.read(&mut buf).await.expect("read"), 0);
     }
 
     #[tokio::test]

@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 use warren_registry::{Lookup, OpenError, Registry, Route};
 use warren_shards::Shards;
 
-use crate::readahead::{Coalesce, ReadAhead};
+use crate::readahead::ReadAhead;
 use crate::wire::{self, MAX_LINE, NOT_HERE, OPENED, Opening, REFUSED, UNREACHABLE};
 use crate::{NodeTls, PeerError};
 
@@ -227,7 +227,6 @@ async fn relay(mut tls: Hop, visitor: SocketAddr, route: &Route) -> Result<(), P
     wire::write_status(&mut tls, OPENED, "").await?;
     // The visitor's node counts the bytes and requests (it sees them as HTTP); here they are
     // only carried.
-    let mut tls = Coalesce(tls);
     let _ = tokio::io::copy_bidirectional_with_sizes(&mut tls, &mut stream, BUFFER, BUFFER).await;
     Ok(())
 }
