@@ -381,6 +381,31 @@ async fn ca_rejection_is_recorded_and_challenges_are_cleaned() {
     assert!(s.not_after.is_none() && env.certs.names().is_empty());
 }
 
+/// Stores `name`'s certificate again as due now, as if two thirds of its lifetime had passed.
+async fn make_due(env: &Env, name: &str) {
+    let row = env
+        .store
+        .certificate(name)
+        .await
+        .expect("row")
+        .expect("stored");
+    let due = warren_store::NewCertificate {
+        name: name.to_owned(),
+        chain_pem: row.chain_pem.clone().expect("chain"),
+        private_key: row.private_key.clone().expect("key"),
+        not_before: row.not_before.expect("nb"),
+        not_after: row.not_after.expect("na"),
+        issuer: row.issuer.clone().expect("issuer"),
+        challenge: "http-01".into(),
+        next_attempt: Some(warren_store::now() - 1),
+        owner: None,
+    };
+    env.store
+        .put_certificate("test", &due)
+        .await
+        .expect("make due");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_task_works_requests_and_renews_when_due() {
     let env = Env::start().await;
@@ -400,21 +425,7 @@ async fn background_task_works_requests_and_renews_when_due() {
     assert_eq!(env.certs.names(), [name.as_str()]);
 
     // Make it due now, as if two thirds of its lifetime had passed.
-    let due = warren_store::NewCertificate {
-        name: name.clone(),
-        chain_pem: first.chain_pem.clone().expect("chain"),
-        private_key: first.private_key.clone().expect("key"),
-        not_before: first.not_before.expect("nb"),
-        not_after: first.not_after.expect("na"),
-        issuer: first.issuer.clone().expect("issuer"),
-        challenge: "http-01".into(),
-        next_attempt: Some(warren_store::now() - 1),
-        owner: None,
-    };
-    env.store
-        .put_certificate("test", &due)
-        .await
-        .expect("make due");
+    make_due(&env, &name).await;
     manager.request(&name, None); // wakes the task
     let renewed = eventually(30, "renewal", || async {
         let row = env.store.certificate(&name).await.ok()??;
@@ -734,32 +745,9 @@ async fn renewal_information_times_renewals_and_a_moved_window_renews_at_once() 
     );
 
     // Due by our clock, but the CA's window is still ahead: asked again, not renewed.
-    let make_due = || async {
-        let row = env
-            .store
-            .certificate(&name)
-            .await
-            .expect("row")
-            .expect("stored");
-        let due = warren_store::NewCertificate {
-            name: name.clone(),
-            chain_pem: row.chain_pem.clone().expect("chain"),
-            private_key: row.private_key.clone().expect("key"),
-            not_before: row.not_before.expect("nb"),
-            not_after: row.not_after.expect("na"),
-            issuer: row.issuer.clone().expect("issuer"),
-            challenge: "http-01".into(),
-            next_attempt: Some(warren_store::now() - 1),
-            owner: None,
-        };
-        env.store
-            .put_certificate("test", &due)
-            .await
-            .expect("make due");
-        manager.request(&name, None); // wakes the task
-    };
     let asked = ca.asked().len();
-    make_due().await;
+    make_due(&env, &name).await;
+    manager.request(&name, None); // wakes the task
     let kept = eventually(30, "a second question to the CA", || async {
         let row = env.store.certificate(&name).await.ok()??;
         (ca.asked().len() > asked && row.next_attempt? > warren_store::now()).then_some(row)
@@ -778,7 +766,8 @@ async fn renewal_information_times_renewals_and_a_moved_window_renews_at_once() 
         end: now - 60,
         retry_after: hour as u64,
     });
-    make_due().await;
+    make_due(&env, &name).await;
+    manager.request(&name, None);
     let renewed = eventually(30, "the renewal", || async {
         let row = env.store.certificate(&name).await.ok()??;
         (row.chain_pem != first.chain_pem).then_some(row)
