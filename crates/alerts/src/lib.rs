@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use warren_store::{Certificate, Store, WebhookFilter};
+use warren_store::{Certificate, Store, Webhook, WebhookFilter};
 
 pub use damper::{Damper, OnBind};
 pub use deliver::Deliverer;
@@ -245,6 +245,11 @@ impl Alerts {
     }
 
     async fn tunnel(&self, kind: EventKind, t: &Tunnel, down_since: Option<i64>) {
+        // Every node reads every bind from the audit log, and a reconnect storm is thousands:
+        // the owner's name is read only when some hook gets the alert, on the alerting node.
+        let Some(hooks) = self.hooks_for(kind, t.owner).await else {
+            return;
+        };
         let user = match t.owner {
             Some(id) => match self.store.user_by_id(id).await {
                 Ok(u) => u.map(|u| u.name).unwrap_or_default(),
@@ -256,29 +261,38 @@ impl Alerts {
             None => String::new(),
         };
         let alert = Alert::tunnel(kind, t, &user, warren_store::now(), down_since);
-        self.queue(&alert).await;
+        self.enqueue(&alert, hooks).await;
     }
 
     /// Queues `alert` for every hook that gets it (on the alerting node of a cluster).
     pub async fn queue(&self, alert: &Alert) {
-        if !self.leading.now() {
-            debug!(
-                event = alert.kind.as_str(),
-                "another node alerts for the cluster"
-            );
-            return;
+        if let Some(hooks) = self.hooks_for(alert.kind, alert.owner).await {
+            self.enqueue(alert, hooks).await;
         }
-        let filter = match alert.owner {
-            Some(owner) if !alert.kind.global_only() => WebhookFilter::EventsOf(owner),
+    }
+
+    /// The hooks an alert of `kind` about `owner`'s tunnel goes to; `None` when there are
+    /// none, or when another node alerts for the cluster.
+    async fn hooks_for(&self, kind: EventKind, owner: Option<i64>) -> Option<Vec<Webhook>> {
+        if !self.leading.now() {
+            debug!(event = kind.as_str(), "another node alerts for the cluster");
+            return None;
+        }
+        let filter = match owner {
+            Some(owner) if !kind.global_only() => WebhookFilter::EventsOf(owner),
             _ => WebhookFilter::Global,
         };
-        let hooks = match self.store.list_webhooks(filter).await {
-            Ok(h) => h,
+        match self.store.list_webhooks(filter).await {
+            Ok(hooks) if hooks.is_empty() => None,
+            Ok(hooks) => Some(hooks),
             Err(e) => {
-                warn!(error = %e, event = alert.kind.as_str(), "cannot read webhooks; alert lost");
-                return;
+                warn!(error = %e, event = kind.as_str(), "cannot read webhooks; alert lost");
+                None
             }
-        };
+        }
+    }
+
+    async fn enqueue(&self, alert: &Alert, hooks: Vec<Webhook>) {
         let body = alert.body.to_string();
         for hook in hooks {
             match self.store.pending_deliveries(hook.id).await {
