@@ -1127,3 +1127,52 @@ async fn a_node_warns_when_postgres_cannot_take_every_nodes_connections() -> Res
     served(&n1, "app.localhost", 200).await?;
     Ok(())
 }
+
+/// A tunnel's bandwidth limit is its owner's across the cluster: a visitor on each of two
+/// nodes share it (the holding node paces the hop's streams in the same bucket as its own
+/// visitors), where before each node gave its visitors the whole limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnels_bandwidth_limit_holds_across_nodes() -> Result<()> {
+    use crate::limits::{RATE, SIZE, download};
+    let limited = |i: usize| {
+        let mut flags = node_flags(i);
+        flags.extend(strings(&["--max-tunnel-bytes-per-sec", &RATE.to_string()]));
+        flags
+    };
+    let n1 =
+        TestBroker::start_opts(Db::Postgres, &as_refs(&limited(1)), Options::default()).await?;
+    let n2 = TestBroker::start_opts(
+        Db::Postgres,
+        &as_refs(&limited(2)),
+        Options {
+            database: Some(n1.db_url.clone()),
+            ..Options::default()
+        },
+    )
+    .await?;
+    let alice = n1.user_with_key("alice")?;
+    let origin = Origin::start("bw").await?;
+    let ssh = Ssh::spawn(&n1, &alice, &["-R", &format!("bw:80:{}", origin.target())])?;
+    served(&n2, "bw.localhost", 200).await?;
+    let started = Instant::now();
+    let (direct, hop) = tokio::join!(
+        download(n1.http_port, "bw.localhost"),
+        download(n2.http_port, "bw.localhost")
+    );
+    let ((direct_len, direct), (hop_len, hop)) = (direct?, hop?);
+    assert_eq!((direct_len, hop_len), (SIZE, SIZE));
+    let both = started.elapsed();
+    println!(
+        "bandwidth across nodes: 1 MB on node 1 took {direct:?} and 1 MB through node 2 \
+         {hop:?} at once, {both:?} in all, at {RATE} B/s"
+    );
+    // Two megabytes at 200 kB/s after a 200 kB burst take about 9 s; with a bucket per node,
+    // both downloads ended in about 4.
+    assert!(
+        direct.max(hop) >= Duration::from_secs(7),
+        "the two nodes gave more than {RATE} B/s: {direct:?} and {hop:?}"
+    );
+    ssh.line("bw download held to 200000 bytes/s (max_tunnel_bytes_per_sec)")
+        .await?;
+    Ok(())
+}

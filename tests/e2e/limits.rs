@@ -155,13 +155,13 @@ async fn keys_guessed_in_one_connection_count_and_the_good_one_after_them_is_ref
 }
 
 /// `max_tunnel_bytes_per_sec` in the bandwidth tests, and the download they time.
-const RATE: u64 = 200_000;
-const SIZE: usize = 1_000_000;
+pub(crate) const RATE: u64 = 200_000;
+pub(crate) const SIZE: usize = 1_000_000;
 const HELD: &str = "held to 200000 bytes/s (max_tunnel_bytes_per_sec)";
 
 /// `GET /bytes/SIZE` over a plain socket to `port` (the HTTP listener with `host`, or a raw TCP
 /// tunnel's port): the body's length and how long the whole response took.
-async fn download(port: u16, host: &str) -> Result<(usize, Duration)> {
+pub(crate) async fn download(port: u16, host: &str) -> Result<(usize, Duration)> {
     let started = Instant::now();
     let mut sock = TcpStream::connect(("127.0.0.1", port)).await?;
     sock.write_all(

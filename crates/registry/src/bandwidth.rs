@@ -13,9 +13,15 @@
 //! no chunk is ever split or held back: the copy loop pauses between chunks instead. With the
 //! limit off there is no bucket at all, and the edge pays one branch per chunk.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
+
+use tokio::time::Sleep;
+
+use crate::Route;
 
 const NANOS: u128 = 1_000_000_000;
 /// How far ahead of now the virtual time may run before anyone waits: one second's worth of
@@ -141,6 +147,55 @@ impl Bandwidth {
             wait: Duration::from_nanos(ahead - burst),
             episode,
         })
+    }
+}
+
+/// A pause owed to a tunnel's bandwidth limit, for one body or one way of a stream.
+#[derive(Default)]
+pub struct Pacer {
+    /// The timer, kept once made (reset for each pause); `armed` while a pause runs.
+    sleep: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl Pacer {
+    /// Ready once the pause owed (if any) is over: one branch when there is none.
+    #[inline]
+    pub fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.armed
+            && let Some(sleep) = &mut self.sleep
+        {
+            ready!(sleep.as_mut().poll(cx));
+            self.armed = false;
+        }
+        Poll::Ready(())
+    }
+
+    /// `n` bytes moved `dir` through `route`: paid for, and a pause owed if the bucket is in
+    /// debt. The first pause of an episode tells the owner, in one line.
+    #[inline]
+    pub fn paid(&mut self, route: &Route, dir: Direction, n: u64) {
+        let Some(bandwidth) = &route.bandwidth else {
+            return;
+        };
+        let Some(pace) = bandwidth.take(dir, n) else {
+            return;
+        };
+        if pace.episode {
+            route.endpoint.notify(format!(
+                "Warren: {} {} held to {} bytes/s ({}); visitors are slowed, not refused",
+                route.name,
+                dir.as_str(),
+                bandwidth.rate(),
+                bandwidth.source()
+            ));
+        }
+        let until = tokio::time::Instant::from_std(Instant::now() + pace.wait);
+        match &mut self.sleep {
+            Some(sleep) => sleep.as_mut().reset(until),
+            None => self.sleep = Some(Box::pin(tokio::time::sleep_until(until))),
+        }
+        self.armed = true;
     }
 }
 
