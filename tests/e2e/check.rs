@@ -60,12 +60,36 @@ async fn a_running_brokers_setup_checks_out() -> Result<()> {
         let out = broker.cli(&["check"])?;
         let (stdout, stderr) = text(&out);
         assert!(out.status.success(), "{stdout}{stderr}");
-        let line = line(&stdout, "database");
+        let database = line(&stdout, "database");
         assert!(
-            line.starts_with("ok") && line.contains("schema current"),
+            database.starts_with("ok") && database.contains("schema current"),
             "{stdout}"
         );
         assert!(stdout.contains("no DNS provider"), "{stdout}");
+        // On Postgres, whether the server takes every node's connections: the running broker
+        // is this node (same name), so one node counts.
+        let pg = line(&stdout, "postgres");
+        match db {
+            Db::Sqlite => assert_eq!(pg, "", "{stdout}"),
+            Db::Postgres => {
+                assert!(
+                    pg.starts_with("ok")
+                        && pg.contains("1 node(s) with database_pool = 16 may open 19 (19 each)"),
+                    "{stdout}"
+                );
+                // A pool no Postgres allows: said, with what to change; the check still passes.
+                let out = broker.cli(&["check", "--database-pool", "200000"])?;
+                let (stdout, stderr) = text(&out);
+                assert!(out.status.success(), "{stdout}{stderr}");
+                let pg = line(&stdout, "postgres");
+                assert!(
+                    pg.starts_with("note")
+                        && pg.contains("may open 200003")
+                        && pg.contains("raise Postgres's max_connections"),
+                    "{stdout}"
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -52,6 +52,9 @@ pub async fn check(config: &Config, args: &SettingsArgs) -> Result<()> {
         }),
     );
     report("database", database(config).await);
+    if let Some(outcome) = connections(config).await {
+        report("postgres", outcome);
+    }
     report("tls", tls(config));
     report("dns", dns(config).await);
     report("acme", acme(config).await);
@@ -62,6 +65,53 @@ pub async fn check(config: &Config, args: &SettingsArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// On Postgres, whether the server can take every live node's connections, this one's
+/// `database_pool` counted for each (what `serve` warns about at start); `None` on SQLite.
+async fn connections(config: &Config) -> Option<Outcome> {
+    crate::serve::sqlite_path(&config.database_url.0)
+        .is_none()
+        .then_some(())?;
+    let store = current_store(config).await;
+    let Some(store) = store else {
+        return Some(Outcome::Note(
+            "connections not checked: the database is not usable as it is (see above)".into(),
+        ));
+    };
+    let budget = tokio::time::timeout(
+        REMOTE,
+        crate::serve::ConnectionBudget::read(
+            store.as_ref(),
+            config.database_pool,
+            &config.cluster.node_name,
+        ),
+    )
+    .await;
+    Some(match budget {
+        Err(_) => Outcome::Fail(format!("connections: no answer within {REMOTE:?}")),
+        Ok(Err(e)) => Outcome::Fail(format!("connections: {e:#}")),
+        Ok(Ok(None)) => return None,
+        Ok(Ok(Some(b))) if b.fits() => Outcome::Ok(b.describe()),
+        // It serves; a reconnect storm is what would find the limit.
+        Ok(Ok(Some(b))) => Outcome::Note(b.describe()),
+    })
+}
+
+/// The store, opened only if its schema is current: opening migrates, and a check changes
+/// nothing.
+async fn current_store(config: &Config) -> Option<std::sync::Arc<dyn warren_store::Store>> {
+    let current = matches!(
+        tokio::time::timeout(REMOTE, warren_store::probe(&config.database_url.0)).await,
+        Ok(Ok(s)) if s.pending() == 0 && s.unknown.is_empty()
+    );
+    if !current {
+        return None;
+    }
+    tokio::time::timeout(REMOTE, crate::serve::open_existing_store(config))
+        .await
+        .ok()
+        .and_then(Result::ok)
 }
 
 async fn database(config: &Config) -> Outcome {
@@ -185,18 +235,7 @@ async fn acme(config: &Config) -> Outcome {
     };
     // The stored account is read through the store, whose opening migrates: only a database
     // already current is opened, so the check stays one that changes nothing.
-    let current = matches!(
-        tokio::time::timeout(REMOTE, warren_store::probe(&config.database_url.0)).await,
-        Ok(Ok(s)) if s.pending() == 0 && s.unknown.is_empty()
-    );
-    let store = match current {
-        true => tokio::time::timeout(REMOTE, crate::serve::open_existing_store(config))
-            .await
-            .ok()
-            .and_then(Result::ok),
-        false => None,
-    };
-    let Some(store) = store else {
+    let Some(store) = current_store(config).await else {
         return Outcome::Fail(format!(
             "{}: not checked, the database is not usable as it is (see above)",
             a.directory

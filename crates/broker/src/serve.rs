@@ -55,44 +55,90 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
         .with_context(|| format!("cannot open database {}", config.database_url.redacted()))
 }
 
-/// Warns at start when the live nodes, each opening every connection it may (`database_pool`
-/// and [`warren_store::EXTRA_CONNECTIONS`]), would pass what Postgres allows: past it, a
-/// reconnect storm's key lookups and claims fail with "too many clients" on some node. Ten
-/// nodes at the default pool need 190, against Postgres's default 97.
-async fn check_connection_budget(store: &dyn Store, pool: u32) {
-    let limit = match store.connection_limit().await {
-        Ok(Some(limit)) => limit,
-        Ok(None) => return,
-        Err(e) => {
-            warn!(error = %e, "cannot read Postgres's connection limit");
-            return;
+/// Whether Postgres can take every node's connections at once: the live nodes (and this one,
+/// if it is not among them yet), each opening its whole pool (`database_pool`, counted as this
+/// node's for all) and [`warren_store::EXTRA_CONNECTIONS`], against what the server allows
+/// non-superusers.
+pub struct ConnectionBudget {
+    pub nodes: usize,
+    pub pool: u32,
+    pub each: i64,
+    pub need: i64,
+    pub limit: i64,
+}
+
+impl ConnectionBudget {
+    /// `None` on a database without such a limit (SQLite).
+    pub async fn read(store: &dyn Store, pool: u32, this_node: &str) -> Result<Option<Self>> {
+        let Some(limit) = store.connection_limit().await? else {
+            return Ok(None);
+        };
+        let rows = store.list_nodes().await?;
+        let alive = rows.iter().filter(|n| n.alive());
+        let others = alive.filter(|n| n.name != this_node).count();
+        let each = i64::from(pool) + i64::from(warren_store::EXTRA_CONNECTIONS);
+        let nodes = others + 1;
+        Ok(Some(Self {
+            nodes,
+            pool,
+            each,
+            need: nodes as i64 * each,
+            limit,
+        }))
+    }
+
+    pub fn fits(&self) -> bool {
+        self.need <= self.limit
+    }
+
+    /// The one line that says so, and what to change when it does not.
+    pub fn describe(&self) -> String {
+        let Self {
+            nodes,
+            pool,
+            each,
+            need,
+            limit,
+        } = self;
+        if self.fits() {
+            format!(
+                "Postgres allows {limit} connections to non-superusers; {nodes} node(s) with \
+                 database_pool = {pool} may open {need} ({each} each)"
+            )
+        } else {
+            format!(
+                "Postgres allows {limit} connections to non-superusers, and {nodes} node(s) with \
+                 database_pool = {pool} may open {need} ({each} each: the pool, two LISTENs and \
+                 the ACME lease): raise Postgres's max_connections, or lower database_pool on \
+                 every node"
+            )
         }
-    };
-    // This node has joined, so it is among them.
-    let nodes = match store.list_nodes().await {
-        Ok(rows) => rows.iter().filter(|n| n.alive()).count().max(1),
-        Err(_) => 1,
-    };
-    let each = i64::from(pool) + i64::from(warren_store::EXTRA_CONNECTIONS);
-    let need = nodes as i64 * each;
-    if need > limit {
-        warn!(
-            nodes,
-            database_pool = pool,
-            need,
-            limit,
-            "Postgres allows {limit} connections to non-superusers, and {nodes} node(s) with \
-             database_pool = {pool} may open {need} ({each} each: the pool, two LISTENs and the \
-             ACME lease): raise Postgres's max_connections, or lower database_pool on every node"
-        );
-    } else {
-        info!(
-            nodes,
-            database_pool = pool,
-            need,
-            limit,
-            "Postgres connections suffice"
-        );
+    }
+}
+
+/// Warns at start when the nodes would not fit (see [`ConnectionBudget`]): past Postgres's
+/// limit, a reconnect storm's key lookups and claims fail with "too many clients" on some
+/// node. Ten nodes at the default pool need 190, against Postgres's default 97.
+async fn check_connection_budget(store: &dyn Store, pool: u32, this_node: &str) {
+    match ConnectionBudget::read(store, pool, this_node).await {
+        Ok(None) => {}
+        Ok(Some(b)) if b.fits() => {
+            info!(
+                nodes = b.nodes,
+                need = b.need,
+                limit = b.limit,
+                "Postgres connections suffice"
+            )
+        }
+        Ok(Some(b)) => warn!(
+            nodes = b.nodes,
+            database_pool = b.pool,
+            need = b.need,
+            limit = b.limit,
+            "{}",
+            b.describe()
+        ),
+        Err(e) => warn!(error = %e, "cannot read Postgres's connection limit"),
     }
 }
 
@@ -152,7 +198,12 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
         metrics.clone(),
     )
     .await?;
-    check_connection_budget(store.as_ref(), config.database_pool).await;
+    check_connection_budget(
+        store.as_ref(),
+        config.database_pool,
+        &config.cluster.node_name,
+    )
+    .await;
 
     let certs = Arc::new(CertStore::new());
     let challenges = Arc::new(Challenges::new());
