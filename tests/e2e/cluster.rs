@@ -1075,7 +1075,7 @@ async fn served_through(port: u16, want: u16) -> Result<()> {
 }
 
 /// Each node says at start whether Postgres can take every live node's connections at once
-/// (`database_pool` + 3 each): node 1 at the default pool fits, and node 2, joining with a pool
+/// (`database_pool` + 2 each): node 1 at the default pool fits, and node 2, joining with a pool
 /// no Postgres allows (its max_connections stops at 262,143), is told what to change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_warns_when_postgres_cannot_take_every_nodes_connections() -> Result<()> {
@@ -1092,7 +1092,7 @@ async fn a_node_warns_when_postgres_cannot_take_every_nodes_connections() -> Res
     assert!(
         lines
             .iter()
-            .any(|l| l.contains("Postgres connections suffice") && l.contains("need=19")),
+            .any(|l| l.contains("Postgres connections suffice") && l.contains("need=18")),
         "{lines:?}"
     );
     let mut flags = node_flags(2);
@@ -1114,8 +1114,8 @@ async fn a_node_warns_when_postgres_cannot_take_every_nodes_connections() -> Res
         .with_context(|| format!("no warning about Postgres's connections: {lines:?}"))?;
     assert!(
         warning.contains(
-            "2 node(s) with database_pool = 200000 may open 400006 (200003 each: the pool, two \
-             LISTENs and the ACME lease): raise Postgres's max_connections, or lower \
+            "2 node(s) with database_pool = 200000 may open 400004 (200002 each: the pool, the \
+             LISTEN and the ACME lease): raise Postgres's max_connections, or lower \
              database_pool on every node"
         ),
         "{warning}"

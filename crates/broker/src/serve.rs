@@ -108,7 +108,7 @@ impl ConnectionBudget {
         } else {
             format!(
                 "Postgres allows {limit} connections to non-superusers, and {nodes} node(s) with \
-                 database_pool = {pool} may open {need} ({each} each: the pool, two LISTENs and \
+                 database_pool = {pool} may open {need} ({each} each: the pool, the LISTEN and \
                  the ACME lease): raise Postgres's max_connections, or lower database_pool on \
                  every node"
             )
@@ -118,7 +118,7 @@ impl ConnectionBudget {
 
 /// Warns at start when the nodes would not fit (see [`ConnectionBudget`]): past Postgres's
 /// limit, a reconnect storm's key lookups and claims fail with "too many clients" on some
-/// node. Ten nodes at the default pool need 190, against Postgres's default 97.
+/// node. Ten nodes at the default pool need 180, against Postgres's default 97.
 async fn check_connection_budget(store: &dyn Store, pool: u32, this_node: &str) {
     match ConnectionBudget::read(store, pool, this_node).await {
         Ok(None) => {}

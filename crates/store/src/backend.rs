@@ -30,11 +30,21 @@ pub struct SqliteStore {
 }
 
 /// Postgres backend.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PostgresStore {
     pub(crate) pool: PgPool,
     /// The same pool: Postgres has row locks, not one writer per database.
     pub(crate) writer: PgPool,
+    /// The one connection listening for notifications, shared by every reader.
+    pub(crate) notices: std::sync::Arc<crate::notices::Notices>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SqliteStore {
@@ -79,6 +89,7 @@ impl PostgresStore {
         Ok(Self {
             writer: pool.clone(),
             pool,
+            notices: Default::default(),
         })
     }
 }

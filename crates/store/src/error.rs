@@ -71,4 +71,7 @@ pub enum StoreError {
     /// Migrations failed to apply.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database's notifications (`LISTEN`) cannot be read.
+    #[error("database notifications: {0}")]
+    Notifications(String),
 }

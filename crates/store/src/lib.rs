@@ -18,6 +18,7 @@ mod accounts;
 mod domains;
 mod error;
 mod nodes;
+mod notices;
 mod probe;
 mod rules;
 mod types;
@@ -153,12 +154,12 @@ pub trait Store:
 }
 
 /// Postgres connections a store keeps at most unless told otherwise (`database_pool`). Besides
-/// them a node holds one per `LISTEN` channel and one for the ACME lease ([`EXTRA_CONNECTIONS`]).
+/// them a node holds one for `LISTEN` and one for the ACME lease ([`EXTRA_CONNECTIONS`]).
 pub const DEFAULT_POOL: u32 = 16;
 
-/// Postgres connections a node holds outside its pool: the holds' and the challenges' `LISTEN`
-/// and the ACME lease's advisory lock.
-pub const EXTRA_CONNECTIONS: u32 = 3;
+/// Postgres connections a node holds outside its pool: the one listening for notifications
+/// (holds and challenges alike) and the ACME lease's advisory lock.
+pub const EXTRA_CONNECTIONS: u32 = 2;
 
 /// Opens the store named by `url` (`sqlite://PATH` or `postgres://…`), creating a SQLite file if
 /// missing, and applies pending migrations.

@@ -570,9 +570,7 @@ impl crate::backend::SqliteStore {
 
 impl crate::backend::PostgresStore {
     async fn listen(&self, channel: &str) -> Result<Option<Box<dyn HoldEvents>>> {
-        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
-        listener.listen(channel).await?;
-        Ok(Some(Box::new(PgHoldEvents(listener))))
+        Ok(Some(self.notices.subscribe(&self.pool, channel).await?))
     }
 
     async fn lead_job(&self, job: Job) -> Result<Option<Box<dyn Lease>>> {
@@ -600,9 +598,9 @@ impl crate::backend::PostgresStore {
 }
 
 /// The channel the `holds_notify` trigger (migration 0011) notifies on.
-const HOLDS_CHANNEL: &str = "warren_holds";
+pub(crate) const HOLDS_CHANNEL: &str = "warren_holds";
 /// The channel the `challenges_notify` trigger (migration 0012) notifies on.
-const CHALLENGES_CHANNEL: &str = "warren_challenges";
+pub(crate) const CHALLENGES_CHANNEL: &str = "warren_challenges";
 
 /// The lease of the only node there is.
 struct Alone;
@@ -620,15 +618,6 @@ struct PgLease(sqlx::PgConnection);
 impl Lease for PgLease {
     async fn held(&mut self) -> bool {
         sqlx::query("SELECT 1").execute(&mut self.0).await.is_ok()
-    }
-}
-
-struct PgHoldEvents(sqlx::postgres::PgListener);
-
-#[async_trait::async_trait]
-impl HoldEvents for PgHoldEvents {
-    async fn next(&mut self) -> Result<Option<String>> {
-        Ok(self.0.try_recv().await?.map(|n| n.payload().to_owned()))
     }
 }
 

@@ -85,7 +85,10 @@ impl From<StoreError> for ServiceError {
             | StoreError::NoSuchShare { .. }
             | StoreError::NoSuchDomain(_)
             | StoreError::NoSuchWebhook(_) => Self::NotFound(e.to_string()),
-            StoreError::BadUrl(_) | StoreError::Database(_) | StoreError::Migrate(_) => {
+            StoreError::BadUrl(_)
+            | StoreError::Database(_)
+            | StoreError::Migrate(_)
+            | StoreError::Notifications(_) => {
                 tracing::error!(error = %e, "store failure");
                 Self::Internal(e.to_string())
             }

@@ -48,9 +48,9 @@ settings! {
     /// File holding the Postgres password, added to database_url (which names the user).
     #[arg(long, global = true, env = "BROKER_DATABASE_PASSWORD_FILE", value_name = "FILE")]
     database_password_file: PathBuf,
-    /// Postgres connections this broker pools at most; each node also holds 3 more (two
-    /// `LISTEN`s and the ACME lease), so Postgres's max_connections must cover every node's
-    /// database_pool + 3 [default: 16].
+    /// Postgres connections this broker pools at most; each node also holds 2 more (its
+    /// `LISTEN` and the ACME lease), so Postgres's max_connections must cover every node's
+    /// database_pool + 2 [default: 16].
     #[arg(long, global = true, env = "BROKER_DATABASE_POOL", value_name = "N")]
     database_pool: u32,
     /// Where relative `*_file` names are found when `$CREDENTIALS_DIRECTORY` is not set (a

@@ -353,3 +353,58 @@ async fn postgres_pools_keep_to_their_size_and_read_the_servers_limit() {
     // keep the connection its migrations used.
     assert!(open <= 3, "{open} connections to {db}");
 }
+
+/// Holds and challenges are heard on one connection: a node spends one of Postgres's
+/// connections on notifications, however many channels it listens to.
+#[tokio::test]
+async fn one_connection_hears_every_channel() {
+    use sqlx::Connection;
+    let fx = postgres().await;
+    let (_, db) = fx.pg_drop.clone().expect("a Postgres fixture");
+    let s = fx.store.as_ref();
+    let mut holds = s.hold_events().await.expect("listen").expect("postgres");
+    let mut challenges = s
+        .challenge_events()
+        .await
+        .expect("listen")
+        .expect("postgres");
+    let mut again = s.hold_events().await.expect("listen").expect("postgres");
+
+    let alice = s
+        .create_user("cli", "alice", false)
+        .await
+        .expect("alice")
+        .id;
+    assert!(matches!(
+        join(s, &node("n1", 60_000), false).await,
+        Join::Joined(_)
+    ));
+    s.claim_hold("app", &claim("n1", 1, alice))
+        .await
+        .expect("claim");
+    s.put_challenge("http-01", "token", "answer")
+        .await
+        .expect("publish");
+    assert_eq!(next(&mut holds).await.as_deref(), Some("app"));
+    assert_eq!(
+        next(&mut again).await.as_deref(),
+        Some("app"),
+        "every reader hears it"
+    );
+    assert!(
+        next(&mut challenges).await.is_some(),
+        "the challenge was heard"
+    );
+
+    let admin = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let mut c = sqlx::PgConnection::connect(&admin).await.expect("admin");
+    let (listening,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query ILIKE 'LISTEN%'",
+    )
+    .bind(&db)
+    .fetch_one(&mut c)
+    .await
+    .expect("count");
+    assert_eq!(listening, 1, "connections listening to {db}");
+}
