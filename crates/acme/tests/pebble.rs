@@ -322,13 +322,7 @@ async fn a_failed_order_is_retried_when_its_row_says() {
     let name = format!("later.{ZONE}");
     let mut settings = env.settings(ChallengeKind::Http01);
     settings.retry_min = Duration::from_secs(3);
-    let manager = Arc::new(CertManager::new(
-        settings,
-        env.store.clone(),
-        env.certs.clone(),
-        env.challenges.clone(),
-        None,
-    ));
+    let manager = env.manager_with(settings);
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(manager.clone().run(shutdown.clone()));
     manager.request(&name, None);
@@ -712,13 +706,7 @@ async fn renewal_information_times_renewals_and_a_moved_window_renews_at_once() 
     let ca = AriCa::start(&env.pebble, ahead).await;
     let mut settings = env.settings(ChallengeKind::Http01);
     settings.directory_url = ca.directory_url.clone();
-    let manager = Arc::new(CertManager::new(
-        settings,
-        env.store.clone(),
-        env.certs.clone(),
-        env.challenges.clone(),
-        None,
-    ));
+    let manager = env.manager_with(settings);
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(manager.clone().run(shutdown.clone()));
 

@@ -138,6 +138,17 @@ impl Env {
         ))
     }
 
+    /// A manager with `settings` (this env's, changed) and no DNS provider: HTTP-01 only.
+    pub fn manager_with(&self, settings: AcmeSettings) -> Arc<CertManager> {
+        Arc::new(CertManager::new(
+            settings,
+            self.store.clone(),
+            self.certs.clone(),
+            self.challenges.clone(),
+            None,
+        ))
+    }
+
     /// Points `name` at 127.0.0.1 in the test zone, where Pebble will look for it.
     pub async fn add_host(&self, name: &str) {
         self.dns
