@@ -1,7 +1,9 @@
 //! Byte counting between visitors and origins, for a tunnel's live counters
 //! (`Route::count_bytes`) and its request log: request bodies on their way to the origin,
-//! response bodies on their way back, and raw streams (TCP, TLS passthrough, upgraded
-//! connections). Each counts as the bytes move, so a long download shows while it runs.
+//! response bodies on their way back; raw streams (TCP, TLS passthrough, upgraded
+//! connections) are counted by `warren_registry::PacedIo`, which the holding node of a cluster
+//! also paces hop streams with. Each counts as the bytes move, so a long download shows while
+//! it runs.
 //!
 //! The cost is an add on the tunnel's own counters per body frame or socket read/write;
 //! a tunnel's visitors are served on its one tunnel thread, so those cache lines stay put.
@@ -10,7 +12,6 @@
 //! moved is paid for in the route's bucket, and the next one waits while the bucket is in debt.
 //! Off, that is one branch per chunk (see `pacing_cost` for the measured figure).
 
-use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +19,6 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use warren_registry::{Direction, Pacer, Route};
 
 use crate::record::Pending;
@@ -147,103 +147,13 @@ impl<B: Body> Drop for Metered<B> {
     }
 }
 
-/// A visitor's stream (TCP, TLS passthrough, an upgraded connection), counted: reads are
-/// bytes in, writes bytes out.
-pub(crate) struct MeteredIo<'a, T> {
-    inner: T,
-    route: &'a Route,
-    /// Bytes read from the visitor so far.
-    pub(crate) read: u64,
-    /// Bytes written to the visitor so far.
-    pub(crate) written: u64,
-    /// Each way its own pause: a paused upload does not hold back the download.
-    pace_up: Pacer,
-    pace_down: Pacer,
-}
-
-impl<'a, T> MeteredIo<'a, T> {
-    pub(crate) fn new(inner: T, route: &'a Route) -> Self {
-        Self {
-            inner,
-            route,
-            read: 0,
-            written: 0,
-            pace_up: Pacer::default(),
-            pace_down: Pacer::default(),
-        }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for MeteredIo<'_, T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        ready!(this.pace_up.poll_wait(cx));
-        let before = buf.filled().len();
-        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        let n = (buf.filled().len() - before) as u64;
-        this.read += n;
-        this.route.count_bytes(n, 0);
-        this.pace_up.paid(this.route, Direction::Upload, n);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for MeteredIo<'_, T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        ready!(this.pace_down.poll_wait(cx));
-        let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
-        this.wrote(n);
-        Poll::Ready(Ok(n))
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        ready!(this.pace_down.poll_wait(cx));
-        let n = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs))?;
-        this.wrote(n);
-        Poll::Ready(Ok(n))
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-impl<T> MeteredIo<'_, T> {
-    fn wrote(&mut self, n: usize) {
-        self.written += n as u64;
-        self.route.count_bytes(0, n as u64);
-        self.pace_down
-            .paid(self.route, Direction::Download, n as u64);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
+
     use std::sync::Mutex;
     use std::time::{Duration, Instant};
+    use warren_registry::PacedIo;
 
     use tokio::io::AsyncReadExt;
     use warren_registry::{BoxStream, Endpoint, OpenError, Registry, RouteKind};
@@ -278,7 +188,7 @@ mod tests {
 
     /// Reads `total` bytes through a metered stream in 16 KiB reads.
     async fn pump(route: &Route, total: usize) -> u64 {
-        let mut io = MeteredIo::new(tokio::io::repeat(7), route);
+        let mut io = PacedIo::visitor(tokio::io::repeat(7), route);
         let mut buf = vec![0u8; 16 << 10];
         let mut moved = 0;
         while moved < total {
@@ -332,14 +242,14 @@ mod tests {
                 let alone = started.elapsed().as_nanos() as f64 / f64::from(n);
                 let total = 4usize << 30;
                 let started = Instant::now();
-                let mut io = MeteredIo::new(tokio::io::repeat(7), &route);
+                let mut io = PacedIo::visitor(tokio::io::repeat(7), &route);
                 let mut buf = [0u8; 1024];
                 while (io.read as usize) < total {
                     let _ = io.read(&mut buf).await;
                 }
                 let stream = started.elapsed().as_nanos() as f64 / (total / 1024) as f64;
                 println!(
-                    "round {round}, pacing {what}: pacer {alone:.1} ns per chunk; 1 KiB read through MeteredIo {stream:.1} ns"
+                    "round {round}, pacing {what}: pacer {alone:.1} ns per chunk; 1 KiB read through PacedIo {stream:.1} ns"
                 );
             }
         }

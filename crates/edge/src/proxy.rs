@@ -19,10 +19,10 @@ use warren_registry::{Lookup, OpenError, Route, RouteKind};
 use crate::Edge;
 use crate::headers::{self, Forwarding, RequestHost, request_host};
 use crate::host::{HostError, Target};
-use crate::meter::MeteredIo;
 use crate::pages::{Body, page, retry_page};
 use crate::pool::{self, InFlight, Upstream, VisitorUpstreams};
 use crate::record::{Exchange, Pending};
+use warren_registry::PacedIo;
 
 /// State of one visitor connection.
 pub(crate) struct ConnState {
@@ -408,7 +408,7 @@ async fn splice(
     debug!(visitor = v.is_ok(), origin = o.is_ok(), "upgrade");
     let (mut read, mut written, mut clean) = (0, 0, false);
     if let (Ok(v), Ok(o)) = (v, o) {
-        let mut v = MeteredIo::new(TokioIo::new(v), &route);
+        let mut v = PacedIo::visitor(TokioIo::new(v), &route);
         let mut o = TokioIo::new(o);
         // No idle timeout: WebSockets may sit quiet for hours.
         let r = tokio::io::copy_bidirectional(&mut v, &mut o).await;

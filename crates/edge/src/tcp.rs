@@ -19,7 +19,7 @@ use warren_metrics::{Limit, Listener, Metrics};
 use warren_registry::{Lookup, PortAllocator, Registry, RouteKind, tcp_name};
 use warren_shards::Shards;
 
-use crate::meter::MeteredIo;
+use warren_registry::PacedIo;
 
 /// How often an idle listener checks whether its route is gone.
 const REAP: Duration = Duration::from_secs(2);
@@ -232,7 +232,7 @@ async fn accept_loop(
                     match route.endpoint.open(peer).await {
                         Ok(mut upstream) => {
                             route.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let mut visitor = MeteredIo::new(&mut socket, &route);
+                            let mut visitor = PacedIo::visitor(&mut socket, &route);
                             let _ = tokio::io::copy_bidirectional(&mut visitor, &mut upstream).await;
                             let (up, down) = (visitor.read, visitor.written);
                             route.endpoint.notify(format!("TCP {peer} {}s {up}B up {down}B down", started.elapsed().as_secs()));

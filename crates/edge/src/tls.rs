@@ -17,9 +17,9 @@ use warren_registry::{Lookup, Route, RouteKind};
 
 use crate::Edge;
 use crate::host::{Target, route_label};
-use crate::meter::MeteredIo;
 use crate::proxy::{self, ConnState};
 use crate::rewind::Rewind;
+use warren_registry::PacedIo;
 
 /// A ClientHello larger than this is not one we will route.
 const MAX_HELLO: usize = 64 * 1024;
@@ -293,7 +293,7 @@ async fn passthrough(
         .requests
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // The ClientHello read for routing counts as bytes in: it is replayed to the origin.
-    let mut visitor = MeteredIo::new(Rewind::new(hello, &mut socket), &route);
+    let mut visitor = PacedIo::visitor(Rewind::new(hello, &mut socket), &route);
     let _ = tokio::io::copy_bidirectional(&mut visitor, &mut upstream).await;
     let (up, down) = (visitor.read, visitor.written);
     route.endpoint.notify(format!(

@@ -4,7 +4,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -13,7 +13,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
-use warren_registry::{Direction, Lookup, OpenError, Pacer, Registry, Route};
+use warren_registry::{Lookup, OpenError, PacedIo, Registry, Route};
 use warren_shards::Shards;
 
 use crate::readahead::ReadAhead;
@@ -227,67 +227,7 @@ async fn relay(mut tls: Hop, visitor: SocketAddr, route: &Route) -> Result<(), P
     wire::write_status(&mut tls, OPENED, "").await?;
     // The visitor's node counts the bytes and requests (it sees them as HTTP); here they are
     // only carried, held to the tunnel's bandwidth with this node's own visitors.
-    let mut tls = Paced::new(tls, route);
+    let mut tls = PacedIo::hop(tls, route);
     let _ = tokio::io::copy_bidirectional_with_sizes(&mut tls, &mut stream, BUFFER, BUFFER).await;
     Ok(())
-}
-
-/// A hop's stream on the holding node, held to the tunnel's bandwidth limit in the same bucket
-/// as this node's own visitors: the limit is the owner's wherever visitors land. (Each node
-/// also holds its own visitors to it, so no one node passes it either.) Reads are uploads,
-/// writes downloads, each way paused on its own.
-struct Paced<'a, S> {
-    inner: S,
-    route: &'a Route,
-    up: Pacer,
-    down: Pacer,
-}
-
-impl<'a, S> Paced<'a, S> {
-    fn new(inner: S, route: &'a Route) -> Self {
-        Self {
-            inner,
-            route,
-            up: Pacer::default(),
-            down: Pacer::default(),
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Paced<'_, S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        ready!(this.up.poll_wait(cx));
-        let before = buf.filled().len();
-        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        let n = (buf.filled().len() - before) as u64;
-        this.up.paid(this.route, Direction::Upload, n);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Paced<'_, S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        ready!(this.down.poll_wait(cx));
-        let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
-        this.down.paid(this.route, Direction::Download, n as u64);
-        Poll::Ready(Ok(n))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
 }

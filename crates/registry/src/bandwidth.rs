@@ -13,12 +13,14 @@
 //! no chunk is ever split or held back: the copy loop pauses between chunks instead. With the
 //! limit off there is no bucket at all, and the edge pays one branch per chunk.
 
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
 use crate::Route;
@@ -196,6 +198,118 @@ impl Pacer {
             None => self.sleep = Some(Box::pin(tokio::time::sleep_until(until))),
         }
         self.armed = true;
+    }
+}
+
+/// A stream through a tunnel held to its bandwidth limit (reads are uploads, writes
+/// downloads) and, for a visitor's own stream, counted in the tunnel's totals. A visitor's
+/// stream (TCP, TLS passthrough, an upgraded connection) on the node it reached is
+/// [`PacedIo::visitor`]; a hop's stream on the holding node is [`PacedIo::hop`], paced in the
+/// same bucket as that node's own visitors but counted where the visitor is.
+pub struct PacedIo<'a, T> {
+    inner: T,
+    route: &'a Route,
+    /// Whether the bytes count in the tunnel's totals.
+    counted: bool,
+    /// Bytes read so far.
+    pub read: u64,
+    /// Bytes written so far.
+    pub written: u64,
+    /// Each way its own pause: a paused upload does not hold back the download.
+    pace_up: Pacer,
+    pace_down: Pacer,
+}
+
+impl<'a, T> PacedIo<'a, T> {
+    /// A visitor's stream: paced and counted.
+    pub fn visitor(inner: T, route: &'a Route) -> Self {
+        Self::new(inner, route, true)
+    }
+
+    /// Another node's stream to this node's tunnel: paced only.
+    pub fn hop(inner: T, route: &'a Route) -> Self {
+        Self::new(inner, route, false)
+    }
+
+    fn new(inner: T, route: &'a Route, counted: bool) -> Self {
+        Self {
+            inner,
+            route,
+            counted,
+            read: 0,
+            written: 0,
+            pace_up: Pacer::default(),
+            pace_down: Pacer::default(),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for PacedIo<'_, T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.pace_up.poll_wait(cx));
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        let n = (buf.filled().len() - before) as u64;
+        this.read += n;
+        if this.counted {
+            this.route.count_bytes(n, 0);
+        }
+        this.pace_up.paid(this.route, Direction::Upload, n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for PacedIo<'_, T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.pace_down.poll_wait(cx));
+        let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
+        this.wrote(n);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.pace_down.poll_wait(cx));
+        let n = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs))?;
+        this.wrote(n);
+        Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+impl<T> PacedIo<'_, T> {
+    fn wrote(&mut self, n: usize) {
+        self.written += n as u64;
+        if self.counted {
+            self.route.count_bytes(0, n as u64);
+        }
+        self.pace_down
+            .paid(self.route, Direction::Download, n as u64);
     }
 }
 

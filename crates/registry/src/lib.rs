@@ -32,7 +32,7 @@ mod requests;
 mod table;
 
 pub use access::{AccessPolicy, Credential, CredentialCache, IpAction};
-pub use bandwidth::{Bandwidth, Direction, EPISODE_GAP, Pace, Pacer};
+pub use bandwidth::{Bandwidth, Direction, EPISODE_GAP, Pace, PacedIo, Pacer};
 pub use remote::REMOTE_SESSION;
 
 pub use requests::{DEFAULT_REQUEST_LOG_ENTRIES, RequestEntry, RequestLog, SUBSCRIBER_BACKLOG};
