@@ -52,12 +52,18 @@ pub async fn check(config: &Config, args: &SettingsArgs) -> Result<()> {
         }),
     );
     report("database", database(config).await);
-    if let Some(outcome) = connections(config).await {
-        report("postgres", outcome);
+    let postgres = crate::serve::sqlite_path(&config.database_url.0).is_none();
+    // Opened once, for the checks that read it, and only if its schema is current.
+    let store = match postgres || config.public.acme.is_some() {
+        true => current_store(config).await,
+        false => None,
+    };
+    if postgres {
+        report("postgres", connections(config, store.as_deref()).await);
     }
     report("tls", tls(config));
     report("dns", dns(config).await);
-    report("acme", acme(config).await);
+    report("acme", acme(config, store.as_deref()).await);
     if failed > 0 {
         anyhow::bail!(
             "{failed} check{} failed",
@@ -68,34 +74,30 @@ pub async fn check(config: &Config, args: &SettingsArgs) -> Result<()> {
 }
 
 /// On Postgres, whether the server can take every live node's connections, this one's
-/// `database_pool` counted for each (what `serve` warns about at start); `None` on SQLite.
-async fn connections(config: &Config) -> Option<Outcome> {
-    crate::serve::sqlite_path(&config.database_url.0)
-        .is_none()
-        .then_some(())?;
-    let store = current_store(config).await;
+/// `database_pool` counted for each (what `serve` warns about at start).
+async fn connections(config: &Config, store: Option<&dyn warren_store::Store>) -> Outcome {
     let Some(store) = store else {
-        return Some(Outcome::Note(
+        return Outcome::Note(
             "connections not checked: the database is not usable as it is (see above)".into(),
-        ));
+        );
     };
     let budget = tokio::time::timeout(
         REMOTE,
         crate::serve::ConnectionBudget::read(
-            store.as_ref(),
+            store,
             config.database_pool,
             &config.cluster.node_name,
         ),
     )
     .await;
-    Some(match budget {
+    match budget {
         Err(_) => Outcome::Fail(format!("connections: no answer within {REMOTE:?}")),
         Ok(Err(e)) => Outcome::Fail(format!("connections: {e:#}")),
-        Ok(Ok(None)) => return None,
+        Ok(Ok(None)) => Outcome::Note("connections: the database sets no limit".into()),
         Ok(Ok(Some(b))) if b.fits() => Outcome::Ok(b.describe()),
         // It serves; a reconnect storm is what would find the limit.
         Ok(Ok(Some(b))) => Outcome::Note(b.describe()),
-    })
+    }
 }
 
 /// The store, opened only if its schema is current: opening migrates, and a check changes
@@ -210,7 +212,7 @@ async fn dns(config: &Config) -> Outcome {
     }
 }
 
-async fn acme(config: &Config) -> Outcome {
+async fn acme(config: &Config, store: Option<&dyn warren_store::Store>) -> Outcome {
     let Some(a) = &config.public.acme else {
         return Outcome::Note("off (no acme_directory)".into());
     };
@@ -235,13 +237,13 @@ async fn acme(config: &Config) -> Outcome {
     };
     // The stored account is read through the store, whose opening migrates: only a database
     // already current is opened, so the check stays one that changes nothing.
-    let Some(store) = current_store(config).await else {
+    let Some(store) = store else {
         return Outcome::Fail(format!(
             "{}: not checked, the database is not usable as it is (see above)",
             a.directory
         ));
     };
-    match tokio::time::timeout(REMOTE, warren_acme::check(&settings, store.as_ref())).await {
+    match tokio::time::timeout(REMOTE, warren_acme::check(&settings, store)).await {
         Err(_) => Outcome::Fail(format!("{}: no answer within {REMOTE:?}", a.directory)),
         Ok(Err(e)) => Outcome::Fail(format!("{}: {e}", a.directory)),
         Ok(Ok(text)) => Outcome::Ok(text),

@@ -150,13 +150,11 @@ impl<B: Body> Drop for Metered<B> {
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
-
     use std::sync::Mutex;
     use std::time::{Duration, Instant};
-    use warren_registry::PacedIo;
 
     use tokio::io::AsyncReadExt;
-    use warren_registry::{BoxStream, Endpoint, OpenError, Registry, RouteKind};
+    use warren_registry::{BoxStream, Endpoint, OpenError, PacedIo, Registry, RouteKind};
 
     use super::*;
 

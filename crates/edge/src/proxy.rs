@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{Instrument, debug};
-use warren_registry::{Lookup, OpenError, Route, RouteKind};
+use warren_registry::{Lookup, OpenError, PacedIo, Route, RouteKind};
 
 use crate::Edge;
 use crate::headers::{self, Forwarding, RequestHost, request_host};
@@ -22,7 +22,6 @@ use crate::host::{HostError, Target};
 use crate::pages::{Body, page, retry_page};
 use crate::pool::{self, InFlight, Upstream, VisitorUpstreams};
 use crate::record::{Exchange, Pending};
-use warren_registry::PacedIo;
 
 /// State of one visitor connection.
 pub(crate) struct ConnState {

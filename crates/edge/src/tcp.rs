@@ -16,10 +16,8 @@ use tracing::{Instrument, debug, info_span};
 use warren_accept::Acceptor;
 use warren_admit::Admission;
 use warren_metrics::{Limit, Listener, Metrics};
-use warren_registry::{Lookup, PortAllocator, Registry, RouteKind, tcp_name};
+use warren_registry::{Lookup, PacedIo, PortAllocator, Registry, RouteKind, tcp_name};
 use warren_shards::Shards;
-
-use warren_registry::PacedIo;
 
 /// How often an idle listener checks whether its route is gone.
 const REAP: Duration = Duration::from_secs(2);

@@ -13,13 +13,12 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug};
-use warren_registry::{Lookup, Route, RouteKind};
+use warren_registry::{Lookup, PacedIo, Route, RouteKind};
 
 use crate::Edge;
 use crate::host::{Target, route_label};
 use crate::proxy::{self, ConnState};
 use crate::rewind::Rewind;
-use warren_registry::PacedIo;
 
 /// A ClientHello larger than this is not one we will route.
 const MAX_HELLO: usize = 64 * 1024;

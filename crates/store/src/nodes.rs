@@ -132,8 +132,9 @@ pub struct Claim<'a> {
 /// Changes to holds as another node made them: the name of each, as they commit.
 #[async_trait::async_trait]
 pub trait HoldEvents: Send {
-    /// The next changed name; `None` when the connection was lost and changes may have been
-    /// missed (the caller reconciles); an error when the database cannot be reached.
+    /// The next changed name; `None` when changes may have been missed (the connection was
+    /// lost, or this reader fell behind: the caller reconciles); an error when notifications
+    /// have ended.
     async fn next(&mut self) -> Result<Option<String>>;
 }
 
