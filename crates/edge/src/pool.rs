@@ -15,12 +15,17 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 use warren_registry::Route;
+use warren_shards::Shards;
 
 use crate::Edge;
 
-/// One upstream connection: the sending half of an HTTP/1.1 client over an SSH channel,
-/// carrying visitors' request bodies (counted on their way).
-pub(crate) type Upstream = SendRequest<crate::meter::RequestBody>;
+/// One upstream connection: the sending half of an HTTP/1.1 client over an SSH channel (or a
+/// hop to the node that holds the tunnel), carrying visitors' request bodies (counted on their
+/// way), and the tunnel thread its connection task runs on.
+pub(crate) struct Upstream {
+    pub(crate) send: SendRequest<crate::meter::RequestBody>,
+    pub(crate) thread: Option<usize>,
+}
 
 /// Idle upstream connections kept per tunnel (and per visitor connection).
 const MAX_IDLE: usize = 32;
@@ -147,20 +152,36 @@ struct Pooled {
     since: Instant,
 }
 
-/// An idle upstream from the tunnel's pool, if one is still usable.
+/// An idle upstream from the tunnel's pool, if one is still usable: one whose connection runs
+/// on the caller's thread first. A local tunnel's visitors and upstreams all run on its
+/// session's thread, but another node's tunnel has no such thread, so its visitors land on
+/// every one in turn; a visitor served by an upstream on another thread pays a cross-thread
+/// wake-up for each chunk, each way, for as long as its transfer lasts.
 pub(crate) async fn take(route: &Route) -> Option<Upstream> {
+    let here = Shards::current();
     loop {
-        let candidate = route.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
+        let candidate = {
+            let mut idle = route.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let on_this_thread = idle.iter().rposition(|p| {
+                p.downcast_ref::<Pooled>()
+                    .is_some_and(|p| p.upstream.thread == here)
+            });
+            match on_this_thread {
+                Some(i) => idle.swap_remove(i),
+                None => idle.pop()?,
+            }
+        };
         let Ok(pooled) = candidate.downcast::<Pooled>() else {
             warn!(tunnel = %route.name, "dropped a foreign entry from the upstream pool");
             continue;
         };
         let mut upstream = pooled.upstream;
-        if upstream.is_closed() {
+        if upstream.send.is_closed() {
             continue;
         }
         // Returned at the end of its last response, it is ready at once or very nearly.
-        if let Ok(Ok(())) = tokio::time::timeout(Duration::from_millis(50), upstream.ready()).await
+        if let Ok(Ok(())) =
+            tokio::time::timeout(Duration::from_millis(50), upstream.send.ready()).await
         {
             return Some(upstream);
         }
@@ -170,7 +191,7 @@ pub(crate) async fn take(route: &Route) -> Option<Upstream> {
 /// Leaves `upstream` in the tunnel's pool for later visitors.
 fn put(route: &Route, upstream: Upstream) {
     let mut idle = route.idle.lock().unwrap_or_else(|p| p.into_inner());
-    if idle.len() < MAX_IDLE && !upstream.is_closed() {
+    if idle.len() < MAX_IDLE && !upstream.send.is_closed() {
         idle.push(Box::new(Pooled {
             upstream,
             since: Instant::now(),
@@ -194,8 +215,9 @@ pub(crate) async fn expire(edge: Arc<Edge>, shutdown: CancellationToken) {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .retain(|p| {
-                    p.downcast_ref::<Pooled>()
-                        .is_some_and(|p| p.since.elapsed() < POOL_IDLE && !p.upstream.is_closed())
+                    p.downcast_ref::<Pooled>().is_some_and(|p| {
+                        p.since.elapsed() < POOL_IDLE && !p.upstream.send.is_closed()
+                    })
                 });
         }
     }
@@ -203,9 +225,70 @@ pub(crate) async fn expire(edge: Arc<Edge>, shutdown: CancellationToken) {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
     use std::time::Duration;
 
+    use hyper_util::rt::TokioIo;
+    use warren_registry::{BoxStream, Endpoint, OpenError, Registry, RouteKind};
+
     use super::*;
+
+    struct Nowhere;
+
+    #[async_trait::async_trait]
+    impl Endpoint for Nowhere {
+        async fn open(&self, _: SocketAddr) -> Result<BoxStream, OpenError> {
+            Err(OpenError::Unreachable("test".into()))
+        }
+        fn notify(&self, _: String) {}
+        fn describe(&self) -> String {
+            "test".into()
+        }
+    }
+
+    /// An HTTP/1.1 client over an in-memory pipe (its server side never answers: the pool only
+    /// asks whether it is ready), labelled as running on `thread`.
+    async fn upstream(thread: Option<usize>) -> Upstream {
+        let (near, far) = tokio::io::duplex(1024);
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(near))
+            .await
+            .unwrap_or_else(|e| panic!("handshake: {e}"));
+        tokio::spawn(async move {
+            let _far = far;
+            let _ = conn.await;
+        });
+        Upstream { send, thread }
+    }
+
+    /// Which thread's upstream `take` gives on tunnel thread `on`.
+    async fn taken_on(shards: &Shards, on: usize, route: &Arc<Route>) -> Option<usize> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let route = route.clone();
+        shards.spawn(Some(on), async move {
+            let _ = tx.send(take(&route).await.map(|u| u.thread));
+        });
+        rx.await
+            .unwrap_or_else(|e| panic!("the take on thread {on} did not end: {e}"))
+            .unwrap_or_else(|| panic!("nothing taken on thread {on}"))
+    }
+
+    #[tokio::test]
+    async fn a_visitor_gets_a_pooled_upstream_of_its_own_thread_first() {
+        let shards = Shards::start(2).unwrap_or_else(|e| panic!("threads: {e}"));
+        let registry = Registry::new(Duration::from_secs(60), 4);
+        let (route, _) = registry
+            .bind("app", 1, 1, RouteKind::Http, Arc::new(Nowhere))
+            .unwrap_or_else(|e| panic!("bind: {e}"));
+        // Thread 1's upstream went in last: a plain stack would give it to thread 0 too.
+        put(&route, upstream(Some(0)).await);
+        put(&route, upstream(Some(1)).await);
+        assert_eq!(taken_on(&shards, 0, &route).await, Some(0));
+        assert_eq!(taken_on(&shards, 1, &route).await, Some(1));
+        // None of its own thread left: another thread's, rather than a new channel.
+        put(&route, upstream(Some(1)).await);
+        assert_eq!(taken_on(&shards, 0, &route).await, Some(1));
+        assert!(take(&route).await.is_none(), "the pool should be empty");
+    }
 
     #[tokio::test]
     async fn past_the_cap_requests_wait_for_one_to_end() {

@@ -15,6 +15,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{Instrument, debug};
 use warren_registry::{Lookup, OpenError, PacedIo, Route, RouteKind};
+use warren_shards::Shards;
 
 use crate::Edge;
 use crate::headers::{self, Forwarding, RequestHost, request_host};
@@ -342,7 +343,7 @@ async fn proxy(
     let limit = state.edge.settings.origin_timeout;
     let sent = tokio::time::timeout(
         limit,
-        upstream.send_request(Request::from_parts(parts, body)),
+        upstream.send.send_request(Request::from_parts(parts, body)),
     );
     let mut resp = match sent.await {
         Err(_) => {
@@ -433,7 +434,7 @@ async fn upstream_for<'a>(
     // This visitor's own connection first: waiting for it to be ready only ever waits on this
     // visitor's previous response. Then one another visitor left behind.
     while let Some(mut upstream) = state.upstreams.take_own(route) {
-        if upstream.ready().await.is_ok() {
+        if upstream.send.ready().await.is_ok() {
             return Ok((slot, in_flight, upstream));
         }
     }
@@ -449,7 +450,7 @@ async fn upstream_for<'a>(
         OpenError::Unreachable(why) => Failure::Unreachable(why),
         OpenError::Away(why) => Failure::Away(why),
     })?;
-    let (upstream, conn) = hyper::client::conn::http1::Builder::new()
+    let (send, conn) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| Failure::Unreachable(e.to_string()))?;
@@ -457,12 +458,17 @@ async fn upstream_for<'a>(
     // (an HTTPS visitor whose SNI names no tunnel is placed in turn). The connection outlives
     // this visitor in the tunnel's pool, and the next visitor, on the right thread, should not
     // pay a cross-thread wake per packet for the one before.
-    state.edge.shards.spawn(route.endpoint.shard(), async move {
+    let shards = &state.edge.shards;
+    let thread = match route.endpoint.shard().filter(|i| *i < shards.len()) {
+        Some(i) => Some(i),
+        None => Shards::current(),
+    };
+    shards.spawn(thread, async move {
         if let Err(e) = conn.with_upgrades().await {
             debug!(error = %e, "upstream connection ended");
         }
     });
-    Ok((slot, in_flight, upstream))
+    Ok((slot, in_flight, Upstream { send, thread }))
 }
 
 /// `Retry-After` when the node holding a tunnel does not answer: about a third of the default
