@@ -15,7 +15,6 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{Instrument, debug};
 use warren_registry::{Lookup, OpenError, PacedIo, Route, RouteKind};
-use warren_shards::Shards;
 
 use crate::Edge;
 use crate::headers::{self, Forwarding, RequestHost, request_host};
@@ -458,12 +457,7 @@ async fn upstream_for<'a>(
     // (an HTTPS visitor whose SNI names no tunnel is placed in turn). The connection outlives
     // this visitor in the tunnel's pool, and the next visitor, on the right thread, should not
     // pay a cross-thread wake per packet for the one before.
-    let shards = &state.edge.shards;
-    let thread = match route.endpoint.shard().filter(|i| *i < shards.len()) {
-        Some(i) => Some(i),
-        None => Shards::current(),
-    };
-    shards.spawn(thread, async move {
+    let thread = state.edge.shards.spawn(route.endpoint.shard(), async move {
         if let Err(e) = conn.with_upgrades().await {
             debug!(error = %e, "upstream connection ended");
         }

@@ -81,15 +81,22 @@ impl Shards {
     }
 
     /// Spawns `task` on tunnel thread `shard`; where the caller runs when `shard` is `None`, not
-    /// one of ours, or the caller's own thread.
-    pub fn spawn<Fut>(&self, shard: Option<usize>, task: Fut)
+    /// one of ours, or the caller's own thread. Returns the tunnel thread the task runs on
+    /// (`None`: not one of them), for a caller that keeps track of where its tasks live.
+    pub fn spawn<Fut>(&self, shard: Option<usize>, task: Fut) -> Option<usize>
     where
         Fut: Future<Output = ()> + Send + 'static,
     {
         match shard.filter(|i| *i < self.handles.len()) {
             #[allow(clippy::indexing_slicing)] // i < len, checked above
-            Some(i) if Self::current() != Some(i) => drop(self.handles[i].spawn(task)),
-            _ => drop(tokio::spawn(task)),
+            Some(i) if Self::current() != Some(i) => {
+                drop(self.handles[i].spawn(task));
+                Some(i)
+            }
+            _ => {
+                drop(tokio::spawn(task));
+                Self::current()
+            }
         }
     }
 
@@ -182,12 +189,16 @@ mod tests {
         let shards = Shards::start(2).expect("threads");
         for want in [Some(1), Some(0), None, Some(7)] {
             let (tx, rx) = oneshot::channel();
-            shards.spawn(want, async move {
+            let said = shards.spawn(want, async move {
                 let _ = tx.send(Shards::current());
             });
             let ran_on = rx.await.expect("ran");
             // None and out-of-range: where the caller runs (the test's runtime, no tunnel thread).
             assert_eq!(ran_on, want.filter(|i| *i < 2));
+            assert_eq!(
+                said, ran_on,
+                "spawn named another thread than the one the task ran on"
+            );
         }
     }
 
