@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use warren_broker::config::{Config, SettingsArgs};
+use warren_broker::config::{Config, Secret, SettingsArgs};
 
 /// The password a database URL carries (`user:PW@` or `password=PW`), when it has one.
 fn password(url: &str) -> Option<&str> {
@@ -30,12 +30,19 @@ fuzz_target!(|data: &[u8]| {
     let Ok(settings) = toml::from_str::<SettingsArgs>(text) else {
         return;
     };
-    // A password worth looking for: long enough not to occur by chance, and written only once
-    // in the input (a domain spelled the same would be echoed rightly).
+    // A password worth looking for: long enough not to occur by chance, written only once in
+    // the input (a domain spelled the same would be echoed rightly), and not spelled by the
+    // rest of the URL once redacted (`tgres://warren:***@rr` in
+    // `postgres://warren:tgres://warren:***@rr@rren`, whose redaction
+    // `postgres://warren:***@rren` shows those characters without the password).
     let secret = settings
         .database_url
         .as_deref()
-        .and_then(password)
+        .and_then(|url| {
+            let pw = password(url)?;
+            let without = Secret(url.replacen(pw, "x", 1)).redacted();
+            (!without.contains(pw)).then_some(pw)
+        })
         .filter(|pw| pw.len() >= 8 && text.matches(*pw).count() == 1)
         .map(str::to_owned);
     match Config::from_settings(settings, None, None) {
