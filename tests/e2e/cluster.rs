@@ -1176,3 +1176,150 @@ async fn a_tunnels_bandwidth_limit_holds_across_nodes() -> Result<()> {
         .await?;
     Ok(())
 }
+
+/// An SSE reader of `path` on `node`'s API: connected and answered 200 before this returns (so
+/// it follows everything recorded afterwards); what it reads piles up in the returned text.
+async fn follow(
+    node: &TestBroker,
+    path: &str,
+    token: &str,
+) -> Result<std::sync::Arc<std::sync::Mutex<String>>> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", node.api_port)).await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n")
+            .as_bytes(),
+    )
+    .await?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(DEADLINE, s.read(&mut buf)).await??;
+        anyhow::ensure!(
+            n > 0,
+            "the stream closed: {}",
+            String::from_utf8_lossy(&head)
+        );
+        head.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    anyhow::ensure!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(text));
+    let pile = seen.clone();
+    tokio::spawn(async move {
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            if let Ok(mut p) = pile.lock() {
+                p.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+    });
+    Ok(seen)
+}
+
+/// A tunnel's request log is the cluster's: alice's tunnel on node 1 is visited on both
+/// nodes, and on either node her request list and her live view (what the console shows) have
+/// both visits with each visitor's own address, in the order they were made; node 2 reads
+/// them from node 1, which keeps them. Bob sees nothing of it on either node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnels_request_log_has_every_nodes_visitors() -> Result<()> {
+    let [n1, n2] = two_nodes().await?;
+    let alice = n1.user_with_key("alice")?;
+    n1.cli_ok(&["user", "add", "bob"])?;
+    let origin = Origin::start("alice").await?;
+    let _ssh = Ssh::spawn(&n1, &alice, &["-R", &format!("app:80:{}", origin.target())])?;
+    served(&n2, "app.localhost", 200).await?;
+    let alice_t = token(&n2, "alice", "log", "read")?;
+    let bob_t = token(&n2, "bob", "log", "read")?;
+    let live = "/api/v1/tunnels/app/requests/live";
+    let (live1, live2) = (
+        follow(&n1, live, &alice_t).await?,
+        follow(&n2, live, &alice_t).await?,
+    );
+    // Each visit shows in both live views before the next is made: an entry made on node 2
+    // reaches node 1 a moment after its response, and the order checked below is the visits'.
+    let shown = |want: &'static str| {
+        let views = [("node 1", live1.clone()), ("node 2", live2.clone())];
+        async move {
+            for (node, seen) in views {
+                eventually(
+                    &format!("{want} in the live view on {node}"),
+                    DEADLINE,
+                    || async { seen.lock().ok()?.contains(want).then_some(()) },
+                )
+                .await?;
+            }
+            anyhow::Ok(())
+        }
+    };
+    let via2 = get_from(
+        "127.0.0.2",
+        n2.http_port,
+        "app.localhost",
+        "/bytes/2?k=secret",
+    )
+    .await?;
+    assert_eq!(via2.0, 200, "{}", via2.1);
+    shown("/bytes/2?k=…").await?;
+    let via1 = get_from("127.0.0.3", n1.http_port, "app.localhost", "/bytes/1").await?;
+    assert_eq!(via1.0, 200, "{}", via1.1);
+    shown("/bytes/1").await?;
+    for seen in [&live1, &live2] {
+        let text = seen
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .clone();
+        assert!(text.contains("event: request"), "{text}");
+        assert!(!text.contains("secret"), "a query value went out: {text}");
+        assert!(text.contains("\"visitor\":\"127.0.0.2\""), "{text}");
+        assert!(text.contains("\"visitor\":\"127.0.0.3\""), "{text}");
+    }
+    let started = Instant::now();
+    for node in [&n1, &n2] {
+        let r = Api::of(node).call(
+            "GET",
+            "/api/v1/tunnels/app/requests",
+            Cred::Token(&alice_t),
+            None,
+        )?;
+        assert_eq!(r.status, 200, "{}", r.raw);
+        let rows: Vec<(String, String, u64)> = r
+            .body
+            .as_array()
+            .context("a list")?
+            .iter()
+            // The visits made to see the tunnel up first are there too.
+            .filter(|e| e["path"] != "/")
+            .map(|e| {
+                (
+                    e["path"].as_str().unwrap_or_default().to_owned(),
+                    e["visitor"].as_str().unwrap_or_default().to_owned(),
+                    e["status"].as_u64().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("/bytes/2?k=…".to_owned(), "127.0.0.2".to_owned(), 200),
+                ("/bytes/1".to_owned(), "127.0.0.3".to_owned(), 200),
+            ],
+            "{}",
+            r.raw
+        );
+        let r = Api::of(node).call(
+            "GET",
+            "/api/v1/tunnels/app/requests",
+            Cred::Token(&bob_t),
+            None,
+        )?;
+        assert_eq!(r.status, 404, "{}", r.raw);
+        assert!(!r.raw.contains("/bytes/"), "{}", r.raw);
+    }
+    println!(
+        "cluster request log: both nodes listed it in {} ms",
+        started.elapsed().as_millis()
+    );
+    Ok(())
+}

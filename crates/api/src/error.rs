@@ -76,6 +76,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Conflict(_) | ServiceError::Quota(_) => StatusCode::CONFLICT,
             ServiceError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ServiceError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ServiceError::Internal(detail) => {
                 tracing::error!(%detail, "API request failed");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -89,6 +90,8 @@ impl From<ServiceError> for ApiError {
         };
         let retry_after = match &e {
             ServiceError::RateLimited { retry_after } => Some(retry_after.as_secs().max(1)),
+            // The holding node is back, or its tunnel's owner elsewhere, within a lease.
+            ServiceError::Unavailable(_) => Some(3),
             _ => None,
         };
         Self {

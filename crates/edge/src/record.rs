@@ -18,7 +18,7 @@ use std::time::{Instant, SystemTime};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, header};
 use http_body_util::BodyExt;
-use warren_registry::{RequestEntry, RequestLog, Route};
+use warren_registry::{RequestEntry, Route};
 
 use crate::meter::{Metered, RequestBody};
 use crate::pages::Body;
@@ -50,7 +50,8 @@ pub(crate) struct Exchange {
 
 /// An entry waiting for its response to end.
 pub(crate) struct Pending {
-    log: Arc<RequestLog>,
+    /// Whose log the entry goes to: this node's, or the holding node's (`Route::record`).
+    route: Arc<Route>,
     started: Instant,
     at_ms: u64,
     method: Cow<'static, str>,
@@ -72,8 +73,8 @@ impl Exchange {
         started: Instant,
         visitor: impl FnOnce() -> IpAddr,
     ) -> Self {
-        let pending = route.request_log().map(|log| Pending {
-            log: log.clone(),
+        let pending = route.keeps_requests().then(|| Pending {
+            route: route.clone(),
             started,
             at_ms: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -146,7 +147,7 @@ impl Pending {
 
     /// Writes the entry with both byte counts given (an upgraded connection's splice).
     pub(crate) fn record_moved(self, status: u16, bytes_in: u64, bytes_out: u64, complete: bool) {
-        self.log.record(RequestEntry {
+        self.route.record(RequestEntry {
             at_ms: self.at_ms,
             method: self.method,
             path: self.path,

@@ -7,23 +7,24 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use rustls::pki_types::ServerName;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-use warren_registry::{BoxStream, Endpoint, OpenError};
+use warren_registry::{BoxStream, Endpoint, LogFeed, OpenError, RequestEntry};
 
 use crate::readahead::ReadAhead;
 use crate::tls::CLUSTER_NAME;
-use crate::wire::{self, NOT_HERE, REFUSED};
+use crate::wire::{self, LogRecord, MAX_RECORD, NOT_HERE, REFUSED};
 use crate::{NodeTls, PeerError};
 
 /// How long a node may take to connect, shake hands and answer for the owner's channel.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
-/// Lines for owners on one node waiting to be sent; past this they are dropped, as an owner's
-/// terminal that does not keep up drops them.
-const LINES_QUEUED: usize = 1024;
+/// Records (lines for owners, request log entries) for one node waiting to be sent; past this
+/// they are dropped, as an owner's terminal that does not keep up drops lines. Two records a
+/// request: a burst of 2,000 requests faster than the stream takes them.
+const LINES_QUEUED: usize = 4096;
 /// Lines are sent in batches of up to this many bytes: one TLS record for a burst.
 const LINES_BATCH: usize = 16 << 10;
 /// After a node could not be reached, its lines are dropped for this long before trying again.
@@ -121,6 +122,82 @@ impl Dialer {
     }
 }
 
+impl Dialer {
+    /// The request log of `name` kept on the node at `addr`, read for `owner`: the recent
+    /// entries, then (with `follow`) each one the node records after them, handed on by a task
+    /// that ends when the returned feed is dropped or the node stops sending.
+    async fn read_log(
+        &self,
+        addr: &str,
+        name: &str,
+        owner: i64,
+        follow: bool,
+    ) -> Result<LogFeed, OpenError> {
+        let away = |e: &dyn std::fmt::Display| OpenError::Away(format!("{addr}: {e}"));
+        let mut tls = self.link.connect(addr).await.map_err(|e| away(&e))?;
+        let header = wire::log_header(name, owner, follow).map_err(|e| away(&e))?;
+        tls.write_all(&header).await.map_err(|e| away(&e))?;
+        tls.flush().await.map_err(|e| away(&e))?;
+        match wire::read_status(&mut tls).await.map_err(|e| away(&e))? {
+            Ok(()) => {}
+            Err((NOT_HERE, why)) => return Err(OpenError::Away(format!("{addr}: {why}"))),
+            Err((_, why)) => return Err(OpenError::Unreachable(why)),
+        }
+        let mut r = tokio::io::BufReader::new(tls);
+        let mut recent = Vec::new();
+        let mut record = Vec::new();
+        loop {
+            match next_log_record(&mut r, &mut record).await {
+                Ok(Some(LogRecord::Entry(e))) => recent.push(Arc::new(e)),
+                Ok(Some(LogRecord::Now)) => break,
+                Ok(Some(LogRecord::Lagged(_))) => {}
+                Ok(None) => return Err(away(&"the log ended before its recent entries")),
+                Err(e) => return Err(away(&e)),
+            }
+        }
+        if !follow {
+            return Ok(LogFeed::relayed(recent, None));
+        }
+        let (tx, rx) = mpsc::channel(warren_registry::SUBSCRIBER_BACKLOG);
+        tokio::spawn(async move {
+            let mut record = Vec::new();
+            loop {
+                let next = tokio::select! {
+                    next = next_log_record(&mut r, &mut record) => next,
+                    // The reader went away: so does the stream, which the other node sees.
+                    _ = tx.closed() => return,
+                };
+                let Ok(Some(next)) = next else { return };
+                // A reader slower than the other node sends makes this wait, then the other
+                // node's follower fall behind, which it tells as `Lagged`.
+                if let Some(followed) = wire::followed(next)
+                    && tx.send(followed).await.is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Ok(LogFeed::relayed(recent, Some(rx)))
+    }
+}
+
+/// The next record of a log reading: `None` at its end; an error for one too long or unknown.
+async fn next_log_record(
+    r: &mut (impl tokio::io::AsyncBufRead + Unpin),
+    record: &mut Vec<u8>,
+) -> std::io::Result<Option<LogRecord>> {
+    record.clear();
+    if r.take(MAX_RECORD as u64).read_until(b'\n', record).await? == 0 {
+        return Ok(None);
+    }
+    let Some(line) = record.strip_suffix(b"\n") else {
+        return Err(std::io::Error::other("a log record too long"));
+    };
+    wire::parse_log_record(line)
+        .map(Some)
+        .ok_or_else(|| std::io::Error::other("a log record of no known kind"))
+}
+
 /// What connecting to another node takes: this node's client certificate.
 #[derive(Clone)]
 struct Link {
@@ -170,7 +247,7 @@ async fn carry_lines(link: Link, addr: String, mut rx: mpsc::Receiver<Vec<u8>>, 
             }
             let opened = tokio::time::timeout(OPEN_TIMEOUT, async {
                 let mut s = link.connect(&addr).await?;
-                let header = wire::lines_header().map_err(std::io::Error::other)?;
+                let header = wire::records_header().map_err(std::io::Error::other)?;
                 s.write_all(&header).await?;
                 Ok::<_, std::io::Error>(s)
             })
@@ -220,6 +297,20 @@ impl PeerEndpoint {
     pub fn node(&self) -> &str {
         &self.node
     }
+
+    /// Queues `record` for the holding node.
+    fn send(&self, record: Vec<u8>) {
+        if let Some(tx) = self.lines.load().as_deref()
+            && !tx.is_closed()
+        {
+            // A full queue drops the record, never the visitor's request.
+            let _ = tx.try_send(record);
+            return;
+        }
+        let tx = Arc::new(self.dialer.lines_to(&self.addr));
+        self.lines.store(Some(tx.clone()));
+        let _ = tx.try_send(record);
+    }
 }
 
 #[async_trait::async_trait]
@@ -243,18 +334,31 @@ impl Endpoint for PeerEndpoint {
     /// Sent to the owner's node, which shows it in their session: an owner behind a load
     /// balancer sees every visitor, wherever each landed.
     fn notify(&self, line: String) {
-        let mut record = Vec::with_capacity(self.name.len() + line.len() + 2);
+        let mut record = Vec::with_capacity(self.name.len() + line.len() + 4);
         wire::line_record(&mut record, &self.name, &line);
-        if let Some(tx) = self.lines.load().as_deref()
-            && !tx.is_closed()
-        {
-            // A full queue drops the line, never the visitor's request.
-            let _ = tx.try_send(record);
-            return;
-        }
-        let tx = Arc::new(self.dialer.lines_to(&self.addr));
-        self.lines.store(Some(tx.clone()));
-        let _ = tx.try_send(record);
+        self.send(record);
+    }
+
+    /// Sent to the node that holds the tunnel, whose log has every node's visitors.
+    fn record(&self, entry: RequestEntry) {
+        let mut record = Vec::with_capacity(256 + entry.path.len() + entry.headers.len());
+        wire::entry_record(&mut record, &self.name, &entry);
+        self.send(record);
+    }
+
+    async fn request_log(&self, owner: i64, follow: bool) -> Result<LogFeed, OpenError> {
+        tokio::time::timeout(
+            OPEN_TIMEOUT,
+            self.dialer.read_log(&self.addr, &self.name, owner, follow),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(OpenError::Away(format!(
+                "node {} did not answer within {} s",
+                self.node,
+                OPEN_TIMEOUT.as_secs()
+            )))
+        })
     }
 
     fn describe(&self) -> String {

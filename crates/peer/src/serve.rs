@@ -13,11 +13,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
-use warren_registry::{Lookup, OpenError, PacedIo, Registry, Route};
+use warren_registry::{Followed, Lookup, OpenError, PacedIo, Registry, Route};
 use warren_shards::Shards;
 
 use crate::readahead::ReadAhead;
-use crate::wire::{self, MAX_LINE, NOT_HERE, OPENED, Opening, REFUSED, UNREACHABLE};
+use crate::wire::{self, MAX_RECORD, NOT_HERE, OPENED, Opening, REFUSED, Record, UNREACHABLE};
 use crate::{NodeTls, PeerError};
 
 /// A peer must finish its handshake and header in this long.
@@ -154,7 +154,12 @@ async fn handle(
     .map_err(|_| timed_out())??;
     let (visitor, name) = match opening {
         Opening::Visitor(visitor, name) => (visitor, name),
-        Opening::Lines => return deliver_lines(tls, registry).await,
+        Opening::Records { typed } => return deliver_records(tls, registry, typed).await,
+        Opening::Log {
+            name,
+            owner,
+            follow,
+        } => return send_log(tls, registry, &name, owner, follow).await,
     };
     let route = match registry.lookup_local(&name) {
         Lookup::Live(route) => route,
@@ -186,30 +191,100 @@ async fn handle(
     Ok(())
 }
 
-/// Shows each line another node sends to the owner of the tunnel it names, if a session of
-/// this node serves it (lines for a name that moved on are dropped, as lines an owner's
-/// terminal cannot take are).
-async fn deliver_lines(tls: Hop, registry: &Registry) -> Result<(), PeerError> {
+/// Takes what another node sends about its visitors of this node's tunnels: each line is
+/// shown to the owner of the tunnel it names, each request log entry is kept in the tunnel's
+/// log, if a session of this node serves it (records for a name that moved on are dropped, as
+/// lines an owner's terminal cannot take are).
+async fn deliver_records(tls: Hop, registry: &Registry, typed: bool) -> Result<(), PeerError> {
     use tokio::io::AsyncBufReadExt;
     use tokio::io::AsyncReadExt;
-    // A name (at most 253 bytes, or `tcp:PORT`), a tab, a line, a newline.
-    const RECORD: u64 = (MAX_LINE + 256) as u64;
     let mut r = tokio::io::BufReader::new(tls);
     let mut record = Vec::new();
     loop {
         record.clear();
-        if (&mut r).take(RECORD).read_until(b'\n', &mut record).await? == 0 {
+        if (&mut r)
+            .take(MAX_RECORD as u64)
+            .read_until(b'\n', &mut record)
+            .await?
+            == 0
+        {
             return Ok(());
         }
         let Some(record) = record.strip_suffix(b"\n") else {
-            return Err(PeerError::Header("a line for an owner too long".into()));
+            return Err(PeerError::Header("a record too long".into()));
         };
-        let text = String::from_utf8_lossy(record);
-        if let Some((name, line)) = text.split_once('\t')
-            && let Lookup::Live(route) = registry.lookup_local(name)
-        {
-            route.endpoint.notify(line.to_owned());
+        match wire::parse_record(record, typed) {
+            Some(Record::Line(name, line)) => {
+                if let Lookup::Live(route) = registry.lookup_local(&name) {
+                    route.endpoint.notify(line);
+                }
+            }
+            Some(Record::Entry(name, entry)) => {
+                // A log is only carried on to the same owner's later routes: whichever route
+                // serves the name here, the entry was made for a visitor of that tunnel.
+                if let Lookup::Live(route) = registry.lookup_local(&name) {
+                    route.record(entry);
+                }
+            }
+            None => {}
         }
+    }
+}
+
+/// Sends the request log of `name` to a node whose reader may see `owner`'s: the recent
+/// entries, then (when the reader follows) each entry as it is recorded, until the reader's
+/// node closes the stream or the log goes with the name. A reader that falls behind is sent how
+/// many it missed, as a follower on this node is.
+async fn send_log(
+    tls: Hop,
+    registry: &Registry,
+    name: &str,
+    owner: i64,
+    follow: bool,
+) -> Result<(), PeerError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut r, mut w) = tokio::io::split(tls);
+    let Some(log) = registry.request_log(name).filter(|l| l.owner() == owner) else {
+        wire::write_status(
+            &mut w,
+            NOT_HERE,
+            &format!("no request log for {name:?} on this node"),
+        )
+        .await?;
+        return Ok(());
+    };
+    wire::write_status(&mut w, OPENED, "").await?;
+    let mut feed = log.feed(follow);
+    drop(log);
+    let mut out = Vec::with_capacity(64 << 10);
+    for e in std::mem::take(&mut feed.recent) {
+        wire::log_record(&mut out, Some(&e));
+        if out.len() >= 32 << 10 {
+            w.write_all(&out).await?;
+            out.clear();
+        }
+    }
+    wire::log_record(&mut out, None);
+    w.write_all(&out).await?;
+    w.flush().await?;
+    if !follow {
+        return Ok(w.shutdown().await?);
+    }
+    let mut byte = [0u8; 1];
+    loop {
+        let next = tokio::select! {
+            next = feed.next() => next,
+            // The reader sends nothing after its header: a read that returns is its end.
+            _ = r.read(&mut byte) => return Ok(()),
+        };
+        out.clear();
+        match next {
+            Some(Followed::Entry(e)) => wire::log_record(&mut out, Some(&e)),
+            Some(Followed::Lagged(n)) => wire::lagged_record(&mut out, n),
+            None => return Ok(w.shutdown().await?),
+        }
+        w.write_all(&out).await?;
+        w.flush().await?;
     }
 }
 

@@ -1,11 +1,18 @@
 //! What a stream between nodes starts with: a PROXY protocol v2 header from the dialer (the
 //! visitor's address, the tunnel's name as the authority TLV), then one status from the
-//! listener.
+//! listener. Two other kinds of stream start with a `LOCAL` header and a mark of ours: the
+//! records a node sends to the node holding its visitors' tunnels (lines for owners, request
+//! log entries), and a reading of a tunnel's request log from the node that keeps it.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::borrow::Cow;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
 
 use ppp::v2::{Addresses, Builder, Command, Header, PROTOCOL_PREFIX, Protocol, Type, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use warren_registry::RequestEntry;
 
 use crate::PeerError;
 
@@ -18,20 +25,130 @@ pub(crate) const UNREACHABLE: u8 = 2;
 /// No session of that node serves the name (it moved, or the view was stale).
 pub(crate) const NOT_HERE: u8 = 3;
 
-/// The TLV (PROXY v2's first custom type) that marks a stream of lines for owners, sent by
-/// the node their visitors reached (`Command::Local`: no visitor of its own).
-const LINES_TLV: u8 = 0xE0;
-/// A line for an owner longer than this is cut; a record longer than the cut line and its
-/// name ends the stream.
+/// The TLV (PROXY v2's first custom type) that marks a stream of records for the tunnels of
+/// the node it goes to, sent by the node their visitors reached (`Command::Local`: no visitor
+/// of its own). Its value is the records' format: `1`, a line for an owner per record
+/// (`NAME\tLINE\n`), as the first nodes that had it send; `2`, typed records
+/// ([`line_record`], [`entry_record`]).
+const RECORDS_TLV: u8 = 0xE0;
+/// The TLV that marks a reading of a tunnel's request log (the tunnel's name is the authority
+/// TLV): its value is `OWNER\tFOLLOW`, the owner the reader was allowed for and `1` to follow.
+const LOG_TLV: u8 = 0xE1;
+/// A line for an owner longer than this is cut.
 pub(crate) const MAX_LINE: usize = 2048;
+/// A record longer than this ends the stream it came on: a name (at most 253 bytes, or
+/// `tcp:PORT`), a cut line, or an entry (the edge cuts its text to about 1.5 KB; escaped in
+/// JSON, at most six times that).
+pub(crate) const MAX_RECORD: usize = 16 << 10;
 
 /// What a stream from another node is for.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Opening {
     /// A visitor's bytes for the tunnel `name`.
     Visitor(SocketAddr, String),
-    /// Lines for owners of this node's tunnels, one `NAME\tLINE\n` record each.
-    Lines,
+    /// Records for the tunnels of this node; `typed` in the second format (see
+    /// [`RECORDS_TLV`]).
+    Records {
+        /// Whether each record starts with its kind.
+        typed: bool,
+    },
+    /// A reading of the request log of `name`, for a reader allowed to see `owner`'s.
+    Log {
+        /// The tunnel.
+        name: String,
+        /// Its owner, as the reader's node knows it: a log of anyone else's is not sent.
+        owner: i64,
+        /// Whether each entry after the recent ones follows as it is made.
+        follow: bool,
+    },
+}
+
+/// One record of a records stream, or of a log reading.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Record {
+    /// A line for the owner of `name`.
+    Line(String, String),
+    /// A request to `name` that a visitor made on the sending node.
+    Entry(String, RequestEntry),
+}
+
+/// One record of a log reading, from the node that keeps the log.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum LogRecord {
+    /// An entry, oldest first.
+    Entry(RequestEntry),
+    /// The recent entries have all been sent; what follows was made after.
+    Now,
+    /// This many entries went by while the reader was behind.
+    Lagged(u64),
+}
+
+/// A request log entry as it travels: its fields, named.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WireEntry<'a> {
+    at_ms: u64,
+    #[serde(borrow)]
+    method: Cow<'a, str>,
+    #[serde(borrow)]
+    path: Cow<'a, str>,
+    status: u16,
+    duration_us: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    visitor: IpAddr,
+    #[serde(borrow)]
+    user_agent: Cow<'a, str>,
+    #[serde(borrow)]
+    headers: Cow<'a, str>,
+    complete: bool,
+}
+
+impl<'a> From<&'a RequestEntry> for WireEntry<'a> {
+    fn from(e: &'a RequestEntry) -> Self {
+        Self {
+            at_ms: e.at_ms,
+            method: Cow::Borrowed(&e.method),
+            path: Cow::Borrowed(&e.path),
+            status: e.status,
+            duration_us: e.duration.as_micros().try_into().unwrap_or(u64::MAX),
+            bytes_in: e.bytes_in,
+            bytes_out: e.bytes_out,
+            visitor: e.visitor,
+            user_agent: Cow::Borrowed(&e.user_agent),
+            headers: Cow::Borrowed(&e.headers),
+            complete: e.complete,
+        }
+    }
+}
+
+impl WireEntry<'_> {
+    fn into_entry(self) -> RequestEntry {
+        RequestEntry {
+            at_ms: self.at_ms,
+            method: Cow::Owned(self.method.into_owned()),
+            path: self.path.into_owned(),
+            status: self.status,
+            duration: Duration::from_micros(self.duration_us),
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            visitor: self.visitor,
+            user_agent: self.user_agent.into_owned(),
+            headers: self.headers.into_owned(),
+            complete: self.complete,
+        }
+    }
+}
+
+/// Appends `entry` as JSON (which escapes every line break: one line).
+fn push_entry(out: &mut Vec<u8>, entry: &RequestEntry) {
+    // Writing into a Vec fails only on a value serde cannot encode; the entry has none.
+    let _ = serde_json::to_writer(&mut *out, &WireEntry::from(entry));
+}
+
+fn parse_entry(json: &[u8]) -> Option<RequestEntry> {
+    serde_json::from_slice::<WireEntry<'_>>(json)
+        .ok()
+        .map(WireEntry::into_entry)
 }
 
 /// A header longer than this is refused (a name is at most 253 bytes, addresses 36).
@@ -57,27 +174,48 @@ pub(crate) fn header(visitor: SocketAddr, name: &str) -> Result<Vec<u8>, PeerErr
     .map_err(|e| PeerError::Header(e.to_string()))
 }
 
-/// The header of a stream of lines for owners.
-pub(crate) fn lines_header() -> Result<Vec<u8>, PeerError> {
+/// A `LOCAL` header (no visitor) with `tlvs`.
+fn local_header(tlvs: &[(u8, &[u8])]) -> Result<Vec<u8>, PeerError> {
     // Unspecified addresses of a family, not `AF_UNSPEC`: with no family, a reader must take
-    // the whole payload for the address, and the mark would not be read.
+    // the whole payload for the address, and the marks would not be read.
     let none = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
-    Builder::with_addresses(
+    let mut builder = Builder::with_addresses(
         Version::Two | Command::Local,
         Protocol::Stream,
         (none, none),
-    )
-    .write_tlv(LINES_TLV, b"1")
-    .and_then(Builder::build)
-    .map_err(|e| PeerError::Header(e.to_string()))
+    );
+    for (kind, value) in tlvs {
+        builder = builder
+            .write_tlv(*kind, value)
+            .map_err(|e| PeerError::Header(e.to_string()))?;
+    }
+    builder
+        .build()
+        .map_err(|e| PeerError::Header(e.to_string()))
 }
 
-/// One record of a lines stream: the line cut to [`MAX_LINE`] bytes, on one line.
+/// The header of a stream of records for another node's tunnels, in the typed format.
+pub(crate) fn records_header() -> Result<Vec<u8>, PeerError> {
+    local_header(&[(RECORDS_TLV, b"2")])
+}
+
+/// The header of a reading of `name`'s request log, for a reader allowed `owner`'s.
+pub(crate) fn log_header(name: &str, owner: i64, follow: bool) -> Result<Vec<u8>, PeerError> {
+    let value = format!("{owner}\t{}", u8::from(follow));
+    local_header(&[
+        (Type::Authority as u8, name.as_bytes()),
+        (LOG_TLV, value.as_bytes()),
+    ])
+}
+
+/// A record of a line for the owner of `name`: the line cut to [`MAX_LINE`] bytes, on one
+/// line.
 pub(crate) fn line_record(out: &mut Vec<u8>, name: &str, line: &str) {
     let mut end = line.len().min(MAX_LINE);
     while !line.is_char_boundary(end) {
         end -= 1;
     }
+    out.extend_from_slice(b"L\t");
     out.extend_from_slice(name.as_bytes());
     out.push(b'\t');
     out.extend(
@@ -86,6 +224,82 @@ pub(crate) fn line_record(out: &mut Vec<u8>, name: &str, line: &str) {
             .map(|b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
     );
     out.push(b'\n');
+}
+
+/// A record of a request a visitor made to `name`.
+pub(crate) fn entry_record(out: &mut Vec<u8>, name: &str, entry: &RequestEntry) {
+    out.extend_from_slice(b"E\t");
+    out.extend_from_slice(name.as_bytes());
+    out.push(b'\t');
+    push_entry(out, entry);
+    out.push(b'\n');
+}
+
+/// Reads one record (without its line break) of a records stream in the `typed` format or the
+/// first; `None` for a record of a kind this node does not know (a later node's), skipped.
+pub(crate) fn parse_record(record: &[u8], typed: bool) -> Option<Record> {
+    let split = |r: &[u8]| {
+        let tab = r.iter().position(|b| *b == b'\t')?;
+        Some((String::from_utf8_lossy(&r[..tab]).into_owned(), tab + 1))
+    };
+    let line = |r: &[u8]| {
+        let (name, at) = split(r)?;
+        Some(Record::Line(
+            name,
+            String::from_utf8_lossy(&r[at..]).into_owned(),
+        ))
+    };
+    if !typed {
+        return line(record);
+    }
+    match record {
+        [b'L', b'\t', rest @ ..] => line(rest),
+        [b'E', b'\t', rest @ ..] => {
+            let (name, at) = split(rest)?;
+            Some(Record::Entry(name, parse_entry(&rest[at..])?))
+        }
+        _ => None,
+    }
+}
+
+/// A record of a log reading: `entry`, or (`None`) the end of the recent ones.
+pub(crate) fn log_record(out: &mut Vec<u8>, entry: Option<&RequestEntry>) {
+    match entry {
+        Some(e) => {
+            out.extend_from_slice(b"E\t");
+            push_entry(out, e);
+        }
+        None => out.push(b'N'),
+    }
+    out.push(b'\n');
+}
+
+/// A record of a log reading: `n` entries went by while the reader was behind.
+pub(crate) fn lagged_record(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(format!("G\t{n}\n").as_bytes());
+}
+
+/// Reads one record (without its line break) of a log reading.
+pub(crate) fn parse_log_record(record: &[u8]) -> Option<LogRecord> {
+    match record {
+        [b'E', b'\t', json @ ..] => parse_entry(json).map(LogRecord::Entry),
+        [b'N'] => Some(LogRecord::Now),
+        [b'G', b'\t', n @ ..] => std::str::from_utf8(n)
+            .ok()?
+            .parse()
+            .ok()
+            .map(LogRecord::Lagged),
+        _ => None,
+    }
+}
+
+/// An entry a log reading carried, as the reader hands it on.
+pub(crate) fn followed(record: LogRecord) -> Option<warren_registry::Followed> {
+    match record {
+        LogRecord::Entry(e) => Some(warren_registry::Followed::Entry(Arc::new(e))),
+        LogRecord::Lagged(n) => Some(warren_registry::Followed::Lagged(n)),
+        LogRecord::Now => None,
+    }
 }
 
 /// Reads a header: a visitor and the tunnel's name, or a stream of lines.
@@ -103,27 +317,42 @@ pub(crate) async fn read_header(r: &mut (impl AsyncRead + Unpin)) -> Result<Open
     all.resize(16 + len, 0);
     r.read_exact(&mut all[16..]).await?;
     let header = Header::try_from(all.as_slice()).map_err(|e| PeerError::Header(e.to_string()))?;
-    if header.command == Command::Local {
-        return match header
+    let tlv = |kind: u8| {
+        header
             .tlvs()
             .filter_map(Result::ok)
-            .any(|t| t.kind == LINES_TLV)
-        {
-            true => Ok(Opening::Lines),
-            false => Err(bad("a LOCAL header that is not a stream of lines")),
+            .find(|t| t.kind == kind)
+            .map(|t| t.value.into_owned())
+    };
+    if header.command == Command::Local {
+        if let Some(format) = tlv(RECORDS_TLV) {
+            return Ok(Opening::Records {
+                typed: format.as_slice() != b"1",
+            });
+        }
+        let Some(log) = tlv(LOG_TLV) else {
+            return Err(bad("a LOCAL header of no kind this node knows"));
         };
+        let name = tlv(Type::Authority as u8).ok_or_else(|| bad("no tunnel name"))?;
+        let name = String::from_utf8(name).map_err(|_| bad("tunnel name not UTF-8"))?;
+        let log = String::from_utf8_lossy(&log).into_owned();
+        let (owner, follow) = log
+            .split_once('\t')
+            .and_then(|(o, f)| Some((o.parse().ok()?, f == "1")))
+            .ok_or_else(|| bad("a log reading without its owner"))?;
+        return Ok(Opening::Log {
+            name,
+            owner,
+            follow,
+        });
     }
     let visitor = match header.addresses {
         Addresses::IPv4(a) => SocketAddr::from((a.source_address, a.source_port)),
         Addresses::IPv6(a) => SocketAddr::from((a.source_address, a.source_port)),
         _ => return Err(bad("no visitor address")),
     };
-    let name = header
-        .tlvs()
-        .filter_map(Result::ok)
-        .find(|t| t.kind == Type::Authority as u8)
-        .ok_or_else(|| bad("no tunnel name"))?;
-    let name = String::from_utf8(name.value.to_vec()).map_err(|_| bad("tunnel name not UTF-8"))?;
+    let name = tlv(Type::Authority as u8).ok_or_else(|| bad("no tunnel name"))?;
+    let name = String::from_utf8(name).map_err(|_| bad("tunnel name not UTF-8"))?;
     Ok(Opening::Visitor(visitor, name))
 }
 
@@ -202,13 +431,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_lines_header_and_its_records() {
-        let bytes = lines_header().expect("header");
+    async fn a_records_header_and_its_records() {
+        let bytes = records_header().expect("header");
         assert_eq!(
             read_header(&mut bytes.as_slice()).await.expect("parse"),
-            Opening::Lines
+            Opening::Records { typed: true }
         );
-        // A LOCAL header without the mark is nothing we know.
+        // A LOCAL header without a mark is nothing we know.
         let local = Builder::with_addresses(
             Version::Two | Command::Local,
             Protocol::Unspecified,
@@ -221,11 +450,64 @@ mod tests {
         let mut out = Vec::new();
         line_record(&mut out, "app", "GET /a\nb 200 1ms");
         line_record(&mut out, "app", &"é".repeat(MAX_LINE));
-        let text = String::from_utf8(out).expect("utf-8");
-        let records: Vec<_> = text.lines().collect();
-        assert_eq!(records.len(), 2);
-        assert_eq!(records[0], "app\tGET /a b 200 1ms");
-        assert_eq!(records[1].len(), 4 + MAX_LINE);
+        let entry = RequestEntry {
+            at_ms: 1,
+            method: Cow::Borrowed("GET"),
+            path: "/a\nb".into(),
+            status: 404,
+            duration: Duration::from_micros(7),
+            bytes_in: 1,
+            bytes_out: 2,
+            visitor: IpAddr::from([192, 0, 2, 1]),
+            user_agent: "x\ty".into(),
+            headers: "host: a\nx-y: z".into(),
+            complete: false,
+        };
+        entry_record(&mut out, "app", &entry);
+        let records: Vec<_> = out.split(|b| *b == b'\n').collect();
+        assert_eq!(records.len(), 4, "three records, each on one line");
+        assert_eq!(
+            parse_record(records[0], true),
+            Some(Record::Line("app".into(), "GET /a b 200 1ms".into()))
+        );
+        match parse_record(records[1], true) {
+            Some(Record::Line(name, line)) => {
+                assert_eq!((name.as_str(), line.len()), ("app", MAX_LINE))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            parse_record(records[2], true),
+            Some(Record::Entry("app".into(), entry))
+        );
+        // A kind this node does not know is skipped; a first-format stream is all lines.
+        assert_eq!(parse_record(b"Z\tapp\t{}", true), None);
+        assert_eq!(
+            parse_record(b"app\tGET / 200 1ms", false),
+            Some(Record::Line("app".into(), "GET / 200 1ms".into()))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_log_reading_names_its_tunnel_owner_and_whether_it_follows() {
+        for (owner, follow) in [(7, true), (-1, false)] {
+            let bytes = log_header("chat", owner, follow).expect("header");
+            assert_eq!(
+                read_header(&mut bytes.as_slice()).await.expect("parse"),
+                Opening::Log {
+                    name: "chat".into(),
+                    owner,
+                    follow
+                }
+            );
+        }
+        let mut out = Vec::new();
+        log_record(&mut out, None);
+        lagged_record(&mut out, 12);
+        let records: Vec<_> = out.split(|b| *b == b'\n').collect();
+        assert_eq!(parse_log_record(records[0]), Some(LogRecord::Now));
+        assert_eq!(parse_log_record(records[1]), Some(LogRecord::Lagged(12)));
+        assert_eq!(parse_log_record(b"E\tnot json"), None);
     }
 
     #[tokio::test]

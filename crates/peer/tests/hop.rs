@@ -2,7 +2,7 @@
 //! tunnel with the visitor's address; refusals come back as such; a node without a
 //! certificate from the cluster's CA gets nothing.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,7 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use warren_peer::{ClusterCa, Dialer, NodeTls, PeerEndpoint};
-use warren_registry::{BoxStream, Endpoint, OpenError, Registry, RouteKind};
+use warren_registry::{
+    BoxStream, Endpoint, Followed, OpenError, Registry, RequestEntry, RequestLog, RouteKind,
+};
 use warren_shards::Shards;
 
 /// The owner's side on the holding node: says who the visitor is, then echoes.
@@ -78,6 +80,7 @@ impl Endpoint for Echo {
 struct Holder {
     addr: String,
     echo: Arc<Echo>,
+    registry: Arc<Registry>,
     _stop: tokio_util::sync::DropGuard,
 }
 
@@ -99,10 +102,12 @@ async fn holder(ca: &ClusterCa) -> Holder {
     let stop = CancellationToken::new();
     let token = stop.clone();
     let shards = Arc::new(Shards::start(2).expect("tunnel threads"));
-    tokio::spawn(async move { warren_peer::serve(listener, &tls, registry, shards, token).await });
+    let serving = registry.clone();
+    tokio::spawn(async move { warren_peer::serve(listener, &tls, serving, shards, token).await });
     Holder {
         addr,
         echo,
+        registry,
         _stop: stop.drop_guard(),
     }
 }
@@ -189,6 +194,91 @@ async fn lines_for_the_owner_reach_the_holding_node() {
     }
     // No channel was opened for them.
     assert_eq!(node2.echo.opened.load(Ordering::SeqCst), 0);
+}
+
+fn entry(path: &str, visitor: [u8; 4]) -> RequestEntry {
+    RequestEntry {
+        at_ms: 1_780_000_000_000,
+        method: "GET".into(),
+        path: path.into(),
+        status: 200,
+        duration: Duration::from_micros(1_234),
+        bytes_in: 0,
+        bytes_out: 5,
+        visitor: IpAddr::from(visitor),
+        user_agent: "curl/8".into(),
+        headers: "host: app.localhost\naccept: */*".into(),
+        complete: true,
+    }
+}
+
+/// Polls until `log` holds `n` entries, then gives their paths.
+async fn paths_once(log: &RequestLog, n: usize) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let paths: Vec<String> = log.recent().iter().map(|e| e.path.clone()).collect();
+        if paths.len() >= n {
+            return paths;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "only {paths:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A request a visitor made on node 1 goes into the log node 2 keeps of its tunnel, beside its
+/// own visitors' requests; node 1 reads that log back, the recent entries and then each new
+/// one as node 2 records it, and only for the tunnel's owner.
+#[tokio::test]
+async fn the_holder_keeps_every_nodes_requests_and_others_read_them() {
+    let ca = ClusterCa::generate().expect("ca");
+    let node2 = holder(&ca).await;
+    let app = endpoint(&ca, &node2.addr, "app");
+    let log = node2.registry.request_log("app").expect("app keeps a log");
+    log.record(entry("/on-2", [127, 0, 0, 2]));
+    app.record(entry("/via-1", [203, 0, 113, 9]));
+    app.notify("GET /via-1 200 1ms".into());
+    assert_eq!(paths_once(&log, 2).await, ["/on-2", "/via-1"]);
+    // Carried whole: the visitor's address, the headers' lines, the duration to the µs.
+    assert_eq!(*log.recent()[1], entry("/via-1", [203, 0, 113, 9]));
+    // The line for the owner came on the same stream, and no channel was opened.
+    assert_eq!(
+        *node2.echo.lines.lock().expect("not poisoned"),
+        ["GET /via-1 200 1ms"]
+    );
+    assert_eq!(node2.echo.opened.load(Ordering::SeqCst), 0);
+
+    let read = app.request_log(1, false).await.expect("read");
+    let paths: Vec<_> = read.recent.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["/on-2", "/via-1"]);
+    assert_eq!(*read.recent[1], entry("/via-1", [203, 0, 113, 9]));
+
+    // Followed: the recent ones, then each new one, wherever it was made.
+    let mut feed = app.request_log(1, true).await.expect("follow");
+    assert_eq!(feed.recent.len(), 2);
+    log.record(entry("/later-on-2", [127, 0, 0, 2]));
+    app.record(entry("/later-via-1", [203, 0, 113, 9]));
+    for want in ["/later-on-2", "/later-via-1"] {
+        match tokio::time::timeout(Duration::from_secs(10), feed.next()).await {
+            Ok(Some(Followed::Entry(e))) => assert_eq!(e.path, want),
+            other => panic!("expected {want}, got {other:?}"),
+        }
+    }
+
+    // Another owner's reader, or a name without a log there, gets nothing.
+    match app.request_log(2, false).await {
+        Err(OpenError::Away(why)) => assert!(why.contains("no request log"), "{why}"),
+        other => panic!("expected no log, got {other:?}"),
+    }
+    let gone = endpoint(&ca, &node2.addr, "gone");
+    assert!(gone.request_log(1, false).await.is_err());
+    // A node that does not answer: the reader is told to come back (the API's 503).
+    let closed = TcpListener::bind("127.0.0.1:0").await.expect("listen");
+    let dead = closed.local_addr().expect("addr").to_string();
+    drop(closed);
+    match endpoint(&ca, &dead, "app").request_log(1, false).await {
+        Err(OpenError::Away(_)) => {}
+        other => panic!("expected away, got {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -35,7 +35,9 @@ pub use access::{AccessPolicy, Credential, CredentialCache, IpAction};
 pub use bandwidth::{Bandwidth, Direction, EPISODE_GAP, Pace, PacedIo, Pacer};
 pub use remote::REMOTE_SESSION;
 
-pub use requests::{DEFAULT_REQUEST_LOG_ENTRIES, RequestEntry, RequestLog, SUBSCRIBER_BACKLOG};
+pub use requests::{
+    DEFAULT_REQUEST_LOG_ENTRIES, Followed, LogFeed, RequestEntry, RequestLog, SUBSCRIBER_BACKLOG,
+};
 pub use table::{
     BindError, Held, Lookup, OwnLimits, OwnerLimits, Registry, Route, RouteKind, RouteStats,
     SessionId, StickyKey, tcp_name, tcp_port,
@@ -96,5 +98,15 @@ pub trait Endpoint: Send + Sync + 'static {
     /// The cluster node whose session serves this forward, when that is another node.
     fn node(&self) -> Option<&str> {
         None
+    }
+    /// A request a visitor made on this node to a tunnel another node holds, for the log that
+    /// node keeps of all its visitors' requests, wherever they landed. Dropped by default.
+    fn record(&self, _entry: RequestEntry) {}
+    /// The request log the node holding this tunnel keeps, read by `owner`: its recent entries
+    /// and, with `follow`, each one after them. Only another node's tunnel has one elsewhere.
+    async fn request_log(&self, _owner: i64, _follow: bool) -> Result<LogFeed, OpenError> {
+        Err(OpenError::Unreachable(
+            "this tunnel's log is kept on this node".into(),
+        ))
     }
 }

@@ -2,10 +2,11 @@
 //!
 //! A node learns from the shared database which node holds each name (`warren-cluster`) and
 //! binds each one here with an endpoint that reaches that node (`warren-peer`). The edge then
-//! serves a visitor who landed on this node exactly as it serves a local tunnel: access rules,
-//! headers and the request log apply here, and the bytes go on to the holding node, which
-//! opens the channel to the owner. These routes live in a map of their own, read only after
-//! this node's own routes miss, so a local tunnel's lookup costs what it did, and a peer that
+//! serves a visitor who landed on this node exactly as it serves a local tunnel: access rules
+//! and headers apply here, the request's log entry is made here and kept by the holding node,
+//! and the bytes go on to that node, which opens the channel to the owner. These routes live
+//! in a map of their own, read only after this node's own routes miss, so a local tunnel's
+//! lookup costs what it did, and a peer that
 //! asks for a name ([`Registry::lookup_local`]) never sees them.
 //!
 //! A name whose node died is parked: visitors get 503 with `Retry-After` until its owner
@@ -14,7 +15,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::requests::RequestLog;
 use crate::table::{Entry, OwnLimits};
 use crate::{Endpoint, Registry, Route, RouteKind, SessionId};
 
@@ -39,9 +39,9 @@ impl Registry {
             endpoint,
             OwnLimits::default(),
         );
-        if kind == RouteKind::Http && self.request_log_entries > 0 {
-            route.log = Some(Arc::new(RequestLog::new(owner, self.request_log_entries)));
-        }
+        // The holding node keeps the name's log, with every node's visitors in it: nothing
+        // is kept here, however many names the cluster holds.
+        route.relays_log = kind == RouteKind::Http && self.request_log_entries > 0;
         let route = Arc::new(route);
         self.remote.write().insert(name, Entry::Live(route.clone()));
         route

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 /// Entries kept per tunnel when the broker's `request_log_entries` is not set.
 pub const DEFAULT_REQUEST_LOG_ENTRIES: usize = 1_000;
@@ -168,10 +168,82 @@ impl RequestLog {
         (recent, receiver)
     }
 
+    /// The kept entries and, with `follow`, a feed of the ones after them (see
+    /// [`RequestLog::recent_then_subscribe`]).
+    pub fn feed(&self, follow: bool) -> LogFeed {
+        if !follow {
+            return LogFeed {
+                recent: self.recent(),
+                live: Live::Ended,
+            };
+        }
+        let (recent, rx) = self.recent_then_subscribe();
+        LogFeed {
+            recent,
+            live: Live::Here(rx),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Ring> {
         // A panic while holding it cannot leave the ring half-edited in a way that matters
         // (a push or a pop): carry on.
         self.ring.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What a follower of a tunnel's log gets after the recent entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Followed {
+    /// The next entry.
+    Entry(Arc<RequestEntry>),
+    /// This many entries went by while the follower was behind.
+    Lagged(u64),
+}
+
+/// A tunnel's recent requests and, when followed, each one after them: read from this node's
+/// log ([`RequestLog::feed`]), or from the node of the cluster that holds the tunnel
+/// ([`LogFeed::relayed`], `Endpoint::request_log`), which keeps the whole cluster's.
+pub struct LogFeed {
+    /// The kept entries, oldest first.
+    pub recent: Vec<Arc<RequestEntry>>,
+    live: Live,
+}
+
+enum Live {
+    Ended,
+    Here(broadcast::Receiver<Arc<RequestEntry>>),
+    Elsewhere(mpsc::Receiver<Followed>),
+}
+
+impl std::fmt::Debug for LogFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogFeed")
+            .field("recent", &self.recent.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LogFeed {
+    /// Entries another node sent: `recent`, then what arrives on `live` (none without).
+    pub fn relayed(recent: Vec<Arc<RequestEntry>>, live: Option<mpsc::Receiver<Followed>>) -> Self {
+        Self {
+            recent,
+            live: live.map_or(Live::Ended, Live::Elsewhere),
+        }
+    }
+
+    /// The next entry after the recent ones (or how many a slow follower missed); `None` once
+    /// the log is gone, the holding node stopped sending, or the feed was not followed.
+    pub async fn next(&mut self) -> Option<Followed> {
+        match &mut self.live {
+            Live::Ended => None,
+            Live::Here(rx) => match rx.recv().await {
+                Ok(e) => Some(Followed::Entry(e)),
+                Err(broadcast::error::RecvError::Lagged(n)) => Some(Followed::Lagged(n)),
+                Err(broadcast::error::RecvError::Closed) => None,
+            },
+            Live::Elsewhere(rx) => rx.recv().await,
+        }
     }
 }
 

@@ -113,6 +113,9 @@ pub struct Route {
     /// The name's recent requests (HTTP routes, when recording is on); carried over from the
     /// same owner's previous route of this name.
     pub(crate) log: Option<Arc<RequestLog>>,
+    /// The name is held on another node, whose log is the tunnel's: entries made here go
+    /// there ([`Endpoint::record`]) instead of into a log of this node's.
+    pub(crate) relays_log: bool,
     since: SystemTime,
     /// [`Route::bound_at`].
     bound: Instant,
@@ -171,6 +174,21 @@ impl Route {
     /// records none (`request_log_entries = 0`).
     pub fn request_log(&self) -> Option<&Arc<RequestLog>> {
         self.log.as_ref()
+    }
+
+    /// Whether the edge makes an entry for each request: the name keeps a log here, or the
+    /// node that holds it keeps one (for every visitor of the cluster).
+    pub fn keeps_requests(&self) -> bool {
+        self.log.is_some() || self.relays_log
+    }
+
+    /// Writes a request's entry into the name's log, here or on the node that holds it.
+    pub fn record(&self, entry: RequestEntry) {
+        match &self.log {
+            Some(log) => log.record(entry),
+            None if self.relays_log => self.endpoint.record(entry),
+            None => {}
+        }
     }
 
     /// Counts bytes moved between a visitor and the origin. Called by the edge as they move
@@ -676,6 +694,7 @@ impl Registry {
             requests: AtomicU64::new(0),
             idle: Mutex::new(Vec::new()),
             log: None,
+            relays_log: false,
             since: SystemTime::now(),
             bound: Instant::now(),
             max_connections,

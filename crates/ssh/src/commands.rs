@@ -223,7 +223,7 @@ pub(crate) async fn run(
         "keys" => keys(tenants, caller, &mut a, stdin).await,
         "tokens" => tokens(tenants, caller, &mut a).await,
         "qr" => qr(tenants, caller, &a).await,
-        "requests" => requests(tenants, caller, &a),
+        "requests" => requests(tenants, caller, &a).await,
         "rules" => crate::access::rules(tenants, caller, &mut a, stdin).await,
         "share" => crate::access::share(tenants, caller, &mut a).await,
         "domains" => domains::domains(tenants, caller, &mut a).await,
@@ -466,11 +466,11 @@ async fn tokens(t: &Tenants, c: &Caller, a: &mut Args) -> Res {
     }
 }
 
-fn requests(t: &Tenants, c: &Caller, a: &Args) -> Res {
+async fn requests(t: &Tenants, c: &Caller, a: &Args) -> Res {
     let [name] = a.positional(1, "requests NAME [--json]")? else {
         return Err(Output::fail("usage: requests NAME", 2));
     };
-    let list = t.requests(c, name, 1000)?;
+    let list = t.requests(c, name, 1000).await?;
     if a.json {
         return Ok(json(&list));
     }

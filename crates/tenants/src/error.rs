@@ -37,6 +37,10 @@ pub enum ServiceError {
         /// When to try again.
         retry_after: Duration,
     },
+    /// A node of the cluster that holds what was asked for did not answer; try again shortly
+    /// (503, with `Retry-After`).
+    #[error("{0}; try again shortly")]
+    Unavailable(String),
     /// Something on our side failed (500); the detail is for the log, not the caller.
     #[error("internal error")]
     Internal(String),
@@ -61,6 +65,7 @@ impl ServiceError {
             Self::Invalid { .. } => "invalid",
             Self::Quota(_) => "quota",
             Self::RateLimited { .. } => "rate_limited",
+            Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
     }

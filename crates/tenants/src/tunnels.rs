@@ -68,32 +68,51 @@ impl Tenants {
         Ok(out)
     }
 
-    /// The request log of one of the caller's tunnels (an admin's: anyone's), 404 otherwise
-    /// (also for names with no log: passthrough, TCP, or recording turned off).
-    pub fn request_log(
+    /// The request log of one of the caller's tunnels (an admin's: anyone's): its recent
+    /// entries and, with `follow`, each one after them. A tunnel held on another node of a
+    /// cluster is read from that node, which keeps every node's visitors of it. 404 for
+    /// another's tunnel and for names with no log (passthrough, TCP, or recording turned off);
+    /// 503 when the holding node does not answer.
+    pub async fn request_feed(
         &self,
         caller: &Caller,
         name: &str,
-    ) -> Result<std::sync::Arc<warren_registry::RequestLog>> {
+        follow: bool,
+    ) -> Result<warren_registry::LogFeed> {
         caller.require(Scope::Read)?;
         let reg = self.registry()?;
-        match reg.request_log(name) {
-            Some(log) if caller.sees(log.owner()) => Ok(log),
-            _ => Err(ServiceError::NotFound(format!(
-                "no request log for a tunnel named {name:?}"
-            ))),
+        let not_found =
+            || ServiceError::NotFound(format!("no request log for a tunnel named {name:?}"));
+        if let Some(log) = reg.request_log(name) {
+            return match caller.sees(log.owner()) {
+                true => Ok(log.feed(follow)),
+                false => Err(not_found()),
+            };
+        }
+        match reg.lookup(name) {
+            Lookup::Live(route)
+                if route.endpoint.node().is_some()
+                    && route.keeps_requests()
+                    && caller.sees(route.owner) =>
+            {
+                route
+                    .endpoint
+                    .request_log(route.owner, follow)
+                    .await
+                    .map_err(|e| ServiceError::Unavailable(e.to_string()))
+            }
+            _ => Err(not_found()),
         }
     }
 
     /// The last `limit` requests of one of the caller's tunnels, newest last.
-    pub fn requests(
+    pub async fn requests(
         &self,
         caller: &Caller,
         name: &str,
         limit: usize,
     ) -> Result<Vec<crate::RequestView>> {
-        let log = self.request_log(caller, name)?;
-        let recent = log.recent();
+        let recent = self.request_feed(caller, name, false).await?.recent;
         let skip = recent.len().saturating_sub(limit);
         Ok(recent
             .iter()

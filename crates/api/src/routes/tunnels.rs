@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use serde::Deserialize;
-use tokio::sync::broadcast::error::RecvError;
+use warren_registry::Followed;
 use warren_tenants::{RequestView, TunnelView};
 
 use super::{AllFilter, ApiPath, ApiQuery};
@@ -45,7 +45,8 @@ const LIVE_STREAM_LIFETIME: Duration = Duration::from_secs(300);
 #[utoipa::path(get, path = "/api/v1/live/tunnels", tag = "tunnels", params(AllFilter),
     responses((status = 200, description = "text/event-stream of tunnel lists", content_type = "text/event-stream", body = String),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody),
-              (status = 429, description = "the user has 16 live streams open already", body = ErrorBody)),
+              (status = 429, description = "the user has 16 live streams open already", body = ErrorBody),
+              (status = 503, description = "the cluster node holding the tunnel did not answer", body = ErrorBody)),
     security(("token" = []), ("session" = [])))]
 pub(crate) async fn list_live(
     State(state): State<ApiState>,
@@ -115,11 +116,13 @@ pub(crate) struct RequestQuery {
     limit: Option<usize>,
 }
 
-/// The tunnel's recent requests, newest last (kept in memory by the edge, the last 1,000).
+/// The tunnel's recent requests, newest last (kept in memory by the edge, the last 1,000; for
+/// a tunnel held on another node of a cluster, by that node, with every node's visitors).
 #[utoipa::path(get, path = "/api/v1/tunnels/{name}/requests", tag = "tunnels",
     params(("name" = String, Path, description = "The tunnel's name"), RequestQuery),
     responses((status = 200, body = Vec<RequestView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
+              (status = 503, description = "the cluster node holding the tunnel did not answer", body = ErrorBody)),
     security(("token" = []), ("session" = [])))]
 pub(crate) async fn requests(
     State(state): State<ApiState>,
@@ -131,11 +134,9 @@ pub(crate) async fn requests(
     if !(1..=1000).contains(&limit) {
         return Err(warren_tenants::ServiceError::invalid("limit", "use 1 to 1000").into());
     }
-    Ok(axum::Json(state.tenants.requests(
-        &auth.caller,
-        &name,
-        limit,
-    )?))
+    Ok(axum::Json(
+        state.tenants.requests(&auth.caller, &name, limit).await?,
+    ))
 }
 
 /// The tunnel's requests live, as Server-Sent Events (`event: request`, JSON data): the recent
@@ -153,25 +154,29 @@ pub(crate) async fn live(
     auth: Auth,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    let log = state.tenants.request_log(&auth.caller, &name)?;
+    let mut feed = state
+        .tenants
+        .request_feed(&auth.caller, &name, true)
+        .await?;
     let slot = state.streams.open(auth.caller.user.id)?;
-    let (backlog, rx) = log.recent_then_subscribe();
     let event = |e: &warren_registry::RequestEntry| {
         Event::default()
             .event("request")
             .json_data(RequestView::from(e))
             .unwrap_or_else(|_| Event::default().comment("unencodable"))
     };
-    let first: Vec<Result<Event, Infallible>> = backlog.iter().map(|e| Ok(event(e))).collect();
-    // The slot rides with the receiver: the place is given back when the stream goes.
-    let live = futures::stream::unfold((rx, slot), move |(mut rx, slot)| async move {
-        match rx.recv().await {
-            Ok(e) => Some((Ok(event(&e)), (rx, slot))),
-            Err(RecvError::Lagged(n)) => Some((
+    let first: Vec<Result<Event, Infallible>> = std::mem::take(&mut feed.recent)
+        .iter()
+        .map(|e| Ok(event(e)))
+        .collect();
+    // The slot rides with the feed: the place is given back when the stream goes.
+    let live = futures::stream::unfold((feed, slot), move |(mut feed, slot)| async move {
+        match feed.next().await? {
+            Followed::Entry(e) => Some((Ok(event(&e)), (feed, slot))),
+            Followed::Lagged(n) => Some((
                 Ok(Event::default().event("lagged").data(n.to_string())),
-                (rx, slot),
+                (feed, slot),
             )),
-            Err(RecvError::Closed) => None,
         }
     });
     // Bounded like the tunnel list: a revoked token or a signed-out session stops receiving
