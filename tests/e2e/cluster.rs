@@ -1218,12 +1218,13 @@ async fn follow(
     Ok(seen)
 }
 
-/// A tunnel's request log is the cluster's: alice's tunnel on node 1 is visited on both
-/// nodes, and on either node her request list and her live view (what the console shows) have
-/// both visits with each visitor's own address, in the order they were made; node 2 reads
-/// them from node 1, which keeps them. Bob sees nothing of it on either node.
+/// A tunnel's request log and counts are the cluster's: alice's tunnel on node 1 is visited on
+/// both nodes, and on either node her request list and her live view (what the console shows)
+/// have both visits with each visitor's own address, in the order they were made (node 2 reads
+/// them from node 1, which keeps them), and her tunnel list the same counts. Bob sees nothing
+/// of it on either node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tunnels_request_log_has_every_nodes_visitors() -> Result<()> {
+async fn a_tunnels_request_log_and_counts_have_every_nodes_visitors() -> Result<()> {
     let [n1, n2] = two_nodes().await?;
     let alice = n1.user_with_key("alice")?;
     n1.cli_ok(&["user", "add", "bob"])?;
@@ -1320,6 +1321,29 @@ async fn a_tunnels_request_log_has_every_nodes_visitors() -> Result<()> {
     println!(
         "cluster request log: both nodes listed it in {} ms",
         started.elapsed().as_millis()
+    );
+    // The tunnel list's counters are the cluster's on both nodes: node 2 reports its visitors
+    // to node 1 (each second) and asks node 1 for them.
+    let row = |node: &TestBroker| -> Option<(u64, u64, Option<String>)> {
+        let r = Api::of(node)
+            .call("GET", "/api/v1/tunnels", Cred::Token(&alice_t), None)
+            .ok()?;
+        let t = r.body.as_array()?.iter().find(|t| t["name"] == "app")?;
+        Some((
+            t["requests"].as_u64()?,
+            t["bytes_out"].as_u64()?,
+            t["node"].as_str().map(str::to_owned),
+        ))
+    };
+    let (on1, on2) = eventually("the same counts on both nodes", DEADLINE, || async {
+        let (on1, on2) = (row(&n1)?, row(&n2)?);
+        (on1.0 >= 3 && (on1.0, on1.1) == (on2.0, on2.1)).then_some((on1, on2))
+    })
+    .await?;
+    assert_eq!((on1.2.as_deref(), on2.2.as_deref()), (None, Some("n1")));
+    println!(
+        "cluster counts: {} requests, {} bytes out on both nodes",
+        on1.0, on1.1
     );
     Ok(())
 }

@@ -57,6 +57,12 @@ pub async fn start(p: Peers, tasks: &TaskTracker, shutdown: &CancellationToken) 
              (their visitors get 503)"
         ),
     }
+    // Each holder's counters of its tunnels are the cluster's, a second behind for the others'.
+    tasks.spawn(warren_peer::report_counts(
+        p.registry.clone(),
+        std::time::Duration::from_secs(1),
+        shutdown.clone(),
+    ));
     let routes = Routes::new(p.cluster, p.registry, dialer, p.ports, p.grace);
     tasks.spawn(routes.run(shutdown.clone()));
     Ok(())

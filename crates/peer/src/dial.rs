@@ -12,11 +12,13 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-use warren_registry::{BoxStream, Endpoint, LogFeed, OpenError, RequestEntry};
+use warren_registry::{
+    BoxStream, Endpoint, LogFeed, OpenError, Registry, RequestEntry, RouteStats,
+};
 
 use crate::readahead::ReadAhead;
 use crate::tls::CLUSTER_NAME;
-use crate::wire::{self, LogRecord, MAX_RECORD, NOT_HERE, REFUSED};
+use crate::wire::{self, Counts, LogRecord, MAX_RECORD, NOT_HERE, REFUSED};
 use crate::{NodeTls, PeerError};
 
 /// How long a node may take to connect, shake hands and answer for the owner's channel.
@@ -123,6 +125,46 @@ impl Dialer {
 }
 
 impl Dialer {
+    /// The counters of `names` on the node at `addr`, for the names it holds.
+    async fn stats(
+        &self,
+        addr: &str,
+        names: &[String],
+    ) -> Result<HashMap<String, RouteStats>, OpenError> {
+        let away = |e: &dyn std::fmt::Display| OpenError::Away(format!("{addr}: {e}"));
+        let mut tls = self.link.connect(addr).await.map_err(|e| away(&e))?;
+        let mut ask = wire::stats_header().map_err(|e| away(&e))?;
+        for name in names {
+            ask.extend_from_slice(name.as_bytes());
+            ask.push(b'\n');
+        }
+        ask.push(b'\n');
+        tls.write_all(&ask).await.map_err(|e| away(&e))?;
+        tls.flush().await.map_err(|e| away(&e))?;
+        if let Err((_, why)) = wire::read_status(&mut tls).await.map_err(|e| away(&e))? {
+            return Err(OpenError::Unreachable(why));
+        }
+        let mut r = tokio::io::BufReader::new(tls);
+        let mut stats = HashMap::new();
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = (&mut r)
+                .take(MAX_RECORD as u64)
+                .read_until(b'\n', &mut line)
+                .await
+                .map_err(|e| away(&e))?;
+            if n == 0 {
+                return Ok(stats);
+            }
+            let parsed = line.strip_suffix(b"\n").and_then(wire::parse_stats_line);
+            let Some((name, s)) = parsed else {
+                return Err(away(&"a line of counters that does not parse"));
+            };
+            stats.insert(name, s);
+        }
+    }
+
     /// The request log of `name` kept on the node at `addr`, read for `owner`: the recent
     /// entries, then (with `follow`) each one the node records after them, handed on by a task
     /// that ends when the returned feed is dropped or the node stops sending.
@@ -196,6 +238,27 @@ async fn next_log_record(
     wire::parse_log_record(line)
         .map(Some)
         .ok_or_else(|| std::io::Error::other("a log record of no known kind"))
+}
+
+/// Every `every`, until `shutdown`, tells the nodes holding the tunnels this node forwards to
+/// what this node's visitors of each did since the last time (only for those that changed), so
+/// that the holder's counters are the tunnel's across the cluster.
+pub async fn report_counts(
+    registry: Arc<Registry>,
+    every: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        for route in registry.remote_routes() {
+            route.endpoint.report(route.stats());
+        }
+    }
 }
 
 /// What connecting to another node takes: this node's client certificate.
@@ -279,6 +342,8 @@ pub struct PeerEndpoint {
     /// The queue of lines to the owner's node, found at the first line and again once its
     /// stream ended idle: lock-free, since every request through the tunnel adds a line.
     lines: ArcSwapOption<mpsc::Sender<Vec<u8>>>,
+    /// This node's counters of the tunnel at the last report ([`Endpoint::report`]).
+    reported: Mutex<Counts>,
 }
 
 impl PeerEndpoint {
@@ -286,6 +351,7 @@ impl PeerEndpoint {
     pub fn new(dialer: Arc<Dialer>, node: &str, addr: &str, name: &str) -> Self {
         Self {
             lines: ArcSwapOption::empty(),
+            reported: Mutex::new(Counts::default()),
             dialer,
             node: node.to_owned(),
             addr: addr.to_owned(),
@@ -344,6 +410,47 @@ impl Endpoint for PeerEndpoint {
         let mut record = Vec::with_capacity(256 + entry.path.len() + entry.headers.len());
         wire::entry_record(&mut record, &self.name, &entry);
         self.send(record);
+    }
+
+    /// Sends what this node's visitors did since the last report, if anything changed.
+    fn report(&self, stats: RouteStats) {
+        let now = Counts {
+            requests: stats.requests,
+            bytes_in: stats.bytes_in,
+            bytes_out: stats.bytes_out,
+            connections: stats.connections as u64,
+        };
+        let before = {
+            let mut last = self.reported.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut *last, now)
+        };
+        if now == before {
+            return;
+        }
+        let change = Counts {
+            requests: now.requests.saturating_sub(before.requests),
+            bytes_in: now.bytes_in.saturating_sub(before.bytes_in),
+            bytes_out: now.bytes_out.saturating_sub(before.bytes_out),
+            connections: now.connections,
+        };
+        let mut record = Vec::with_capacity(64 + self.name.len());
+        wire::counts_record(&mut record, &self.name, &change);
+        self.send(record);
+    }
+
+    async fn holder_stats(
+        &self,
+        names: Vec<String>,
+    ) -> Result<HashMap<String, RouteStats>, OpenError> {
+        tokio::time::timeout(OPEN_TIMEOUT, self.dialer.stats(&self.addr, &names))
+            .await
+            .unwrap_or_else(|_| {
+                Err(OpenError::Away(format!(
+                    "node {} did not answer within {} s",
+                    self.node,
+                    OPEN_TIMEOUT.as_secs()
+                )))
+            })
     }
 
     async fn request_log(&self, owner: i64, follow: bool) -> Result<LogFeed, OpenError> {

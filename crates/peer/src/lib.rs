@@ -21,7 +21,7 @@ mod serve;
 mod tls;
 mod wire;
 
-pub use dial::{Dialer, PeerEndpoint};
+pub use dial::{Dialer, PeerEndpoint, report_counts};
 pub use serve::serve;
 pub use tls::{CLUSTER_NAME, ClusterCa, NodeTls};
 

@@ -1,9 +1,10 @@
 //! The listening side: streams from other nodes, each to a tunnel of this node.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -155,6 +156,7 @@ async fn handle(
     let (visitor, name) = match opening {
         Opening::Visitor(visitor, name) => (visitor, name),
         Opening::Records { typed } => return deliver_records(tls, registry, typed).await,
+        Opening::Stats => return send_stats(tls, registry).await,
         Opening::Log {
             name,
             owner,
@@ -196,6 +198,25 @@ async fn handle(
 /// log, if a session of this node serves it (records for a name that moved on are dropped, as
 /// lines an owner's terminal cannot take are).
 async fn deliver_records(tls: Hop, registry: &Registry, typed: bool) -> Result<(), PeerError> {
+    // The visitor connections the sending node last said it holds open, by name, and the
+    // route they were added to: taken back when the stream ends (the node is gone, or will
+    // report them again on its next stream).
+    let mut open: HashMap<String, (Weak<Route>, u64)> = HashMap::new();
+    let delivered = deliver(tls, registry, typed, &mut open).await;
+    for (route, n) in open.into_values() {
+        if let Some(route) = route.upgrade() {
+            route.add_elsewhere(0, 0, 0, -i64::try_from(n).unwrap_or(0));
+        }
+    }
+    delivered
+}
+
+async fn deliver(
+    tls: Hop,
+    registry: &Registry,
+    typed: bool,
+    open: &mut HashMap<String, (Weak<Route>, u64)>,
+) -> Result<(), PeerError> {
     use tokio::io::AsyncBufReadExt;
     use tokio::io::AsyncReadExt;
     let mut r = tokio::io::BufReader::new(tls);
@@ -213,22 +234,70 @@ async fn deliver_records(tls: Hop, registry: &Registry, typed: bool) -> Result<(
         let Some(record) = record.strip_suffix(b"\n") else {
             return Err(PeerError::Header("a record too long".into()));
         };
-        match wire::parse_record(record, typed) {
-            Some(Record::Line(name, line)) => {
-                if let Lookup::Live(route) = registry.lookup_local(&name) {
-                    route.endpoint.notify(line);
-                }
+        let Some(record) = wire::parse_record(record, typed) else {
+            continue;
+        };
+        let name = match &record {
+            Record::Line(name, _) | Record::Entry(name, _) | Record::Counts(name, _) => name,
+        };
+        let Lookup::Live(route) = registry.lookup_local(name) else {
+            continue;
+        };
+        match record {
+            Record::Line(_, line) => route.endpoint.notify(line),
+            // A log is only carried on to the same owner's later routes: whichever route
+            // serves the name here, the entry was made for a visitor of that tunnel.
+            Record::Entry(_, entry) => route.record(entry),
+            Record::Counts(name, c) => {
+                // The connections reported before count against the route they were added
+                // to; a route that replaced it starts from none.
+                let before = match open.get(&name) {
+                    Some((r, n)) if r.as_ptr() == Arc::as_ptr(&route) => *n,
+                    _ => 0,
+                };
+                let change =
+                    i64::try_from(c.connections).unwrap_or(0) - i64::try_from(before).unwrap_or(0);
+                route.add_elsewhere(c.requests, c.bytes_in, c.bytes_out, change);
+                open.insert(name, (Arc::downgrade(&route), c.connections));
             }
-            Some(Record::Entry(name, entry)) => {
-                // A log is only carried on to the same owner's later routes: whichever route
-                // serves the name here, the entry was made for a visitor of that tunnel.
-                if let Lookup::Live(route) = registry.lookup_local(&name) {
-                    route.record(entry);
-                }
-            }
-            None => {}
         }
     }
+}
+
+/// Answers another node's question for counters: the names it asks about, one a line and an
+/// empty line, each answered with its counters here (this node's visitors and those other nodes
+/// reported) if a session of this node serves it.
+async fn send_stats(tls: Hop, registry: &Registry) -> Result<(), PeerError> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let mut r = tokio::io::BufReader::new(tls);
+    let mut out = Vec::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if (&mut r)
+            .take(MAX_RECORD as u64)
+            .read_until(b'\n', &mut line)
+            .await?
+            == 0
+        {
+            return Err(PeerError::Header("the names ended early".into()));
+        }
+        match line.strip_suffix(b"\n") {
+            Some([]) => break,
+            Some(name) => {
+                let name = String::from_utf8_lossy(name);
+                if let Lookup::Live(route) = registry.lookup_local(&name) {
+                    wire::stats_line(&mut out, &name, &route.cluster_stats());
+                }
+            }
+            None => return Err(PeerError::Header("a name too long".into())),
+        }
+    }
+    let mut tls = r.into_inner();
+    wire::write_status(&mut tls, OPENED, "").await?;
+    tls.write_all(&out).await?;
+    tls.flush().await?;
+    Ok(tls.shutdown().await?)
 }
 
 /// Sends the request log of `name` to a node whose reader may see `owner`'s: the recent

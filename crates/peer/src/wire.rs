@@ -12,7 +12,7 @@ use std::time::Duration;
 use ppp::v2::{Addresses, Builder, Command, Header, PROTOCOL_PREFIX, Protocol, Type, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use warren_registry::RequestEntry;
+use warren_registry::{RequestEntry, RouteStats};
 
 use crate::PeerError;
 
@@ -34,6 +34,9 @@ const RECORDS_TLV: u8 = 0xE0;
 /// The TLV that marks a reading of a tunnel's request log (the tunnel's name is the authority
 /// TLV): its value is `OWNER\tFOLLOW`, the owner the reader was allowed for and `1` to follow.
 const LOG_TLV: u8 = 0xE1;
+/// The TLV that marks a question for counters: the asking node sends names, one a line, and an
+/// empty line; the answer is a line of counters for each name held here ([`stats_line`]).
+const STATS_TLV: u8 = 0xE2;
 /// A line for an owner longer than this is cut.
 pub(crate) const MAX_LINE: usize = 2048;
 /// A record longer than this ends the stream it came on: a name (at most 253 bytes, or
@@ -52,6 +55,8 @@ pub(crate) enum Opening {
         /// Whether each record starts with its kind.
         typed: bool,
     },
+    /// A question for the counters of this node's tunnels.
+    Stats,
     /// A reading of the request log of `name`, for a reader allowed to see `owner`'s.
     Log {
         /// The tunnel.
@@ -70,6 +75,21 @@ pub(crate) enum Record {
     Line(String, String),
     /// A request to `name` that a visitor made on the sending node.
     Entry(String, RequestEntry),
+    /// What the sending node's visitors of `name` did since its last report.
+    Counts(String, Counts),
+}
+
+/// A node's report of its visitors of one tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Counts {
+    /// Requests (or connections) since the last report.
+    pub(crate) requests: u64,
+    /// Bytes from visitors since the last report.
+    pub(crate) bytes_in: u64,
+    /// Bytes to visitors since the last report.
+    pub(crate) bytes_out: u64,
+    /// Visitor connections open now.
+    pub(crate) connections: u64,
 }
 
 /// One record of a log reading, from the node that keeps the log.
@@ -199,6 +219,39 @@ pub(crate) fn records_header() -> Result<Vec<u8>, PeerError> {
     local_header(&[(RECORDS_TLV, b"2")])
 }
 
+/// The header of a question for counters.
+pub(crate) fn stats_header() -> Result<Vec<u8>, PeerError> {
+    local_header(&[(STATS_TLV, b"1")])
+}
+
+/// A line of counters: `NAME\tSINCE\tREQUESTS\tIN\tOUT\tCONNECTIONS\tMAX\n`.
+pub(crate) fn stats_line(out: &mut Vec<u8>, name: &str, s: &RouteStats) {
+    out.extend_from_slice(
+        format!(
+            "{name}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+            s.since, s.requests, s.bytes_in, s.bytes_out, s.connections, s.max_connections
+        )
+        .as_bytes(),
+    );
+}
+
+/// Reads a line of counters (without its line break).
+pub(crate) fn parse_stats_line(line: &[u8]) -> Option<(String, RouteStats)> {
+    let line = std::str::from_utf8(line).ok()?;
+    let mut f = line.split('\t');
+    let name = f.next()?.to_owned();
+    let mut n = || f.next()?.parse::<u64>().ok();
+    let stats = RouteStats {
+        since: n()?,
+        requests: n()?,
+        bytes_in: n()?,
+        bytes_out: n()?,
+        connections: usize::try_from(n()?).ok()?,
+        max_connections: usize::try_from(n()?).ok()?,
+    };
+    Some((name, stats))
+}
+
 /// The header of a reading of `name`'s request log, for a reader allowed `owner`'s.
 pub(crate) fn log_header(name: &str, owner: i64, follow: bool) -> Result<Vec<u8>, PeerError> {
     let value = format!("{owner}\t{}", u8::from(follow));
@@ -235,6 +288,17 @@ pub(crate) fn entry_record(out: &mut Vec<u8>, name: &str, entry: &RequestEntry) 
     out.push(b'\n');
 }
 
+/// A record of what this node's visitors of `name` did since the last.
+pub(crate) fn counts_record(out: &mut Vec<u8>, name: &str, c: &Counts) {
+    out.extend_from_slice(
+        format!(
+            "C\t{name}\t{}\t{}\t{}\t{}\n",
+            c.requests, c.bytes_in, c.bytes_out, c.connections
+        )
+        .as_bytes(),
+    );
+}
+
 /// Reads one record (without its line break) of a records stream in the `typed` format or the
 /// first; `None` for a record of a kind this node does not know (a later node's), skipped.
 pub(crate) fn parse_record(record: &[u8], typed: bool) -> Option<Record> {
@@ -257,6 +321,19 @@ pub(crate) fn parse_record(record: &[u8], typed: bool) -> Option<Record> {
         [b'E', b'\t', rest @ ..] => {
             let (name, at) = split(rest)?;
             Some(Record::Entry(name, parse_entry(&rest[at..])?))
+        }
+        [b'C', b'\t', rest @ ..] => {
+            let (name, at) = split(rest)?;
+            let text = std::str::from_utf8(&rest[at..]).ok()?;
+            let mut n = text.split('\t').map(|v| v.parse::<u64>().ok());
+            let mut next = || n.next().flatten();
+            let counts = Counts {
+                requests: next()?,
+                bytes_in: next()?,
+                bytes_out: next()?,
+                connections: next()?,
+            };
+            Some(Record::Counts(name, counts))
         }
         _ => None,
     }
@@ -325,6 +402,9 @@ pub(crate) async fn read_header(r: &mut (impl AsyncRead + Unpin)) -> Result<Open
             .map(|t| t.value.into_owned())
     };
     if header.command == Command::Local {
+        if tlv(STATS_TLV).is_some() {
+            return Ok(Opening::Stats);
+        }
         if let Some(format) = tlv(RECORDS_TLV) {
             return Ok(Opening::Records {
                 typed: format.as_slice() != b"1",
@@ -508,6 +588,42 @@ mod tests {
         assert_eq!(parse_log_record(records[0]), Some(LogRecord::Now));
         assert_eq!(parse_log_record(records[1]), Some(LogRecord::Lagged(12)));
         assert_eq!(parse_log_record(b"E\tnot json"), None);
+    }
+
+    #[tokio::test]
+    async fn counts_and_counters_round_trip() {
+        let bytes = stats_header().expect("header");
+        assert_eq!(
+            read_header(&mut bytes.as_slice()).await.expect("parse"),
+            Opening::Stats
+        );
+        let c = Counts {
+            requests: 3,
+            bytes_in: 4,
+            bytes_out: u64::MAX,
+            connections: 2,
+        };
+        let mut out = Vec::new();
+        counts_record(&mut out, "app", &c);
+        assert_eq!(
+            parse_record(out.strip_suffix(b"\n").expect("one line"), true),
+            Some(Record::Counts("app".into(), c))
+        );
+        let stats = RouteStats {
+            since: 1_780_000_000,
+            requests: 9,
+            bytes_in: 8,
+            bytes_out: 7,
+            connections: 6,
+            max_connections: 512,
+        };
+        let mut out = Vec::new();
+        stats_line(&mut out, "tcp:4000", &stats);
+        assert_eq!(
+            parse_stats_line(out.strip_suffix(b"\n").expect("one line")),
+            Some(("tcp:4000".to_owned(), stats))
+        );
+        assert_eq!(parse_stats_line(b"app\t1\t2"), None);
     }
 
     #[tokio::test]

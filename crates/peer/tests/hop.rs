@@ -13,7 +13,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use warren_peer::{ClusterCa, Dialer, NodeTls, PeerEndpoint};
 use warren_registry::{
-    BoxStream, Endpoint, Followed, OpenError, Registry, RequestEntry, RequestLog, RouteKind,
+    BoxStream, Endpoint, Followed, Lookup, OpenError, Registry, RequestEntry, RequestLog,
+    RouteKind, RouteStats,
 };
 use warren_shards::Shards;
 
@@ -279,6 +280,76 @@ async fn the_holder_keeps_every_nodes_requests_and_others_read_them() {
         Err(OpenError::Away(_)) => {}
         other => panic!("expected away, got {other:?}"),
     }
+}
+
+fn counters(requests: u64, bytes_out: u64, connections: usize) -> RouteStats {
+    RouteStats {
+        since: 1_780_000_000,
+        requests,
+        bytes_in: requests * 10,
+        bytes_out,
+        connections,
+        max_connections: 512,
+    }
+}
+
+/// Node 1 reports what its visitors of node 2's tunnel did; node 2's counters of the tunnel add
+/// them to its own, any node asking node 2 gets those, and the connections node 1 held open are
+/// taken back when its stream ends.
+#[tokio::test]
+async fn the_holders_counters_are_the_clusters() {
+    let ca = ClusterCa::generate().expect("ca");
+    let node2 = holder(&ca).await;
+    let tls = NodeTls::issue(&ca).expect("node 1 certificate");
+    let dialer = Arc::new(
+        Dialer::new(&tls)
+            .expect("dialer")
+            .with_lines_idle(Duration::from_millis(300)),
+    );
+    let app = PeerEndpoint::new(dialer.clone(), "n2", &node2.addr, "app");
+    let Lookup::Live(route) = node2.registry.lookup_local("app") else {
+        panic!("app is held on node 2");
+    };
+    route.requests.fetch_add(1, Ordering::Relaxed);
+    route.count_bytes(0, 100);
+    let until = |want: (u64, u64, u64, usize)| {
+        let route = route.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let s = route.cluster_stats();
+                let got = (s.requests, s.bytes_in, s.bytes_out, s.connections);
+                if got == want {
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{got:?}, not {want:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    app.report(counters(3, 50, 2));
+    until((4, 30, 150, 2)).await;
+    // Reports carry changes: the same counters again add nothing, later ones what is new.
+    app.report(counters(3, 50, 2));
+    app.report(counters(5, 70, 1));
+    until((6, 50, 170, 1)).await;
+    // Node 2's own counters stay its own (its metrics add them up).
+    assert_eq!(route.stats().requests, 1);
+
+    // Another node asks: node 2 answers for what it holds, with every node's visitors.
+    let got = app
+        .holder_stats(vec!["app".into(), "gone".into()])
+        .await
+        .expect("asked");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got["app"], route.cluster_stats());
+
+    // Node 1's stream ends (idle here; a node that died the same): its connections go.
+    until((6, 50, 170, 0)).await;
+    assert_eq!(dialer.lines_streams(), 0);
 }
 
 #[tokio::test]

@@ -109,4 +109,18 @@ pub trait Endpoint: Send + Sync + 'static {
             "this tunnel's log is kept on this node".into(),
         ))
     }
+    /// This node's counters of a tunnel another node holds, for that node's
+    /// ([`Route::add_elsewhere`]); called about once a second. Dropped by default.
+    fn report(&self, _stats: RouteStats) {}
+    /// The counters of `names`, each held on the node that holds this tunnel, as that node has
+    /// them with every node's visitors ([`Route::cluster_stats`]); names it does not hold are
+    /// left out. Only another node's tunnel has such a node.
+    async fn holder_stats(
+        &self,
+        _names: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, RouteStats>, OpenError> {
+        Err(OpenError::Unreachable(
+            "this tunnel is held on this node".into(),
+        ))
+    }
 }

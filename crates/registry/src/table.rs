@@ -1,7 +1,7 @@
 //! The table itself: live routes, parked names and sticky random names.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -116,6 +116,8 @@ pub struct Route {
     /// The name is held on another node, whose log is the tunnel's: entries made here go
     /// there ([`Endpoint::record`]) instead of into a log of this node's.
     pub(crate) relays_log: bool,
+    /// What other nodes' visitors of this tunnel did, as those nodes report it.
+    elsewhere: Elsewhere,
     since: SystemTime,
     /// [`Route::bound_at`].
     bound: Instant,
@@ -126,6 +128,18 @@ pub struct Route {
     retired: Arc<Retired>,
     /// `max_tunnel_bytes_per_sec`'s buckets; `None` with the limit off.
     pub bandwidth: Option<Bandwidth>,
+}
+
+/// What visitors who landed on other nodes of a cluster did with a tunnel of this node, as
+/// those nodes report it ([`Route::add_elsewhere`]): kept apart from the route's own counters,
+/// which are this node's (its metrics add them up across tunnels).
+#[derive(Debug, Default)]
+struct Elsewhere {
+    requests: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    /// Their visitor connections open now: each node's report moves it by the change in its own.
+    connections: AtomicI64,
 }
 
 /// The bytes of routes that are gone, so that the broker's totals since start
@@ -211,7 +225,30 @@ impl Route {
         self.bound
     }
 
-    /// A snapshot of this route's counters.
+    /// Adds what another node's visitors of this tunnel did since that node's last report;
+    /// `connections` is the change in how many of them that node holds open.
+    pub fn add_elsewhere(&self, requests: u64, bytes_in: u64, bytes_out: u64, connections: i64) {
+        let e = &self.elsewhere;
+        e.requests.fetch_add(requests, Ordering::Relaxed);
+        e.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
+        e.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
+        e.connections.fetch_add(connections, Ordering::Relaxed);
+    }
+
+    /// This route's counters with what other nodes reported of their visitors: on the node that
+    /// holds the tunnel, its figures across the cluster (a second or so behind for the others').
+    pub fn cluster_stats(&self) -> RouteStats {
+        let mut stats = self.stats();
+        let e = &self.elsewhere;
+        stats.requests += e.requests.load(Ordering::Relaxed);
+        stats.bytes_in += e.bytes_in.load(Ordering::Relaxed);
+        stats.bytes_out += e.bytes_out.load(Ordering::Relaxed);
+        // A report made for the route this one replaced can take it below zero for a moment.
+        stats.connections += usize::try_from(e.connections.load(Ordering::Relaxed)).unwrap_or(0);
+        stats
+    }
+
+    /// A snapshot of this route's counters: what this node's visitors did.
     pub fn stats(&self) -> RouteStats {
         let free = self.connections.available_permits();
         RouteStats {
@@ -695,6 +732,7 @@ impl Registry {
             idle: Mutex::new(Vec::new()),
             log: None,
             relays_log: false,
+            elsewhere: Elsewhere::default(),
             since: SystemTime::now(),
             bound: Instant::now(),
             max_connections,

@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use warren_registry::{Lookup, RouteKind};
+use std::sync::Arc;
+
+use warren_registry::{Lookup, Route, RouteKind, RouteStats};
 use warren_store::{AuditAction, AuditEvent};
 
 use crate::{
@@ -16,6 +18,39 @@ pub const MAX_PAGE: i64 = 500;
 /// reads the audit log four times a second, and the release reaches this node within about
 /// 0.1 s, so a healthy cluster answers well within it.
 const REMOTE_DISCONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long the tunnel list waits for the nodes holding some of its tunnels to give their
+/// counters; past it, a tunnel shows what this node's visitors did.
+const HOLDER_STATS_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The counters of `routes` (tunnels held on other nodes), asked of each holding node at once,
+/// one question per node. A node that does not answer in time leaves its tunnels out.
+async fn holders_stats(routes: &[Arc<Route>]) -> HashMap<&str, RouteStats> {
+    let mut by_node: HashMap<&str, Vec<&Arc<Route>>> = HashMap::new();
+    for r in routes {
+        if let Some(node) = r.endpoint.node() {
+            by_node.entry(node).or_default().push(r);
+        }
+    }
+    let asks = by_node.into_values().map(|routes| async move {
+        let names = routes.iter().map(|r| r.name.clone()).collect();
+        let asked = routes[0].endpoint.holder_stats(names);
+        let answer = tokio::time::timeout(HOLDER_STATS_WAIT, asked).await;
+        let mut got = match answer {
+            Ok(Ok(got)) => got,
+            _ => HashMap::new(),
+        };
+        routes
+            .into_iter()
+            .filter_map(|r| Some((r.name.as_str(), got.remove(&r.name)?)))
+            .collect::<Vec<_>>()
+    });
+    futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
 
 impl Tenants {
     /// Live tunnels: the caller's own, or everyone's (`all`, admin).
@@ -44,12 +79,29 @@ impl Tenants {
             .into_iter()
             .filter(|r| !here.contains(r.name.as_str()))
             .collect();
-        let mut out: Vec<TunnelView> = local
+        let local: Vec<_> = local
             .into_iter()
-            .chain(elsewhere)
-            .filter(|r| if all { true } else { r.owner == caller.user.id })
+            .filter(|r| all || r.owner == caller.user.id)
+            .collect();
+        let elsewhere: Vec<_> = elsewhere
+            .into_iter()
+            .filter(|r| all || r.owner == caller.user.id)
+            .collect();
+        // A tunnel held here counts every node's visitors (the others report theirs); one held
+        // on another node is counted there, and asked for.
+        let mut stats: HashMap<&str, RouteStats> = local
+            .iter()
+            .map(|r| (r.name.as_str(), r.cluster_stats()))
+            .collect();
+        stats.extend(holders_stats(&elsewhere).await);
+        let mut out: Vec<TunnelView> = local
+            .iter()
+            .chain(&elsewhere)
             .map(|r| {
-                let stats = r.stats();
+                let stats = stats
+                    .get(r.name.as_str())
+                    .copied()
+                    .unwrap_or_else(|| r.stats());
                 TunnelView {
                     url: self.settings.urls.url(r.kind, &r.name),
                     kind: r.kind.as_str().into(),
