@@ -16,6 +16,9 @@ COMPARISONS = [("warren", "classic"), ("warren_tls", "classic_tls"), ("warren", 
                # The cross-node hop: the tunnel held on node 1, reached through node 2 against
                # directly, both on one Postgres (targets >= 0.8 req/s, >= 0.9 MB/s).
                ("warren_hop", "warren_pg"),
+               # What sending each request's log entry to the holding node costs: the same hop
+               # through a third node that records none (`request_log_entries = 0`).
+               ("warren_hop", "warren_hop_nolog"),
                # Visitors through HAProxy naming each with a PROXY v2 header, against HAProxy
                # passing bytes as they come: what reading the header costs.
                ("warren_lb_proxy", "warren_lb"),

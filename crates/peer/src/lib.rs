@@ -2,8 +2,8 @@
 //!
 //! A visitor may land on any node; the tunnel's SSH session is on one. The node the visitor
 //! reached binds the name with a [`PeerEndpoint`] (see `warren_registry::Registry::bind_remote`)
-//! and serves the visitor as it would a local tunnel (access rules, headers, request log, TLS
-//! termination); each stream the edge opens goes to the holding node's cluster listener
+//! and serves the visitor as it would a local tunnel (access rules, headers, the request's log
+//! entry, TLS termination); each stream the edge opens goes to the holding node's cluster listener
 //! ([`serve`]), which opens the channel to the owner and copies bytes.
 //!
 //! The channel is TLS 1.3 with a client certificate both ways, under a cluster CA that the
@@ -13,8 +13,13 @@
 //! header (HAProxy's binary format, `ppp`) carrying the visitor's address and, as its
 //! authority TLV, the tunnel's name; the listener answers with one status (opened, refused by
 //! the owner's side, unreachable, not held here) before the bytes flow.
+//!
+//! The node holding a tunnel keeps what is the tunnel's across the cluster: each other node
+//! sends it, on one stream, its visitors' lines for the owner, request log entries and counts,
+//! and asks it for the log and the counters when a tenant looks (`ask`).
 #![warn(missing_docs)]
 
+mod ask;
 mod dial;
 mod readahead;
 mod serve;
