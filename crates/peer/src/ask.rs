@@ -5,12 +5,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use warren_registry::{LogFeed, OpenError, RouteStats};
 
 use crate::Dialer;
-use crate::wire::{self, LogRecord, MAX_RECORD, NOT_HERE};
+use crate::wire::{self, LogRecord, NOT_HERE};
 
 impl Dialer {
     /// The counters of `names` on the node at `addr`, for the names it holds.
@@ -34,19 +34,15 @@ impl Dialer {
         }
         let mut r = tokio::io::BufReader::new(tls);
         let mut stats = HashMap::new();
-        let mut line = Vec::new();
+        let mut buf = Vec::new();
         loop {
-            line.clear();
-            let n = (&mut r)
-                .take(MAX_RECORD as u64)
-                .read_until(b'\n', &mut line)
+            let line = wire::read_record(&mut r, &mut buf)
                 .await
                 .map_err(|e| away(&e))?;
-            if n == 0 {
+            let Some(line) = line else {
                 return Ok(stats);
-            }
-            let parsed = line.strip_suffix(b"\n").and_then(wire::parse_stats_line);
-            let Some((name, s)) = parsed else {
+            };
+            let Some((name, s)) = wire::parse_stats_line(line) else {
                 return Err(away(&"a line of counters that does not parse"));
             };
             stats.insert(name, s);
@@ -116,12 +112,8 @@ async fn next_log_record(
     r: &mut (impl tokio::io::AsyncBufRead + Unpin),
     record: &mut Vec<u8>,
 ) -> std::io::Result<Option<LogRecord>> {
-    record.clear();
-    if r.take(MAX_RECORD as u64).read_until(b'\n', record).await? == 0 {
+    let Some(line) = wire::read_record(r, record).await? else {
         return Ok(None);
-    }
-    let Some(line) = record.strip_suffix(b"\n") else {
-        return Err(std::io::Error::other("a log record too long"));
     };
     wire::parse_log_record(line)
         .map(Some)

@@ -251,6 +251,22 @@ impl PeerEndpoint {
         &self.node
     }
 
+    /// `asked` of the holding node, or `Away` when it takes longer than [`OPEN_TIMEOUT`].
+    async fn within<T>(
+        &self,
+        asked: impl std::future::Future<Output = Result<T, OpenError>>,
+    ) -> Result<T, OpenError> {
+        tokio::time::timeout(OPEN_TIMEOUT, asked)
+            .await
+            .unwrap_or_else(|_| {
+                Err(OpenError::Away(format!(
+                    "node {} did not answer within {} s",
+                    self.node,
+                    OPEN_TIMEOUT.as_secs()
+                )))
+            })
+    }
+
     /// Queues `record` for the holding node.
     fn send(&self, record: Vec<u8>) {
         if let Some(tx) = self.lines.load().as_deref()
@@ -269,19 +285,8 @@ impl PeerEndpoint {
 #[async_trait::async_trait]
 impl Endpoint for PeerEndpoint {
     async fn open(&self, visitor: SocketAddr) -> Result<BoxStream, OpenError> {
-        match tokio::time::timeout(
-            OPEN_TIMEOUT,
-            self.dialer.open(&self.addr, &self.name, visitor),
-        )
-        .await
-        {
-            Ok(opened) => opened,
-            Err(_) => Err(OpenError::Away(format!(
-                "node {} did not answer within {} s",
-                self.node,
-                OPEN_TIMEOUT.as_secs()
-            ))),
-        }
+        self.within(self.dialer.open(&self.addr, &self.name, visitor))
+            .await
     }
 
     /// Sent to the owner's node, which shows it in their session: an owner behind a load
@@ -329,30 +334,12 @@ impl Endpoint for PeerEndpoint {
         &self,
         names: Vec<String>,
     ) -> Result<HashMap<String, RouteStats>, OpenError> {
-        tokio::time::timeout(OPEN_TIMEOUT, self.dialer.stats(&self.addr, &names))
-            .await
-            .unwrap_or_else(|_| {
-                Err(OpenError::Away(format!(
-                    "node {} did not answer within {} s",
-                    self.node,
-                    OPEN_TIMEOUT.as_secs()
-                )))
-            })
+        self.within(self.dialer.stats(&self.addr, &names)).await
     }
 
     async fn request_log(&self, owner: i64, follow: bool) -> Result<LogFeed, OpenError> {
-        tokio::time::timeout(
-            OPEN_TIMEOUT,
-            self.dialer.read_log(&self.addr, &self.name, owner, follow),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(OpenError::Away(format!(
-                "node {} did not answer within {} s",
-                self.node,
-                OPEN_TIMEOUT.as_secs()
-            )))
-        })
+        self.within(self.dialer.read_log(&self.addr, &self.name, owner, follow))
+            .await
     }
 
     fn describe(&self) -> String {

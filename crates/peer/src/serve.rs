@@ -18,7 +18,7 @@ use warren_registry::{Followed, Lookup, OpenError, PacedIo, Registry, Route};
 use warren_shards::Shards;
 
 use crate::readahead::ReadAhead;
-use crate::wire::{self, MAX_RECORD, NOT_HERE, OPENED, Opening, REFUSED, Record, UNREACHABLE};
+use crate::wire::{self, NOT_HERE, OPENED, Opening, REFUSED, Record, UNREACHABLE};
 use crate::{NodeTls, PeerError};
 
 /// A peer must finish its handshake and header in this long.
@@ -217,23 +217,9 @@ async fn deliver(
     typed: bool,
     open: &mut HashMap<String, (Weak<Route>, u64)>,
 ) -> Result<(), PeerError> {
-    use tokio::io::AsyncBufReadExt;
-    use tokio::io::AsyncReadExt;
     let mut r = tokio::io::BufReader::new(tls);
-    let mut record = Vec::new();
-    loop {
-        record.clear();
-        if (&mut r)
-            .take(MAX_RECORD as u64)
-            .read_until(b'\n', &mut record)
-            .await?
-            == 0
-        {
-            return Ok(());
-        }
-        let Some(record) = record.strip_suffix(b"\n") else {
-            return Err(PeerError::Header("a record too long".into()));
-        };
+    let mut buf = Vec::new();
+    while let Some(record) = wire::read_record(&mut r, &mut buf).await? {
         let Some(record) = wire::parse_record(record, typed) else {
             continue;
         };
@@ -262,27 +248,19 @@ async fn deliver(
             }
         }
     }
+    Ok(())
 }
 
 /// Answers another node's question for counters: the names it asks about, one a line and an
 /// empty line, each answered with its counters here (this node's visitors and those other nodes
 /// reported) if a session of this node serves it.
 async fn send_stats(tls: Hop, registry: &Registry) -> Result<(), PeerError> {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let mut r = tokio::io::BufReader::new(tls);
     let mut out = Vec::new();
-    let mut line = Vec::new();
+    let mut buf = Vec::new();
     loop {
-        line.clear();
-        if (&mut r)
-            .take(MAX_RECORD as u64)
-            .read_until(b'\n', &mut line)
-            .await?
-            == 0
-        {
-            return Err(PeerError::Header("the names ended early".into()));
-        }
-        match line.strip_suffix(b"\n") {
+        match wire::read_record(&mut r, &mut buf).await? {
             Some([]) => break,
             Some(name) => {
                 let name = String::from_utf8_lossy(name);
@@ -290,7 +268,7 @@ async fn send_stats(tls: Hop, registry: &Registry) -> Result<(), PeerError> {
                     wire::stats_line(&mut out, &name, &route.cluster_stats());
                 }
             }
-            None => return Err(PeerError::Header("a name too long".into())),
+            None => return Err(PeerError::Header("the names ended early".into())),
         }
     }
     let mut tls = r.into_inner();

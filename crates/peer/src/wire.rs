@@ -44,6 +44,23 @@ pub(crate) const MAX_LINE: usize = 2048;
 /// JSON, at most six times that).
 pub(crate) const MAX_RECORD: usize = 16 << 10;
 
+/// Reads the next record of a stream (a line of at most [`MAX_RECORD`] bytes) into `buf` and
+/// gives it without its line break: `None` at the stream's end, an error for a longer one.
+pub(crate) async fn read_record<'b>(
+    r: &mut (impl tokio::io::AsyncBufRead + Unpin),
+    buf: &'b mut Vec<u8>,
+) -> std::io::Result<Option<&'b [u8]>> {
+    use tokio::io::AsyncBufReadExt;
+    buf.clear();
+    if r.take(MAX_RECORD as u64).read_until(b'\n', buf).await? == 0 {
+        return Ok(None);
+    }
+    match buf.strip_suffix(b"\n") {
+        Some(record) => Ok(Some(record)),
+        None => Err(std::io::Error::other("a record too long, or cut short")),
+    }
+}
+
 /// What a stream from another node is for.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Opening {

@@ -123,6 +123,12 @@ fn endpoint(ca: &ClusterCa, addr: &str, name: &str) -> PeerEndpoint {
     )
 }
 
+/// Node 1's dialer, whose stream to node 2 ends after `idle` without a record.
+fn quiet_after(ca: &ClusterCa, idle: Duration) -> Arc<Dialer> {
+    let tls = NodeTls::issue(ca).expect("node 1 certificate");
+    Arc::new(Dialer::new(&tls).expect("dialer").with_lines_idle(idle))
+}
+
 const VISITOR: &str = "203.0.113.9:51000";
 
 #[tokio::test]
@@ -300,12 +306,7 @@ fn counters(requests: u64, bytes_out: u64, connections: usize) -> RouteStats {
 async fn the_holders_counters_are_the_clusters() {
     let ca = ClusterCa::generate().expect("ca");
     let node2 = holder(&ca).await;
-    let tls = NodeTls::issue(&ca).expect("node 1 certificate");
-    let dialer = Arc::new(
-        Dialer::new(&tls)
-            .expect("dialer")
-            .with_lines_idle(Duration::from_millis(300)),
-    );
+    let dialer = quiet_after(&ca, Duration::from_millis(300));
     let app = PeerEndpoint::new(dialer.clone(), "n2", &node2.addr, "app");
     let Lookup::Live(route) = node2.registry.lookup_local("app") else {
         panic!("app is held on node 2");
@@ -385,12 +386,7 @@ async fn strangers_get_nothing() {
 async fn a_quiet_lines_stream_ends_and_the_next_line_opens_it_again() {
     let ca = ClusterCa::generate().expect("ca");
     let node2 = holder(&ca).await;
-    let tls = NodeTls::issue(&ca).expect("node 1 certificate");
-    let dialer = Arc::new(
-        Dialer::new(&tls)
-            .expect("dialer")
-            .with_lines_idle(Duration::from_millis(200)),
-    );
+    let dialer = quiet_after(&ca, Duration::from_millis(200));
     let app = PeerEndpoint::new(dialer.clone(), "n2", &node2.addr, "app");
     let seen = |n: usize| {
         let echo = node2.echo.clone();
