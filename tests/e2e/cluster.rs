@@ -1347,3 +1347,56 @@ async fn a_tunnels_request_log_and_counts_have_every_nodes_visitors() -> Result<
     );
     Ok(())
 }
+
+/// Visitor connections to `host` on `node`, each waiting for a slow answer (a minute), so
+/// that each holds one of the tunnel's slots until the returned set is dropped (which closes
+/// them).
+fn hold(node: &TestBroker, host: &str, n: usize) -> tokio::task::JoinSet<()> {
+    let mut held = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let (port, host) = (node.http_port, host.to_owned());
+        held.spawn(async move {
+            let _ = get_from("127.0.0.1", port, &host, "/slow?ms=60000").await;
+        });
+    }
+    held
+}
+
+/// A tunnel's cap on concurrent visitor connections (`max_tunnel_connections = 2`) holds
+/// across the nodes, a second or so behind: two visitors waiting on node 2 make node 1, which
+/// holds the tunnel, answer 503 with `Retry-After`; two waiting on node 1 make node 2 do the
+/// same once it has heard of them; each serves again once they are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnels_connection_cap_holds_across_nodes() -> Result<()> {
+    let flags = |i: usize| {
+        let mut f = node_flags(i);
+        f.extend(strings(&["--max-tunnel-connections", "2"]));
+        f
+    };
+    let n1 = TestBroker::start_with(Db::Postgres, &as_refs(&flags(1))).await?;
+    let n2 = n1.beside(&as_refs(&flags(2))).await?;
+    let alice = n1.user_with_key("alice")?;
+    let origin = Origin::start("alice").await?;
+    let _ssh = Ssh::spawn(
+        &n1,
+        &alice,
+        &["-R", &format!("busy:80:{}", origin.target())],
+    )?;
+    served(&n2, "busy.localhost", 200).await?;
+
+    for (full, other) in [(&n2, &n1), (&n1, &n2)] {
+        let held = hold(full, "busy.localhost", 2);
+        let started = Instant::now();
+        let text = served(other, "busy.localhost", 503).await?;
+        assert!(text.to_ascii_lowercase().contains("retry-after:"), "{text}");
+        println!(
+            "cluster cap: node :{} refused a third visitor {} ms after two were held on node :{}",
+            other.http_port,
+            started.elapsed().as_millis(),
+            full.http_port
+        );
+        drop(held);
+        served(other, "busy.localhost", 200).await?;
+    }
+    Ok(())
+}

@@ -103,7 +103,7 @@ impl ConnState {
         if let Some((_, permit)) = slots.iter().find(|(r, _)| Arc::ptr_eq(r, route)) {
             return Ok(permit.clone());
         }
-        let permit = Arc::new(route.connections.clone().try_acquire_owned().map_err(|_| {
+        let permit = Arc::new(route.take_slot().ok_or_else(|| {
             self.edge
                 .metrics
                 .limit_hit(warren_metrics::Limit::TunnelConnections);

@@ -222,7 +222,7 @@ async fn accept_loop(
                 let (route_owner, route_name) = (route.owner, route.name.clone());
                 shards.run(shard, socket, move |mut socket| async move {
                     let _ticket = ticket;
-                    let Ok(_permit) = route.connections.clone().try_acquire_owned() else {
+                    let Some(_permit) = route.take_slot() else {
                         metrics.limit_hit(Limit::TunnelConnections);
                         return;
                     };

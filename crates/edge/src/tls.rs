@@ -273,7 +273,7 @@ async fn passthrough(
     peer: SocketAddr,
     metrics: &warren_metrics::Metrics,
 ) {
-    let Ok(_permit) = route.connections.clone().try_acquire_owned() else {
+    let Some(_permit) = route.take_slot() else {
         debug!("passthrough tunnel at its connection limit");
         metrics.limit_hit(warren_metrics::Limit::TunnelConnections);
         return;

@@ -12,6 +12,10 @@ use warren_registry::{LogFeed, OpenError, RouteStats};
 use crate::Dialer;
 use crate::wire::{self, LogRecord, NOT_HERE};
 
+/// The most recent entries a log reading may bring: a log far larger than any a broker keeps
+/// (`request_log_entries`, default 1,000), so that a peer gone wrong cannot fill this node.
+const MAX_RECENT: usize = 100_000;
+
 impl Dialer {
     /// The counters of `names` on the node at `addr`, for the names it holds.
     pub(crate) async fn stats(
@@ -66,7 +70,8 @@ impl Dialer {
         tls.flush().await.map_err(|e| away(&e))?;
         match wire::read_status(&mut tls).await.map_err(|e| away(&e))? {
             Ok(()) => {}
-            Err((NOT_HERE, why)) => return Err(OpenError::Away(format!("{addr}: {why}"))),
+            // No log of that name for that owner there: nothing to retry.
+            Err((NOT_HERE, why)) => return Err(OpenError::Refused(why)),
             Err((_, why)) => return Err(OpenError::Unreachable(why)),
         }
         let mut r = tokio::io::BufReader::new(tls);
@@ -74,6 +79,9 @@ impl Dialer {
         let mut record = Vec::new();
         loop {
             match next_log_record(&mut r, &mut record).await {
+                Ok(Some(LogRecord::Entry(_))) if recent.len() >= MAX_RECENT => {
+                    return Err(away(&"more recent entries than any log keeps"));
+                }
                 Ok(Some(LogRecord::Entry(e))) => recent.push(Arc::new(e)),
                 Ok(Some(LogRecord::Now)) => break,
                 Ok(Some(LogRecord::Lagged(_))) => {}

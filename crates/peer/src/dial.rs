@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use warren_registry::{
-    BoxStream, Endpoint, LogFeed, OpenError, Registry, RequestEntry, RouteStats,
+    BoxStream, Endpoint, LogFeed, OpenError, Registry, RequestEntry, Route, RouteStats,
 };
 
 use crate::readahead::ReadAhead;
@@ -126,7 +126,10 @@ impl Dialer {
 
 /// Every `every`, until `shutdown`, tells the nodes holding the tunnels this node forwards to
 /// what this node's visitors of each did since the last time (only for those that changed), so
-/// that the holder's counters are the tunnel's across the cluster.
+/// that the holder's counters are the tunnel's across the cluster; and, for the tunnels with
+/// visitors here since the last tick or connections open (here, or on other nodes when last
+/// heard), asks their holders how many the other nodes hold, which this node's cap on the
+/// tunnel counts (`Route::take_slot`).
 pub async fn report_counts(
     registry: Arc<Registry>,
     every: Duration,
@@ -139,8 +142,36 @@ pub async fn report_counts(
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
+        let mut busy: HashMap<String, Vec<Arc<Route>>> = HashMap::new();
         for route in registry.remote_routes() {
-            route.endpoint.report(route.stats());
+            let stats = route.stats();
+            let changed = route.endpoint.report(stats);
+            // Visitors here lately, or others' heard of before: the tunnel's cap needs the
+            // others'. (A tunnel no visitor reached here costs no question: its first visitors
+            // are let in up to this node's cap, and the next tick asks.)
+            if (changed || stats.connections > 0 || route.elsewhere_connections() > 0)
+                && let Some(node) = route.endpoint.node()
+            {
+                busy.entry(node.to_owned()).or_default().push(route);
+            }
+        }
+        // One question per holding node, each on a task of its own: a node slow to answer
+        // holds up neither the others nor the next reports.
+        for routes in busy.into_values() {
+            tokio::spawn(async move {
+                let names = routes.iter().map(|r| r.name.clone()).collect();
+                let answer = routes[0].endpoint.holder_stats(names).await;
+                let mut answer = answer.unwrap_or_default();
+                for r in routes {
+                    // The holder counts this node's connections as last reported: the others'
+                    // are the rest. A holder that does not answer caps nothing beyond this node.
+                    let (others, cap) = answer.remove(&r.name).map_or((0, 0), |s| {
+                        let others = s.connections.saturating_sub(r.stats().connections);
+                        (others as u64, s.max_connections)
+                    });
+                    r.heard_from_holder(others, cap);
+                }
+            });
         }
     }
 }
@@ -267,18 +298,17 @@ impl PeerEndpoint {
             })
     }
 
-    /// Queues `record` for the holding node.
-    fn send(&self, record: Vec<u8>) {
+    /// Queues `record` for the holding node; whether the queue took it (a full one drops it,
+    /// never the visitor's request).
+    fn send(&self, record: Vec<u8>) -> bool {
         if let Some(tx) = self.lines.load().as_deref()
             && !tx.is_closed()
         {
-            // A full queue drops the record, never the visitor's request.
-            let _ = tx.try_send(record);
-            return;
+            return tx.try_send(record).is_ok();
         }
         let tx = Arc::new(self.dialer.lines_to(&self.addr));
         self.lines.store(Some(tx.clone()));
-        let _ = tx.try_send(record);
+        tx.try_send(record).is_ok()
     }
 }
 
@@ -304,30 +334,35 @@ impl Endpoint for PeerEndpoint {
         self.send(record);
     }
 
-    /// Sends what this node's visitors did since the last report, if anything changed.
-    fn report(&self, stats: RouteStats) {
+    /// Sends what this node's visitors did since the last report, when anything changed or
+    /// any visitor connection is open: the holder takes a node's open connections back when
+    /// that node's stream ends (idle, cut, the node gone), so they are said again each second
+    /// while there are any, and a new stream has them within a second. A report the queue
+    /// cannot take is sent with the next one.
+    fn report(&self, stats: RouteStats) -> bool {
         let now = Counts {
             requests: stats.requests,
             bytes_in: stats.bytes_in,
             bytes_out: stats.bytes_out,
             connections: stats.connections as u64,
         };
-        let before = {
-            let mut last = self.reported.lock().unwrap_or_else(|p| p.into_inner());
-            std::mem::replace(&mut *last, now)
-        };
-        if now == before {
-            return;
+        let mut last = self.reported.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = now != *last;
+        if !changed && now.connections == 0 {
+            return false;
         }
         let change = Counts {
-            requests: now.requests.saturating_sub(before.requests),
-            bytes_in: now.bytes_in.saturating_sub(before.bytes_in),
-            bytes_out: now.bytes_out.saturating_sub(before.bytes_out),
+            requests: now.requests.saturating_sub(last.requests),
+            bytes_in: now.bytes_in.saturating_sub(last.bytes_in),
+            bytes_out: now.bytes_out.saturating_sub(last.bytes_out),
             connections: now.connections,
         };
         let mut record = Vec::with_capacity(64 + self.name.len());
         wire::counts_record(&mut record, &self.name, &change);
-        self.send(record);
+        if self.send(record) {
+            *last = now;
+        }
+        changed
     }
 
     async fn holder_stats(

@@ -273,11 +273,14 @@ async fn the_holder_keeps_every_nodes_requests_and_others_read_them() {
 
     // Another owner's reader, or a name without a log there, gets nothing.
     match app.request_log(2, false).await {
-        Err(OpenError::Away(why)) => assert!(why.contains("no request log"), "{why}"),
+        Err(OpenError::Refused(why)) => assert!(why.contains("no request log"), "{why}"),
         other => panic!("expected no log, got {other:?}"),
     }
     let gone = endpoint(&ca, &node2.addr, "gone");
-    assert!(gone.request_log(1, false).await.is_err());
+    assert!(matches!(
+        gone.request_log(1, false).await,
+        Err(OpenError::Refused(_))
+    ));
     // A node that does not answer: the reader is told to come back (the API's 503).
     let closed = TcpListener::bind("127.0.0.1:0").await.expect("listen");
     let dead = closed.local_addr().expect("addr").to_string();
@@ -301,7 +304,7 @@ fn counters(requests: u64, bytes_out: u64, connections: usize) -> RouteStats {
 
 /// Node 1 reports what its visitors of node 2's tunnel did; node 2's counters of the tunnel add
 /// them to its own, any node asking node 2 gets those, and the connections node 1 held open are
-/// taken back when its stream ends.
+/// taken back when its stream ends, until node 1 says them again.
 #[tokio::test]
 async fn the_holders_counters_are_the_clusters() {
     let ca = ClusterCa::generate().expect("ca");
@@ -331,11 +334,11 @@ async fn the_holders_counters_are_the_clusters() {
             }
         }
     };
-    app.report(counters(3, 50, 2));
+    assert!(app.report(counters(3, 50, 2)));
     until((4, 30, 150, 2)).await;
     // Reports carry changes: the same counters again add nothing, later ones what is new.
-    app.report(counters(3, 50, 2));
-    app.report(counters(5, 70, 1));
+    assert!(!app.report(counters(3, 50, 2)), "nothing new");
+    assert!(app.report(counters(5, 70, 1)));
     until((6, 50, 170, 1)).await;
     // Node 2's own counters stay its own (its metrics add them up).
     assert_eq!(route.stats().requests, 1);
@@ -348,9 +351,13 @@ async fn the_holders_counters_are_the_clusters() {
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got["app"], route.cluster_stats());
 
-    // Node 1's stream ends (idle here; a node that died the same): its connections go.
+    // Node 1's stream ends (idle here; cut, or its node gone, the same): its connections go.
     until((6, 50, 170, 0)).await;
     assert_eq!(dialer.lines_streams(), 0);
+    // A node still up says its open connections again at its next report, changed or not,
+    // on a new stream.
+    assert!(!app.report(counters(5, 70, 1)), "nothing new");
+    until((6, 50, 170, 1)).await;
 }
 
 #[tokio::test]

@@ -103,15 +103,19 @@ pub trait Endpoint: Send + Sync + 'static {
     /// node keeps of all its visitors' requests, wherever they landed. Dropped by default.
     fn record(&self, _entry: RequestEntry) {}
     /// The request log the node holding this tunnel keeps, read by `owner`: its recent entries
-    /// and, with `follow`, each one after them. Only another node's tunnel has one elsewhere.
+    /// and, with `follow`, each one after them. Only another node's tunnel has one elsewhere;
+    /// `Refused` when that node keeps no log of the name for `owner`.
     async fn request_log(&self, _owner: i64, _follow: bool) -> Result<LogFeed, OpenError> {
         Err(OpenError::Unreachable(
             "this tunnel's log is kept on this node".into(),
         ))
     }
     /// This node's counters of a tunnel another node holds, for that node's
-    /// ([`Route::add_elsewhere`]); called about once a second. Dropped by default.
-    fn report(&self, _stats: RouteStats) {}
+    /// ([`Route::add_elsewhere`]); called about once a second. Whether they changed since the
+    /// last report (dropped, and `false`, by default).
+    fn report(&self, _stats: RouteStats) -> bool {
+        false
+    }
     /// The counters of `names`, each held on the node that holds this tunnel, as that node has
     /// them with every node's visitors ([`Route::cluster_stats`]); names it does not hold are
     /// left out. Only another node's tunnel has such a node.

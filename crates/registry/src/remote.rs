@@ -42,8 +42,17 @@ impl Registry {
         // The holding node keeps the name's log, with every node's visitors in it: nothing
         // is kept here, however many names the cluster holds.
         route.relays_log = kind == RouteKind::Http && self.request_log_entries > 0;
+        let mut map = self.remote.write();
+        // The same owner's tunnel, placed again (its node's address or liveness seen anew):
+        // the visitor connections open on it keep their slots in the new route, so the cap
+        // and the counts reported to the holder go on counting them.
+        if let Some(Entry::Live(before)) = map.get(name)
+            && before.owner == owner
+        {
+            route.connections = before.connections.clone();
+        }
         let route = Arc::new(route);
-        self.remote.write().insert(name, Entry::Live(route.clone()));
+        map.insert(name, Entry::Live(route.clone()));
         route
     }
 

@@ -1,12 +1,12 @@
 //! The table itself: live routes, parked names and sticky random names.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::access::AccessPolicy;
 use crate::map::{RouteMap, Writer};
@@ -138,8 +138,13 @@ struct Elsewhere {
     requests: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
-    /// Their visitor connections open now: each node's report moves it by the change in its own.
+    /// Their visitor connections open now. On the holding node each node's report moves it by
+    /// the change in its own; on a node that forwards to the tunnel, it is set from the
+    /// holder's answer ([`Route::heard_from_holder`]).
     connections: AtomicI64,
+    /// On a node that forwards to the tunnel: the holder's cap on its visitor connections (an
+    /// owner's quota may differ from this node's setting); 0 until heard.
+    cap: AtomicUsize,
 }
 
 /// The bytes of routes that are gone, so that the broker's totals since start
@@ -235,16 +240,54 @@ impl Route {
         e.connections.fetch_add(connections, Ordering::Relaxed);
     }
 
+    /// On a node that forwards to this tunnel: what its holder last said, `connections` the
+    /// visitor connections open on every other node and `cap` the tunnel's cap there.
+    pub fn heard_from_holder(&self, connections: u64, cap: usize) {
+        let e = &self.elsewhere;
+        e.connections.store(
+            i64::try_from(connections).unwrap_or(i64::MAX),
+            Ordering::Relaxed,
+        );
+        e.cap.store(cap, Ordering::Relaxed);
+    }
+
+    /// Visitor connections of this tunnel open on other nodes, as last heard.
+    pub fn elsewhere_connections(&self) -> u64 {
+        u64::try_from(self.elsewhere.connections.load(Ordering::Relaxed)).unwrap_or(0)
+    }
+
+    /// A slot for one more visitor connection, held as long as the permit: `None` at the
+    /// tunnel's cap. In a cluster the cap is the tunnel's across the nodes, as far as this node
+    /// has heard (the others' connections arrive about once a second, so a burst on several
+    /// nodes at once can pass it for that long); alone, this node's semaphore decides.
+    pub fn take_slot(&self) -> Option<OwnedSemaphorePermit> {
+        let permit = self.connections.clone().try_acquire_owned().ok()?;
+        let e = &self.elsewhere;
+        let elsewhere = usize::try_from(e.connections.load(Ordering::Relaxed)).unwrap_or(0);
+        let cap = match e.cap.load(Ordering::Relaxed) {
+            0 if elsewhere == 0 => return Some(permit),
+            0 => self.max_connections,
+            holder => holder.min(self.max_connections),
+        };
+        // This node's, the new one included.
+        let here = self.max_connections - self.connections.available_permits();
+        (here + elsewhere <= cap).then_some(permit)
+    }
+
     /// This route's counters with what other nodes reported of their visitors: on the node that
     /// holds the tunnel, its figures across the cluster (a second or so behind for the others').
     pub fn cluster_stats(&self) -> RouteStats {
         let mut stats = self.stats();
         let e = &self.elsewhere;
-        stats.requests += e.requests.load(Ordering::Relaxed);
-        stats.bytes_in += e.bytes_in.load(Ordering::Relaxed);
-        stats.bytes_out += e.bytes_out.load(Ordering::Relaxed);
+        // Other nodes' figures: added without overflowing, whatever they sent.
+        let add =
+            |mine: u64, theirs: &AtomicU64| mine.saturating_add(theirs.load(Ordering::Relaxed));
+        stats.requests = add(stats.requests, &e.requests);
+        stats.bytes_in = add(stats.bytes_in, &e.bytes_in);
+        stats.bytes_out = add(stats.bytes_out, &e.bytes_out);
         // A report made for the route this one replaced can take it below zero for a moment.
-        stats.connections += usize::try_from(e.connections.load(Ordering::Relaxed)).unwrap_or(0);
+        let others = usize::try_from(e.connections.load(Ordering::Relaxed)).unwrap_or(0);
+        stats.connections = stats.connections.saturating_add(others);
         stats
     }
 
@@ -1184,6 +1227,43 @@ mod tests {
         );
         drop(held);
         assert_eq!(route.stats().connections, 0);
+    }
+
+    /// The cap on a tunnel's visitor connections counts those other nodes of a cluster hold:
+    /// on the holder as they report them, on a forwarding node as the holder last said (with
+    /// its cap, an owner's quota); alone, this node's semaphore decides.
+    #[test]
+    fn a_tunnels_cap_counts_other_nodes_connections() {
+        let reg = Registry::new(Duration::from_secs(60), 3);
+        let (held, _) = reg.bind("a", 1, 100, RouteKind::Http, ep()).expect("a");
+        let alone: Vec<_> = (0..3).filter_map(|_| held.take_slot()).collect();
+        assert_eq!(alone.len(), 3);
+        assert!(held.take_slot().is_none(), "the semaphore's cap");
+        drop(alone);
+        // The holder: node 2 reports two open, then one of them closes.
+        held.add_elsewhere(0, 0, 0, 2);
+        let one = held.take_slot().expect("1 here + 2 elsewhere = 3");
+        assert!(held.take_slot().is_none(), "2 here + 2 elsewhere > 3");
+        held.add_elsewhere(0, 0, 0, -1);
+        let two = held.take_slot().expect("2 here + 1 elsewhere = 3");
+        assert_eq!(held.cluster_stats().connections, 3);
+        assert_eq!(held.stats().connections, 2, "this node's own");
+        drop((one, two));
+
+        // A node forwarding to it: the holder's answer, and its cap when lower.
+        let remote = reg.bind_remote("b", 1, RouteKind::Http, ep());
+        remote.heard_from_holder(1, 0);
+        let first = remote.take_slot().expect("1 + 1");
+        let second = remote.take_slot().expect("2 + 1");
+        assert!(remote.take_slot().is_none(), "3 + 1 > 3");
+        drop(second);
+        remote.heard_from_holder(1, 2);
+        assert!(remote.take_slot().is_none(), "2 + 1 > the holder's 2");
+        remote.heard_from_holder(0, 2);
+        let again = remote.take_slot().expect("2 here and none elsewhere");
+        assert!(remote.take_slot().is_none(), "3 here > the holder's 2");
+        assert_eq!(remote.elsewhere_connections(), 0);
+        drop((first, again));
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use std::sync::Arc;
 
-use warren_registry::{Lookup, Route, RouteKind, RouteStats};
+use warren_registry::{Lookup, OpenError, Route, RouteKind, RouteStats};
 use warren_store::{AuditAction, AuditEvent};
 
 use crate::{
@@ -135,24 +135,23 @@ impl Tenants {
         let reg = self.registry()?;
         let not_found =
             || ServiceError::NotFound(format!("no request log for a tunnel named {name:?}"));
-        if let Some(log) = reg.request_log(name) {
-            return match caller.sees(log.owner()) {
-                true => Ok(log.feed(follow)),
-                false => Err(not_found()),
+        // Where visitors go decides whose log it is: a name held on another node is read
+        // there, even while this node still keeps a parked log of an earlier session here.
+        if let Lookup::Live(route) = reg.lookup(name)
+            && route.endpoint.node().is_some()
+        {
+            if !(route.keeps_requests() && caller.sees(route.owner)) {
+                return Err(not_found());
+            }
+            return match route.endpoint.request_log(route.owner, follow).await {
+                Ok(feed) => Ok(feed),
+                // The holder keeps no log of that name for that owner.
+                Err(OpenError::Refused(_)) => Err(not_found()),
+                Err(e) => Err(ServiceError::Unavailable(e.to_string())),
             };
         }
-        match reg.lookup(name) {
-            Lookup::Live(route)
-                if route.endpoint.node().is_some()
-                    && route.keeps_requests()
-                    && caller.sees(route.owner) =>
-            {
-                route
-                    .endpoint
-                    .request_log(route.owner, follow)
-                    .await
-                    .map_err(|e| ServiceError::Unavailable(e.to_string()))
-            }
+        match reg.request_log(name) {
+            Some(log) if caller.sees(log.owner()) => Ok(log.feed(follow)),
             _ => Err(not_found()),
         }
     }
