@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use warren_registry::{
-    BoxStream, Endpoint, LogFeed, OpenError, Registry, RequestEntry, Route, RouteStats,
+    BoxStream, Endpoint, LogFeed, OpenError, Registry, RequestEntry, RouteStats,
 };
 
 use crate::readahead::ReadAhead;
@@ -142,26 +142,22 @@ pub async fn report_counts(
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        let mut busy: HashMap<String, Vec<Arc<Route>>> = HashMap::new();
+        let mut busy = Vec::new();
         for route in registry.remote_routes() {
             let stats = route.stats();
             let changed = route.endpoint.report(stats);
             // Visitors here lately, or others' heard of before: the tunnel's cap needs the
             // others'. (A tunnel no visitor reached here costs no question: its first visitors
             // are let in up to this node's cap, and the next tick asks.)
-            if (changed || stats.connections > 0 || route.elsewhere_connections() > 0)
-                && let Some(node) = route.endpoint.node()
-            {
-                busy.entry(node.to_owned()).or_default().push(route);
+            if changed || stats.connections > 0 || route.elsewhere_connections() > 0 {
+                busy.push(route);
             }
         }
         // One question per holding node, each on a task of its own: a node slow to answer
         // holds up neither the others nor the next reports.
-        for routes in busy.into_values() {
+        for routes in warren_registry::by_holder(busy) {
             tokio::spawn(async move {
-                let names = routes.iter().map(|r| r.name.clone()).collect();
-                let answer = routes[0].endpoint.holder_stats(names).await;
-                let mut answer = answer.unwrap_or_default();
+                let mut answer = warren_registry::holder_counts(&routes).await;
                 for r in routes {
                     // The holder counts this node's connections as last reported: the others'
                     // are the rest. A holder that does not answer caps nothing beyond this node.

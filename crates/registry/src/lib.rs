@@ -33,7 +33,7 @@ mod table;
 
 pub use access::{AccessPolicy, Credential, CredentialCache, IpAction};
 pub use bandwidth::{Bandwidth, Direction, EPISODE_GAP, Pace, PacedIo, Pacer};
-pub use remote::REMOTE_SESSION;
+pub use remote::{REMOTE_SESSION, by_holder, holder_counts};
 
 pub use requests::{
     DEFAULT_REQUEST_LOG_ENTRIES, Followed, LogFeed, RequestEntry, RequestLog, SUBSCRIBER_BACKLOG,

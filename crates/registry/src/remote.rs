@@ -12,14 +12,37 @@
 //! A name whose node died is parked: visitors get 503 with `Retry-After` until its owner
 //! reconnects somewhere and that node's claim arrives.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::table::{Entry, OwnLimits};
-use crate::{Endpoint, Registry, Route, RouteKind, SessionId};
+use crate::{Endpoint, Registry, Route, RouteKind, RouteStats, SessionId};
 
 /// The session of routes that no session of this node serves.
 pub const REMOTE_SESSION: SessionId = 0;
+
+/// Routes of tunnels held on other nodes, grouped by the node that holds them, so that each
+/// node is asked once for all of its tunnels ([`holder_counts`]). Local routes are left out.
+pub fn by_holder(routes: impl IntoIterator<Item = Arc<Route>>) -> Vec<Vec<Arc<Route>>> {
+    let mut by_node: HashMap<String, Vec<Arc<Route>>> = HashMap::new();
+    for route in routes {
+        if let Some(node) = route.endpoint.node() {
+            by_node.entry(node.to_owned()).or_default().push(route);
+        }
+    }
+    by_node.into_values().collect()
+}
+
+/// What the node holding `routes` (one node's, as [`by_holder`] groups them) counts of each,
+/// with every node's visitors: one question, by name; empty when that node does not answer.
+pub async fn holder_counts(routes: &[Arc<Route>]) -> HashMap<String, RouteStats> {
+    let Some(first) = routes.first() else {
+        return HashMap::new();
+    };
+    let names = routes.iter().map(|r| r.name.clone()).collect();
+    first.endpoint.holder_stats(names).await.unwrap_or_default()
+}
 
 impl Registry {
     /// Points `name` at a session on another node, through `endpoint`; replaces whatever this

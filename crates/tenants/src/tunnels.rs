@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use std::sync::Arc;
 
-use warren_registry::{Lookup, OpenError, Route, RouteKind, RouteStats};
+use warren_registry::{Lookup, OpenError, Route, RouteKind, RouteStats, by_holder, holder_counts};
 use warren_store::{AuditAction, AuditEvent};
 
 use crate::{
@@ -25,26 +25,14 @@ const HOLDER_STATS_WAIT: std::time::Duration = std::time::Duration::from_secs(1)
 
 /// The counters of `routes` (tunnels held on other nodes), asked of each holding node at once,
 /// one question per node. A node that does not answer in time leaves its tunnels out.
-async fn holders_stats(routes: &[Arc<Route>]) -> HashMap<&str, RouteStats> {
-    let mut by_node: HashMap<&str, Vec<&Arc<Route>>> = HashMap::new();
-    for r in routes {
-        if let Some(node) = r.endpoint.node() {
-            by_node.entry(node).or_default().push(r);
-        }
-    }
-    let asks = by_node.into_values().map(|routes| async move {
-        let names = routes.iter().map(|r| r.name.clone()).collect();
-        let asked = routes[0].endpoint.holder_stats(names);
-        let answer = tokio::time::timeout(HOLDER_STATS_WAIT, asked).await;
-        let mut got = match answer {
-            Ok(Ok(got)) => got,
-            _ => HashMap::new(),
-        };
-        routes
-            .into_iter()
-            .filter_map(|r| Some((r.name.as_str(), got.remove(&r.name)?)))
-            .collect::<Vec<_>>()
-    });
+async fn holders_stats(routes: &[Arc<Route>]) -> HashMap<String, RouteStats> {
+    let asks = by_holder(routes.iter().cloned())
+        .into_iter()
+        .map(|group| async move {
+            tokio::time::timeout(HOLDER_STATS_WAIT, holder_counts(&group))
+                .await
+                .unwrap_or_default()
+        });
     futures::future::join_all(asks)
         .await
         .into_iter()
@@ -89,19 +77,16 @@ impl Tenants {
             .collect();
         // A tunnel held here counts every node's visitors (the others report theirs); one held
         // on another node is counted there, and asked for.
-        let mut stats: HashMap<&str, RouteStats> = local
+        let mut stats: HashMap<String, RouteStats> = local
             .iter()
-            .map(|r| (r.name.as_str(), r.cluster_stats()))
+            .map(|r| (r.name.clone(), r.cluster_stats()))
             .collect();
         stats.extend(holders_stats(&elsewhere).await);
         let mut out: Vec<TunnelView> = local
             .iter()
             .chain(&elsewhere)
             .map(|r| {
-                let stats = stats
-                    .get(r.name.as_str())
-                    .copied()
-                    .unwrap_or_else(|| r.stats());
+                let stats = stats.get(&r.name).copied().unwrap_or_else(|| r.stats());
                 TunnelView {
                     url: self.settings.urls.url(r.kind, &r.name),
                     kind: r.kind.as_str().into(),
