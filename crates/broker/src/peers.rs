@@ -48,9 +48,10 @@ pub async fn start(p: Peers, tasks: &TaskTracker, shutdown: &CancellationToken) 
             let registry = p.registry.clone();
             let stop = shutdown.clone();
             let shards = p.shards.clone();
-            tasks.spawn(
-                async move { warren_peer::serve(listener, &tls, registry, shards, stop).await },
-            );
+            tasks.spawn(async move {
+                let patience = warren_peer::Patience::default();
+                warren_peer::serve(listener, &tls, registry, shards, patience, stop).await
+            });
         }
         None => warn!(
             "no cluster_addr: other nodes cannot forward visitors to this node's tunnels \

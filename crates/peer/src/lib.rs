@@ -27,7 +27,7 @@ mod tls;
 mod wire;
 
 pub use dial::{Dialer, PeerEndpoint, report_counts};
-pub use serve::serve;
+pub use serve::{Patience, serve};
 pub use tls::{CLUSTER_NAME, ClusterCa, NodeTls};
 
 /// What can go wrong between nodes.
@@ -39,6 +39,9 @@ pub enum PeerError {
     /// The stream did not start with a PROXY v2 header naming a tunnel.
     #[error("bad peer header: {0}")]
     Header(String),
+    /// The other node said nothing for longer than the listener waits ([`Patience`]).
+    #[error("{0}")]
+    Quiet(&'static str),
     /// The socket failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),

@@ -26,16 +26,45 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Copy buffers per direction: the size of an SSH channel's packets.
 const BUFFER: usize = 32 << 10;
 
+/// How long the listener waits on another node that has gone quiet. Peers hold cluster
+/// certificates, but a node can vanish without a word (powered off, cut off by a firewall): no
+/// FIN, no reset, and TCP alone would keep its streams for hours.
+#[derive(Clone, Copy, Debug)]
+pub struct Patience {
+    /// A records stream whose node last said it holds visitor connections open, and then says
+    /// nothing for this long, is ended and those connections taken back: a node that is up
+    /// says them again every report (each second), so this many missed reports mean it is
+    /// gone, and the tunnel's cap must not count its visitors for ever.
+    pub reports: Duration,
+    /// Any records stream quiet this long is ended (its sender ends it after a minute without
+    /// a record anyway).
+    pub records: Duration,
+    /// A counters question must be asked (its names sent) within this.
+    pub question: Duration,
+}
+
+impl Default for Patience {
+    fn default() -> Self {
+        Self {
+            reports: Duration::from_secs(5),
+            records: Duration::from_secs(90),
+            question: HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
 /// Serves other nodes' streams on `listener` until `shutdown`. A peer without a certificate
 /// from the cluster CA is cut at the handshake; a name no session of this node serves is
 /// answered "not here" (a peer's view was stale), never forwarded again. Once the header names
 /// the tunnel, the stream moves to the tunnel thread of the owner's session (`shards`), as a
-/// visitor's connection does on the node it reached.
+/// visitor's connection does on the node it reached. A node gone quiet is let go after
+/// `patience`.
 pub async fn serve(
     listener: TcpListener,
     tls: &NodeTls,
     registry: Arc<Registry>,
     shards: Arc<Shards>,
+    patience: Patience,
     shutdown: CancellationToken,
 ) {
     let acceptor = TlsAcceptor::from(tls.server.clone());
@@ -56,7 +85,7 @@ pub async fn serve(
         let registry = registry.clone();
         let shards = shards.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(sock, acceptor, &registry, &shards).await {
+            if let Err(e) = handle(sock, acceptor, &registry, &shards, patience).await {
                 debug!(%peer, error = %e, "cluster stream ended");
             }
         });
@@ -143,6 +172,7 @@ async fn handle(
     acceptor: TlsAcceptor,
     registry: &Registry,
     shards: &Shards,
+    patience: Patience,
 ) -> Result<(), PeerError> {
     let _ = sock.set_nodelay(true);
     let timed_out = || PeerError::Header("handshake timed out".into());
@@ -155,8 +185,10 @@ async fn handle(
     .map_err(|_| timed_out())??;
     let (visitor, name) = match opening {
         Opening::Visitor(visitor, name) => (visitor, name),
-        Opening::Records { typed } => return deliver_records(tls, registry, typed).await,
-        Opening::Stats => return send_stats(tls, registry).await,
+        Opening::Records { typed } => {
+            return deliver_records(tls, registry, typed, patience).await;
+        }
+        Opening::Stats => return send_stats(tls, registry, patience.question).await,
         Opening::Log {
             name,
             owner,
@@ -196,13 +228,19 @@ async fn handle(
 /// Takes what another node sends about its visitors of this node's tunnels: each line is
 /// shown to the owner of the tunnel it names, each request log entry is kept in the tunnel's
 /// log, if a session of this node serves it (records for a name that moved on are dropped, as
-/// lines an owner's terminal cannot take are).
-async fn deliver_records(tls: Hop, registry: &Registry, typed: bool) -> Result<(), PeerError> {
+/// lines an owner's terminal cannot take are). Ends when the sending node goes quiet for
+/// longer than `patience` allows.
+async fn deliver_records(
+    tls: Hop,
+    registry: &Registry,
+    typed: bool,
+    patience: Patience,
+) -> Result<(), PeerError> {
     // The visitor connections the sending node last said it holds open, by name, and the
     // route they were added to: taken back when the stream ends (the node is gone, or will
     // report them again on its next stream).
     let mut open: HashMap<String, (Weak<Route>, u64)> = HashMap::new();
-    let delivered = deliver(tls, registry, typed, &mut open).await;
+    let delivered = deliver(tls, registry, typed, patience, &mut open).await;
     for (route, n) in open.into_values() {
         if let Some(route) = route.upgrade() {
             route.add_elsewhere(0, 0, 0, -i64::try_from(n).unwrap_or(0));
@@ -215,11 +253,31 @@ async fn deliver(
     tls: Hop,
     registry: &Registry,
     typed: bool,
+    patience: Patience,
     open: &mut HashMap<String, (Weak<Route>, u64)>,
 ) -> Result<(), PeerError> {
     let mut r = tokio::io::BufReader::new(tls);
     let mut buf = Vec::new();
-    while let Some(record) = wire::read_record(&mut r, &mut buf).await? {
+    // How many connections the sending node last said it holds, over all its tunnels here.
+    let mut held: u64 = open.values().map(|(_, n)| *n).sum();
+    loop {
+        let holding = held > 0;
+        let quiet = if holding {
+            patience.reports
+        } else {
+            patience.records
+        };
+        let Ok(next) = tokio::time::timeout(quiet, wire::read_record(&mut r, &mut buf)).await
+        else {
+            return Err(PeerError::Quiet(if holding {
+                "a node holding visitor connections stopped reporting them"
+            } else {
+                "a records stream went quiet"
+            }));
+        };
+        let Some(record) = next? else {
+            break;
+        };
         let Some(record) = wire::parse_record(record, typed) else {
             continue;
         };
@@ -244,7 +302,10 @@ async fn deliver(
                 let change =
                     i64::try_from(c.connections).unwrap_or(0) - i64::try_from(before).unwrap_or(0);
                 route.add_elsewhere(c.requests, c.bytes_in, c.bytes_out, change);
-                open.insert(name, (Arc::downgrade(&route), c.connections));
+                let replaced = open.insert(name, (Arc::downgrade(&route), c.connections));
+                held = held
+                    .saturating_sub(replaced.map_or(0, |(_, n)| n))
+                    .saturating_add(c.connections);
             }
         }
     }
@@ -253,24 +314,29 @@ async fn deliver(
 
 /// Answers another node's question for counters: the names it asks about, one a line and an
 /// empty line, each answered with its counters here (this node's visitors and those other nodes
-/// reported) if a session of this node serves it.
-async fn send_stats(tls: Hop, registry: &Registry) -> Result<(), PeerError> {
+/// reported) if a session of this node serves it. The names must all arrive `within`.
+async fn send_stats(tls: Hop, registry: &Registry, within: Duration) -> Result<(), PeerError> {
     use tokio::io::AsyncWriteExt;
     let mut r = tokio::io::BufReader::new(tls);
     let mut out = Vec::new();
     let mut buf = Vec::new();
-    loop {
-        match wire::read_record(&mut r, &mut buf).await? {
-            Some([]) => break,
-            Some(name) => {
-                let name = String::from_utf8_lossy(name);
-                if let Lookup::Live(route) = registry.lookup_local(&name) {
-                    wire::stats_line(&mut out, &name, &route.cluster_stats());
+    let asked = async {
+        loop {
+            match wire::read_record(&mut r, &mut buf).await? {
+                Some([]) => return Ok(()),
+                Some(name) => {
+                    let name = String::from_utf8_lossy(name);
+                    if let Lookup::Live(route) = registry.lookup_local(&name) {
+                        wire::stats_line(&mut out, &name, &route.cluster_stats());
+                    }
                 }
+                None => return Err(PeerError::Header("the names ended early".into())),
             }
-            None => return Err(PeerError::Header("the names ended early".into())),
         }
-    }
+    };
+    tokio::time::timeout(within, asked)
+        .await
+        .map_err(|_| PeerError::Quiet("a counters question was not asked in time"))??;
     let mut tls = r.into_inner();
     wire::write_status(&mut tls, OPENED, "").await?;
     tls.write_all(&out).await?;
@@ -352,4 +418,48 @@ async fn relay(mut tls: Hop, visitor: SocketAddr, route: &Route) -> Result<(), P
     let mut tls = PacedIo::hop(tls, route);
     let _ = tokio::io::copy_bidirectional_with_sizes(&mut tls, &mut stream, BUFFER, BUFFER).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::{ClusterCa, Dialer};
+
+    /// A node that opens a counters question and never asks it is cut after the patience,
+    /// answered nothing; the listener does not keep its task for ever.
+    #[tokio::test]
+    async fn a_question_never_asked_is_closed() {
+        let ca = ClusterCa::generate().expect("ca");
+        let tls = NodeTls::issue(&ca).expect("holder certificate");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("listen");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let registry = Arc::new(Registry::new(Duration::from_secs(60), 10));
+        let shards = Arc::new(Shards::start(1).expect("tunnel thread"));
+        let stop = CancellationToken::new();
+        let patience = Patience {
+            question: Duration::from_millis(300),
+            ..Patience::default()
+        };
+        let token = stop.clone();
+        tokio::spawn(async move { serve(listener, &tls, registry, shards, patience, token).await });
+        let dialer = Dialer::new(&NodeTls::issue(&ca).expect("asker certificate")).expect("dialer");
+        let mut s = dialer.link.connect(&addr).await.expect("connected");
+        s.write_all(&wire::stats_header().expect("header"))
+            .await
+            .expect("header sent");
+        s.flush().await.expect("flushed");
+        let asked = tokio::time::Instant::now();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await;
+        assert!(read.is_ok(), "still open after 10 s");
+        let after = asked.elapsed();
+        assert!(
+            after >= Duration::from_millis(250),
+            "closed after {after:?}"
+        );
+        assert!(answer.is_empty(), "answered {answer:?}");
+        stop.cancel();
+    }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use warren_peer::{ClusterCa, Dialer, NodeTls, PeerEndpoint};
+use warren_peer::{ClusterCa, Dialer, NodeTls, Patience, PeerEndpoint};
 use warren_registry::{
     BoxStream, Endpoint, Followed, Lookup, OpenError, Registry, RequestEntry, RequestLog,
     RouteKind, RouteStats,
@@ -87,6 +87,11 @@ struct Holder {
 
 /// Node 2: holds `app` (echo) and `down` (refused), serving other nodes under `ca`.
 async fn holder(ca: &ClusterCa) -> Holder {
+    holder_with(ca, Patience::default()).await
+}
+
+/// Node 2, letting quiet nodes go after `patience`.
+async fn holder_with(ca: &ClusterCa, patience: Patience) -> Holder {
     let registry = Arc::new(Registry::new(Duration::from_secs(60), 10));
     // The owner of `app` runs on tunnel thread 1 of two.
     let echo = Arc::new(Echo::new(false, Some(1)));
@@ -104,7 +109,9 @@ async fn holder(ca: &ClusterCa) -> Holder {
     let token = stop.clone();
     let shards = Arc::new(Shards::start(2).expect("tunnel threads"));
     let serving = registry.clone();
-    tokio::spawn(async move { warren_peer::serve(listener, &tls, serving, shards, token).await });
+    tokio::spawn(async move {
+        warren_peer::serve(listener, &tls, serving, shards, patience, token).await
+    });
     Holder {
         addr,
         echo,
@@ -358,6 +365,54 @@ async fn the_holders_counters_are_the_clusters() {
     // on a new stream.
     assert!(!app.report(counters(5, 70, 1)), "nothing new");
     until((6, 50, 170, 1)).await;
+}
+
+/// A node that said it holds visitor connections and then stops reporting (gone without a
+/// word: no FIN, no reset) has them taken back once the holder's patience runs out; a node that
+/// keeps reporting keeps them counted.
+#[tokio::test]
+async fn a_node_that_stops_reporting_its_connections_is_let_go() {
+    let ca = ClusterCa::generate().expect("ca");
+    let patience = Patience {
+        reports: Duration::from_millis(400),
+        ..Patience::default()
+    };
+    let node2 = holder_with(&ca, patience).await;
+    // Node 1's stream would stay open a minute without a record: only the holder ends it.
+    let dialer = quiet_after(&ca, Duration::from_secs(60));
+    let app = PeerEndpoint::new(dialer.clone(), "n2", &node2.addr, "app");
+    let Lookup::Live(route) = node2.registry.lookup_local("app") else {
+        panic!("app is held on node 2");
+    };
+    let connections = |want: usize| {
+        let route = route.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while route.cluster_stats().connections != want {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{} connections, not {want}",
+                    route.cluster_stats().connections
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    assert!(app.report(counters(1, 10, 2)));
+    connections(2).await;
+    // Reporting every 100 ms, as a live node does every second: counted all along.
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        app.report(counters(1, 10, 2));
+        assert_eq!(route.cluster_stats().connections, 2);
+    }
+    // Silent from here on: let go after the patience, not before.
+    let quiet = tokio::time::Instant::now();
+    connections(0).await;
+    let after = quiet.elapsed();
+    println!("a quiet node's connections were taken back after {after:?}");
+    assert!(after >= Duration::from_millis(300), "{after:?}");
+    assert_eq!(route.cluster_stats().requests, 1, "the counts stay");
 }
 
 #[tokio::test]
