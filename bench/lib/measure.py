@@ -134,15 +134,29 @@ def cpu_seconds(pids):
     return total
 
 
+def box_cpu_seconds():
+    """CPU-seconds the whole machine has been busy, every core together (user, nice, system, irq,
+    softirq; idle, iowait and the hypervisor's steal left out)."""
+    with open("/proc/stat") as f:
+        t = [int(x) for x in f.readline().split()[1:]]
+    return (t[0] + t[1] + t[2] + t[5] + t[6]) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_during(groups, fn):
     """Runs fn(); returns its result and each named process tree's CPU use meanwhile, in % of one core
-    (100 = a saturated core)."""
+    (100 = a saturated core), and with any group, `box`: the whole machine's (the load generator,
+    the origin and everything else too; 200 = both cores of this box saturated). Where the box is
+    saturated, a row's throughput against another's is the inverse of their box CPU per unit."""
     pids = {name: tree(pid) for name, pid in groups.items()}
     before = {name: cpu_seconds(p) for name, p in pids.items()}
+    box = box_cpu_seconds()
     t0 = time.time()
     out = fn()
     dt = time.time() - t0
-    return out, {name: round((cpu_seconds(p) - before[name]) * 100 / dt, 1) for name, p in pids.items()}
+    used = {name: round((cpu_seconds(p) - before[name]) * 100 / dt, 1) for name, p in pids.items()}
+    if groups:
+        used["box"] = round((box_cpu_seconds() - box) * 100 / dt, 1)
+    return out, used
 
 
 IN_FLIGHT = 200

@@ -19,6 +19,10 @@ COMPARISONS = [("warren", "classic"), ("warren_tls", "classic_tls"), ("warren", 
                # What sending each request's log entry to the holding node costs: the same hop
                # through a third node that records none (`request_log_entries = 0`).
                ("warren_hop", "warren_hop_nolog"),
+               # The same tunnel through HAProxy in TCP mode (no TLS, no HTTP) against directly:
+               # what one more process passing the bytes costs on this box, the floor under any
+               # hop measured here (the cross-node hop adds TLS at both ends).
+               ("warren_lb", "warren"),
                # Visitors through HAProxy naming each with a PROXY v2 header, against HAProxy
                # passing bytes as they come: what reading the header costs.
                ("warren_lb_proxy", "warren_lb"),
@@ -45,6 +49,17 @@ def ratios(result):
         w, sh = gib[what].get("warren", {}).get("broker"), gib[what].get("sandhole", {}).get("sandhole")
         if w and sh:
             out.setdefault("warren_vs_sandhole", {})[f"server_cpu_per_gib_{what}"] = round(w / sh, 3)
+    # The whole box's CPU per GiB moved, row against baseline: on a saturated box, the inverse
+    # of the throughput ratio (every process shares the same cores).
+    for a, b in COMPARISONS:
+        for what, runs in gib.items():
+            x, y = runs.get(a, {}).get("box"), runs.get(b, {}).get("box")
+            if x and y:
+                out.setdefault(f"{a}_vs_{b}", {})[f"box_cpu_per_gib_{what}"] = round(x / y, 3)
+        per_request = result.get("cpu_us_per_request", {}).get("keep-alive load", {})
+        x, y = per_request.get(a, {}).get("box"), per_request.get(b, {}).get("box")
+        if x and y:
+            out.setdefault(f"{a}_vs_{b}", {})["box_cpu_per_request"] = round(x / y, 3)
     # The broker's CPU per request, with and without the request log (lower is better).
     per_req = result.get("cpu_us_per_request", {}).get("keep-alive load", {})
     on, off = per_req.get("warren", {}).get("broker"), per_req.get("warren_nolog", {}).get("broker")
@@ -68,6 +83,8 @@ def print_table(result):
         print(f"{name:<26} " + "  ".join(f"{k} x{v}" for k, v in r.items() if k in
                                          ("rps", "p99_ms", "cold_rps", "bulk_mb_s", "upload_mb_s", "setup_ms",
                                           "server_cpu_per_gib_download", "server_cpu_per_gib_upload",
+                                          "box_cpu_per_request", "box_cpu_per_gib_download",
+                                          "box_cpu_per_gib_upload",
                                           "server_cpu_per_request")))
     print("tunnel setup (ssh start -> URL answers): " +
           ", ".join(f"{k} {v:.0f} ms" for k, v in result["setup_ms"].items()))
@@ -110,9 +127,11 @@ def chart(result, path):
               ("download MB/s", {k: v["bulk_mb_s"] for k, v in P.items()}),
               ("upload MB/s", {k: v["upload_mb_s"] for k, v in P.items()})]
     for what, runs in result.get("cpu_s_per_gib", {}).items():
-        # Server side: every watched process but the tunnel's ssh client (sshd and nginx together).
+        # Server side: every watched process but the tunnel's ssh client (sshd and nginx together)
+        # and the whole box.
         panels.append((f"server CPU-s per GiB, {what} (lower is better)",
-                       {p: round(sum(v for k, v in c.items() if k != "ssh_client"), 2) for p, c in runs.items()}))
+                       {p: round(sum(v for k, v in c.items() if k not in ("ssh_client", "box")), 2)
+                        for p, c in runs.items()}))
     idle = {k: v["rss_kib_per_tunnel"] for k, v in result["idle"].items()
             if v["tunnels"] <= 1000 and "rss_kib_per_tunnel" in v}
     if idle:
