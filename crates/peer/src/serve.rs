@@ -258,8 +258,9 @@ async fn deliver(
 ) -> Result<(), PeerError> {
     let mut r = tokio::io::BufReader::new(tls);
     let mut buf = Vec::new();
-    // How many connections the sending node last said it holds, over all its tunnels here.
-    let mut held: u64 = open.values().map(|(_, n)| *n).sum();
+    // How many connections the sending node last said it holds, over all its tunnels here
+    // (the sum of `open`'s, which starts empty).
+    let mut held: u64 = 0;
     loop {
         let holding = held > 0;
         let quiet = if holding {
