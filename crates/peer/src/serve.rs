@@ -174,7 +174,7 @@ async fn handle(
     shards: &Shards,
     patience: Patience,
 ) -> Result<(), PeerError> {
-    let _ = sock.set_nodelay(true);
+    crate::dial::tune(&sock);
     let timed_out = || PeerError::Header("handshake timed out".into());
     let (mut tls, opening) = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
         let mut tls = acceptor.accept(ReadAhead::new(Movable(Some(sock)))).await?;
@@ -427,6 +427,63 @@ mod tests {
 
     use super::*;
     use crate::{ClusterCa, Dialer};
+
+    /// The keepalive timers (`tr` 2 in `/proc/net/tcp`) of the established sockets with
+    /// `port` at either end, as (local port, timer) pairs.
+    #[cfg(target_os = "linux")]
+    fn timers(port: u16) -> Vec<(u16, u8)> {
+        let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+        let port_of = |a: &str| u16::from_str_radix(a.rsplit(':').next().unwrap_or(""), 16).ok();
+        table
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                let (local, remote) = (port_of(f.get(1)?)?, port_of(f.get(2)?)?);
+                let timer = f.get(5)?.split(':').next()?.parse().ok()?;
+                (*f.get(3)? == "01" && (local == port || remote == port)).then_some((local, timer))
+            })
+            .collect()
+    }
+
+    /// Both ends of a stream between nodes, the dialer's and the listener's, run TCP's
+    /// keepalive timer once the stream is quiet: a node that vanished is noticed.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn both_ends_of_a_stream_between_nodes_keep_alive() {
+        let ca = ClusterCa::generate().expect("ca");
+        let tls = NodeTls::issue(&ca).expect("holder certificate");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("listen");
+        let port = listener.local_addr().expect("addr").port();
+        let registry = Arc::new(Registry::new(Duration::from_secs(60), 10));
+        let shards = Arc::new(Shards::start(1).expect("tunnel thread"));
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        tokio::spawn(async move {
+            serve(listener, &tls, registry, shards, Patience::default(), token).await
+        });
+        let dialer =
+            Dialer::new(&NodeTls::issue(&ca).expect("dialer certificate")).expect("dialer");
+        let _stream = dialer
+            .link
+            .connect(&format!("127.0.0.1:{port}"))
+            .await
+            .expect("connected");
+        // Within the listener's handshake timeout (10 s), which would close the stream.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let found = timers(port);
+            if found.len() == 2 && found.iter().all(|(_, timer)| *timer == 2) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "sockets and their timers: {found:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.cancel();
+    }
 
     /// A node that opens a counters question and never asks it is cut after the patience,
     /// answered nothing; the listener does not keep its task for ever.
