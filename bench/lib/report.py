@@ -49,19 +49,18 @@ def ratios(result):
         w, sh = gib[what].get("warren", {}).get("broker"), gib[what].get("sandhole", {}).get("sandhole")
         if w and sh:
             out.setdefault("warren_vs_sandhole", {})[f"server_cpu_per_gib_{what}"] = round(w / sh, 3)
-    # The whole box's CPU per GiB moved, row against baseline: on a saturated box, the inverse
-    # of the throughput ratio (every process shares the same cores).
+    per_req = result.get("cpu_us_per_request", {}).get("keep-alive load", {})
+    # The whole box's CPU per GiB moved and per request, row against baseline: on a saturated
+    # box, the inverse of the throughput ratio (every process shares the same cores).
     for a, b in COMPARISONS:
         for what, runs in gib.items():
             x, y = runs.get(a, {}).get("box"), runs.get(b, {}).get("box")
             if x and y:
                 out.setdefault(f"{a}_vs_{b}", {})[f"box_cpu_per_gib_{what}"] = round(x / y, 3)
-        per_request = result.get("cpu_us_per_request", {}).get("keep-alive load", {})
-        x, y = per_request.get(a, {}).get("box"), per_request.get(b, {}).get("box")
+        x, y = per_req.get(a, {}).get("box"), per_req.get(b, {}).get("box")
         if x and y:
             out.setdefault(f"{a}_vs_{b}", {})["box_cpu_per_request"] = round(x / y, 3)
     # The broker's CPU per request, with and without the request log (lower is better).
-    per_req = result.get("cpu_us_per_request", {}).get("keep-alive load", {})
     on, off = per_req.get("warren", {}).get("broker"), per_req.get("warren_nolog", {}).get("broker")
     if on and off:
         out.setdefault("warren_vs_warren_nolog", {})["server_cpu_per_request"] = round(on / off, 3)

@@ -428,6 +428,23 @@ mod tests {
     use super::*;
     use crate::{ClusterCa, Dialer};
 
+    /// A listener holding no tunnel, serving under a new cluster CA until the guard drops,
+    /// and a dialer of the same cluster to reach it at the address returned.
+    async fn listening(patience: Patience) -> (Dialer, String, tokio_util::sync::DropGuard) {
+        let ca = ClusterCa::generate().expect("ca");
+        let tls = NodeTls::issue(&ca).expect("listener certificate");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("listen");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let registry = Arc::new(Registry::new(Duration::from_secs(60), 10));
+        let shards = Arc::new(Shards::start(1).expect("tunnel thread"));
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        tokio::spawn(async move { serve(listener, &tls, registry, shards, patience, token).await });
+        let dialer =
+            Dialer::new(&NodeTls::issue(&ca).expect("dialer certificate")).expect("dialer");
+        (dialer, addr, stop.drop_guard())
+    }
+
     /// The keepalive timers (`tr` 2 in `/proc/net/tcp`) of the established sockets with
     /// `port` at either end, as (local port, timer) pairs.
     #[cfg(target_os = "linux")]
@@ -451,24 +468,13 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn both_ends_of_a_stream_between_nodes_keep_alive() {
-        let ca = ClusterCa::generate().expect("ca");
-        let tls = NodeTls::issue(&ca).expect("holder certificate");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("listen");
-        let port = listener.local_addr().expect("addr").port();
-        let registry = Arc::new(Registry::new(Duration::from_secs(60), 10));
-        let shards = Arc::new(Shards::start(1).expect("tunnel thread"));
-        let stop = CancellationToken::new();
-        let token = stop.clone();
-        tokio::spawn(async move {
-            serve(listener, &tls, registry, shards, Patience::default(), token).await
-        });
-        let dialer =
-            Dialer::new(&NodeTls::issue(&ca).expect("dialer certificate")).expect("dialer");
-        let _stream = dialer
-            .link
-            .connect(&format!("127.0.0.1:{port}"))
-            .await
-            .expect("connected");
+        let (dialer, addr, _stop) = listening(Patience::default()).await;
+        let port: u16 = addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port");
+        let _stream = dialer.link.connect(&addr).await.expect("connected");
         // Within the listener's handshake timeout (10 s), which would close the stream.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
@@ -482,27 +488,17 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        stop.cancel();
     }
 
     /// A node that opens a counters question and never asks it is cut after the patience,
     /// answered nothing; the listener does not keep its task for ever.
     #[tokio::test]
     async fn a_question_never_asked_is_closed() {
-        let ca = ClusterCa::generate().expect("ca");
-        let tls = NodeTls::issue(&ca).expect("holder certificate");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("listen");
-        let addr = listener.local_addr().expect("addr").to_string();
-        let registry = Arc::new(Registry::new(Duration::from_secs(60), 10));
-        let shards = Arc::new(Shards::start(1).expect("tunnel thread"));
-        let stop = CancellationToken::new();
-        let patience = Patience {
+        let (dialer, addr, _stop) = listening(Patience {
             question: Duration::from_millis(300),
             ..Patience::default()
-        };
-        let token = stop.clone();
-        tokio::spawn(async move { serve(listener, &tls, registry, shards, patience, token).await });
-        let dialer = Dialer::new(&NodeTls::issue(&ca).expect("asker certificate")).expect("dialer");
+        })
+        .await;
         let mut s = dialer.link.connect(&addr).await.expect("connected");
         s.write_all(&wire::stats_header().expect("header"))
             .await
@@ -518,6 +514,5 @@ mod tests {
             "closed after {after:?}"
         );
         assert!(answer.is_empty(), "answered {answer:?}");
-        stop.cancel();
     }
 }
