@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use warren_broker::config::{Config, Secret, SettingsArgs};
+use warren_broker::config::{Config, SettingsArgs};
 
 /// The password a database URL carries (`user:PW@` or `password=PW`), when it has one.
 fn password(url: &str) -> Option<&str> {
@@ -23,6 +23,15 @@ fn password(url: &str) -> Option<&str> {
     from_query.or_else(from_userinfo)
 }
 
+/// What the broker shows of a config: its `Debug` and redacted URL when accepted, its error
+/// when refused.
+fn shown(settings: SettingsArgs) -> String {
+    match Config::from_settings(settings, None, None) {
+        Ok(config) => format!("{config:?}\n{}", config.database_url.redacted()),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -31,20 +40,22 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     // A password worth looking for: long enough not to occur by chance, written only once in
-    // the input (a domain spelled the same would be echoed rightly), and not spelled by the
-    // rest of the URL once redacted (`tgres://warren:***@rr` in
-    // `postgres://warren:tgres://warren:***@rr@rren`, whose redaction
-    // `postgres://warren:***@rren` shows those characters without the password).
+    // the input (a domain spelled the same would be echoed rightly), and not shown when the
+    // same config carries another password instead. That last rule keeps out the words the
+    // broker prints itself (`tgres://` in the error's `postgres://…`) and what the rest of the
+    // URL spells once redacted (`tgres://warren:***@rr` in
+    // `postgres://warren:tgres://warren:***@rr@rren`, redacted `postgres://warren:***@rren`).
     let secret = settings
         .database_url
         .as_deref()
-        .and_then(|url| {
-            let pw = password(url)?;
-            let without = Secret(url.replacen(pw, "x", 1)).redacted();
-            (!without.contains(pw)).then_some(pw)
-        })
+        .and_then(password)
         .filter(|pw| pw.len() >= 8 && text.matches(*pw).count() == 1)
-        .map(str::to_owned);
+        .map(str::to_owned)
+        .filter(|pw| {
+            let mut other = settings.clone();
+            other.database_url = other.database_url.map(|url| url.replacen(pw.as_str(), "x", 1));
+            !shown(other).contains(pw.as_str())
+        });
     match Config::from_settings(settings, None, None) {
         Ok(config) => {
             assert!(!config.domain.is_empty() && !config.domain.ends_with('.'));
