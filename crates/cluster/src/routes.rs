@@ -303,8 +303,13 @@ impl Routes {
     fn place(&mut self, name: &str, k: Known) {
         match (&k.addr, k.alive) {
             (Some(addr), true) => {
-                let endpoint =
-                    Arc::new(PeerEndpoint::new(self.dialer.clone(), &k.node, addr, name));
+                let endpoint = Arc::new(PeerEndpoint::new(
+                    self.dialer.clone(),
+                    &k.node,
+                    addr,
+                    name,
+                    k.owner,
+                ));
                 self.registry.bind_remote(name, k.owner, k.kind, endpoint);
                 if k.kind == RouteKind::Tcp
                     && let (Some(port), Some(ports)) = (tcp_port(name), &self.ports)

@@ -278,6 +278,9 @@ pub struct PeerEndpoint {
     node: String,
     addr: String,
     name: String,
+    /// Its owner, as this node's view has it: sent with each record, so that the holder drops
+    /// those about a name that has since changed hands.
+    owner: i64,
     /// The queue of lines to the owner's node, found at the first line and again once its
     /// stream ended idle: lock-free, since every request through the tunnel adds a line.
     lines: ArcSwapOption<mpsc::Sender<Vec<u8>>>,
@@ -286,9 +289,10 @@ pub struct PeerEndpoint {
 }
 
 impl PeerEndpoint {
-    /// `name` on `node`, whose cluster listener is at `addr`.
-    pub fn new(dialer: Arc<Dialer>, node: &str, addr: &str, name: &str) -> Self {
+    /// `owner`'s `name` on `node`, whose cluster listener is at `addr`.
+    pub fn new(dialer: Arc<Dialer>, node: &str, addr: &str, name: &str, owner: i64) -> Self {
         Self {
+            owner,
             lines: ArcSwapOption::empty(),
             reported: Mutex::new(Counts::default()),
             dialer,
@@ -343,15 +347,15 @@ impl Endpoint for PeerEndpoint {
     /// Sent to the owner's node, which shows it in their session: an owner behind a load
     /// balancer sees every visitor, wherever each landed.
     fn notify(&self, line: String) {
-        let mut record = Vec::with_capacity(self.name.len() + line.len() + 4);
-        wire::line_record(&mut record, &self.name, &line);
+        let mut record = Vec::with_capacity(self.name.len() + line.len() + 28);
+        wire::line_record(&mut record, self.owner, &self.name, &line);
         self.send(record);
     }
 
     /// Sent to the node that holds the tunnel, whose log has every node's visitors.
     fn record(&self, entry: RequestEntry) {
-        let mut record = Vec::with_capacity(256 + entry.path.len() + entry.headers.len());
-        wire::entry_record(&mut record, &self.name, &entry);
+        let mut record = Vec::with_capacity(280 + entry.path.len() + entry.headers.len());
+        wire::entry_record(&mut record, self.owner, &self.name, &entry);
         self.send(record);
     }
 
@@ -378,8 +382,8 @@ impl Endpoint for PeerEndpoint {
             bytes_out: now.bytes_out.saturating_sub(last.bytes_out),
             connections: now.connections,
         };
-        let mut record = Vec::with_capacity(64 + self.name.len());
-        wire::counts_record(&mut record, &self.name, &change);
+        let mut record = Vec::with_capacity(88 + self.name.len());
+        wire::counts_record(&mut record, self.owner, &self.name, &change);
         if self.send(record) {
             *last = now;
         }

@@ -227,8 +227,9 @@ async fn handle(
 
 /// Takes what another node sends about its visitors of this node's tunnels: each line is
 /// shown to the owner of the tunnel it names, each request log entry is kept in the tunnel's
-/// log, if a session of this node serves it (records for a name that moved on are dropped, as
-/// lines an owner's terminal cannot take are). Ends when the sending node goes quiet for
+/// log, if a session of this node serves it for the owner the record names (records for a
+/// name that moved on, or changed hands, are dropped, as lines an owner's terminal cannot take
+/// are). Ends when the sending node goes quiet for
 /// longer than `patience` allows.
 async fn deliver_records(
     tls: Hop,
@@ -279,7 +280,7 @@ async fn deliver(
         let Some(record) = next? else {
             break;
         };
-        let Some(record) = wire::parse_record(record, typed) else {
+        let Some((owner, record)) = wire::parse_record(record, typed) else {
             continue;
         };
         let name = match &record {
@@ -288,6 +289,11 @@ async fn deliver(
         let Lookup::Live(route) = registry.lookup_local(name) else {
             continue;
         };
+        // The name changed hands since the sending node's visitor was served: the record is
+        // about the previous owner's tunnel, and none of the new owner's business.
+        if owner.is_some_and(|o| o != route.owner) {
+            continue;
+        }
         match record {
             Record::Line(_, line) => route.endpoint.notify(line),
             // A log is only carried on to the same owner's later routes: whichever route

@@ -29,7 +29,8 @@ pub(crate) const NOT_HERE: u8 = 3;
 /// the node it goes to, sent by the node their visitors reached (`Command::Local`: no visitor
 /// of its own). Its value is the records' format: `1`, a line for an owner per record
 /// (`NAME\tLINE\n`), as the first nodes that had it send; `2`, typed records
-/// ([`line_record`], [`entry_record`]).
+/// ([`line_record`], [`entry_record`], [`counts_record`]), each after the owner it is for
+/// (`O\tOWNER\t`) from the nodes that send owners.
 const RECORDS_TLV: u8 = 0xE0;
 /// The TLV that marks a reading of a tunnel's request log (the tunnel's name is the authority
 /// TLV): its value is `OWNER\tFOLLOW`, the owner the reader was allowed for and `1` to follow.
@@ -278,9 +279,18 @@ pub(crate) fn log_header(name: &str, owner: i64, follow: bool) -> Result<Vec<u8>
     ])
 }
 
-/// A record of a line for the owner of `name`: the line cut to [`MAX_LINE`] bytes, on one
-/// line.
-pub(crate) fn line_record(out: &mut Vec<u8>, name: &str, line: &str) {
+/// Starts a record for a tunnel of `owner`. The holder drops a record whose owner no longer
+/// holds the name (it changed hands between the visit and the record's arrival), so one
+/// tenant's visitors never reach another's log, terminal or counters. A node from before
+/// owners were sent skips the whole record, as of a kind it does not know.
+fn owned(out: &mut Vec<u8>, owner: i64) {
+    out.extend_from_slice(format!("O\t{owner}\t").as_bytes());
+}
+
+/// A record of a line for `owner`'s tunnel `name`: the line cut to [`MAX_LINE`] bytes, on
+/// one line.
+pub(crate) fn line_record(out: &mut Vec<u8>, owner: i64, name: &str, line: &str) {
+    owned(out, owner);
     let mut end = line.len().min(MAX_LINE);
     while !line.is_char_boundary(end) {
         end -= 1;
@@ -296,8 +306,9 @@ pub(crate) fn line_record(out: &mut Vec<u8>, name: &str, line: &str) {
     out.push(b'\n');
 }
 
-/// A record of a request a visitor made to `name`.
-pub(crate) fn entry_record(out: &mut Vec<u8>, name: &str, entry: &RequestEntry) {
+/// A record of a request a visitor made to `owner`'s tunnel `name`.
+pub(crate) fn entry_record(out: &mut Vec<u8>, owner: i64, name: &str, entry: &RequestEntry) {
+    owned(out, owner);
     out.extend_from_slice(b"E\t");
     out.extend_from_slice(name.as_bytes());
     out.push(b'\t');
@@ -305,8 +316,9 @@ pub(crate) fn entry_record(out: &mut Vec<u8>, name: &str, entry: &RequestEntry) 
     out.push(b'\n');
 }
 
-/// A record of what this node's visitors of `name` did since the last.
-pub(crate) fn counts_record(out: &mut Vec<u8>, name: &str, c: &Counts) {
+/// A record of what this node's visitors of `owner`'s tunnel `name` did since the last.
+pub(crate) fn counts_record(out: &mut Vec<u8>, owner: i64, name: &str, c: &Counts) {
+    owned(out, owner);
     out.extend_from_slice(
         format!(
             "C\t{name}\t{}\t{}\t{}\t{}\n",
@@ -317,8 +329,19 @@ pub(crate) fn counts_record(out: &mut Vec<u8>, name: &str, c: &Counts) {
 }
 
 /// Reads one record (without its line break) of a records stream in the `typed` format or the
-/// first; `None` for a record of a kind this node does not know (a later node's), skipped.
-pub(crate) fn parse_record(record: &[u8], typed: bool) -> Option<Record> {
+/// first, and the owner it is for when it says (nodes from before owners were sent do not);
+/// `None` for a record of a kind this node does not know (a later node's), skipped.
+pub(crate) fn parse_record(record: &[u8], typed: bool) -> Option<(Option<i64>, Record)> {
+    if typed && let [b'O', b'\t', rest @ ..] = record {
+        let tab = rest.iter().position(|b| *b == b'\t')?;
+        let owner = std::str::from_utf8(&rest[..tab]).ok()?.parse().ok()?;
+        return parse_kind(&rest[tab + 1..], true).map(|r| (Some(owner), r));
+    }
+    parse_kind(record, typed).map(|r| (None, r))
+}
+
+/// A record after its owner, if any.
+fn parse_kind(record: &[u8], typed: bool) -> Option<Record> {
     let split = |r: &[u8]| {
         let tab = r.iter().position(|b| *b == b'\t')?;
         Some((String::from_utf8_lossy(&r[..tab]).into_owned(), tab + 1))
@@ -545,8 +568,8 @@ mod tests {
         assert!(read_header(&mut local.as_slice()).await.is_err());
         // One record per line, whatever the line holds; cut on a character boundary.
         let mut out = Vec::new();
-        line_record(&mut out, "app", "GET /a\nb 200 1ms");
-        line_record(&mut out, "app", &"é".repeat(MAX_LINE));
+        line_record(&mut out, 7, "app", "GET /a\nb 200 1ms");
+        line_record(&mut out, 7, "app", &"é".repeat(MAX_LINE));
         let entry = RequestEntry {
             at_ms: 1,
             method: Cow::Borrowed("GET"),
@@ -560,28 +583,41 @@ mod tests {
             headers: "host: a\nx-y: z".into(),
             complete: false,
         };
-        entry_record(&mut out, "app", &entry);
+        entry_record(&mut out, -1, "app", &entry);
         let records: Vec<_> = out.split(|b| *b == b'\n').collect();
         assert_eq!(records.len(), 4, "three records, each on one line");
         assert_eq!(
             parse_record(records[0], true),
-            Some(Record::Line("app".into(), "GET /a b 200 1ms".into()))
+            Some((
+                Some(7),
+                Record::Line("app".into(), "GET /a b 200 1ms".into())
+            ))
         );
         match parse_record(records[1], true) {
-            Some(Record::Line(name, line)) => {
+            Some((Some(7), Record::Line(name, line))) => {
                 assert_eq!((name.as_str(), line.len()), ("app", MAX_LINE))
             }
             other => panic!("{other:?}"),
         }
         assert_eq!(
             parse_record(records[2], true),
-            Some(Record::Entry("app".into(), entry))
+            Some((Some(-1), Record::Entry("app".into(), entry)))
         );
-        // A kind this node does not know is skipped; a first-format stream is all lines.
+        // A kind this node does not know is skipped, owned or not, as is an owner that is not
+        // a number or owns nothing; a record from a node that sends no owner says none; a
+        // first-format stream is all lines.
         assert_eq!(parse_record(b"Z\tapp\t{}", true), None);
+        assert_eq!(parse_record(b"O\t7\tZ\tapp\t{}", true), None);
+        assert_eq!(parse_record(b"O\tseven\tL\tapp\tGET /", true), None);
+        assert_eq!(parse_record(b"O\t7", true), None);
+        assert_eq!(parse_record(b"O\t7\tO\t7\tL\tapp\tGET /", true), None);
+        assert_eq!(
+            parse_record(b"L\tapp\tGET / 200 1ms", true),
+            Some((None, Record::Line("app".into(), "GET / 200 1ms".into())))
+        );
         assert_eq!(
             parse_record(b"app\tGET / 200 1ms", false),
-            Some(Record::Line("app".into(), "GET / 200 1ms".into()))
+            Some((None, Record::Line("app".into(), "GET / 200 1ms".into())))
         );
     }
 
@@ -621,10 +657,10 @@ mod tests {
             connections: 2,
         };
         let mut out = Vec::new();
-        counts_record(&mut out, "app", &c);
+        counts_record(&mut out, 7, "app", &c);
         assert_eq!(
             parse_record(out.strip_suffix(b"\n").expect("one line"), true),
-            Some(Record::Counts("app".into(), c))
+            Some((Some(7), Record::Counts("app".into(), c)))
         );
         let stats = RouteStats {
             since: 1_780_000_000,

@@ -120,6 +120,8 @@ async fn holder_with(ca: &ClusterCa, patience: Patience) -> Holder {
     }
 }
 
+/// Node 1's view of `name` on node 2, as owner 1's (the owner of node 2's routes), on a dialer
+/// of its own.
 fn endpoint(ca: &ClusterCa, addr: &str, name: &str) -> PeerEndpoint {
     let tls = NodeTls::issue(ca).expect("node 1 certificate");
     PeerEndpoint::new(
@@ -127,6 +129,7 @@ fn endpoint(ca: &ClusterCa, addr: &str, name: &str) -> PeerEndpoint {
         "n2",
         addr,
         name,
+        1,
     )
 }
 
@@ -186,8 +189,8 @@ async fn lines_for_the_owner_reach_the_holding_node() {
     let node2 = holder(&ca).await;
     let tls = NodeTls::issue(&ca).expect("node 1 certificate");
     let dialer = Arc::new(Dialer::new(&tls).expect("dialer"));
-    let app = PeerEndpoint::new(dialer.clone(), "n2", &node2.addr, "app");
-    let gone = PeerEndpoint::new(dialer, "n2", &node2.addr, "gone");
+    let app = PeerEndpoint::new(dialer.clone(), "n2", &node2.addr, "app", 1);
+    let gone = PeerEndpoint::new(dialer, "n2", &node2.addr, "gone", 1);
     gone.notify("for nobody".into());
     for i in 0..50 {
         app.notify(format!("GET /{i} 200 1ms"));
@@ -298,6 +301,37 @@ async fn the_holder_keeps_every_nodes_requests_and_others_read_them() {
     }
 }
 
+/// Node 1's view is a moment late: `app` changed hands on node 2 before the records of a visit
+/// to its previous owner's tunnel arrived. Node 2 drops them (the entry, the line, the counts)
+/// rather than give them to the new owner, and takes the records for the owner it serves.
+#[tokio::test]
+async fn records_about_a_names_previous_owner_are_dropped() {
+    let ca = ClusterCa::generate().expect("ca");
+    let node2 = holder(&ca).await;
+    let tls = NodeTls::issue(&ca).expect("node 1 certificate");
+    // One dialer: one stream to node 2, whose records arrive in the order sent.
+    let dialer = Arc::new(Dialer::new(&tls).expect("dialer"));
+    let previous = PeerEndpoint::new(dialer.clone(), "n2", &node2.addr, "app", 2);
+    let app = PeerEndpoint::new(dialer, "n2", &node2.addr, "app", 1);
+    let Lookup::Live(route) = node2.registry.lookup_local("app") else {
+        panic!("app is held on node 2");
+    };
+    assert_eq!(route.owner, 1);
+    let log = node2.registry.request_log("app").expect("app keeps a log");
+    previous.record(entry("/not-yours", [198, 51, 100, 7]));
+    previous.notify("GET /not-yours 200 1ms".into());
+    assert!(previous.report(counters(5, 500, 3)));
+    app.record(entry("/yours", [203, 0, 113, 9]));
+    app.notify("GET /yours 200 1ms".into());
+    assert!(app.report(counters(1, 50, 0)));
+    counted(&route, (1, 10, 50, 0)).await;
+    assert_eq!(paths_once(&log, 1).await, ["/yours"]);
+    assert_eq!(
+        *node2.echo.lines.lock().expect("not poisoned"),
+        ["GET /yours 200 1ms"]
+    );
+}
+
 fn counters(requests: u64, bytes_out: u64, connections: usize) -> RouteStats {
     RouteStats {
         since: 1_780_000_000,
@@ -335,7 +369,7 @@ async fn the_holders_counters_are_the_clusters() {
     let ca = ClusterCa::generate().expect("ca");
     let node2 = holder(&ca).await;
     let dialer = quiet_after(&ca, Duration::from_millis(300));
-    let app = PeerEndpoint::new(dialer.clone(), "n2", &node2.addr, "app");
+    let app = PeerEndpoint::new(dialer.clone(), "n2", &node2.addr, "app", 1);
     let Lookup::Live(route) = node2.registry.lookup_local("app") else {
         panic!("app is held on node 2");
     };
@@ -380,7 +414,7 @@ async fn a_node_that_stops_reporting_its_connections_is_let_go() {
     let node2 = holder_with(&ca, patience).await;
     // Node 1's stream would stay open a minute without a record: only the holder ends it.
     let dialer = quiet_after(&ca, Duration::from_secs(60));
-    let app = PeerEndpoint::new(dialer.clone(), "n2", &node2.addr, "app");
+    let app = PeerEndpoint::new(dialer.clone(), "n2", &node2.addr, "app", 1);
     let Lookup::Live(route) = node2.registry.lookup_local("app") else {
         panic!("app is held on node 2");
     };
@@ -435,7 +469,7 @@ async fn a_quiet_lines_stream_ends_and_the_next_line_opens_it_again() {
     let ca = ClusterCa::generate().expect("ca");
     let node2 = holder(&ca).await;
     let dialer = quiet_after(&ca, Duration::from_millis(200));
-    let app = PeerEndpoint::new(dialer.clone(), "n2", &node2.addr, "app");
+    let app = PeerEndpoint::new(dialer.clone(), "n2", &node2.addr, "app", 1);
     let seen = |n: usize| {
         let echo = node2.echo.clone();
         async move {
