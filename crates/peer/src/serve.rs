@@ -229,8 +229,7 @@ async fn handle(
 /// shown to the owner of the tunnel it names, each request log entry is kept in the tunnel's
 /// log, if a session of this node serves it for the owner the record names (records for a
 /// name that moved on, or changed hands, are dropped, as lines an owner's terminal cannot take
-/// are). Ends when the sending node goes quiet for
-/// longer than `patience` allows.
+/// are). Ends when the sending node goes quiet for longer than `patience` allows.
 async fn deliver_records(
     tls: Hop,
     registry: &Registry,
