@@ -347,14 +347,15 @@ impl Endpoint for PeerEndpoint {
     /// Sent to the owner's node, which shows it in their session: an owner behind a load
     /// balancer sees every visitor, wherever each landed.
     fn notify(&self, line: String) {
-        let mut record = Vec::with_capacity(self.name.len() + line.len() + 28);
+        let mut record = Vec::with_capacity(wire::OWNED_LEN + self.name.len() + line.len() + 4);
         wire::line_record(&mut record, self.owner, &self.name, &line);
         self.send(record);
     }
 
     /// Sent to the node that holds the tunnel, whose log has every node's visitors.
     fn record(&self, entry: RequestEntry) {
-        let mut record = Vec::with_capacity(280 + entry.path.len() + entry.headers.len());
+        let mut record =
+            Vec::with_capacity(wire::OWNED_LEN + 256 + entry.path.len() + entry.headers.len());
         wire::entry_record(&mut record, self.owner, &self.name, &entry);
         self.send(record);
     }
@@ -382,7 +383,7 @@ impl Endpoint for PeerEndpoint {
             bytes_out: now.bytes_out.saturating_sub(last.bytes_out),
             connections: now.connections,
         };
-        let mut record = Vec::with_capacity(88 + self.name.len());
+        let mut record = Vec::with_capacity(wire::OWNED_LEN + 64 + self.name.len());
         wire::counts_record(&mut record, self.owner, &self.name, &change);
         if self.send(record) {
             *last = now;

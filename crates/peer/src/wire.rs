@@ -40,6 +40,9 @@ const LOG_TLV: u8 = 0xE1;
 const STATS_TLV: u8 = 0xE2;
 /// A line for an owner longer than this is cut.
 pub(crate) const MAX_LINE: usize = 2048;
+/// The most an owner adds to a record (`O\t`, an i64's 20 characters, `\t`), for the senders'
+/// buffers.
+pub(crate) const OWNED_LEN: usize = 23;
 /// A record longer than this ends the stream it came on: a name (at most 253 bytes, or
 /// `tcp:PORT`), a cut line, or an entry (the edge cuts its text to about 1.5 KB; escaped in
 /// JSON, at most six times that).
@@ -284,7 +287,9 @@ pub(crate) fn log_header(name: &str, owner: i64, follow: bool) -> Result<Vec<u8>
 /// tenant's visitors never reach another's log, terminal or counters. A node from before
 /// owners were sent skips the whole record, as of a kind it does not know.
 fn owned(out: &mut Vec<u8>, owner: i64) {
-    out.extend_from_slice(format!("O\t{owner}\t").as_bytes());
+    use std::io::Write as _;
+    // Straight into the record (one a request on the hop): writing into a Vec cannot fail.
+    let _ = write!(out, "O\t{owner}\t");
 }
 
 /// A record of a line for `owner`'s tunnel `name`: the line cut to [`MAX_LINE`] bytes, on
