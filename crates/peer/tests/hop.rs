@@ -123,14 +123,13 @@ async fn holder_with(ca: &ClusterCa, patience: Patience) -> Holder {
 /// Node 1's view of `name` on node 2, as owner 1's (the owner of node 2's routes), on a dialer
 /// of its own.
 fn endpoint(ca: &ClusterCa, addr: &str, name: &str) -> PeerEndpoint {
+    PeerEndpoint::new(dialer(ca), "n2", addr, name, 1)
+}
+
+/// Node 1's dialer: every endpoint on it shares one records stream per node.
+fn dialer(ca: &ClusterCa) -> Arc<Dialer> {
     let tls = NodeTls::issue(ca).expect("node 1 certificate");
-    PeerEndpoint::new(
-        Arc::new(Dialer::new(&tls).expect("dialer")),
-        "n2",
-        addr,
-        name,
-        1,
-    )
+    Arc::new(Dialer::new(&tls).expect("dialer"))
 }
 
 /// Node 1's dialer, whose stream to node 2 ends after `idle` without a record.
@@ -187,8 +186,7 @@ async fn a_visitor_reaches_the_tunnel_on_the_holding_node() {
 async fn lines_for_the_owner_reach_the_holding_node() {
     let ca = ClusterCa::generate().expect("ca");
     let node2 = holder(&ca).await;
-    let tls = NodeTls::issue(&ca).expect("node 1 certificate");
-    let dialer = Arc::new(Dialer::new(&tls).expect("dialer"));
+    let dialer = dialer(&ca);
     let app = PeerEndpoint::new(dialer.clone(), "n2", &node2.addr, "app", 1);
     let gone = PeerEndpoint::new(dialer, "n2", &node2.addr, "gone", 1);
     gone.notify("for nobody".into());
@@ -308,9 +306,8 @@ async fn the_holder_keeps_every_nodes_requests_and_others_read_them() {
 async fn records_about_a_names_previous_owner_are_dropped() {
     let ca = ClusterCa::generate().expect("ca");
     let node2 = holder(&ca).await;
-    let tls = NodeTls::issue(&ca).expect("node 1 certificate");
     // One dialer: one stream to node 2, whose records arrive in the order sent.
-    let dialer = Arc::new(Dialer::new(&tls).expect("dialer"));
+    let dialer = dialer(&ca);
     let previous = PeerEndpoint::new(dialer.clone(), "n2", &node2.addr, "app", 2);
     let app = PeerEndpoint::new(dialer, "n2", &node2.addr, "app", 1);
     let Lookup::Live(route) = node2.registry.lookup_local("app") else {
