@@ -34,12 +34,6 @@ pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
     TURN.lock().await
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 impl Browser {
     /// Starts chromedriver and a headless chromium session (desktop size).
     pub async fn start() -> Result<Self> {
@@ -53,10 +47,10 @@ impl Browser {
 
     async fn start_with(extra: &[&str]) -> Result<Self> {
         let mut last = None;
-        // chromedriver cannot take port 0: ask the kernel for a free port, and try again in
-        // the rare case another test took it in between.
+        // chromedriver cannot take port 0: take a free port, and try again in the rare case
+        // something else took it in between.
         for _ in 0..5 {
-            let port = free_port()?;
+            let port = crate::public::pebble::free_port().port();
             let mut driver = Command::new("chromedriver")
                 .arg(format!("--port={port}"))
                 // Its own process group, so chromium goes with it (see Drop).

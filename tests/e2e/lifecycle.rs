@@ -82,10 +82,7 @@ async fn lines_about_a_visitor_carry_tenant_tunnel_and_visitor() -> Result<()> {
         .and_then(|v| v.as_array()?.iter().find(|u| u["name"] == "alice")?["id"].as_i64())
         .context("alice's id")?;
     // An origin that is gone: the visitor gets a 502 and the broker logs why.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        l.local_addr()?.port()
-    };
+    let port = crate::public::pebble::free_port().port();
     let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("chat:80:127.0.0.1:{port}")])?;
     ssh.url(0).await?;
     assert_eq!(get(&broker.url("chat")).await?.status, 502);

@@ -391,11 +391,8 @@ async fn ssh_dash_n_works_and_nothing_is_printed() -> Result<()> {
 async fn origin_refusing_is_a_502_that_says_so_and_the_owner_is_told() -> Result<()> {
     let broker = TestBroker::start().await?;
     let key = broker.user_with_key("alice")?;
-    // A port nobody listens on.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        l.local_addr()?.port()
-    };
+    // A port nobody listens on (nor is given by `bind(0)` to a test running beside this one).
+    let port = crate::public::pebble::free_port().port();
     let ssh = Ssh::spawn(&broker, &key, &["-R", &format!("0:localhost:{port}")])?;
     let url = ssh.url(0).await?;
     let resp = get(&url).await?;

@@ -34,7 +34,7 @@ impl Zone {
         let mut last = String::new();
         for _ in 0..5 {
             let dir = tempfile::tempdir()?;
-            let port = free_udp_tcp_port();
+            let port = crate::public::pebble::free_port().port();
             write_config(dir.path(), port, &name, key)?;
             let log = std::fs::File::create(dir.path().join("knotd.log"))?;
             let child = Command::new(knotd())
@@ -125,21 +125,6 @@ fn knotd() -> &'static str {
         "/usr/sbin/knotd"
     } else {
         "knotd"
-    }
-}
-
-/// A port that was free a moment ago on 127.0.0.1 for both TCP and UDP.
-fn free_udp_tcp_port() -> u16 {
-    loop {
-        let Ok(tcp) = std::net::TcpListener::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let Ok(port) = tcp.local_addr().map(|a| a.port()) else {
-            continue;
-        };
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
     }
 }
 

@@ -114,10 +114,38 @@ impl Pebble {
     }
 }
 
-/// A port that was free a moment ago.
+/// A port on 127.0.0.1, free for TCP and UDP a moment ago, for a child or a broker that must be
+/// told its port before it binds it (Pebble validates on fixed ports).
+///
+/// Taken below the kernel's ephemeral range, so no `bind(0)` or outgoing connection anywhere on
+/// the machine can be handed it in between: CI once lost a test to a port `bind(0)` had given out
+/// a second time. Never the same port twice in one process; processes start apart by their pid.
 pub fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static TAKEN: AtomicU32 = AtomicU32::new(0);
+    let Some((low, high)) = below_ephemeral() else {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        return l.local_addr().expect("addr");
+    };
+    let span = high - low;
+    let start = std::process::id().wrapping_mul(7919) % span;
+    loop {
+        let i = TAKEN.fetch_add(1, Ordering::Relaxed);
+        assert!(i < span, "no free port left in {low}..{high}");
+        let port = u16::try_from(low + (start + i) % span).expect("below the ephemeral range");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        if std::net::TcpListener::bind(addr).is_ok() && std::net::UdpSocket::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+}
+
+/// Ports 10000 to 19999, when the kernel's ephemeral range starts above them. The tests'
+/// `--tcp-ports` ranges sit from 21000 up, between these and the ephemeral range.
+fn below_ephemeral() -> Option<(u32, u32)> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let low: u32 = range.split_whitespace().next()?.parse().ok()?;
+    (low >= 20000).then_some((10000, 20000))
 }
 
 /// A CA and a `localhost` / `127.0.0.1` certificate it signed, written for Pebble.
