@@ -1006,48 +1006,62 @@ async fn recent_requests_are_listed_and_streamed_live() -> Result<()> {
     )?;
     let url = ssh.url(0).await?;
     answers("tunnel", DEADLINE, &url, 200).await?;
-    // Live first: a curl reading the SSE stream while a request is made.
-    let live = tokio::process::Command::new("curl")
-        .args([
-            "-s",
-            "-N",
-            "--max-time",
-            "4",
-            "-H",
-            &format!("authorization: Bearer {alice}"),
-        ])
+    // Live first: a curl reading the SSE stream. Its first event is one of the recent
+    // requests (`answers` made them); the visit made after it arrived can only come live.
+    use tokio::io::AsyncBufReadExt;
+    let mut live = tokio::process::Command::new("curl")
+        .args(["-sN", "-H", &format!("authorization: Bearer {alice}")])
         .arg(format!(
             "http://127.0.0.1:{}/api/v1/tunnels/logged/requests/live",
             broker.api_port
         ))
-        .output();
-    let visit = async {
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-A",
-                "probe/1.0",
-                "-H",
-                "host: logged.localhost",
-            ])
-            .arg(format!(
-                "http://127.0.0.1:{}/?q=secret&page=2",
-                broker.http_port
-            ))
-            .status()
-    };
-    let (live, visit) = tokio::join!(live, visit);
-    assert!(visit?.success());
-    let stream = String::from_utf8_lossy(&live?.stdout).into_owned();
-    assert!(stream.contains("event: request"), "{stream}");
-    assert!(stream.contains("/?q=…&page=…"), "{stream}");
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = tokio::io::BufReader::new(live.stdout.take().context("curl's stdout")?).lines();
+    let first = tokio::time::timeout(DEADLINE, lines.next_line())
+        .await
+        .context("no first event")??;
+    assert_eq!(first.as_deref(), Some("event: request"));
+    let visit = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-A",
+            "probe/1.0",
+            "-H",
+            "host: logged.localhost",
+        ])
+        .arg(format!(
+            "http://127.0.0.1:{}/?q=secret&page=2",
+            broker.http_port
+        ))
+        .output()?;
+    assert_eq!(String::from_utf8_lossy(&visit.stdout), "200");
+    let mut stream = String::new();
+    let came = tokio::time::timeout(DEADLINE, async {
+        while let Some(line) = lines.next_line().await? {
+            stream.push_str(&line);
+            stream.push('\n');
+            if line.contains("/?q=…&page=…") {
+                return Ok(true);
+            }
+        }
+        anyhow::Ok(false)
+    })
+    .await;
+    assert!(
+        matches!(came, Ok(Ok(true))),
+        "the visit never came live: {stream}"
+    );
     assert!(
         !stream.contains("secret"),
         "a query value reached the stream: {stream}"
     );
+    drop(live);
     // Then the list.
     let r = api.call(
         "GET",
