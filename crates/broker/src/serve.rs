@@ -237,6 +237,8 @@ pub async fn serve(config: Config, args: SettingsArgs) -> Result<()> {
     let ssh_settings = SshSettings {
         urls: public_urls(&config, http_addr.port(), https_addr.port()),
         auto_claim: config.auto_claim,
+        // This binary always listens for HTTPS (`https_listener` above); the setting is for
+        // an SSH front without one (`ask::classify` is tested both ways).
         tls_passthrough: true,
         keepalive_interval: config.keepalive,
         keepalive_max: config.keepalive_max,

@@ -302,7 +302,7 @@ pub async fn run(
                 None
             };
             let shards = edge.shards.clone();
-            shards.run(shard, socket, move |socket| {
+            shards.hand_off(shard, socket, move |socket| {
                 let conn = serve_visitor(edge.clone(), socket, peer, shutdown, admitted);
                 edge.visitors
                     .track(conn)

@@ -220,7 +220,7 @@ async fn accept_loop(
                 let shard = route.endpoint.shard();
                 let metrics = metrics.clone();
                 let (route_owner, route_name) = (route.owner, route.name.clone());
-                shards.run(shard, socket, move |mut socket| async move {
+                shards.hand_off(shard, socket, move |mut socket| async move {
                     let _ticket = ticket;
                     let Some(_permit) = route.take_slot() else {
                         metrics.limit_hit(Limit::TunnelConnections);

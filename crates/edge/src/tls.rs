@@ -56,7 +56,7 @@ pub async fn run_tls(
             };
             let shard = label.as_deref().and_then(|l| edge.shard_of(l));
             let shards = edge.shards.clone();
-            shards.run(shard, socket, move |socket| {
+            shards.hand_off(shard, socket, move |socket| {
                 let conn = serve(
                     edge.clone(),
                     config,

@@ -216,7 +216,7 @@ async fn handle(
     let Some(socket) = tls.get_mut().0.get_mut().0.take() else {
         return Ok(());
     };
-    shards.run(shard, socket, move |socket| async move {
+    shards.hand_off(shard, socket, move |socket| async move {
         tls.get_mut().0.get_mut().0 = Some(socket);
         if let Err(e) = relay(tls, visitor, &route).await {
             debug!(error = %e, "cluster stream ended");

@@ -100,10 +100,10 @@ impl Shards {
         }
     }
 
-    /// Runs `serve(socket)` on tunnel thread `shard`, or on the next one in turn when `shard`
-    /// is `None` (or not one of ours). The socket is moved to that thread's reactor, so its
-    /// readiness wakes that thread only.
-    pub fn run<F, Fut>(&self, shard: Option<usize>, socket: TcpStream, serve: F)
+    /// Hands `socket` to tunnel thread `shard`, or to the next one in turn when `shard` is
+    /// `None` (or not one of ours), and spawns `serve(socket)` there; returns at once. The
+    /// socket is moved to that thread's reactor, so its readiness wakes that thread only.
+    pub fn hand_off<F, Fut>(&self, shard: Option<usize>, socket: TcpStream, serve: F)
     where
         F: FnOnce(TcpStream) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -157,7 +157,7 @@ mod tests {
         });
         let (socket, _) = listener.accept().await.expect("loopback");
         let (tx, rx) = oneshot::channel();
-        shards.run(shard, socket, move |mut socket| async move {
+        shards.hand_off(shard, socket, move |mut socket| async move {
             let mut got = [0u8; 4];
             socket.read_exact(&mut got).await.expect("loopback");
             socket.write_all(b"pong").await.expect("loopback");

@@ -289,7 +289,7 @@ pub async fn run(
         let shutdown = shutdown.clone();
         let span = info_span!("ssh", session = id, %peer);
         let shards = server.shards.clone();
-        shards.run(None, socket, move |socket| {
+        shards.hand_off(None, socket, move |socket| {
             async move {
                 // An exempt source waits for its turn before its handshake (and its deadline)
                 // starts; the others were counted, and refused at the cap, when accepted.

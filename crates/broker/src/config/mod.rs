@@ -20,17 +20,19 @@ pub use flood::{FloodLimits, log as log_flood_limits};
 pub use public::{AcmeConfig, DnsConfig, PublicConfig};
 use secrets::SecretFiles;
 
-/// A string whose `Debug` does not show it (database URLs carry passwords).
+/// A URL that may carry a password (the database URL): `Debug` does not show it, and
+/// [`SecretUrl::redacted`] shows it without the password. Not `warren_dns::Secret`, which is
+/// a plain secret (a token or a TSIG key).
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
+pub struct SecretUrl(pub String);
 
-impl std::fmt::Debug for Secret {
+impl std::fmt::Debug for SecretUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("MASKED")
     }
 }
 
-impl Secret {
+impl SecretUrl {
     /// The URL with any password replaced, for logs: the userinfo's (`user:pw@`) and a
     /// `password=` query parameter's (libpq and sqlx accept both).
     pub fn redacted(&self) -> String {
@@ -68,7 +70,7 @@ pub struct Config {
     /// Data directory (created if missing).
     pub data_dir: PathBuf,
     /// Database URL.
-    pub database_url: Secret,
+    pub database_url: SecretUrl,
     /// Postgres connections pooled at most (`database_pool`).
     pub database_pool: u32,
     /// SSH listener.
@@ -228,7 +230,7 @@ impl Config {
             // Redacted: whatever was given may carry a password (`mysql://root:pw@…`).
             bail!(
                 "database_url: expected sqlite://PATH or postgres://…, got {:?}",
-                Secret(database_url).redacted()
+                SecretUrl(database_url).redacted()
             );
         }
         let domain = a
@@ -299,7 +301,7 @@ impl Config {
         };
         let public_ssh_host = a.public_ssh_host.clone().unwrap_or_else(|| domain.clone());
         Ok(Self {
-            database_url: Secret(database_url),
+            database_url: SecretUrl(database_url),
             database_pool: positive(
                 "database_pool",
                 a.database_pool
@@ -743,10 +745,10 @@ mod tests {
 
     #[test]
     fn secrets_are_masked() {
-        let s = Secret("postgres://warren:hunter2@db/warren".into());
+        let s = SecretUrl("postgres://warren:hunter2@db/warren".into());
         assert_eq!(format!("{s:?}"), "MASKED");
         assert_eq!(s.redacted(), "postgres://warren:***@db/warren");
-        let q = Secret("postgres://warren@db/warren?sslmode=require&password=hunter2".into());
+        let q = SecretUrl("postgres://warren@db/warren?sslmode=require&password=hunter2".into());
         assert_eq!(
             q.redacted(),
             "postgres://warren@db/warren?sslmode=require&password=***"
