@@ -158,12 +158,32 @@ pub(crate) fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
+/// How a visitor reached the broker: the scheme the origin is told (`X-Forwarded-Proto`,
+/// `Forwarded: proto=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    /// The plain HTTP listener.
+    Http,
+    /// The HTTPS listener (TLS ended here).
+    Https,
+}
+
+impl Scheme {
+    /// `http` or `https`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
 /// Who the broker is forwarding for, as the origin is told it.
 pub(crate) struct Forwarding<'a> {
     /// The visitor's (or the trusted proxy's) address.
     pub peer: IpAddr,
-    /// `http` or `https`: how the visitor reached the broker.
-    pub proto: &'static str,
+    /// How the visitor reached the broker.
+    pub proto: Scheme,
     /// The routed host (`RequestHost::value`).
     pub host: &'a HeaderValue,
     /// Whether the peer is a trusted proxy, whose `X-Forwarded-*` / `Forwarded` are kept and
@@ -207,7 +227,7 @@ pub(crate) fn add_forwarded(headers: &mut HeaderMap, f: &Forwarding<'_>) {
         Some(prev) => format!("{prev}, {ip}"),
         None => ip.to_string(),
     };
-    let element = forwarded_element(ip, f.proto, f.host);
+    let element = forwarded_element(ip, f.proto.as_str(), f.host);
     let fwd = match fwd {
         Some(prev) => format!("{prev}, {element}"),
         None => element,
@@ -221,7 +241,7 @@ pub(crate) fn add_forwarded(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     set(headers, header::FORWARDED, fwd);
     headers.insert(
         X_FORWARDED_PROTO,
-        proto.unwrap_or(HeaderValue::from_static(f.proto)),
+        proto.unwrap_or(HeaderValue::from_static(f.proto.as_str())),
     );
     headers.insert(X_FORWARDED_HOST, xhost.unwrap_or_else(|| f.host.clone()));
     match real {
@@ -541,7 +561,7 @@ mod tests {
         let host = HeaderValue::from_static(host);
         let f = Forwarding {
             peer: peer.parse().expect("ip"),
-            proto: "https",
+            proto: Scheme::Https,
             host: &host,
             trusted,
         };

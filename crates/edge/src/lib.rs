@@ -348,7 +348,8 @@ async fn serve_visitor(
     // The IP's place stays with `ticket` until the connection ends; the pending one goes with
     // the first request head.
     let conn_state = Arc::new(
-        proxy::ConnState::new(edge.clone(), peer, "http", None).pending(ticket.take_pending()),
+        proxy::ConnState::new(edge.clone(), peer, crate::headers::Scheme::Http, None)
+            .pending(ticket.take_pending()),
     );
     let service = {
         let conn_state = conn_state.clone();

@@ -17,7 +17,7 @@ use tracing::{Instrument, debug};
 use warren_registry::{Lookup, OpenError, PacedIo, Route, RouteKind};
 
 use crate::Edge;
-use crate::headers::{self, Forwarding, RequestHost, request_host};
+use crate::headers::{self, Forwarding, RequestHost, Scheme, request_host};
 use crate::host::{HostError, Target};
 use crate::pages::{Body, page, retry_page};
 use crate::pool::{self, InFlight, Upstream, VisitorUpstreams};
@@ -27,7 +27,7 @@ use crate::record::{Exchange, Pending};
 pub(crate) struct ConnState {
     edge: Arc<Edge>,
     peer: SocketAddr,
-    proto: &'static str,
+    proto: Scheme,
     /// The SNI of a TLS connection; requests for another tunnel get 421.
     sni_label: Option<String>,
     requests: AtomicU64,
@@ -46,7 +46,7 @@ impl ConnState {
     pub(crate) fn new(
         edge: Arc<Edge>,
         peer: SocketAddr,
-        proto: &'static str,
+        proto: Scheme,
         sni_label: Option<String>,
     ) -> Self {
         Self {
@@ -123,9 +123,9 @@ pub(crate) async fn handle(
         // A whole request head is in: no longer a connection that has said nothing.
         pending.release();
     }
-    let tls = state.proto == "https";
+    let tls = state.proto == Scheme::Https;
     let started = Instant::now();
-    let mut resp = route(&state, req).await;
+    let mut resp = serve_request(&state, req).await;
     // Handles resolved once (warren-metrics): an index and two atomic adds per request.
     state
         .edge
@@ -141,7 +141,9 @@ pub(crate) async fn handle(
     Ok(resp)
 }
 
-async fn route(state: &Arc<ConnState>, req: Request<Incoming>) -> Response<Body> {
+/// The answer to one request: a page of our own (CONNECT, a bad host, an ACME challenge, no
+/// such tunnel, the SNI's 421, the HTTPS redirect, an access rule), or the tunnel's own.
+async fn serve_request(state: &Arc<ConnState>, req: Request<Incoming>) -> Response<Body> {
     state.requests.fetch_add(1, Ordering::Relaxed);
     let edge = &state.edge;
     if req.method() == Method::CONNECT {
@@ -152,7 +154,7 @@ async fn route(state: &Arc<ConnState>, req: Request<Incoming>) -> Response<Body>
         Err(e) => return bad_host(&e),
     };
     // ACME HTTP-01 answers come first and are never redirected (RFC 8555 §8.3).
-    if state.proto == "http"
+    if state.proto == Scheme::Http
         && let Some(token) = req
             .uri()
             .path()
@@ -201,7 +203,7 @@ async fn route(state: &Arc<ConnState>, req: Request<Incoming>) -> Response<Body>
     }
     // A custom domain goes to HTTPS only once its own certificate is in: until then the
     // redirect would lead its visitors to a TLS alert.
-    if state.proto == "http"
+    if state.proto == Scheme::Http
         && let Some(https_port) = edge.settings.redirect_https_port
         && (matches!(host.target, Target::Tunnel(_)) || edge.has_certificate(&host.name))
     {
@@ -217,7 +219,7 @@ async fn route(state: &Arc<ConnState>, req: Request<Incoming>) -> Response<Body>
         Lookup::Live(route) => {
             state.describe(&route, &req);
             let mut req = req;
-            let tls = state.proto == "https";
+            let tls = state.proto == Scheme::Https;
             let started = Instant::now();
             if let Some(answer) =
                 crate::access::check(edge, state.peer, tls, &route, &mut req, label, name).await
@@ -475,7 +477,8 @@ enum Failure {
     Busy,
     /// The owner's side failed: (visitor text, owner text).
     Owner(String, String),
-    /// The SSH session did not give us a stream.
+    /// No stream to talk HTTP on: the SSH session did not open one, or the HTTP handshake
+    /// on it failed.
     Unreachable(String),
     /// The cluster node holding the tunnel did not answer.
     Away(String),

@@ -181,8 +181,10 @@ async fn serve(
     }
     // A connection opened for one tunnel's name may carry only that tunnel's requests; one
     // opened for another name (the apex, an IP, no SNI) is not tied to a tunnel.
-    let state =
-        Arc::new(ConnState::new(edge.clone(), peer, "https", label).pending(ticket.take_pending()));
+    let state = Arc::new(
+        ConnState::new(edge.clone(), peer, crate::headers::Scheme::Https, label)
+            .pending(ticket.take_pending()),
+    );
     let service = {
         let state = state.clone();
         hyper::service::service_fn(move |req| proxy::handle(state.clone(), req))
