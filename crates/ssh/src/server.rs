@@ -18,10 +18,10 @@ use warren_shards::Shards;
 use warren_store::Store;
 use warren_tenants::PublicUrls;
 
-use crate::guard::AuthDeadline;
 use crate::handler::Connection;
 use crate::limits::{ClaimLimiter, SessionLimits};
 use crate::sessions::Sessions;
+use crate::socket::SshSocket;
 use crate::startup::Startup;
 
 /// What each channel may have in flight towards the broker. The window re-opens as the visitor
@@ -303,7 +303,7 @@ pub async fn run(
                 };
                 let startup = Arc::new(Startup::new(ticket).with_turn(turn));
                 let handler = Connection::new(server.clone(), id, peer, startup.clone());
-                let socket = AuthDeadline::new(
+                let socket = SshSocket::new(
                     socket,
                     startup,
                     auth_deadline,

@@ -1,4 +1,5 @@
-//! The SSH socket, with a deadline for authentication built into its reads.
+//! The SSH socket ([`SshSocket`]): a deadline for authentication built into its reads, reads
+//! ahead of russh (`readahead`), and `TCP_QUICKACK`.
 //!
 //! russh reads the client's version line and runs the key exchange before our handler is ever
 //! asked anything, and a disconnect request cannot reach a session stuck there. Failing the
@@ -27,7 +28,8 @@ use warren_metrics::Counter;
 use crate::readahead::{ReadAhead, Source};
 use crate::startup::Startup;
 
-pub(crate) struct AuthDeadline {
+/// An accepted SSH connection's socket as russh reads and writes it.
+pub(crate) struct SshSocket {
     inner: TcpStream,
     ahead: ReadAhead,
     startup: Arc<Startup>,
@@ -36,7 +38,7 @@ pub(crate) struct AuthDeadline {
     timeouts: Option<Counter>,
 }
 
-impl AuthDeadline {
+impl SshSocket {
     pub(crate) fn new(
         inner: TcpStream,
         startup: Arc<Startup>,
@@ -78,7 +80,7 @@ fn timed_out() -> io::Error {
     )
 }
 
-impl AsyncRead for AuthDeadline {
+impl AsyncRead for SshSocket {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -100,7 +102,7 @@ impl AsyncRead for AuthDeadline {
     }
 }
 
-impl AsyncWrite for AuthDeadline {
+impl AsyncWrite for SshSocket {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
