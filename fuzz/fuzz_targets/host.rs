@@ -4,10 +4,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use warren_edge::{Target, route_label};
+use warren_edge::{Target, classify_host};
 
 fuzz_target!(|data: &[u8]| {
-    match route_label(data, "tunnel.example.com") {
+    match classify_host(data, "tunnel.example.com") {
         Ok((Target::Tunnel(label), name)) => {
             assert_eq!(name, format!("{label}.tunnel.example.com"), "{data:?}");
             assert!(

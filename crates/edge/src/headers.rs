@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::Uri;
 
-use crate::host::{HostError, Target, route_label};
+use crate::host::{HostError, Target, classify_host};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -45,18 +45,18 @@ pub(crate) fn request_host(
     }
     let Some(authority) = uri.authority() else {
         let value = header.ok_or(HostError::Missing)?;
-        let (target, name) = route_label(value.as_bytes(), domain)?;
+        let (target, name) = classify_host(value.as_bytes(), domain)?;
         return Ok(RequestHost {
             target,
             name,
             value: value.clone(),
         });
     };
-    let (target, name) = route_label(authority.as_str().as_bytes(), domain)?;
+    let (target, name) = classify_host(authority.as_str().as_bytes(), domain)?;
     let value = match header {
         Some(h) if h.as_bytes() == authority.as_str().as_bytes() => h.clone(),
         Some(h) => {
-            match route_label(h.as_bytes(), domain) {
+            match classify_host(h.as_bytes(), domain) {
                 Ok((_, other)) if other == name => {}
                 _ => return Err(HostError::Mismatch),
             }

@@ -28,7 +28,7 @@ pub enum Target {
 
 /// Normalises `raw` (case-insensitive, port and trailing dot ignored) and maps it under
 /// `domain`. Returns the cleaned host too, for pages and logs.
-pub fn route_label(raw: &[u8], domain: &str) -> Result<(Target, String), HostError> {
+pub fn classify_host(raw: &[u8], domain: &str) -> Result<(Target, String), HostError> {
     let s = std::str::from_utf8(raw)
         .map_err(|_| HostError::Invalid)?
         .trim();
@@ -130,7 +130,7 @@ mod tests {
     use super::*;
 
     fn label(raw: &str) -> Result<Target, HostError> {
-        route_label(raw.as_bytes(), "example.com").map(|(t, _)| t)
+        classify_host(raw.as_bytes(), "example.com").map(|(t, _)| t)
     }
 
     #[test]
@@ -177,7 +177,7 @@ mod tests {
             assert_eq!(label(bad), Err(HostError::Invalid), "{bad}");
         }
         assert_eq!(
-            route_label(b"ch\xffat.example.com", "example.com"),
+            classify_host(b"ch\xffat.example.com", "example.com"),
             Err(HostError::Invalid)
         );
         assert_eq!(label(""), Err(HostError::Missing));

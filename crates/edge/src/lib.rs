@@ -55,7 +55,7 @@ use warren_registry::{Lookup, Registry};
 use warren_shards::Shards;
 
 pub use access::{Redeemed, SHARE_COOKIE, ShareRedeemer};
-pub use host::{HostError, Target, route_label};
+pub use host::{HostError, Target, classify_host};
 pub use ipnet::IpNet;
 pub use tcp::TcpPorts;
 pub use tls::{Hello, run_tls};
@@ -188,7 +188,7 @@ impl Edge {
 
     /// The tunnel thread of the live tunnel `host` names, if any.
     pub(crate) fn shard_for(&self, host: &[u8]) -> Option<usize> {
-        match route_label(host, &self.settings.domain) {
+        match classify_host(host, &self.settings.domain) {
             Ok((Target::Tunnel(label), _)) => self.shard_of(&label),
             Ok((Target::Elsewhere(host), _)) => self.shard_of(&self.registry.alias(&host)?),
             Err(_) => None,

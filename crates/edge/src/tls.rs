@@ -16,7 +16,7 @@ use tracing::{Instrument, debug};
 use warren_registry::{Lookup, PacedIo, Route, RouteKind};
 
 use crate::Edge;
-use crate::host::{Target, route_label};
+use crate::host::{Target, classify_host};
 use crate::proxy::{self, ConnState};
 use crate::rewind::Rewind;
 
@@ -96,12 +96,13 @@ async fn hello(
         }
     };
     let label =
-        sni.as_deref()
-            .and_then(|s| match route_label(s.as_bytes(), &edge.settings.domain) {
+        sni.as_deref().and_then(
+            |s| match classify_host(s.as_bytes(), &edge.settings.domain) {
                 Ok((Target::Tunnel(label), _)) => Some(label),
                 Ok((Target::Elsewhere(host), _)) => edge.registry.alias(&host),
                 Err(_) => None,
-            });
+            },
+        );
     Some((socket, label, raw))
 }
 
