@@ -116,6 +116,9 @@ pub struct Membership {
     shared: bool,
     /// Set when this node's row was found taken over by another process.
     lost: AtomicBool,
+    /// Set when this node leaves (at shutdown): its row goes with every hold of its sessions,
+    /// so the releases of sessions ending meanwhile have nothing left to do.
+    left: AtomicBool,
     metrics: Arc<Metrics>,
 }
 
@@ -157,6 +160,7 @@ impl Membership {
                         settings,
                         shared,
                         lost: AtomicBool::new(false),
+                        left: AtomicBool::new(false),
                         metrics,
                     }));
                 }
@@ -243,8 +247,12 @@ impl Membership {
     /// Lets go of `name` if `session` still holds it (a later session of this node that
     /// claimed it since keeps it). Failures are logged: the row goes at the latest when this
     /// node leaves, or is taken over once this node is dead.
+    ///
+    /// At shutdown, sessions end while the node leaves: their releases are skipped once it
+    /// has, and one that fails because the process is going is no warning (the leave, or
+    /// the lease, takes the hold with the rest).
     pub async fn release(&self, name: &str, session: SessionId) {
-        if !self.shared {
+        if !self.shared || self.left.load(Ordering::Relaxed) {
             return;
         }
         let session = i64::try_from(session).unwrap_or(i64::MAX);
@@ -253,7 +261,11 @@ impl Membership {
             .release_hold(name, &self.settings.name, session)
             .await
         {
-            warn!(%name, error = %e, "cannot release a name's hold");
+            if self.left.load(Ordering::Relaxed) {
+                tracing::debug!(%name, error = %e, "hold not released; this node left");
+            } else {
+                warn!(%name, error = %e, "cannot release a name's hold");
+            }
         }
     }
 
@@ -262,6 +274,7 @@ impl Membership {
         if self.lost.load(Ordering::Relaxed) {
             return;
         }
+        self.left.store(true, Ordering::Relaxed);
         match self
             .store
             .forget_node(&self.settings.name, self.incarnation)
