@@ -333,11 +333,7 @@ macro_rules! impl_accounts {
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(|e| {
-                        if crate::backend::unique_violation(&e) {
-                            StoreError::TokenExists(t.name.clone())
-                        } else {
-                            e.into()
-                        }
+                        crate::backend::or_taken(e, || StoreError::TokenExists(t.name.clone()))
                     })?;
                 audit!(
                     tx,

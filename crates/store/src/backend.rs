@@ -220,12 +220,12 @@ mod sql {
     );
 }
 
-pub(crate) fn unique_violation(e: &sqlx::Error) -> bool {
+fn unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
 /// `e` as `taken()` when it is a unique violation (another row holds the name), else as is.
-fn or_taken(e: sqlx::Error, taken: impl FnOnce() -> StoreError) -> StoreError {
+pub(crate) fn or_taken(e: sqlx::Error, taken: impl FnOnce() -> StoreError) -> StoreError {
     if unique_violation(&e) {
         taken()
     } else {

@@ -151,13 +151,9 @@ macro_rules! impl_domains {
                     .bind(crate::now())
                     .fetch_one(&mut *tx)
                     .await;
-                let (id,) = match inserted {
-                    Ok(row) => row,
-                    Err(e) if crate::backend::unique_violation(&e) => {
-                        return Err(StoreError::DomainTaken(hostname.to_owned()));
-                    }
-                    Err(e) => return Err(e.into()),
-                };
+                let (id,) = inserted.map_err(|e| {
+                    crate::backend::or_taken(e, || StoreError::DomainTaken(hostname.to_owned()))
+                })?;
                 let row = sqlx::query_as::<_, CustomDomain>(sql::BY_ID)
                     .bind(id)
                     .fetch_one(&mut *tx)
@@ -232,13 +228,9 @@ macro_rules! impl_domains {
                     .bind(&check.error)
                     .execute(&mut *tx)
                     .await;
-                match updated {
-                    Ok(_) => {}
-                    Err(e) if crate::backend::unique_violation(&e) => {
-                        return Err(StoreError::DomainTaken(before.hostname));
-                    }
-                    Err(e) => return Err(e.into()),
-                }
+                updated.map_err(|e| {
+                    crate::backend::or_taken(e, || StoreError::DomainTaken(before.hostname.clone()))
+                })?;
                 if before.state != check.state {
                     let action = match check.state.as_str() {
                         "verified" => Some(crate::AuditAction::DomainVerify),
